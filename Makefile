@@ -1,0 +1,31 @@
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test check bench clean
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[examples,bench,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)  ## serve the iris demo on http://127.0.0.1:8000
+	$(BIN)/modelport serve examples/iris/model.py examples/echo/model.py examples/txt2img/model.py --port 8000
+
+test: $(STAMP)  ## install everything and run every test
+	$(BIN)/pytest
+
+check: $(STAMP)  ## ruff + mypy
+	$(BIN)/ruff check modelport tests bench examples
+	$(BIN)/ruff format --check modelport tests bench examples
+	$(BIN)/mypy
+
+bench: $(STAMP)  ## overhead benchmark against plain FastAPI and LitServe
+	$(BIN)/python bench/overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.db *.db-wal *.db-shm

@@ -1,0 +1,52 @@
+"""modelport: turn a Python model into a typed, queued, scalable web API."""
+
+from modelport._version import __version__
+from modelport.client import AsyncClient, AsyncJob, Client, Job
+from modelport.errors import (
+    BadRequest,
+    Conflict,
+    JobFailed,
+    ModelportError,
+    NotFound,
+    Overloaded,
+    PayloadTooLarge,
+    RequestError,
+    SpecError,
+    Timeout,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+)
+from modelport.model import Model
+from modelport.server.app import Settings, create_app
+from modelport.spec import EndpointSpec, FieldSpec, Input, spec_from_toml
+from modelport.wire import JobStatus
+
+__all__ = [
+    "AsyncClient",
+    "AsyncJob",
+    "BadRequest",
+    "Client",
+    "Conflict",
+    "EndpointSpec",
+    "FieldSpec",
+    "Input",
+    "Job",
+    "JobFailed",
+    "JobStatus",
+    "Model",
+    "ModelportError",
+    "NotFound",
+    "Overloaded",
+    "PayloadTooLarge",
+    "RequestError",
+    "Settings",
+    "SpecError",
+    "Timeout",
+    "Unauthorized",
+    "Unavailable",
+    "ValidationError",
+    "__version__",
+    "create_app",
+    "spec_from_toml",
+]

@@ -1,0 +1,130 @@
+"""The ``modelport`` command: a thin layer over the public functions."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from modelport._version import __version__
+from modelport.errors import ModelportError
+
+DEFAULT_STORE = "sqlite:///modelport.db"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="modelport",
+        description="Serve Python models as typed, queued web APIs.",
+    )
+    parser.add_argument("--version", action="version", version=f"modelport {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the API server, with embedded workers for local models",
+        description="Run the API server. Models given as targets run in this process "
+        "(embedded workers); endpoints given with --config wait for remote workers.",
+    )
+    serve.add_argument(
+        "targets",
+        nargs="*",
+        metavar="TARGET",
+        help="a model to serve: path/to/file.py[:Class] or package.module[:Class] "
+        "(every Model subclass in the file when no class is named)",
+    )
+    serve.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="TOML",
+        help="an endpoint spec (TOML) to serve without a local model; repeatable",
+    )
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=8000, help="port to listen on (default: %(default)s)"
+    )
+    serve.add_argument(
+        "--store",
+        default=DEFAULT_STORE,
+        help="job store URL: sqlite:///file.db (durable, default: %(default)s) or memory://",
+    )
+    serve.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-body-size",
+        type=int,
+        default=10 * 1024 * 1024,
+        metavar="BYTES",
+        help="largest request body accepted; larger ones get 413 (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--max-queue-length",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="queued jobs per endpoint before submits get 429 (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--wait",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long a submit waits for its result before answering 202 (default: %(default)s)",
+    )
+    return parser
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from modelport.loader import load_models
+    from modelport.server.app import Settings, create_app
+    from modelport.spec import spec_from_toml
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    models = [cls for target in args.targets for cls in load_models(target)]
+    specs = [spec_from_toml(path) for path in args.config]
+    if not models and not specs:
+        raise ModelportError("nothing to serve: give a model file or --config TOML")
+    settings = Settings(
+        max_body_size=args.max_body_size,
+        max_queue_length=args.max_queue_length,
+        default_wait=args.wait,
+    )
+    app = create_app(models, specs, store=args.store, settings=settings)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=args.log_level == "debug",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    try:
+        serve(args)
+    except ModelportError as e:
+        print(f"modelport: error: {e.message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,414 @@
+"""The core: job lifecycle, leases, batching windows and retries, written once for every store.
+
+Routes translate HTTP to these calls; stores only store. Waiters in this process (a
+request waiting for its result, a worker long-polling for jobs) are woken by futures,
+never by polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pydantic
+
+from modelport.errors import Conflict, NotFound, Overloaded
+from modelport.spec import EndpointSpec
+from modelport.stores.base import JobStore, Update
+from modelport.wire import JobRecord, JobStatus, LeasedJob, Result, WorkerInfo, new_job_id
+
+log = logging.getLogger("modelport.core")
+
+ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
+RUNNING = frozenset({JobStatus.RUNNING})
+LOCAL_PREFIX = "local:"
+
+
+@dataclass
+class Worker:
+    """A worker as the server sees it."""
+
+    id: str
+    info: WorkerInfo
+    joined_at: float
+    last_seen: float
+    jobs_done: int = 0
+    compute_time: float = 0.0
+
+    def public(self, now: float, offline_after: float) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.info.name,
+            "state": "online" if now - self.last_seen <= offline_after else "offline",
+            "last_seen": self.last_seen,
+            "max_batch_size": self.info.max_batch_size,
+            "metadata": self.info.metadata,
+            "jobs_done": self.jobs_done,
+            "mean_compute_time": self.compute_time / self.jobs_done if self.jobs_done else None,
+        }
+
+
+@dataclass
+class _Depth:
+    value: int = 0
+    read_at: float = field(default=-1.0)
+
+
+class Broker:
+    """Owns the job state machine on top of a :class:`JobStore`."""
+
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        max_queue_length: int = 10_000,
+        reap_interval: float = 0.5,
+        offline_after: float = 30.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.specs: dict[str, EndpointSpec] = {}
+        self.max_queue_length = max_queue_length
+        self.reap_interval = reap_interval
+        self.offline_after = offline_after
+        self.clock = clock
+        self.instance = secrets.token_hex(4)
+        self.workers: dict[str, Worker] = {}
+        self._done: dict[str, list[asyncio.Future[None]]] = {}
+        self._signals: dict[str, asyncio.Future[None]] = {}
+        self._depths: dict[str, _Depth] = {}
+        self._reaper: asyncio.Task[None] | None = None
+
+    def add_endpoint(self, spec: EndpointSpec) -> None:
+        self.specs[spec.name] = spec
+
+    def spec(self, name: str) -> EndpointSpec:
+        try:
+            return self.specs[name]
+        except KeyError:
+            raise NotFound(f"no endpoint named {name!r}") from None
+
+    async def start(self) -> None:
+        await self.store.open()
+        if not self.store.shared:
+            await self._recover_local_jobs()
+        self._reaper = asyncio.create_task(self._reap_forever(), name="modelport-reaper")
+
+    async def stop(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reaper
+        await self.store.close()
+
+    # ---- client side
+
+    async def submit(
+        self, endpoint: str, inputs: dict[str, Any], *, idempotency_key: str | None = None
+    ) -> JobRecord:
+        spec = self.spec(endpoint)
+        await self._check_room(spec)
+        job = JobRecord(
+            id=new_job_id(),
+            endpoint=endpoint,
+            input=inputs,
+            created_at=self.clock(),
+            max_attempts=spec.max_attempts,
+            idempotency_key=idempotency_key,
+        )
+        stored = await self.store.insert(job)
+        if stored.id == job.id:
+            self._depths.setdefault(endpoint, _Depth()).value += 1
+            self._signal(endpoint)
+        return stored
+
+    async def get(self, job_id: str) -> JobRecord:
+        job = await self.store.get(job_id)
+        if job is None:
+            raise NotFound(f"no job with id {job_id!r}")
+        return job
+
+    async def wait(self, job_id: str, timeout: float) -> JobRecord:
+        """The job once it is final, or as it is when ``timeout`` seconds have passed."""
+        done = asyncio.get_running_loop().create_future()
+        self._done.setdefault(job_id, []).append(done)
+        try:
+            job = await self.get(job_id)
+            if job.status.final or timeout <= 0:
+                return job
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await done
+            return await self.get(job_id)
+        finally:
+            waiters = self._done.get(job_id)
+            if waiters is not None:
+                with contextlib.suppress(ValueError):
+                    waiters.remove(done)
+                if not waiters:
+                    del self._done[job_id]
+
+    async def cancel(self, job_id: str) -> JobRecord:
+        for _ in range(3):
+            job = await self.get(job_id)
+            if job.status is JobStatus.CANCELLED:
+                return job
+            if job.status.final:
+                raise Conflict(f"job {job_id} already {job.status.value}; it cannot be cancelled")
+            changes = {
+                "status": JobStatus.CANCELLED,
+                "completed_at": self.clock(),
+                "lease_until": None,
+                "error": "cancelled by the client",
+            }
+            (updated,) = await self.store.update([Update(job_id, ACTIVE, changes)])
+            if updated is not None:
+                self._finished(updated)
+                return updated
+        raise Conflict(f"job {job_id} changed while being cancelled; try again")
+
+    async def position(self, job: JobRecord) -> int | None:
+        return await self.store.position(job) if job.status is JobStatus.QUEUED else None
+
+    async def _check_room(self, spec: EndpointSpec) -> None:
+        limit = spec.max_queue_length or self.max_queue_length
+        depth = self._depths.setdefault(spec.name, _Depth())
+        now = time.monotonic()
+        if depth.value >= limit or now - depth.read_at > 0.25:
+            counts = await self.store.queue_depths()
+            depth.value, depth.read_at = counts.get(spec.name, {}).get("queued", 0), now
+        if depth.value >= limit:
+            raise Overloaded(
+                f"endpoint {spec.name!r} has {depth.value} queued jobs (limit {limit})"
+            )
+
+    # ---- worker side
+
+    def register(self, info: WorkerInfo, *, worker_id: str | None = None) -> Worker:
+        for name in info.endpoints:
+            self.spec(name)
+        now = self.clock()
+        wid = worker_id or secrets.token_hex(8)
+        worker = Worker(id=wid, info=info, joined_at=now, last_seen=now)
+        self.workers[wid] = worker
+        return worker
+
+    def local_worker_id(self, name: str) -> str:
+        return f"{LOCAL_PREFIX}{self.instance}:{name}"
+
+    def worker(self, worker_id: str) -> Worker:
+        try:
+            worker = self.workers[worker_id]
+        except KeyError:
+            raise NotFound(f"no worker with id {worker_id!r}; register first") from None
+        worker.last_seen = self.clock()
+        return worker
+
+    def workers_online(self, endpoint: str) -> list[Worker]:
+        now = self.clock()
+        return [
+            w
+            for w in self.workers.values()
+            if endpoint in w.info.endpoints and now - w.last_seen <= self.offline_after
+        ]
+
+    async def lease(self, worker_id: str, max_jobs: int, wait: float) -> list[LeasedJob]:
+        """Up to ``max_jobs`` jobs: wait up to ``wait`` s for the first, then fill the batch
+        for at most the endpoint's ``max_batch_wait`` after the first arrived."""
+        worker = self.worker(worker_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        jobs: list[JobRecord] = []
+        window_end: float | None = None
+        while True:
+            signals = [self._signal_future(name) for name in worker.info.endpoints]
+            for name in worker.info.endpoints:
+                spec = self.specs[name]
+                room = min(max_jobs, spec.max_batch_size) - len(jobs)
+                if room <= 0 or (jobs and jobs[0].endpoint != name):
+                    continue
+                now = self.clock()
+                got = await self.store.lease(name, worker_id, room, now, now + spec.lease_duration)
+                if got:
+                    self._depths.setdefault(name, _Depth()).value -= len(got)
+                    if window_end is None:
+                        window_end = loop.time() + spec.max_batch_wait
+                    jobs += got
+            if jobs:
+                limit = min(max_jobs, self.specs[jobs[0].endpoint].max_batch_size)
+                if len(jobs) >= limit:
+                    break
+            assert window_end is not None or not jobs
+            remaining = (window_end if window_end is not None else deadline) - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(signals, timeout=remaining)
+        worker.last_seen = self.clock()
+        return [
+            LeasedJob(j.id, j.endpoint, j.input, j.attempts, j.lease_until or 0.0) for j in jobs
+        ]
+
+    async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
+        """Extend the leases of jobs the worker still holds; return those ids."""
+        self.worker(worker_id)
+        if not job_ids:
+            return []
+        longest = max((s.lease_duration for s in self.specs.values()), default=60.0)
+        return await self.store.extend(worker_id, job_ids, self.clock() + longest)
+
+    async def finish(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
+        """Record final outputs or errors; a result for a job no longer held is refused."""
+        worker = self.worker(worker_id)
+        now = self.clock()
+        for r in results:
+            if r.endpoint not in worker.info.endpoints:
+                raise Conflict(f"worker {worker_id} does not serve endpoint {r.endpoint!r}")
+        updates = [self._result_update(worker_id, r, now) for r in results]
+        stored = await self.store.update(updates)
+        for job in stored:
+            if job is None:
+                continue
+            if job.status.final:
+                self._finished(job)
+                worker.jobs_done += 1
+                if job.started_at is not None and job.completed_at is not None:
+                    worker.compute_time += job.completed_at - job.started_at
+            else:
+                self._signal(job.endpoint)
+        return [job is not None for job in stored]
+
+    def _result_update(self, worker_id: str, r: Result, now: float) -> Update:
+        changes: dict[str, Any]
+        if r.error is None:
+            error = self._check_output(r)
+            if error is None:
+                changes = {
+                    "status": JobStatus.SUCCEEDED,
+                    "output": r.output,
+                    "completed_at": now,
+                    "lease_until": None,
+                }
+                return Update(r.job_id, RUNNING, changes, worker_id=worker_id, attempt=r.attempt)
+            r = Result(r.job_id, r.endpoint, r.attempt, error=error)
+        assert r.error is not None
+        if r.retry and r.attempt < self.spec(r.endpoint).max_attempts:
+            changes = {
+                "status": JobStatus.QUEUED,
+                "worker_id": None,
+                "lease_until": None,
+                "started_at": None,
+                "error": r.error,
+            }
+            return Update(r.job_id, RUNNING, changes, worker_id=worker_id, attempt=r.attempt)
+        changes = {
+            "status": JobStatus.FAILED,
+            "error": r.error,
+            "completed_at": now,
+            "lease_until": None,
+        }
+        return Update(r.job_id, RUNNING, changes, worker_id=worker_id, attempt=r.attempt)
+
+    def _check_output(self, r: Result) -> str | None:
+        adapter = self.spec(r.endpoint).output_adapter
+        if adapter is None:
+            return None
+        try:
+            adapter.validate_python(r.output)
+        except pydantic.ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "output"
+            return (
+                f"the model's output does not match the endpoint's outputs: {where}: {first['msg']}"
+            )
+        return None
+
+    async def leave(self, worker_id: str) -> None:
+        """A worker leaves: its unfinished jobs go back to the queue at once."""
+        self.worker(worker_id)
+        for job in await self.store.running(worker_id):
+            await self._lost(job, f"worker {worker_id} left before finishing the job")
+        del self.workers[worker_id]
+
+    # ---- lease expiry
+
+    async def reap(self) -> int:
+        """Requeue or fail jobs whose lease ran out; returns how many were handled."""
+        handled = 0
+        for job in await self.store.expired(self.clock(), 1000):
+            await self._lost(job, f"the lease of worker {job.worker_id} expired")
+            handled += 1
+        return handled
+
+    async def _lost(self, job: JobRecord, why: str) -> None:
+        expect = Update(job.id, RUNNING, worker_id=job.worker_id, attempt=job.attempts)
+        if job.attempts < job.max_attempts:
+            changes: dict[str, Any] = {
+                "status": JobStatus.QUEUED,
+                "worker_id": None,
+                "lease_until": None,
+                "started_at": None,
+            }
+            log.warning(
+                "job %s requeued: %s (attempt %d of %d)",
+                job.id,
+                why,
+                job.attempts,
+                job.max_attempts,
+            )
+        else:
+            changes = {
+                "status": JobStatus.FAILED,
+                "completed_at": self.clock(),
+                "lease_until": None,
+                "error": f"gave up after {job.attempts} attempts: {why}",
+            }
+            log.warning(
+                "job %s failed: %s (attempt %d of %d)", job.id, why, job.attempts, job.max_attempts
+            )
+        (updated,) = await self.store.update(
+            [Update(expect.job_id, expect.expect, changes, expect.worker_id, expect.attempt)]
+        )
+        if updated is None:
+            return
+        if updated.status.final:
+            self._finished(updated)
+        else:
+            self._signal(updated.endpoint)
+
+    async def _recover_local_jobs(self) -> None:
+        # Embedded workers die with the server that ran them, so their leases are void now.
+        for job in await self.store.running():
+            if job.worker_id is not None and job.worker_id.startswith(LOCAL_PREFIX):
+                await self._lost(job, "the server restarted while the job was running")
+
+    async def _reap_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.reap_interval)
+            try:
+                await self.reap()
+            except Exception:
+                log.exception("lease expiry check failed; retrying")
+
+    # ---- wake-ups
+
+    def _signal_future(self, endpoint: str) -> asyncio.Future[None]:
+        fut = self._signals.get(endpoint)
+        if fut is None or fut.done():
+            fut = self._signals[endpoint] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def _signal(self, endpoint: str) -> None:
+        fut = self._signals.pop(endpoint, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _finished(self, job: JobRecord) -> None:
+        for fut in self._done.pop(job.id, ()):
+            if not fut.done():
+                fut.set_result(None)

@@ -1,0 +1,67 @@
+"""Find models from command-line targets: ``file.py[:Class]`` or ``package.module[:Class]``."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from types import ModuleType
+
+from modelport.errors import SpecError
+from modelport.model import Model
+
+
+def load_models(target: str) -> list[type[Model]]:
+    """The Model classes a target names: one class, or every Model defined in the module."""
+    module_ref, _, attr = target.partition(":")
+    module = _import(module_ref)
+    if attr:
+        obj = getattr(module, attr, None)
+        if not (inspect.isclass(obj) and issubclass(obj, Model)):
+            raise SpecError(f"{target}: {attr!r} is not a modelport.Model subclass in {module_ref}")
+        return [obj]
+    found = [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj)
+        and issubclass(obj, Model)
+        and obj is not Model
+        and obj.__module__ == module.__name__
+        and not inspect.isabstract(obj)
+    ]
+    if not found:
+        raise SpecError(f"{target}: defines no modelport.Model subclass")
+    return found
+
+
+def _import(ref: str) -> ModuleType:
+    path = Path(ref)
+    if ref.endswith(".py") or path.is_file():
+        if not path.is_file():
+            raise SpecError(f"{ref}: no such file")
+        resolved = path.resolve()
+        name = (
+            f"modelport_user_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
+        )
+        if name in sys.modules:
+            return sys.modules[name]
+        spec = importlib.util.spec_from_file_location(name, resolved)
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        sys.path.insert(0, str(resolved.parent))
+        try:
+            spec.loader.exec_module(module)
+        except Exception:
+            del sys.modules[name]
+            raise
+        finally:
+            sys.path.remove(str(resolved.parent))
+        return module
+    try:
+        return importlib.import_module(ref)
+    except ModuleNotFoundError as e:
+        raise SpecError(f"{ref}: cannot import: {e}") from None

@@ -1,0 +1,109 @@
+"""The base class users subclass to serve a model.
+
+    class Iris(modelport.Model):
+        def setup(self) -> None:
+            self.clf = train()
+
+        def predict(self, sepal_length: float = Input(ge=0, le=10), ...) -> dict[str, Any]:
+            return {"label": ...}
+
+Serving loops live in :mod:`modelport.worker`, never here.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+from pathlib import Path
+from typing import Any, ClassVar
+
+from modelport.errors import SpecError
+from modelport.spec import (
+    SERVING_KEYS,
+    EndpointSpec,
+    check_spec,
+    spec_from_signature,
+    spec_from_toml,
+)
+
+
+class Model:
+    """A servable model: override :meth:`setup` and :meth:`predict` (or :meth:`predict_batch`)."""
+
+    name: ClassVar[str | None] = None
+    """Endpoint name; defaults to the class name in lower case."""
+    config: ClassVar[str | None] = None
+    """A TOML spec file (relative to the class's module) that declares the inputs instead."""
+    version: ClassVar[str] = "1"
+    title: ClassVar[str] = ""
+    kind: ClassVar[str] = "predict"
+    max_batch_size: ClassVar[int] = 1
+    max_batch_wait: ClassVar[float] = 0.0
+    lease_duration: ClassVar[float] = 60.0
+    max_attempts: ClassVar[int] = 3
+    max_queue_length: ClassVar[int | None] = None
+
+    def setup(self) -> None:
+        """Load weights and warm up; called once per process before the first job."""
+
+    def predict(self, **inputs: Any) -> Any:
+        """Compute one output from one validated input."""
+        raise NotImplementedError(
+            f"{type(self).__name__} must define predict(self, ...) or predict_batch(self, inputs)"
+        )
+
+    def predict_batch(self, inputs: list[dict[str, Any]]) -> list[Any]:
+        """Compute one output per input; an exception in the list fails only its own job."""
+        outputs: list[Any] = []
+        for item in inputs:
+            try:
+                outputs.append(self.predict(**item))
+            except Exception as e:
+                outputs.append(e)
+        return outputs
+
+    @classmethod
+    def endpoint_name(cls) -> str:
+        return cls.name or cls.__name__.lower()
+
+    @classmethod
+    def spec(cls) -> EndpointSpec:
+        """The endpoint contract, from the TOML ``config`` or from ``predict``'s signature."""
+        settings = {key: getattr(cls, key) for key in SERVING_KEYS}
+        if cls.config is not None:
+            spec = spec_from_toml(_beside(cls, cls.config), name=cls.endpoint_name())
+            if cls.name and spec.name != cls.name:
+                raise SpecError(
+                    f"{cls.__qualname__}: name {cls.name!r} differs from"
+                    f" {cls.config}'s {spec.name!r}"
+                )
+            for key, value in settings.items():
+                if value != getattr(Model, key):
+                    setattr(spec, key, value)
+            check_spec(spec)
+            return spec
+        if cls.predict is Model.predict and cls.predict_batch is Model.predict_batch:
+            raise SpecError(f"{cls.__qualname__}: define predict(self, ...) with typed parameters")
+        if cls.predict is Model.predict:
+            raise SpecError(
+                f"{cls.__qualname__}: a predict_batch model also needs a typed predict signature "
+                "or a TOML config declaring its inputs"
+            )
+        return spec_from_signature(
+            cls.predict,
+            name=cls.endpoint_name(),
+            description=inspect.cleandoc(cls.__doc__ or ""),
+            version=cls.version,
+            title=cls.title,
+            kind=cls.kind,
+            **settings,
+        )
+
+
+def _beside(cls: type, relative: str) -> Path:
+    path = Path(relative)
+    if path.is_absolute():
+        return path
+    module = sys.modules.get(cls.__module__)
+    origin = getattr(module, "__file__", None)
+    return (Path(origin).parent if origin else Path.cwd()) / path

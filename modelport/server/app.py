@@ -1,0 +1,372 @@
+"""The ASGI application: client routes over the core, with embedded workers for local models.
+
+HTTP is translated here and only here; every :class:`ModelportError` becomes an
+``application/problem+json`` answer in :func:`_problem_response`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import secrets
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pydantic
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from modelport.core import Broker
+from modelport.errors import (
+    PROBLEM_PREFIX,
+    BadRequest,
+    ModelportError,
+    PayloadTooLarge,
+    Unavailable,
+    ValidationError,
+)
+from modelport.model import Model
+from modelport.server.openapi import DOCS_HTML, openapi
+from modelport.spec import EndpointSpec
+from modelport.stores import JobStore, store_from_url
+from modelport.wire import JobRecord
+from modelport.worker.runner import LocalTransport, Runner
+
+log = logging.getLogger("modelport.server")
+
+
+@dataclass
+class Settings:
+    """Server-wide limits and defaults."""
+
+    max_body_size: int = 10 * 1024 * 1024
+    """Largest request body, in bytes (413 beyond it)."""
+    default_wait: float = 30.0
+    """How long a submit waits for the result when the client does not say (``Prefer: wait``)."""
+    max_wait: float = 300.0
+    """The most a client may ask to wait on one request."""
+    max_queue_length: int = 10_000
+    """Queued jobs per endpoint before submits get 429 (an endpoint's spec may lower it)."""
+    reap_interval: float = 0.5
+    """How often expired leases are looked for, in seconds."""
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+def _problem_response(err: ModelportError) -> Response:
+    return Response(
+        orjson.dumps(err.to_problem()),
+        err.status,
+        err.headers or None,
+        media_type="application/problem+json",
+    )
+
+
+_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
+
+
+def _prefer(request: Request, default: float, most: float) -> tuple[bool, float]:
+    """(respond-async?, seconds to wait) from an RFC 7240 ``Prefer`` header."""
+    header = request.headers.get("prefer", "")
+    if "respond-async" in header.lower():
+        return True, 0.0
+    match = _PREFER_WAIT.search(header)
+    return False, min(float(match.group(1)), most) if match else default
+
+
+class Server:
+    """Holds the broker and the embedded runners; builds the Starlette app."""
+
+    def __init__(
+        self,
+        models: Sequence[type[Model] | Model] = (),
+        specs: Sequence[EndpointSpec] = (),
+        *,
+        store: str | JobStore = "memory://",
+        settings: Settings | None = None,
+    ) -> None:
+        self.settings = settings or Settings()
+        self.broker = Broker(
+            store_from_url(store) if isinstance(store, str) else store,
+            max_queue_length=self.settings.max_queue_length,
+            reap_interval=self.settings.reap_interval,
+        )
+        self.runners: list[Runner] = []
+        transport = LocalTransport(self.broker)
+        for spec in specs:
+            self._add(spec)
+        for model in models:
+            instance = model() if isinstance(model, type) else model
+            runner = Runner(instance, transport)
+            self._add(runner.spec)
+            self.runners.append(runner)
+        self._tasks: list[asyncio.Task[None]] = []
+        self.setup_errors: dict[str, str] = {}
+
+    def _add(self, spec: EndpointSpec) -> None:
+        if spec.name in self.broker.specs:
+            raise ModelportError(f"two endpoints are named {spec.name!r}")
+        self.broker.add_endpoint(spec)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
+        await self.broker.start()
+        self._tasks = [
+            asyncio.create_task(self._run(r), name=f"runner-{r.spec.name}") for r in self.runners
+        ]
+        try:
+            yield
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            for task in self._tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await self.broker.stop()
+
+    async def _run(self, runner: Runner) -> None:
+        try:
+            await runner.setup()
+        except Exception as e:
+            log.exception("setup() of %s failed; its endpoint stays not ready", runner.spec.name)
+            self.setup_errors[runner.spec.name] = f"setup() failed: {type(e).__name__}: {e}"
+            return
+        runner.ready.set()
+        log.info("model %s is ready", runner.spec.name)
+        await runner.run()
+
+    # ---- routes
+
+    async def list_endpoints(self, request: Request) -> Response:
+        depths = await self.broker.store.queue_depths()
+        return _json([self._summary(s, depths) for s in self.broker.specs.values()])
+
+    def _summary(self, spec: EndpointSpec, depths: dict[str, dict[str, int]]) -> dict[str, Any]:
+        depth = depths.get(spec.name, {})
+        return {
+            "name": spec.name,
+            "title": spec.title,
+            "description": spec.description,
+            "version": spec.version,
+            "kind": spec.kind,
+            "workers_online": len(self.broker.workers_online(spec.name)),
+            "queue_depth": depth.get("queued", 0),
+            "running": depth.get("running", 0),
+        }
+
+    async def get_endpoint(self, request: Request) -> Response:
+        spec = self.broker.spec(request.path_params["name"])
+        depths = await self.broker.store.queue_depths()
+        now = self.broker.clock()
+        body = self._summary(spec, depths)
+        body.update(
+            input_schema=spec.input_schema(),
+            output_schema=spec.output_schema(),
+            progress_schema=spec.progress_schema(),
+            limits={
+                "max_batch_size": spec.max_batch_size,
+                "max_batch_wait": spec.max_batch_wait,
+                "lease_duration": spec.lease_duration,
+                "max_attempts": spec.max_attempts,
+                "max_queue_length": spec.max_queue_length or self.settings.max_queue_length,
+                "max_body_size": self.settings.max_body_size,
+            },
+            workers=[
+                w.public(now, self.broker.offline_after)
+                for w in self.broker.workers.values()
+                if spec.name in w.info.endpoints
+            ],
+            spec=spec.to_dict(),
+        )
+        return _json(body)
+
+    async def submit(self, request: Request) -> Response:
+        name = request.path_params["name"]
+        spec = self.broker.spec(name)
+        body = await self._body(request)
+        try:
+            parsed = spec.request_model.model_validate_json(body)
+        except pydantic.ValidationError as e:
+            raise _validation_error(e) from None
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 1 <= len(key) <= 255:
+            raise BadRequest("Idempotency-Key must be 1 to 255 characters")
+        respond_async, wait = _prefer(request, self.settings.default_wait, self.settings.max_wait)
+        inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
+        job = await self.broker.submit(name, inputs, idempotency_key=key)
+        if not respond_async and not job.status.final:
+            job = await self.broker.wait(job.id, wait)
+        return await self._job_response(job, created=True)
+
+    async def _job_response(self, job: JobRecord, *, created: bool = False) -> Response:
+        position = await self.broker.position(job)
+        body = job.public(queue_position=position)
+        if job.status.final or not created:
+            return _json(body)
+        return _json(body, 202, {"Location": f"/jobs/{job.id}"})
+
+    async def _body(self, request: Request) -> bytes:
+        limit = self.settings.max_body_size
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+        chunks = bytearray()
+        async for chunk in request.stream():
+            chunks += chunk
+            if len(chunks) > limit:
+                raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+        if not chunks:
+            raise BadRequest('the body is empty; send JSON like {"input": {...}}')
+        return bytes(chunks)
+
+    async def get_job(self, request: Request) -> Response:
+        job_id = request.path_params["id"]
+        respond_async, wait = _prefer(request, 0.0, self.settings.max_wait)
+        job = await self.broker.wait(job_id, 0.0 if respond_async else wait)
+        return await self._job_response(job)
+
+    async def cancel_job(self, request: Request) -> Response:
+        job = await self.broker.cancel(request.path_params["id"])
+        return _json(job.public())
+
+    async def live(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def ready(self, request: Request) -> Response:
+        await self.broker.store.ping()
+        waiting = [r.spec.name for r in self.runners if not r.ready.is_set()]
+        if waiting:
+            failed = {n: self.setup_errors[n] for n in waiting if n in self.setup_errors}
+            detail = "; ".join(f"{n}: {e}" for n, e in failed.items()) or (
+                f"models still loading: {', '.join(waiting)}"
+            )
+            raise Unavailable(detail, retry_after=1 if not failed else 30)
+        return _json({"status": "ready", "endpoints": sorted(self.broker.specs)})
+
+    async def openapi_json(self, request: Request) -> Response:
+        return _json(openapi(self.broker.specs))
+
+    async def docs(self, request: Request) -> Response:
+        return HTMLResponse(DOCS_HTML)
+
+    def app(self) -> ASGIApp:
+        from swagger_ui_bundle import swagger_ui_path
+
+        routes = [
+            Route("/endpoints", self.list_endpoints, methods=["GET"]),
+            Route("/endpoints/{name}", self.get_endpoint, methods=["GET"]),
+            Route("/endpoints/{name}/jobs", self.submit, methods=["POST"]),
+            Route("/jobs/{id}", self.get_job, methods=["GET"]),
+            Route("/jobs/{id}/cancel", self.cancel_job, methods=["POST"]),
+            Route("/health/live", self.live, methods=["GET"]),
+            Route("/health/ready", self.ready, methods=["GET"]),
+            Route("/openapi.json", self.openapi_json, methods=["GET"]),
+            Route("/docs", self.docs, methods=["GET"]),
+            Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static"),
+        ]
+        app = Starlette(
+            routes=routes,
+            lifespan=self.lifespan,
+            exception_handlers={
+                ModelportError: _on_modelport_error,
+                HTTPException: _on_http_error,
+                Exception: _on_unexpected_error,
+            },
+        )
+        app.state.server = self
+        return RequestIdMiddleware(app)
+
+
+def _validation_error(e: pydantic.ValidationError) -> ModelportError:
+    errors = e.errors(include_url=False, include_input=False)
+    if any(err["type"] == "json_invalid" for err in errors):
+        return BadRequest(f"the body is not valid JSON: {errors[0]['msg']}")
+    fields = []
+    for err in errors:
+        loc = [str(p) for p in err["loc"]]
+        if loc and loc[0] == "input" and len(loc) > 1:
+            loc = loc[1:]
+        field = ".".join(loc) or "body"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = f"unknown field {field!r}"
+        fields.append({"field": field, "message": message})
+    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+    return ValidationError(summary, errors=fields)
+
+
+async def _on_modelport_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ModelportError)
+    return _problem_response(exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+    body = {
+        "type": PROBLEM_PREFIX + kind,
+        "title": str(exc.detail),
+        "status": exc.status_code,
+        "detail": f"{request.method} {request.url.path}: {exc.detail}",
+    }
+    return Response(
+        orjson.dumps(body), exc.status_code, exc.headers, media_type="application/problem+json"
+    )
+
+
+async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return _problem_response(ModelportError("an unexpected error happened; see the server log"))
+
+
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class RequestIdMiddleware:
+    """Gives every response an ``X-Request-ID``: the client's if it sent a sane one."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.state = getattr(app, "state", None)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ""
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                text = value.decode("latin-1")
+                if _REQUEST_ID.match(text):
+                    request_id = text
+                break
+        raw = (request_id or secrets.token_hex(8)).encode()
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", raw)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_id)
+
+
+def create_app(
+    models: Sequence[type[Model] | Model] = (),
+    specs: Sequence[EndpointSpec] = (),
+    *,
+    store: str | JobStore = "memory://",
+    settings: Settings | None = None,
+) -> ASGIApp:
+    """An ASGI app serving these models (run in-process) and specs (for remote workers)."""
+    return Server(models, specs, store=store, settings=settings).app()

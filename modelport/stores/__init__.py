@@ -1,0 +1,28 @@
+"""Job stores, chosen by URL: ``memory://``, ``sqlite:///path/to/jobs.db``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from modelport.errors import SpecError
+from modelport.stores.base import JobStore, Update
+
+__all__ = ["JobStore", "Update", "store_from_url"]
+
+
+def store_from_url(url: str) -> JobStore:
+    """The store a URL names; ``sqlite:///jobs.db`` is relative, ``sqlite:////abs.db`` absolute."""
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from modelport.stores.memory import MemoryStore
+
+        return MemoryStore()
+    if scheme == "sqlite":
+        from modelport.stores.sqlite import SqliteStore
+
+        path = url.removeprefix("sqlite://").removeprefix("/")
+        if not path:
+            raise SpecError(f"store URL {url!r}: give a file, e.g. sqlite:///modelport.db")
+        return SqliteStore(Path(path))
+    raise SpecError(f"store URL {url!r}: unknown scheme (use memory:// or sqlite:///file.db)")

@@ -1,0 +1,93 @@
+"""The storage protocol: verbs only. Policy (states, retries, expiry) lives in the core."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from modelport.wire import JobRecord, JobStatus
+
+CHANGEABLE = frozenset(
+    {
+        "status",
+        "output",
+        "error",
+        "progress",
+        "started_at",
+        "completed_at",
+        "worker_id",
+        "lease_until",
+        "attempts",
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """Change one job if, and only if, it is still as expected (compare-and-set)."""
+
+    job_id: str
+    expect: frozenset[JobStatus]
+    changes: dict[str, Any] = field(default_factory=dict)
+    worker_id: str | None = None
+    """When given, the job must be held by this worker."""
+    attempt: int | None = None
+    """When given, the job must be on this attempt."""
+
+    def matches(self, job: JobRecord) -> bool:
+        return (
+            job.status in self.expect
+            and (self.worker_id is None or job.worker_id == self.worker_id)
+            and (self.attempt is None or job.attempts == self.attempt)
+        )
+
+
+class JobStore(Protocol):
+    """Where jobs live. Every method is atomic on its own."""
+
+    shared: bool
+    """True when several API servers may use the store at once (so none may assume it is alone)."""
+
+    async def open(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def ping(self) -> None:
+        """Return if the store answers; raise :class:`modelport.errors.Unavailable` if not."""
+
+    async def insert(self, job: JobRecord) -> JobRecord:
+        """Store a new queued job and give it its queue ``seq``.
+
+        If another job of the same endpoint has the same ``idempotency_key``, store nothing
+        and return that job instead.
+        """
+
+    async def get(self, job_id: str) -> JobRecord | None: ...
+
+    async def lease(
+        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+    ) -> list[JobRecord]:
+        """Move up to ``limit`` oldest queued jobs of ``endpoint`` to running for ``worker_id``.
+
+        Each leased job has ``attempts`` incremented, ``started_at`` set to ``now`` and
+        ``lease_until`` set; the jobs come back in queue order.
+        """
+
+    async def extend(self, worker_id: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
+        """Extend the leases this worker still holds; return the ids it still holds."""
+
+    async def update(self, updates: Sequence[Update]) -> list[JobRecord | None]:
+        """Apply each update whose expectation holds; None where it did not (or no such job)."""
+
+    async def expired(self, now: float, limit: int) -> list[JobRecord]:
+        """Running jobs whose lease ended before ``now``."""
+
+    async def running(self, worker_id: str | None = None) -> list[JobRecord]:
+        """Running jobs, all or those held by one worker."""
+
+    async def position(self, job: JobRecord) -> int:
+        """How many queued jobs of the same endpoint are ahead of this one."""
+
+    async def queue_depths(self) -> dict[str, dict[str, int]]:
+        """Per endpoint, the number of ``queued`` and ``running`` jobs."""

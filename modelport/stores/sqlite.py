@@ -1,0 +1,260 @@
+"""The embedded default store: one SQLite file in WAL mode, durable across restarts.
+
+Statements run on the event loop thread: in WAL mode with ``synchronous=NORMAL`` a commit
+writes to the OS page cache without an fsync, so it costs microseconds and a killed
+server process loses no committed job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelport.errors import Unavailable
+from modelport.stores.base import CHANGEABLE, Update
+from modelport.wire import JobRecord, JobStatus
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    endpoint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input BLOB NOT NULL,
+    output BLOB,
+    error TEXT,
+    progress BLOB,
+    created_at REAL NOT NULL,
+    started_at REAL,
+    completed_at REAL,
+    attempts INTEGER NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    worker_id TEXT,
+    lease_until REAL,
+    idempotency_key TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (endpoint, status, seq);
+CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (endpoint, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+"""
+
+_COLUMNS = (
+    "seq, id, endpoint, status, input, output, error, progress, created_at, started_at,"
+    " completed_at, attempts, max_attempts, worker_id, lease_until, idempotency_key"
+)
+_JSON = frozenset({"input", "output", "progress"})
+
+
+def _dump(value: Any) -> bytes | None:
+    return None if value is None else orjson.dumps(value)
+
+
+def _load(value: bytes | None) -> Any:
+    return None if value is None else orjson.loads(value)
+
+
+def _row(r: tuple[Any, ...]) -> JobRecord:
+    return JobRecord(
+        seq=r[0],
+        id=r[1],
+        endpoint=r[2],
+        status=JobStatus(r[3]),
+        input=orjson.loads(r[4]),
+        output=_load(r[5]),
+        error=r[6],
+        progress=_load(r[7]),
+        created_at=r[8],
+        started_at=r[9],
+        completed_at=r[10],
+        attempts=r[11],
+        max_attempts=r[12],
+        worker_id=r[13],
+        lease_until=r[14],
+        idempotency_key=r[15],
+    )
+
+
+class SqliteStore:
+    """Jobs in one SQLite file (``sqlite:///path/to/file.db``)."""
+
+    shared = False
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._db: sqlite3.Connection | None = None
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise Unavailable("the sqlite store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        with self._errors():
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            self._db = db
+
+    async def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+
+    async def ping(self) -> None:
+        with self._errors():
+            self.db.execute("SELECT 1").fetchone()
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as e:
+            raise Unavailable(f"sqlite store {self.path}: {e}") from e
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self.db
+        with self._errors():
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+
+    async def insert(self, job: JobRecord) -> JobRecord:
+        with self._transaction() as db:
+            if job.idempotency_key is not None:
+                row = db.execute(
+                    f"SELECT {_COLUMNS} FROM jobs WHERE endpoint = ? AND idempotency_key = ?",
+                    (job.endpoint, job.idempotency_key),
+                ).fetchone()
+                if row is not None:
+                    return _row(row)
+            cur = db.execute(
+                "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts,"
+                " max_attempts, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job.id,
+                    job.endpoint,
+                    job.status.value,
+                    orjson.dumps(job.input),
+                    job.created_at,
+                    job.attempts,
+                    job.max_attempts,
+                    job.idempotency_key,
+                ),
+            )
+        assert cur.lastrowid is not None
+        job.seq = cur.lastrowid
+        return job
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        with self._errors():
+            row = self.db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        return None if row is None else _row(row)
+
+    async def lease(
+        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+    ) -> list[JobRecord]:
+        with self._transaction() as db:
+            rows = db.execute(
+                "UPDATE jobs SET status = 'running', worker_id = ?, attempts = attempts + 1,"
+                " started_at = ?, lease_until = ? WHERE seq IN (SELECT seq FROM jobs"
+                " WHERE endpoint = ? AND status = 'queued' ORDER BY seq LIMIT ?)"
+                f" RETURNING {_COLUMNS}",
+                (worker_id, now, lease_until, endpoint, limit),
+            ).fetchall()
+        return sorted((_row(r) for r in rows), key=lambda j: j.seq)
+
+    async def extend(self, worker_id: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
+        if not job_ids:
+            return []
+        marks = ",".join("?" * len(job_ids))
+        with self._transaction() as db:
+            rows = db.execute(
+                f"UPDATE jobs SET lease_until = ? WHERE id IN ({marks})"
+                " AND status = 'running' AND worker_id = ? RETURNING id",
+                (lease_until, *job_ids, worker_id),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    async def update(self, updates: Sequence[Update]) -> list[JobRecord | None]:
+        out: list[JobRecord | None] = []
+        with self._transaction() as db:
+            for u in updates:
+                unknown = set(u.changes) - CHANGEABLE
+                if unknown:
+                    raise ValueError(f"cannot change {sorted(unknown)}")
+                sets = ", ".join(f"{k} = ?" for k in u.changes)
+                values: list[Any] = [
+                    _dump(v) if k in _JSON else (v.value if isinstance(v, JobStatus) else v)
+                    for k, v in u.changes.items()
+                ]
+                where = f"id = ? AND status IN ({','.join('?' * len(u.expect))})"
+                values += [u.job_id, *(s.value for s in u.expect)]
+                if u.worker_id is not None:
+                    where += " AND worker_id = ?"
+                    values.append(u.worker_id)
+                if u.attempt is not None:
+                    where += " AND attempts = ?"
+                    values.append(u.attempt)
+                if not sets:
+                    row = db.execute(
+                        f"SELECT {_COLUMNS} FROM jobs WHERE {where}", values
+                    ).fetchone()
+                else:
+                    row = db.execute(
+                        f"UPDATE jobs SET {sets} WHERE {where} RETURNING {_COLUMNS}", values
+                    ).fetchone()
+                out.append(None if row is None else _row(row))
+        return out
+
+    async def expired(self, now: float, limit: int) -> list[JobRecord]:
+        with self._errors():
+            rows = self.db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE status = 'running' AND lease_until < ?"
+                " ORDER BY lease_until LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [_row(r) for r in rows]
+
+    async def running(self, worker_id: str | None = None) -> list[JobRecord]:
+        sql = f"SELECT {_COLUMNS} FROM jobs WHERE status = 'running'"
+        args: tuple[Any, ...] = ()
+        if worker_id is not None:
+            sql += " AND worker_id = ?"
+            args = (worker_id,)
+        with self._errors():
+            rows = self.db.execute(sql, args).fetchall()
+        return [_row(r) for r in rows]
+
+    async def position(self, job: JobRecord) -> int:
+        with self._errors():
+            (n,) = self.db.execute(
+                "SELECT count(*) FROM jobs WHERE endpoint = ? AND status = 'queued' AND seq < ?",
+                (job.endpoint, job.seq),
+            ).fetchone()
+        return int(n)
+
+    async def queue_depths(self) -> dict[str, dict[str, int]]:
+        with self._errors():
+            rows = self.db.execute(
+                "SELECT endpoint, status, count(*) FROM jobs"
+                " WHERE status IN ('queued', 'running') GROUP BY endpoint, status"
+            ).fetchall()
+        depths: dict[str, dict[str, int]] = {}
+        for endpoint, status, n in rows:
+            depths.setdefault(endpoint, {"queued": 0, "running": 0})[status] = n
+        return depths

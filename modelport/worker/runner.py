@@ -1,0 +1,190 @@
+"""The worker runner: lease a batch, run the model off the event loop, report results.
+
+The same runner serves a model inside ``modelport serve`` (through :class:`LocalTransport`,
+no HTTP hop) and on remote hosts (through an HTTP transport).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import types
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import orjson
+
+from modelport.core import Broker
+from modelport.model import Model
+from modelport.spec import EndpointSpec
+from modelport.wire import LeasedJob, Result, WorkerInfo
+
+log = logging.getLogger("modelport.worker")
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+class Transport(Protocol):
+    """How a runner talks to the server: the worker API, as calls."""
+
+    async def register(self, info: WorkerInfo) -> str: ...
+
+    async def lease(self, worker_id: str, max_jobs: int, wait: float) -> list[LeasedJob]: ...
+
+    async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]: ...
+
+    async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]: ...
+
+    async def leave(self, worker_id: str) -> None: ...
+
+
+class LocalTransport:
+    """The worker API called in-process, for models served inside the API server."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+
+    async def register(self, info: WorkerInfo) -> str:
+        return self.broker.register(info, worker_id=self.broker.local_worker_id(info.name)).id
+
+    async def lease(self, worker_id: str, max_jobs: int, wait: float) -> list[LeasedJob]:
+        return await self.broker.lease(worker_id, max_jobs, wait)
+
+    async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
+        return await self.broker.heartbeat(worker_id, job_ids)
+
+    async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
+        return await self.broker.finish(worker_id, results)
+
+    async def leave(self, worker_id: str) -> None:
+        await self.broker.leave(worker_id)
+
+
+def describe(exc: BaseException) -> str:
+    """The message a client sees for a model error: type and text, never a traceback."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Runner:
+    """Runs one model instance: one batch at a time on one dedicated thread."""
+
+    def __init__(
+        self,
+        model: Model,
+        transport: Transport,
+        *,
+        name: str | None = None,
+        lease_wait: float = 20.0,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        self.model = model
+        self.spec: EndpointSpec = type(model).spec()
+        self.transport = transport
+        self.name = name or self.spec.name
+        self.lease_wait = lease_wait
+        self.metadata = metadata or {}
+        self.ready = asyncio.Event()
+        self.worker_id: str | None = None
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.spec.name}")
+        self._batched = type(model).predict_batch is not Model.predict_batch
+
+    async def setup(self) -> None:
+        """Run the model's ``setup()`` off the event loop."""
+        await self._in_thread(self.model.setup)
+
+    async def run(self) -> None:
+        """Register, then lease and compute batches until cancelled."""
+        if not self.ready.is_set():
+            await self.setup()
+            self.ready.set()
+        info = WorkerInfo(
+            name=self.name,
+            endpoints=[self.spec.name],
+            max_batch_size=self.spec.max_batch_size,
+            metadata=self.metadata,
+        )
+        self.worker_id = await self.transport.register(info)
+        try:
+            while True:
+                jobs = await self.transport.lease(
+                    self.worker_id, self.spec.max_batch_size, self.lease_wait
+                )
+                if jobs:
+                    await self.run_batch(jobs)
+        finally:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def run_batch(self, jobs: list[LeasedJob]) -> None:
+        assert self.worker_id is not None
+        beat = asyncio.create_task(self._heartbeat([j.id for j in jobs]))
+        try:
+            results = await self._in_thread(self._compute, jobs)
+        finally:
+            beat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+        await self.transport.results(self.worker_id, results)
+
+    async def _heartbeat(self, job_ids: list[str]) -> None:
+        assert self.worker_id is not None
+        interval = self.spec.lease_duration / 3
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.transport.heartbeat(self.worker_id, job_ids)
+            except Exception:
+                log.warning("heartbeat failed; retrying at the next interval", exc_info=True)
+
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _compute(self, jobs: list[LeasedJob]) -> list[Result]:
+        """Call the model for one batch (on the model thread) and turn its answers into results."""
+        try:
+            if self._batched:
+                outputs = self.model.predict_batch([j.input for j in jobs])
+                if not isinstance(outputs, list) or len(outputs) != len(jobs):
+                    got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+                    raise TypeError(
+                        f"predict_batch must return a list of {len(jobs)} outputs, got {got}"
+                    )
+            else:
+                outputs = [self._one(j.input) for j in jobs]
+        except Exception as e:
+            log.exception("model %s failed on a batch of %d", self.spec.name, len(jobs))
+            return [Result(j.id, j.endpoint, j.attempt, error=describe(e)) for j in jobs]
+        return [self._result(j, out) for j, out in zip(jobs, outputs, strict=True)]
+
+    def _one(self, inputs: dict[str, Any]) -> Any:
+        try:
+            return _collect(self.model.predict(**inputs))
+        except Exception as e:
+            log.exception("model %s failed on job input", self.spec.name)
+            return e
+
+    def _result(self, job: LeasedJob, output: Any) -> Result:
+        if isinstance(output, BaseException):
+            return Result(job.id, job.endpoint, job.attempt, error=describe(output))
+        try:
+            value = orjson.loads(orjson.dumps(_collect(output), option=_JSON_OPTIONS))
+        except (TypeError, orjson.JSONEncodeError) as e:
+            return Result(
+                job.id, job.endpoint, job.attempt, error=f"the output is not JSON-serializable: {e}"
+            )
+        return Result(job.id, job.endpoint, job.attempt, output=value)
+
+
+def _collect(output: Any) -> Any:
+    """A generator's chunks as one output: text joined, anything else listed."""
+    if isinstance(output, types.GeneratorType):
+        chunks = list(output)
+        if chunks and all(isinstance(c, str) for c in chunks):
+            return "".join(chunks)
+        return chunks
+    if inspect.isawaitable(output):
+        raise TypeError("predict must be a plain function or generator, not a coroutine")
+    return output
