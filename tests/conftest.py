@@ -1,0 +1,97 @@
+"""Shared test helpers: free ports, real server processes waited on by readiness."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = Path(__file__).resolve().parent / "models"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``modelport serve`` in a child process on 127.0.0.1."""
+
+    def __init__(self, args: list[str], log_path: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = args
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> ServerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelport", "serve", *self.args,
+             "--port", str(self.port), "--log-level", "info"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
+        log.close()
+        return self
+
+    def wait_ready(self, timeout: float = 60.0) -> ServerProcess:
+        """Poll /health/ready until it answers 200 (bounded), failing fast if the process died."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        with httpx.Client(timeout=2.0) as http:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
+                try:
+                    if http.get(self.url + "/health/ready").status_code == 200:
+                        return self
+                except httpx.TransportError:
+                    pass
+                time.sleep(0.05)
+        raise TimeoutError(f"server not ready after {timeout} s:\n{self.logs()}")
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no chance to clean up, like a crash or an OOM kill."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[type[ServerProcess]]:
+    """Start servers with ``serve(args).start().wait_ready()``; all are stopped afterwards."""
+    started: list[ServerProcess] = []
+
+    def factory(args: list[str], port: int | None = None) -> ServerProcess:
+        server = ServerProcess(args, tmp_path / f"server-{len(started)}.log", port)
+        started.append(server)
+        return server
+
+    yield factory  # type: ignore[misc]
+    for server in started:
+        server.stop()

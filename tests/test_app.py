@@ -1,0 +1,353 @@
+"""In-process HTTP tests: the real app and lifespan through httpx.ASGITransport."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+import modelport
+from modelport.server.app import Server, Settings
+from modelport.spec import spec_from_toml
+
+sys.path.insert(0, str(Path(__file__).parent / "models"))
+from basic import Add, Fails, Shapes, Slow  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Gate(modelport.Model):
+    """Blocks until the test opens the gate, so a test can see a job while it runs."""
+
+    def setup(self) -> None:
+        import threading
+
+        self.opened = threading.Event()
+        self.entered = threading.Event()
+
+    def predict(self, n: int) -> int:
+        self.entered.set()
+        assert self.opened.wait(10)
+        return n
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[Server]:
+    txt2img = spec_from_toml(ROOT / "examples/txt2img/txt2img.toml")
+    s = Server(
+        [Add, Fails, Shapes, Slow, Gate],
+        [txt2img],
+        store="memory://",
+        settings=Settings(max_body_size=2000, default_wait=5.0),
+    )
+    async with s.lifespan(None):  # type: ignore[arg-type]
+        for runner in s.runners:
+            await asyncio.wait_for(runner.ready.wait(), 10)
+        yield s
+
+
+@pytest.fixture
+async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=server.app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        yield client
+
+
+def problem(response: httpx.Response, status: int) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "application/problem+json"
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"].startswith("urn:modelport:problem:")
+    return body
+
+
+async def test_submit_waits_and_answers_the_finished_job(http: httpx.AsyncClient) -> None:
+    r = await http.post("/endpoints/add/jobs", json={"input": {"a": 2, "b": 3}})
+    assert r.status_code == 200
+    job = r.json()
+    assert job["status"] == "succeeded"
+    assert job["output"] == {"sum": 5.0}
+    assert job["attempts"] == 1
+    assert job["queue_time"] >= 0 and job["compute_time"] >= 0
+    assert r.headers["x-request-id"]
+
+
+async def test_defaults_fill_in(http: httpx.AsyncClient) -> None:
+    r = await http.post("/endpoints/add/jobs", json={"input": {"a": 2}})
+    assert r.json()["output"] == {"sum": 3.0}
+    assert r.json()["input"] == {"a": 2.0, "b": 1.0}
+
+
+async def test_respond_async_gives_202_and_location(http: httpx.AsyncClient) -> None:
+    r = await http.post(
+        "/endpoints/slow/jobs",
+        json={"input": {"n": 1, "seconds": 0}},
+        headers={"Prefer": "respond-async"},
+    )
+    assert r.status_code == 202
+    location = r.headers["location"]
+    assert location == f"/jobs/{r.json()['id']}"
+    done = await http.get(location, headers={"Prefer": "wait=5"})
+    assert done.status_code == 200
+    assert done.json()["status"] == "succeeded"
+    assert done.json()["output"] == {"n": 1}
+
+
+async def test_wait_bound_answers_202_when_not_done(server: Server, http: httpx.AsyncClient) -> None:
+    gate = next(r.model for r in server.runners if r.spec.name == "gate")
+    r = await http.post("/endpoints/gate/jobs", json={"input": {"n": 7}}, headers={"Prefer": "wait=0"})
+    assert r.status_code == 202
+    job_id = r.json()["id"]
+    assert await asyncio.to_thread(gate.entered.wait, 5)  # type: ignore[attr-defined]
+    running = await http.get(f"/jobs/{job_id}")
+    assert running.json()["status"] == "running"
+    gate.opened.set()  # type: ignore[attr-defined]
+    done = await http.get(f"/jobs/{job_id}", headers={"Prefer": "wait=5"})
+    assert done.json()["status"] == "succeeded"
+    assert done.json()["output"] == 7
+
+
+async def test_queue_position_of_queued_jobs(server: Server, http: httpx.AsyncClient) -> None:
+    gate = next(r.model for r in server.runners if r.spec.name == "gate")
+    first = await http.post("/endpoints/gate/jobs", json={"input": {"n": 1}}, headers={"Prefer": "respond-async"})
+    assert await asyncio.to_thread(gate.entered.wait, 5)  # type: ignore[attr-defined]
+    ids = []
+    for n in range(3):
+        r = await http.post("/endpoints/gate/jobs", json={"input": {"n": n}}, headers={"Prefer": "respond-async"})
+        ids.append(r.json()["id"])
+        assert r.json()["queue_position"] == n
+    third = await http.get(f"/jobs/{ids[2]}")
+    assert third.json()["status"] == "queued"
+    assert third.json()["queue_position"] == 2
+    cancelled = await http.post(f"/jobs/{ids[0]}/cancel")
+    assert cancelled.json()["status"] == "cancelled"
+    assert (await http.get(f"/jobs/{ids[2]}")).json()["queue_position"] == 1
+    gate.opened.set()  # type: ignore[attr-defined]
+    for job_id in [first.json()["id"], ids[1], ids[2]]:
+        done = await http.get(f"/jobs/{job_id}", headers={"Prefer": "wait=5"})
+        assert done.json()["status"] == "succeeded"
+    assert (await http.get(f"/jobs/{ids[0]}")).json()["status"] == "cancelled"
+
+
+async def test_validation_names_every_failing_field(http: httpx.AsyncClient) -> None:
+    r = await http.post(
+        "/endpoints/shapes/jobs",
+        json={"input": {"text": "TOO LONG", "count": 9, "flag": 1, "mode": "warp", "bogus": 1}},
+    )
+    body = problem(r, 422)
+    fields = {e["field"]: e["message"] for e in body["errors"]}
+    assert set(fields) == {"text", "count", "flag", "mode", "bogus"}
+    assert "less than or equal to 3" in fields["count"]
+    assert "boolean" in fields["flag"]
+    assert "bogus" in fields["bogus"]
+
+
+async def test_validation_of_lists_and_types(http: httpx.AsyncClient) -> None:
+    r = await http.post("/endpoints/shapes/jobs", json={"input": {"tags": ["a", 2], "count": "2"}})
+    fields = {e["field"] for e in problem(r, 422)["errors"]}
+    assert fields == {"tags.1", "count"}
+    r = await http.post("/endpoints/shapes/jobs", json={"input": {"tags": ["a", "b", "c"]}})
+    assert [e["field"] for e in problem(r, 422)["errors"]] == ["tags"]
+    ok = await http.post(
+        "/endpoints/shapes/jobs",
+        json={"input": {"tags": ["a"], "extra": {"k": [1, 2]}, "ratio": 1, "mode": "slow"}},
+    )
+    assert ok.status_code == 200
+    assert ok.json()["output"]["extra"] == {"k": [1, 2]}
+    assert ok.json()["output"]["ratio"] == 1.0
+
+
+async def test_unknown_top_level_field_and_missing_input(http: httpx.AsyncClient) -> None:
+    r = await http.post("/endpoints/add/jobs", json={"input": {"a": 1}, "callback": "x"})
+    assert problem(r, 422)["errors"] == [{"field": "callback", "message": "unknown field 'callback'"}]
+    r = await http.post("/endpoints/add/jobs", json={})
+    assert problem(r, 422)["errors"] == [{"field": "a", "message": "Field required"}]
+    r = await http.post("/endpoints/add/jobs", json=[1, 2])
+    problem(r, 422)
+    r = await http.post("/endpoints/add/jobs", json={"input": "text"})
+    problem(r, 422)
+
+
+async def test_malformed_json_is_400(http: httpx.AsyncClient) -> None:
+    for body in [b"{bad", b"", b"\xff\xfe", b'{"input": {"a": 1}'] :
+        r = await http.post("/endpoints/add/jobs", content=body)
+        assert problem(r, 400)["detail"]
+
+
+async def test_body_over_limit_is_413(http: httpx.AsyncClient) -> None:
+    r = await http.post("/endpoints/shapes/jobs", json={"input": {"text": "a" * 5000}})
+    problem(r, 413)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b" " * 500
+
+    r = await http.post("/endpoints/shapes/jobs", content=chunks())
+    problem(r, 413)
+
+
+async def test_unknown_endpoint_job_and_route_are_404(http: httpx.AsyncClient) -> None:
+    assert "nope" in problem(await http.post("/endpoints/nope/jobs", json={}), 404)["detail"]
+    problem(await http.get("/endpoints/nope"), 404)
+    problem(await http.get("/jobs/doesnotexist"), 404)
+    problem(await http.post("/jobs/doesnotexist/cancel"), 404)
+    problem(await http.get("/no/such/route"), 404)
+    problem(await http.get("/endpoints/add/jobs"), 405)
+
+
+async def test_model_exception_fails_only_that_job(http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+    r = await http.post("/endpoints/fails/jobs", json={"input": {"x": -1}})
+    assert r.status_code == 200
+    job = r.json()
+    assert job["status"] == "failed"
+    assert job["error"] == "ValueError: x must not be negative, got -1"
+    assert "Traceback" not in r.text
+    assert any("Traceback" in (rec.exc_text or "") or rec.exc_info for rec in caplog.records)
+    ok = await http.post("/endpoints/fails/jobs", json={"input": {"x": 4}})
+    assert ok.json()["output"] == 8
+
+
+async def test_cancel_finished_job_is_409(http: httpx.AsyncClient) -> None:
+    r = await http.post("/endpoints/add/jobs", json={"input": {"a": 1}})
+    problem(await http.post(f"/jobs/{r.json()['id']}/cancel"), 409)
+
+
+async def test_idempotency_key_returns_the_same_job(http: httpx.AsyncClient) -> None:
+    headers = {"Idempotency-Key": "order-42"}
+    first = await http.post("/endpoints/add/jobs", json={"input": {"a": 1}}, headers=headers)
+    again = await http.post("/endpoints/add/jobs", json={"input": {"a": 1}}, headers=headers)
+    assert first.json()["id"] == again.json()["id"]
+    other = await http.post("/endpoints/add/jobs", json={"input": {"a": 1}})
+    assert other.json()["id"] != first.json()["id"]
+
+
+async def test_full_queue_is_429_with_retry_after(server: Server, http: httpx.AsyncClient) -> None:
+    server.broker.specs["txt2img"].max_queue_length = 2  # no worker serves txt2img here
+    for _ in range(2):
+        r = await http.post("/endpoints/txt2img/jobs", json={"input": {"prompt": "a"}}, headers={"Prefer": "respond-async"})
+        assert r.status_code == 202
+    r = await http.post("/endpoints/txt2img/jobs", json={"input": {"prompt": "a"}})
+    problem(r, 429)
+    assert int(r.headers["retry-after"]) >= 1
+    depths = await server.broker.store.queue_depths()
+    assert depths["txt2img"]["queued"] == 2
+
+
+async def test_toml_endpoint_without_worker_accepts_and_queues(http: httpx.AsyncClient) -> None:
+    r = await http.post("/endpoints/txt2img/jobs", json={"input": {"prompt": "a cat"}}, headers={"Prefer": "wait=0"})
+    assert r.status_code == 202
+    assert r.json()["status"] == "queued"
+    assert r.json()["input"] == {"prompt": "a cat", "num_samples": 1, "seed": -1, "size": 16}
+    listing = {e["name"]: e for e in (await http.get("/endpoints")).json()}
+    assert listing["txt2img"]["workers_online"] == 0
+    assert listing["txt2img"]["queue_depth"] == 1
+    assert listing["add"]["workers_online"] == 1
+
+
+async def test_endpoint_detail_has_schemas_limits_workers(http: httpx.AsyncClient) -> None:
+    body = (await http.get("/endpoints/add")).json()
+    assert body["input_schema"]["properties"]["b"]["maximum"] == 100
+    assert body["input_schema"]["required"] == ["a"]
+    assert body["limits"]["max_attempts"] == 3
+    assert [w["state"] for w in body["workers"]] == ["online"]
+    assert body["description"] == "Adds two numbers."
+
+
+async def test_openapi_is_built_from_the_registry(http: httpx.AsyncClient) -> None:
+    spec = (await http.get("/openapi.json")).json()
+    assert spec["openapi"].startswith("3.1")
+    assert "/endpoints/add/jobs" in spec["paths"]
+    assert "/endpoints/txt2img/jobs" in spec["paths"]
+    schemas = spec["components"]["schemas"]
+    assert schemas["AddInput"]["properties"]["b"]["minimum"] == -100
+    assert schemas["Txt2imgInput"]["properties"]["prompt"]["maxLength"] == 2000
+    docs = await http.get("/docs")
+    assert docs.status_code == 200
+    assert "/docs/static/swagger-ui-bundle.js" in docs.text
+    assert "http" not in docs.text.replace("http-equiv", "")  # no CDN
+    js = await http.get("/docs/static/swagger-ui-bundle.js")
+    assert js.status_code == 200 and len(js.content) > 100_000
+
+
+async def test_health(server: Server, http: httpx.AsyncClient) -> None:
+    assert (await http.get("/health/live")).json() == {"status": "ok"}
+    ready = await http.get("/health/ready")
+    assert ready.status_code == 200
+
+
+async def test_not_ready_until_setup_finished() -> None:
+    import threading
+
+    release = threading.Event()
+
+    class Loading(modelport.Model):
+        def setup(self) -> None:
+            assert release.wait(10)
+
+        def predict(self, x: int) -> int:
+            return x
+
+    s = Server([Loading], store="memory://")
+    async with s.lifespan(None):  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=s.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            assert (await http.get("/health/live")).status_code == 200
+            not_ready = await http.get("/health/ready")
+            assert "loading" in problem(not_ready, 503)["detail"]
+            queued = await http.post("/endpoints/loading/jobs", json={"input": {"x": 1}}, headers={"Prefer": "wait=0"})
+            assert queued.status_code == 202
+            release.set()
+            await asyncio.wait_for(s.runners[0].ready.wait(), 5)
+            assert (await http.get("/health/ready")).status_code == 200
+            done = await http.get(f"/jobs/{queued.json()['id']}", headers={"Prefer": "wait=5"})
+            assert done.json()["output"] == 1
+
+
+async def test_failed_setup_keeps_endpoint_not_ready() -> None:
+    class Broken(modelport.Model):
+        def setup(self) -> None:
+            raise RuntimeError("weights missing")
+
+        def predict(self, x: int) -> int:
+            return x
+
+    s = Server([Broken], store="memory://")
+    async with s.lifespan(None):  # type: ignore[arg-type]
+        transport = httpx.ASGITransport(app=s.app())
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+            for _ in range(200):
+                if "broken" in s.setup_errors:
+                    break
+                await asyncio.sleep(0.01)
+            body = problem(await http.get("/health/ready"), 503)
+            assert "weights missing" in body["detail"]
+
+
+async def test_async_client_in_process(server: Server) -> None:
+    transport = httpx.ASGITransport(app=server.app())
+    async with modelport.AsyncClient("http://test", transport=transport) as client:
+        assert await client.predict("add", a=1, b=2) == {"sum": 3.0}
+        assert await client.predict("add", {"a": 5}) == {"sum": 6.0}
+        job = await client.submit("slow", n=3, seconds=0)
+        await job.wait(timeout=5)
+        assert job.status == "succeeded" and job.output == {"n": 3}
+        with pytest.raises(modelport.JobFailed, match="must not be negative"):
+            await client.predict("fails", x=-2)
+        with pytest.raises(modelport.ValidationError) as info:
+            await client.predict("add", a="one")
+        assert info.value.errors[0]["field"] == "a"
+        with pytest.raises(modelport.NotFound):
+            await client.predict("nope")
+        names = [e["name"] for e in await client.endpoints()]
+        assert "add" in names and "txt2img" in names
+        queued = await client.submit("txt2img", prompt="x")
+        with pytest.raises(modelport.Timeout):
+            await queued.wait(timeout=0.2)
+        await queued.cancel()
+        assert queued.status == "cancelled"
