@@ -109,6 +109,7 @@ def serve(args: argparse.Namespace) -> None:
         log_level=args.log_level,
         access_log=args.log_level == "debug",
         timeout_graceful_shutdown=10,
+        proxy_headers=False,
     )
 
 

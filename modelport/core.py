@@ -80,7 +80,7 @@ class Broker:
         self.clock = clock
         self.instance = secrets.token_hex(4)
         self.workers: dict[str, Worker] = {}
-        self._done: dict[str, list[asyncio.Future[None]]] = {}
+        self._done: dict[str, list[asyncio.Future[JobRecord]]] = {}
         self._signals: dict[str, asyncio.Future[None]] = {}
         self._depths: dict[str, _Depth] = {}
         self._reaper: asyncio.Task[None] | None = None
@@ -134,17 +134,21 @@ class Broker:
             raise NotFound(f"no job with id {job_id!r}")
         return job
 
-    async def wait(self, job_id: str, timeout: float) -> JobRecord:
-        """The job once it is final, or as it is when ``timeout`` seconds have passed."""
-        done = asyncio.get_running_loop().create_future()
+    async def wait(self, job_id: str, timeout: float, *, job: JobRecord | None = None) -> JobRecord:
+        """The job once it is final, or as it is when ``timeout`` seconds have passed.
+
+        ``job`` is the record as the caller just saw it, which saves reading it again.
+        """
+        done: asyncio.Future[JobRecord] = asyncio.get_running_loop().create_future()
         self._done.setdefault(job_id, []).append(done)
         try:
-            job = await self.get(job_id)
+            if job is None or job.status.final:
+                job = await self.get(job_id)
             if job.status.final or timeout <= 0:
                 return job
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
-                    await done
+                    return await done
             return await self.get(job_id)
         finally:
             waiters = self._done.get(job_id)
@@ -411,4 +415,4 @@ class Broker:
     def _finished(self, job: JobRecord) -> None:
         for fut in self._done.pop(job.id, ()):
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result(job)

@@ -275,9 +275,7 @@ def _model_for(name: str, group: dict[str, FieldSpec]) -> type[pydantic.BaseMode
             definitions[key] = (_annotation(f) | None, Field(None, description=info.description))
         else:
             definitions[key] = (_annotation(f), Field(f.default, description=info.description))
-    return create_model(
-        _identifier(name), __config__=ConfigDict(extra="forbid"), **definitions
-    )
+    return create_model(_identifier(name), __config__=ConfigDict(extra="forbid"), **definitions)
 
 
 # ---- from TOML

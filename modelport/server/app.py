@@ -206,11 +206,11 @@ class Server:
         inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
         job = await self.broker.submit(name, inputs, idempotency_key=key)
         if not respond_async and not job.status.final:
-            job = await self.broker.wait(job.id, wait)
+            job = await self.broker.wait(job.id, wait, job=job)
         return await self._job_response(job, created=True)
 
     async def _job_response(self, job: JobRecord, *, created: bool = False) -> Response:
-        position = await self.broker.position(job)
+        position = None if job.status.final else await self.broker.position(job)
         body = job.public(queue_position=position)
         if job.status.final or not created:
             return _json(body)
@@ -264,9 +264,9 @@ class Server:
         from swagger_ui_bundle import swagger_ui_path
 
         routes = [
+            Route("/endpoints/{name}/jobs", self.submit, methods=["POST"]),
             Route("/endpoints", self.list_endpoints, methods=["GET"]),
             Route("/endpoints/{name}", self.get_endpoint, methods=["GET"]),
-            Route("/endpoints/{name}/jobs", self.submit, methods=["POST"]),
             Route("/jobs/{id}", self.get_job, methods=["GET"]),
             Route("/jobs/{id}/cancel", self.cancel_job, methods=["POST"]),
             Route("/health/live", self.live, methods=["GET"]),
@@ -285,7 +285,7 @@ class Server:
             },
         )
         app.state.server = self
-        return RequestIdMiddleware(app)
+        return FrontDoor(app, self)
 
 
 def _validation_error(e: pydantic.ValidationError) -> ModelportError:
@@ -331,14 +331,18 @@ async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SUBMIT_PATH = re.compile(r"^/endpoints/([^/]+)/jobs$")
 
 
-class RequestIdMiddleware:
-    """Gives every response an ``X-Request-ID``: the client's if it sent a sane one."""
+class FrontDoor:
+    """Gives every response an ``X-Request-ID`` (the client's if it sent a sane one), and
+    dispatches job submission straight to its handler: it is the hot path, and the full
+    routing and middleware stack would cost about a fifth of its time."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: Starlette, server: Server) -> None:
         self.app = app
-        self.state = getattr(app, "state", None)
+        self.server = server
+        self.state = app.state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -358,7 +362,19 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", raw)]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        match = _SUBMIT_PATH.match(scope["path"]) if scope["method"] == "POST" else None
+        if match is None:
+            await self.app(scope, receive, send_with_id)
+            return
+        scope["path_params"] = {"name": match.group(1)}
+        request = Request(scope, receive)
+        try:
+            response = await self.server.submit(request)
+        except ModelportError as e:
+            response = _problem_response(e)
+        except Exception as e:
+            response = await _on_unexpected_error(request, e)
+        await response(scope, receive, send_with_id)
 
 
 def create_app(

@@ -7,6 +7,7 @@ server process loses no committed job.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -88,6 +89,7 @@ class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
+        self._pending: list[tuple[JobRecord, asyncio.Future[JobRecord]]] = []
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -134,28 +136,51 @@ class SqliteStore:
             db.execute("COMMIT")
 
     async def insert(self, job: JobRecord) -> JobRecord:
-        with self._transaction() as db:
-            if job.idempotency_key is not None:
-                row = db.execute(
-                    f"SELECT {_COLUMNS} FROM jobs WHERE endpoint = ? AND idempotency_key = ?",
-                    (job.endpoint, job.idempotency_key),
-                ).fetchone()
-                if row is not None:
-                    return _row(row)
-            cur = db.execute(
-                "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts,"
-                " max_attempts, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    job.id,
-                    job.endpoint,
-                    job.status.value,
-                    orjson.dumps(job.input),
-                    job.created_at,
-                    job.attempts,
-                    job.max_attempts,
-                    job.idempotency_key,
-                ),
-            )
+        # Group commit: inserts that arrive in the same event-loop turn share one transaction.
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[JobRecord] = loop.create_future()
+        self._pending.append((job, done))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush_inserts)
+        return await done
+
+    def _flush_inserts(self) -> None:
+        pending, self._pending = self._pending, []
+        try:
+            with self._transaction() as db:
+                stored = [self._insert_one(db, job) for job, _ in pending]
+        except Exception as e:
+            for _, done in pending:
+                if not done.done():
+                    done.set_exception(e)
+            return
+        for (_, done), job in zip(pending, stored, strict=True):
+            if not done.done():
+                done.set_result(job)
+
+    @staticmethod
+    def _insert_one(db: sqlite3.Connection, job: JobRecord) -> JobRecord:
+        if job.idempotency_key is not None:
+            row = db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE endpoint = ? AND idempotency_key = ?",
+                (job.endpoint, job.idempotency_key),
+            ).fetchone()
+            if row is not None:
+                return _row(row)
+        cur = db.execute(
+            "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts,"
+            " max_attempts, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                job.id,
+                job.endpoint,
+                job.status.value,
+                orjson.dumps(job.input),
+                job.created_at,
+                job.attempts,
+                job.max_attempts,
+                job.idempotency_key,
+            ),
+        )
         assert cur.lastrowid is not None
         job.seq = cur.lastrowid
         return job
