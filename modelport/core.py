@@ -19,7 +19,7 @@ from typing import Any
 import pydantic
 
 from modelport.errors import Conflict, NotFound, Overloaded
-from modelport.spec import EndpointSpec
+from modelport.spec import EndpointSpec, spec_differences
 from modelport.stores.base import JobStore, Update
 from modelport.wire import JobRecord, JobStatus, LeasedJob, Result, WorkerInfo, new_job_id
 
@@ -84,6 +84,8 @@ class Broker:
         self._signals: dict[str, asyncio.Future[None]] = {}
         self._depths: dict[str, _Depth] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self._cancelled: dict[str, set[str]] = {}
+        self._job_time: dict[str, float] = {}
 
     def add_endpoint(self, spec: EndpointSpec) -> None:
         self.specs[spec.name] = spec
@@ -173,6 +175,8 @@ class Broker:
             }
             (updated,) = await self.store.update([Update(job_id, ACTIVE, changes)])
             if updated is not None:
+                if job.status is JobStatus.RUNNING and job.worker_id is not None:
+                    self._cancelled.setdefault(job.worker_id, set()).add(job_id)
                 self._finished(updated)
                 return updated
         raise Conflict(f"job {job_id} changed while being cancelled; try again")
@@ -194,12 +198,34 @@ class Broker:
 
     # ---- worker side
 
-    def register(self, info: WorkerInfo, *, worker_id: str | None = None) -> Worker:
+    def register(
+        self,
+        info: WorkerInfo,
+        specs: Sequence[EndpointSpec] = (),
+        *,
+        worker_id: str | None = None,
+    ) -> Worker:
+        """Admit a worker. An endpoint it brings is defined by it if no one defined it yet;
+        otherwise its spec must equal the existing one (the message says what differs)."""
+        brought = {s.name: s for s in specs}
         for name in info.endpoints:
-            self.spec(name)
+            if name not in brought:
+                self.spec(name)
+            elif name in self.specs:
+                differences = spec_differences(self.specs[name], brought[name])
+                if differences:
+                    raise Conflict(
+                        f"worker {info.name!r} serves {name!r} with a spec that differs from "
+                        f"the server's: {'; '.join(differences)}"
+                    )
+        for name, spec in brought.items():
+            self.specs.setdefault(name, spec)
         now = self.clock()
         wid = worker_id or secrets.token_hex(8)
+        previous = self.workers.get(wid)
         worker = Worker(id=wid, info=info, joined_at=now, last_seen=now)
+        if previous is not None:
+            worker.jobs_done, worker.compute_time = previous.jobs_done, previous.compute_time
         self.workers[wid] = worker
         return worker
 
@@ -213,6 +239,18 @@ class Broker:
             raise NotFound(f"no worker with id {worker_id!r}; register first") from None
         worker.last_seen = self.clock()
         return worker
+
+    def take_cancelled(self, worker_id: str) -> list[str]:
+        """Jobs this worker holds that were cancelled since it last asked."""
+        return sorted(self._cancelled.pop(worker_id, ()))
+
+    def eta(self, job: JobRecord, position: int) -> float | None:
+        """Seconds until a queued job is likely finished, from recent compute times."""
+        per_job = self._job_time.get(job.endpoint)
+        workers = len(self.workers_online(job.endpoint))
+        if per_job is None or workers == 0:
+            return None
+        return round((position + 1) * per_job / workers, 3)
 
     def workers_online(self, endpoint: str) -> list[Worker]:
         now = self.clock()
@@ -260,11 +298,21 @@ class Broker:
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
         """Extend the leases of jobs the worker still holds; return those ids."""
-        self.worker(worker_id)
+        worker = self.worker(worker_id)
         if not job_ids:
             return []
-        longest = max((s.lease_duration for s in self.specs.values()), default=60.0)
-        return await self.store.extend(worker_id, job_ids, self.clock() + longest)
+        lease = max(self.specs[name].lease_duration for name in worker.info.endpoints)
+        return await self.store.extend(worker_id, job_ids, self.clock() + lease)
+
+    async def progress(
+        self, worker_id: str, updates: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[str]:
+        """Record the latest progress of held jobs; return the ids still held."""
+        self.worker(worker_id)
+        stored = await self.store.update(
+            [Update(job_id, RUNNING, {"progress": p}, worker_id=worker_id) for job_id, p in updates]
+        )
+        return [job.id for job in stored if job is not None]
 
     async def finish(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
         """Record final outputs or errors; a result for a job no longer held is refused."""
@@ -275,16 +323,25 @@ class Broker:
                 raise Conflict(f"worker {worker_id} does not serve endpoint {r.endpoint!r}")
         updates = [self._result_update(worker_id, r, now) for r in results]
         stored = await self.store.update(updates)
+        finished = [job for job in stored if job is not None and job.status.final]
         for job in stored:
             if job is None:
                 continue
             if job.status.final:
                 self._finished(job)
-                worker.jobs_done += 1
-                if job.started_at is not None and job.completed_at is not None:
-                    worker.compute_time += job.completed_at - job.started_at
             else:
                 self._signal(job.endpoint)
+        timed = [j for j in finished if j.started_at is not None and j.completed_at is not None]
+        if timed:
+            # Jobs of one batch share its time, so a job's cost is the batch time over its size.
+            batch_time = max(j.completed_at - j.started_at for j in timed)  # type: ignore[operator]
+            per_job = batch_time / len(timed)
+            worker.jobs_done += len(timed)
+            worker.compute_time += batch_time
+            previous = self._job_time.get(timed[0].endpoint)
+            self._job_time[timed[0].endpoint] = (
+                per_job if previous is None else 0.8 * previous + 0.2 * per_job
+            )
         return [job is not None for job in stored]
 
     def _result_update(self, worker_id: str, r: Result, now: float) -> Update:
@@ -332,12 +389,32 @@ class Broker:
             )
         return None
 
+    async def release(self, worker_id: str, job_ids: Sequence[str]) -> None:
+        """Put jobs a worker never started back at the front of the queue, attempt uncounted."""
+        updates = []
+        for job_id in job_ids:
+            job = await self.store.get(job_id)
+            if job is None:
+                continue
+            changes = {
+                "status": JobStatus.QUEUED,
+                "worker_id": None,
+                "lease_until": None,
+                "started_at": None,
+                "attempts": job.attempts - 1,
+            }
+            updates.append(Update(job_id, RUNNING, changes, worker_id, job.attempts))
+        for job in await self.store.update(updates):
+            if job is not None:
+                self._signal(job.endpoint)
+
     async def leave(self, worker_id: str) -> None:
         """A worker leaves: its unfinished jobs go back to the queue at once."""
         self.worker(worker_id)
         for job in await self.store.running(worker_id):
             await self._lost(job, f"worker {worker_id} left before finishing the job")
         del self.workers[worker_id]
+        self._cancelled.pop(worker_id, None)
 
     # ---- lease expiry
 

@@ -11,6 +11,7 @@
     ├── Overloaded                queue full                           429
     ├── Unavailable               store down, not ready                503
     ├── Unauthorized              missing or wrong credential          401
+    ├── Forbidden                 a credential used where it is not valid 403
     ├── JobFailed                 the job finished failed/cancelled/expired (client side)
     └── Timeout                   a wait ran out (client side)
 
@@ -125,6 +126,12 @@ class Unauthorized(ModelportError):
     title = "Unauthorized"
 
 
+class Forbidden(ModelportError):
+    status = 403
+    kind = "forbidden"
+    title = "Forbidden"
+
+
 class JobFailed(ModelportError):
     """A job ended without succeeding; ``job`` holds its final record."""
 
@@ -153,6 +160,7 @@ _BY_KIND: dict[str, type[ModelportError]] = {
         Overloaded,
         Unavailable,
         Unauthorized,
+        Forbidden,
     )
 }
 

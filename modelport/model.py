@@ -42,6 +42,8 @@ class Model:
     lease_duration: ClassVar[float] = 60.0
     max_attempts: ClassVar[int] = 3
     max_queue_length: ClassVar[int | None] = None
+    retry_failed_batches: ClassVar[bool] = False
+    """Requeue a batch's jobs (up to max_attempts) when predict_batch raises, not fail them."""
 
     def setup(self) -> None:
         """Load weights and warm up; called once per process before the first job."""

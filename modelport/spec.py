@@ -100,6 +100,7 @@ class EndpointSpec:
     lease_duration: float = 60.0
     max_attempts: int = 3
     max_queue_length: int | None = None
+    retry_failed_batches: bool = False
 
     def __post_init__(self) -> None:
         check_spec(self)
@@ -155,6 +156,7 @@ SERVING_KEYS = (
     "lease_duration",
     "max_attempts",
     "max_queue_length",
+    "retry_failed_batches",
 )
 _ENDPOINT_KEYS = {f.name for f in fields(EndpointSpec)} - {"inputs", "outputs", "progress"}
 _FIELD_KEYS = {f.name for f in fields(FieldSpec)} | {"min", "max"}
@@ -342,10 +344,11 @@ def spec_from_dict(data: dict[str, Any], *, name: str | None = None) -> Endpoint
             "lease_duration": float,
             "max_attempts": int,
             "max_queue_length": int,
+            "retry_failed_batches": bool,
         }[key]
         if value is None and key == "max_queue_length":
             continue
-        if not isinstance(value, expected) or isinstance(value, bool):
+        if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise SpecError(f"endpoint.{key}: expected {expected.__name__}, got {value!r}")
     return EndpointSpec(
         **data,
@@ -494,3 +497,23 @@ def _outputs_from_hint(name: str, hint: Any) -> dict[str, FieldSpec] | None:
         ftype, items, choices = _type_of(f"{name} output {key}", sub)
         out[key] = FieldSpec(type=ftype, items=items, choices=choices)  # type: ignore[arg-type]
     return out
+
+
+def spec_differences(ours: EndpointSpec, theirs: EndpointSpec) -> list[str]:
+    """What differs between two specs, one ``key: ours vs theirs`` line each."""
+    return _diff("", ours.to_dict(), theirs.to_dict())
+
+
+def _diff(prefix: str, a: Any, b: Any) -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for key in sorted(set(a) | set(b), key=str):
+            where = f"{prefix}.{key}" if prefix else str(key)
+            if key not in a:
+                out.append(f"{where}: only in the worker's spec")
+            elif key not in b:
+                out.append(f"{where}: missing from the worker's spec")
+            else:
+                out += _diff(where, a[key], b[key])
+        return out
+    return [] if a == b else [f"{prefix}: server has {a!r}, worker has {b!r}"]

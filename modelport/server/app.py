@@ -36,6 +36,7 @@ from modelport.errors import (
 )
 from modelport.model import Model
 from modelport.server.openapi import DOCS_HTML, openapi
+from modelport.server.workers import WorkerRoutes, refuse_worker_token
 from modelport.spec import EndpointSpec
 from modelport.stores import JobStore, store_from_url
 from modelport.wire import JobRecord
@@ -58,6 +59,10 @@ class Settings:
     """Queued jobs per endpoint before submits get 429 (an endpoint's spec may lower it)."""
     reap_interval: float = 0.5
     """How often expired leases are looked for, in seconds."""
+    worker_token: str | None = None
+    """The credential remote workers present; without one, no remote worker is accepted."""
+    offline_after: float = 30.0
+    """Seconds without a word from a worker before it counts as offline."""
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -101,7 +106,9 @@ class Server:
             store_from_url(store) if isinstance(store, str) else store,
             max_queue_length=self.settings.max_queue_length,
             reap_interval=self.settings.reap_interval,
+            offline_after=self.settings.offline_after,
         )
+        self.workers = WorkerRoutes(self.broker, self.settings.worker_token, self._body)
         self.runners: list[Runner] = []
         transport = LocalTransport(self.broker)
         for spec in specs:
@@ -212,6 +219,8 @@ class Server:
     async def _job_response(self, job: JobRecord, *, created: bool = False) -> Response:
         position = None if job.status.final else await self.broker.position(job)
         body = job.public(queue_position=position)
+        if position is not None:
+            body["eta"] = self.broker.eta(job, position)
         if job.status.final or not created:
             return _json(body)
         return _json(body, 202, {"Location": f"/jobs/{job.id}"})
@@ -252,7 +261,11 @@ class Server:
                 f"models still loading: {', '.join(waiting)}"
             )
             raise Unavailable(detail, retry_after=1 if not failed else 30)
-        return _json({"status": "ready", "endpoints": sorted(self.broker.specs)})
+        endpoints = {
+            name: {"workers_online": len(self.broker.workers_online(name))}
+            for name in sorted(self.broker.specs)
+        }
+        return _json({"status": "ready", "endpoints": endpoints})
 
     async def openapi_json(self, request: Request) -> Response:
         return _json(openapi(self.broker.specs))
@@ -273,6 +286,11 @@ class Server:
             Route("/health/ready", self.ready, methods=["GET"]),
             Route("/openapi.json", self.openapi_json, methods=["GET"]),
             Route("/docs", self.docs, methods=["GET"]),
+            Route("/workers", self.workers.register, methods=["POST"]),
+            Route("/workers/{id}/lease", self.workers.lease, methods=["POST"]),
+            Route("/workers/{id}/events", self.workers.events, methods=["POST"]),
+            Route("/workers/{id}/results", self.workers.results, methods=["POST"]),
+            Route("/workers/{id}", self.workers.leave, methods=["DELETE"]),
             Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static"),
         ]
         app = Starlette(
@@ -362,6 +380,15 @@ class FrontDoor:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", raw)]
             await send(message)
 
+        if not scope["path"].startswith("/workers"):
+            for name, value in scope["headers"]:
+                if name == b"authorization":
+                    refused = refuse_worker_token(
+                        self.server.settings.worker_token, value.decode("latin-1")
+                    )
+                    if refused is not None:
+                        await _problem_response(refused)(scope, receive, send_with_id)
+                        return
         match = _SUBMIT_PATH.match(scope["path"]) if scope["method"] == "POST" else None
         if match is None:
             await self.app(scope, receive, send_with_id)
