@@ -21,6 +21,7 @@ from modelport.model import Model
 from modelport.server.app import Settings, create_app
 from modelport.spec import EndpointSpec, FieldSpec, Input, spec_from_toml
 from modelport.wire import JobStatus
+from modelport.worker.supervisor import run_worker
 
 __all__ = [
     "AsyncClient",
@@ -48,5 +49,6 @@ __all__ = [
     "ValidationError",
     "__version__",
     "create_app",
+    "run_worker",
     "spec_from_toml",
 ]

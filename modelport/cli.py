@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -79,7 +80,81 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="how long a submit waits for its result before answering 202 (default: %(default)s)",
     )
+    serve.add_argument(
+        "--worker-token",
+        default=os.environ.get("MODELPORT_WORKER_TOKEN"),
+        metavar="TOKEN",
+        help="the token remote workers must present (default: $MODELPORT_WORKER_TOKEN); "
+        "without one, no remote worker is accepted",
+    )
+
+    worker = commands.add_parser(
+        "worker",
+        help="serve models for a remote API server, pulling jobs over HTTP(S)",
+        description="Run models in supervised child processes that lease jobs from an API "
+        "server over outbound HTTP(S): no open port is needed on this host. A crashed "
+        "process is restarted; SIGTERM drains.",
+    )
+    worker.add_argument(
+        "targets", nargs="+", metavar="TARGET", help="path/to/file.py[:Class] or module[:Class]"
+    )
+    worker.add_argument(
+        "--server", required=True, help="the API server's URL, e.g. http://host:8000"
+    )
+    worker.add_argument(
+        "--token",
+        default=os.environ.get("MODELPORT_WORKER_TOKEN"),
+        help="the server's worker token (default: $MODELPORT_WORKER_TOKEN)",
+    )
+    worker.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="model processes to run, e.g. one per GPU (default: %(default)s)",
+    )
+    worker.add_argument(
+        "--name", default=None, help="worker name shown by the server (default: host name)"
+    )
+    worker.add_argument(
+        "--grace",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, how long in-flight jobs may take to finish (default: %(default)s)",
+    )
+    worker.add_argument(
+        "--log-level",
+        default="info",
+        choices=["debug", "info", "warning", "error"],
+        help="log verbosity (default: %(default)s)",
+    )
     return parser
+
+
+def worker(args: argparse.Namespace) -> int:
+    from modelport.worker.supervisor import run_worker
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not args.token:
+        raise ModelportError("give the server's worker token: --token or $MODELPORT_WORKER_TOKEN")
+    if args.processes < 1:
+        raise ModelportError("--processes must be at least 1")
+    from modelport.loader import load_models
+
+    for target in args.targets:
+        load_models(target)  # fail here, with a clear message, rather than in every child
+    return run_worker(
+        list(args.targets),
+        server=args.server,
+        token=args.token,
+        processes=args.processes,
+        name=args.name,
+        grace=args.grace,
+        log_level=args.log_level,
+    )
 
 
 def serve(args: argparse.Namespace) -> None:
@@ -94,12 +169,16 @@ def serve(args: argparse.Namespace) -> None:
     )
     models = [cls for target in args.targets for cls in load_models(target)]
     specs = [spec_from_toml(path) for path in args.config]
-    if not models and not specs:
-        raise ModelportError("nothing to serve: give a model file or --config TOML")
+    if not models and not specs and not args.worker_token:
+        raise ModelportError(
+            "nothing to serve: give a model file, --config TOML,"
+            " or --worker-token for remote workers"
+        )
     settings = Settings(
         max_body_size=args.max_body_size,
         max_queue_length=args.max_queue_length,
         default_wait=args.wait,
+        worker_token=args.worker_token or None,
     )
     app = create_app(models, specs, store=args.store, settings=settings)
     uvicorn.run(
@@ -120,6 +199,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        if args.command == "worker":
+            return worker(args)
         serve(args)
     except ModelportError as e:
         print(f"modelport: error: {e.message}", file=sys.stderr)

@@ -7,16 +7,19 @@ are derived from the spec alone, so they cannot drift apart.
 from __future__ import annotations
 
 import inspect
+import math
 import re
 import tomllib
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
 import pydantic
+import pydantic_core
 from pydantic import ConfigDict, Field, create_model
 
 from modelport.errors import SpecError
@@ -49,7 +52,7 @@ class FieldSpec:
         out: dict[str, Any] = {"type": self.type}
         for f in fields(self)[1:]:
             value = getattr(self, f.name)
-            if value is None or value == "" or value is False:
+            if value is None or (value == f.default and type(value) is type(f.default)):
                 continue
             out[f.name] = value.to_dict() if isinstance(value, FieldSpec) else value
         return out
@@ -245,15 +248,18 @@ def _annotation(f: FieldSpec) -> Any:
             Field(strict=True, min_length=f.min_length, max_length=f.max_length, pattern=f.pattern),
         ]
     elif f.type == "integer":
-        base = typing.Annotated[int, Field(strict=True, ge=f.ge, le=f.le)]
+        base = typing.Annotated[
+            int, Field(strict=True, ge=f.ge, le=f.le), pydantic.AfterValidator(_storable)
+        ]
     elif f.type == "float":
         base = typing.Annotated[float, Field(strict=True, ge=f.ge, le=f.le, allow_inf_nan=False)]
     elif f.type == "boolean":
         base = typing.Annotated[bool, Field(strict=True)]
     elif f.type == "selection":
-        base = Literal[tuple(f.choices or ())]
+        choices = tuple(f.choices or ())
+        base = typing.Annotated[Literal[choices], pydantic.BeforeValidator(_exact_choice(choices))]
     elif f.type == "json":
-        base = pydantic.JsonValue
+        base = typing.Annotated[pydantic.JsonValue, pydantic.AfterValidator(_storable)]
     else:
         assert f.items is not None
         base = typing.Annotated[
@@ -261,6 +267,41 @@ def _annotation(f: FieldSpec) -> Any:
             Field(strict=True, min_length=f.min_length, max_length=f.max_length),
         ]
     return base
+
+
+_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+
+
+def _exact_choice(choices: tuple[Any, ...]) -> Callable[[Any], Any]:
+    """Literal matching says True == 1 and 1.0 == 1; a selection wants the JSON value itself."""
+
+    def check(value: Any) -> Any:
+        for choice in choices:
+            if value == choice and (
+                type(value) is type(choice) or (type(choice) is float and type(value) is int)
+            ):
+                return choice
+        expected = " or ".join(repr(c) for c in choices)
+        raise pydantic_core.PydanticCustomError(
+            "literal_error", "Input should be {expected}", {"expected": expected}
+        )
+
+    return check
+
+
+def _storable(value: Any) -> Any:
+    """JSON the store can keep: no NaN or Infinity, integers within 64 bits."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN and Infinity are not JSON numbers")
+    if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
+        raise ValueError("integers must fit in 64 bits")
+    if isinstance(value, dict):
+        for item in value.values():
+            _storable(item)
+    elif isinstance(value, list):
+        for item in value:
+            _storable(item)
+    return value
 
 
 def _identifier(name: str) -> str:

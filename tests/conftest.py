@@ -37,8 +37,17 @@ class ServerProcess:
     def start(self) -> ServerProcess:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "modelport", "serve", *self.args,
-             "--port", str(self.port), "--log-level", "info"],
+            [
+                sys.executable,
+                "-m",
+                "modelport",
+                "serve",
+                *self.args,
+                "--port",
+                str(self.port),
+                "--log-level",
+                "info",
+            ],
             cwd=ROOT,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -16,7 +16,7 @@ from modelport.server.app import Server, Settings
 from modelport.spec import spec_from_toml
 
 sys.path.insert(0, str(Path(__file__).parent / "models"))
-from basic import Add, Fails, Shapes, Slow  # noqa: E402
+from basic import Add, Fails, Shapes, Slow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -99,9 +99,13 @@ async def test_respond_async_gives_202_and_location(http: httpx.AsyncClient) -> 
     assert done.json()["output"] == {"n": 1}
 
 
-async def test_wait_bound_answers_202_when_not_done(server: Server, http: httpx.AsyncClient) -> None:
+async def test_wait_bound_answers_202_when_not_done(
+    server: Server, http: httpx.AsyncClient
+) -> None:
     gate = next(r.model for r in server.runners if r.spec.name == "gate")
-    r = await http.post("/endpoints/gate/jobs", json={"input": {"n": 7}}, headers={"Prefer": "wait=0"})
+    r = await http.post(
+        "/endpoints/gate/jobs", json={"input": {"n": 7}}, headers={"Prefer": "wait=0"}
+    )
     assert r.status_code == 202
     job_id = r.json()["id"]
     assert await asyncio.to_thread(gate.entered.wait, 5)  # type: ignore[attr-defined]
@@ -115,11 +119,15 @@ async def test_wait_bound_answers_202_when_not_done(server: Server, http: httpx.
 
 async def test_queue_position_of_queued_jobs(server: Server, http: httpx.AsyncClient) -> None:
     gate = next(r.model for r in server.runners if r.spec.name == "gate")
-    first = await http.post("/endpoints/gate/jobs", json={"input": {"n": 1}}, headers={"Prefer": "respond-async"})
+    first = await http.post(
+        "/endpoints/gate/jobs", json={"input": {"n": 1}}, headers={"Prefer": "respond-async"}
+    )
     assert await asyncio.to_thread(gate.entered.wait, 5)  # type: ignore[attr-defined]
     ids = []
     for n in range(3):
-        r = await http.post("/endpoints/gate/jobs", json={"input": {"n": n}}, headers={"Prefer": "respond-async"})
+        r = await http.post(
+            "/endpoints/gate/jobs", json={"input": {"n": n}}, headers={"Prefer": "respond-async"}
+        )
         ids.append(r.json()["id"])
         assert r.json()["queue_position"] == n
     third = await http.get(f"/jobs/{ids[2]}")
@@ -165,7 +173,9 @@ async def test_validation_of_lists_and_types(http: httpx.AsyncClient) -> None:
 
 async def test_unknown_top_level_field_and_missing_input(http: httpx.AsyncClient) -> None:
     r = await http.post("/endpoints/add/jobs", json={"input": {"a": 1}, "callback": "x"})
-    assert problem(r, 422)["errors"] == [{"field": "callback", "message": "unknown field 'callback'"}]
+    assert problem(r, 422)["errors"] == [
+        {"field": "callback", "message": "unknown field 'callback'"}
+    ]
     r = await http.post("/endpoints/add/jobs", json={})
     assert problem(r, 422)["errors"] == [{"field": "a", "message": "Field required"}]
     r = await http.post("/endpoints/add/jobs", json=[1, 2])
@@ -175,7 +185,7 @@ async def test_unknown_top_level_field_and_missing_input(http: httpx.AsyncClient
 
 
 async def test_malformed_json_is_400(http: httpx.AsyncClient) -> None:
-    for body in [b"{bad", b"", b"\xff\xfe", b'{"input": {"a": 1}'] :
+    for body in [b"{bad", b"", b"\xff\xfe", b'{"input": {"a": 1}']:
         r = await http.post("/endpoints/add/jobs", content=body)
         assert problem(r, 400)["detail"]
 
@@ -201,7 +211,9 @@ async def test_unknown_endpoint_job_and_route_are_404(http: httpx.AsyncClient) -
     problem(await http.get("/endpoints/add/jobs"), 405)
 
 
-async def test_model_exception_fails_only_that_job(http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture) -> None:
+async def test_model_exception_fails_only_that_job(
+    http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
     r = await http.post("/endpoints/fails/jobs", json={"input": {"x": -1}})
     assert r.status_code == 200
     job = r.json()
@@ -230,7 +242,11 @@ async def test_idempotency_key_returns_the_same_job(http: httpx.AsyncClient) -> 
 async def test_full_queue_is_429_with_retry_after(server: Server, http: httpx.AsyncClient) -> None:
     server.broker.specs["txt2img"].max_queue_length = 2  # no worker serves txt2img here
     for _ in range(2):
-        r = await http.post("/endpoints/txt2img/jobs", json={"input": {"prompt": "a"}}, headers={"Prefer": "respond-async"})
+        r = await http.post(
+            "/endpoints/txt2img/jobs",
+            json={"input": {"prompt": "a"}},
+            headers={"Prefer": "respond-async"},
+        )
         assert r.status_code == 202
     r = await http.post("/endpoints/txt2img/jobs", json={"input": {"prompt": "a"}})
     problem(r, 429)
@@ -240,7 +256,9 @@ async def test_full_queue_is_429_with_retry_after(server: Server, http: httpx.As
 
 
 async def test_toml_endpoint_without_worker_accepts_and_queues(http: httpx.AsyncClient) -> None:
-    r = await http.post("/endpoints/txt2img/jobs", json={"input": {"prompt": "a cat"}}, headers={"Prefer": "wait=0"})
+    r = await http.post(
+        "/endpoints/txt2img/jobs", json={"input": {"prompt": "a cat"}}, headers={"Prefer": "wait=0"}
+    )
     assert r.status_code == 202
     assert r.json()["status"] == "queued"
     assert r.json()["input"] == {"prompt": "a cat", "num_samples": 1, "seed": -1, "size": 16}
@@ -300,7 +318,9 @@ async def test_not_ready_until_setup_finished() -> None:
             assert (await http.get("/health/live")).status_code == 200
             not_ready = await http.get("/health/ready")
             assert "loading" in problem(not_ready, 503)["detail"]
-            queued = await http.post("/endpoints/loading/jobs", json={"input": {"x": 1}}, headers={"Prefer": "wait=0"})
+            queued = await http.post(
+                "/endpoints/loading/jobs", json={"input": {"x": 1}}, headers={"Prefer": "wait=0"}
+            )
             assert queued.status_code == 202
             release.set()
             await asyncio.wait_for(s.runners[0].ready.wait(), 5)

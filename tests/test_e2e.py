@@ -22,14 +22,27 @@ SLOW = "tests/models/basic.py:Slow"
 
 
 def test_client_against_real_server(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server = serve(
-        ["examples/iris/model.py", "examples/echo/model.py", "--store", f"sqlite:///{tmp_path}/jobs.db"]
-    ).start().wait_ready()
+    server = (
+        serve(
+            [
+                "examples/iris/model.py",
+                "examples/echo/model.py",
+                "--store",
+                f"sqlite:///{tmp_path}/jobs.db",
+            ]
+        )
+        .start()
+        .wait_ready()
+    )
     with Client(server.url) as c:
-        out = c.predict("iris", sepal_length=5.1, sepal_width=3.5, petal_length=1.4, petal_width=0.2)
+        out = c.predict(
+            "iris", sepal_length=5.1, sepal_width=3.5, petal_length=1.4, petal_width=0.2
+        )
         assert out["label"] == "setosa"
         assert set(out["probabilities"]) == {"setosa", "versicolor", "virginica"}
-        virginica = c.predict("iris", sepal_length=7.7, sepal_width=3.0, petal_length=6.1, petal_width=2.3)
+        virginica = c.predict(
+            "iris", sepal_length=7.7, sepal_width=3.0, petal_length=6.1, petal_width=2.3
+        )
         assert virginica["label"] == "virginica"
         job = c.submit("echo", text="hi")
         job.wait(timeout=10)
@@ -84,7 +97,10 @@ def test_cli_version_and_help() -> None:
     )
     assert run.stdout.strip() == f"modelport {modelport.__version__}"
     helped = subprocess.run(
-        [sys.executable, "-m", "modelport", "serve", "--help"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "modelport", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     for option in ("--host", "--port", "--store", "--log-level", "--config"):
         assert option in helped.stdout
@@ -108,9 +124,13 @@ def test_bad_toml_is_refused_at_start_naming_file_key_and_reason(tmp_path: Path)
 
 
 def test_serve_toml_only_endpoint_queues_for_remote_workers(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server = serve(
-        ["--config", "examples/txt2img/txt2img.toml", "--store", f"sqlite:///{tmp_path}/j.db"]
-    ).start().wait_ready()
+    server = (
+        serve(
+            ["--config", "examples/txt2img/txt2img.toml", "--store", f"sqlite:///{tmp_path}/j.db"]
+        )
+        .start()
+        .wait_ready()
+    )
     with Client(server.url) as c:
         job = c.submit("txt2img", prompt="a red fox")
         assert job.status == "queued"

@@ -34,21 +34,28 @@ def test_readme_shows_the_two_commands() -> None:
 
 @pytest.mark.e2e
 def test_quickstart_curl_and_python_client(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    server = serve([*make_run_targets(), "--store", f"sqlite:///{tmp_path}/q.db"]).start().wait_ready()
+    server = (
+        serve([*make_run_targets(), "--store", f"sqlite:///{tmp_path}/q.db"]).start().wait_ready()
+    )
     port = str(server.port)
 
     curl = next(b for b in blocks("") if b.startswith("curl localhost:8000"))
     assert shutil.which("curl"), "curl is needed to run the README's curl example"
     out = subprocess.run(
         ["bash", "-c", curl.replace("localhost:8000", f"127.0.0.1:{port}")],
-        capture_output=True, text=True, check=True, timeout=30,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
     )
     assert httpx.Response(200, content=out.stdout).json()["output"]["label"] == "setosa"
 
     (python,) = [b for b in blocks("python") if "Client(" in b]
     script = tmp_path / "quickstart.py"
     script.write_text(python.replace("127.0.0.1:8000", f"127.0.0.1:{port}"))
-    ran = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    ran = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=60, cwd=ROOT
+    )
     assert ran.returncode == 0, ran.stderr
     lines = ran.stdout.strip().splitlines()
     assert "'label': 'setosa'" in lines[0]

@@ -7,6 +7,8 @@ import heapq
 from collections import defaultdict
 from collections.abc import Sequence
 
+import orjson
+
 from modelport.stores.base import Update
 from modelport.wire import JobRecord, JobStatus
 
@@ -32,6 +34,10 @@ class MemoryStore:
         pass
 
     async def insert(self, job: JobRecord) -> JobRecord:
+        try:
+            orjson.dumps(job.input)
+        except TypeError as e:  # the same refusal as the stores that serialize
+            raise ValueError(f"input cannot be stored as JSON: {e}") from None
         if job.idempotency_key is not None:
             existing = self._keys.get((job.endpoint, job.idempotency_key))
             if existing is not None:

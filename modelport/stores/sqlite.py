@@ -146,20 +146,26 @@ class SqliteStore:
 
     def _flush_inserts(self) -> None:
         pending, self._pending = self._pending, []
+        rows: list[tuple[JobRecord, bytes, asyncio.Future[JobRecord]]] = []
+        for job, done in pending:
+            try:
+                rows.append((job, orjson.dumps(job.input), done))
+            except TypeError as e:  # one unstorable input must not fail its neighbours
+                done.set_exception(ValueError(f"input cannot be stored as JSON: {e}"))
         try:
             with self._transaction() as db:
-                stored = [self._insert_one(db, job) for job, _ in pending]
+                stored = [self._insert_one(db, job, data) for job, data, _ in rows]
         except Exception as e:
-            for _, done in pending:
+            for _, _, done in rows:
                 if not done.done():
                     done.set_exception(e)
             return
-        for (_, done), job in zip(pending, stored, strict=True):
+        for (_, _, done), job in zip(rows, stored, strict=True):
             if not done.done():
                 done.set_result(job)
 
     @staticmethod
-    def _insert_one(db: sqlite3.Connection, job: JobRecord) -> JobRecord:
+    def _insert_one(db: sqlite3.Connection, job: JobRecord, data: bytes) -> JobRecord:
         if job.idempotency_key is not None:
             row = db.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE endpoint = ? AND idempotency_key = ?",
@@ -174,7 +180,7 @@ class SqliteStore:
                 job.id,
                 job.endpoint,
                 job.status.value,
-                orjson.dumps(job.input),
+                data,
                 job.created_at,
                 job.attempts,
                 job.max_attempts,

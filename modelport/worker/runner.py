@@ -99,6 +99,7 @@ class Runner:
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.spec.name}")
         self._batched = type(model).predict_batch is not Model.predict_batch
         self._draining = asyncio.Event()
+        self.registered = asyncio.Event()
         self._abandoned: set[str] = set()
         self.heartbeat_interval = heartbeat_interval
 
@@ -134,6 +135,7 @@ class Runner:
             metadata=self.metadata,
         )
         self.worker_id = await self.transport.register(info, [self.spec], self.worker_id)
+        self.registered.set()
 
     async def _lease(self) -> list[LeasedJob]:
         assert self.worker_id is not None

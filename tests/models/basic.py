@@ -55,6 +55,11 @@ class Shapes(modelport.Model):
         extra: dict[str, Any] = Input(default=None),
     ) -> dict[str, Any]:
         return {
-            "text": text, "count": count, "ratio": ratio, "flag": flag,
-            "mode": mode, "tags": tags, "extra": extra,
+            "text": text,
+            "count": count,
+            "ratio": ratio,
+            "flag": flag,
+            "mode": mode,
+            "tags": tags,
+            "extra": extra,
         }

@@ -1,0 +1,144 @@
+"""The worker API over HTTP(S), outbound from the worker: nothing listens on the worker host.
+
+Connection errors and 502/503/504 answers are retried with capped exponential backoff, so
+a worker rides out a server restart; a 4xx answer raises the matching error at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import orjson
+
+from modelport.errors import ModelportError, from_problem
+from modelport.spec import EndpointSpec
+from modelport.wire import LeasedJob, Result, WorkerInfo
+
+log = logging.getLogger("modelport.worker")
+
+_RETRY_STATUS = frozenset({502, 503, 504})
+
+
+class HttpTransport:
+    """A runner's link to a remote API server."""
+
+    def __init__(
+        self,
+        server: str,
+        token: str,
+        *,
+        timeout: float = 30.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.server = server.rstrip("/")
+        self.max_backoff = max_backoff
+        self.timeout = timeout
+        self._http = httpx.AsyncClient(
+            base_url=self.server,
+            headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+            timeout=timeout,
+        )
+        self.cancelled: set[str] = set()
+
+    async def _call(
+        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
+    ) -> Any:
+        delay = 0.1
+        while True:
+            try:
+                response = await self._http.request(
+                    method,
+                    path,
+                    content=None if body is None else orjson.dumps(body),
+                    timeout=timeout or self.timeout,
+                )
+            except httpx.TransportError as e:
+                log.warning(
+                    "%s %s%s failed (%s); retrying in %.1f s", method, self.server, path, e, delay
+                )
+            else:
+                if response.status_code not in _RETRY_STATUS:
+                    break
+                log.warning(
+                    "%s %s%s answered %d; retrying in %.1f s",
+                    method,
+                    self.server,
+                    path,
+                    response.status_code,
+                    delay,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_backoff)
+        if response.status_code >= 400:
+            try:
+                problem = orjson.loads(response.content)
+            except orjson.JSONDecodeError:
+                problem = {"detail": response.text[:500]}
+            raise from_problem(response.status_code, problem if isinstance(problem, dict) else {})
+        return orjson.loads(response.content) if response.content else None
+
+    async def register(
+        self, info: WorkerInfo, specs: Sequence[EndpointSpec], worker_id: str | None
+    ) -> str:
+        body = {
+            "name": info.name,
+            "endpoints": [s.to_dict() for s in specs],
+            "max_batch_size": info.max_batch_size,
+            "metadata": info.metadata,
+            "worker_id": worker_id,
+        }
+        answer = await self._call("POST", "/workers", body)
+        return str(answer["worker_id"])
+
+    async def lease(self, worker_id: str, max_jobs: int, wait: float) -> list[LeasedJob]:
+        answer = await self._call(
+            "POST",
+            f"/workers/{worker_id}/lease",
+            {"max_jobs": max_jobs, "wait": wait},
+            timeout=wait + self.timeout,
+        )
+        self.cancelled.update(answer["cancelled"])
+        return [
+            LeasedJob(j["id"], j["endpoint"], j["input"], j["attempt"], j["lease_until"])
+            for j in answer["jobs"]
+        ]
+
+    async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
+        events = [{"job_id": j, "type": "heartbeat"} for j in job_ids]
+        answer = await self._call("POST", f"/workers/{worker_id}/events", {"events": events})
+        self.cancelled.update(answer["cancelled"])
+        return list(answer["held"])
+
+    async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
+        body = {
+            "results": [
+                {
+                    "job_id": r.job_id,
+                    "endpoint": r.endpoint,
+                    "attempt": r.attempt,
+                    "output": r.output,
+                    "error": r.error,
+                    "retry": r.retry,
+                }
+                for r in results
+            ]
+        }
+        answer = await self._call("POST", f"/workers/{worker_id}/results", body)
+        accepted = set(answer["accepted"])
+        refused = [r.job_id for r in results if r.job_id not in accepted]
+        if refused:
+            log.warning("the server refused results for %s (lease lost or cancelled)", refused)
+        return [r.job_id in accepted for r in results]
+
+    async def leave(self, worker_id: str) -> None:
+        try:
+            await asyncio.wait_for(self._call("DELETE", f"/workers/{worker_id}"), self.timeout)
+        except (ModelportError, TimeoutError) as e:
+            log.warning("could not leave cleanly (%s); the server will expire the leases", e)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()

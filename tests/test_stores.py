@@ -1,0 +1,439 @@
+"""The JobStore contract: one suite, run against every backend.
+
+A new backend joins by adding its URL to ``BACKENDS``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelport.stores import JobStore, Update, store_from_url
+from modelport.wire import JobRecord, JobStatus, new_job_id
+
+BACKENDS: dict[str, Callable[[Path], str]] = {
+    "memory": lambda tmp: "memory://",
+    "sqlite": lambda tmp: f"sqlite:///{tmp / 'jobs.db'}",
+}
+
+QUEUED = frozenset({JobStatus.QUEUED})
+RUNNING = frozenset({JobStatus.RUNNING})
+ACTIVE = QUEUED | RUNNING
+NOW = 1_000.0
+LEASE_UNTIL = NOW + 60
+
+
+@pytest.fixture(params=list(BACKENDS))
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    s = store_from_url(BACKENDS[request.param](tmp_path))
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+def job(endpoint: str = "echo", **fields: Any) -> JobRecord:
+    fields.setdefault("input", {"x": 1})
+    return JobRecord(id=new_job_id(), endpoint=endpoint, created_at=NOW - 10, **fields)
+
+
+async def insert(store: JobStore, n: int, endpoint: str = "echo") -> list[JobRecord]:
+    return [await store.insert(job(endpoint, input={"n": i})) for i in range(n)]
+
+
+async def lease_one(store: JobStore, worker: str = "w1", endpoint: str = "echo") -> JobRecord:
+    (leased,) = await store.lease(endpoint, worker, 1, NOW, LEASE_UNTIL)
+    return leased
+
+
+def requeue(j: JobRecord) -> Update:
+    changes = {"status": JobStatus.QUEUED, "worker_id": None, "lease_until": None}
+    return Update(j.id, RUNNING, changes, worker_id=j.worker_id, attempt=j.attempts)
+
+
+def ids(jobs: list[JobRecord]) -> list[str]:
+    return [j.id for j in jobs]
+
+
+# ---- insert / get
+
+
+async def test_insert_assigns_increasing_seq(store: JobStore) -> None:
+    jobs = await insert(store, 3)
+    seqs = [j.seq for j in jobs]
+    assert seqs == sorted(seqs)
+    assert len(set(seqs)) == 3
+    assert seqs[0] > 0
+    other = await store.insert(job("other"))
+    assert other.seq > seqs[-1]
+
+
+async def test_inserted_job_reads_back_equal(store: JobStore) -> None:
+    original = job(input={"prompt": "a cat"}, max_attempts=5, idempotency_key="k1")
+    stored = await store.insert(original)
+    got = await store.get(original.id)
+    assert got == stored
+    assert got is not None
+    assert got.id == original.id
+    assert got.endpoint == "echo"
+    assert got.status is JobStatus.QUEUED
+    assert got.input == {"prompt": "a cat"}
+    assert got.created_at == NOW - 10
+    assert got.max_attempts == 5
+    assert got.idempotency_key == "k1"
+    assert (got.attempts, got.worker_id, got.started_at, got.lease_until) == (0, None, None, None)
+    assert (got.output, got.error, got.progress, got.completed_at) == (None, None, None, None)
+
+
+async def test_get_unknown_is_none(store: JobStore) -> None:
+    assert await store.get("no-such-job") is None
+
+
+async def test_idempotency_key_returns_the_existing_job(store: JobStore) -> None:
+    first = await store.insert(job(idempotency_key="same"))
+    again = await store.insert(job(idempotency_key="same", input={"x": 2}))
+    assert again.id == first.id
+    assert again.input == {"x": 1}
+    assert await store.queue_depths() == {"echo": {"queued": 1, "running": 0}}
+    elsewhere = await store.insert(job("other", idempotency_key="same"))
+    assert elsewhere.id != first.id
+    unkeyed = [await store.insert(job()) for _ in range(2)]
+    assert unkeyed[0].id != unkeyed[1].id
+
+
+async def test_concurrent_inserts_with_one_key_make_one_job(store: JobStore) -> None:
+    stored = await asyncio.gather(*(store.insert(job(idempotency_key="race")) for _ in range(3)))
+    assert len({j.id for j in stored}) == 1
+    assert await store.queue_depths() == {"echo": {"queued": 1, "running": 0}}
+
+
+async def test_idempotency_key_still_returns_a_finished_job(store: JobStore) -> None:
+    first = await store.insert(job(idempotency_key="k"))
+    leased = await lease_one(store)
+    done = {"status": JobStatus.SUCCEEDED, "output": {"y": 2}, "lease_until": None}
+    await store.update([Update(leased.id, RUNNING, done)])
+    again = await store.insert(job(idempotency_key="k"))
+    assert again.id == first.id
+    assert again.status is JobStatus.SUCCEEDED
+    assert again.output == {"y": 2}
+
+
+# ---- lease
+
+
+async def test_lease_takes_oldest_first_up_to_limit(store: JobStore) -> None:
+    jobs = await insert(store, 3)
+    leased = await store.lease("echo", "w1", 2, NOW, LEASE_UNTIL)
+    assert ids(leased) == ids(jobs[:2])
+    for j in leased:
+        assert j.status is JobStatus.RUNNING
+        assert j.worker_id == "w1"
+        assert j.attempts == 1
+        assert j.started_at == NOW
+        assert j.lease_until == LEASE_UNTIL
+        assert await store.get(j.id) == j
+    rest = await store.lease("echo", "w2", 10, NOW, LEASE_UNTIL)
+    assert ids(rest) == [jobs[2].id]
+    assert await store.lease("echo", "w3", 10, NOW, LEASE_UNTIL) == []
+
+
+async def test_lease_respects_the_endpoint(store: JobStore) -> None:
+    a = await insert(store, 2, "a")
+    b = await insert(store, 1, "b")
+    assert ids(await store.lease("b", "w1", 5, NOW, LEASE_UNTIL)) == ids(b)
+    assert await store.lease("c", "w1", 5, NOW, LEASE_UNTIL) == []
+    assert ids(await store.lease("a", "w1", 5, NOW, LEASE_UNTIL)) == ids(a)
+
+
+async def test_a_leased_job_is_not_leased_twice(store: JobStore) -> None:
+    jobs = await insert(store, 4)
+    batches = await asyncio.gather(
+        *(store.lease("echo", f"w{i}", 2, NOW, LEASE_UNTIL) for i in range(4))
+    )
+    leased = [j.id for batch in batches for j in batch]
+    assert sorted(leased) == sorted(ids(jobs))
+    assert len(set(leased)) == len(leased)
+
+
+async def test_lease_skips_jobs_that_are_no_longer_queued(store: JobStore) -> None:
+    jobs = await insert(store, 3)
+    cancel = {"status": JobStatus.CANCELLED, "error": "cancelled"}
+    (cancelled,) = await store.update([Update(jobs[0].id, ACTIVE, cancel)])
+    assert cancelled is not None
+    assert ids(await store.lease("echo", "w1", 5, NOW, LEASE_UNTIL)) == ids(jobs[1:])
+    after = await store.get(jobs[0].id)
+    assert after is not None
+    assert after.status is JobStatus.CANCELLED
+    assert after.attempts == 0
+
+
+async def test_requeued_job_keeps_its_place_at_the_front(store: JobStore) -> None:
+    jobs = await insert(store, 3)
+    first = await lease_one(store)
+    assert first.id == jobs[0].id
+    (back,) = await store.update([requeue(first)])
+    assert back is not None
+    assert back.status is JobStatus.QUEUED
+    assert back.worker_id is None
+    assert back.attempts == 1
+    assert await store.position(back) == 0
+    assert await store.position(jobs[1]) == 1
+    again = await store.lease("echo", "w2", 2, NOW + 1, LEASE_UNTIL + 1)
+    assert ids(again) == ids(jobs[:2])
+    assert again[0].attempts == 2
+    assert again[0].worker_id == "w2"
+    assert again[0].started_at == NOW + 1
+
+
+# ---- update: compare-and-set
+
+
+async def test_update_is_compare_and_set(store: JobStore) -> None:
+    await insert(store, 1)
+    held = await lease_one(store, "w1")
+    done = {"status": JobStatus.SUCCEEDED, "output": {"y": 1}, "completed_at": NOW + 5}
+    refused = [
+        Update(held.id, QUEUED, done),
+        Update(held.id, RUNNING, done, worker_id="w2"),
+        Update(held.id, RUNNING, done, worker_id="w1", attempt=2),
+        Update("no-such-job", RUNNING, done),
+    ]
+    assert await store.update(refused) == [None, None, None, None]
+    assert await store.get(held.id) == held
+
+    (updated,) = await store.update([Update(held.id, RUNNING, done, worker_id="w1", attempt=1)])
+    assert updated is not None
+    assert updated.status is JobStatus.SUCCEEDED
+    assert updated.output == {"y": 1}
+    assert updated.completed_at == NOW + 5
+    assert updated.worker_id == "w1"  # unchanged fields stay
+    assert await store.get(held.id) == updated
+    assert await store.update([Update(held.id, RUNNING, {"output": 2}, worker_id="w1")]) == [None]
+    assert await store.get(held.id) == updated
+
+
+async def test_update_applies_each_update_on_its_own(store: JobStore) -> None:
+    await insert(store, 2)
+    a, b = await store.lease("echo", "w1", 2, NOW, LEASE_UNTIL)
+    results = await store.update(
+        [
+            Update(a.id, QUEUED, {"error": "not me"}),
+            Update(b.id, RUNNING, {"progress": {"fraction": 0.5}}, worker_id="w1"),
+        ]
+    )
+    assert results[0] is None
+    assert results[1] is not None
+    assert results[1].progress == {"fraction": 0.5}
+    assert results[1].status is JobStatus.RUNNING
+    assert await store.get(a.id) == a
+
+
+async def test_update_without_changes_reports_whether_it_matches(store: JobStore) -> None:
+    (queued,) = await insert(store, 1)
+    assert await store.update([Update(queued.id, QUEUED)]) == [await store.get(queued.id)]
+    assert await store.update([Update(queued.id, RUNNING)]) == [None]
+
+
+# ---- extend / expired / running
+
+
+async def test_extend_only_extends_jobs_the_worker_holds(store: JobStore) -> None:
+    await insert(store, 3)
+    mine = await lease_one(store, "w1")
+    theirs = await lease_one(store, "w2")
+    finished = await lease_one(store, "w1")
+    await store.update([Update(finished.id, RUNNING, {"status": JobStatus.SUCCEEDED})])
+    (queued,) = await insert(store, 1)
+
+    held = await store.extend(
+        "w1", [mine.id, theirs.id, finished.id, queued.id, "no-such-job"], NOW + 500
+    )
+    assert held == [mine.id]
+    got_mine = await store.get(mine.id)
+    got_theirs = await store.get(theirs.id)
+    assert got_mine is not None and got_theirs is not None
+    assert got_mine.lease_until == NOW + 500
+    assert got_theirs.lease_until == LEASE_UNTIL
+    assert await store.get(queued.id) == queued
+    assert await store.extend("w1", [], NOW + 600) == []
+
+
+async def test_expired_returns_running_jobs_whose_lease_ended(store: JobStore) -> None:
+    await insert(store, 4)
+    (early,) = await store.lease("echo", "w1", 1, NOW, NOW + 10)
+    (late,) = await store.lease("echo", "w2", 1, NOW, NOW + 20)
+    (done,) = await store.lease("echo", "w3", 1, NOW, NOW + 5)
+    await store.update([Update(done.id, RUNNING, {"status": JobStatus.SUCCEEDED})])
+
+    assert await store.expired(NOW + 5, 100) == []
+    assert await store.expired(NOW + 10, 100) == []  # ends at, not before, now
+    assert ids(await store.expired(NOW + 15, 100)) == [early.id]
+    assert sorted(ids(await store.expired(NOW + 25, 100))) == sorted([early.id, late.id])
+    assert len(await store.expired(NOW + 25, 1)) == 1
+    (still,) = await store.expired(NOW + 15, 100)
+    assert still.status is JobStatus.RUNNING
+    assert still.worker_id == "w1"
+
+
+async def test_extended_lease_is_not_expired(store: JobStore) -> None:
+    await insert(store, 1)
+    (held,) = await store.lease("echo", "w1", 1, NOW, NOW + 10)
+    await store.extend("w1", [held.id], NOW + 30)
+    assert await store.expired(NOW + 20, 100) == []
+    assert ids(await store.expired(NOW + 31, 100)) == [held.id]
+
+
+async def test_running_lists_all_or_one_workers_jobs(store: JobStore) -> None:
+    await insert(store, 5)
+    a1, a2 = await store.lease("echo", "w1", 2, NOW, LEASE_UNTIL)
+    b = await lease_one(store, "w2")
+    done = await lease_one(store, "w2")
+    await store.update([Update(done.id, RUNNING, {"status": JobStatus.FAILED})])
+
+    assert sorted(ids(await store.running())) == sorted([a1.id, a2.id, b.id])
+    assert sorted(ids(await store.running("w1"))) == sorted([a1.id, a2.id])
+    assert ids(await store.running("w2")) == [b.id]
+    assert await store.running("nobody") == []
+
+
+# ---- counts
+
+
+async def test_position_counts_queued_jobs_ahead(store: JobStore) -> None:
+    jobs = await insert(store, 4)
+    (elsewhere,) = await insert(store, 1, "other")
+    assert [await store.position(j) for j in jobs] == [0, 1, 2, 3]
+    assert await store.position(elsewhere) == 0
+    await lease_one(store)
+    cancel = {"status": JobStatus.CANCELLED}
+    await store.update([Update(jobs[2].id, QUEUED, cancel)])
+    assert await store.position(jobs[1]) == 0
+    assert await store.position(jobs[3]) == 1
+
+
+async def test_queue_depths_count_queued_and_running_per_endpoint(store: JobStore) -> None:
+    assert await store.queue_depths() == {}
+    await insert(store, 4, "a")
+    await insert(store, 1, "b")
+    await insert(store, 1, "c")
+    await store.lease("a", "w1", 1, NOW, LEASE_UNTIL)
+    finished = await lease_one(store, "w1", "a")
+    await store.update([Update(finished.id, RUNNING, {"status": JobStatus.SUCCEEDED})])
+    c = await lease_one(store, "w1", "c")
+    await store.update([Update(c.id, RUNNING, {"status": JobStatus.FAILED})])
+
+    depths = await store.queue_depths()
+    assert depths["a"] == {"queued": 2, "running": 1}
+    assert depths["b"] == {"queued": 1, "running": 0}
+    assert depths.get("c", {"queued": 0, "running": 0}) == {"queued": 0, "running": 0}
+
+
+# ---- JSON round trip
+
+NESTED: dict[str, Any] = {
+    "text": 'héllo wörld — 世界 🎉 \u0000 "quoted" \\ back',
+    "floats": [0.1, -0.0, 1e-300, 1.7976931348623157e308, 2.5, 1.0],
+    "ints": [0, -7, 2**53 + 1, 2**63 - 1, -(2**63)],
+    "flags": [True, False, None],
+    "nested": {"deep": [[[]], {"a": {"b": {"c": ["d"]}}}], "empty": {}},
+    "ключ": "значение",
+}
+
+
+def assert_same_json(got: Any, want: Any) -> None:
+    """Equal, and with the same types (so 1.0 stays a float and True stays a bool)."""
+    assert type(got) is type(want), (got, want)
+    if isinstance(want, dict):
+        assert list(got) == list(want)
+        for key in want:
+            assert_same_json(got[key], want[key])
+    elif isinstance(want, list):
+        assert len(got) == len(want)
+        for g, w in zip(got, want, strict=True):
+            assert_same_json(g, w)
+    else:
+        assert got == want
+
+
+async def test_input_output_and_progress_round_trip(store: JobStore) -> None:
+    inserted = await store.insert(job(input=NESTED))
+    got = await store.get(inserted.id)
+    assert got is not None
+    assert_same_json(got.input, NESTED)
+
+    held = await lease_one(store)
+    assert_same_json(held.input, NESTED)
+    progress = {"fraction": 0.25, "message": "étape 1/4", "data": {"step": 1, "preview": NESTED}}
+    await store.update([Update(held.id, RUNNING, {"progress": progress})])
+    output = {"images": ["🖼"], "scores": [0.5, 1.0], "meta": NESTED}
+    done = {"status": JobStatus.SUCCEEDED, "output": output}
+    (finished,) = await store.update([Update(held.id, RUNNING, done)])
+    assert finished is not None
+    for record in (finished, await store.get(held.id)):
+        assert record is not None
+        assert_same_json(record.output, output)
+        assert_same_json(record.progress, progress)
+        assert_same_json(record.input, NESTED)
+
+
+@pytest.mark.parametrize("output", [0, 0.0, False, "", [], {}, "plain", [1, "a"]])
+async def test_non_object_outputs_round_trip(store: JobStore, output: Any) -> None:
+    await insert(store, 1)
+    held = await lease_one(store)
+    await store.update(
+        [Update(held.id, RUNNING, {"status": JobStatus.SUCCEEDED, "output": output})]
+    )
+    got = await store.get(held.id)
+    assert got is not None
+    assert_same_json(got.output, output)
+
+
+async def test_integers_beyond_64_bits_are_refused(store: JobStore) -> None:
+    """Request validation refuses integers beyond 64 bits; a store handed one refuses it too."""
+    with pytest.raises(ValueError, match="64-bit"):
+        await store.insert(job(input={"n": 2**64, "neg": -(2**70)}))
+
+
+async def test_a_job_that_cannot_be_stored_fails_alone(store: JobStore) -> None:
+    """Jobs inserted at the same moment are independent: one bad input fails only itself."""
+    good = job(input={"n": 1})
+    bad = job(input={"n": 2**64})
+    outcomes = await asyncio.gather(store.insert(good), store.insert(bad), return_exceptions=True)
+    assert isinstance(outcomes[0], JobRecord), outcomes[0]
+    assert await store.get(good.id) is not None
+
+
+# ---- sqlite only
+
+
+async def test_sqlite_keeps_jobs_across_close_and_reopen(tmp_path: Path) -> None:
+    url = BACKENDS["sqlite"](tmp_path)
+    first = store_from_url(url)
+    await first.open()
+    jobs = [await first.insert(job(input={"n": i}, idempotency_key=f"k{i}")) for i in range(3)]
+    held = await lease_one(first)
+    cancel = {"status": JobStatus.CANCELLED, "error": "stop"}
+    assert await first.update([Update(jobs[1].id, QUEUED, cancel)]) != [None]
+    before = {j.id: await first.get(j.id) for j in jobs}
+    await first.close()
+
+    second = store_from_url(url)
+    await second.open()
+    try:
+        assert {j.id: await second.get(j.id) for j in jobs} == before
+        assert ids(await second.running("w1")) == [held.id]
+        assert await second.queue_depths() == {"echo": {"queued": 1, "running": 1}}
+        assert (await second.insert(job(idempotency_key="k0"))).id == jobs[0].id
+        newer = await second.insert(job())
+        assert newer.seq > jobs[-1].seq
+        assert ids(await second.lease("echo", "w2", 5, NOW, LEASE_UNTIL)) == [
+            jobs[2].id,
+            newer.id,
+        ]
+    finally:
+        await second.close()
