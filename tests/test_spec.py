@@ -34,9 +34,9 @@ class Gen(modelport.Model):
         style: Literal["photo", "anime"] = "photo",
         sampler: str = Input(default="ddim", choices=["ddim", "euler"]),
         code: str = Input(default="abc", min_length=1, max_length=8, pattern=r"^[a-z]+$"),
-        tags: list[str] = Input(default=[], max_length=3),  # noqa: B008
-        sizes: list[int] = Input(default=[512], min_length=1, max_length=4),  # noqa: B008
-        options: dict[str, Any] = Input(default={}),  # noqa: B008
+        tags: list[str] = Input(default=[], max_length=3),
+        sizes: list[int] = Input(default=[512], min_length=1, max_length=4),
+        options: dict[str, Any] = Input(default={}),
         upscale: bool = False,
     ) -> GenOutput:
         return {"images": []}
