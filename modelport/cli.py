@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
+import socket
 import sys
 from collections.abc import Sequence
+from types import FrameType
+
+import uvicorn
 
 from modelport._version import __version__
 from modelport.errors import ModelportError
+from modelport.server.app import Server
 
 DEFAULT_STORE = "sqlite:///modelport.db"
 
@@ -158,10 +164,9 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> None:
-    import uvicorn
 
     from modelport.loader import load_models
-    from modelport.server.app import Settings, create_app
+    from modelport.server.app import Settings
     from modelport.spec import spec_from_toml
 
     logging.basicConfig(
@@ -180,9 +185,9 @@ def serve(args: argparse.Namespace) -> None:
         default_wait=args.wait,
         worker_token=args.worker_token or None,
     )
-    app = create_app(models, specs, store=args.store, settings=settings)
-    uvicorn.run(
-        app,
+    server = Server(models, specs, store=args.store, settings=settings)
+    config = uvicorn.Config(
+        server.app(),
         host=args.host,
         port=args.port,
         log_level=args.log_level,
@@ -190,6 +195,25 @@ def serve(args: argparse.Namespace) -> None:
         timeout_graceful_shutdown=10,
         proxy_headers=False,
     )
+    _Uvicorn(config, server).run()
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn, ending long polls at the first exit signal so shutdown is not held up."""
+
+    def __init__(self, config: uvicorn.Config, server: Server) -> None:
+        super().__init__(config)
+        self.modelport = server
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self.modelport.broker.closing)
+        super().handle_exit(sig, frame)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -85,6 +85,7 @@ class Broker:
         self._depths: dict[str, _Depth] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._cancelled: dict[str, set[str]] = {}
+        self._closing_future: asyncio.Future[None] | None = None
         self._job_time: dict[str, float] = {}
 
     def add_endpoint(self, spec: EndpointSpec) -> None:
@@ -102,7 +103,19 @@ class Broker:
             await self._recover_local_jobs()
         self._reaper = asyncio.create_task(self._reap_forever(), name="modelport-reaper")
 
+    @property
+    def _closing(self) -> asyncio.Future[None]:
+        if self._closing_future is None:
+            self._closing_future = asyncio.get_running_loop().create_future()
+        return self._closing_future
+
+    def closing(self) -> None:
+        """The server is going down: end every long poll now, with what it has."""
+        if not self._closing.done():
+            self._closing.set_result(None)
+
     async def stop(self) -> None:
+        self.closing()
         if self._reaper is not None:
             self._reaper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -148,10 +161,10 @@ class Broker:
                 job = await self.get(job_id)
             if job.status.final or timeout <= 0:
                 return job
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    return await done
-            return await self.get(job_id)
+            await asyncio.wait(
+                (done, self._closing), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            return done.result() if done.done() else await self.get(job_id)
         finally:
             waiters = self._done.get(job_id)
             if waiters is not None:
@@ -267,16 +280,32 @@ class Broker:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         jobs: list[JobRecord] = []
+        try:
+            await self._fill(worker, jobs, max_jobs, deadline)
+        except asyncio.CancelledError:
+            # The long poll was abandoned (the worker hung up): hand back what it took.
+            await asyncio.shield(self.release(worker_id, [j.id for j in jobs]))
+            raise
+        worker.last_seen = self.clock()
+        return [
+            LeasedJob(j.id, j.endpoint, j.input, j.attempts, j.lease_until or 0.0) for j in jobs
+        ]
+
+    async def _fill(
+        self, worker: Worker, jobs: list[JobRecord], max_jobs: int, deadline: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
         window_end: float | None = None
-        while True:
+        while not self._closing.done() and worker.id in self.workers:
             signals = [self._signal_future(name) for name in worker.info.endpoints]
+            signals.append(self._closing)
             for name in worker.info.endpoints:
                 spec = self.specs[name]
                 room = min(max_jobs, spec.max_batch_size) - len(jobs)
                 if room <= 0 or (jobs and jobs[0].endpoint != name):
                     continue
                 now = self.clock()
-                got = await self.store.lease(name, worker_id, room, now, now + spec.lease_duration)
+                got = await self.store.lease(name, worker.id, room, now, now + spec.lease_duration)
                 if got:
                     self._depths.setdefault(name, _Depth()).value -= len(got)
                     if window_end is None:
@@ -290,11 +319,7 @@ class Broker:
             remaining = (window_end if window_end is not None else deadline) - loop.time()
             if remaining <= 0:
                 break
-            await asyncio.wait(signals, timeout=remaining)
-        worker.last_seen = self.clock()
-        return [
-            LeasedJob(j.id, j.endpoint, j.input, j.attempts, j.lease_until or 0.0) for j in jobs
-        ]
+            await asyncio.wait(signals, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
         """Extend the leases of jobs the worker still holds; return those ids."""
@@ -410,11 +435,13 @@ class Broker:
 
     async def leave(self, worker_id: str) -> None:
         """A worker leaves: its unfinished jobs go back to the queue at once."""
-        self.worker(worker_id)
+        worker = self.worker(worker_id)
         for job in await self.store.running(worker_id):
             await self._lost(job, f"worker {worker_id} left before finishing the job")
         del self.workers[worker_id]
         self._cancelled.pop(worker_id, None)
+        for name in worker.info.endpoints:
+            self._signal(name)  # its long polls wake and see it gone
 
     # ---- lease expiry
 

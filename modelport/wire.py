@@ -65,6 +65,7 @@ class JobRecord:
             "error": self.error,
             "progress": self.progress,
             "attempts": self.attempts,
+            "worker": self.worker_id,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "completed_at": self.completed_at,

@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -104,3 +104,79 @@ def serve(tmp_path: Path) -> Iterator[type[ServerProcess]]:
     yield factory  # type: ignore[misc]
     for server in started:
         server.stop()
+
+
+class WorkerProcess:
+    """``modelport worker`` (a supervisor and its children) in its own process group."""
+
+    def __init__(self, args: list[str], log_path: Path) -> None:
+        self.args = args
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "modelport", "worker", *self.args, "--log-level", "info"],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            start_new_session=True,
+        )
+        log.close()
+        return self
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill_all(self) -> None:
+        """SIGKILL the whole group, like the host losing power."""
+        assert self.proc is not None
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.proc.wait(timeout=10)
+
+    def terminate(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                pass
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[type[WorkerProcess]]:
+    """Start workers with ``workers(args).start()``; all are stopped afterwards."""
+    started: list[WorkerProcess] = []
+
+    def factory(args: list[str]) -> WorkerProcess:
+        worker = WorkerProcess(args, tmp_path / f"worker-{len(started)}.log")
+        started.append(worker)
+        return worker
+
+    yield factory  # type: ignore[misc]
+    for worker in started:
+        worker.stop()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll a condition (bounded in time); fail with ``what`` if it never holds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)

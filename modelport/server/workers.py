@@ -5,6 +5,8 @@ Every route needs the worker token; the core does the work.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 from typing import Any, TypeVar
 
@@ -137,11 +139,17 @@ class WorkerRoutes:
         self.check(request)
         worker_id = request.path_params["id"]
         body = _parse(_Lease, await self._read_body(request))
-        jobs = await self.broker.lease(worker_id, body.max_jobs, body.wait)
-        if jobs and await request.is_disconnected():
-            # The worker gave up on this long poll; nobody will compute these jobs.
-            await self.broker.release(worker_id, [j.id for j in jobs])
-            jobs = []
+        lease = asyncio.ensure_future(self.broker.lease(worker_id, body.max_jobs, body.wait))
+        hangup = asyncio.ensure_future(_hangup(request))
+        await asyncio.wait((lease, hangup), return_when=asyncio.FIRST_COMPLETED)
+        hangup.cancel()
+        if not lease.done():
+            # The worker gave up on this long poll; the broker hands back what it took.
+            lease.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lease
+            return Response(status_code=499)
+        jobs = lease.result()
         return _json(
             {
                 "jobs": [
@@ -191,6 +199,12 @@ class WorkerRoutes:
         self.check(request)
         await self.broker.leave(request.path_params["id"])
         return Response(status_code=204)
+
+
+async def _hangup(request: Request) -> None:
+    """Return when the client disconnects (its body was already read)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def refuse_worker_token(token: str | None, authorization: str) -> ModelportError | None:

@@ -1,0 +1,46 @@
+"""Models for remote-worker tests; each notes what it did in $MODELPORT_TEST_TRACE."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import modelport
+from modelport import Input
+
+
+def _trace(line: str) -> None:
+    path = os.environ.get("MODELPORT_TEST_TRACE")
+    if path:
+        with Path(path).open("a") as f:
+            f.write(line + "\n")
+
+
+class Sleepy(modelport.Model):
+    """Sleeps, then answers; short leases so lost workers are noticed quickly."""
+
+    lease_duration = 2.0
+    max_attempts = 10
+
+    def predict(self, n: int, seconds: float = Input(default=0.01, ge=0, le=30)) -> dict[str, Any]:
+        _trace(f"start {n} {os.getpid()}")
+        time.sleep(seconds)
+        _trace(f"done {n} {os.getpid()}")
+        return {"n": n, "pid": os.getpid()}
+
+
+class Batcher(modelport.Model):
+    """Takes batches of up to 8 and notes each batch's size."""
+
+    max_batch_size = 8
+    max_batch_wait = 0.05
+
+    def predict(self, n: int) -> int:
+        return n * 10
+
+    def predict_batch(self, inputs: list[dict[str, Any]]) -> list[Any]:
+        _trace(f"batch {len(inputs)}")
+        time.sleep(0.02)
+        return [x["n"] * 10 for x in inputs]
