@@ -33,7 +33,7 @@ def test_readme_shows_the_two_commands() -> None:
 
 
 @pytest.mark.e2e
-def test_quickstart_curl_and_python_client(serve, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_quickstart_curl_and_python_client(serve, tmp_path: Path) -> None:
     server = (
         serve([*make_run_targets(), "--store", f"sqlite:///{tmp_path}/q.db"]).start().wait_ready()
     )

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import ServerProcess, WorkerProcess, wait_for
 
 from modelport import Client
-
-from conftest import ServerProcess, WorkerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -32,7 +31,7 @@ def trace(tmp_path: Path) -> Iterator[Path]:
     os.environ.pop("MODELPORT_TEST_TRACE", None)
 
 
-def api_server(serve, tmp_path: Path) -> ServerProcess:  # type: ignore[no-untyped-def]
+def api_server(serve, tmp_path: Path) -> ServerProcess:
     server: ServerProcess = serve(
         ["--worker-token", TOKEN, "--store", f"sqlite:///{tmp_path}/jobs.db"]
     )
@@ -55,20 +54,21 @@ def online_pids(server: ServerProcess, endpoint: str) -> set[int]:
     return {w["metadata"]["pid"] for w in r.json()["workers"] if w["state"] == "online"}
 
 
-def test_kill_9_of_a_worker_holding_jobs_loses_none(serve, workers, tmp_path: Path, trace: Path) -> None:  # type: ignore[no-untyped-def]
+def test_kill_9_of_a_worker_holding_jobs_loses_none(
+    serve, workers, tmp_path: Path, trace: Path
+) -> None:
     server = api_server(serve, tmp_path)
     first: WorkerProcess = workers(worker_args(server, SLEEPY)).start()
     second: WorkerProcess = workers(worker_args(server, SLEEPY)).start()
     wait_for(lambda: online(server, "sleepy") == 2, 60, "two workers online")
     with Client(server.url) as c:
         jobs = [c.submit("sleepy", n=n, seconds=0.3) for n in range(12)]
-        # Wait until the first worker's process is computing a job, then cut its power.
-        victim_pids = set()
+        # Wait until a worker process is computing a job, then cut that worker's power.
         wait_for(lambda: "start" in trace.read_text(), 30, "a job to start")
-        starts = [line.split() for line in trace.read_text().splitlines() if line.startswith("start")]
-        victim_pids.add(int(starts[0][2]))
-        for w in (first, second):
-            assert w.proc is not None
+        first_start = next(
+            line for line in trace.read_text().splitlines() if line.startswith("start")
+        )
+        victim_pids = {int(first_start.split()[2])}
         victim = first if _group_has(first, victim_pids) else second
         victim.kill_all()
         finals = [c.job(j.id).wait(timeout=60) for j in jobs]
@@ -92,7 +92,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_300_jobs_while_workers_are_killed_and_restarted(serve, workers, tmp_path: Path, trace: Path) -> None:  # type: ignore[no-untyped-def]
+def test_300_jobs_while_workers_are_killed_and_restarted(
+    serve, workers, tmp_path: Path, trace: Path
+) -> None:
     server = api_server(serve, tmp_path)
     pool = [workers(worker_args(server, SLEEPY)).start() for _ in range(2)]
     wait_for(lambda: online(server, "sleepy") >= 1, 60, "a worker online")
@@ -108,11 +110,13 @@ def test_300_jobs_while_workers_are_killed_and_restarted(serve, workers, tmp_pat
         finals = [c.job(j.id).wait(timeout=120) for j in jobs]
     assert Counter(j.status for j in finals) == {"succeeded": 300}
     assert sorted(j.output["n"] for j in finals) == list(range(300))
-    done = Counter(int(line.split()[1]) for line in trace.read_text().splitlines() if line.startswith("done"))
+    done = Counter(
+        int(line.split()[1]) for line in trace.read_text().splitlines() if line.startswith("done")
+    )
     assert set(done) == set(range(300))
 
 
-def test_sigterm_drains_without_failing_a_job(serve, workers, tmp_path: Path, trace: Path) -> None:  # type: ignore[no-untyped-def]
+def test_sigterm_drains_without_failing_a_job(serve, workers, tmp_path: Path, trace: Path) -> None:
     server = api_server(serve, tmp_path)
     worker: WorkerProcess = workers(worker_args(server, SLEEPY)).start()
     wait_for(lambda: online(server, "sleepy") == 1, 60, "the worker online")
@@ -132,7 +136,7 @@ def test_sigterm_drains_without_failing_a_job(serve, workers, tmp_path: Path, tr
         assert waiting.wait(timeout=60).status == "succeeded"
 
 
-def test_batch_size_8_model_gets_real_batches(serve, workers, tmp_path: Path, trace: Path) -> None:  # type: ignore[no-untyped-def]
+def test_batch_size_8_model_gets_real_batches(serve, workers, tmp_path: Path, trace: Path) -> None:
     server = api_server(serve, tmp_path)
     workers(worker_args(server, BATCHER)).start()
     wait_for(lambda: online(server, "batcher") == 1, 60, "the worker online")
@@ -146,7 +150,9 @@ def test_batch_size_8_model_gets_real_batches(serve, workers, tmp_path: Path, tr
     assert len(sizes) <= 16, f"64 jobs should need few batches, got {sizes}"
 
 
-def test_crashed_child_is_restarted_and_its_jobs_requeued_at_once(serve, workers, tmp_path: Path, trace: Path) -> None:  # type: ignore[no-untyped-def]
+def test_crashed_child_is_restarted_and_its_jobs_requeued_at_once(
+    serve, workers, tmp_path: Path, trace: Path
+) -> None:
     server = api_server(serve, tmp_path)
     # Slow's lease is 60 s: a requeue that waited for expiry would time this test out.
     workers(worker_args(server, "tests/models/basic.py:Slow", processes=2)).start()
@@ -162,5 +168,8 @@ def test_crashed_child_is_restarted_and_its_jobs_requeued_at_once(serve, workers
         assert final.status == "succeeded"
         assert final.data["attempts"] == 2
         assert final.data["worker"] != holder
-    wait_for(lambda: online(server, "slow") == 2 and victim not in online_pids(server, "slow"),
-             60, "the crashed process replaced")
+    wait_for(
+        lambda: online(server, "slow") == 2 and victim not in online_pids(server, "slow"),
+        60,
+        "the crashed process replaced",
+    )

@@ -497,7 +497,7 @@ def test_to_dict_round_trips_the_whole_spec(toml_spec: EndpointSpec) -> None:
 
 def test_parameter_without_type_hint() -> None:
     class NoHint(modelport.Model):
-        def predict(self, prompt, steps: int = 3):  # type: ignore[no-untyped-def]
+        def predict(self, prompt, steps: int = 3):
             return prompt
 
     with pytest.raises(SpecError, match=r"nohint\.predict\(prompt\): add a type hint"):
