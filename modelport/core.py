@@ -332,10 +332,17 @@ class Broker:
     async def progress(
         self, worker_id: str, updates: Sequence[tuple[str, dict[str, Any]]]
     ) -> list[str]:
-        """Record the latest progress of held jobs; return the ids still held."""
-        self.worker(worker_id)
+        """Record the latest progress of held jobs (extending their leases); return those held."""
+        worker = self.worker(worker_id)
+        lease_until = self.clock() + max(
+            self.specs[name].lease_duration for name in worker.info.endpoints
+        )
+        changes = [{"progress": p, "lease_until": lease_until} for _, p in updates]
         stored = await self.store.update(
-            [Update(job_id, RUNNING, {"progress": p}, worker_id=worker_id) for job_id, p in updates]
+            [
+                Update(job_id, RUNNING, change, worker_id=worker_id)
+                for (job_id, _), change in zip(updates, changes, strict=True)
+            ]
         )
         return [job.id for job in stored if job is not None]
 

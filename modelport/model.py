@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any, ClassVar
 
+from modelport import _context as context
 from modelport.errors import SpecError
 from modelport.spec import (
     SERVING_KEYS,
@@ -63,6 +64,16 @@ class Model:
             except Exception as e:
                 outputs.append(e)
         return outputs
+
+    def progress(
+        self, fraction: float | None = None, message: str | None = None, **data: Any
+    ) -> None:
+        """Report the current job's progress: a fraction in [0, 1], a message, [progress] fields.
+
+        Cheap to call in a tight loop (updates are coalesced); raises if the job was cancelled,
+        which stops the model there.
+        """
+        context.report(fraction, message, data)
 
     @classmethod
     def endpoint_name(cls) -> str:

@@ -149,8 +149,12 @@ class EndpointSpec:
     def output_schema(self) -> dict[str, Any]:
         return {} if self.output_adapter is None else self.output_adapter.json_schema()
 
+    @cached_property
+    def progress_model(self) -> type[pydantic.BaseModel]:
+        return _model_for(self.name + "_progress", self.progress)
+
     def progress_schema(self) -> dict[str, Any]:
-        return _model_for(self.name + "_progress", self.progress).model_json_schema()
+        return self.progress_model.model_json_schema()
 
 
 SERVING_KEYS = (

@@ -113,6 +113,14 @@ class HttpTransport:
         self.cancelled.update(answer["cancelled"])
         return list(answer["held"])
 
+    async def progress(
+        self, worker_id: str, updates: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[str]:
+        events = [{"job_id": j, "type": "progress", "progress": p} for j, p in updates]
+        answer = await self._call("POST", f"/workers/{worker_id}/events", {"events": events})
+        self.cancelled.update(answer["cancelled"])
+        return list(answer["held"])
+
     async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
         body = {
             "results": [

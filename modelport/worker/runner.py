@@ -10,13 +10,16 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import threading
 import types
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import orjson
+import pydantic
 
+from modelport import _context as context
 from modelport.core import Broker
 from modelport.errors import NotFound
 from modelport.model import Model
@@ -38,6 +41,10 @@ class Transport(Protocol):
     async def lease(self, worker_id: str, max_jobs: int, wait: float) -> list[LeasedJob]: ...
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]: ...
+
+    async def progress(
+        self, worker_id: str, updates: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[str]: ...
 
     async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]: ...
 
@@ -61,6 +68,11 @@ class LocalTransport:
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
         return await self.broker.heartbeat(worker_id, job_ids)
+
+    async def progress(
+        self, worker_id: str, updates: Sequence[tuple[str, dict[str, Any]]]
+    ) -> list[str]:
+        return await self.broker.progress(worker_id, updates)
 
     async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
         return await self.broker.finish(worker_id, results)
@@ -86,6 +98,7 @@ class Runner:
         name: str | None = None,
         lease_wait: float = 20.0,
         heartbeat_interval: float = 2.0,
+        progress_interval: float = 0.2,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
@@ -101,6 +114,10 @@ class Runner:
         self._draining = asyncio.Event()
         self.registered = asyncio.Event()
         self._abandoned: set[str] = set()
+        self._lock = threading.Lock()
+        self._pending_progress: dict[str, dict[str, Any]] = {}
+        self._progress_ready = asyncio.Event()
+        self.progress_interval = progress_interval
         self.heartbeat_interval = heartbeat_interval
 
     async def setup(self) -> None:
@@ -160,9 +177,9 @@ class Runner:
             return []
 
     async def run_batch(self, jobs: list[LeasedJob]) -> None:
-        beat = asyncio.create_task(self._heartbeat([j.id for j in jobs]))
+        beat = asyncio.create_task(self._pump([j.id for j in jobs]))
         try:
-            results = await self._in_thread(self._compute, jobs)
+            results = await self._in_thread(self._compute, jobs, asyncio.get_running_loop())
         finally:
             beat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -180,26 +197,66 @@ class Runner:
                 await self._register()
         log.error("results for %d jobs could not be delivered", len(results))
 
-    async def _heartbeat(self, job_ids: list[str]) -> None:
+    async def _pump(self, job_ids: list[str]) -> None:
+        """While a batch runs: send coalesced progress and heartbeats, and learn of cancels."""
         assert self.worker_id is not None
+        loop = asyncio.get_running_loop()
         interval = min(self.spec.lease_duration / 3, self.heartbeat_interval)
+        next_beat = loop.time() + interval
         while True:
-            await asyncio.sleep(interval)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, next_beat - loop.time())):
+                    await self._progress_ready.wait()
             try:
-                held = set(await self.transport.heartbeat(self.worker_id, job_ids))
+                if self._progress_ready.is_set():
+                    self._progress_ready.clear()
+                    with self._lock:
+                        pending, self._pending_progress = self._pending_progress, {}
+                    held = set(await self.transport.progress(self.worker_id, list(pending.items())))
+                    self._abandoned.update(j for j in pending if j not in held)
+                    await asyncio.sleep(self.progress_interval)  # at most one send per interval
+                if loop.time() >= next_beat:
+                    held = set(await self.transport.heartbeat(self.worker_id, job_ids))
+                    # Jobs no longer held were cancelled or lost: stop them where the model allows.
+                    self._abandoned.update(j for j in job_ids if j not in held)
+                    next_beat = loop.time() + interval
             except Exception:
-                log.warning("heartbeat failed; retrying at the next interval", exc_info=True)
-                continue
-            # Jobs no longer held were cancelled or lost: stop them where the model allows.
-            self._abandoned.update(j for j in job_ids if j not in held)
+                log.warning("progress or heartbeat failed; retrying", exc_info=True)
+                next_beat = loop.time() + interval
+
+    def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
+        """What ``Model.progress`` calls on the model thread for these jobs."""
+
+        def report(fraction: float | None, message: str | None, data: dict[str, Any]) -> None:
+            if any(j in self._abandoned for j in job_ids):
+                raise JobAbandoned("the job was cancelled while it ran")
+            if fraction is not None and not 0.0 <= fraction <= 1.0:
+                raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
+            if data:
+                try:
+                    self.spec.progress_model.model_validate(data)
+                except pydantic.ValidationError as e:
+                    first = e.errors()[0]
+                    where = ".".join(str(p) for p in first["loc"])
+                    raise ValueError(f"progress field {where}: {first['msg']}") from None
+            update = {"fraction": fraction, "message": message, "data": data}
+            with self._lock:
+                wake = not self._pending_progress
+                for job_id in job_ids:
+                    self._pending_progress[job_id] = update
+            if wake:
+                loop.call_soon_threadsafe(self._progress_ready.set)
+
+        return report
 
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    def _compute(self, jobs: list[LeasedJob]) -> list[Result]:
+    def _compute(self, jobs: list[LeasedJob], loop: asyncio.AbstractEventLoop) -> list[Result]:
         """Call the model for one batch (on the model thread) and turn its answers into results."""
         try:
             if self._batched:
+                context.set_reporter(self._reporter([j.id for j in jobs], loop))
                 outputs = self.model.predict_batch([j.input for j in jobs])
                 if not isinstance(outputs, list) or len(outputs) != len(jobs):
                     got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
@@ -207,20 +264,28 @@ class Runner:
                         f"predict_batch must return a list of {len(jobs)} outputs, got {got}"
                     )
             else:
-                outputs = [self._one(j) for j in jobs]
+                outputs = [self._one(j, loop) for j in jobs]
+        except JobAbandoned as e:
+            return [Result(j.id, j.endpoint, j.attempt, error=describe(e)) for j in jobs]
         except Exception as e:
             log.exception("model %s failed on a batch of %d", self.spec.name, len(jobs))
             retry = self.spec.retry_failed_batches
             return [
                 Result(j.id, j.endpoint, j.attempt, error=describe(e), retry=retry) for j in jobs
             ]
+        finally:
+            context.set_reporter(None)
         return [self._result(j, out) for j, out in zip(jobs, outputs, strict=True)]
 
-    def _one(self, job: LeasedJob) -> Any:
+    def _one(self, job: LeasedJob, loop: asyncio.AbstractEventLoop) -> Any:
+        context.set_reporter(self._reporter([job.id], loop))
         try:
             return _collect(self.model.predict(**job.input), lambda: job.id in self._abandoned)
+        except JobAbandoned as e:
+            log.info("job %s stopped: %s", job.id, e)
+            return e
         except Exception as e:
-            log.exception("model %s failed on job input", self.spec.name)
+            log.exception("model %s failed on job %s", self.spec.name, job.id)
             return e
 
     def _result(self, job: LeasedJob, output: Any) -> Result:
