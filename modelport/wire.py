@@ -94,6 +94,21 @@ def _span(start: float | None, end: float | None) -> float | None:
 
 
 @dataclass(slots=True)
+class Event:
+    """One entry in a job's event log: ``queued``, ``started``, ``progress``, ``output``
+    (a streamed chunk), ``log``, or the final ``succeeded``/``failed``/``cancelled``/``expired``.
+
+    ``id`` counts 1, 2, 3, ... per job, so a client resumes with ``Last-Event-ID``.
+    """
+
+    job_id: str
+    type: str
+    data: Any = None
+    id: int = 0
+    time: float = field(default_factory=time.time)
+
+
+@dataclass(slots=True)
 class LeasedJob:
     """A job a worker holds: what the runner needs to compute and report it."""
 

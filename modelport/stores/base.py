@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from modelport.wire import JobRecord, JobStatus
+from modelport.wire import Event, JobRecord, JobStatus
 
 CHANGEABLE = frozenset(
     {
@@ -91,3 +91,27 @@ class JobStore(Protocol):
 
     async def queue_depths(self) -> dict[str, dict[str, int]]:
         """Per endpoint, the number of ``queued`` and ``running`` jobs."""
+
+    async def add_events(self, events: Sequence[Event]) -> list[Event]:
+        """Append events to their jobs' logs; return them with ids (1, 2, ... per job)."""
+
+    async def events(self, job_id: str, after: int = 0, limit: int = 10_000) -> list[Event]:
+        """A job's events with ``id > after``, oldest first."""
+
+    async def purge(self, completed_before: float, limit: int) -> int:
+        """Delete up to ``limit`` final jobs (and their events) completed before the time."""
+
+    async def put_worker(self, worker: dict[str, Any], ttl: float) -> None:
+        """Record a worker (keyed by ``worker["id"]``); forget it ``ttl`` s after the last put."""
+
+    async def get_worker(self, worker_id: str) -> dict[str, Any] | None: ...
+
+    async def list_workers(self) -> list[dict[str, Any]]: ...
+
+    async def delete_worker(self, worker_id: str) -> None: ...
+
+    async def publish(self, topic: str) -> None:
+        """Tell every server sharing this store that ``topic`` changed (no-op if unshared)."""
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        """Have ``callback(topic)`` called, on the event loop, for topics others publish."""

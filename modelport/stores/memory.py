@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import heapq
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import orjson
 
 from modelport.stores.base import Update
-from modelport.wire import JobRecord, JobStatus
+from modelport.wire import Event, JobRecord, JobStatus
 
 
 class MemoryStore:
@@ -23,6 +26,8 @@ class MemoryStore:
         self._queues: dict[str, list[tuple[int, str]]] = defaultdict(list)
         self._keys: dict[tuple[str, str], str] = {}
         self._seq = 0
+        self._events: dict[str, list[Event]] = defaultdict(list)
+        self._workers: dict[str, tuple[dict[str, Any], float]] = {}
 
     async def open(self) -> None:
         pass
@@ -123,3 +128,53 @@ class MemoryStore:
             if j.status in (JobStatus.QUEUED, JobStatus.RUNNING):
                 depths[j.endpoint][j.status.value] += 1
         return dict(depths)
+
+    async def add_events(self, events: Sequence[Event]) -> list[Event]:
+        stored = []
+        for event in events:
+            log = self._events[event.job_id]
+            copied = dataclasses.replace(event, id=len(log) + 1, data=copy.deepcopy(event.data))
+            log.append(copied)
+            stored.append(dataclasses.replace(copied))
+        return stored
+
+    async def events(self, job_id: str, after: int = 0, limit: int = 10_000) -> list[Event]:
+        log = self._events.get(job_id, [])
+        return [
+            dataclasses.replace(e, data=copy.deepcopy(e.data)) for e in log[after : after + limit]
+        ]
+
+    async def purge(self, completed_before: float, limit: int) -> int:
+        doomed = [
+            j
+            for j in self._jobs.values()
+            if j.status.final and j.completed_at is not None and j.completed_at < completed_before
+        ][:limit]
+        for job in doomed:
+            del self._jobs[job.id]
+            self._events.pop(job.id, None)
+            if job.idempotency_key is not None:
+                self._keys.pop((job.endpoint, job.idempotency_key), None)
+        return len(doomed)
+
+    async def put_worker(self, worker: dict[str, Any], ttl: float) -> None:
+        self._workers[worker["id"]] = (copy.deepcopy(worker), time.time() + ttl)
+
+    async def get_worker(self, worker_id: str) -> dict[str, Any] | None:
+        entry = self._workers.get(worker_id)
+        if entry is None or entry[1] < time.time():
+            return None
+        return copy.deepcopy(entry[0])
+
+    async def list_workers(self) -> list[dict[str, Any]]:
+        now = time.time()
+        return [copy.deepcopy(w) for w, expires in self._workers.values() if expires >= now]
+
+    async def delete_worker(self, worker_id: str) -> None:
+        self._workers.pop(worker_id, None)
+
+    async def publish(self, topic: str) -> None:
+        pass
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        pass

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import sqlite3
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,7 @@ import orjson
 
 from modelport.errors import Unavailable
 from modelport.stores.base import CHANGEABLE, Update
-from modelport.wire import JobRecord, JobStatus
+from modelport.wire import Event, JobRecord, JobStatus
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -43,6 +45,20 @@ CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (endpoint, status, seq);
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (endpoint, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_done ON jobs (completed_at) WHERE completed_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    job_id TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    type TEXT NOT NULL,
+    data BLOB,
+    time REAL NOT NULL,
+    PRIMARY KEY (job_id, id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    data BLOB NOT NULL,
+    expires REAL NOT NULL
+);
 """
 
 _COLUMNS = (
@@ -289,3 +305,74 @@ class SqliteStore:
         for endpoint, status, n in rows:
             depths.setdefault(endpoint, {"queued": 0, "running": 0})[status] = n
         return depths
+
+    async def add_events(self, events: Sequence[Event]) -> list[Event]:
+        stored: list[Event] = []
+        with self._transaction() as db:
+            last: dict[str, int] = {}
+            for event in events:
+                if event.job_id not in last:
+                    (n,) = db.execute(
+                        "SELECT coalesce(max(id), 0) FROM events WHERE job_id = ?", (event.job_id,)
+                    ).fetchone()
+                    last[event.job_id] = n
+                last[event.job_id] += 1
+                copied = dataclasses.replace(event, id=last[event.job_id])
+                db.execute(
+                    "INSERT INTO events (job_id, id, type, data, time) VALUES (?, ?, ?, ?, ?)",
+                    (copied.job_id, copied.id, copied.type, _dump(copied.data), copied.time),
+                )
+                stored.append(copied)
+        return stored
+
+    async def events(self, job_id: str, after: int = 0, limit: int = 10_000) -> list[Event]:
+        with self._errors():
+            rows = self.db.execute(
+                "SELECT id, type, data, time FROM events WHERE job_id = ? AND id > ?"
+                " ORDER BY id LIMIT ?",
+                (job_id, after, limit),
+            ).fetchall()
+        return [Event(job_id, r[1], _load(r[2]), r[0], r[3]) for r in rows]
+
+    async def purge(self, completed_before: float, limit: int) -> int:
+        with self._transaction() as db:
+            rows = db.execute(
+                "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE completed_at < ?"
+                " AND status IN ('succeeded', 'failed', 'cancelled', 'expired') LIMIT ?)"
+                " RETURNING id",
+                (completed_before, limit),
+            ).fetchall()
+            db.executemany("DELETE FROM events WHERE job_id = ?", rows)
+        return len(rows)
+
+    async def put_worker(self, worker: dict[str, Any], ttl: float) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO workers (id, data, expires) VALUES (?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET data = excluded.data, expires = excluded.expires",
+                (worker["id"], orjson.dumps(worker), time.time() + ttl),
+            )
+
+    async def get_worker(self, worker_id: str) -> dict[str, Any] | None:
+        with self._errors():
+            row = self.db.execute(
+                "SELECT data FROM workers WHERE id = ? AND expires >= ?", (worker_id, time.time())
+            ).fetchone()
+        return None if row is None else dict(orjson.loads(row[0]))
+
+    async def list_workers(self) -> list[dict[str, Any]]:
+        with self._errors():
+            rows = self.db.execute(
+                "SELECT data FROM workers WHERE expires >= ? ORDER BY id", (time.time(),)
+            ).fetchall()
+        return [dict(orjson.loads(r[0])) for r in rows]
+
+    async def delete_worker(self, worker_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+    async def publish(self, topic: str) -> None:
+        pass
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        pass
