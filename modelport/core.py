@@ -21,7 +21,15 @@ import pydantic
 from modelport.errors import Conflict, NotFound, Overloaded
 from modelport.spec import EndpointSpec, spec_differences
 from modelport.stores.base import JobStore, Update
-from modelport.wire import JobRecord, JobStatus, LeasedJob, Result, WorkerInfo, new_job_id
+from modelport.wire import (
+    Event,
+    JobRecord,
+    JobStatus,
+    LeasedJob,
+    Result,
+    WorkerInfo,
+    new_job_id,
+)
 
 log = logging.getLogger("modelport.core")
 
@@ -85,6 +93,7 @@ class Broker:
         self._depths: dict[str, _Depth] = {}
         self._reaper: asyncio.Task[None] | None = None
         self._cancelled: dict[str, set[str]] = {}
+        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._closing_future: asyncio.Future[None] | None = None
         self._job_time: dict[str, float] = {}
 
@@ -287,6 +296,8 @@ class Broker:
             await asyncio.shield(self.release(worker_id, [j.id for j in jobs]))
             raise
         worker.last_seen = self.clock()
+        for job in jobs:
+            self._changed(job.id)
         return [
             LeasedJob(j.id, j.endpoint, j.input, j.attempts, j.lease_until or 0.0) for j in jobs
         ]
@@ -329,22 +340,31 @@ class Broker:
         lease = max(self.specs[name].lease_duration for name in worker.info.endpoints)
         return await self.store.extend(worker_id, job_ids, self.clock() + lease)
 
-    async def progress(
-        self, worker_id: str, updates: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[str]:
-        """Record the latest progress of held jobs (extending their leases); return those held."""
+    async def events(self, worker_id: str, events: Sequence[Event]) -> list[str]:
+        """Record progress, output chunks and log lines of held jobs (extending their leases).
+
+        Events of jobs the worker no longer holds are dropped; returns the ids it holds.
+        """
         worker = self.worker(worker_id)
-        lease_until = self.clock() + max(
-            self.specs[name].lease_duration for name in worker.info.endpoints
-        )
-        changes = [{"progress": p, "lease_until": lease_until} for _, p in updates]
-        stored = await self.store.update(
-            [
-                Update(job_id, RUNNING, change, worker_id=worker_id)
-                for (job_id, _), change in zip(updates, changes, strict=True)
-            ]
-        )
-        return [job.id for job in stored if job is not None]
+        job_ids = list(dict.fromkeys(e.job_id for e in events))
+        if not job_ids:
+            return []
+        lease = max(self.specs[name].lease_duration for name in worker.info.endpoints)
+        held = set(await self.store.extend(worker_id, job_ids, self.clock() + lease))
+        kept = [e for e in events if e.job_id in held]
+        latest = {e.job_id: e.data for e in kept if e.type == "progress"}
+        if latest:
+            await self.store.update(
+                [
+                    Update(j, RUNNING, {"progress": p}, worker_id=worker_id)
+                    for j, p in latest.items()
+                ]
+            )
+        if kept:
+            await self.store.add_events(kept)
+        for job_id in held:
+            self._changed(job_id)
+        return [j for j in job_ids if j in held]
 
     async def finish(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
         """Record final outputs or errors; a result for a job no longer held is refused."""
@@ -527,3 +547,15 @@ class Broker:
         for fut in self._done.pop(job.id, ()):
             if not fut.done():
                 fut.set_result(job)
+        self._changed(job.id)
+
+    def watch(self, job_id: str) -> asyncio.Future[None]:
+        """A future that resolves at the job's next change: started, an event, or final."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.setdefault(job_id, []).append(fut)
+        return fut
+
+    def _changed(self, job_id: str) -> None:
+        for fut in self._watchers.pop(job_id, ()):
+            if not fut.done():
+                fut.set_result(None)

@@ -153,13 +153,13 @@ async def test_cancel_closes_a_generator(server: Server, http: httpx.AsyncClient
 async def test_progress_calls_are_coalesced(server: Server, http: httpx.AsyncClient) -> None:
     runner = next(r for r in server.runners if r.spec.name == "painter")
     calls: list[int] = []
-    original = runner.transport.progress
+    original = runner.transport.events
 
-    async def counting(worker_id: str, updates: Any) -> list[str]:
-        calls.append(len(updates))
-        return await original(worker_id, updates)
+    async def counting(worker_id: str, events: Any) -> list[str]:
+        calls.append(sum(1 for e in events if e.type == "progress"))
+        return await original(worker_id, events)
 
-    runner.transport.progress = counting  # type: ignore[method-assign]
+    runner.transport.events = counting  # type: ignore[method-assign]
     r = await http.post("/endpoints/painter/jobs", json={"input": {"steps": 200}})
     assert r.json()["status"] == "succeeded"
     # 200 progress calls over about a second, sent at most every 0.2 s.

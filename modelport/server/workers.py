@@ -19,7 +19,7 @@ from modelport.core import Broker
 from modelport.errors import BadRequest, Forbidden, ModelportError, SpecError, Unauthorized
 from modelport.errors import ValidationError as InputError
 from modelport.spec import EndpointSpec, spec_from_dict
-from modelport.wire import Result, WorkerInfo
+from modelport.wire import Event, Result, WorkerInfo
 
 MAX_LEASE_WAIT = 60.0
 _T = TypeVar("_T", bound=pydantic.BaseModel)
@@ -44,8 +44,8 @@ class _Lease(pydantic.BaseModel):
 class _Event(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     job_id: str
-    type: str = pydantic.Field(pattern=r"^(heartbeat|progress)$")
-    progress: dict[str, pydantic.JsonValue] | None = None
+    type: str = pydantic.Field(pattern=r"^(heartbeat|progress|output|log)$")
+    data: pydantic.JsonValue = None
 
 
 class _Events(pydantic.BaseModel):
@@ -171,11 +171,11 @@ class WorkerRoutes:
         worker_id = request.path_params["id"]
         body = _parse(_Events, await self._read_body(request))
         beats = [e.job_id for e in body.events if e.type == "heartbeat"]
-        progress = [(e.job_id, e.progress or {}) for e in body.events if e.type == "progress"]
+        others = [Event(e.job_id, e.type, e.data) for e in body.events if e.type != "heartbeat"]
         held = set(await self.broker.heartbeat(worker_id, beats)) if beats else set()
-        if progress:
-            held |= set(await self.broker.progress(worker_id, progress))
-        if not beats and not progress:
+        if others:
+            held |= set(await self.broker.events(worker_id, others))
+        if not beats and not others:
             self.broker.worker(worker_id)
         return _json({"held": sorted(held), "cancelled": self.broker.take_cancelled(worker_id)})
 

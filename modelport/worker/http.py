@@ -16,7 +16,7 @@ import orjson
 
 from modelport.errors import ModelportError, from_problem
 from modelport.spec import EndpointSpec
-from modelport.wire import LeasedJob, Result, WorkerInfo
+from modelport.wire import Event, LeasedJob, Result, WorkerInfo
 
 log = logging.getLogger("modelport.worker")
 
@@ -113,11 +113,9 @@ class HttpTransport:
         self.cancelled.update(answer["cancelled"])
         return list(answer["held"])
 
-    async def progress(
-        self, worker_id: str, updates: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[str]:
-        events = [{"job_id": j, "type": "progress", "progress": p} for j, p in updates]
-        answer = await self._call("POST", f"/workers/{worker_id}/events", {"events": events})
+    async def events(self, worker_id: str, events: Sequence[Event]) -> list[str]:
+        body = [{"job_id": e.job_id, "type": e.type, "data": e.data} for e in events]
+        answer = await self._call("POST", f"/workers/{worker_id}/events", {"events": body})
         self.cancelled.update(answer["cancelled"])
         return list(answer["held"])
 

@@ -24,7 +24,7 @@ from modelport.core import Broker
 from modelport.errors import NotFound
 from modelport.model import Model
 from modelport.spec import EndpointSpec
-from modelport.wire import LeasedJob, Result, WorkerInfo
+from modelport.wire import Event, LeasedJob, Result, WorkerInfo
 
 log = logging.getLogger("modelport.worker")
 
@@ -42,9 +42,7 @@ class Transport(Protocol):
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]: ...
 
-    async def progress(
-        self, worker_id: str, updates: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[str]: ...
+    async def events(self, worker_id: str, events: Sequence[Event]) -> list[str]: ...
 
     async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]: ...
 
@@ -69,10 +67,8 @@ class LocalTransport:
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
         return await self.broker.heartbeat(worker_id, job_ids)
 
-    async def progress(
-        self, worker_id: str, updates: Sequence[tuple[str, dict[str, Any]]]
-    ) -> list[str]:
-        return await self.broker.progress(worker_id, updates)
+    async def events(self, worker_id: str, events: Sequence[Event]) -> list[str]:
+        return await self.broker.events(worker_id, events)
 
     async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
         return await self.broker.finish(worker_id, results)
@@ -115,8 +111,10 @@ class Runner:
         self.registered = asyncio.Event()
         self._abandoned: set[str] = set()
         self._lock = threading.Lock()
-        self._pending_progress: dict[str, dict[str, Any]] = {}
-        self._progress_ready = asyncio.Event()
+        self._pending_events: list[Event] = []
+        self._pending_progress: dict[str, Event] = {}
+        self._progress_sent = -1e9
+        self._events_ready = asyncio.Event()
         self.progress_interval = progress_interval
         self.heartbeat_interval = heartbeat_interval
 
@@ -177,13 +175,14 @@ class Runner:
             return []
 
     async def run_batch(self, jobs: list[LeasedJob]) -> None:
-        beat = asyncio.create_task(self._pump([j.id for j in jobs]))
+        pump = asyncio.create_task(self._pump([j.id for j in jobs]))
         try:
             results = await self._in_thread(self._compute, jobs, asyncio.get_running_loop())
         finally:
-            beat.cancel()
+            pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await beat
+                await pump
+        await self._send_events()  # chunks made just before the end go out before the result
         self._abandoned.difference_update(j.id for j in jobs)
         await self._report(results)
 
@@ -198,38 +197,63 @@ class Runner:
         log.error("results for %d jobs could not be delivered", len(results))
 
     async def _pump(self, job_ids: list[str]) -> None:
-        """While a batch runs: send coalesced progress and heartbeats, and learn of cancels."""
-        assert self.worker_id is not None
+        """While a batch runs: send chunks at once, progress at most every
+        ``progress_interval``, heartbeats in between, and learn which jobs were cancelled."""
         loop = asyncio.get_running_loop()
         interval = min(self.spec.lease_duration / 3, self.heartbeat_interval)
         next_beat = loop.time() + interval
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, next_beat - loop.time())):
-                    await self._progress_ready.wait()
+                    await self._events_ready.wait()
             try:
-                if self._progress_ready.is_set():
-                    self._progress_ready.clear()
-                    with self._lock:
-                        pending, self._pending_progress = self._pending_progress, {}
-                    held = set(await self.transport.progress(self.worker_id, list(pending.items())))
-                    self._abandoned.update(j for j in pending if j not in held)
-                    await asyncio.sleep(self.progress_interval)  # at most one send per interval
+                if self._events_ready.is_set():
+                    self._events_ready.clear()
+                    await self._send_events()
                 if loop.time() >= next_beat:
+                    assert self.worker_id is not None
                     held = set(await self.transport.heartbeat(self.worker_id, job_ids))
                     # Jobs no longer held were cancelled or lost: stop them where the model allows.
                     self._abandoned.update(j for j in job_ids if j not in held)
                     next_beat = loop.time() + interval
             except Exception:
-                log.warning("progress or heartbeat failed; retrying", exc_info=True)
+                log.warning("sending events or a heartbeat failed; retrying", exc_info=True)
                 next_beat = loop.time() + interval
+
+    async def _send_events(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        with self._lock:
+            events, self._pending_events = self._pending_events, []
+            progress_due = now - self._progress_sent >= self.progress_interval
+            if self._pending_progress and progress_due:
+                events += self._pending_progress.values()
+                self._pending_progress = {}
+                self._progress_sent = now
+            elif self._pending_progress:
+                wait = self.progress_interval - (now - self._progress_sent)
+                loop.call_later(wait, self._events_ready.set)
+        if events:
+            assert self.worker_id is not None
+            held = set(await self.transport.events(self.worker_id, events))
+            self._abandoned.update(e.job_id for e in events if e.job_id not in held)
+
+    def _emit(self, event: Event, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue an event from the model thread; the pump sends it."""
+        with self._lock:
+            wake = not self._pending_events and not self._pending_progress
+            if event.type == "progress":
+                self._pending_progress[event.job_id] = event
+            else:
+                self._pending_events.append(event)
+        if wake:
+            loop.call_soon_threadsafe(self._events_ready.set)
 
     def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
         """What ``Model.progress`` calls on the model thread for these jobs."""
 
         def report(fraction: float | None, message: str | None, data: dict[str, Any]) -> None:
-            if any(j in self._abandoned for j in job_ids):
-                raise JobAbandoned("the job was cancelled while it ran")
+            self._check(job_ids)
             if fraction is not None and not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
             if data:
@@ -240,17 +264,14 @@ class Runner:
                     where = ".".join(str(p) for p in first["loc"])
                     raise ValueError(f"progress field {where}: {first['msg']}") from None
             update = {"fraction": fraction, "message": message, "data": data}
-            with self._lock:
-                wake = not self._pending_progress
-                for job_id in job_ids:
-                    self._pending_progress[job_id] = update
-            if wake:
-                loop.call_soon_threadsafe(self._progress_ready.set)
+            for job_id in job_ids:
+                self._emit(Event(job_id, "progress", update), loop)
 
         return report
 
-    async def _in_thread(self, fn: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+    def _check(self, job_ids: list[str]) -> None:
+        if any(j in self._abandoned for j in job_ids):
+            raise JobAbandoned("the job was cancelled while it ran")
 
     def _compute(self, jobs: list[LeasedJob], loop: asyncio.AbstractEventLoop) -> list[Result]:
         """Call the model for one batch (on the model thread) and turn its answers into results."""
@@ -279,8 +300,13 @@ class Runner:
 
     def _one(self, job: LeasedJob, loop: asyncio.AbstractEventLoop) -> Any:
         context.set_reporter(self._reporter([job.id], loop))
+
+        def chunk(value: Any) -> None:
+            self._check([job.id])
+            self._emit(Event(job.id, "output", _jsonable(value)), loop)
+
         try:
-            return _collect(self.model.predict(**job.input), lambda: job.id in self._abandoned)
+            return _collect(self.model.predict(**job.input), chunk)
         except JobAbandoned as e:
             log.info("job %s stopped: %s", job.id, e)
             return e
@@ -292,33 +318,60 @@ class Runner:
         if isinstance(output, BaseException):
             return Result(job.id, job.endpoint, job.attempt, error=describe(output))
         try:
-            value = orjson.loads(orjson.dumps(_collect(output), option=_JSON_OPTIONS))
+            value = _jsonable(output)
         except (TypeError, orjson.JSONEncodeError) as e:
             return Result(
                 job.id, job.endpoint, job.attempt, error=f"the output is not JSON-serializable: {e}"
             )
         return Result(job.id, job.endpoint, job.attempt, output=value)
 
+    async def _in_thread(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
 
 class JobAbandoned(Exception):
     """The job was cancelled or its lease lost while the model worked on it."""
 
 
-def _collect(output: Any, abandoned: Callable[[], bool] = lambda: False) -> Any:
-    """A generator's chunks as one output: text joined, anything else listed.
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return orjson.loads(orjson.dumps(value, option=_JSON_OPTIONS))
 
-    Between chunks the job is checked: a cancelled job's generator is closed there.
+
+def _collect(output: Any, chunk: Callable[[Any], None]) -> Any:
+    """Run a generator (sync or async) to its end, passing each chunk on as it is made.
+
+    The output is the chunks joined (text) or listed. A coroutine is run to its value.
     """
-    if isinstance(output, types.GeneratorType):
-        chunks = []
-        for chunk in output:
-            if abandoned():
-                output.close()
-                raise JobAbandoned("the job was cancelled while it ran")
-            chunks.append(chunk)
-        if chunks and all(isinstance(c, str) for c in chunks):
-            return "".join(chunks)
-        return chunks
-    if inspect.isawaitable(output):
-        raise TypeError("predict must be a plain function or generator, not a coroutine")
-    return output
+    if inspect.isasyncgen(output) or inspect.iscoroutine(output):
+        return asyncio.run(_collect_async(output, chunk))
+    if not isinstance(output, types.GeneratorType):
+        return output
+    chunks = []
+    try:
+        for value in output:
+            chunk(value)
+            chunks.append(value)
+    finally:
+        output.close()
+    return _joined(chunks)
+
+
+async def _collect_async(output: Any, chunk: Callable[[Any], None]) -> Any:
+    if inspect.iscoroutine(output):
+        return await output
+    chunks = []
+    try:
+        async for value in output:
+            chunk(value)
+            chunks.append(value)
+    finally:
+        await output.aclose()
+    return _joined(chunks)
+
+
+def _joined(chunks: list[Any]) -> Any:
+    if chunks and all(isinstance(c, str) for c in chunks):
+        return "".join(chunks)
+    return chunks
