@@ -20,7 +20,7 @@ from modelport.errors import (
 from modelport.model import Model
 from modelport.server.app import Settings, create_app
 from modelport.spec import EndpointSpec, FieldSpec, Input, spec_from_toml
-from modelport.wire import JobStatus
+from modelport.wire import Event, JobStatus
 from modelport.worker.supervisor import run_worker
 
 __all__ = [
@@ -30,6 +30,7 @@ __all__ = [
     "Client",
     "Conflict",
     "EndpointSpec",
+    "Event",
     "FieldSpec",
     "Input",
     "Job",

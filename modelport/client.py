@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import httpx
 import orjson
 
 from modelport.errors import JobFailed, ModelportError, Timeout, from_problem
-from modelport.wire import FINAL, JobStatus
+from modelport.wire import FINAL, Event, JobStatus
 
 _LONG_POLL = 30.0
 """The longest single wait asked of the server; longer waits are several requests."""
@@ -55,6 +56,21 @@ class _BaseClient:
         if data["status"] == JobStatus.SUCCEEDED:
             return data.get("output")
         raise JobFailed(f"job {data['id']} {data['status']}: {data.get('error')}", job=data)
+
+    @staticmethod
+    def _event(job_id: str, line: str) -> Event | None:
+        """One JSON line of a job's event stream (blank lines are keep-alives)."""
+        if not line.strip():
+            return None
+        item = orjson.loads(line)
+        return Event(job_id, item["event"], item["data"], item["id"])
+
+    @staticmethod
+    def _stream_headers(after: int | None = None) -> dict[str, str]:
+        headers = {"accept": "application/jsonl"}
+        if after is not None:
+            headers["last-event-id"] = str(after)
+        return headers
 
     def _remaining(self, deadline: float | None) -> float:
         if deadline is None:
@@ -120,6 +136,16 @@ class Job(_JobBase):
         """Cancel the job (a running job's worker is told)."""
         self.data = self._client._request("POST", f"/jobs/{self.id}/cancel")
         return self
+
+    def events(self, after: int | None = None) -> Iterator[Event]:
+        """The job's events as they happen (``output`` chunks, ``progress``, ...) to the final one.
+
+        ``after`` resumes after the event with that id.
+        """
+        for event in self._client._events(f"/jobs/{self.id}/events", self.id, after):
+            if event.type in FINAL:
+                self.data = event.data
+            yield event
 
 
 class Client(_BaseClient):
@@ -190,6 +216,41 @@ class Client(_BaseClient):
         """The handle of an existing job."""
         return Job(self, self._get_job(job_id, wait=0))
 
+    def stream(
+        self, endpoint: str, inputs: dict[str, Any] | None = None, /, **kw: Any
+    ) -> Iterator[Event]:
+        """Run a job and yield its events as they happen; leaving the loop early cancels it."""
+        with self._http.stream(
+            "POST",
+            f"/endpoints/{endpoint}/jobs",
+            content=self._inputs(inputs, kw),
+            headers=self._stream_headers(),
+            timeout=httpx.Timeout(self.timeout, read=None),
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._decode(response)
+            job_id = response.headers.get("x-job-id", "")
+            for line in response.iter_lines():
+                event = self._event(job_id, line)
+                if event is not None:
+                    yield event
+
+    def _events(self, path: str, job_id: str, after: int | None) -> Iterator[Event]:
+        with self._http.stream(
+            "GET",
+            path,
+            headers=self._stream_headers(after),
+            timeout=httpx.Timeout(self.timeout, read=None),
+        ) as response:
+            if response.status_code >= 400:
+                response.read()
+                self._decode(response)
+            for line in response.iter_lines():
+                event = self._event(job_id, line)
+                if event is not None:
+                    yield event
+
     def close(self) -> None:
         self._http.close()
 
@@ -230,6 +291,16 @@ class AsyncJob(_JobBase):
         """Cancel the job (a running job's worker is told)."""
         self.data = await self._client._request("POST", f"/jobs/{self.id}/cancel")
         return self
+
+    async def events(self, after: int | None = None) -> AsyncIterator[Event]:
+        """The job's events as they happen (``output`` chunks, ``progress``, ...) to the final one.
+
+        ``after`` resumes after the event with that id.
+        """
+        async for event in self._client._events(f"/jobs/{self.id}/events", self.id, after):
+            if event.type in FINAL:
+                self.data = event.data
+            yield event
 
 
 class AsyncClient(_BaseClient):
@@ -302,6 +373,41 @@ class AsyncClient(_BaseClient):
     async def job(self, job_id: str) -> AsyncJob:
         """The handle of an existing job."""
         return AsyncJob(self, await self._get_job(job_id, wait=0))
+
+    async def stream(
+        self, endpoint: str, inputs: dict[str, Any] | None = None, /, **kw: Any
+    ) -> AsyncIterator[Event]:
+        """Run a job and yield its events as they happen; leaving the loop early cancels it."""
+        async with self._http.stream(
+            "POST",
+            f"/endpoints/{endpoint}/jobs",
+            content=self._inputs(inputs, kw),
+            headers=self._stream_headers(),
+            timeout=httpx.Timeout(self.timeout, read=None),
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                self._decode(response)
+            job_id = response.headers.get("x-job-id", "")
+            async for line in response.aiter_lines():
+                event = self._event(job_id, line)
+                if event is not None:
+                    yield event
+
+    async def _events(self, path: str, job_id: str, after: int | None) -> AsyncIterator[Event]:
+        async with self._http.stream(
+            "GET",
+            path,
+            headers=self._stream_headers(after),
+            timeout=httpx.Timeout(self.timeout, read=None),
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                self._decode(response)
+            async for line in response.aiter_lines():
+                event = self._event(job_id, line)
+                if event is not None:
+                    yield event
 
     async def aclose(self) -> None:
         await self._http.aclose()

@@ -514,6 +514,7 @@ class Broker:
         if updated.status.final:
             self._finished(updated)
         else:
+            self._changed(updated.id)
             self._signal(updated.endpoint)
 
     async def _recover_local_jobs(self) -> None:
@@ -554,6 +555,14 @@ class Broker:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._watchers.setdefault(job_id, []).append(fut)
         return fut
+
+    def unwatch(self, job_id: str, fut: asyncio.Future[None]) -> None:
+        watchers = self._watchers.get(job_id)
+        if watchers is not None:
+            with contextlib.suppress(ValueError):
+                watchers.remove(fut)
+            if not watchers:
+                del self._watchers[job_id]
 
     def _changed(self, job_id: str) -> None:
         for fut in self._watchers.pop(job_id, ()):

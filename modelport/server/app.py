@@ -36,6 +36,7 @@ from modelport.errors import (
 )
 from modelport.model import Model
 from modelport.server.openapi import DOCS_HTML, openapi
+from modelport.server.streaming import event_stream, resume_point, stream_format
 from modelport.server.workers import WorkerRoutes, refuse_worker_token
 from modelport.spec import EndpointSpec
 from modelport.stores import JobStore, store_from_url
@@ -210,8 +211,17 @@ class Server:
         if key is not None and not 1 <= len(key) <= 255:
             raise BadRequest("Idempotency-Key must be 1 to 255 characters")
         respond_async, wait = _prefer(request, self.settings.default_wait, self.settings.max_wait)
+        fmt = stream_format(request)
         inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
         job = await self.broker.submit(name, inputs, idempotency_key=key)
+        if fmt is not None:
+            return event_stream(  # type: ignore[return-value]
+                self.broker,
+                job.id,
+                fmt,
+                headers={"location": f"/jobs/{job.id}", "x-job-id": job.id},
+                cancel_on_hangup=True,
+            )
         if not respond_async and not job.status.final:
             job = await self.broker.wait(job.id, wait, job=job)
         return await self._job_response(job, created=True)
@@ -244,6 +254,13 @@ class Server:
         respond_async, wait = _prefer(request, 0.0, self.settings.max_wait)
         job = await self.broker.wait(job_id, 0.0 if respond_async else wait)
         return await self._job_response(job)
+
+    async def job_events(self, request: Request) -> Response:
+        job_id = request.path_params["id"]
+        after = resume_point(request)
+        await self.broker.get(job_id)  # a 404 before the stream starts
+        fmt = stream_format(request) or "sse"
+        return event_stream(self.broker, job_id, fmt, after=after)  # type: ignore[return-value]
 
     async def cancel_job(self, request: Request) -> Response:
         job = await self.broker.cancel(request.path_params["id"])
@@ -281,6 +298,7 @@ class Server:
             Route("/endpoints", self.list_endpoints, methods=["GET"]),
             Route("/endpoints/{name}", self.get_endpoint, methods=["GET"]),
             Route("/jobs/{id}", self.get_job, methods=["GET"]),
+            Route("/jobs/{id}/events", self.job_events, methods=["GET"]),
             Route("/jobs/{id}/cancel", self.cancel_job, methods=["POST"]),
             Route("/health/live", self.live, methods=["GET"]),
             Route("/health/ready", self.ready, methods=["GET"]),

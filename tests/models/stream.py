@@ -1,0 +1,23 @@
+"""Streaming models for tests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import modelport
+from modelport import Input
+
+
+class Ticker(modelport.Model):
+    """Yields n words, one every `every` seconds."""
+
+    def predict(
+        self,
+        n: int = Input(default=5, ge=0, le=100_000),
+        every: float = Input(default=0.05, ge=0, le=5),
+    ) -> Iterator[str]:
+        for i in range(n):
+            if every:
+                time.sleep(every)
+            yield f"w{i} "

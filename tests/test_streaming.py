@@ -1,0 +1,180 @@
+"""Streaming over a real server: SSE and JSON-lines framing, timing, resume, hang-up cancels."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+from conftest import ServerProcess, wait_for
+
+import modelport
+from modelport import AsyncClient, Client
+
+pytestmark = pytest.mark.e2e
+
+TICKER = "tests/models/stream.py:Ticker"
+
+
+@pytest.fixture
+def server(serve, tmp_path: Path) -> Iterator[ServerProcess]:
+    trace = tmp_path / "trace.txt"
+    os.environ["MODELPORT_TEST_TRACE"] = str(trace)
+    try:
+        yield serve([TICKER, "--store", f"sqlite:///{tmp_path}/s.db"]).start().wait_ready()
+    finally:
+        os.environ.pop("MODELPORT_TEST_TRACE", None)
+
+
+def parse_sse(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """A plain SSE parser per the WHATWG rules: fields until a blank line, comments skipped."""
+    event: dict[str, Any] = {}
+    for line in lines:
+        if line == "":
+            if "data" in event:
+                yield event
+            event = {}
+        elif line.startswith(":"):
+            continue
+        else:
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            event[name] = (
+                event.get(name, "") + ("\n" if name == "data" and name in event else "") + value
+            )
+
+
+def test_sse_framing_and_chunks_arrive_before_the_end(server: ServerProcess) -> None:
+    arrivals: list[tuple[float, dict[str, Any]]] = []
+    with httpx.stream(
+        "POST",
+        f"{server.url}/endpoints/ticker/jobs",
+        json={"input": {"n": 5, "every": 0.2}},
+        headers={"accept": "text/event-stream"},
+        timeout=30,
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"] == "text/event-stream"
+        assert r.headers["x-accel-buffering"] == "no"
+        assert r.headers["cache-control"] == "no-cache"
+        for event in parse_sse(r.iter_lines()):
+            arrivals.append((time.time(), event))
+    kinds = [e["event"] for _, e in arrivals]
+    assert kinds == [
+        "queued",
+        "started",
+        "output",
+        "output",
+        "output",
+        "output",
+        "output",
+        "succeeded",
+    ]
+    chunks = [orjson.loads(e["data"]) for _, e in arrivals if e["event"] == "output"]
+    assert chunks == ["w0 ", "w1 ", "w2 ", "w3 ", "w4 "]
+    assert [int(e["id"]) for _, e in arrivals if e["event"] == "output"] == [1, 2, 3, 4, 5]
+    final = orjson.loads(arrivals[-1][1]["data"])
+    assert final["output"] == "w0 w1 w2 w3 w4 "
+    first_chunk_at = next(t for t, e in arrivals if e["event"] == "output")
+    # The first chunk was made about 0.8 s before the job completed; it must not wait for the end.
+    assert first_chunk_at < final["completed_at"] - 0.5
+
+
+def test_jsonl_framing(server: ServerProcess) -> None:
+    with httpx.stream(
+        "POST",
+        f"{server.url}/endpoints/ticker/jobs",
+        json={"input": {"n": 3, "every": 0}},
+        headers={"accept": "application/jsonl"},
+        timeout=30,
+    ) as r:
+        assert r.headers["content-type"] == "application/jsonl"
+        assert r.headers["location"].startswith("/jobs/")
+        items = [orjson.loads(line) for line in r.iter_lines() if line]
+    assert [i["event"] for i in items] == [
+        "queued",
+        "started",
+        "output",
+        "output",
+        "output",
+        "succeeded",
+    ]
+    assert items[-1]["data"]["output"] == "w0 w1 w2 "
+
+
+def test_resume_with_last_event_id_and_late_subscriber(server: ServerProcess) -> None:
+    with Client(server.url) as c:
+        job = c.submit("ticker", n=6, every=0)
+        job.wait(timeout=10)
+        late = list(job.events())
+        assert [e.type for e in late] == ["queued", "started", *["output"] * 6, "succeeded"]
+        resumed = list(job.events(after=4))
+        assert [(e.type, e.data) for e in resumed[:2]] == [("output", "w4 "), ("output", "w5 ")]
+        assert resumed[-1].type == "succeeded"
+        r = httpx.get(f"{server.url}/jobs/{job.id}/events", headers={"last-event-id": "x"})
+        assert r.status_code == 400
+        assert httpx.get(f"{server.url}/jobs/nope/events").status_code == 404
+
+
+def test_client_stream_yields_chunks_then_final(server: ServerProcess) -> None:
+    with Client(server.url) as c:
+        events = list(c.stream("ticker", n=3, every=0.01))
+        assert [e.data for e in events if e.type == "output"] == ["w0 ", "w1 ", "w2 "]
+        assert events[-1].type == "succeeded"
+        with pytest.raises(modelport.ValidationError):
+            list(c.stream("ticker", n=-1))
+
+
+async def test_async_client_stream(server: ServerProcess) -> None:
+    async with AsyncClient(server.url) as c:
+        chunks = [e.data async for e in c.stream("ticker", n=4, every=0) if e.type == "output"]
+        assert chunks == ["w0 ", "w1 ", "w2 ", "w3 "]
+        job = await c.submit("ticker", n=2, every=0)
+        kinds = [e.type async for e in job.events()]
+        assert kinds[-1] == "succeeded"
+        assert job.status == "succeeded"
+
+
+def test_hangup_cancels_the_job_and_stops_the_generator(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    with httpx.Client(timeout=30) as http:
+        with http.stream(
+            "POST",
+            f"{server.url}/endpoints/ticker/jobs",
+            json={"input": {"n": 100_000, "every": 0.01}},
+            headers={"accept": "application/jsonl"},
+        ) as r:
+            job_id = r.headers["x-job-id"]
+            for line in r.iter_lines():
+                if line and orjson.loads(line)["event"] == "output":
+                    break  # leaving the block closes the connection
+        wait_for(
+            lambda: http.get(f"{server.url}/jobs/{job_id}").json()["status"] == "cancelled",
+            10,
+            "the job to be cancelled",
+        )
+        # One model thread serves the endpoint, so a new job can only finish (within the
+        # default 30 s wait) if the 1,000 s generator was stopped.
+        r2 = http.post(f"{server.url}/endpoints/ticker/jobs", json={"input": {"n": 1, "every": 0}})
+        assert r2.json()["status"] == "succeeded"
+
+
+async def test_many_concurrent_streams(server: ServerProcess) -> None:
+    async with AsyncClient(server.url) as c:
+
+        async def one(i: int) -> str:
+            text = ""
+            async for e in c.stream("ticker", n=3, every=0):
+                if e.type == "output":
+                    text += e.data
+            return text
+
+        results = await asyncio.gather(*(one(i) for i in range(20)))
+        assert results == ["w0 w1 w2 "] * 20
