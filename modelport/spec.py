@@ -429,6 +429,9 @@ def _field_from_dict(where: str, raw: Any) -> FieldSpec:
             raise SpecError(f"{where}.{key}: expected a non-negative integer, got {raw[key]!r}")
     if "required" in raw and not isinstance(raw["required"], bool):
         raise SpecError(f"{where}.required: expected true or false")
+    for key in ("description", "pattern", "type"):
+        if key in raw and not isinstance(raw[key], str):
+            raise SpecError(f"{where}.{key}: expected a string, got {raw[key]!r}")
     if "choices" in raw and not isinstance(raw["choices"], list):
         raise SpecError(f"{where}.choices: expected a list")
     if raw["type"] not in FIELD_TYPES:
