@@ -19,7 +19,7 @@ from typing import Any
 import pydantic
 
 from modelport.errors import Conflict, NotFound, Overloaded
-from modelport.spec import EndpointSpec, spec_differences
+from modelport.spec import EndpointSpec, spec_differences, storable
 from modelport.stores.base import JobStore, Update
 from modelport.wire import (
     Event,
@@ -403,6 +403,7 @@ class Broker:
             if error is None:
                 changes = {
                     "status": JobStatus.SUCCEEDED,
+                    "error": None,
                     "output": r.output,
                     "completed_at": now,
                     "lease_until": None,
@@ -428,6 +429,10 @@ class Broker:
         return Update(r.job_id, RUNNING, changes, worker_id=worker_id, attempt=r.attempt)
 
     def _check_output(self, r: Result) -> str | None:
+        try:
+            storable(r.output)
+        except ValueError as e:
+            return f"the model's output cannot be stored: {e}"
         adapter = self.spec(r.endpoint).output_adapter
         if adapter is None:
             return None

@@ -212,6 +212,9 @@ def _check_field(where: str, f: FieldSpec) -> None:
         raise SpecError(f"{where}: 'items' only applies to type 'list'")
     if f.type == "selection" and not f.choices:
         raise SpecError(f"{where}: a selection needs a non-empty 'choices' list")
+    for choice in f.choices or ():
+        if not isinstance(choice, str | int | float) or not _fits(choice):
+            raise SpecError(f"{where}: choices must be strings or numbers, got {choice!r}")
     if f.choices is not None and f.type != "selection":
         raise SpecError(f"{where}: 'choices' only applies to type 'selection'")
     numeric = f.type in ("integer", "float")
@@ -233,8 +236,15 @@ def _check_field(where: str, f: FieldSpec) -> None:
         raise SpecError(
             f"{where}: min_length ({f.min_length}) is greater than max_length ({f.max_length})"
         )
+    for key in ("ge", "le"):
+        if not _fits(getattr(f, key)):
+            raise SpecError(f"{where}.{key}: must be a finite number within 64 bits")
     if f.required and f.default is not None:
         raise SpecError(f"{where}: a required field cannot have a default")
+    try:
+        pydantic.TypeAdapter(_annotation(f)).json_schema()
+    except (pydantic.PydanticUserError, pydantic_core.SchemaError, TypeError, ValueError) as e:
+        raise SpecError(f"{where}: cannot be validated: {str(e).splitlines()[0]}") from None
     if f.default is not None:
         try:
             pydantic.TypeAdapter(_annotation(f)).validate_python(f.default, strict=True)
@@ -291,6 +301,20 @@ def _exact_choice(choices: tuple[Any, ...]) -> Callable[[Any], Any]:
         )
 
     return check
+
+
+def _fits(value: Any) -> bool:
+    """True for None, strings, and numbers that JSON and the stores can keep."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _INT_MIN <= value <= _INT_MAX
+    return True
+
+
+def storable(value: Any) -> Any:
+    """Refuse JSON the stores cannot keep: NaN, Infinity, integers beyond 64 bits."""
+    return _storable(value)
 
 
 def _storable(value: Any) -> Any:
@@ -541,9 +565,15 @@ def _outputs_from_hint(name: str, hint: Any) -> dict[str, FieldSpec] | None:
     if hint is None or not typing.is_typeddict(hint):
         return None
     out: dict[str, FieldSpec] = {}
+    required = hint.__required_keys__
     for key, sub in typing.get_type_hints(hint).items():
         ftype, items, choices = _type_of(f"{name} output {key}", sub)
-        out[key] = FieldSpec(type=ftype, items=items, choices=choices)  # type: ignore[arg-type]
+        out[key] = FieldSpec(
+            type=ftype,  # type: ignore[arg-type]
+            items=items,
+            choices=choices,
+            required=key in required,
+        )
     return out
 
 

@@ -60,7 +60,7 @@ options = { type = "json", default = {} }
 upscale = { type = "boolean", default = false }
 
 [outputs]
-images = { type = "list", items = "string" }
+images = { type = "list", items = "string", required = true }
 """
 
 GEN_DEFAULTS = {
@@ -114,7 +114,9 @@ def test_signature_and_toml_give_equal_specs(toml_spec: EndpointSpec) -> None:
         type="string", description="What to draw", required=True, max_length=2000
     )
     assert python_spec.inputs["sizes"].items == FieldSpec(type="integer")
-    assert python_spec.outputs == {"images": FieldSpec(type="list", items=FieldSpec(type="string"))}
+    assert python_spec.outputs == {
+        "images": FieldSpec(type="list", items=FieldSpec(type="string"), required=True)
+    }
 
 
 def test_signature_and_toml_give_the_same_json_schema(toml_spec: EndpointSpec) -> None:

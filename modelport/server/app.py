@@ -246,7 +246,7 @@ class Server:
             if len(chunks) > limit:
                 raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
         if not chunks:
-            raise BadRequest('the body is empty; send JSON like {"input": {...}}')
+            raise BadRequest("the body is empty; send a JSON object")
         return bytes(chunks)
 
     async def get_job(self, request: Request) -> Response:

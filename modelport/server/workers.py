@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import orjson
 import pydantic
@@ -18,11 +18,12 @@ from starlette.responses import Response
 from modelport.core import Broker
 from modelport.errors import BadRequest, Forbidden, ModelportError, SpecError, Unauthorized
 from modelport.errors import ValidationError as InputError
-from modelport.spec import EndpointSpec, spec_from_dict
+from modelport.spec import EndpointSpec, spec_from_dict, storable
 from modelport.wire import Event, Result, WorkerInfo
 
 MAX_LEASE_WAIT = 60.0
 _T = TypeVar("_T", bound=pydantic.BaseModel)
+_Json = Annotated[pydantic.JsonValue, pydantic.AfterValidator(storable)]
 MAX_JOBS = 1024
 
 
@@ -31,7 +32,7 @@ class _Registration(pydantic.BaseModel):
     name: str = pydantic.Field(min_length=1, max_length=200)
     endpoints: list[dict[str, Any]] = pydantic.Field(min_length=1, max_length=100)
     max_batch_size: int = pydantic.Field(default=1, ge=1, le=MAX_JOBS)
-    metadata: dict[str, pydantic.JsonValue] = pydantic.Field(default_factory=dict)
+    metadata: dict[str, _Json] = pydantic.Field(default_factory=dict)
     worker_id: str | None = pydantic.Field(default=None, pattern=r"^[0-9a-f]{16}$")
 
 
@@ -45,7 +46,7 @@ class _Event(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     job_id: str
     type: str = pydantic.Field(pattern=r"^(heartbeat|progress|output|log)$")
-    data: pydantic.JsonValue = None
+    data: _Json = None
 
 
 class _Events(pydantic.BaseModel):
@@ -57,8 +58,8 @@ class _Result(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     job_id: str
     endpoint: str
-    attempt: int
-    output: pydantic.JsonValue = None
+    attempt: int = pydantic.Field(ge=0, le=2**31)
+    output: pydantic.JsonValue = None  # checked by the core, which fails the job if unstorable
     error: str | None = None
     retry: bool = False
 
@@ -113,6 +114,9 @@ class WorkerRoutes:
         self.check(request)
         body = _parse(_Registration, await self._read_body(request))
         specs: list[EndpointSpec] = []
+        names = [raw.get("name") for raw in body.endpoints]
+        if len(set(map(str, names))) != len(names):
+            raise InputError("endpoints: each endpoint may be listed once")
         for raw in body.endpoints:
             try:
                 specs.append(spec_from_dict(raw))
