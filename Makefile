@@ -8,13 +8,17 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[examples,bench,dev]'
+	# The CPU build of torch first (this machine keeps its wheel on disk), so the
+	# embeddings extra does not pull the default CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[examples,embeddings,bench,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
 run: $(STAMP)  ## serve the iris demo on http://127.0.0.1:8000
-	$(BIN)/modelport serve examples/iris/model.py examples/echo/model.py examples/txt2img/model.py --port 8000
+	$(BIN)/modelport serve examples/iris/model.py examples/echo/model.py examples/txt2img/model.py \
+		examples/textgen/model.py --port 8000
 
 test: $(STAMP)  ## install everything and run every test
 	$(BIN)/pytest

@@ -178,6 +178,10 @@ def check_spec(spec: EndpointSpec) -> None:
         )
     if spec.kind not in KINDS:
         raise SpecError(f"endpoint.kind: {spec.kind!r} is not one of {', '.join(KINDS)}")
+    if spec.kind == "chat" and "messages" not in spec.inputs:
+        raise SpecError(f"endpoint {spec.name!r}: a chat endpoint needs a 'messages' input")
+    if spec.kind == "embedding" and not any(f.type == "string" for f in spec.inputs.values()):
+        raise SpecError(f"endpoint {spec.name!r}: an embedding endpoint needs a string input")
     if spec.max_batch_size < 1:
         raise SpecError("endpoint.max_batch_size: must be at least 1")
     if spec.max_batch_wait < 0:

@@ -23,7 +23,7 @@ def blocks(language: str) -> list[str]:
 
 
 def make_run_targets() -> list[str]:
-    makefile = (ROOT / "Makefile").read_text()
+    makefile = (ROOT / "Makefile").read_text().replace("\\\n", " ")
     line = next(line for line in makefile.splitlines() if "modelport serve" in line)
     return line.split("modelport serve", 1)[1].split("--port")[0].split()
 

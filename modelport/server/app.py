@@ -35,6 +35,7 @@ from modelport.errors import (
     ValidationError,
 )
 from modelport.model import Model
+from modelport.server.openai import OpenAIRoutes
 from modelport.server.openapi import DOCS_HTML, openapi
 from modelport.server.streaming import event_stream, resume_point, stream_format
 from modelport.server.workers import WorkerRoutes, refuse_worker_token
@@ -110,6 +111,7 @@ class Server:
             offline_after=self.settings.offline_after,
         )
         self.workers = WorkerRoutes(self.broker, self.settings.worker_token, self._body)
+        self.openai = OpenAIRoutes(self)
         self.runners: list[Runner] = []
         transport = LocalTransport(self.broker)
         for spec in specs:
@@ -120,6 +122,7 @@ class Server:
             self._add(runner.spec)
             self.runners.append(runner)
         self._tasks: list[asyncio.Task[None]] = []
+        self._setup_lock = asyncio.Lock()
         self.setup_errors: dict[str, str] = {}
 
     def _add(self, spec: EndpointSpec) -> None:
@@ -145,7 +148,10 @@ class Server:
 
     async def _run(self, runner: Runner) -> None:
         try:
-            await runner.setup()
+            # One setup() at a time: imports of heavy libraries racing in two threads can
+            # see each other half-initialized (torch and scipy do).
+            async with self._setup_lock:
+                await runner.setup()
         except Exception as e:
             log.exception("setup() of %s failed; its endpoint stays not ready", runner.spec.name)
             self.setup_errors[runner.spec.name] = f"setup() failed: {type(e).__name__}: {e}"
@@ -304,6 +310,9 @@ class Server:
             Route("/health/ready", self.ready, methods=["GET"]),
             Route("/openapi.json", self.openapi_json, methods=["GET"]),
             Route("/docs", self.docs, methods=["GET"]),
+            Route("/v1/models", self.openai.models, methods=["GET"]),
+            Route("/v1/chat/completions", self.openai.chat, methods=["POST"]),
+            Route("/v1/embeddings", self.openai.embeddings, methods=["POST"]),
             Route("/workers", self.workers.register, methods=["POST"]),
             Route("/workers/{id}/lease", self.workers.lease, methods=["POST"]),
             Route("/workers/{id}/events", self.workers.events, methods=["POST"]),

@@ -80,6 +80,9 @@ async def _child(
             runner.drain()
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, drain)
+    for runner in runners:  # one at a time: concurrent heavy imports can race
+        await runner.setup()
+        runner.ready.set()
     tasks = [asyncio.create_task(r.run()) for r in runners]
     waiting = {asyncio.create_task(r.registered.wait()) for r in runners}
     while waiting:
