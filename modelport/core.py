@@ -19,6 +19,7 @@ from typing import Any
 import pydantic
 
 from modelport.errors import Conflict, NotFound, Overloaded
+from modelport.metrics import Metrics
 from modelport.spec import EndpointSpec, spec_differences, storable
 from modelport.stores.base import JobStore, Update
 from modelport.wire import (
@@ -88,10 +89,11 @@ class Broker:
         self.clock = clock
         self.instance = secrets.token_hex(4)
         self.workers: dict[str, Worker] = {}
-        self._done: dict[str, list[asyncio.Future[JobRecord]]] = {}
+        self._done: dict[str, list[asyncio.Future[JobRecord | None]]] = {}
         self._signals: dict[str, asyncio.Future[None]] = {}
         self._depths: dict[str, _Depth] = {}
         self._reaper: asyncio.Task[None] | None = None
+        self.metrics = Metrics()
         self._cancelled: dict[str, set[str]] = {}
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._closing_future: asyncio.Future[None] | None = None
@@ -122,6 +124,14 @@ class Broker:
         """The server is going down: end every long poll now, with what it has."""
         if not self._closing.done():
             self._closing.set_result(None)
+        futures: list[asyncio.Future[Any]] = []
+        for done in self._done.values():
+            futures += done
+        for watchers in self._watchers.values():
+            futures += watchers
+        for fut in futures:
+            if not fut.done():
+                fut.set_result(None)
 
     async def stop(self) -> None:
         self.closing()
@@ -148,6 +158,7 @@ class Broker:
         )
         stored = await self.store.insert(job)
         if stored.id == job.id:
+            self.metrics.job_submitted(endpoint)
             self._depths.setdefault(endpoint, _Depth()).value += 1
             self._signal(endpoint)
         return stored
@@ -163,17 +174,19 @@ class Broker:
 
         ``job`` is the record as the caller just saw it, which saves reading it again.
         """
-        done: asyncio.Future[JobRecord] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[JobRecord | None] = asyncio.get_running_loop().create_future()
         self._done.setdefault(job_id, []).append(done)
         try:
             if job is None or job.status.final:
                 job = await self.get(job_id)
-            if job.status.final or timeout <= 0:
+            if job.status.final or timeout <= 0 or self._closing.done():
                 return job
-            await asyncio.wait(
-                (done, self._closing), timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-            return done.result() if done.done() else await self.get(job_id)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    final = await done
+                    if final is not None:
+                        return final
+            return await self.get(job_id)
         finally:
             waiters = self._done.get(job_id)
             if waiters is not None:
@@ -214,6 +227,7 @@ class Broker:
             counts = await self.store.queue_depths()
             depth.value, depth.read_at = counts.get(spec.name, {}).get("queued", 0), now
         if depth.value >= limit:
+            self.metrics.job_rejected(spec.name)
             raise Overloaded(
                 f"endpoint {spec.name!r} has {depth.value} queued jobs (limit {limit})"
             )
@@ -319,6 +333,7 @@ class Broker:
                 got = await self.store.lease(name, worker.id, room, now, now + spec.lease_duration)
                 if got:
                     self._depths.setdefault(name, _Depth()).value -= len(got)
+                    self.metrics.batch_leased(name, len(got))
                     if window_end is None:
                         window_end = loop.time() + spec.max_batch_wait
                     jobs += got
@@ -382,6 +397,7 @@ class Broker:
             if job.status.final:
                 self._finished(job)
             else:
+                self.metrics.job_requeued(job.endpoint)
                 self._signal(job.endpoint)
         timed = [j for j in finished if j.started_at is not None and j.completed_at is not None]
         if timed:
@@ -481,6 +497,7 @@ class Broker:
         """Requeue or fail jobs whose lease ran out; returns how many were handled."""
         handled = 0
         for job in await self.store.expired(self.clock(), 1000):
+            self.metrics.lease_lost(job.endpoint)
             await self._lost(job, f"the lease of worker {job.worker_id} expired")
             handled += 1
         return handled
@@ -519,6 +536,7 @@ class Broker:
         if updated.status.final:
             self._finished(updated)
         else:
+            self.metrics.job_requeued(updated.endpoint)
             self._changed(updated.id)
             self._signal(updated.endpoint)
 
@@ -550,6 +568,7 @@ class Broker:
             fut.set_result(None)
 
     def _finished(self, job: JobRecord) -> None:
+        self.metrics.job_finished(job)
         for fut in self._done.pop(job.id, ()):
             if not fut.done():
                 fut.set_result(job)

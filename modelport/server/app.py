@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import re
 import secrets
@@ -17,6 +18,7 @@ from typing import Any
 
 import orjson
 import pydantic
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -247,10 +249,15 @@ class Server:
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
         chunks = bytearray()
-        async for chunk in request.stream():
-            chunks += chunk
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                raise BadRequest("the client went away before sending the whole body")
+            chunks += message.get("body", b"")
             if len(chunks) > limit:
                 raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+            if not message.get("more_body", False):
+                break
         if not chunks:
             raise BadRequest("the body is empty; send a JSON object")
         return bytes(chunks)
@@ -290,6 +297,13 @@ class Server:
         }
         return _json({"status": "ready", "endpoints": endpoints})
 
+    async def metrics(self, request: Request) -> Response:
+        depths = await self.broker.store.queue_depths()
+        names = sorted(self.broker.specs)
+        workers = {name: len(self.broker.workers_online(name)) for name in names}
+        body = self.broker.metrics.render(depths, workers, names)
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
+
     async def openapi_json(self, request: Request) -> Response:
         return _json(openapi(self.broker.specs))
 
@@ -309,6 +323,7 @@ class Server:
             Route("/health/live", self.live, methods=["GET"]),
             Route("/health/ready", self.ready, methods=["GET"]),
             Route("/openapi.json", self.openapi_json, methods=["GET"]),
+            Route("/metrics", self.metrics, methods=["GET"]),
             Route("/docs", self.docs, methods=["GET"]),
             Route("/v1/models", self.openai.models, methods=["GET"]),
             Route("/v1/chat/completions", self.openai.chat, methods=["POST"]),
@@ -388,6 +403,8 @@ class FrontDoor:
         self.app = app
         self.server = server
         self.state = app.state
+        self._prefix = secrets.token_hex(4) + "-"
+        self._ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -400,7 +417,7 @@ class FrontDoor:
                 if _REQUEST_ID.match(text):
                     request_id = text
                 break
-        raw = (request_id or secrets.token_hex(8)).encode()
+        raw = (request_id or f"{self._prefix}{next(self._ids):x}").encode()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -1,0 +1,146 @@
+"""Prometheus metrics of one API server process (``GET /metrics``).
+
+Counters and histograms count what this process did; the gauges (queue depth, running
+jobs, workers online) are read from the store at scrape time, so with several servers on
+one Redis every server reports the same, global, gauges.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from modelport.wire import JobRecord
+
+_TIME_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class Metrics:
+    """The metric families, in a registry of their own (so several apps can share a process)."""
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.submitted = Counter(
+            "modelport_jobs_submitted", "Jobs accepted into the queue.", ["endpoint"], registry=r
+        )
+        self.rejected = Counter(
+            "modelport_jobs_rejected",
+            "Submits refused because the queue was full.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.finished = Counter(
+            "modelport_jobs_finished",
+            "Jobs that reached a final state, by outcome.",
+            ["endpoint", "outcome"],
+            registry=r,
+        )
+        self.queue_time = Histogram(
+            "modelport_job_queue_seconds",
+            "Time from submit to start.",
+            ["endpoint"],
+            buckets=_TIME_BUCKETS,
+            registry=r,
+        )
+        self.compute_time = Histogram(
+            "modelport_job_compute_seconds",
+            "Time from start to result.",
+            ["endpoint"],
+            buckets=_TIME_BUCKETS,
+            registry=r,
+        )
+        self.total_time = Histogram(
+            "modelport_job_total_seconds",
+            "Time from submit to final state.",
+            ["endpoint"],
+            buckets=_TIME_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "modelport_batch_size",
+            "Jobs per lease handed to a worker.",
+            ["endpoint"],
+            buckets=_BATCH_BUCKETS,
+            registry=r,
+        )
+        self.lease_expiries = Counter(
+            "modelport_lease_expiries",
+            "Leases that ran out or were given up by a worker.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.retries = Counter(
+            "modelport_job_retries",
+            "Jobs put back in the queue for another attempt.",
+            ["endpoint"],
+            registry=r,
+        )
+        self.queue_depth = Gauge(
+            "modelport_queue_depth", "Jobs waiting in the queue.", ["endpoint"], registry=r
+        )
+        self.running = Gauge(
+            "modelport_jobs_running", "Jobs leased to workers.", ["endpoint"], registry=r
+        )
+        self.workers_online = Gauge(
+            "modelport_workers_online", "Workers heard from recently.", ["endpoint"], registry=r
+        )
+
+    @cache  # noqa: B019 -- one Metrics per server, kept for the process's life
+    def _child(self, family: str, *labels: str) -> Any:
+        return getattr(self, family).labels(*labels)
+
+    def job_submitted(self, endpoint: str) -> None:
+        self._child("submitted", endpoint).inc()
+
+    def job_rejected(self, endpoint: str) -> None:
+        self._child("rejected", endpoint).inc()
+
+    def batch_leased(self, endpoint: str, size: int) -> None:
+        self._child("batch_size", endpoint).observe(size)
+
+    def job_requeued(self, endpoint: str) -> None:
+        self._child("retries", endpoint).inc()
+
+    def lease_lost(self, endpoint: str) -> None:
+        self._child("lease_expiries", endpoint).inc()
+
+    def job_finished(self, job: JobRecord) -> None:
+        self._child("finished", job.endpoint, job.status.value).inc()
+        if job.started_at is not None:
+            self._child("queue_time", job.endpoint).observe(job.started_at - job.created_at)
+            if job.completed_at is not None:
+                self._child("compute_time", job.endpoint).observe(job.completed_at - job.started_at)
+        if job.completed_at is not None:
+            self._child("total_time", job.endpoint).observe(job.completed_at - job.created_at)
+
+    def render(
+        self, depths: dict[str, dict[str, int]], workers: dict[str, int], endpoints: list[str]
+    ) -> bytes:
+        for name in endpoints:
+            depth = depths.get(name, {})
+            self.queue_depth.labels(name).set(depth.get("queued", 0))
+            self.running.labels(name).set(depth.get("running", 0))
+            self.workers_online.labels(name).set(workers.get(name, 0))
+        return generate_latest(self.registry)
