@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import os
 import socket
 import sys
@@ -15,6 +14,7 @@ import uvicorn
 
 from modelport._version import __version__
 from modelport.errors import ModelportError
+from modelport.logs import configure as configure_logs
 from modelport.server.app import Server
 
 DEFAULT_STORE = "sqlite:///modelport.db"
@@ -64,6 +64,12 @@ def _parser() -> argparse.ArgumentParser:
         default="info",
         choices=["debug", "info", "warning", "error"],
         help="log verbosity (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="log lines as text or as one JSON object each (default: %(default)s)",
     )
     serve.add_argument(
         "--max-body-size",
@@ -141,9 +147,7 @@ def _parser() -> argparse.ArgumentParser:
 def worker(args: argparse.Namespace) -> int:
     from modelport.worker.supervisor import run_worker
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logs(args.log_level, args.log_format)
     if not args.token:
         raise ModelportError("give the server's worker token: --token or $MODELPORT_WORKER_TOKEN")
     if args.processes < 1:
@@ -160,6 +164,7 @@ def worker(args: argparse.Namespace) -> int:
         name=args.name,
         grace=args.grace,
         log_level=args.log_level,
+        log_format=args.log_format,
     )
 
 
@@ -169,9 +174,7 @@ def serve(args: argparse.Namespace) -> None:
     from modelport.server.app import Settings
     from modelport.spec import spec_from_toml
 
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logs(args.log_level, args.log_format)
     models = [cls for target in args.targets for cls in load_models(target)]
     specs = [spec_from_toml(path) for path in args.config]
     if not models and not specs and not args.worker_token:
@@ -191,6 +194,7 @@ def serve(args: argparse.Namespace) -> None:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        log_config=None,
         access_log=args.log_level == "debug",
         timeout_graceful_shutdown=10,
         proxy_headers=False,

@@ -371,3 +371,22 @@ async def test_async_client_in_process(server: Server) -> None:
             await queued.wait(timeout=0.2)
         await queued.cancel()
         assert queued.status == "cancelled"
+
+
+async def test_metrics_count_jobs_by_outcome(http: httpx.AsyncClient) -> None:
+    await http.post("/endpoints/add/jobs", json={"input": {"a": 1}})
+    await http.post("/endpoints/fails/jobs", json={"input": {"x": -1}})
+    await http.post(
+        "/endpoints/txt2img/jobs", json={"input": {"prompt": "q"}}, headers={"Prefer": "wait=0"}
+    )
+    r = await http.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    assert 'modelport_jobs_submitted_total{endpoint="add"} 1.0' in text
+    assert 'modelport_jobs_finished_total{endpoint="add",outcome="succeeded"} 1.0' in text
+    assert 'modelport_jobs_finished_total{endpoint="fails",outcome="failed"} 1.0' in text
+    assert 'modelport_queue_depth{endpoint="txt2img"} 1.0' in text
+    assert 'modelport_workers_online{endpoint="add"} 1.0' in text
+    assert 'modelport_job_compute_seconds_count{endpoint="add"} 1.0' in text
+    assert 'modelport_batch_size_count{endpoint="add"} 1.0' in text

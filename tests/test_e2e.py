@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -138,3 +139,20 @@ def test_serve_toml_only_endpoint_queues_for_remote_workers(serve, tmp_path: Pat
         assert c.endpoints()[0]["workers_online"] == 0
         job.cancel()
         assert job.status == "cancelled"
+
+
+def test_json_logs_carry_request_and_job_ids(serve, tmp_path: Path) -> None:
+    server = (
+        serve(["tests/models/basic.py:Fails", "--store", "memory://", "--log-format", "json"])
+        .start()
+        .wait_ready()
+    )
+    with Client(server.url) as c:
+        job = c.submit("fails", x=-1).wait(timeout=10)
+    server.stop()
+    entries = [json.loads(line) for line in server.logs().splitlines() if line.startswith("{")]
+    assert entries, server.logs()
+    assert all({"time", "level", "logger", "message"} <= set(e) for e in entries)
+    failure = next(e for e in entries if e["level"] == "error")
+    assert failure["job_id"] == job.id
+    assert "ValueError: x must not be negative" in failure["exc"]

@@ -27,6 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from modelport import logs
 from modelport.core import Broker
 from modelport.errors import (
     PROBLEM_PREFIX,
@@ -417,7 +418,9 @@ class FrontDoor:
                 if _REQUEST_ID.match(text):
                     request_id = text
                 break
-        raw = (request_id or f"{self._prefix}{next(self._ids):x}").encode()
+        rid = request_id or f"{self._prefix}{next(self._ids):x}"
+        logs.request_id.set(rid)
+        raw = rid.encode()
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -20,6 +20,7 @@ import orjson
 import pydantic
 
 from modelport import _context as context
+from modelport import logs
 from modelport.core import Broker
 from modelport.errors import NotFound
 from modelport.model import Model
@@ -278,6 +279,7 @@ class Runner:
         try:
             if self._batched:
                 context.set_reporter(self._reporter([j.id for j in jobs], loop))
+                logs.job_id.set(",".join(j.id for j in jobs))
                 outputs = self.model.predict_batch([j.input for j in jobs])
                 if not isinstance(outputs, list) or len(outputs) != len(jobs):
                     got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
@@ -296,10 +298,12 @@ class Runner:
             ]
         finally:
             context.set_reporter(None)
+            logs.job_id.set(None)
         return [self._result(j, out) for j, out in zip(jobs, outputs, strict=True)]
 
     def _one(self, job: LeasedJob, loop: asyncio.AbstractEventLoop) -> Any:
         context.set_reporter(self._reporter([job.id], loop))
+        logs.job_id.set(job.id)
 
         def chunk(value: Any) -> None:
             self._check([job.id])

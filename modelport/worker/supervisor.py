@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from modelport.logs import configure as configure_logs
 from modelport.model import Model
 from modelport.worker.http import HttpTransport
 from modelport.worker.runner import Runner
@@ -50,11 +51,9 @@ def _child_main(
     slot: int,
     conn: multiprocessing.connection.Connection,
     log_level: str,
+    log_format: str,
 ) -> None:
-    logging.basicConfig(
-        level=log_level.upper(),
-        format=f"%(asctime)s %(levelname)s worker[{slot}] %(name)s: %(message)s",
-    )
+    configure_logs(log_level, log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     asyncio.run(_child(refs, server, token, name, slot, conn))
 
@@ -121,6 +120,7 @@ class Supervisor:
         name: str | None = None,
         grace: float = 30.0,
         log_level: str = "info",
+        log_format: str = "text",
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
@@ -131,6 +131,7 @@ class Supervisor:
         self.name = name or socket.gethostname()
         self.grace = grace
         self.log_level = log_level
+        self.log_format = log_format
         self._ctx = multiprocessing.get_context("spawn")
         self._slots: dict[int, _Slot] = {}
         self._stopping_since: float | None = None
@@ -139,7 +140,16 @@ class Supervisor:
         receiver, sender = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
             target=_child_main,
-            args=(self.refs, self.server, self.token, self.name, index, sender, self.log_level),
+            args=(
+                self.refs,
+                self.server,
+                self.token,
+                self.name,
+                index,
+                sender,
+                self.log_level,
+                self.log_format,
+            ),
             name=f"modelport-worker-{index}",
         )
         process.start()
@@ -233,6 +243,7 @@ def run_worker(
     name: str | None = None,
     grace: float = 30.0,
     log_level: str = "info",
+    log_format: str = "text",
 ) -> int:
     """Serve ``model`` for a remote API server from ``processes`` supervised processes.
 
@@ -248,5 +259,6 @@ def run_worker(
         name=name,
         grace=grace,
         log_level=log_level,
+        log_format=log_format,
     )
     return supervisor.run()
