@@ -98,6 +98,8 @@ class Broker:
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
         self._closing_future: asyncio.Future[None] | None = None
         self._job_time: dict[str, float] = {}
+        self._outbox: list[str] = []
+        self._publishing: set[asyncio.Future[None]] = set()
 
     def add_endpoint(self, spec: EndpointSpec) -> None:
         self.specs[spec.name] = spec
@@ -110,7 +112,9 @@ class Broker:
 
     async def start(self) -> None:
         await self.store.open()
-        if not self.store.shared:
+        if self.store.shared:
+            self.store.subscribe(self._on_message)
+        else:
             await self._recover_local_jobs()
         self._reaper = asyncio.create_task(self._reap_forever(), name="modelport-reaper")
 
@@ -174,26 +178,32 @@ class Broker:
 
         ``job`` is the record as the caller just saw it, which saves reading it again.
         """
-        done: asyncio.Future[JobRecord | None] = asyncio.get_running_loop().create_future()
-        self._done.setdefault(job_id, []).append(done)
-        try:
-            if job is None or job.status.final:
-                job = await self.get(job_id)
-            if job.status.final or timeout <= 0 or self._closing.done():
-                return job
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    final = await done
-                    if final is not None:
-                        return final
-            return await self.get(job_id)
-        finally:
-            waiters = self._done.get(job_id)
-            if waiters is not None:
-                with contextlib.suppress(ValueError):
-                    waiters.remove(done)
-                if not waiters:
-                    del self._done[job_id]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            done: asyncio.Future[JobRecord | None] = loop.create_future()
+            self._done.setdefault(job_id, []).append(done)
+            try:
+                if job is None or job.status.final:
+                    job = await self.get(job_id)
+                remaining = deadline - loop.time()
+                if job.status.final or remaining <= 0 or self._closing.done():
+                    return job
+                try:
+                    async with asyncio.timeout(remaining):
+                        final = await done
+                except TimeoutError:
+                    return await self.get(job_id)
+                if final is not None:
+                    return final
+                job = None  # changed elsewhere (another server): read it again
+            finally:
+                waiters = self._done.get(job_id)
+                if waiters is not None:
+                    with contextlib.suppress(ValueError):
+                        waiters.remove(done)
+                    if not waiters:
+                        del self._done[job_id]
 
     async def cancel(self, job_id: str) -> JobRecord:
         for _ in range(3):
@@ -563,6 +573,11 @@ class Broker:
         return fut
 
     def _signal(self, endpoint: str) -> None:
+        """New work for ``endpoint``: wake its long polls here and on the other servers."""
+        self._wake_queue(endpoint)
+        self._announce("q:" + endpoint)
+
+    def _wake_queue(self, endpoint: str) -> None:
         fut = self._signals.pop(endpoint, None)
         if fut is not None and not fut.done():
             fut.set_result(None)
@@ -573,6 +588,46 @@ class Broker:
             if not fut.done():
                 fut.set_result(job)
         self._changed(job.id)
+
+    def _wake_job(self, job_id: str) -> None:
+        for fut in self._done.pop(job_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+        for watcher in self._watchers.pop(job_id, ()):
+            if not watcher.done():
+                watcher.set_result(None)
+
+    def _announce(self, topic: str) -> None:
+        """Queue a topic for the other servers; one publish per event-loop turn carries all."""
+        if not self.store.shared:
+            return
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush_outbox)
+        self._outbox.append(topic)
+
+    def _flush_outbox(self) -> None:
+        topics, self._outbox = self._outbox, []
+        message = "\n".join([f"from:{self.instance}", *dict.fromkeys(topics)])
+        task = asyncio.ensure_future(self.store.publish(message))
+        self._publishing.add(task)
+        task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Future[None]) -> None:
+        self._publishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not tell the other servers: %s", task.exception())
+
+    def _on_message(self, message: str) -> None:
+        """Topics another server published: wake whoever waits here."""
+        lines = message.split("\n")
+        if lines and lines[0] == f"from:{self.instance}":
+            return
+        for line in lines:
+            kind, _, key = line.partition(":")
+            if kind == "q":
+                self._wake_queue(key)
+            elif kind == "j":
+                self._wake_job(key)
 
     def watch(self, job_id: str) -> asyncio.Future[None]:
         """A future that resolves at the job's next change: started, an event, or final."""
@@ -592,3 +647,4 @@ class Broker:
         for fut in self._watchers.pop(job_id, ()):
             if not fut.done():
                 fut.set_result(None)
+        self._announce("j:" + job_id)
