@@ -93,6 +93,27 @@ def _parser() -> argparse.ArgumentParser:
         help="how long a submit waits for its result before answering 202 (default: %(default)s)",
     )
     serve.add_argument(
+        "--max-queue-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="expire jobs no worker started within this time (default: no limit)",
+    )
+    serve.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="fail jobs that compute longer than this (default: no limit)",
+    )
+    serve.add_argument(
+        "--result-ttl",
+        type=float,
+        default=86_400.0,
+        metavar="SECONDS",
+        help="delete finished jobs after this long (default: %(default)s)",
+    )
+    serve.add_argument(
         "--worker-token",
         default=os.environ.get("MODELPORT_WORKER_TOKEN"),
         metavar="TOKEN",
@@ -193,6 +214,9 @@ def serve(args: argparse.Namespace) -> None:
         max_queue_length=args.max_queue_length,
         default_wait=args.wait,
         worker_token=args.worker_token or None,
+        max_queue_time=args.max_queue_time,
+        timeout=args.timeout,
+        result_ttl=args.result_ttl,
     )
     server = Server(models, specs, store=args.store, settings=settings)
     config = uvicorn.Config(

@@ -79,9 +79,16 @@ class Broker:
         max_queue_length: int = 10_000,
         reap_interval: float = 0.5,
         offline_after: float = 30.0,
+        max_queue_time: float | None = None,
+        timeout: float | None = None,
+        result_ttl: float | None = 86_400.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
+        self.max_queue_time = max_queue_time
+        self.timeout = timeout
+        self.result_ttl = result_ttl
+        self._purged_at = 0.0
         self.specs: dict[str, EndpointSpec] = {}
         self.max_queue_length = max_queue_length
         self.reap_interval = reap_interval
@@ -504,13 +511,67 @@ class Broker:
     # ---- lease expiry
 
     async def reap(self) -> int:
-        """Requeue or fail jobs whose lease ran out; returns how many were handled."""
+        """Apply the time limits: requeue or fail jobs whose lease ran out, expire jobs that
+        waited too long, fail jobs that computed too long, delete old results.
+
+        Returns how many jobs were handled.
+        """
         handled = 0
-        for job in await self.store.expired(self.clock(), 1000):
+        now = self.clock()
+        for job in await self.store.expired(now, 1000):
             self.metrics.lease_lost(job.endpoint)
             await self._lost(job, f"the lease of worker {job.worker_id} expired")
             handled += 1
+        for spec in list(self.specs.values()):
+            limit = spec.max_queue_time or self.max_queue_time
+            if limit is not None:
+                handled += await self._expire_waiting(spec.name, now - limit, limit)
+        if self.timeout is not None or any(s.timeout for s in self.specs.values()):
+            handled += await self._fail_slow(now)
+        if now - self._purged_at >= 30 * self.reap_interval:
+            self._purged_at = now
+            for spec in list(self.specs.values()):
+                ttl = spec.result_ttl or self.result_ttl
+                if ttl is not None:
+                    await self.store.purge(now - ttl, 1000, spec.name)
         return handled
+
+    async def _expire_waiting(self, endpoint: str, created_before: float, limit: float) -> int:
+        updates = []
+        for job in await self.store.oldest_queued(endpoint, 1000):
+            if job.created_at >= created_before:
+                break  # the queue is in submit order
+            if job.attempts:
+                continue  # it started once; only a wait for the first start is limited
+            changes = {
+                "status": JobStatus.EXPIRED,
+                "completed_at": self.clock(),
+                "error": f"no worker started the job within {limit:g} s (max_queue_time)",
+            }
+            updates.append(Update(job.id, frozenset({JobStatus.QUEUED}), changes, attempt=0))
+        expired = [job for job in await self.store.update(updates) if job is not None]
+        for job in expired:
+            self._finished(job)
+        return len(expired)
+
+    async def _fail_slow(self, now: float) -> int:
+        updates = []
+        for job in await self.store.running():
+            spec = self.specs.get(job.endpoint)
+            limit = (spec.timeout if spec else None) or self.timeout
+            if limit is None or job.started_at is None or now - job.started_at <= limit:
+                continue
+            changes = {
+                "status": JobStatus.FAILED,
+                "completed_at": now,
+                "lease_until": None,
+                "error": f"the job took longer than {limit:g} s (timeout)",
+            }
+            updates.append(Update(job.id, RUNNING, changes, job.worker_id, job.attempts))
+        failed = [job for job in await self.store.update(updates) if job is not None]
+        for job in failed:
+            self._finished(job)
+        return len(failed)
 
     async def _lost(self, job: JobRecord, why: str) -> None:
         expect = Update(job.id, RUNNING, worker_id=job.worker_id, attempt=job.attempts)

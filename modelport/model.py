@@ -44,6 +44,12 @@ class Model:
     max_attempts: ClassVar[int] = 3
     max_queue_length: ClassVar[int | None] = None
     retry_failed_batches: ClassVar[bool] = False
+    max_queue_time: ClassVar[float | None] = None
+    """Seconds a job may wait for a worker before it is ``expired`` (server default if None)."""
+    timeout: ClassVar[float | None] = None
+    """Seconds a job may compute before it fails (server default if None)."""
+    result_ttl: ClassVar[float | None] = None
+    """Seconds a finished job is kept before it is deleted (server default if None)."""
     """Requeue a batch's jobs (up to max_attempts) when predict_batch raises, not fail them."""
 
     def setup(self) -> None:

@@ -104,6 +104,9 @@ class EndpointSpec:
     max_attempts: int = 3
     max_queue_length: int | None = None
     retry_failed_batches: bool = False
+    max_queue_time: float | None = None
+    timeout: float | None = None
+    result_ttl: float | None = None
 
     def __post_init__(self) -> None:
         check_spec(self)
@@ -164,7 +167,11 @@ SERVING_KEYS = (
     "max_attempts",
     "max_queue_length",
     "retry_failed_batches",
+    "max_queue_time",
+    "timeout",
+    "result_ttl",
 )
+_OPTIONAL_KEYS = ("max_queue_length", "max_queue_time", "timeout", "result_ttl")
 _ENDPOINT_KEYS = {f.name for f in fields(EndpointSpec)} - {"inputs", "outputs", "progress"}
 _FIELD_KEYS = {f.name for f in fields(FieldSpec)} | {"min", "max"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -192,6 +199,10 @@ def check_spec(spec: EndpointSpec) -> None:
         raise SpecError("endpoint.max_attempts: must be at least 1")
     if spec.max_queue_length is not None and spec.max_queue_length < 1:
         raise SpecError("endpoint.max_queue_length: must be at least 1")
+    for key in ("max_queue_time", "timeout", "result_ttl"):
+        value = getattr(spec, key)
+        if value is not None and not (0 < value < math.inf):
+            raise SpecError(f"endpoint.{key}: must be a positive number of seconds")
     for section, group in (
         ("inputs", spec.inputs),
         ("outputs", spec.outputs or {}),
@@ -402,7 +413,7 @@ def spec_from_dict(data: dict[str, Any], *, name: str | None = None) -> Endpoint
         if not isinstance(raw, dict):
             raise SpecError(f"[{section}] must be a table")
         groups[section] = {k: _field_from_dict(f"{section}.{k}", v) for k, v in raw.items()}
-    for key in ("max_batch_wait", "lease_duration"):
+    for key in ("max_batch_wait", "lease_duration", "max_queue_time", "timeout", "result_ttl"):
         if isinstance(data.get(key), int) and not isinstance(data.get(key), bool):
             data[key] = float(data[key])
     for key, value in data.items():
@@ -418,8 +429,11 @@ def spec_from_dict(data: dict[str, Any], *, name: str | None = None) -> Endpoint
             "max_attempts": int,
             "max_queue_length": int,
             "retry_failed_batches": bool,
+            "max_queue_time": float,
+            "timeout": float,
+            "result_ttl": float,
         }[key]
-        if value is None and key == "max_queue_length":
+        if value is None and key in _OPTIONAL_KEYS:
             continue
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             raise SpecError(f"endpoint.{key}: expected {expected.__name__}, got {value!r}")

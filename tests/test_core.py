@@ -503,3 +503,44 @@ async def test_output_that_breaks_the_declared_outputs_fails_the_job(broker: Bro
     assert failed_extra.error is not None
     assert "score" in failed_extra.error
     assert (await broker.get(good.id)).output == {"label": "iris"}
+
+
+async def test_time_limits_expire_fail_and_purge() -> None:
+    """max_queue_time expires waiting jobs, timeout fails slow ones, result_ttl deletes old ones."""
+    now = [1_000.0]
+    broker = Broker(MemoryStore(), clock=lambda: now[0], result_ttl=100.0, reap_interval=0.01)
+    broker.add_endpoint(
+        EndpointSpec(
+            name="limited",
+            inputs={"x": FieldSpec(type="integer")},
+            max_queue_time=10.0,
+            timeout=5.0,
+        )
+    )
+    await broker.start()
+    try:
+        worker = broker.register(WorkerInfo("w", ["limited"], max_batch_size=1))
+        slow = await broker.submit("limited", {"x": 1})
+        waiting = await broker.submit("limited", {"x": 2})
+        (leased,) = await broker.lease(worker.id, 1, 0)
+        assert leased.id == slow.id
+        now[0] += 6  # past the timeout, not past the queue limit
+        assert await broker.reap() == 1
+        failed = await broker.get(slow.id)
+        assert failed.status is JobStatus.FAILED
+        assert "longer than 5 s (timeout)" in (failed.error or "")
+        assert (await broker.get(waiting.id)).status is JobStatus.QUEUED
+        now[0] += 5  # the second job has now waited 11 s
+        assert await broker.reap() == 1
+        expired = await broker.get(waiting.id)
+        assert expired.status is JobStatus.EXPIRED
+        assert "within 10 s (max_queue_time)" in (expired.error or "")
+        assert await broker.finish(worker.id, [Result(slow.id, "limited", 1, output=1)]) == [False]
+        now[0] += 101
+        await broker.reap()
+        with pytest.raises(NotFound):
+            await broker.get(slow.id)
+        with pytest.raises(NotFound):
+            await broker.get(waiting.id)
+    finally:
+        await broker.stop()

@@ -68,6 +68,12 @@ class Settings:
     """The credential remote workers present; without one, no remote worker is accepted."""
     offline_after: float = 30.0
     """Seconds without a word from a worker before it counts as offline."""
+    max_queue_time: float | None = None
+    """Seconds a job may wait to start before it expires (an endpoint's spec may override)."""
+    timeout: float | None = None
+    """Seconds a job may compute before it fails (an endpoint's spec may override)."""
+    result_ttl: float | None = 86_400.0
+    """Seconds a finished job is kept (an endpoint's spec may override); None keeps them."""
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -112,6 +118,9 @@ class Server:
             max_queue_length=self.settings.max_queue_length,
             reap_interval=self.settings.reap_interval,
             offline_after=self.settings.offline_after,
+            max_queue_time=self.settings.max_queue_time,
+            timeout=self.settings.timeout,
+            result_ttl=self.settings.result_ttl,
         )
         self.workers = WorkerRoutes(self.broker, self.settings.worker_token, self._body)
         self.openai = OpenAIRoutes(self)

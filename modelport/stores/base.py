@@ -98,8 +98,12 @@ class JobStore(Protocol):
     async def events(self, job_id: str, after: int = 0, limit: int = 10_000) -> list[Event]:
         """A job's events with ``id > after``, oldest first."""
 
-    async def purge(self, completed_before: float, limit: int) -> int:
-        """Delete up to ``limit`` final jobs (and their events) completed before the time."""
+    async def purge(self, completed_before: float, limit: int, endpoint: str | None = None) -> int:
+        """Delete up to ``limit`` final jobs (and their events) completed before the time,
+        of one endpoint or of all."""
+
+    async def oldest_queued(self, endpoint: str, limit: int) -> list[JobRecord]:
+        """The first ``limit`` queued jobs of an endpoint, in queue order."""
 
     async def put_worker(self, worker: dict[str, Any], ttl: float) -> None:
         """Record a worker (keyed by ``worker["id"]``); forget it ``ttl`` s after the last put."""

@@ -144,11 +144,14 @@ class MemoryStore:
             dataclasses.replace(e, data=copy.deepcopy(e.data)) for e in log[after : after + limit]
         ]
 
-    async def purge(self, completed_before: float, limit: int) -> int:
+    async def purge(self, completed_before: float, limit: int, endpoint: str | None = None) -> int:
         doomed = [
             j
             for j in self._jobs.values()
-            if j.status.final and j.completed_at is not None and j.completed_at < completed_before
+            if j.status.final
+            and j.completed_at is not None
+            and j.completed_at < completed_before
+            and (endpoint is None or j.endpoint == endpoint)
         ][:limit]
         for job in doomed:
             del self._jobs[job.id]
@@ -156,6 +159,17 @@ class MemoryStore:
             if job.idempotency_key is not None:
                 self._keys.pop((job.endpoint, job.idempotency_key), None)
         return len(doomed)
+
+    async def oldest_queued(self, endpoint: str, limit: int) -> list[JobRecord]:
+        queued = sorted(
+            (
+                j
+                for j in self._jobs.values()
+                if j.endpoint == endpoint and j.status is JobStatus.QUEUED
+            ),
+            key=lambda j: j.seq,
+        )
+        return [copy.deepcopy(j) for j in queued[:limit]]
 
     async def put_worker(self, worker: dict[str, Any], ttl: float) -> None:
         self._workers[worker["id"]] = (copy.deepcopy(worker), time.time() + ttl)

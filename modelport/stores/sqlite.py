@@ -334,16 +334,25 @@ class SqliteStore:
             ).fetchall()
         return [Event(job_id, r[1], _load(r[2]), r[0], r[3]) for r in rows]
 
-    async def purge(self, completed_before: float, limit: int) -> int:
+    async def purge(self, completed_before: float, limit: int, endpoint: str | None = None) -> int:
         with self._transaction() as db:
             rows = db.execute(
                 "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE completed_at < ?"
-                " AND status IN ('succeeded', 'failed', 'cancelled', 'expired') LIMIT ?)"
-                " RETURNING id",
-                (completed_before, limit),
+                " AND status IN ('succeeded', 'failed', 'cancelled', 'expired')"
+                " AND (? IS NULL OR endpoint = ?) LIMIT ?) RETURNING id",
+                (completed_before, endpoint, endpoint, limit),
             ).fetchall()
             db.executemany("DELETE FROM events WHERE job_id = ?", rows)
         return len(rows)
+
+    async def oldest_queued(self, endpoint: str, limit: int) -> list[JobRecord]:
+        with self._errors():
+            rows = self.db.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE endpoint = ? AND status = 'queued'"
+                " ORDER BY seq LIMIT ?",
+                (endpoint, limit),
+            ).fetchall()
+        return [_row(r) for r in rows]
 
     async def put_worker(self, worker: dict[str, Any], ttl: float) -> None:
         with self._transaction() as db:
