@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import socket
 import sys
 from collections.abc import Sequence
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from starlette.types import ASGIApp
 
 from modelport._version import __version__
 from modelport.errors import ModelportError
@@ -47,6 +50,14 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="TOML",
         help="an endpoint spec (TOML) to serve without a local model; repeatable",
+    )
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="API server processes on this host, like uvicorn --workers; N > 1 needs a "
+        "redis:// store (default: %(default)s)",
     )
     serve.add_argument(
         "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
@@ -195,13 +206,11 @@ def worker(args: argparse.Namespace) -> int:
     )
 
 
-def serve(args: argparse.Namespace) -> None:
-
+def _server(args: argparse.Namespace) -> Server:
     from modelport.loader import load_models
     from modelport.server.app import Settings
     from modelport.spec import spec_from_toml
 
-    configure_logs(args.log_level, args.log_format)
     models = [cls for target in args.targets for cls in load_models(target)]
     specs = [spec_from_toml(path) for path in args.config]
     if not models and not specs and not args.worker_token:
@@ -218,18 +227,38 @@ def serve(args: argparse.Namespace) -> None:
         timeout=args.timeout,
         result_ttl=args.result_ttl,
     )
-    server = Server(models, specs, store=args.store, settings=settings)
-    config = uvicorn.Config(
-        server.app(),
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        log_config=None,
-        access_log=args.log_level == "debug",
-        timeout_graceful_shutdown=10,
-        proxy_headers=False,
-    )
-    _Uvicorn(config, server).run()
+    return Server(models, specs, store=args.store, settings=settings)
+
+
+_ARGV_ENV = "MODELPORT_SERVE_ARGV"
+
+
+def serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    configure_logs(args.log_level, args.log_format)
+    server = _server(args)  # also checks everything before any process starts
+    options: dict[str, Any] = {
+        "host": args.host,
+        "port": args.port,
+        "log_level": args.log_level,
+        "log_config": None,
+        "access_log": args.log_level == "debug",
+        "timeout_graceful_shutdown": 10,
+        "proxy_headers": False,
+    }
+    if args.processes == 1:
+        _Uvicorn(uvicorn.Config(server.app(), **options), server).run()
+        return
+    if not server.broker.store.shared:
+        raise ModelportError("--processes N needs a store they can share: --store redis://...")
+    os.environ[_ARGV_ENV] = json.dumps(list(argv))
+    uvicorn.run("modelport.cli:app_from_env", factory=True, workers=args.processes, **options)
+
+
+def app_from_env() -> ASGIApp:
+    """The app of one of several server processes (``serve --processes N``)."""
+    args = _parser().parse_args(json.loads(os.environ[_ARGV_ENV]))
+    configure_logs(args.log_level, args.log_format)
+    return _server(args).app()
 
 
 class _Uvicorn(uvicorn.Server):
@@ -252,6 +281,7 @@ class _Uvicorn(uvicorn.Server):
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -259,7 +289,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return worker(args)
-        serve(args)
+        serve(args, argv)
     except ModelportError as e:
         print(f"modelport: error: {e.message}", file=sys.stderr)
         return 2
