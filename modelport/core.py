@@ -12,7 +12,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,10 @@ log = logging.getLogger("modelport.core")
 ACTIVE = frozenset({JobStatus.QUEUED, JobStatus.RUNNING})
 RUNNING = frozenset({JobStatus.RUNNING})
 LOCAL_PREFIX = "local:"
+WORKER_TTL = 3600.0
+"""Seconds a silent worker stays listed (as offline) in a shared store."""
+SAVE_EVERY = 5.0
+"""Seconds between saves of a busy worker's record to a shared store."""
 
 
 @dataclass
@@ -49,6 +53,34 @@ class Worker:
     last_seen: float
     jobs_done: int = 0
     compute_time: float = 0.0
+    saved_at: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.info.name,
+            "endpoints": self.info.endpoints,
+            "max_batch_size": self.info.max_batch_size,
+            "metadata": self.info.metadata,
+            "joined_at": self.joined_at,
+            "last_seen": self.last_seen,
+            "jobs_done": self.jobs_done,
+            "compute_time": self.compute_time,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Worker:
+        info = WorkerInfo(
+            data["name"], list(data["endpoints"]), data["max_batch_size"], data["metadata"]
+        )
+        return cls(
+            data["id"],
+            info,
+            data["joined_at"],
+            data["last_seen"],
+            data["jobs_done"],
+            data["compute_time"],
+        )
 
     def public(self, now: float, offline_after: float) -> dict[str, Any]:
         return {
@@ -280,7 +312,20 @@ class Broker:
         if previous is not None:
             worker.jobs_done, worker.compute_time = previous.jobs_done, previous.compute_time
         self.workers[wid] = worker
+        self._save(worker)
         return worker
+
+    def _save(self, worker: Worker) -> None:
+        """Share a worker's record with the other servers (when the store is shared)."""
+        if not self.store.shared:
+            return
+        worker.saved_at = worker.last_seen
+        self._background(self.store.put_worker(worker.to_dict(), WORKER_TTL))
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._publishing.add(task)
+        task.add_done_callback(self._published)
 
     def local_worker_id(self, name: str) -> str:
         return f"{LOCAL_PREFIX}{self.instance}:{name}"
@@ -291,25 +336,40 @@ class Broker:
         except KeyError:
             raise NotFound(f"no worker with id {worker_id!r}; register first") from None
         worker.last_seen = self.clock()
+        if worker.last_seen - worker.saved_at >= SAVE_EVERY:
+            self._save(worker)
         return worker
 
     def take_cancelled(self, worker_id: str) -> list[str]:
         """Jobs this worker holds that were cancelled since it last asked."""
         return sorted(self._cancelled.pop(worker_id, ()))
 
-    def eta(self, job: JobRecord, position: int) -> float | None:
+    async def eta(self, job: JobRecord, position: int) -> float | None:
         """Seconds until a queued job is likely finished, from recent compute times."""
         per_job = self._job_time.get(job.endpoint)
-        workers = len(self.workers_online(job.endpoint))
-        if per_job is None or workers == 0:
+        if per_job is None:
+            return None
+        workers = len(await self.workers_online(job.endpoint))
+        if workers == 0:
             return None
         return round((position + 1) * per_job / workers, 3)
 
-    def workers_online(self, endpoint: str) -> list[Worker]:
+    async def all_workers(self) -> list[Worker]:
+        """Every known worker: this server's, and with a shared store the others' too."""
+        if not self.store.shared:
+            return list(self.workers.values())
+        known = {w["id"]: Worker.from_dict(w) for w in await self.store.list_workers()}
+        for worker in self.workers.values():
+            other = known.get(worker.id)
+            if other is None or other.last_seen <= worker.last_seen:
+                known[worker.id] = worker
+        return list(known.values())
+
+    async def workers_online(self, endpoint: str) -> list[Worker]:
         now = self.clock()
         return [
             w
-            for w in self.workers.values()
+            for w in await self.all_workers()
             if endpoint in w.info.endpoints and now - w.last_seen <= self.offline_after
         ]
 
@@ -505,6 +565,8 @@ class Broker:
             await self._lost(job, f"worker {worker_id} left before finishing the job")
         del self.workers[worker_id]
         self._cancelled.pop(worker_id, None)
+        if self.store.shared:
+            await self.store.delete_worker(worker_id)
         for name in worker.info.endpoints:
             self._signal(name)  # its long polls wake and see it gone
 
@@ -685,7 +747,12 @@ class Broker:
             return
         for line in lines:
             kind, _, key = line.partition(":")
-            if kind == "q":
+            if kind == "all":  # the store lost announcements: everyone looks again
+                for name in list(self._signals):
+                    self._wake_queue(name)
+                for job_id in list(self._done) + list(self._watchers):
+                    self._wake_job(job_id)
+            elif kind == "q":
                 self._wake_queue(key)
             elif kind == "j":
                 self._wake_job(key)

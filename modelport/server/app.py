@@ -176,9 +176,11 @@ class Server:
 
     async def list_endpoints(self, request: Request) -> Response:
         depths = await self.broker.store.queue_depths()
-        return _json([self._summary(s, depths) for s in self.broker.specs.values()])
+        return _json([await self._summary(s, depths) for s in self.broker.specs.values()])
 
-    def _summary(self, spec: EndpointSpec, depths: dict[str, dict[str, int]]) -> dict[str, Any]:
+    async def _summary(
+        self, spec: EndpointSpec, depths: dict[str, dict[str, int]]
+    ) -> dict[str, Any]:
         depth = depths.get(spec.name, {})
         return {
             "name": spec.name,
@@ -186,7 +188,7 @@ class Server:
             "description": spec.description,
             "version": spec.version,
             "kind": spec.kind,
-            "workers_online": len(self.broker.workers_online(spec.name)),
+            "workers_online": len(await self.broker.workers_online(spec.name)),
             "queue_depth": depth.get("queued", 0),
             "running": depth.get("running", 0),
         }
@@ -195,7 +197,7 @@ class Server:
         spec = self.broker.spec(request.path_params["name"])
         depths = await self.broker.store.queue_depths()
         now = self.broker.clock()
-        body = self._summary(spec, depths)
+        body = await self._summary(spec, depths)
         body.update(
             input_schema=spec.input_schema(),
             output_schema=spec.output_schema(),
@@ -210,7 +212,7 @@ class Server:
             },
             workers=[
                 w.public(now, self.broker.offline_after)
-                for w in self.broker.workers.values()
+                for w in await self.broker.all_workers()
                 if spec.name in w.info.endpoints
             ],
             spec=spec.to_dict(),
@@ -248,7 +250,7 @@ class Server:
         position = None if job.status.final else await self.broker.position(job)
         body = job.public(queue_position=position)
         if position is not None:
-            body["eta"] = self.broker.eta(job, position)
+            body["eta"] = await self.broker.eta(job, position)
         if job.status.final or not created:
             return _json(body)
         return _json(body, 202, {"Location": f"/jobs/{job.id}"})
@@ -302,7 +304,7 @@ class Server:
             )
             raise Unavailable(detail, retry_after=1 if not failed else 30)
         endpoints = {
-            name: {"workers_online": len(self.broker.workers_online(name))}
+            name: {"workers_online": len(await self.broker.workers_online(name))}
             for name in sorted(self.broker.specs)
         }
         return _json({"status": "ready", "endpoints": endpoints})
@@ -310,7 +312,7 @@ class Server:
     async def metrics(self, request: Request) -> Response:
         depths = await self.broker.store.queue_depths()
         names = sorted(self.broker.specs)
-        workers = {name: len(self.broker.workers_online(name)) for name in names}
+        workers = {name: len(await self.broker.workers_online(name)) for name in names}
         body = self.broker.metrics.render(depths, workers, names)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 

@@ -1,0 +1,68 @@
+"""LitServe baseline: the echo model behind a LitAPI (one API server, one CPU worker).
+
+Started by bench/overhead.py as ``python bench/apps/litserve_echo.py --port 8003``.
+"""
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import litserve as ls
+
+ROOT = Path(__file__).resolve().parents[2]
+Echo = Callable[[str], dict[str, str]]
+
+
+def load_echo() -> Echo:
+    """``echo`` from ``examples/echo/model.py``, the function modelport serves too."""
+    sys.path.insert(0, str(ROOT))
+    echo: Echo = importlib.import_module("examples.echo.model").echo
+    return echo
+
+
+class EchoAPI(ls.LitAPI):  # type: ignore[misc]
+    """``POST /predict`` with ``{"input": {"text": ...}}``; readiness is ``GET /health``.
+
+    LitServe reads the annotations at runtime to build its route, so they stay unquoted."""
+
+    def __init__(self, echo: Echo) -> None:
+        super().__init__()
+        self.echo = echo
+
+    def setup(self, device: str) -> None:
+        self.model = self.echo
+
+    def decode_request(self, request: dict[str, Any], **kwargs: Any) -> str:
+        text: str = request["input"]["text"]
+        return text
+
+    def predict(self, x: str, **kwargs: Any) -> dict[str, str]:
+        return self.model(x)
+
+    def encode_response(self, output: dict[str, str], **kwargs: Any) -> dict[str, str]:
+        return output
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    echo = load_echo()
+    server = ls.LitServer(EchoAPI(echo), accelerator="cpu", devices=1, workers_per_device=1)
+    server.run(
+        host="127.0.0.1",
+        port=args.port,
+        num_api_servers=1,
+        log_level="warning",
+        generate_client_file=False,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
