@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--store",
         default=DEFAULT_STORE,
-        help="job store URL: sqlite:///file.db (durable, default: %(default)s) or memory://",
+        help="job store URL: sqlite:///file.db (durable, one server; default: %(default)s), "
+        "redis://host:6379/0[?prefix=name:] (shared by several servers) or memory://",
     )
     serve.add_argument(
         "--log-level",

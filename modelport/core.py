@@ -18,10 +18,10 @@ from typing import Any
 
 import pydantic
 
-from modelport.errors import Conflict, NotFound, Overloaded
+from modelport.errors import Conflict, NotFound, Overloaded, SpecError
 from modelport.metrics import Metrics
-from modelport.spec import EndpointSpec, spec_differences, storable
-from modelport.stores.base import JobStore, Update
+from modelport.spec import EndpointSpec, spec_differences, spec_from_dict, storable
+from modelport.stores.base import JobStore, Update, full_queue
 from modelport.wire import (
     Event,
     JobRecord,
@@ -98,7 +98,10 @@ class Worker:
 @dataclass
 class _Depth:
     value: int = 0
+    """Queued jobs as last counted, plus those this server queued since."""
     read_at: float = field(default=-1.0)
+    inflight: int = 0
+    """Submits on their way into the store."""
 
 
 class Broker:
@@ -149,9 +152,32 @@ class Broker:
         except KeyError:
             raise NotFound(f"no endpoint named {name!r}") from None
 
+    async def find_spec(self, name: str) -> EndpointSpec:
+        """An endpoint's spec, looked for in the shared store if this server does not know it
+        (a worker may have brought it to another server)."""
+        if name not in self.specs:
+            await self.sync_specs()
+        return self.spec(name)
+
+    async def sync_specs(self) -> None:
+        """Learn the endpoints that workers brought to the other servers sharing the store."""
+        if not self.store.shared:
+            return
+        for data in await self.store.specs():
+            if data.get("name") not in self.specs:
+                try:
+                    spec = spec_from_dict(data)
+                except (SpecError, TypeError, ValueError) as e:
+                    log.warning("ignoring a stored spec that does not load: %s", e)
+                    continue
+                self.specs.setdefault(spec.name, spec)
+
     async def start(self) -> None:
         await self.store.open()
         if self.store.shared:
+            # This server's own endpoints (config file, local models) are the contract.
+            for spec in list(self.specs.values()):
+                await self.store.put_spec(spec.to_dict(), replace=True)
             self.store.subscribe(self._on_message)
         else:
             await self._recover_local_jobs()
@@ -189,8 +215,8 @@ class Broker:
     async def submit(
         self, endpoint: str, inputs: dict[str, Any], *, idempotency_key: str | None = None
     ) -> JobRecord:
-        spec = self.spec(endpoint)
-        await self._check_room(spec)
+        spec = await self.find_spec(endpoint)
+        depth, limit = await self._check_room(spec)
         job = JobRecord(
             id=new_job_id(),
             endpoint=endpoint,
@@ -199,10 +225,17 @@ class Broker:
             max_attempts=spec.max_attempts,
             idempotency_key=idempotency_key,
         )
-        stored = await self.store.insert(job)
+        depth.inflight += 1
+        try:
+            stored = await self.store.insert(job, limit)
+        except Overloaded:
+            self.metrics.job_rejected(endpoint)
+            raise
+        finally:
+            depth.inflight -= 1
         if stored.id == job.id:
             self.metrics.job_submitted(endpoint)
-            self._depths.setdefault(endpoint, _Depth()).value += 1
+            depth.value += 1
             self._signal(endpoint)
         return stored
 
@@ -268,7 +301,12 @@ class Broker:
     async def position(self, job: JobRecord) -> int | None:
         return await self.store.position(job) if job.status is JobStatus.QUEUED else None
 
-    async def _check_room(self, spec: EndpointSpec) -> None:
+    async def _check_room(self, spec: EndpointSpec) -> tuple[_Depth, int | None]:
+        """Refuse a submit to a full queue; else the limit the store must check itself.
+
+        A count read at most 0.25 s ago answers most submits; near the limit, and always
+        when other servers share the store, the store checks the limit as it inserts.
+        """
         limit = spec.max_queue_length or self.max_queue_length
         depth = self._depths.setdefault(spec.name, _Depth())
         now = time.monotonic()
@@ -277,11 +315,36 @@ class Broker:
             depth.value, depth.read_at = counts.get(spec.name, {}).get("queued", 0), now
         if depth.value >= limit:
             self.metrics.job_rejected(spec.name)
-            raise Overloaded(
-                f"endpoint {spec.name!r} has {depth.value} queued jobs (limit {limit})"
-            )
+            raise Overloaded(full_queue(spec.name, depth.value, limit))
+        exact = self.store.shared or depth.value + depth.inflight + 1 >= limit
+        return depth, limit if exact else None
 
     # ---- worker side
+
+    async def join(
+        self,
+        info: WorkerInfo,
+        specs: Sequence[EndpointSpec] = (),
+        *,
+        worker_id: str | None = None,
+    ) -> Worker:
+        """:meth:`register`, checked against (and recorded in) the store shared with the other
+        servers, so that one endpoint has one spec wherever its workers connect."""
+        await self.sync_specs()
+        worker = self.register(info, specs, worker_id=worker_id)
+        if not self.store.shared:
+            return worker
+        for spec in specs:
+            stored = spec_from_dict(await self.store.put_spec(spec.to_dict()))
+            differences = spec_differences(stored, spec)
+            if differences:  # another server took a different spec for it meanwhile
+                self.specs[spec.name] = stored
+                await self.leave(worker.id)
+                raise Conflict(
+                    f"worker {info.name!r} serves {spec.name!r} with a spec that differs from "
+                    f"the server's: {'; '.join(differences)}"
+                )
+        return worker
 
     def register(
         self,

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -175,3 +177,96 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout} s waiting for {what}")
         time.sleep(0.02)
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port, keeping nothing on disk."""
+
+    def __init__(self, log_path: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 20.0) -> RedisServer:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not on PATH")
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.log_path.parent),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited: {self.log_path.read_text()}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn,
+            ):
+                conn.sendall(b"PING\r\n")
+                if conn.recv(64).startswith(b"+PONG"):
+                    return self
+            time.sleep(0.02)
+        raise TimeoutError(f"redis-server not answering after {timeout} s")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def _redis_missing(why: str) -> None:
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and no Redis for the tests: {why}")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis URL for the whole run: ``MODELPORT_TEST_REDIS_URL``, else a private server."""
+    given = os.environ.get("MODELPORT_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    if shutil.which("redis-server") is None:
+        _redis_missing("no MODELPORT_TEST_REDIS_URL and no redis-server on PATH")
+    server = RedisServer(tmp_path_factory.mktemp("redis") / "redis.log").start()
+    try:
+        yield server.url
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The run's Redis, with a key prefix of this test's own."""
+    separator = "&" if "?" in redis_server else "?"
+    return f"{redis_server}{separator}prefix=test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test's own, to kill and restart."""
+    if shutil.which("redis-server") is None:
+        _redis_missing("no redis-server on PATH")
+    server = RedisServer(tmp_path / "redis.log").start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -385,6 +385,23 @@ async def test_full_queue_is_overloaded_with_retry_after(broker: Broker) -> None
     assert (await broker.submit("small", {"x": 3})).status is JobStatus.QUEUED
 
 
+async def test_a_burst_of_submits_fills_the_queue_exactly(tmp_path: Path) -> None:
+    """Submits that arrive together (one event-loop turn) cannot overshoot the limit."""
+    broker = Broker(store_from_url(f"sqlite:///{tmp_path / 'jobs.db'}"), max_queue_length=10)
+    await broker.start()
+    try:
+        broker.add_endpoint(endpoint())
+        await broker.submit("echo", {"x": -1})
+        outcomes = await asyncio.gather(
+            *(broker.submit("echo", {"x": i}) for i in range(30)), return_exceptions=True
+        )
+        refused = [o for o in outcomes if isinstance(o, Overloaded)]
+        assert len(refused) == 21, outcomes
+        assert await broker.store.queue_depths() == {"echo": {"queued": 10, "running": 0}}
+    finally:
+        await broker.stop()
+
+
 async def test_broker_queue_limit_applies_without_an_endpoint_limit(clock: FakeClock) -> None:
     broker = Broker(MemoryStore(), clock=clock, max_queue_length=1)
     broker.add_endpoint(endpoint())

@@ -6,18 +6,21 @@ A new backend joins by adding its URL to ``BACKENDS``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from modelport.errors import Overloaded, Unavailable
 from modelport.stores import JobStore, Update, store_from_url
 from modelport.wire import JobRecord, JobStatus, new_job_id
 
-BACKENDS: dict[str, Callable[[Path], str]] = {
-    "memory": lambda tmp: "memory://",
-    "sqlite": lambda tmp: f"sqlite:///{tmp / 'jobs.db'}",
+BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
+    "memory": lambda request, tmp: "memory://",
+    "sqlite": lambda request, tmp: f"sqlite:///{tmp / 'jobs.db'}",
+    "redis": lambda request, tmp: str(request.getfixturevalue("redis_url")),
 }
 
 QUEUED = frozenset({JobStatus.QUEUED})
@@ -29,7 +32,7 @@ LEASE_UNTIL = NOW + 60
 
 @pytest.fixture(params=list(BACKENDS))
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
-    s = store_from_url(BACKENDS[request.param](tmp_path))
+    s = store_from_url(BACKENDS[request.param](request, tmp_path))
     await s.open()
     try:
         yield s
@@ -121,6 +124,31 @@ async def test_idempotency_key_still_returns_a_finished_job(store: JobStore) -> 
     assert again.id == first.id
     assert again.status is JobStatus.SUCCEEDED
     assert again.output == {"y": 2}
+
+
+async def test_insert_with_a_limit_refuses_a_full_queue_and_stores_nothing(
+    store: JobStore,
+) -> None:
+    outcomes = await asyncio.gather(
+        *(store.insert(job(input={"n": i}), limit=3) for i in range(5)), return_exceptions=True
+    )
+    accepted = [o for o in outcomes if isinstance(o, JobRecord)]
+    refused = [o for o in outcomes if isinstance(o, Overloaded)]
+    assert (len(accepted), len(refused)) == (3, 2), outcomes
+    assert "limit 3" in str(refused[0])
+    assert await store.queue_depths() == {"echo": {"queued": 3, "running": 0}}
+    for o in outcomes:
+        if isinstance(o, Overloaded):
+            continue
+        assert await store.get(o.id) is not None  # type: ignore[union-attr]
+    await store.insert(job("other"), limit=1)  # the limit is per endpoint
+    await lease_one(store)  # running jobs do not count
+    assert (await store.insert(job(), limit=3)).status is JobStatus.QUEUED
+    with pytest.raises(Overloaded):
+        await store.insert(job(), limit=3)
+    # A repeated idempotency key finds its job even when the queue is full.
+    keyed = await store.insert(job("keyed", idempotency_key="k"), limit=1)
+    assert (await store.insert(job("keyed", idempotency_key="k"), limit=1)).id == keyed.id
 
 
 # ---- lease
@@ -408,11 +436,23 @@ async def test_a_job_that_cannot_be_stored_fails_alone(store: JobStore) -> None:
     assert await store.get(good.id) is not None
 
 
-# ---- sqlite only
+async def test_endpoint_specs_first_writer_wins_unless_replaced(store: JobStore) -> None:
+    first, second = {"name": "e", "version": "1"}, {"name": "e", "version": "2"}
+    assert await store.put_spec(first) == first
+    assert await store.put_spec(second) == first
+    assert await store.put_spec(second, replace=True) == second
+    await store.put_spec({"name": "d", "inputs": {"x": {"type": "integer"}}})
+    assert await store.specs() == [{"name": "d", "inputs": {"x": {"type": "integer"}}}, second]
 
 
-async def test_sqlite_keeps_jobs_across_close_and_reopen(tmp_path: Path) -> None:
-    url = BACKENDS["sqlite"](tmp_path)
+# ---- the durable backends
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_durable_stores_keep_jobs_across_close_and_reopen(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    url = BACKENDS[backend](request, tmp_path)
     first = store_from_url(url)
     await first.open()
     jobs = [await first.insert(job(input={"n": i}, idempotency_key=f"k{i}")) for i in range(3)]
@@ -437,3 +477,77 @@ async def test_sqlite_keeps_jobs_across_close_and_reopen(tmp_path: Path) -> None
         ]
     finally:
         await second.close()
+
+
+# ---- redis only
+
+
+async def redis_store(url: str) -> JobStore:
+    s = store_from_url(url)
+    await s.open()
+    return s
+
+
+async def test_redis_announcements_reach_the_other_servers(redis_url: str) -> None:
+    first, second = await redis_store(redis_url), await redis_store(redis_url)
+    try:
+        heard: asyncio.Queue[str] = asyncio.Queue()
+        second.subscribe(heard.put_nowait)
+        # The subscription is made in the background: publish until it is heard (bounded).
+        async with asyncio.timeout(10):
+            while heard.empty():
+                await first.publish("q:echo")
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await heard.get()
+                        break
+        await first.publish("j:abc")
+        async with asyncio.timeout(5):
+            while (topic := await heard.get()) != "j:abc":
+                assert topic == "q:echo"
+    finally:
+        await first.close()
+        await second.close()
+
+
+async def test_redis_prefixes_keep_deployments_apart(redis_server: str) -> None:
+    a = await redis_store(redis_server + "?prefix=deploy-a-" + new_job_id() + ":")
+    b = await redis_store(redis_server + "?prefix=deploy-b-" + new_job_id() + ":")
+    try:
+        stored = await a.insert(job())
+        assert await b.get(stored.id) is None
+        assert await b.queue_depths() == {}
+        assert await b.lease("echo", "w1", 10, NOW, LEASE_UNTIL) == []
+        assert ids(await a.lease("echo", "w1", 10, NOW, LEASE_UNTIL)) == [stored.id]
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_redis_keeps_floats_and_text_exactly(redis_url: str) -> None:
+    s = await redis_store(redis_url)
+    try:
+        data = {"x": 0.1 + 0.2, "tiny": 5e-324, "big": 1.7976931348623157e308, "s": "é\u2603\n"}
+        stored = await s.insert(job(input=data))
+        assert (await s.get(stored.id)).input == data  # type: ignore[union-attr]
+    finally:
+        await s.close()
+
+
+async def test_redis_going_away_is_unavailable_then_recovers(own_redis: Any) -> None:
+    s = await redis_store(own_redis.url)
+    try:
+        stored = await s.insert(job())
+        own_redis.kill()
+        with pytest.raises(Unavailable, match="redis store"):
+            await s.get(stored.id)
+        with pytest.raises(Unavailable):
+            await s.insert(job())
+        with pytest.raises(Unavailable):
+            await s.ping()
+        own_redis.start()  # the same port, empty (it keeps nothing on disk)
+        await s.ping()
+        again = await s.insert(job())
+        assert (await s.get(again.id)) is not None
+    finally:
+        await s.close()

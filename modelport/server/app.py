@@ -176,6 +176,7 @@ class Server:
 
     async def list_endpoints(self, request: Request) -> Response:
         depths = await self.broker.store.queue_depths()
+        await self.broker.sync_specs()
         return _json([await self._summary(s, depths) for s in self.broker.specs.values()])
 
     async def _summary(
@@ -194,7 +195,7 @@ class Server:
         }
 
     async def get_endpoint(self, request: Request) -> Response:
-        spec = self.broker.spec(request.path_params["name"])
+        spec = await self.broker.find_spec(request.path_params["name"])
         depths = await self.broker.store.queue_depths()
         now = self.broker.clock()
         body = await self._summary(spec, depths)
@@ -221,7 +222,7 @@ class Server:
 
     async def submit(self, request: Request) -> Response:
         name = request.path_params["name"]
-        spec = self.broker.spec(name)
+        spec = await self.broker.find_spec(name)
         body = await self._body(request)
         try:
             parsed = spec.request_model.model_validate_json(body)
@@ -310,6 +311,7 @@ class Server:
         return _json({"status": "ready", "endpoints": endpoints})
 
     async def metrics(self, request: Request) -> Response:
+        await self.broker.sync_specs()
         depths = await self.broker.store.queue_depths()
         names = sorted(self.broker.specs)
         workers = {name: len(await self.broker.workers_online(name)) for name in names}
@@ -317,6 +319,7 @@ class Server:
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_json(self, request: Request) -> Response:
+        await self.broker.sync_specs()
         return _json(openapi(self.broker.specs))
 
     async def docs(self, request: Request) -> Response:

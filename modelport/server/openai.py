@@ -122,6 +122,7 @@ class OpenAIRoutes:
             return _json(OpenAIError(e.status, e.message, param=first).body, e.status)
 
     async def models(self, request: Request) -> Response:
+        await self.broker.sync_specs()
         data = [
             {"id": s.name, "object": "model", "created": self.created, "owned_by": "modelport"}
             for s in self.broker.specs.values()
@@ -129,7 +130,9 @@ class OpenAIRoutes:
         ]
         return _json({"object": "list", "data": data})
 
-    def _spec(self, name: str, kind: str) -> EndpointSpec:
+    async def _spec(self, name: str, kind: str) -> EndpointSpec:
+        if name not in self.broker.specs:
+            await self.broker.sync_specs()
         spec = self.broker.specs.get(name)
         if spec is None or spec.kind != kind:
             available = sorted(s.name for s in self.broker.specs.values() if s.kind == kind)
@@ -169,7 +172,7 @@ class OpenAIRoutes:
 
     async def _chat(self, request: Request) -> Any:
         body: _ChatRequest = await self._parse(request, _ChatRequest)
-        spec = self._spec(body.model, "chat")
+        spec = await self._spec(body.model, "chat")
         inputs: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.text()} for m in body.messages]
         }
@@ -272,7 +275,7 @@ class OpenAIRoutes:
 
     async def _embeddings(self, request: Request) -> Response:
         body: _EmbeddingRequest = await self._parse(request, _EmbeddingRequest)
-        spec = self._spec(body.model, "embedding")
+        spec = await self._spec(body.model, "embedding")
         field = _text_input(spec)
         texts = [body.input] if isinstance(body.input, str) else body.input
         jobs = [

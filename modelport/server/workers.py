@@ -130,7 +130,7 @@ class WorkerRoutes:
             max_batch_size=body.max_batch_size,
             metadata=dict(body.metadata),
         )
-        worker = self.broker.register(info, specs, worker_id=body.worker_id)
+        worker = await self.broker.join(info, specs, worker_id=body.worker_id)
         return _json(
             {
                 "worker_id": worker.id,

@@ -1,4 +1,5 @@
-"""Job stores, chosen by URL: ``memory://``, ``sqlite:///path/to/jobs.db``."""
+"""Job stores, chosen by URL: ``memory://``, ``sqlite:///path/to/jobs.db``,
+``redis://host:6379/0?prefix=modelport:``."""
 
 from __future__ import annotations
 
@@ -25,4 +26,11 @@ def store_from_url(url: str) -> JobStore:
         if not path:
             raise SpecError(f"store URL {url!r}: give a file, e.g. sqlite:///modelport.db")
         return SqliteStore(Path(path))
-    raise SpecError(f"store URL {url!r}: unknown scheme (use memory:// or sqlite:///file.db)")
+    if scheme in ("redis", "rediss", "unix"):
+        from modelport.stores.redis import RedisStore
+
+        return RedisStore(url)
+    raise SpecError(
+        f"store URL {url!r}: unknown scheme"
+        " (use memory://, sqlite:///file.db or redis://host:6379/0)"
+    )

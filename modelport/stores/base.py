@@ -23,6 +23,11 @@ CHANGEABLE = frozenset(
 )
 
 
+def full_queue(endpoint: str, queued: int, limit: int) -> str:
+    """The message of a refusal for a full queue."""
+    return f"endpoint {endpoint!r} has {queued} queued jobs (limit {limit})"
+
+
 @dataclass(frozen=True, slots=True)
 class Update:
     """Change one job if, and only if, it is still as expected (compare-and-set)."""
@@ -56,11 +61,13 @@ class JobStore(Protocol):
     async def ping(self) -> None:
         """Return if the store answers; raise :class:`modelport.errors.Unavailable` if not."""
 
-    async def insert(self, job: JobRecord) -> JobRecord:
+    async def insert(self, job: JobRecord, limit: int | None = None) -> JobRecord:
         """Store a new queued job and give it its queue ``seq``.
 
         If another job of the same endpoint has the same ``idempotency_key``, store nothing
-        and return that job instead.
+        and return that job instead. With ``limit``, store nothing and raise
+        :class:`modelport.errors.Overloaded` if the endpoint already has ``limit`` queued
+        jobs (servers sharing a store need this; a server alone with its store counts).
         """
 
     async def get(self, job_id: str) -> JobRecord | None: ...
@@ -113,6 +120,13 @@ class JobStore(Protocol):
     async def list_workers(self) -> list[dict[str, Any]]: ...
 
     async def delete_worker(self, worker_id: str) -> None: ...
+
+    async def put_spec(self, spec: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        """Record an endpoint's spec (keyed by ``spec["name"]``) unless one is recorded already
+        (``replace``: in any case); return the one recorded."""
+
+    async def specs(self) -> list[dict[str, Any]]:
+        """Every recorded endpoint spec."""
 
     async def publish(self, topic: str) -> None:
         """Tell every server sharing this store that ``topic`` changed (no-op if unshared)."""

@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from modelport.stores.base import Update
+from modelport.errors import Overloaded
+from modelport.stores.base import Update, full_queue
 from modelport.wire import Event, JobRecord, JobStatus
 
 
@@ -28,6 +29,7 @@ class MemoryStore:
         self._seq = 0
         self._events: dict[str, list[Event]] = defaultdict(list)
         self._workers: dict[str, tuple[dict[str, Any], float]] = {}
+        self._specs: dict[str, dict[str, Any]] = {}
 
     async def open(self) -> None:
         pass
@@ -38,7 +40,7 @@ class MemoryStore:
     async def ping(self) -> None:
         pass
 
-    async def insert(self, job: JobRecord) -> JobRecord:
+    async def insert(self, job: JobRecord, limit: int | None = None) -> JobRecord:
         try:
             orjson.dumps(job.input)
         except TypeError as e:  # the same refusal as the stores that serialize
@@ -47,6 +49,11 @@ class MemoryStore:
             existing = self._keys.get((job.endpoint, job.idempotency_key))
             if existing is not None:
                 return copy.deepcopy(self._jobs[existing])
+        if limit is not None:
+            queued = (await self.queue_depths()).get(job.endpoint, {}).get("queued", 0)
+            if queued >= limit:
+                raise Overloaded(full_queue(job.endpoint, queued, limit))
+        if job.idempotency_key is not None:
             self._keys[(job.endpoint, job.idempotency_key)] = job.id
         self._seq += 1
         job = copy.deepcopy(job)
@@ -186,6 +193,14 @@ class MemoryStore:
 
     async def delete_worker(self, worker_id: str) -> None:
         self._workers.pop(worker_id, None)
+
+    async def put_spec(self, spec: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        if replace or spec["name"] not in self._specs:
+            self._specs[spec["name"]] = copy.deepcopy(spec)
+        return copy.deepcopy(self._specs[spec["name"]])
+
+    async def specs(self) -> list[dict[str, Any]]:
+        return [copy.deepcopy(s) for _, s in sorted(self._specs.items())]
 
     async def publish(self, topic: str) -> None:
         pass

@@ -18,8 +18,8 @@ from typing import Any
 
 import orjson
 
-from modelport.errors import Unavailable
-from modelport.stores.base import CHANGEABLE, Update
+from modelport.errors import Overloaded, Unavailable
+from modelport.stores.base import CHANGEABLE, Update, full_queue
 from modelport.wire import Event, JobRecord, JobStatus
 
 _SCHEMA = """
@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS events (
     time REAL NOT NULL,
     PRIMARY KEY (job_id, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS specs (
+    name TEXT PRIMARY KEY,
+    data BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS workers (
     id TEXT PRIMARY KEY,
     data BLOB NOT NULL,
@@ -105,7 +109,7 @@ class SqliteStore:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._db: sqlite3.Connection | None = None
-        self._pending: list[tuple[JobRecord, asyncio.Future[JobRecord]]] = []
+        self._pending: list[tuple[JobRecord, int | None, asyncio.Future[JobRecord]]] = []
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -151,37 +155,50 @@ class SqliteStore:
                 raise
             db.execute("COMMIT")
 
-    async def insert(self, job: JobRecord) -> JobRecord:
+    async def insert(self, job: JobRecord, limit: int | None = None) -> JobRecord:
         # Group commit: inserts that arrive in the same event-loop turn share one transaction.
         loop = asyncio.get_running_loop()
         done: asyncio.Future[JobRecord] = loop.create_future()
-        self._pending.append((job, done))
+        self._pending.append((job, limit, done))
         if len(self._pending) == 1:
             loop.call_soon(self._flush_inserts)
         return await done
 
     def _flush_inserts(self) -> None:
         pending, self._pending = self._pending, []
-        rows: list[tuple[JobRecord, bytes, asyncio.Future[JobRecord]]] = []
-        for job, done in pending:
+        rows: list[tuple[JobRecord, bytes, int | None, asyncio.Future[JobRecord]]] = []
+        for job, limit, done in pending:
             try:
-                rows.append((job, orjson.dumps(job.input), done))
+                rows.append((job, orjson.dumps(job.input), limit, done))
             except TypeError as e:  # one unstorable input must not fail its neighbours
                 done.set_exception(ValueError(f"input cannot be stored as JSON: {e}"))
         try:
             with self._transaction() as db:
-                stored = [self._insert_one(db, job, data) for job, data, _ in rows]
+                queued: dict[str, int] = {}
+                stored = [
+                    self._insert_one(db, job, data, limit, queued) for job, data, limit, _ in rows
+                ]
         except Exception as e:
-            for _, _, done in rows:
+            for _, _, _, done in rows:
                 if not done.done():
                     done.set_exception(e)
             return
-        for (_, _, done), job in zip(rows, stored, strict=True):
-            if not done.done():
-                done.set_result(job)
+        for (_, _, _, done), outcome in zip(rows, stored, strict=True):
+            if done.done():
+                continue
+            if isinstance(outcome, Overloaded):
+                done.set_exception(outcome)
+            else:
+                done.set_result(outcome)
 
     @staticmethod
-    def _insert_one(db: sqlite3.Connection, job: JobRecord, data: bytes) -> JobRecord:
+    def _insert_one(
+        db: sqlite3.Connection,
+        job: JobRecord,
+        data: bytes,
+        limit: int | None,
+        queued: dict[str, int],
+    ) -> JobRecord | Overloaded:
         if job.idempotency_key is not None:
             row = db.execute(
                 f"SELECT {_COLUMNS} FROM jobs WHERE endpoint = ? AND idempotency_key = ?",
@@ -189,6 +206,16 @@ class SqliteStore:
             ).fetchone()
             if row is not None:
                 return _row(row)
+        if limit is not None:
+            if job.endpoint not in queued:  # counted once per transaction, when asked for
+                (queued[job.endpoint],) = db.execute(
+                    "SELECT count(*) FROM jobs WHERE endpoint = ? AND status = 'queued'",
+                    (job.endpoint,),
+                ).fetchone()
+            if queued[job.endpoint] >= limit:
+                return Overloaded(full_queue(job.endpoint, queued[job.endpoint], limit))
+        if job.endpoint in queued:
+            queued[job.endpoint] += 1
         cur = db.execute(
             "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts,"
             " max_attempts, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -379,6 +406,23 @@ class SqliteStore:
     async def delete_worker(self, worker_id: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+    async def put_spec(self, spec: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        conflict = "UPDATE SET data = excluded.data" if replace else "NOTHING"
+        with self._transaction() as db:
+            db.execute(
+                f"INSERT INTO specs (name, data) VALUES (?, ?) ON CONFLICT (name) DO {conflict}",
+                (spec["name"], orjson.dumps(spec)),
+            )
+            (data,) = db.execute(
+                "SELECT data FROM specs WHERE name = ?", (spec["name"],)
+            ).fetchone()
+        return dict(orjson.loads(data))
+
+    async def specs(self) -> list[dict[str, Any]]:
+        with self._errors():
+            rows = self.db.execute("SELECT data FROM specs ORDER BY name").fetchall()
+        return [dict(orjson.loads(r[0])) for r in rows]
 
     async def publish(self, topic: str) -> None:
         pass

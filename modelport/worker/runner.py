@@ -60,7 +60,7 @@ class LocalTransport:
         self, info: WorkerInfo, specs: Sequence[EndpointSpec], worker_id: str | None
     ) -> str:
         wid = worker_id or self.broker.local_worker_id(info.name)
-        return self.broker.register(info, specs, worker_id=wid).id
+        return (await self.broker.join(info, specs, worker_id=wid)).id
 
     async def lease(self, worker_id: str, max_jobs: int, wait: float) -> list[LeasedJob]:
         return await self.broker.lease(worker_id, max_jobs, wait)

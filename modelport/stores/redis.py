@@ -1,0 +1,624 @@
+"""The shared store: Redis, for several API servers (processes or hosts) on one queue.
+
+``redis://host:6379/0?prefix=modelport:`` (also ``rediss://`` and ``unix://``). Every key
+starts with the prefix, so several deployments can share one Redis.
+
+Layout, with ``P`` the prefix and ``E`` an endpoint name:
+
+- ``Pjob:<id>``     hash: the job's fields (a missing field is ``None``; JSON ones encoded)
+- ``Pq:E``          sorted set: the queued jobs of ``E``, scored by ``seq`` (FIFO)
+- ``Pr:E``          sorted set: the running jobs of ``E``, scored by ``lease_until``
+- ``Pd:E``          sorted set: the final jobs of ``E``, scored by ``completed_at``
+- ``Pkey:E:<key>``  the job id an idempotency key was first given to
+- ``Pev:<id>``      list: a job's events; an event's id is its position (1, 2, ...)
+- ``Pseq``, ``Pendpoints``, ``Pworkers`` + ``Pw:<id>``, channel ``Pchanges``
+
+Every change to a job is one Lua script, so it is atomic, and it moves the job between the
+three sorted sets as its status changes; the sets are therefore exact indexes, and the
+queue, the lease expiry scan and the purge never read a job they do not need. Changes are
+announced on the ``Pchanges`` channel (pub/sub), so waiters on other servers wake at once.
+How durable the queue is across a Redis restart is the Redis server's own setting
+(``appendonly yes`` keeps every accepted job).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import orjson
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from modelport.errors import Overloaded, Unavailable
+from modelport.stores.base import CHANGEABLE, Update, full_queue
+from modelport.wire import Event, JobRecord, JobStatus
+
+log = logging.getLogger("modelport.stores.redis")
+
+DEFAULT_PREFIX = "modelport:"
+_JSON = frozenset({"input", "output", "progress"})
+_FLOAT = frozenset({"created_at", "started_at", "completed_at", "lease_until"})
+_INT = frozenset({"seq", "attempts", "max_attempts"})
+_FIELDS = (
+    "id",
+    "endpoint",
+    "status",
+    "seq",
+    "input",
+    "output",
+    "error",
+    "progress",
+    "created_at",
+    "started_at",
+    "completed_at",
+    "attempts",
+    "max_attempts",
+    "worker_id",
+    "lease_until",
+    "idempotency_key",
+)
+
+# The helpers every script shares: keep a job's index entries true to its status.
+_INDEX = """
+local P = ARGV[1]
+local FINAL = {succeeded = true, failed = true, cancelled = true, expired = true}
+local function unindex(id, ep, status)
+  if status == 'queued' then redis.call('ZREM', P .. 'q:' .. ep, id)
+  elseif status == 'running' then redis.call('ZREM', P .. 'r:' .. ep, id)
+  elseif FINAL[status] then redis.call('ZREM', P .. 'd:' .. ep, id) end
+end
+local function index(key, id, ep)
+  local f = redis.call('HMGET', key, 'status', 'seq', 'lease_until', 'completed_at')
+  local status = f[1]
+  if status == 'queued' then redis.call('ZADD', P .. 'q:' .. ep, f[2], id)
+  elseif status == 'running' then redis.call('ZADD', P .. 'r:' .. ep, f[3] or '+inf', id)
+  elseif FINAL[status] and f[4] then redis.call('ZADD', P .. 'd:' .. ep, f[4], id) end
+end
+"""
+
+# ARGV: prefix, id, endpoint, idempotency key or '', queue limit or '', field/value pairs.
+# Returns {seq, id}; {0, other id} for a repeated idempotency key; {-1, queued} when full.
+_INSERT = """
+local id, ep, ikey, limit = ARGV[2], ARGV[3], ARGV[4], ARGV[5]
+local ikey_key = P .. 'key:' .. ep .. ':' .. ikey
+if ikey ~= '' then
+  local existing = redis.call('GET', ikey_key)
+  if existing and redis.call('EXISTS', P .. 'job:' .. existing) == 1 then
+    return {0, existing}
+  end
+end
+if limit ~= '' then
+  local queued = redis.call('ZCARD', P .. 'q:' .. ep)
+  if queued >= tonumber(limit) then return {-1, tostring(queued)} end
+end
+if ikey ~= '' then redis.call('SET', ikey_key, id) end
+local seq = redis.call('INCR', P .. 'seq')
+local key = P .. 'job:' .. id
+redis.call('HSET', key, 'seq', seq, unpack(ARGV, 6))
+redis.call('SADD', P .. 'endpoints', ep)
+redis.call('ZADD', P .. 'q:' .. ep, seq, id)
+return {seq, id}
+"""
+
+# ARGV: prefix, endpoint, worker, limit, now, lease_until. Returns the leased ids in order.
+_LEASE = """
+local ep, worker, now, lease_until = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
+local popped = redis.call('ZPOPMIN', P .. 'q:' .. ep, tonumber(ARGV[4]))
+local ids = {}
+for i = 1, #popped, 2 do
+  local id = popped[i]
+  local key = P .. 'job:' .. id
+  redis.call('HSET', key, 'status', 'running', 'worker_id', worker, 'started_at', now,
+             'lease_until', lease_until)
+  redis.call('HINCRBY', key, 'attempts', 1)
+  redis.call('ZADD', P .. 'r:' .. ep, lease_until, id)
+  ids[#ids + 1] = id
+end
+return ids
+"""
+
+# ARGV: prefix, worker, lease_until, ids... Returns the ids the worker still holds.
+_EXTEND = """
+local worker, lease_until = ARGV[2], ARGV[3]
+local held = {}
+for i = 4, #ARGV do
+  local key = P .. 'job:' .. ARGV[i]
+  local f = redis.call('HMGET', key, 'status', 'worker_id', 'endpoint')
+  if f[1] == 'running' and f[2] == worker then
+    redis.call('HSET', key, 'lease_until', lease_until)
+    redis.call('ZADD', P .. 'r:' .. f[3], lease_until, ARGV[i])
+    held[#held + 1] = ARGV[i]
+  end
+end
+return held
+"""
+
+# ARGV: prefix, id, expected statuses (comma-separated), worker or '', attempt or '',
+# number of fields to set, then field/value pairs, then fields to delete.
+# Returns 1 if the job matched (and was changed), else 0.
+_UPDATE = """
+local id = ARGV[2]
+local key = P .. 'job:' .. id
+local f = redis.call('HMGET', key, 'status', 'worker_id', 'attempts', 'endpoint')
+if not f[1] then return 0 end
+if not string.find(',' .. ARGV[3] .. ',', ',' .. f[1] .. ',', 1, true) then return 0 end
+if ARGV[4] ~= '' and f[2] ~= ARGV[4] then return 0 end
+if ARGV[5] ~= '' and f[3] ~= ARGV[5] then return 0 end
+local nset = tonumber(ARGV[6])
+if nset == 0 and #ARGV == 6 then return 1 end
+unindex(id, f[4], f[1])
+if nset > 0 then redis.call('HSET', key, unpack(ARGV, 7, 6 + 2 * nset)) end
+if #ARGV > 6 + 2 * nset then redis.call('HDEL', key, unpack(ARGV, 7 + 2 * nset)) end
+index(key, id, f[4])
+return 1
+"""
+
+# ARGV: prefix, completed_before, limit, endpoints... Returns the number of jobs deleted.
+_PURGE = """
+local before, limit = ARGV[2], tonumber(ARGV[3])
+local deleted = 0
+for i = 4, #ARGV do
+  if deleted >= limit then break end
+  local ep = ARGV[i]
+  local done = redis.call('ZRANGE', P .. 'd:' .. ep, '-inf', '(' .. before, 'BYSCORE',
+                          'LIMIT', 0, limit - deleted)
+  for _, id in ipairs(done) do
+    local key = P .. 'job:' .. id
+    local ikey = redis.call('HGET', key, 'idempotency_key')
+    if ikey then
+      local k = P .. 'key:' .. ep .. ':' .. ikey
+      if redis.call('GET', k) == id then redis.call('DEL', k) end
+    end
+    redis.call('DEL', key, P .. 'ev:' .. id)
+    redis.call('ZREM', P .. 'd:' .. ep, id)
+    deleted = deleted + 1
+  end
+end
+return deleted
+"""
+
+
+def _encode(field: str, value: Any) -> bytes | str:
+    if field in _JSON:
+        return orjson.dumps(value)
+    if isinstance(value, JobStatus):
+        return value.value
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _decode(raw: Mapping[Any, Any]) -> JobRecord:
+    fields: dict[str, Any] = {}
+    for k, v in raw.items():
+        name = _text(k)
+        if name in _JSON:
+            fields[name] = orjson.loads(v)
+        elif name in _FLOAT:
+            fields[name] = float(v)
+        elif name in _INT:
+            fields[name] = int(v)
+        elif name == "status":
+            fields[name] = JobStatus(_text(v))
+        else:
+            fields[name] = _text(v)
+    return JobRecord(**fields)
+
+
+def _split_url(url: str) -> tuple[str, str]:
+    """The URL redis-py is given (without our ``prefix`` option) and the key prefix."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = DEFAULT_PREFIX
+    kept = []
+    for k, v in query:
+        if k == "prefix":
+            prefix = v
+        else:
+            kept.append((k, v))
+    return urlunsplit(parts._replace(query=urlencode(kept))), prefix
+
+
+class RedisStore:
+    """Jobs in Redis, shared by every API server given the same URL and prefix."""
+
+    shared = True
+
+    def __init__(self, url: str, *, prefix: str | None = None) -> None:
+        self.url, url_prefix = _split_url(url)
+        self.prefix = url_prefix if prefix is None else prefix
+        self._redis: aioredis.Redis | None = None
+        self._pending: list[tuple[JobRecord, int | None, asyncio.Future[JobRecord]]] = []
+        self._callbacks: list[Callable[[str], None]] = []
+        self._listener: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self._safe_url()!r}, prefix={self.prefix!r})"
+
+    def _safe_url(self) -> str:
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        netloc = f"{host}:{parts.port}" if parts.port else host
+        return urlunsplit(parts._replace(netloc=netloc, query=""))
+
+    @property
+    def redis(self) -> aioredis.Redis:
+        if self._redis is None:
+            raise Unavailable("the redis store is not open")
+        return self._redis
+
+    def _key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    async def open(self) -> None:
+        self._redis = aioredis.Redis.from_url(
+            self.url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30
+        )
+        r = self._redis
+        self._insert = r.register_script(_INDEX + _INSERT)
+        self._lease = r.register_script(_INDEX + _LEASE)
+        self._extend = r.register_script(_INDEX + _EXTEND)
+        self._update = r.register_script(_INDEX + _UPDATE)
+        self._purge = r.register_script(_INDEX + _PURGE)
+        await self.ping()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+            self._listener = None
+        for task in list(self._background):
+            task.cancel()
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
+
+    @contextlib.asynccontextmanager
+    async def _errors(self) -> AsyncIterator[None]:
+        try:
+            yield
+        except (RedisError, OSError) as e:
+            raise Unavailable(f"redis store {self._safe_url()}: {e}", retry_after=1) from e
+
+    async def ping(self) -> None:
+        async with self._errors():
+            await self.redis.ping()
+
+    # ---- jobs
+
+    async def insert(self, job: JobRecord, limit: int | None = None) -> JobRecord:
+        # Inserts that arrive in the same event-loop turn share one round trip.
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[JobRecord] = loop.create_future()
+        self._pending.append((job, limit, done))
+        if len(self._pending) == 1:
+            loop.call_soon(self._flush_soon)
+        return await done
+
+    def _flush_soon(self) -> None:
+        pending, self._pending = self._pending, []
+        task = asyncio.ensure_future(self._flush_inserts(pending))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _flush_inserts(
+        self, pending: list[tuple[JobRecord, int | None, asyncio.Future[JobRecord]]]
+    ) -> None:
+        rows: list[tuple[JobRecord, list[Any], asyncio.Future[JobRecord]]] = []
+        limits: dict[str, int] = {}
+        for job, limit, done in pending:
+            try:
+                args: list[Any] = [
+                    self.prefix,
+                    job.id,
+                    job.endpoint,
+                    job.idempotency_key or "",
+                    "" if limit is None else limit,
+                ]
+                for name in _FIELDS:
+                    value = getattr(job, name)
+                    if value is not None and name != "seq":
+                        args += [name, _encode(name, value)]
+            except TypeError as e:  # one unstorable input must not fail its neighbours
+                done.set_exception(ValueError(f"input cannot be stored as JSON: {e}"))
+                continue
+            rows.append((job, args, done))
+            if limit is not None:
+                limits[job.id] = limit
+        try:
+            async with self._errors():
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for _, args, _ in rows:
+                        await self._insert(args=args, client=pipe)
+                    answers = await pipe.execute()
+                existing = [a[1].decode() for a in answers if int(a[0]) == 0]
+                found = {}
+                if existing:
+                    for other in await self._get_many(existing):
+                        if other is not None:
+                            found[other.id] = other
+        except Exception as e:
+            for _, _, done in rows:
+                if not done.done():
+                    done.set_exception(e)
+            return
+        for (job, _, done), (seq, job_id) in zip(rows, answers, strict=True):
+            if done.done():
+                continue
+            if int(seq) < 0:
+                queued = int(job_id)
+                done.set_exception(Overloaded(full_queue(job.endpoint, queued, limits[job.id])))
+            elif int(seq) == 0:
+                other = found.get(job_id.decode())
+                if other is None:
+                    done.set_exception(Unavailable("an idempotent job vanished; retry"))
+                else:
+                    done.set_result(other)
+            else:
+                job.seq = int(seq)
+                done.set_result(job)
+
+    async def _get_many(self, job_ids: Sequence[str]) -> list[JobRecord | None]:
+        if not job_ids:
+            return []
+        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self._key("job", job_id))
+            raws = await pipe.execute()
+        return [_decode(raw) if raw else None for raw in raws]
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        async with self._errors():
+            raw = await self.redis.hgetall(self._key("job", job_id))
+        return _decode(raw) if raw else None
+
+    async def _jobs(self, job_ids: Any) -> list[JobRecord]:
+        ids = [_text(i) for i in job_ids]
+        return [j for j in await self._get_many(ids) if j is not None]
+
+    async def lease(
+        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+    ) -> list[JobRecord]:
+        args: list[Any] = [self.prefix, endpoint, worker_id, limit, repr(now), repr(lease_until)]
+        async with self._errors():
+            ids = await self._lease(args=args)
+        return await self._jobs(ids)
+
+    async def extend(self, worker_id: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
+        if not job_ids:
+            return []
+        async with self._errors():
+            held = await self._extend(args=[self.prefix, worker_id, repr(lease_until), *job_ids])
+        return [h.decode() for h in held]
+
+    async def update(self, updates: Sequence[Update]) -> list[JobRecord | None]:
+        if not updates:
+            return []
+        calls: list[list[Any]] = []
+        for u in updates:
+            unknown = set(u.changes) - CHANGEABLE
+            if unknown:
+                raise ValueError(f"cannot change {sorted(unknown)}")
+            sets: list[Any] = []
+            deletes: list[str] = []
+            for name, value in u.changes.items():
+                if value is None:
+                    deletes.append(name)
+                else:
+                    sets += [name, _encode(name, value)]
+            calls.append(
+                [
+                    self.prefix,
+                    u.job_id,
+                    ",".join(s.value for s in u.expect),
+                    u.worker_id or "",
+                    "" if u.attempt is None else u.attempt,
+                    len(sets) // 2,
+                    *sets,
+                    *deletes,
+                ]
+            )
+        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+            for args in calls:
+                await self._update(args=args, client=pipe)
+                pipe.hgetall(self._key("job", args[1]))
+            answers = await pipe.execute()
+        out: list[JobRecord | None] = []
+        for matched, raw in zip(answers[::2], answers[1::2], strict=True):
+            out.append(_decode(raw) if int(matched) and raw else None)
+        return out
+
+    async def _endpoints(self) -> list[str]:
+        async with self._errors():
+            names = await self.redis.smembers(self._key("endpoints"))
+        return sorted(_text(n) for n in names)
+
+    async def expired(self, now: float, limit: int) -> list[JobRecord]:
+        endpoints = await self._endpoints()
+        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+            for ep in endpoints:
+                pipe.zrange(
+                    self._key("r", ep),
+                    "-inf",
+                    f"({now!r}",
+                    byscore=True,
+                    offset=0,
+                    num=limit,
+                    withscores=True,
+                )
+            found = await pipe.execute()
+        ids = sorted((score, i) for batch in found for i, score in batch)[:limit]
+        jobs = await self._jobs([i for _, i in ids])
+        return [j for j in jobs if j.status is JobStatus.RUNNING]
+
+    async def running(self, worker_id: str | None = None) -> list[JobRecord]:
+        endpoints = await self._endpoints()
+        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+            for ep in endpoints:
+                pipe.zrange(self._key("r", ep), 0, -1)
+            found = await pipe.execute()
+        jobs = await self._jobs([i for batch in found for i in batch])
+        return [
+            j
+            for j in jobs
+            if j.status is JobStatus.RUNNING and (worker_id is None or j.worker_id == worker_id)
+        ]
+
+    async def position(self, job: JobRecord) -> int:
+        async with self._errors():
+            n = await self.redis.zcount(self._key("q", job.endpoint), "-inf", f"({job.seq}")
+        return int(n)
+
+    async def queue_depths(self) -> dict[str, dict[str, int]]:
+        endpoints = await self._endpoints()
+        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+            for ep in endpoints:
+                pipe.zcard(self._key("q", ep))
+                pipe.zcard(self._key("r", ep))
+            counts = await pipe.execute()
+        depths: dict[str, dict[str, int]] = {}
+        for ep, queued, running in zip(endpoints, counts[::2], counts[1::2], strict=True):
+            if queued or running:
+                depths[ep] = {"queued": int(queued), "running": int(running)}
+        return depths
+
+    async def oldest_queued(self, endpoint: str, limit: int) -> list[JobRecord]:
+        async with self._errors():
+            ids = await self.redis.zrange(self._key("q", endpoint), 0, limit - 1)
+        return await self._jobs(ids)
+
+    async def purge(self, completed_before: float, limit: int, endpoint: str | None = None) -> int:
+        endpoints = [endpoint] if endpoint is not None else await self._endpoints()
+        if not endpoints or limit <= 0:
+            return 0
+        async with self._errors():
+            n = await self._purge(args=[self.prefix, repr(completed_before), limit, *endpoints])
+        return int(n)
+
+    # ---- events
+
+    async def add_events(self, events: Sequence[Event]) -> list[Event]:
+        if not events:
+            return []
+        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+            for e in events:
+                pipe.rpush(self._key("ev", e.job_id), orjson.dumps([e.type, e.data, e.time]))
+            lengths = await pipe.execute()
+        return [
+            Event(e.job_id, e.type, e.data, int(n), e.time)
+            for e, n in zip(events, lengths, strict=True)
+        ]
+
+    async def events(self, job_id: str, after: int = 0, limit: int = 10_000) -> list[Event]:
+        if limit <= 0:
+            return []
+        async with self._errors():
+            raws = await self.redis.lrange(self._key("ev", job_id), after, after + limit - 1)
+        out = []
+        for n, raw in enumerate(raws, start=after + 1):
+            kind, data, at = orjson.loads(raw)
+            out.append(Event(job_id, kind, data, n, at))
+        return out
+
+    # ---- workers
+
+    async def put_worker(self, worker: dict[str, Any], ttl: float) -> None:
+        wid = worker["id"]
+        async with self._errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("w", wid), orjson.dumps(worker), px=max(1, int(ttl * 1000)))
+            pipe.zadd(self._key("workers"), {wid: time.time() + ttl})
+            await pipe.execute()
+
+    async def get_worker(self, worker_id: str) -> dict[str, Any] | None:
+        async with self._errors():
+            raw = await self.redis.get(self._key("w", worker_id))
+        return None if raw is None else dict(orjson.loads(raw))
+
+    async def list_workers(self) -> list[dict[str, Any]]:
+        key = self._key("workers")
+        async with self._errors():
+            await self.redis.zremrangebyscore(key, "-inf", f"({time.time()!r}")
+            ids = await self.redis.zrange(key, 0, -1)
+            if not ids:
+                return []
+            raws = await self.redis.mget([self._key("w", _text(i)) for i in ids])
+        workers = [dict(orjson.loads(r)) for r in raws if r is not None]
+        return sorted(workers, key=lambda w: str(w["id"]))
+
+    async def delete_worker(self, worker_id: str) -> None:
+        async with self._errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key("w", worker_id))
+            pipe.zrem(self._key("workers"), worker_id)
+            await pipe.execute()
+
+    # ---- endpoint specs
+
+    async def put_spec(self, spec: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
+        key, name, data = self._key("specs"), spec["name"], orjson.dumps(spec)
+        async with self._errors():
+            if replace:
+                await self.redis.hset(key, name, data)
+                return dict(spec)
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hsetnx(key, name, data)
+                pipe.hget(key, name)
+                _, stored = await pipe.execute()
+        return dict(orjson.loads(stored))
+
+    async def specs(self) -> list[dict[str, Any]]:
+        async with self._errors():
+            stored = await self.redis.hgetall(self._key("specs"))
+        return [dict(orjson.loads(stored[name])) for name in sorted(stored)]
+
+    # ---- announcements between servers
+
+    async def publish(self, topic: str) -> None:
+        async with self._errors():
+            await self.redis.publish(self._key("changes"), topic)
+
+    def subscribe(self, callback: Callable[[str], None]) -> None:
+        self._callbacks.append(callback)
+        if self._listener is None:
+            self._listener = asyncio.create_task(self._listen(), name="modelport-redis-listener")
+
+    async def _listen(self) -> None:
+        """Deliver announcements; after a lost connection, resubscribe with backoff and
+        announce ``all`` (what anyone waited for may have happened meanwhile)."""
+        delay = 0.1
+        channel = self._key("changes")
+        lost = False
+        while True:
+            try:
+                async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(channel)
+                    delay = 0.1
+                    if lost:
+                        lost = False
+                        for callback in self._callbacks:
+                            callback("all")
+                    async for message in pubsub.listen():
+                        if message.get("type") != "message":
+                            continue
+                        data = message["data"]
+                        text = data.decode() if isinstance(data, bytes) else str(data)
+                        for callback in self._callbacks:
+                            callback(text)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.warning("redis announcements lost (%s); resubscribing in %.1fs", e, delay)
+                lost = True
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
