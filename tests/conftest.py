@@ -153,6 +153,7 @@ class WorkerProcess:
                 self.proc.wait(timeout=20)
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
 
 
 @pytest.fixture

@@ -116,6 +116,8 @@ class Runner:
         self._pending_progress: dict[str, Event] = {}
         self._progress_sent = -1e9
         self._events_ready = asyncio.Event()
+        self._sending = asyncio.Lock()
+        """Held while events are sent: they go out in order, and all before a result."""
         self.progress_interval = progress_interval
         self.heartbeat_interval = heartbeat_interval
 
@@ -210,7 +212,9 @@ class Runner:
             try:
                 if self._events_ready.is_set():
                     self._events_ready.clear()
-                    await self._send_events()
+                    # Shielded: the pump stopping must not cut a send short (its events
+                    # would be lost); the final send waits for it through the lock.
+                    await asyncio.shield(self._send_events())
                 if loop.time() >= next_beat:
                     assert self.worker_id is not None
                     held = set(await self.transport.heartbeat(self.worker_id, job_ids))
@@ -222,6 +226,10 @@ class Runner:
                 next_beat = loop.time() + interval
 
     async def _send_events(self) -> None:
+        async with self._sending:
+            await self._send_pending()
+
+    async def _send_pending(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
         with self._lock:
