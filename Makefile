@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check bench clean
+.PHONY: install run test check bench load-generator clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -28,8 +28,20 @@ check: $(STAMP)  ## ruff + mypy
 	$(BIN)/ruff format --check modelport tests bench examples
 	$(BIN)/mypy
 
-bench: $(STAMP)  ## overhead benchmark against plain FastAPI and LitServe
+bench: $(STAMP) load-generator  ## benchmarks against plain FastAPI and LitServe
 	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/batching.py
+	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/remote.py
+	$(BIN)/python bench/streaming.py
+	$(BIN)/python bench/queue.py
+
+# wrk drives the HTTP benchmarks when it is there (Debian's package); without it they use
+# their own asyncio load generator, which needs more CPU for the same load.
+load-generator:
+	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& apt-get install -y -q wrk >/dev/null; } \
+		|| echo "wrk is not installed: the benchmarks use their asyncio load generator"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.db *.db-wal *.db-shm

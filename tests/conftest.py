@@ -271,3 +271,30 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.kill()
+
+
+WORKER_TOKEN = "test-worker-token"
+
+
+@pytest.fixture
+def trace(tmp_path: Path) -> Iterator[Path]:
+    """A file the models in tests/models/remote.py note what they did in."""
+    path = tmp_path / "trace.txt"
+    path.touch()
+    os.environ["MODELPORT_TEST_TRACE"] = str(path)
+    yield path
+    os.environ.pop("MODELPORT_TEST_TRACE", None)
+
+
+def worker_args(server: ServerProcess, target: str, processes: int = 1) -> list[str]:
+    """``modelport worker`` arguments for a model served through ``server``."""
+    return [target, "--server", server.url, "--token", WORKER_TOKEN, "--processes", str(processes)]
+
+
+def online(server: ServerProcess, endpoint: str) -> int:
+    """Workers online for an endpoint, as the server lists them (0 if it does not answer)."""
+    try:
+        r = httpx.get(f"{server.url}/endpoints/{endpoint}", timeout=5)
+    except httpx.TransportError:
+        return 0
+    return int(r.json()["workers_online"]) if r.status_code == 200 else 0

@@ -6,45 +6,32 @@ import os
 import random
 import signal
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ServerProcess, WorkerProcess, wait_for
+from conftest import (
+    WORKER_TOKEN,
+    ServerProcess,
+    WorkerProcess,
+    online,
+    wait_for,
+    worker_args,
+)
 
 from modelport import Client
 
 pytestmark = pytest.mark.e2e
 
-TOKEN = "test-worker-token"
 SLEEPY = "tests/models/remote.py:Sleepy"
 BATCHER = "tests/models/remote.py:Batcher"
 
 
-@pytest.fixture
-def trace(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "trace.txt"
-    path.touch()
-    os.environ["MODELPORT_TEST_TRACE"] = str(path)
-    yield path
-    os.environ.pop("MODELPORT_TEST_TRACE", None)
-
-
 def api_server(serve, tmp_path: Path) -> ServerProcess:
     server: ServerProcess = serve(
-        ["--worker-token", TOKEN, "--store", f"sqlite:///{tmp_path}/jobs.db"]
+        ["--worker-token", WORKER_TOKEN, "--store", f"sqlite:///{tmp_path}/jobs.db"]
     )
     return server.start().wait_ready()
-
-
-def worker_args(server: ServerProcess, target: str, processes: int = 1) -> list[str]:
-    return [target, "--server", server.url, "--token", TOKEN, "--processes", str(processes)]
-
-
-def online(server: ServerProcess, endpoint: str) -> int:
-    r = httpx.get(f"{server.url}/endpoints/{endpoint}", timeout=5)
-    return int(r.json()["workers_online"]) if r.status_code == 200 else 0
 
 
 def online_pids(server: ServerProcess, endpoint: str) -> set[int]:

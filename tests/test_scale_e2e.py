@@ -4,51 +4,29 @@ spread over them, servers and Redis going away."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from conftest import RedisServer, ServerProcess, wait_for
+from conftest import WORKER_TOKEN, RedisServer, ServerProcess, online, wait_for, worker_args
 
 from modelport import Client
 
 pytestmark = pytest.mark.e2e
 
-TOKEN = "test-worker-token"
 SLEEPY = "tests/models/remote.py:Sleepy"
 TICKER = "tests/models/stream.py:Ticker"
 
 
-@pytest.fixture
-def trace(tmp_path: Path) -> Iterator[Path]:
-    path = tmp_path / "trace.txt"
-    path.touch()
-    os.environ["MODELPORT_TEST_TRACE"] = str(path)
-    yield path
-    os.environ.pop("MODELPORT_TEST_TRACE", None)
-
-
 def api_servers(serve: Any, store: str, n: int, *extra: str) -> list[ServerProcess]:
-    servers = [serve(["--worker-token", TOKEN, "--store", store, *extra]).start() for _ in range(n)]
+    servers = [
+        serve(["--worker-token", WORKER_TOKEN, "--store", store, *extra]).start() for _ in range(n)
+    ]
     return [s.wait_ready() for s in servers]
-
-
-def worker_args(server: ServerProcess, target: str, processes: int = 1) -> list[str]:
-    return [target, "--server", server.url, "--token", TOKEN, "--processes", str(processes)]
-
-
-def online(server: ServerProcess, endpoint: str) -> int:
-    try:
-        r = httpx.get(f"{server.url}/endpoints/{endpoint}", timeout=5)
-    except httpx.TransportError:
-        return 0
-    return int(r.json()["workers_online"]) if r.status_code == 200 else 0
 
 
 async def submit_all(
