@@ -608,8 +608,10 @@ class RedisStore:
                         lost = False
                         for callback in self._callbacks:
                             callback("all")
-                    async for message in pubsub.listen():
-                        if message.get("type") != "message":
+                    while True:
+                        # A bounded read (None when quiet), whatever the socket timeout.
+                        message = await pubsub.get_message(timeout=5.0)
+                        if message is None or message.get("type") != "message":
                             continue
                         data = message["data"]
                         text = data.decode() if isinstance(data, bytes) else str(data)
