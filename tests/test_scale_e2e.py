@@ -222,3 +222,26 @@ def _predicts(url: str, n: int) -> bool:
     except httpx.TransportError:
         return False
     return r.status_code == 200 and r.json()["output"]["n"] == n
+
+
+def test_serve_processes_shares_one_port_over_redis(serve: Any, redis_url: str) -> None:
+    (server,) = api_servers(serve, redis_url, 1, "tests/models/basic.py:Add", "--processes", "2")
+    instances: set[str] = set()
+    # Each request on a new connection: the kernel hands connections to either process.
+    for i in range(200):
+        with httpx.Client(timeout=30) as http:
+            r = http.post(f"{server.url}/endpoints/add/jobs", json={"input": {"a": i, "b": 1}})
+        assert r.status_code == 200, r.text
+        assert r.json()["output"] == {"sum": i + 1}
+        instances.add(r.json()["worker"].split(":")[1])
+        if len(instances) == 2:
+            break
+    assert len(instances) == 2, "both processes served requests"
+    # A job submitted through one process is visible through either.
+    with Client(server.url) as c:
+        job = c.submit("add", a=2, b=3)
+    for _ in range(10):  # new connections, so either process answers
+        with Client(server.url) as c:
+            assert c.job(job.id).wait(timeout=30).output == {"sum": 5}
+    with pytest.raises(RuntimeError, match="needs a store they can share"):
+        api_servers(serve, "memory://", 1, "tests/models/basic.py:Add", "--processes", "2")
