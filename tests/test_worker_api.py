@@ -673,6 +673,36 @@ async def test_results_for_jobs_not_held_are_refused(api: Api) -> None:
     assert (done_b["status"], done_b["output"], done_b["error"]) == ("failed", None, "boom")
 
 
+@BOTH_STORES
+async def test_results_ride_on_the_next_lease(api: Api) -> None:
+    """One request per batch: the previous batch's results, then the next batch."""
+    worker_id = await api.register()
+    first, second = await api.submit(text="a"), await api.submit(text="b")
+    (job,) = (await api.lease(worker_id))["jobs"]
+    r = await api.http.post(
+        f"/workers/{worker_id}/lease",
+        json={
+            "max_jobs": 1,
+            "wait": 0,
+            "results": [result(job, OK), {**result(job, OK), "job_id": "nope"}],
+        },
+        headers=AUTH,
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["accepted"], body["refused"]) == ([first], ["nope"])
+    assert [j["id"] for j in body["jobs"]] == [second]
+    assert (await api.job(first))["output"] == OK
+    # Results are checked like on the results route, before anything is leased.
+    bad = await api.http.post(
+        f"/workers/{worker_id}/lease",
+        json={"max_jobs": 1, "wait": 0, "results": [{"job_id": second}]},
+        headers=AUTH,
+    )
+    assert bad.status_code == 422, bad.text
+    assert (await api.job(second))["status"] == "running"
+
+
 async def test_an_error_result_fails_the_job_with_its_message(api: Api) -> None:
     worker_id = await api.register()
     submit = asyncio.create_task(api.submit_and_wait(text="hi"))

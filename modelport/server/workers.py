@@ -36,12 +36,6 @@ class _Registration(pydantic.BaseModel):
     worker_id: str | None = pydantic.Field(default=None, pattern=r"^[0-9a-f]{16}$")
 
 
-class _Lease(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="forbid")
-    max_jobs: int = pydantic.Field(default=1, ge=1, le=MAX_JOBS)
-    wait: float = pydantic.Field(default=20.0, ge=0, le=MAX_LEASE_WAIT)
-
-
 class _Event(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     job_id: str
@@ -67,6 +61,27 @@ class _Result(pydantic.BaseModel):
 class _Results(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="forbid")
     results: list[_Result] = pydantic.Field(max_length=10_000)
+
+    def parsed(self) -> list[Result]:
+        return [
+            Result(r.job_id, r.endpoint, r.attempt, output=r.output, error=r.error, retry=r.retry)
+            for r in self.results
+        ]
+
+
+class _Lease(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+    max_jobs: int = pydantic.Field(default=1, ge=1, le=MAX_JOBS)
+    wait: float = pydantic.Field(default=20.0, ge=0, le=MAX_LEASE_WAIT)
+    results: list[_Result] = pydantic.Field(default_factory=list, max_length=10_000)
+    """The previous batch's results, delivered before leasing (saves a round trip)."""
+
+
+def _verdicts(results: list[Result], accepted: list[bool]) -> dict[str, list[str]]:
+    return {
+        "accepted": [r.job_id for r, ok in zip(results, accepted, strict=True) if ok],
+        "refused": [r.job_id for r, ok in zip(results, accepted, strict=True) if not ok],
+    }
 
 
 def _json(body: Any, status: int = 200) -> Response:
@@ -143,6 +158,8 @@ class WorkerRoutes:
         self.check(request)
         worker_id = request.path_params["id"]
         body = _parse(_Lease, await self._read_body(request))
+        results = _Results(results=body.results).parsed()
+        accepted = await self.broker.finish(worker_id, results) if results else []
         lease = asyncio.ensure_future(self.broker.lease(worker_id, body.max_jobs, body.wait))
         hangup = asyncio.ensure_future(_hangup(request))
         await asyncio.wait((lease, hangup), return_when=asyncio.FIRST_COMPLETED)
@@ -167,6 +184,7 @@ class WorkerRoutes:
                     for j in jobs
                 ],
                 "cancelled": self.broker.take_cancelled(worker_id),
+                **(_verdicts(results, accepted) if results else {}),
             }
         )
 
@@ -186,18 +204,9 @@ class WorkerRoutes:
     async def results(self, request: Request) -> Response:
         self.check(request)
         worker_id = request.path_params["id"]
-        body = _parse(_Results, await self._read_body(request))
-        results = [
-            Result(r.job_id, r.endpoint, r.attempt, output=r.output, error=r.error, retry=r.retry)
-            for r in body.results
-        ]
+        results = _parse(_Results, await self._read_body(request)).parsed()
         accepted = await self.broker.finish(worker_id, results)
-        return _json(
-            {
-                "accepted": [r.job_id for r, ok in zip(results, accepted, strict=True) if ok],
-                "refused": [r.job_id for r, ok in zip(results, accepted, strict=True) if not ok],
-            }
-        )
+        return _json(_verdicts(results, accepted))
 
     async def leave(self, request: Request) -> Response:
         self.check(request)

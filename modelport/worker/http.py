@@ -94,14 +94,17 @@ class HttpTransport:
         answer = await self._call("POST", "/workers", body)
         return str(answer["worker_id"])
 
-    async def lease(self, worker_id: str, max_jobs: int, wait: float) -> list[LeasedJob]:
+    async def lease(
+        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+    ) -> list[LeasedJob]:
+        body: dict[str, Any] = {"max_jobs": max_jobs, "wait": wait}
+        if results:
+            body["results"] = _results(results)
         answer = await self._call(
-            "POST",
-            f"/workers/{worker_id}/lease",
-            {"max_jobs": max_jobs, "wait": wait},
-            timeout=wait + self.timeout,
+            "POST", f"/workers/{worker_id}/lease", body, timeout=wait + self.timeout
         )
         self.cancelled.update(answer["cancelled"])
+        _log_refused(answer.get("refused", ()))
         return [
             LeasedJob(j["id"], j["endpoint"], j["input"], j["attempt"], j["lease_until"])
             for j in answer["jobs"]
@@ -120,24 +123,10 @@ class HttpTransport:
         return list(answer["held"])
 
     async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
-        body = {
-            "results": [
-                {
-                    "job_id": r.job_id,
-                    "endpoint": r.endpoint,
-                    "attempt": r.attempt,
-                    "output": r.output,
-                    "error": r.error,
-                    "retry": r.retry,
-                }
-                for r in results
-            ]
-        }
+        body = {"results": _results(results)}
         answer = await self._call("POST", f"/workers/{worker_id}/results", body)
         accepted = set(answer["accepted"])
-        refused = [r.job_id for r in results if r.job_id not in accepted]
-        if refused:
-            log.warning("the server refused results for %s (lease lost or cancelled)", refused)
+        _log_refused([r.job_id for r in results if r.job_id not in accepted])
         return [r.job_id in accepted for r in results]
 
     async def leave(self, worker_id: str) -> None:
@@ -148,3 +137,22 @@ class HttpTransport:
 
     async def aclose(self) -> None:
         await self._http.aclose()
+
+
+def _results(results: Sequence[Result]) -> list[dict[str, Any]]:
+    return [
+        {
+            "job_id": r.job_id,
+            "endpoint": r.endpoint,
+            "attempt": r.attempt,
+            "output": r.output,
+            "error": r.error,
+            "retry": r.retry,
+        }
+        for r in results
+    ]
+
+
+def _log_refused(job_ids: Sequence[str]) -> None:
+    if job_ids:
+        log.warning("the server refused results for %s (lease lost or cancelled)", list(job_ids))

@@ -39,7 +39,10 @@ class Transport(Protocol):
         self, info: WorkerInfo, specs: Sequence[EndpointSpec], worker_id: str | None
     ) -> str: ...
 
-    async def lease(self, worker_id: str, max_jobs: int, wait: float) -> list[LeasedJob]: ...
+    async def lease(
+        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+    ) -> list[LeasedJob]:
+        """Deliver ``results`` (as :meth:`results` does), then long-poll for a batch."""
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]: ...
 
@@ -62,7 +65,11 @@ class LocalTransport:
         wid = worker_id or self.broker.local_worker_id(info.name)
         return (await self.broker.join(info, specs, worker_id=wid)).id
 
-    async def lease(self, worker_id: str, max_jobs: int, wait: float) -> list[LeasedJob]:
+    async def lease(
+        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+    ) -> list[LeasedJob]:
+        if results:
+            await self.broker.finish(worker_id, results)
         return await self.broker.lease(worker_id, max_jobs, wait)
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
@@ -132,10 +139,13 @@ class Runner:
             self.ready.set()
         await self._register()
         try:
+            results: list[Result] = []
             while not self._draining.is_set():
-                jobs = await self._lease()
-                if jobs:
-                    await self.run_batch(jobs)
+                # The last batch's results ride on the next lease request: one round trip.
+                jobs = await self._lease(results)
+                results = await self.run_batch(jobs) if jobs else []
+            if results:
+                await self._report(results)
             if self.worker_id is not None:
                 await self.transport.leave(self.worker_id)
         finally:
@@ -155,10 +165,12 @@ class Runner:
         self.worker_id = await self.transport.register(info, [self.spec], self.worker_id)
         self.registered.set()
 
-    async def _lease(self) -> list[LeasedJob]:
+    async def _lease(self, results: list[Result]) -> list[LeasedJob]:
+        """A batch, after delivering ``results``; if the lease request fails or is given up,
+        the results are sent on their own."""
         assert self.worker_id is not None
         lease = asyncio.ensure_future(
-            self.transport.lease(self.worker_id, self.spec.max_batch_size, self.lease_wait)
+            self.transport.lease(self.worker_id, self.spec.max_batch_size, self.lease_wait, results)
         )
         stop = asyncio.ensure_future(self._draining.wait())
         try:
@@ -169,25 +181,32 @@ class Runner:
             lease.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await lease
+            if results:  # they may not have arrived; a repeat of one that did is refused
+                await self._report(results)
             return []
         try:
             return lease.result()
         except NotFound:
             log.warning("the server does not know worker %s; registering again", self.worker_id)
             await self._register()
+            if results:
+                await self._report(results)
             return []
 
-    async def run_batch(self, jobs: list[LeasedJob]) -> None:
+    async def run_batch(self, jobs: list[LeasedJob]) -> list[Result]:
+        """Compute a batch, sending its events as they come; return its results to report."""
         pump = asyncio.create_task(self._pump([j.id for j in jobs]))
         try:
-            results = await self._in_thread(self._compute, jobs, asyncio.get_running_loop())
+            results: list[Result] = await self._in_thread(
+                self._compute, jobs, asyncio.get_running_loop()
+            )
         finally:
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
         await self._send_events()  # chunks made just before the end go out before the result
         self._abandoned.difference_update(j.id for j in jobs)
-        await self._report(results)
+        return results
 
     async def _report(self, results: list[Result]) -> None:
         for _ in range(3):
