@@ -3,10 +3,15 @@ the previous response is in. Driven by ``wrk`` when available, else by a lean as
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import math
+import os
+import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -14,7 +19,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 
 @dataclass(frozen=True)
@@ -107,9 +112,14 @@ end
 """
 
 
-def run_wrk(wrk: str, target: Target, plan: Plan) -> LoadResult:
+def run_wrk(
+    wrk: str, target: Target, plan: Plan, settle: Callable[[], None] | None = None
+) -> LoadResult:
     """A warm-up ``wrk`` run, discarded, then the measured one (one thread, so it leaves the
-    most CPU to the server). wrk takes whole seconds, so the times are rounded."""
+    most CPU to the server). wrk takes whole seconds, so the times are rounded.
+
+    ``settle`` runs between the two: the warm-up's last requests are cut off, and a server
+    that keeps working on them (a job queue does) should be let finish first."""
     url = f"http://{target.host}:{target.port}{target.path}"
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
@@ -140,6 +150,8 @@ def run_wrk(wrk: str, target: Target, plan: Plan) -> LoadResult:
 
         if plan.warmup > 0:
             wrk_run(plan.warmup)
+            if settle is not None:
+                settle()
         out = wrk_run(plan.duration)
     if out["ok"] + out["bad"] >= plan.max_requests:
         print("wrk: request cap reached; req/s is a lower bound", file=sys.stderr)
@@ -316,7 +328,92 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-def run_asyncio(target: Target, plan: Plan) -> LoadResult:
-    """The built-in generator, on uvloop when it is installed."""
+def run_asyncio(target: Target, plan: Plan, settle: Callable[[], None] | None = None) -> LoadResult:
+    """The built-in generator, on uvloop when it is installed. ``settle`` is not called:
+    warm-up and measurement are one unbroken run, so nothing is cut off in between."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
         return runner.run(_drive(target, plan))
+
+
+class Load(Protocol):
+    """:func:`run_wrk` (its path bound) or :func:`run_asyncio`."""
+
+    def __call__(
+        self, target: Target, plan: Plan, settle: Callable[[], None] | None = None
+    ) -> LoadResult: ...
+
+
+def add_load_arguments(parser: argparse.ArgumentParser, duration: float = 10.0) -> None:
+    """The options every benchmark shares: how long, how hard, which generator, where to."""
+    parser.add_argument("--duration", type=float, default=duration, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
+    parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
+    parser.add_argument(
+        "--generator",
+        choices=["auto", "wrk", "asyncio"],
+        default="auto",
+        help="load generator; auto picks wrk when it is on PATH",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="measure everything this many times, interleaved, and report the median run "
+        "(default: %(default)s; use 3 or more on a busy machine)",
+    )
+    parser.add_argument("--startup-timeout", type=float, default=120.0, metavar="SECONDS")
+    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
+
+
+def check_load_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse impossible values of :func:`add_load_arguments`' options; pick the generator
+    (``args.load``, described by ``args.generator_name``)."""
+    if args.duration <= 0 or args.warmup < 0 or args.connections < 1:
+        parser.error("--duration and --connections must be positive, --warmup not negative")
+    if args.startup_timeout <= 0:
+        parser.error("--startup-timeout must be positive")
+    if not 1 <= args.rounds <= 100:
+        parser.error("--rounds must be between 1 and 100")
+    wrk = shutil.which("wrk") if args.generator != "asyncio" else None
+    if args.generator == "wrk" and wrk is None:
+        parser.error("--generator wrk: wrk is not on PATH")
+    if wrk is None:
+        args.generator_name, args.load = "asyncio", run_asyncio
+    else:
+        args.generator_name, args.load = f"wrk ({wrk})", functools.partial(run_wrk, wrk)
+
+
+def describe(generator: str, plan: Plan) -> str:
+    """One line on how the load is made and on what machine."""
+    return (
+        f"generator: {generator}; {plan.connections} connections, {plan.warmup:g}s warm-up, "
+        f"{plan.duration:g}s measured; python {platform.python_version()}, "
+        f"{os.cpu_count()} cores"
+    )
+
+
+def median_run(runs: list[LoadResult]) -> LoadResult:
+    """Of repeated runs, the one with the median req/s (the lower middle one for an even
+    count), so the latencies reported go with the throughput reported."""
+    ordered = sorted(runs, key=lambda r: r.rps)
+    return ordered[(len(ordered) - 1) // 2]
+
+
+def spread(runs: list[LoadResult]) -> str:
+    """The range of req/s over repeated runs, for a table cell ("" for one run)."""
+    if len(runs) < 2:
+        return ""
+    rates = [r.rps for r in runs]
+    return f"{min(rates):.0f}-{max(rates):.0f}"
+
+
+def result_json(result: LoadResult) -> dict[str, Any]:
+    """A result for a JSON report, with its requests per second."""
+    return {
+        "ok": result.ok,
+        "errors": result.errors,
+        "seconds": result.seconds,
+        "p50_ms": result.p50_ms,
+        "p99_ms": result.p99_ms,
+        "rps": result.rps,
+    }

@@ -3,20 +3,25 @@ stopped (every process in the group) on exit, interrupts held off while stopping
 
 from __future__ import annotations
 
+import functools
 import http.client
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import IO
+from types import FrameType
+from typing import IO, Any
 
 ROOT = Path(__file__).resolve().parents[1]
 HOST = "127.0.0.1"
 INTERRUPTS = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+WORKER_TOKEN = "bench-worker-token"
+"""The worker token of the API servers the benchmarks start (loopback only)."""
 
 
 class BenchError(Exception):
@@ -177,3 +182,125 @@ class Server(Process):
             if time.monotonic() > deadline:
                 raise StartError(f"not ready after {timeout:.0f}s")
             time.sleep(0.1)
+
+    def wait_workers(
+        self, endpoint: str, count: int, timeout: float, workers: Process | None = None
+    ) -> None:
+        """Poll ``GET /endpoints/{endpoint}`` until at least ``count`` workers are listed
+        online (bounded by ``timeout``); fail at once if this server or ``workers`` exits."""
+        deadline = time.monotonic() + timeout
+        online = 0
+        while True:
+            for proc in (self, workers):
+                if proc is not None and proc.proc.poll() is not None:
+                    raise StartError(f"{proc.name} exited with status {proc.proc.returncode}")
+            try:
+                status, body = get_json(self.port, f"/endpoints/{endpoint}", 2.0)
+                if status == 200:
+                    online = sum(1 for w in body["workers"] if w.get("state") == "online")
+                    if online >= count:
+                        return
+            except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
+                pass
+            if time.monotonic() > deadline:
+                raise StartError(
+                    f"{online} of {count} workers online for {endpoint!r} after {timeout:.0f}s"
+                )
+            time.sleep(0.1)
+
+    def wait_idle(self, endpoint: str, timeout: float) -> None:
+        """Poll ``GET /endpoints/{endpoint}`` until no job is queued or running (bounded by
+        ``timeout``): jobs of requests a load generator cut off still run to their end."""
+        deadline = time.monotonic() + timeout
+        left = "?"
+        while True:
+            if self.proc.poll() is not None:
+                raise LoadError(f"{self.name} exited with status {self.proc.returncode}")
+            try:
+                status, body = get_json(self.port, f"/endpoints/{endpoint}", 2.0)
+                if status == 200:
+                    queued, running = int(body["queue_depth"]), int(body["running"])
+                    if queued == 0 and running == 0:
+                        return
+                    left = f"{queued} queued, {running} running"
+            except (OSError, http.client.HTTPException, ValueError, KeyError, TypeError):
+                pass
+            if time.monotonic() > deadline:
+                raise LoadError(f"{endpoint!r} not idle after {timeout:.0f}s: {left}")
+            time.sleep(0.05)
+
+    def settler(self, endpoint: str, timeout: float) -> Callable[[], None]:
+        """:meth:`wait_idle` as a ``settle`` callback for a load generator."""
+        return functools.partial(self.wait_idle, endpoint, timeout)
+
+
+def get_json(port: int, path: str, timeout: float) -> tuple[int, Any]:
+    """``GET path``: the status and the parsed JSON body (None when it is not JSON)."""
+    status, body = http_call(port, "GET", path, None, timeout)
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, None
+
+
+def check_call(port: int, path: str, body: bytes, expect: bytes | None, timeout: float) -> bytes:
+    """One ``POST`` that must answer 200 (with ``expect`` in its body) before a load starts."""
+    try:
+        status, answer = http_call(port, "POST", path, body, timeout)
+    except (OSError, http.client.HTTPException) as e:
+        raise StartError(f"request to {path} failed: {e}") from None
+    if status != 200 or (expect is not None and expect not in answer):
+        raise StartError(f"{path} answered {status}: {answer[:300]!r}")
+    return answer
+
+
+def serve_command(
+    port: int, store: str, *targets: str, worker_token: str | None = None
+) -> list[str]:
+    """``modelport serve`` on loopback ``port``: embedded models ``targets``, and remote workers
+    when ``worker_token`` is given."""
+    command = [sys.executable, "-m", "modelport", "serve", *targets]
+    command += ["--host", HOST, "--port", str(port), "--store", store, "--log-level", "warning"]
+    if worker_token is not None:
+        command += ["--worker-token", worker_token]
+    return command
+
+
+def worker_command(port: int, target: str, processes: int, token: str = WORKER_TOKEN) -> list[str]:
+    """``modelport worker`` with ``processes`` model processes, serving the server on ``port``."""
+    return [
+        sys.executable,
+        "-m",
+        "modelport",
+        "worker",
+        target,
+        "--server",
+        f"http://{HOST}:{port}",
+        "--token",
+        token,
+        "--processes",
+        str(processes),
+        "--grace",
+        "5",
+        "--log-level",
+        "warning",
+    ]
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def exit_on_signals() -> None:
+    """SIGTERM and SIGHUP raise SystemExit, so every ``with Process`` stops its group."""
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+
+
+def ratio(a: float, b: float) -> float | None:
+    return a / b if b > 0 else None
+
+
+def fmt(value: float | None, spec: str = ".2f", suffix: str = "") -> str:
+    """A number for a table cell; ``n/a`` for None."""
+    return "n/a" if value is None else f"{value:{spec}}{suffix}"
