@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -344,6 +345,16 @@ async def test_position_counts_queued_jobs_ahead(store: JobStore) -> None:
     assert await store.position(jobs[3]) == 1
 
 
+async def test_position_deep_in_a_long_queue(store: JobStore) -> None:
+    jobs = await asyncio.gather(*(store.insert(job(input={"n": i})) for i in range(5000)))
+    await store.lease("echo", "w1", 10, NOW, LEASE_UNTIL)
+    await store.update([Update(jobs[100].id, QUEUED, {"status": JobStatus.CANCELLED})])
+    assert await store.position(jobs[50]) == 40
+    assert await store.position(jobs[4500]) == 4489
+    assert await store.position(jobs[-1]) == 4988
+    assert await store.queue_depths() == {"echo": {"queued": 4989, "running": 10}}
+
+
 async def test_queue_depths_count_queued_and_running_per_endpoint(store: JobStore) -> None:
     assert await store.queue_depths() == {}
     await insert(store, 4, "a")
@@ -475,6 +486,28 @@ async def test_durable_stores_keep_jobs_across_close_and_reopen(
             jobs[2].id,
             newer.id,
         ]
+    finally:
+        await second.close()
+
+
+async def test_sqlite_recounts_a_file_written_before_it_kept_counts(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    first = store_from_url(f"sqlite:///{path}")
+    await first.open()
+    await insert(first, 3)
+    await lease_one(first)
+    await first.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(
+            "DROP TRIGGER jobs_count_insert; DROP TRIGGER jobs_count_leave;"
+            " DROP TRIGGER jobs_count_enter; DROP TRIGGER jobs_count_delete; DROP TABLE counts;"
+        )
+    second = store_from_url(f"sqlite:///{path}")
+    await second.open()
+    try:
+        assert await second.queue_depths() == {"echo": {"queued": 2, "running": 1}}
+        await insert(second, 1)
+        assert await second.queue_depths() == {"echo": {"queued": 3, "running": 1}}
     finally:
         await second.close()
 

@@ -63,7 +63,40 @@ CREATE TABLE IF NOT EXISTS workers (
     data BLOB NOT NULL,
     expires REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS counts (
+    endpoint TEXT NOT NULL,
+    status TEXT NOT NULL,
+    n INTEGER NOT NULL,
+    PRIMARY KEY (endpoint, status)
+) WITHOUT ROWID;
+CREATE TRIGGER IF NOT EXISTS jobs_count_insert AFTER INSERT ON jobs
+WHEN NEW.status IN ('queued', 'running') BEGIN
+    INSERT INTO counts VALUES (NEW.endpoint, NEW.status, 1) ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_count_leave AFTER UPDATE OF status ON jobs
+WHEN OLD.status IN ('queued', 'running') AND NEW.status IS NOT OLD.status BEGIN
+    UPDATE counts SET n = n - 1 WHERE endpoint = OLD.endpoint AND status = OLD.status;
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_count_enter AFTER UPDATE OF status ON jobs
+WHEN NEW.status IN ('queued', 'running') AND NEW.status IS NOT OLD.status BEGIN
+    INSERT INTO counts VALUES (NEW.endpoint, NEW.status, 1) ON CONFLICT DO UPDATE SET n = n + 1;
+END;
+CREATE TRIGGER IF NOT EXISTS jobs_count_delete AFTER DELETE ON jobs
+WHEN OLD.status IN ('queued', 'running') BEGIN
+    UPDATE counts SET n = n - 1 WHERE endpoint = OLD.endpoint AND status = OLD.status;
+END;
 """
+# Queued and running jobs per endpoint, kept by the triggers above in the same transaction as
+# the change, so a depth is one row read instead of a scan of the queue. Recounted at open, for
+# files written before the counts existed.
+_RECOUNT = """
+DELETE FROM counts;
+INSERT INTO counts SELECT endpoint, status, count(*) FROM jobs
+    WHERE status IN ('queued', 'running') GROUP BY endpoint, status;
+"""
+_EXACT_POSITION = 4096
+"""A position below this is counted from the front of the queue; a later one as the queue's
+depth less the jobs behind it (a job just submitted has few behind it)."""
 
 _COLUMNS = (
     "seq, id, endpoint, status, input, output, error, progress, created_at, started_at,"
@@ -101,6 +134,13 @@ def _row(r: tuple[Any, ...]) -> JobRecord:
     )
 
 
+def _queued(db: sqlite3.Connection, endpoint: str) -> int:
+    row = db.execute(
+        "SELECT n FROM counts WHERE endpoint = ? AND status = 'queued'", (endpoint,)
+    ).fetchone()
+    return int(row[0]) if row else 0
+
+
 class SqliteStore:
     """Jobs in one SQLite file (``sqlite:///path/to/file.db``)."""
 
@@ -125,6 +165,7 @@ class SqliteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
+            db.executescript(f"BEGIN IMMEDIATE; {_RECOUNT} COMMIT;")
             self._db = db
 
     async def close(self) -> None:
@@ -174,10 +215,7 @@ class SqliteStore:
                 done.set_exception(ValueError(f"input cannot be stored as JSON: {e}"))
         try:
             with self._transaction() as db:
-                queued: dict[str, int] = {}
-                stored = [
-                    self._insert_one(db, job, data, limit, queued) for job, data, limit, _ in rows
-                ]
+                stored = [self._insert_one(db, job, data, limit) for job, data, limit, _ in rows]
         except Exception as e:
             for _, _, _, done in rows:
                 if not done.done():
@@ -197,7 +235,6 @@ class SqliteStore:
         job: JobRecord,
         data: bytes,
         limit: int | None,
-        queued: dict[str, int],
     ) -> JobRecord | Overloaded:
         if job.idempotency_key is not None:
             row = db.execute(
@@ -207,15 +244,9 @@ class SqliteStore:
             if row is not None:
                 return _row(row)
         if limit is not None:
-            if job.endpoint not in queued:  # counted once per transaction, when asked for
-                (queued[job.endpoint],) = db.execute(
-                    "SELECT count(*) FROM jobs WHERE endpoint = ? AND status = 'queued'",
-                    (job.endpoint,),
-                ).fetchone()
-            if queued[job.endpoint] >= limit:
-                return Overloaded(full_queue(job.endpoint, queued[job.endpoint], limit))
-        if job.endpoint in queued:
-            queued[job.endpoint] += 1
+            depth = _queued(db, job.endpoint)
+            if depth >= limit:
+                return Overloaded(full_queue(job.endpoint, depth, limit))
         cur = db.execute(
             "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts,"
             " max_attempts, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -315,19 +346,27 @@ class SqliteStore:
         return [_row(r) for r in rows]
 
     async def position(self, job: JobRecord) -> int:
+        queued = "FROM jobs WHERE endpoint = ? AND status = 'queued'"
+        key = (job.endpoint, job.seq)
         with self._errors():
-            (n,) = self.db.execute(
-                "SELECT count(*) FROM jobs WHERE endpoint = ? AND status = 'queued' AND seq < ?",
-                (job.endpoint, job.seq),
+            db = self.db
+            (ahead,) = db.execute(
+                f"SELECT count(*) FROM (SELECT 1 {queued} AND seq < ? LIMIT {_EXACT_POSITION})",
+                key,
             ).fetchone()
-        return int(n)
+            if ahead < _EXACT_POSITION:
+                return int(ahead)
+            db.execute("BEGIN")  # one snapshot for the depth and the jobs behind
+            try:
+                (behind,) = db.execute(f"SELECT count(*) {queued} AND seq >= ?", key).fetchone()
+                depth = _queued(db, job.endpoint)
+            finally:
+                db.execute("COMMIT")
+        return max(depth - int(behind), _EXACT_POSITION)
 
     async def queue_depths(self) -> dict[str, dict[str, int]]:
         with self._errors():
-            rows = self.db.execute(
-                "SELECT endpoint, status, count(*) FROM jobs"
-                " WHERE status IN ('queued', 'running') GROUP BY endpoint, status"
-            ).fetchall()
+            rows = self.db.execute("SELECT endpoint, status, n FROM counts WHERE n > 0").fetchall()
         depths: dict[str, dict[str, int]] = {}
         for endpoint, status, n in rows:
             depths.setdefault(endpoint, {"queued": 0, "running": 0})[status] = n
