@@ -550,7 +550,20 @@ class Broker:
             self._job_time[timed[0].endpoint] = (
                 per_job if previous is None else 0.8 * previous + 0.2 * per_job
             )
-        return [job is not None for job in stored]
+        return [
+            job is not None or await self._recorded(worker_id, r)
+            for job, r in zip(stored, results, strict=True)
+        ]
+
+    async def _recorded(self, worker_id: str, r: Result) -> bool:
+        """Whether a refused result repeats one already recorded (a worker resends results
+        whose delivery it could not confirm): the same worker, attempt and outcome."""
+        job = await self.store.get(r.job_id)
+        if job is None or job.worker_id != worker_id or job.attempts != r.attempt:
+            return False
+        if r.error is None:
+            return job.status is JobStatus.SUCCEEDED and job.output == r.output
+        return job.status is JobStatus.FAILED and job.error == r.error
 
     def _result_update(self, worker_id: str, r: Result, now: float) -> Update:
         changes: dict[str, Any]

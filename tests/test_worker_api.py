@@ -661,13 +661,17 @@ async def test_results_for_jobs_not_held_are_refused(api: Api) -> None:
         "refused": ["nosuchjob"],
     }
     assert (await api.job(first))["status"] == "running"
-    # The holder's result counts; a second word on the same job does not.
+    # The holder's result counts; a second word on the same job does not, but a repeat of the
+    # recorded one (a worker resending results it could not confirm) is accepted, changing nothing.
     answer = await api.finish(w1, result(a, OK), result(b, error="boom"))
     assert answer == {"accepted": [first, second], "refused": []}
     again = await api.finish(
         w1, result(a, {"label": "neg", "score": 0.1}), result(b, OK), result(a, error="late")
     )
     assert again == {"accepted": [], "refused": [first, second, first]}
+    repeat = await api.finish(w1, result(a, OK), result(b, error="boom"))
+    assert repeat == {"accepted": [first, second], "refused": []}
+    assert await api.finish(w2, result(a, OK)) == {"accepted": [], "refused": [first]}
     done_a, done_b = await api.job(first), await api.job(second)
     assert (done_a["status"], done_a["output"], done_a["error"]) == ("succeeded", OK, None)
     assert (done_b["status"], done_b["output"], done_b["error"]) == ("failed", None, "boom")
