@@ -103,6 +103,7 @@ class Runner:
         lease_wait: float = 20.0,
         heartbeat_interval: float = 2.0,
         progress_interval: float = 0.2,
+        prefetch_below: float = 0.1,
         metadata: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
@@ -127,6 +128,9 @@ class Runner:
         """Held while events are sent: they go out in order, and all before a result."""
         self.progress_interval = progress_interval
         self.heartbeat_interval = heartbeat_interval
+        self.prefetch_below = prefetch_below
+        self._last_compute = float("inf")
+        self._prefetched: list[str] = []
 
     async def setup(self) -> None:
         """Run the model's ``setup()`` off the event loop."""
@@ -138,18 +142,54 @@ class Runner:
             await self.setup()
             self.ready.set()
         await self._register()
+        ahead: asyncio.Future[list[LeasedJob]] | None = None
         try:
             results: list[Result] = []
-            while not self._draining.is_set():
-                # The last batch's results ride on the next lease request: one round trip.
-                jobs = await self._lease(results)
-                results = await self.run_batch(jobs) if jobs else []
+            while True:
+                if ahead is not None:
+                    jobs, ahead = await ahead, None
+                    self._prefetched = []
+                elif self._draining.is_set():
+                    break
+                else:
+                    # The last batch's results ride on the next lease request: one round trip.
+                    jobs, results = await self._lease(results), []
+                if not jobs:
+                    continue
+                sending: asyncio.Future[None] | None = None
+                if self._prefetch(jobs):  # no long poll: the results it carries must not wait
+                    ahead, results = asyncio.ensure_future(self._lease(results, wait=0.0)), []
+                    ahead.add_done_callback(self._hold)
+                elif results:  # they go now, not after this batch
+                    sending, results = asyncio.ensure_future(self._report(results)), []
+                results = await self.run_batch(jobs)
+                if sending is not None:
+                    await sending
             if results:
                 await self._report(results)
             if self.worker_id is not None:
                 await self.transport.leave(self.worker_id)
         finally:
+            if ahead is not None:
+                ahead.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await ahead
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _hold(self, ahead: asyncio.Future[list[LeasedJob]]) -> None:
+        """The next batch arrived while this one runs: heartbeat its jobs too."""
+        if not ahead.cancelled() and ahead.exception() is None:
+            self._prefetched = [j.id for j in ahead.result()]
+
+    def _prefetch(self, jobs: list[LeasedJob]) -> bool:
+        """Whether to ask for the next batch while this one runs: when this one is full (the
+        queue is backed up) and the last batch took under ``prefetch_below`` seconds, so a
+        batch held meanwhile waits little, and the round trip no longer idles the model."""
+        return (
+            not self._draining.is_set()
+            and len(jobs) >= self.spec.max_batch_size
+            and self._last_compute < self.prefetch_below
+        )
 
     def drain(self) -> None:
         """Stop leasing; the batch in hand is finished and reported, then the worker leaves."""
@@ -165,12 +205,14 @@ class Runner:
         self.worker_id = await self.transport.register(info, [self.spec], self.worker_id)
         self.registered.set()
 
-    async def _lease(self, results: list[Result]) -> list[LeasedJob]:
-        """A batch, after delivering ``results``; if the lease request fails or is given up,
-        the results are sent on their own."""
+    async def _lease(self, results: list[Result], wait: float | None = None) -> list[LeasedJob]:
+        """A batch (waiting up to ``wait`` s for one, default ``lease_wait``), after delivering
+        ``results``; if the lease request fails or is given up, the results are sent on their
+        own."""
         assert self.worker_id is not None
+        wait = self.lease_wait if wait is None else wait
         lease = asyncio.ensure_future(
-            self.transport.lease(self.worker_id, self.spec.max_batch_size, self.lease_wait, results)
+            self.transport.lease(self.worker_id, self.spec.max_batch_size, wait, results)
         )
         stop = asyncio.ensure_future(self._draining.wait())
         try:
@@ -181,7 +223,7 @@ class Runner:
             lease.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await lease
-            if results:  # they may not have arrived; a repeat of one that did is refused
+            if results:  # they may not have arrived; the server accepts a repeat of one that did
                 await self._report(results)
             return []
         try:
@@ -196,11 +238,12 @@ class Runner:
     async def run_batch(self, jobs: list[LeasedJob]) -> list[Result]:
         """Compute a batch, sending its events as they come; return its results to report."""
         pump = asyncio.create_task(self._pump([j.id for j in jobs]))
+        loop = asyncio.get_running_loop()
+        started = loop.time()
         try:
-            results: list[Result] = await self._in_thread(
-                self._compute, jobs, asyncio.get_running_loop()
-            )
+            results: list[Result] = await self._in_thread(self._compute, jobs, loop)
         finally:
+            self._last_compute = loop.time() - started
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
@@ -236,9 +279,10 @@ class Runner:
                     await asyncio.shield(self._send_events())
                 if loop.time() >= next_beat:
                     assert self.worker_id is not None
-                    held = set(await self.transport.heartbeat(self.worker_id, job_ids))
+                    beating = job_ids + self._prefetched
+                    held = set(await self.transport.heartbeat(self.worker_id, beating))
                     # Jobs no longer held were cancelled or lost: stop them where the model allows.
-                    self._abandoned.update(j for j in job_ids if j not in held)
+                    self._abandoned.update(j for j in beating if j not in held)
                     next_beat = loop.time() + interval
             except Exception:
                 log.warning("sending events or a heartbeat failed; retrying", exc_info=True)

@@ -1,0 +1,107 @@
+"""The worker runner against an in-process broker: when it asks for the next batch."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import pytest
+
+import modelport
+from modelport.core import Broker
+from modelport.stores.memory import MemoryStore
+from modelport.wire import JobStatus, LeasedJob, Result
+from modelport.worker.runner import LocalTransport, Runner
+
+BOUND = 10.0
+"""A safety net for waits on events that come at once; never what a test waits for."""
+
+
+class Gated(modelport.Model):
+    """Batches of two; the second batch waits until the test opens the gate."""
+
+    name = "gated"
+    max_batch_size = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[int]] = []
+        self.second_started = threading.Event()
+        self.gate = threading.Event()
+
+    def predict_batch(self, inputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        self.batches.append([i["n"] for i in inputs])
+        if len(self.batches) == 2:
+            self.second_started.set()
+            self.gate.wait(BOUND)
+        return [{"n": i["n"]} for i in inputs]
+
+    def predict(self, n: int) -> dict[str, Any]:
+        raise AssertionError("predict_batch serves every batch")
+
+
+class Recording(LocalTransport):
+    """The in-process transport, noting the ``wait`` of every lease request."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        self.waits: list[float] = []
+
+    async def lease(
+        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+    ) -> list[LeasedJob]:
+        self.waits.append(wait)
+        return await super().lease(worker_id, max_jobs, wait, results)
+
+
+@pytest.fixture
+async def broker() -> AsyncIterator[Broker]:
+    b = Broker(MemoryStore())
+    b.add_endpoint(Gated.spec())
+    await b.start()
+    yield b
+    await b.stop()
+
+
+async def run_six_jobs(broker: Broker, prefetch_below: float) -> tuple[Runner, Recording, int]:
+    """Six queued jobs, batches of two; returns how many jobs the worker held while its second
+    batch ran."""
+    jobs = [await broker.submit("gated", {"n": n}) for n in range(6)]
+    model = Gated()
+    transport = Recording(broker)
+    runner = Runner(model, transport, lease_wait=0.2, prefetch_below=prefetch_below)
+    task = asyncio.create_task(runner.run())
+    try:
+        assert await asyncio.to_thread(model.second_started.wait, BOUND)
+        # Let the lease the runner may have sent meanwhile land before counting.
+        for _ in range(50):
+            await asyncio.sleep(0)
+        held = len(await broker.store.running(runner.worker_id))
+        model.gate.set()
+        finals = [await broker.wait(j.id, BOUND) for j in jobs]
+        assert [f.status for f in finals] == [JobStatus.SUCCEEDED] * 6
+        assert [f.output for f in finals] == [{"n": n} for n in range(6)]
+        assert model.batches == [[0, 1], [2, 3], [4, 5]]
+    finally:
+        model.gate.set()
+        runner.drain()
+        await asyncio.wait_for(task, BOUND)
+    return runner, transport, held
+
+
+async def test_a_quick_model_with_a_full_batch_leases_the_next_one_while_it_runs(
+    broker: Broker,
+) -> None:
+    _, transport, held = await run_six_jobs(broker, prefetch_below=60.0)
+    # The first batch's results went out with a lease that did not long-poll, and brought
+    # the third batch while the second ran.
+    assert held == 4
+    assert 0.0 in transport.waits
+
+
+async def test_a_slow_model_holds_one_batch_at_a_time(broker: Broker) -> None:
+    _, transport, held = await run_six_jobs(broker, prefetch_below=0.0)
+    assert held == 2
+    assert 0.0 not in transport.waits
