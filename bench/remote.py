@@ -2,10 +2,11 @@
 
     python bench/remote.py --duration 10
 
-The echo model (``examples/echo/model.py``, with the ``max_batch_size`` it declares) is
-served embedded (``modelport serve examples/echo/model.py``) and remote (an API server with
-no local model, ``--worker-token``, and ``modelport worker examples/echo/model.py
---processes N`` for each N in ``--processes``), in the same run, under the same closed-loop
+The echo model with batches of up to 32 (``bench/models/echo32.py``: ``examples/echo``'s
+model with ``max_batch_size = 32``) is served embedded (``modelport serve
+bench/models/echo32.py``) and remote (an API server with no local model, ``--worker-token``,
+and ``modelport worker bench/models/echo32.py --processes N`` for each N in
+``--processes``), in the same run, under the same closed-loop
 load (64 keep-alive connections). A remote measurement starts only once all N worker
 processes are listed online. Reported: req/s, p50, p99 and the ratios remote / embedded.
 Target: remote with one worker process >= 0.8 x embedded throughput.
@@ -56,7 +57,7 @@ from _servers import (
     worker_command,
 )
 
-MODEL = "examples/echo/model.py"
+MODEL = "bench/models/echo32.py"
 ENDPOINT = "echo"
 PATH = f"/endpoints/{ENDPOINT}/jobs"
 BODY = b'{"input": {"text": "hello"}}'
