@@ -1,0 +1,76 @@
+"""LitServe baseline for streaming: the streamer's generator behind a streaming LitAPI.
+
+Started by bench/streaming.py as ``python bench/apps/litserve_stream.py --port 8004
+--workers 1``. ``POST /predict`` takes the body modelport takes (``{"input": {"chunks": 100,
+"interval_ms": 10}}``) and streams one JSON line per chunk, ``{"output": " t1@..."}``, as
+LitServe writes a streamed dict; readiness is ``GET /health``.
+"""
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import litserve as ls
+
+ROOT = Path(__file__).resolve().parents[2]
+Generate = Callable[[int, float], Iterator[str]]
+
+
+def load_generate() -> Generate:
+    """``generate`` from ``bench/models/streamer.py``, the generator modelport serves too."""
+    sys.path.insert(0, str(ROOT))
+    generate: Generate = importlib.import_module("bench.models.streamer").generate
+    return generate
+
+
+class StreamAPI(ls.LitAPI):  # type: ignore[misc]
+    """One request is one generator run; its chunks go out as they are made.
+
+    LitServe reads the annotations at runtime to build its route, so they stay unquoted."""
+
+    def __init__(self, generate: Generate) -> None:
+        super().__init__(stream=True)
+        self.generate = generate
+
+    def setup(self, device: str) -> None:
+        self.model = self.generate
+
+    def decode_request(self, request: dict[str, Any], **kwargs: Any) -> tuple[int, float]:
+        inputs = request.get("input", {})
+        return int(inputs.get("chunks", 100)), float(inputs.get("interval_ms", 10.0))
+
+    def predict(self, x: tuple[int, float], **kwargs: Any) -> Iterator[str]:
+        yield from self.model(*x)
+
+    def encode_response(self, output: Iterator[str], **kwargs: Any) -> Any:
+        # Any: FastAPI would make a response model of an Iterator annotation, and fail.
+        for chunk in output:
+            yield {"output": chunk}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1, help="inference worker processes")
+    args = parser.parse_args()
+    generate = load_generate()
+    server = ls.LitServer(
+        StreamAPI(generate), accelerator="cpu", devices=1, workers_per_device=args.workers
+    )
+    server.run(
+        host="127.0.0.1",
+        port=args.port,
+        num_api_servers=1,
+        log_level="warning",
+        generate_client_file=False,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()
