@@ -214,12 +214,12 @@ class _Run:
                 await asyncio.sleep(0.05)
 
 
-class _Connection(asyncio.Protocol):
-    """One keep-alive connection: write the pre-built request, parse the response by its
-    Content-Length, repeat."""
+class HttpLoop(asyncio.Protocol):
+    """One keep-alive connection in a closed loop: write a request, read its answer by its
+    Content-Length, repeat. Subclasses say what to send next (:meth:`request`) and what an
+    answer (:meth:`answered`) or an unreadable one (:meth:`malformed`) means."""
 
-    def __init__(self, run: _Run) -> None:
-        self.run = run
+    def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.buffer = bytearray()
         self.need = -1
@@ -228,19 +228,33 @@ class _Connection(asyncio.Protocol):
         self.started = 0.0
         self.in_flight = False
 
+    def request(self) -> bytes | None:
+        """The next request to send; None closes the connection."""
+        raise NotImplementedError
+
+    def answered(self, now: float) -> None:
+        """An answer arrived at ``now``: ``status``, its body ``buffer[body_at:need]``."""
+        raise NotImplementedError
+
+    def malformed(self) -> None:
+        """An answer that is not HTTP/1.1 with a Content-Length: abort the connection."""
+        self.in_flight = False
+        if self.transport is not None:
+            self.transport.abort()
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.run.connections.add(self)
         self.send()
 
     def send(self) -> None:
         assert self.transport is not None
-        if not self.run.running:
+        request = self.request()
+        if request is None:
             self.transport.close()
             return
         self.in_flight = True
         self.started = perf_counter()
-        self.transport.write(self.run.request)
+        self.transport.write(request)
 
     def data_received(self, data: bytes) -> None:
         buf = self.buffer
@@ -252,7 +266,7 @@ class _Connection(asyncio.Protocol):
             head = bytes(buf[:end]).lower()
             at = head.find(b"\r\ncontent-length:")
             if at < 0 or not head.startswith(b"http/1.1 "):
-                self.abort()
+                self.malformed()
                 return
             stop = head.find(b"\r\n", at + 2)
             self.status = int(head[9:12])
@@ -261,28 +275,45 @@ class _Connection(asyncio.Protocol):
         if len(buf) < self.need:
             return
         now = perf_counter()
-        run = self.run
-        if now >= run.measure_from:
-            expect = run.target.expect
-            if self.status == 200 and (
-                expect is None or buf.find(expect, self.body_at, self.need) >= 0
-            ):
-                run.ok += 1
-            else:
-                run.errors += 1
-            run.latencies.append(now - self.started)
-            if run.ok + run.errors >= run.plan.max_requests:
-                run.finished.set()
         self.in_flight = False
+        self.answered(now)
         del buf[: self.need]
         self.need = -1
         self.send()
 
-    def abort(self) -> None:
+
+class _Connection(HttpLoop):
+    """A connection of a timed run: the same request until the run stops."""
+
+    def __init__(self, run: _Run) -> None:
+        super().__init__()
+        self.run = run
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.run.connections.add(self)
+        super().connection_made(transport)
+
+    def request(self) -> bytes | None:
+        return self.run.request if self.run.running else None
+
+    def answered(self, now: float) -> None:
+        run = self.run
+        if now < run.measure_from:
+            return
+        expect = run.target.expect
+        if self.status == 200 and (
+            expect is None or self.buffer.find(expect, self.body_at, self.need) >= 0
+        ):
+            run.ok += 1
+        else:
+            run.errors += 1
+        run.latencies.append(now - self.started)
+        if run.ok + run.errors >= run.plan.max_requests:
+            run.finished.set()
+
+    def malformed(self) -> None:
         self.run.failed()
-        self.in_flight = False
-        if self.transport is not None:
-            self.transport.abort()
+        super().malformed()
 
     def connection_lost(self, exc: Exception | None) -> None:
         run = self.run

@@ -55,7 +55,7 @@ from dataclasses import asdict, dataclass, field
 from time import perf_counter
 from typing import IO, Any, cast
 
-from _load import percentile
+from _load import HttpLoop, percentile
 from _servers import (
     HOST,
     ROOT,
@@ -252,56 +252,26 @@ class _Submits:
             task.cancel()
 
 
-class _Submitter(asyncio.Protocol):
-    """One keep-alive connection: send a submit, read its answer by Content-Length, repeat
-    while requests are left."""
+class _Submitter(HttpLoop):
+    """A connection of the submit phase: submits while requests are left."""
 
     def __init__(self, run: _Submits) -> None:
+        super().__init__()
         self.run = run
-        self.transport: asyncio.Transport | None = None
-        self.buffer = bytearray()
-        self.need = -1
-        self.status = 0
-        self.started = 0.0
-        self.in_flight = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)
         self.run.connections.add(self)
-        self.send()
+        super().connection_made(transport)
 
-    def send(self) -> None:
-        assert self.transport is not None
-        if not self.run.take():
-            self.transport.close()
-            return
-        self.in_flight = True
-        self.started = perf_counter()
-        self.transport.write(self.run.request)
+    def request(self) -> bytes | None:
+        return self.run.request if self.run.take() else None
 
-    def data_received(self, data: bytes) -> None:
-        buf = self.buffer
-        buf += data
-        if self.need < 0:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                return
-            head = bytes(buf[:end]).lower()
-            at = head.find(b"\r\ncontent-length:")
-            if at < 0 or not head.startswith(b"http/1.1 "):
-                assert self.transport is not None
-                self.transport.abort()  # counted as lost in connection_lost
-                return
-            stop = head.find(b"\r\n", at + 2)
-            self.status = int(head[9:12])
-            self.need = end + 4 + int(head[at + 17 : stop if stop > 0 else len(head)])
-        if len(buf) < self.need:
-            return
-        self.in_flight = False
+    def answered(self, now: float) -> None:
         self.run.record(self.status, self.started)
-        del buf[: self.need]
-        self.need = -1
-        self.send()
+
+    def malformed(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()  # counted as lost in connection_lost
 
     def connection_lost(self, exc: Exception | None) -> None:
         run = self.run
@@ -647,9 +617,9 @@ def report(results: dict[str, Result], failed: dict[str, BenchError], stores: li
         lines.append("".join(f"{c:{spec}}" for c, (_, spec) in zip(cells, columns, strict=True)))
     notes = []
     for store in stores:
-        r = results.get(store)
-        if r is None:
+        if store not in results:
             continue
+        r = results[store]
         s, d = r.submitted, r.drained
         notes.append(
             f"{store}: submits/s over the first tenth {s.early_rate:.0f}, the last tenth "
