@@ -63,10 +63,14 @@ class _Results(pydantic.BaseModel):
     results: list[_Result] = pydantic.Field(max_length=10_000)
 
     def parsed(self) -> list[Result]:
-        return [
-            Result(r.job_id, r.endpoint, r.attempt, output=r.output, error=r.error, retry=r.retry)
-            for r in self.results
-        ]
+        return _parsed(self.results)
+
+
+def _parsed(results: list[_Result]) -> list[Result]:
+    return [
+        Result(r.job_id, r.endpoint, r.attempt, output=r.output, error=r.error, retry=r.retry)
+        for r in results
+    ]
 
 
 class _Lease(pydantic.BaseModel):
@@ -158,19 +162,22 @@ class WorkerRoutes:
         self.check(request)
         worker_id = request.path_params["id"]
         body = _parse(_Lease, await self._read_body(request))
-        results = _Results(results=body.results).parsed()
+        results = _parsed(body.results)
         accepted = await self.broker.finish(worker_id, results) if results else []
-        lease = asyncio.ensure_future(self.broker.lease(worker_id, body.max_jobs, body.wait))
-        hangup = asyncio.ensure_future(_hangup(request))
-        await asyncio.wait((lease, hangup), return_when=asyncio.FIRST_COMPLETED)
-        hangup.cancel()
-        if not lease.done():
-            # The worker gave up on this long poll; the broker hands back what it took.
-            lease.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await lease
-            return Response(status_code=499)
-        jobs = lease.result()
+        if body.wait > 0:
+            lease = asyncio.ensure_future(self.broker.lease(worker_id, body.max_jobs, body.wait))
+            hangup = asyncio.ensure_future(_hangup(request))
+            await asyncio.wait((lease, hangup), return_when=asyncio.FIRST_COMPLETED)
+            hangup.cancel()
+            if not lease.done():
+                # The worker gave up on this long poll; the broker hands back what it took.
+                lease.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await lease
+                return Response(status_code=499)
+            jobs = lease.result()
+        else:  # no long poll (at most the batch window): nothing to watch for
+            jobs = await self.broker.lease(worker_id, body.max_jobs, 0.0)
         return _json(
             {
                 "jobs": [
