@@ -32,7 +32,7 @@ bench: $(STAMP) load-generator  ## benchmarks against plain FastAPI and LitServe
 	$(BIN)/python bench/overhead.py
 	$(BIN)/python bench/batching.py
 	$(BIN)/python bench/scaling.py
-	$(BIN)/python bench/remote.py
+	$(BIN)/python bench/remote.py --rounds 3
 	$(BIN)/python bench/streaming.py
 	$(BIN)/python bench/queue.py
 
