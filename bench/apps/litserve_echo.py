@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import litserve as ls
+from _litserve import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 Echo = Callable[[str], dict[str, str]]
@@ -50,18 +51,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    echo = load_echo()
-    server = ls.LitServer(EchoAPI(echo), accelerator="cpu", devices=1, workers_per_device=1)
-    server.run(
-        host="127.0.0.1",
-        port=args.port,
-        num_api_servers=1,
-        log_level="warning",
-        generate_client_file=False,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-    )
+    serve(EchoAPI(load_echo()), args.port)
 
 
 if __name__ == "__main__":

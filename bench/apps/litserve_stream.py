@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import litserve as ls
+from _litserve import serve
 
 ROOT = Path(__file__).resolve().parents[2]
 Generate = Callable[[int, float], Iterator[str]]
@@ -56,20 +57,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=1, help="inference worker processes")
     args = parser.parse_args()
-    generate = load_generate()
-    server = ls.LitServer(
-        StreamAPI(generate), accelerator="cpu", devices=1, workers_per_device=args.workers
-    )
-    server.run(
-        host="127.0.0.1",
-        port=args.port,
-        num_api_servers=1,
-        log_level="warning",
-        generate_client_file=False,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-    )
+    serve(StreamAPI(load_generate()), args.port, args.workers)
 
 
 if __name__ == "__main__":
