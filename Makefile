@@ -23,10 +23,13 @@ run: $(STAMP)  ## serve the iris demo on http://127.0.0.1:8000
 test: $(STAMP)  ## install everything and run every test
 	$(BIN)/pytest
 
+# mypy twice: the package, the examples and the bench models from the root; the benchmark
+# scripts from bench/, where they import their siblings (_load, _servers) as top-level modules.
 check: $(STAMP)  ## ruff + mypy
 	$(BIN)/ruff check modelport tests bench examples
 	$(BIN)/ruff format --check modelport tests bench examples
 	$(BIN)/mypy
+	cd bench && MYPYPATH=..:apps ../$(BIN)/mypy --config-file ../pyproject.toml *.py apps/*.py
 
 bench: $(STAMP) load-generator  ## benchmarks against plain FastAPI and LitServe
 	$(BIN)/python bench/overhead.py

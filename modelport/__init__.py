@@ -19,7 +19,7 @@ from modelport.errors import (
 )
 from modelport.model import Model
 from modelport.server.app import Settings, create_app
-from modelport.spec import EndpointSpec, FieldSpec, Input, spec_from_toml
+from modelport.spec import EndpointSpec, FieldSpec, Input, InputInfo, spec_from_toml
 from modelport.wire import Event, JobStatus
 from modelport.worker.supervisor import run_worker
 
@@ -33,6 +33,7 @@ __all__ = [
     "Event",
     "FieldSpec",
     "Input",
+    "InputInfo",
     "Job",
     "JobFailed",
     "JobStatus",

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,6 +27,12 @@ from modelport.spec import (
     spec_from_signature,
     spec_from_toml,
 )
+
+
+def _predict_undefined(self: Model, **inputs: Any) -> Any:
+    raise NotImplementedError(
+        f"{type(self).__name__} must define predict(self, ...) or predict_batch(self, inputs)"
+    )
 
 
 class Model:
@@ -55,11 +62,10 @@ class Model:
     def setup(self) -> None:
         """Load weights and warm up; called once per process before the first job."""
 
-    def predict(self, **inputs: Any) -> Any:
-        """Compute one output from one validated input."""
-        raise NotImplementedError(
-            f"{type(self).__name__} must define predict(self, ...) or predict_batch(self, inputs)"
-        )
+    predict: Callable[..., Any] = _predict_undefined
+    """Compute one output from one validated input: ``def predict(self, x: float = Input(ge=0))
+    -> dict[str, float]``. Declared as a callable, not a method, so each model gives it its
+    own signature without a type checker calling the override incompatible."""
 
     def predict_batch(self, inputs: list[dict[str, Any]]) -> list[Any]:
         """Compute one output per input; an exception in the list fails only its own job."""

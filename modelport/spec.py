@@ -58,11 +58,8 @@ class FieldSpec:
         return out
 
 
-class Input:
-    """Metadata for one ``predict`` parameter, used as its default value.
-
-    ``def predict(self, steps: int = Input(default=30, ge=1, le=100, description="..."))``
-    """
+class InputInfo:
+    """Metadata for one ``predict`` parameter: what :func:`Input` makes."""
 
     def __init__(
         self,
@@ -84,6 +81,36 @@ class Input:
         self.max_length = max_length
         self.choices = list(choices) if choices is not None else None
         self.pattern = pattern
+
+
+def Input(
+    default: Any = _MISSING,
+    *,
+    description: str = "",
+    ge: float | None = None,
+    le: float | None = None,
+    min_length: int | None = None,
+    max_length: int | None = None,
+    choices: list[Any] | None = None,
+    pattern: str | None = None,
+) -> Any:
+    """Metadata for one ``predict`` parameter, used as its default value (or in
+    ``Annotated[...]``):
+
+    ``def predict(self, steps: int = Input(default=30, ge=1, le=100, description="..."))``
+
+    Typed ``Any``, so a type checker takes it as a default of the parameter's own type.
+    """
+    return InputInfo(
+        default,
+        description=description,
+        ge=ge,
+        le=le,
+        min_length=min_length,
+        max_length=max_length,
+        choices=choices,
+        pattern=pattern,
+    )
 
 
 @dataclass
@@ -519,10 +546,10 @@ def spec_from_signature(
 
 
 def _field_from_hint(where: str, hint: Any, default: Any) -> FieldSpec:
-    info = default if isinstance(default, Input) else None
+    info = default if isinstance(default, InputInfo) else None
     if typing.get_origin(hint) is typing.Annotated:
         hint, *meta = typing.get_args(hint)
-        info = next((m for m in meta if isinstance(m, Input)), info)
+        info = next((m for m in meta if isinstance(m, InputInfo)), info)
     value = info.default if info is not None else default
     if value is inspect.Parameter.empty:
         value = _MISSING

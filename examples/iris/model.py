@@ -28,16 +28,14 @@ class Iris(modelport.Model):
         petal_length: float = Input(description="Petal length (cm)", ge=0, le=10),
         petal_width: float = Input(description="Petal width (cm)", ge=0, le=10),
     ) -> dict[str, Any]:
-        return self.predict_batch(
-            [
-                {
-                    "sepal_length": sepal_length,
-                    "sepal_width": sepal_width,
-                    "petal_length": petal_length,
-                    "petal_width": petal_width,
-                }
-            ]
-        )[0]
+        item = {
+            "sepal_length": sepal_length,
+            "sepal_width": sepal_width,
+            "petal_length": petal_length,
+            "petal_width": petal_width,
+        }
+        output: dict[str, Any] = self.predict_batch([item])[0]
+        return output
 
     def predict_batch(self, inputs: list[dict[str, Any]]) -> list[Any]:
         rows = [
