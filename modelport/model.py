@@ -51,13 +51,18 @@ class Model:
     max_attempts: ClassVar[int] = 3
     max_queue_length: ClassVar[int | None] = None
     retry_failed_batches: ClassVar[bool] = False
+    """Requeue a batch's jobs (up to max_attempts) when predict_batch raises, not fail them."""
     max_queue_time: ClassVar[float | None] = None
     """Seconds a job may wait for a worker before it is ``expired`` (server default if None)."""
     timeout: ClassVar[float | None] = None
     """Seconds a job may compute before it fails (server default if None)."""
     result_ttl: ClassVar[float | None] = None
     """Seconds a finished job is kept before it is deleted (server default if None)."""
-    """Requeue a batch's jobs (up to max_attempts) when predict_batch raises, not fail them."""
+    concurrency: ClassVar[int] = 1
+    """Batches one model instance runs at once, each on its own thread, in the API server
+    (embedded) and in each worker process; ``setup()`` still runs once. Raise it only for a
+    thread-safe ``predict`` that waits on I/O or releases the GIL, such as a generator
+    streaming tokens to several clients at once."""
 
     def setup(self) -> None:
         """Load weights and warm up; called once per process before the first job."""
@@ -123,6 +128,16 @@ class Model:
             kind=cls.kind,
             **settings,
         )
+
+
+def concurrency_of(cls: type[Model]) -> int:
+    """A model class's ``concurrency``, checked."""
+    value = cls.concurrency
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1024:
+        raise SpecError(
+            f"{cls.__qualname__}: concurrency must be an integer from 1 to 1024, got {value!r}"
+        )
+    return value
 
 
 def _beside(cls: type, relative: str) -> Path:

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 
 SLEEPY = "tests/models/remote.py:Sleepy"
 BATCHER = "tests/models/remote.py:Batcher"
+PAIR = "tests/models/remote.py:Pair"
 
 
 def api_server(serve, tmp_path: Path) -> ServerProcess:
@@ -135,6 +136,22 @@ def test_batch_size_8_model_gets_real_batches(serve, workers, tmp_path: Path, tr
     assert sum(sizes) == 64
     assert max(sizes) == 8
     assert len(sizes) <= 16, f"64 jobs should need few batches, got {sizes}"
+
+
+def test_a_concurrency_2_model_runs_two_jobs_at_once_in_one_process(
+    serve, workers, tmp_path: Path, trace: Path
+) -> None:
+    server = api_server(serve, tmp_path)
+    workers(worker_args(server, PAIR)).start()
+    wait_for(lambda: online(server, "pair") == 2, 60, "both lanes of the worker online")
+    with Client(server.url) as c:
+        jobs = [c.submit("pair", n=n) for n in range(6)]
+        finals = [c.job(j.id).wait(timeout=60) for j in jobs]
+    # Each job returns only once a second one ran beside it (the barrier would break).
+    assert [(f.status, f.data.get("error")) for f in finals] == [("succeeded", None)] * 6
+    assert len({f.data["output"]["pid"] for f in finals}) == 1
+    assert len({f.data["worker"] for f in finals}) == 2
+    assert [line.split()[0] for line in trace.read_text().splitlines()] == ["setup"]
 
 
 def test_crashed_child_is_restarted_and_its_jobs_requeued_at_once(

@@ -11,6 +11,8 @@ import pytest
 
 import modelport
 from modelport.core import Broker
+from modelport.errors import SpecError
+from modelport.server.app import Server
 from modelport.stores.memory import MemoryStore
 from modelport.wire import JobStatus, LeasedJob, Result
 from modelport.worker.runner import LocalTransport, Runner
@@ -105,3 +107,46 @@ async def test_a_slow_model_holds_one_batch_at_a_time(broker: Broker) -> None:
     _, transport, held = await run_six_jobs(broker, prefetch_below=0.0)
     assert held == 2
     assert 0.0 not in transport.waits
+
+
+class Pair(modelport.Model):
+    """Two jobs at once on one instance: each waits at a barrier until the other arrives."""
+
+    concurrency = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setups = 0
+        self.barrier = threading.Barrier(2, timeout=BOUND)
+
+    def setup(self) -> None:
+        self.setups += 1
+
+    def predict(self, n: int) -> dict[str, Any]:
+        self.barrier.wait()  # broken (and the job failed) unless a second job runs meanwhile
+        return {"n": n}
+
+
+async def test_concurrency_runs_batches_of_one_instance_side_by_side() -> None:
+    server = Server([Pair], store="memory://")
+    assert [r.name for r in server.runners] == ["pair#1", "pair#2"]
+    (model,) = {id(r.model): r.model for r in server.runners}.values()
+    for runner in server.runners:  # a lane that prefetched a second job would wait on itself
+        runner.prefetch_below = 0.0
+    async with server.lifespan(None):  # type: ignore[arg-type]
+        for runner in server.runners:
+            await asyncio.wait_for(runner.ready.wait(), BOUND)
+        jobs = [await server.broker.submit("pair", {"n": n}) for n in range(4)]
+        finals = [await server.broker.wait(j.id, BOUND) for j in jobs]
+        assert [(f.status, f.error) for f in finals] == [(JobStatus.SUCCEEDED, None)] * 4
+        assert len({f.worker_id for f in finals}) == 2
+        online = await server.broker.workers_online("pair")
+        assert sorted(w.info.name for w in online) == ["pair#1", "pair#2"]
+    assert model.setups == 1
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "2", 2000])
+def test_a_bad_concurrency_is_refused_naming_the_class(value: Any) -> None:
+    bad = type("Bad", (Pair,), {"concurrency": value})
+    with pytest.raises(SpecError, match=r"Bad: concurrency must be an integer from 1 to 1024"):
+        Server([bad], store="memory://")

@@ -70,6 +70,7 @@ class Textgen(modelport.Model):
     """Writes standard-library-flavoured prose, one word at a time."""
 
     kind = "chat"
+    concurrency = 4  # predict only reads the chain, with its own rng: chats stream side by side
 
     def setup(self) -> None:
         words = _WORD.findall(corpus())

@@ -45,7 +45,7 @@ from modelport.server.workers import WorkerRoutes, refuse_worker_token
 from modelport.spec import EndpointSpec
 from modelport.stores import JobStore, store_from_url
 from modelport.wire import JobRecord
-from modelport.worker.runner import LocalTransport, Runner
+from modelport.worker.runner import LocalTransport, Runner, lanes, set_up
 
 log = logging.getLogger("modelport.server")
 
@@ -125,14 +125,16 @@ class Server:
         self.workers = WorkerRoutes(self.broker, self.settings.worker_token, self._body)
         self.openai = OpenAIRoutes(self)
         self.runners: list[Runner] = []
+        self._instances: list[list[Runner]] = []
+        """The runners of each model instance (one per batch it may run at once)."""
         transport = LocalTransport(self.broker)
         for spec in specs:
             self._add(spec)
         for model in models:
-            instance = model() if isinstance(model, type) else model
-            runner = Runner(instance, transport)
-            self._add(runner.spec)
-            self.runners.append(runner)
+            group = lanes(model() if isinstance(model, type) else model, transport)
+            self._add(group[0].spec)
+            self._instances.append(group)
+            self.runners += group
         self._tasks: list[asyncio.Task[None]] = []
         self._setup_lock = asyncio.Lock()
         self.setup_errors: dict[str, str] = {}
@@ -146,7 +148,8 @@ class Server:
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
         await self.broker.start()
         self._tasks = [
-            asyncio.create_task(self._run(r), name=f"runner-{r.spec.name}") for r in self.runners
+            asyncio.create_task(self._run(group), name=f"runner-{group[0].spec.name}")
+            for group in self._instances
         ]
         try:
             yield
@@ -158,19 +161,19 @@ class Server:
                     await task
             await self.broker.stop()
 
-    async def _run(self, runner: Runner) -> None:
+    async def _run(self, group: list[Runner]) -> None:
+        name = group[0].spec.name
         try:
             # One setup() at a time: imports of heavy libraries racing in two threads can
             # see each other half-initialized (torch and scipy do).
             async with self._setup_lock:
-                await runner.setup()
+                await set_up(group)
         except Exception as e:
-            log.exception("setup() of %s failed; its endpoint stays not ready", runner.spec.name)
-            self.setup_errors[runner.spec.name] = f"setup() failed: {type(e).__name__}: {e}"
+            log.exception("setup() of %s failed; its endpoint stays not ready", name)
+            self.setup_errors[name] = f"setup() failed: {type(e).__name__}: {e}"
             return
-        runner.ready.set()
-        log.info("model %s is ready", runner.spec.name)
-        await runner.run()
+        log.info("model %s is ready", name)
+        await asyncio.gather(*(runner.run() for runner in group))
 
     # ---- routes
 

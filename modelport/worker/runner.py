@@ -23,7 +23,7 @@ from modelport import _context as context
 from modelport import logs
 from modelport.core import Broker
 from modelport.errors import NotFound
-from modelport.model import Model
+from modelport.model import Model, concurrency_of
 from modelport.spec import EndpointSpec
 from modelport.wire import Event, LeasedJob, Result, WorkerInfo
 
@@ -402,6 +402,26 @@ class Runner:
 
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def lanes(
+    model: Model, transport: Transport, name: str | None = None, **options: Any
+) -> list[Runner]:
+    """The runners of one model instance: one per batch it may run at once (its class's
+    ``concurrency``), named ``name``, or ``name#2``, ``name#3``... when there are several."""
+    count = concurrency_of(type(model))
+    base = name or type(model).spec().name
+    return [
+        Runner(model, transport, name=base if count == 1 else f"{base}#{i + 1}", **options)
+        for i in range(count)
+    ]
+
+
+async def set_up(runners: Sequence[Runner]) -> None:
+    """Run the shared model's ``setup()`` once, then mark every runner of it ready."""
+    await runners[0].setup()
+    for runner in runners:
+        runner.ready.set()
 
 
 class JobAbandoned(Exception):

@@ -27,7 +27,7 @@ import httpx
 from modelport.logs import configure as configure_logs
 from modelport.model import Model
 from modelport.worker.http import HttpTransport
-from modelport.worker.runner import Runner
+from modelport.worker.runner import lanes, set_up
 
 log = logging.getLogger("modelport.worker")
 
@@ -68,20 +68,20 @@ async def _child(
 ) -> None:
     transport = HttpTransport(server, token)
     metadata = {"host": socket.gethostname(), "pid": os.getpid(), "slot": slot}
-    runners = [
-        Runner(cls(), transport, name=f"{name}/{slot}", metadata=metadata)
+    instances = [
+        lanes(cls(), transport, name=f"{name}/{slot}", metadata=metadata)
         for ref in refs
         for cls in _models(ref)
     ]
+    runners = [runner for group in instances for runner in group]
 
     def drain() -> None:
         for runner in runners:
             runner.drain()
 
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, drain)
-    for runner in runners:  # one at a time: concurrent heavy imports can race
-        await runner.setup()
-        runner.ready.set()
+    for group in instances:  # one at a time: concurrent heavy imports can race
+        await set_up(group)
     tasks = [asyncio.create_task(r.run()) for r in runners]
     waiting = {asyncio.create_task(r.registered.wait()) for r in runners}
     while waiting:

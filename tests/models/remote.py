@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -44,3 +45,19 @@ class Batcher(modelport.Model):
         _trace(f"batch {len(inputs)}")
         time.sleep(0.02)
         return [x["n"] * 10 for x in inputs]
+
+
+class Pair(modelport.Model):
+    """Runs two jobs at once on one instance: each waits at a barrier until the other
+    arrives, then takes long enough (0.15 s) that no lane leases ahead of its sibling."""
+
+    concurrency = 2
+
+    def setup(self) -> None:
+        _trace(f"setup {os.getpid()}")
+        self.barrier = threading.Barrier(2, timeout=30)
+
+    def predict(self, n: int) -> dict[str, Any]:
+        self.barrier.wait()
+        time.sleep(0.15)
+        return {"n": n, "pid": os.getpid()}
