@@ -18,9 +18,9 @@ generator is measured four ways in one run:
 
 Each system gets ``--warmup-streams`` unmeasured streams, then ``--streams`` measured ones,
 ``--concurrency`` C at a time (default 1: one stream after another, each on a fresh
-loopback connection opened before its clock starts). A generator model runs one job at a
-time per model process, so C > 1 gives ``remote`` C worker processes and ``litserve`` C
-workers, while ``embedded`` has its one model thread and queues the rest.
+loopback connection opened before its clock starts). With C > 1, ``embedded`` serves the
+model with ``concurrency = C`` (one instance, C streams at once), ``remote`` gets C worker
+processes and ``litserve`` C workers.
 
 Reported per system: the time from sending the request to the first chunk's arrival (p50,
 p99), what it adds at p50 to the direct call's, the chunk rate of a stream (chunks after
@@ -367,7 +367,10 @@ def measure(system: str, scratch: Path, settings: Settings, args: argparse.Names
                 f"--port={port}",
                 f"--workers={args.concurrency}",
             ]
-        server = stack.enter_context(Server(system, command, port, log))
+        # Embedded: one model instance streams C jobs at once (its concurrency, read by
+        # bench/models/streamer.py from BENCH_STREAMS).
+        env = {"BENCH_STREAMS": str(args.concurrency)} if system == "embedded" else None
+        server = stack.enter_context(Server(system, command, port, log, env))
         try:
             server.wait_ready("/health" if system == "litserve" else "/health/ready", timeout)
             if system == "remote":
@@ -446,8 +449,8 @@ def report(
     )
     if concurrency > 1:
         lines.append(
-            f"{TARGET_SYSTEM} has one model thread: of {concurrency} streams at a time, all but "
-            "one wait in its queue (the targets are for one stream at a time)"
+            f"{concurrency} streams at a time: {TARGET_SYSTEM} with concurrency {concurrency} "
+            "(one model instance), remote and litserve with that many model processes"
         )
     if v:
         lines.append("")

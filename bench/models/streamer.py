@@ -15,6 +15,7 @@ can tell how long each chunk took to reach it (:func:`made_at`).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 
@@ -44,11 +45,12 @@ def made_at(chunk: str) -> float:
 class Streamer(modelport.Model):
     """Streams ``chunks`` short tokens, one every ``interval_ms`` milliseconds.
 
-    A generator ``predict`` runs one job at a time per model process (a batch's jobs would run
-    one after another), so the batch size stays 1."""
+    A batch's jobs would stream one after another, so the batch size stays 1; streams run side
+    by side through ``concurrency`` (``$BENCH_STREAMS``, default 1, read at import)."""
 
     name = "streamer"
     max_batch_size = 1
+    concurrency = int(os.environ.get("BENCH_STREAMS", "1"))
 
     def predict(
         self,
