@@ -54,7 +54,9 @@ def test_chat_completion(client: openai.OpenAI) -> None:
     text = reply.choices[0].message.content
     assert reply.choices[0].message.role == "assistant"
     assert text and len(text.split()) >= 12
-    assert reply.choices[0].finish_reason == "stop"
+    # Twelve chunks (tokens) made, all that was asked for.
+    assert reply.choices[0].finish_reason == "length"
+    assert reply.usage is not None and reply.usage.completion_tokens == 12
     again = client.chat.completions.create(
         model="textgen",
         messages=[{"role": "user", "content": "How do I read a file?"}],
@@ -75,7 +77,7 @@ def test_chat_completion_stream_arrives_in_chunks(client: openai.OpenAI) -> None
     assert chunks[0].choices[0].delta.role == "assistant"
     pieces = [c.choices[0].delta.content for c in chunks if c.choices[0].delta.content]
     assert len(pieces) == 30
-    assert chunks[-1].choices[0].finish_reason == "stop"
+    assert chunks[-1].choices[0].finish_reason == "length"
     plain = client.chat.completions.create(
         model="textgen", messages=[{"role": "user", "content": "threads"}], max_tokens=30
     )
@@ -92,6 +94,9 @@ def test_chat_stop_and_temperature_zero(client: openai.OpenAI) -> None:
     )
     text = cold.choices[0].message.content or ""
     assert "." not in text.rstrip(".")[:-1]
+    # The stop sequence ended it before max_tokens.
+    assert cold.usage is not None and cold.usage.completion_tokens < 40
+    assert cold.choices[0].finish_reason == "stop"
 
 
 def test_embeddings_base64_by_default_and_float(client: openai.OpenAI) -> None:

@@ -104,6 +104,11 @@ def _words(text: str) -> int:
     return len(text.split())
 
 
+def _finish(tokens: int, max_tokens: int | None) -> str:
+    """``length`` when the answer used all the tokens asked for, else ``stop``."""
+    return "length" if max_tokens is not None and tokens >= max_tokens else "stop"
+
+
 class OpenAIRoutes:
     """/v1/models, /v1/chat/completions and /v1/embeddings."""
 
@@ -184,14 +189,17 @@ class OpenAIRoutes:
         inputs.update({k: v for k, v in optional.items() if v is not None and k in spec.inputs})
         job = await self.broker.submit(spec.name, self._validated(spec, inputs))
         completion_id = f"chatcmpl-{job.id}"
+        max_tokens = inputs.get("max_tokens")
         if body.stream:
             return EventStream(
-                self._chunks(job, completion_id, body.model),
+                self._chunks(job, completion_id, body.model, max_tokens),
                 SSE,
                 on_hangup=lambda: self._cancel(job.id),
             )
         job = await self.broker.wait(job.id, self.server.settings.max_wait, job=job)
         text = self._final_text(job)
+        chunks = sum(e.type == "output" for e in await self.broker.store.events(job.id))
+        completion = chunks or _words(text)
         prompt = sum(_words(m["content"]) for m in inputs["messages"])
         return _json(
             {
@@ -203,13 +211,13 @@ class OpenAIRoutes:
                     {
                         "index": 0,
                         "message": {"role": "assistant", "content": text},
-                        "finish_reason": "stop",
+                        "finish_reason": _finish(completion, max_tokens),
                     }
                 ],
                 "usage": {
                     "prompt_tokens": prompt,
-                    "completion_tokens": _words(text),
-                    "total_tokens": prompt + _words(text),
+                    "completion_tokens": completion,
+                    "total_tokens": prompt + completion,
                 },
             }
         )
@@ -227,7 +235,9 @@ class OpenAIRoutes:
             )
         raise OpenAIError(502, f"the model did not answer: {job.error}", kind="server_error")
 
-    async def _chunks(self, job: JobRecord, completion_id: str, model: str) -> AsyncIterator[bytes]:
+    async def _chunks(
+        self, job: JobRecord, completion_id: str, model: str, max_tokens: int | None
+    ) -> AsyncIterator[bytes]:
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
             body = {
                 "id": completion_id,
@@ -239,14 +249,14 @@ class OpenAIRoutes:
             return b"data: " + orjson.dumps(body) + b"\n\n"
 
         yield chunk({"role": "assistant", "content": ""})
-        streamed = False
+        streamed = 0
         async for item in job_events(self.broker, job.id, None):
             if item is None:
                 yield b": keep-alive\n\n"
                 continue
             _, kind, data = item
             if kind == "output":
-                streamed = True
+                streamed += 1
                 yield chunk(
                     {"content": data if isinstance(data, str) else orjson.dumps(data).decode()}
                 )
@@ -260,7 +270,9 @@ class OpenAIRoutes:
                             else orjson.dumps(final).decode()
                         }
                     )
-                yield chunk({}, "stop")
+                    yield chunk({}, _finish(_words(_text(final)), max_tokens))
+                else:
+                    yield chunk({}, _finish(streamed, max_tokens))
             elif kind in (JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED):
                 error = OpenAIError(
                     502, f"the model did not answer: {data.get('error')}", kind="server_error"
