@@ -524,7 +524,7 @@ def _field_from_dict(where: str, raw: Any) -> FieldSpec:
 def spec_from_signature(
     func: Any, *, name: str, description: str = "", **settings: Any
 ) -> EndpointSpec:
-    """Build a spec from ``predict``'s parameters (type hints plus :class:`Input` defaults)."""
+    """Build a spec from ``predict``'s parameters (type hints plus :func:`Input` defaults)."""
     try:
         hints = typing.get_type_hints(func, include_extras=True)
     except Exception as e:  # a NameError in a string annotation, for example
@@ -550,7 +550,9 @@ def _field_from_hint(where: str, hint: Any, default: Any) -> FieldSpec:
     if typing.get_origin(hint) is typing.Annotated:
         hint, *meta = typing.get_args(hint)
         info = next((m for m in meta if isinstance(m, InputInfo)), info)
-    value = info.default if info is not None else default
+    value = info.default if info is not None else _MISSING
+    if value is _MISSING:  # ``x: Annotated[int, Input(ge=1)] = 3``: the parameter's default
+        value = default.default if isinstance(default, InputInfo) else default
     if value is inspect.Parameter.empty:
         value = _MISSING
     ftype, items, choices = _type_of(where, hint)

@@ -131,8 +131,6 @@ async def test_concurrency_runs_batches_of_one_instance_side_by_side() -> None:
     server = Server([Pair], store="memory://")
     assert [r.name for r in server.runners] == ["pair#1", "pair#2"]
     (model,) = {id(r.model): r.model for r in server.runners}.values()
-    for runner in server.runners:  # a lane that prefetched a second job would wait on itself
-        runner.prefetch_below = 0.0
     async with server.lifespan(None):  # type: ignore[arg-type]
         for runner in server.runners:
             await asyncio.wait_for(runner.ready.wait(), BOUND)
@@ -150,3 +148,62 @@ def test_a_bad_concurrency_is_refused_naming_the_class(value: Any) -> None:
     bad = type("Bad", (Pair,), {"concurrency": value})
     with pytest.raises(SpecError, match=r"Bad: concurrency must be an integer from 1 to 1024"):
         Server([bad], store="memory://")
+
+
+class InFlight(Recording):
+    """A lease without a long poll that the server answered but whose answer is still on
+    its way (``arrive`` lets it in), or that fails (``fail``)."""
+
+    def __init__(self, broker: Broker, fail: bool = False) -> None:
+        super().__init__(broker)
+        self.sent = asyncio.Event()
+        self.arrive = asyncio.Event()
+        self.fail = fail
+
+    async def lease(
+        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+    ) -> list[LeasedJob]:
+        if wait > 0:
+            return await super().lease(worker_id, max_jobs, wait, results)
+        self.sent.set()
+        if self.fail:
+            raise RuntimeError("the connection broke")
+        jobs = await super().lease(worker_id, max_jobs, wait, results)
+        await self.arrive.wait()
+        return jobs
+
+
+async def start_six(broker: Broker, transport: InFlight) -> tuple[list[Any], Gated, Runner, Any]:
+    jobs = [await broker.submit("gated", {"n": n}) for n in range(6)]
+    model = Gated()
+    runner = Runner(model, transport, lease_wait=0.2, prefetch_below=60.0)
+    task = asyncio.create_task(runner.run())
+    assert await asyncio.to_thread(model.second_started.wait, BOUND)
+    await asyncio.wait_for(transport.sent.wait(), BOUND)
+    return jobs, model, runner, task
+
+
+async def test_draining_runs_the_batch_a_prefetch_already_leased(broker: Broker) -> None:
+    transport = InFlight(broker)
+    jobs, model, runner, task = await start_six(broker, transport)
+    runner.drain()  # while the leased batch's answer is on its way
+    for _ in range(20):  # the runner hears of the drain before the answer arrives
+        await asyncio.sleep(0)
+    transport.arrive.set()
+    model.gate.set()
+    await asyncio.wait_for(task, BOUND)
+    finals = [await broker.get(j.id) for j in jobs]
+    # Given up, the prefetched jobs would wait for the worker to leave and lose an attempt.
+    assert [(f.status, f.attempts) for f in finals] == [(JobStatus.SUCCEEDED, 1)] * 6
+    assert model.batches == [[0, 1], [2, 3], [4, 5]]
+
+
+async def test_a_failed_prefetch_still_reports_what_was_computed(broker: Broker) -> None:
+    transport = InFlight(broker, fail=True)
+    jobs, model, runner, task = await start_six(broker, transport)
+    model.gate.set()
+    with pytest.raises(RuntimeError, match="the connection broke"):
+        await asyncio.wait_for(task, BOUND)
+    finals = [await broker.get(j.id) for j in jobs]
+    # The first batch's results rode on the failed lease, the second's were computed meanwhile.
+    assert [f.status for f in finals] == [JobStatus.SUCCEEDED] * 4 + [JobStatus.QUEUED] * 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal, TypedDict
+from typing import Annotated, Any, Literal, TypedDict
 
 import pydantic
 import pytest
@@ -262,6 +262,26 @@ class Renamed(modelport.Model):
 
     def predict(self, x: int) -> int:
         return x
+
+
+def test_input_inside_annotated_keeps_the_parameter_default() -> None:
+    class Steps(modelport.Model):
+        def predict(
+            self,
+            steps: Annotated[int, Input(ge=1, le=100, description="Steps")] = 30,
+            seed: Annotated[int, Input(ge=0)] = Input(default=7),
+            prompt: Annotated[str, Input(max_length=5)] = Input(),
+        ) -> int:
+            return steps
+
+    spec = Steps.spec()
+    steps, seed, prompt = spec.inputs["steps"], spec.inputs["seed"], spec.inputs["prompt"]
+    assert (steps.default, steps.ge, steps.le, steps.required) == (30, 1, 100, False)
+    assert steps.description == "Steps"
+    assert (seed.default, seed.required) == (7, False)
+    assert (prompt.required, prompt.max_length) == (True, 5)
+    parsed = spec.request_model.model_validate({"input": {"prompt": "hi"}})
+    assert parsed.input.model_dump() == {"steps": 30, "seed": 7, "prompt": "hi"}  # type: ignore[attr-defined]
 
 
 def test_name_defaults_to_the_lower_case_class_name() -> None:

@@ -173,7 +173,9 @@ class Server:
             self.setup_errors[name] = f"setup() failed: {type(e).__name__}: {e}"
             return
         log.info("model %s is ready", name)
-        await asyncio.gather(*(runner.run() for runner in group))
+        async with asyncio.TaskGroup() as running:  # one failing, or shutdown, stops them all
+            for runner in group:
+                running.create_task(runner.run())
 
     # ---- routes
 
@@ -300,7 +302,7 @@ class Server:
 
     async def ready(self, request: Request) -> Response:
         await self.broker.store.ping()
-        waiting = [r.spec.name for r in self.runners if not r.ready.is_set()]
+        waiting = list(dict.fromkeys(r.spec.name for r in self.runners if not r.ready.is_set()))
         if waiting:
             failed = {n: self.setup_errors[n] for n in waiting if n in self.setup_errors}
             detail = "; ".join(f"{n}: {e}" for n, e in failed.items()) or (

@@ -41,6 +41,9 @@ class HttpTransport:
             base_url=self.server,
             headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
             timeout=timeout,
+            # Every lane of every model in this process long-polls on its own connection
+            # while others send events: no cap that would queue a lane behind idle polls.
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
         )
         self.cancelled: set[str] = set()
 

@@ -7,6 +7,7 @@ no HTTP hop) and on remote hosts (through an HTTP transport).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import inspect
 import logging
@@ -114,7 +115,7 @@ class Runner:
         self.metadata = metadata or {}
         self.ready = asyncio.Event()
         self.worker_id: str | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.spec.name}")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.name}")
         self._batched = type(model).predict_batch is not Model.predict_batch
         self._draining = asyncio.Event()
         self.registered = asyncio.Event()
@@ -129,7 +130,7 @@ class Runner:
         self.progress_interval = progress_interval
         self.heartbeat_interval = heartbeat_interval
         self.prefetch_below = prefetch_below
-        self._last_compute = float("inf")
+        self._compute_times: collections.deque[float] = collections.deque(maxlen=8)
         self._prefetched: list[str] = []
 
     async def setup(self) -> None:
@@ -143,11 +144,13 @@ class Runner:
             self.ready.set()
         await self._register()
         ahead: asyncio.Future[list[LeasedJob]] | None = None
+        carried: list[Result] = []  # the results the lease in ``ahead`` delivers
+        sent: list[Result] = []  # the results ``sending`` delivers
+        results: list[Result] = []
         try:
-            results: list[Result] = []
             while True:
                 if ahead is not None:
-                    jobs, ahead = await ahead, None
+                    jobs, ahead, carried = await ahead, None, []
                     self._prefetched = []
                 elif self._draining.is_set():
                     break
@@ -158,17 +161,37 @@ class Runner:
                     continue
                 sending: asyncio.Future[None] | None = None
                 if self._prefetch(jobs):  # no long poll: the results it carries must not wait
-                    ahead, results = asyncio.ensure_future(self._lease(results, wait=0.0)), []
+                    ahead, carried, results = (
+                        asyncio.ensure_future(self._lease(results, wait=0.0)),
+                        results,
+                        [],
+                    )
                     ahead.add_done_callback(self._hold)
                 elif results:  # they go now, not after this batch
-                    sending, results = asyncio.ensure_future(self._report(results)), []
-                results = await self.run_batch(jobs)
-                if sending is not None:
-                    await sending
+                    sending, sent, results = (
+                        asyncio.ensure_future(self._report(results)),
+                        results,
+                        [],
+                    )
+                try:
+                    results = await self.run_batch(jobs)
+                    if sending is not None:
+                        await sending
+                        sent = []
+                finally:
+                    if sending is not None and not sending.done():
+                        sending.cancel()
             if results:
                 await self._report(results)
             if self.worker_id is not None:
                 await self.transport.leave(self.worker_id)
+        except Exception:
+            # A lease or a send failed: the results it carried and the batch computed
+            # meanwhile still get reported (a repeat of one that arrived is accepted).
+            if carried or sent or results:
+                with contextlib.suppress(Exception):
+                    await self._report(carried + sent + results)
+            raise
         finally:
             if ahead is not None:
                 ahead.cancel()
@@ -182,13 +205,17 @@ class Runner:
             self._prefetched = [j.id for j in ahead.result()]
 
     def _prefetch(self, jobs: list[LeasedJob]) -> bool:
-        """Whether to ask for the next batch while this one runs: when this one is full (the
-        queue is backed up) and the last batch took under ``prefetch_below`` seconds, so a
-        batch held meanwhile waits little, and the round trip no longer idles the model."""
+        """Whether to ask for the next batch while this one runs, so the round trip no longer
+        idles the model: when this batch is full, of a batched model (several jobs were
+        waiting), every recent batch took under ``prefetch_below`` seconds (a batch held
+        meanwhile waits little), and the model has no sibling lane that could start it."""
         return (
             not self._draining.is_set()
+            and self.spec.max_batch_size > 1
             and len(jobs) >= self.spec.max_batch_size
-            and self._last_compute < self.prefetch_below
+            and self.model.concurrency == 1
+            and len(self._compute_times) > 0
+            and max(self._compute_times) < self.prefetch_below
         )
 
     def drain(self) -> None:
@@ -208,21 +235,28 @@ class Runner:
     async def _lease(self, results: list[Result], wait: float | None = None) -> list[LeasedJob]:
         """A batch (waiting up to ``wait`` s for one, default ``lease_wait``), after delivering
         ``results``; if the lease request fails or is given up, the results are sent on their
-        own."""
+        own. Only a long poll is given up when draining starts: a lease without one answers at
+        once, and the jobs it brings are run (given up, they would each lose an attempt)."""
         assert self.worker_id is not None
         wait = self.lease_wait if wait is None else wait
         lease = asyncio.ensure_future(
             self.transport.lease(self.worker_id, self.spec.max_batch_size, wait, results)
         )
-        stop = asyncio.ensure_future(self._draining.wait())
         try:
-            await asyncio.wait({lease, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if wait > 0:
+                stop = asyncio.ensure_future(self._draining.wait())
+                try:
+                    await asyncio.wait({lease, stop}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    stop.cancel()
+            else:
+                await asyncio.wait({lease})
         finally:
-            stop.cancel()
-        if not lease.done():
-            lease.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await lease
+            if not lease.done():
+                lease.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await lease
+        if lease.cancelled():
             if results:  # they may not have arrived; the server accepts a repeat of one that did
                 await self._report(results)
             return []
@@ -243,7 +277,7 @@ class Runner:
         try:
             results: list[Result] = await self._in_thread(self._compute, jobs, loop)
         finally:
-            self._last_compute = loop.time() - started
+            self._compute_times.append(loop.time() - started)
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
