@@ -200,7 +200,7 @@ async def test_draining_runs_the_batch_a_prefetch_already_leased(broker: Broker)
 
 async def test_a_failed_prefetch_still_reports_what_was_computed(broker: Broker) -> None:
     transport = InFlight(broker, fail=True)
-    jobs, model, runner, task = await start_six(broker, transport)
+    jobs, model, _, task = await start_six(broker, transport)
     model.gate.set()
     with pytest.raises(RuntimeError, match="the connection broke"):
         await asyncio.wait_for(task, BOUND)
