@@ -159,6 +159,13 @@ def _parser() -> argparse.ArgumentParser:
         help="model processes to run, e.g. one per GPU (default: %(default)s)",
     )
     worker.add_argument(
+        "--devices",
+        default=None,
+        metavar="IDS",
+        help="GPU ids for the processes, dealt out in turn, e.g. --processes 4 --devices "
+        "0,1,2,3: each process sees only its own (CUDA_VISIBLE_DEVICES)",
+    )
+    worker.add_argument(
         "--name", default=None, help="worker name shown by the server (default: host name)"
     )
     worker.add_argument(
@@ -191,6 +198,9 @@ def worker(args: argparse.Namespace) -> int:
         raise ModelportError("give the server's worker token: --token or $MODELPORT_WORKER_TOKEN")
     if args.processes < 1:
         raise ModelportError("--processes must be at least 1")
+    devices = [] if args.devices is None else args.devices.split(",")
+    if any(not d.strip() for d in devices):
+        raise ModelportError(f"--devices: give GPU ids separated by commas, got {args.devices!r}")
     from modelport.loader import load_models
 
     for target in args.targets:
@@ -204,6 +214,7 @@ def worker(args: argparse.Namespace) -> int:
         grace=args.grace,
         log_level=args.log_level,
         log_format=args.log_format,
+        devices=devices,
     )
 
 

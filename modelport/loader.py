@@ -37,15 +37,28 @@ def load_models(target: str) -> list[type[Model]]:
     return found
 
 
+_FILE_MODULE = "modelport_user_"
+"""The prefix of the names under which model files are imported."""
+
+
+def target_of(cls: type) -> str:
+    """How ``modelport serve`` / ``worker`` name a class: ``file.py:Class`` for one loaded from
+    a file (the file's name only), else ``package.module:Class``."""
+    module = sys.modules.get(cls.__module__)
+    origin = getattr(module, "__file__", None)
+    if cls.__module__.startswith(_FILE_MODULE) and origin:
+        return f"{Path(origin).name}:{cls.__qualname__}"
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 def _import(ref: str) -> ModuleType:
     path = Path(ref)
     if ref.endswith(".py") or path.is_file():
         if not path.is_file():
             raise SpecError(f"{ref}: no such file")
         resolved = path.resolve()
-        name = (
-            f"modelport_user_{resolved.stem}_{hashlib.sha1(str(resolved).encode()).hexdigest()[:8]}"
-        )
+        digest = hashlib.sha1(str(resolved).encode()).hexdigest()[:8]
+        name = f"{_FILE_MODULE}{resolved.stem}_{digest}"
         if name in sys.modules:
             return sys.modules[name]
         spec = importlib.util.spec_from_file_location(name, resolved)

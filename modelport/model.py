@@ -82,6 +82,11 @@ class Model:
                 outputs.append(e)
         return outputs
 
+    def info(self) -> dict[str, Any]:
+        """What the worker registry shows about the loaded model besides its class and version
+        (weights, dtype, ...): JSON-able, called once after ``setup()``."""
+        return {}
+
     def progress(
         self, fraction: float | None = None, message: str | None = None, **data: Any
     ) -> None:

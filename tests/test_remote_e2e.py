@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import random
 import signal
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -152,6 +154,47 @@ def test_a_concurrency_2_model_runs_two_jobs_at_once_in_one_process(
     assert len({f.data["output"]["pid"] for f in finals}) == 1
     assert len({f.data["worker"] for f in finals}) == 2
     assert [line.split()[0] for line in trace.read_text().splitlines()] == ["setup"]
+
+
+def test_devices_are_dealt_out_and_workers_describe_themselves(
+    serve, workers, tmp_path: Path
+) -> None:
+    server = api_server(serve, tmp_path)
+    workers([*worker_args(server, SLEEPY, processes=3), "--devices", "3, 5"]).start()
+    wait_for(lambda: online(server, "sleepy") == 3, 60, "three worker processes online")
+    listed = httpx.get(f"{server.url}/endpoints/sleepy", timeout=5).json()["workers"]
+    by_slot = {w["metadata"]["slot"]: w["metadata"] for w in listed}
+    # Each process sees only its GPU (in turn); none loaded torch, so each computes on the CPU.
+    assert {slot: m["cuda_visible_devices"] for slot, m in by_slot.items()} == {
+        0: "3",
+        1: "5",
+        2: "3",
+    }
+    assert {m["device"] for m in by_slot.values()} == {"cpu"}
+    assert {m["model"]["class"] for m in by_slot.values()} == {"remote.py:Sleepy"}
+
+
+def test_a_bad_devices_list_is_refused() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelport",
+            "worker",
+            SLEEPY,
+            "--server",
+            "http://127.0.0.1:9",
+            "--token",
+            WORKER_TOKEN,
+            "--devices",
+            "0,,1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "--devices: give GPU ids separated by commas, got '0,,1'" in done.stderr
 
 
 def test_crashed_child_is_restarted_and_its_jobs_requeued_at_once(

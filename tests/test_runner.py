@@ -207,3 +207,44 @@ async def test_a_failed_prefetch_still_reports_what_was_computed(broker: Broker)
     finals = [await broker.get(j.id) for j in jobs]
     # The first batch's results rode on the failed lease, the second's were computed meanwhile.
     assert [f.status for f in finals] == [JobStatus.SUCCEEDED] * 4 + [JobStatus.QUEUED] * 2
+
+
+class Described(Gated):
+    """Tells the registry about its weights."""
+
+    def info(self) -> dict[str, Any]:
+        return {"weights": "iris-v2.bin", "params": 1234}
+
+
+class Broken(Gated):
+    def info(self) -> dict[str, Any]:
+        raise OSError("no such file")
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [(Described, {"weights": "iris-v2.bin", "params": 1234}), (Broken, {})],
+)
+async def test_workers_describe_their_device_and_model(
+    model: type[Gated], extra: dict[str, Any]
+) -> None:
+    broker = Broker(MemoryStore())  # the worker defines its endpoint
+    await broker.start()
+    runner = Runner(model(), LocalTransport(broker), metadata={"host": "here"})
+    task = asyncio.create_task(runner.run())
+    try:
+        await asyncio.wait_for(runner.registered.wait(), BOUND)
+        assert runner.worker_id is not None
+        metadata = broker.worker(runner.worker_id).info.metadata
+    finally:
+        runner.drain()
+        await asyncio.wait_for(task, BOUND)
+        await broker.stop()
+    # No torch in this process: the CPU, whatever CUDA_VISIBLE_DEVICES says.
+    assert metadata["host"] == "here"
+    assert metadata["device"] == "cpu"
+    assert metadata["model"] == {
+        "class": f"{__name__}:{model.__qualname__}",
+        "version": "1",
+        **extra,
+    }

@@ -11,6 +11,8 @@ import collections
 import contextlib
 import inspect
 import logging
+import os
+import sys
 import threading
 import types
 from collections.abc import Callable, Sequence
@@ -24,6 +26,7 @@ from modelport import _context as context
 from modelport import logs
 from modelport.core import Broker
 from modelport.errors import NotFound
+from modelport.loader import target_of
 from modelport.model import Model, concurrency_of
 from modelport.spec import EndpointSpec
 from modelport.wire import Event, LeasedJob, Result, WorkerInfo
@@ -199,6 +202,21 @@ class Runner:
                     await ahead
             self._executor.shutdown(wait=False, cancel_futures=True)
 
+    def _described(self) -> dict[str, Any]:
+        """The device and the model, for the worker registry (after ``setup()``)."""
+        cls = type(self.model)
+        model: dict[str, Any] = {"class": target_of(cls)}
+        model["version"] = self.spec.version
+        try:
+            model.update(_jsonable(self.model.info()))
+        except Exception as e:
+            log.warning("%s.info() failed, so the registry shows less: %s", cls.__qualname__, e)
+        out: dict[str, Any] = {"device": device(), "model": model}
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        if visible is not None:
+            out["cuda_visible_devices"] = visible
+        return out
+
     def _hold(self, ahead: asyncio.Future[list[LeasedJob]]) -> None:
         """The next batch arrived while this one runs: heartbeat its jobs too."""
         if not ahead.cancelled() and ahead.exception() is None:
@@ -227,7 +245,7 @@ class Runner:
             name=self.name,
             endpoints=[self.spec.name],
             max_batch_size=self.spec.max_batch_size,
-            metadata=self.metadata,
+            metadata={**self.metadata, **self._described()},
         )
         self.worker_id = await self.transport.register(info, [self.spec], self.worker_id)
         self.registered.set()
@@ -436,6 +454,23 @@ class Runner:
 
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+
+def device() -> str:
+    """The accelerator this process computes on, as torch sees it when the model loaded torch
+    (``cuda:0 NVIDIA A10G``, ``mps``), else ``cpu``. Never imports torch itself."""
+    torch: Any = sys.modules.get("torch")
+    if torch is not None:
+        try:
+            if torch.cuda.is_available():
+                index = torch.cuda.current_device()
+                return f"cuda:{index} {torch.cuda.get_device_name(index)}"
+            mps = getattr(torch.backends, "mps", None)
+            if mps is not None and mps.is_available():
+                return "mps"
+        except Exception:  # a broken driver is a CPU worker, not a crash
+            log.debug("could not ask torch for its device", exc_info=True)
+    return "cpu"
 
 
 def lanes(

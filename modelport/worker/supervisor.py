@@ -18,6 +18,7 @@ import os
 import signal
 import socket
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from multiprocessing.process import BaseProcess
 from typing import Any
@@ -52,7 +53,10 @@ def _child_main(
     conn: multiprocessing.connection.Connection,
     log_level: str,
     log_format: str,
+    device: str | None = None,
 ) -> None:
+    if device is not None:  # before the model initializes CUDA
+        os.environ["CUDA_VISIBLE_DEVICES"] = device
     configure_logs(log_level, log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
     asyncio.run(_child(refs, server, token, name, slot, conn))
@@ -121,9 +125,13 @@ class Supervisor:
         grace: float = 30.0,
         log_level: str = "info",
         log_format: str = "text",
+        devices: Sequence[str] = (),
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
+        if any(not d.strip() for d in devices):
+            raise ValueError("devices must not be empty")
+        self.devices = [d.strip() for d in devices]
         self.refs = refs
         self.server = server.rstrip("/")
         self.token = token
@@ -149,6 +157,7 @@ class Supervisor:
                 sender,
                 self.log_level,
                 self.log_format,
+                self.devices[index % len(self.devices)] if self.devices else None,
             ),
             name=f"modelport-worker-{index}",
         )
@@ -244,11 +253,14 @@ def run_worker(
     grace: float = 30.0,
     log_level: str = "info",
     log_format: str = "text",
+    devices: Sequence[str] = (),
 ) -> int:
     """Serve ``model`` for a remote API server from ``processes`` supervised processes.
 
-    Blocks until SIGTERM or SIGINT, then drains. A model class defined in a script's
-    ``__main__`` works when the script calls this under ``if __name__ == "__main__":``.
+    ``devices`` (GPU ids) are dealt out to the processes in turn, each process seeing only its
+    own (``CUDA_VISIBLE_DEVICES``). Blocks until SIGTERM or SIGINT, then drains. A model class
+    defined in a script's ``__main__`` works when the script calls this under
+    ``if __name__ == "__main__":``.
     """
     refs = model if isinstance(model, list) else [model]
     supervisor = Supervisor(
@@ -260,5 +272,6 @@ def run_worker(
         grace=grace,
         log_level=log_level,
         log_format=log_format,
+        devices=devices,
     )
     return supervisor.run()
