@@ -135,6 +135,7 @@ class Runner:
         self.prefetch_below = prefetch_below
         self._compute_times: collections.deque[float] = collections.deque(maxlen=8)
         self._prefetched: list[str] = []
+        self._description: dict[str, Any] | None = None
 
     async def setup(self) -> None:
         """Run the model's ``setup()`` off the event loop."""
@@ -203,7 +204,13 @@ class Runner:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _described(self) -> dict[str, Any]:
-        """The device and the model, for the worker registry (after ``setup()``)."""
+        """The device and the model, for the worker registry (after ``setup()``; asked once,
+        as :meth:`Model.info` promises)."""
+        if self._description is None:
+            self._description = self._describe()
+        return self._description
+
+    def _describe(self) -> dict[str, Any]:
         cls = type(self.model)
         model: dict[str, Any] = {"class": target_of(cls)}
         model["version"] = self.spec.version
