@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Protocol
 
 import httpx
 import pytest
@@ -94,8 +95,12 @@ class ServerProcess:
                 self.proc.wait(timeout=5)
 
 
+class Serve(Protocol):
+    def __call__(self, args: list[str], port: int | None = None) -> ServerProcess: ...
+
+
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[type[ServerProcess]]:
+def serve(tmp_path: Path) -> Iterator[Serve]:
     """Start servers with ``serve(args).start().wait_ready()``; all are stopped afterwards."""
     started: list[ServerProcess] = []
 
@@ -104,7 +109,7 @@ def serve(tmp_path: Path) -> Iterator[type[ServerProcess]]:
         started.append(server)
         return server
 
-    yield factory  # type: ignore[misc]
+    yield factory
     for server in started:
         server.stop()
 
@@ -156,8 +161,11 @@ class WorkerProcess:
         self.proc.wait(timeout=10)
 
 
+Workers = Callable[[list[str]], WorkerProcess]
+
+
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[type[WorkerProcess]]:
+def workers(tmp_path: Path) -> Iterator[Workers]:
     """Start workers with ``workers(args).start()``; all are stopped afterwards."""
     started: list[WorkerProcess] = []
 
@@ -166,7 +174,7 @@ def workers(tmp_path: Path) -> Iterator[type[WorkerProcess]]:
         started.append(worker)
         return worker
 
-    yield factory  # type: ignore[misc]
+    yield factory
     for worker in started:
         worker.stop()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,7 @@ import pytest
 import modelport
 from modelport.server.app import Server, Settings
 from modelport.spec import spec_from_toml
-
-sys.path.insert(0, str(Path(__file__).parent / "models"))
-from basic import Add, Fails, Shapes, Slow
+from tests.models.basic import Add, Fails, Shapes, Slow
 
 ROOT = Path(__file__).resolve().parent.parent
 

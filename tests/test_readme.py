@@ -13,6 +13,7 @@ import pytest
 
 from modelport.loader import load_models
 from modelport.server.app import Server
+from tests.conftest import Serve
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -33,7 +34,7 @@ def test_readme_shows_the_two_commands() -> None:
 
 
 @pytest.mark.e2e
-def test_quickstart_curl_and_python_client(serve, tmp_path: Path) -> None:
+def test_quickstart_curl_and_python_client(serve: Serve, tmp_path: Path) -> None:
     server = (
         serve([*make_run_targets(), "--store", f"sqlite:///{tmp_path}/q.db"]).start().wait_ready()
     )

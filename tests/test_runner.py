@@ -131,6 +131,7 @@ async def test_concurrency_runs_batches_of_one_instance_side_by_side() -> None:
     server = Server([Pair], store="memory://")
     assert [r.name for r in server.runners] == ["pair#1", "pair#2"]
     (model,) = {id(r.model): r.model for r in server.runners}.values()
+    assert isinstance(model, Pair)
     async with server.lifespan(None):  # type: ignore[arg-type]
         for runner in server.runners:
             await asyncio.wait_for(runner.ready.wait(), BOUND)

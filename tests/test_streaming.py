@@ -12,10 +12,10 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import ServerProcess, wait_for
 
 import modelport
 from modelport import AsyncClient, Client
+from tests.conftest import Serve, ServerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -23,7 +23,7 @@ TICKER = "tests/models/stream.py:Ticker"
 
 
 @pytest.fixture
-def server(serve, tmp_path: Path) -> Iterator[ServerProcess]:
+def server(serve: Serve, tmp_path: Path) -> Iterator[ServerProcess]:
     trace = tmp_path / "trace.txt"
     os.environ["MODELPORT_TEST_TRACE"] = str(trace)
     try:
