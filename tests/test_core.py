@@ -70,9 +70,6 @@ def ok(job: LeasedJob, output: Any) -> Result:
     return Result(job.id, job.endpoint, job.attempt, output=output)
 
 
-# ---- submit / get / wait
-
-
 async def test_submit_then_get(broker: Broker, clock: FakeClock) -> None:
     job = await broker.submit("echo", {"x": 1})
     assert job.status is JobStatus.QUEUED
@@ -121,9 +118,6 @@ async def test_wait_on_a_finished_job_returns_at_once(broker: Broker) -> None:
     await broker.cancel(job.id)
     got = await asyncio.wait_for(broker.wait(job.id, timeout=60), BOUND)
     assert got.status is JobStatus.CANCELLED
-
-
-# ---- lease: long poll and batching
 
 
 async def test_lease_without_jobs_returns_nothing_after_wait(broker: Broker) -> None:
@@ -210,9 +204,6 @@ async def test_max_batch_size_and_max_jobs_are_respected(broker: Broker) -> None
     assert [j.input["x"] for j in await broker.lease(wid, 10, wait=0)] == [0, 1]
     assert [j.input["x"] for j in await broker.lease(wid, 1, wait=0)] == [2]
     assert [j.input["x"] for j in await broker.lease(wid, 10, wait=0)] == [3, 4]
-
-
-# ---- lease expiry and retries
 
 
 async def test_expired_lease_requeues_then_fails_after_max_attempts(
@@ -326,9 +317,6 @@ async def test_retryable_error_requeues_until_max_attempts(broker: Broker) -> No
     )
 
 
-# ---- cancel
-
-
 async def test_cancel_a_queued_job(broker: Broker, clock: FakeClock) -> None:
     wid = join(broker)
     job = await broker.submit("echo", {"x": 1})
@@ -365,9 +353,6 @@ async def test_cancel_a_finished_job_is_a_conflict(broker: Broker) -> None:
         await broker.cancel(job.id)
     assert e.value.status == 409
     assert (await broker.get(job.id)).status is JobStatus.SUCCEEDED
-
-
-# ---- limits and unknown names
 
 
 async def test_full_queue_is_overloaded_with_retry_after(broker: Broker) -> None:
@@ -436,9 +421,6 @@ async def test_result_for_an_endpoint_the_worker_does_not_serve(broker: Broker) 
         await broker.finish(wid, [Result(job.id, "labels", 1, output={"label": "a"})])
 
 
-# ---- workers leaving, server restarting
-
-
 async def test_leave_requeues_the_workers_jobs_at_once(broker: Broker) -> None:
     w1, w2 = join(broker, "w1"), join(broker, "w2")
     jobs = [await broker.submit("echo", {"x": x}) for x in range(2)]
@@ -487,9 +469,6 @@ async def test_restart_requeues_jobs_of_embedded_workers(
         assert (again.id, again.attempt) == (local.id, 2)
     finally:
         await after.stop()
-
-
-# ---- outputs
 
 
 async def test_output_that_breaks_the_declared_outputs_fails_the_job(broker: Broker) -> None:

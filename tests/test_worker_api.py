@@ -234,9 +234,6 @@ async def api(store: str) -> AsyncIterator[Api]:
         yield a
 
 
-# ---- auth
-
-
 def worker_calls(worker_id: str) -> list[tuple[str, str, Any]]:
     return [
         ("POST", "/workers", {"name": "w", "endpoints": _dicts([Classify])}),
@@ -299,9 +296,6 @@ async def test_client_routes_refuse_the_worker_token(api: Api) -> None:
     assert depths["classify"]["queued"] == 1
     r = await api.http.get("/endpoints", headers={"Authorization": "Bearer someone-else"})
     assert r.status_code == 200
-
-
-# ---- register
 
 
 async def test_a_worker_defines_an_endpoint_nobody_defined(api: Api) -> None:
@@ -493,9 +487,6 @@ async def test_registering_again_with_the_worker_id_resumes_it(api: Api) -> None
     assert (await api.lease(fresh))["jobs"] == []
 
 
-# ---- lease
-
-
 @BOTH_STORES
 async def test_lease_gives_validated_input_attempt_and_deadline(api: Api) -> None:
     worker_id = await api.register()
@@ -618,9 +609,6 @@ async def test_bad_lease_bodies_are_422(api: Api, body: Any, field: str) -> None
     r = await api.http.post(f"/workers/{worker_id}/lease", content=b"{nope", headers=AUTH)
     problem(r, 400)
     assert (await api.server.broker.store.queue_depths())["classify"]["queued"] == 1
-
-
-# ---- results
 
 
 @BOTH_STORES
@@ -812,9 +800,6 @@ async def test_a_missing_required_output_fails_the_job(api: Api) -> None:
     assert "label" in failed["error"]
 
 
-# ---- events
-
-
 @BOTH_STORES
 async def test_heartbeats_extend_the_lease(api: Api) -> None:
     lease = Classify.spec().lease_duration
@@ -910,9 +895,6 @@ async def test_a_cancelled_job_is_dropped_from_held_and_announced_once(api: Api)
     assert (job["status"], job["output"]) == ("cancelled", None)
 
 
-# ---- leave
-
-
 @BOTH_STORES
 async def test_leaving_requeues_running_jobs_at_once(api: Api) -> None:
     w1 = await api.register(name="w1")
@@ -959,9 +941,6 @@ async def test_an_expired_last_attempt_fails_the_job_with_a_clear_error(api: Api
     assert "lease" in answer.json()["error"] and "1 attempt" in answer.json()["error"]
     assert (await api.finish(worker_id, result(job, 1)))["refused"] == [job["id"]]
     assert (await api.job(job["id"]))["status"] == "failed"
-
-
-# ---- registry and ETA
 
 
 async def test_eta_and_the_worker_listing(api: Api) -> None:
@@ -1028,7 +1007,7 @@ async def test_a_worker_serves_a_whole_queue(api: Api) -> None:
     assert worker["jobs_done"] == 10
 
 
-# ---- what a worker sends is checked like what a client sends: no 500 from any of it
+# What a worker sends is checked like what a client sends: no 500 from any of it.
 
 BIG = 2**70
 """Valid JSON, but not a 64-bit integer: the stores and the JSON encoder cannot keep it."""

@@ -177,8 +177,6 @@ class Server:
             for runner in group:
                 running.create_task(runner.run())
 
-    # ---- routes
-
     async def list_endpoints(self, request: Request) -> Response:
         depths = await self.broker.store.queue_depths()
         await self.broker.sync_specs()

@@ -170,8 +170,6 @@ class OpenAIRoutes:
         dumped: dict[str, Any] = parsed.input.model_dump()  # type: ignore[attr-defined]
         return dumped
 
-    # ---- chat
-
     async def chat(self, request: Request) -> Any:
         return await self._guard(request, self._chat)
 
@@ -279,8 +277,6 @@ class OpenAIRoutes:
                 )
                 yield b"data: " + orjson.dumps(error.body) + b"\n\n"
         yield b"data: [DONE]\n\n"
-
-    # ---- embeddings
 
     async def embeddings(self, request: Request) -> Any:
         return await self._guard(request, self._embeddings)
