@@ -16,6 +16,7 @@ from modelport.server.app import Server
 from modelport.stores.memory import MemoryStore
 from modelport.wire import JobStatus, LeasedJob, Result
 from modelport.worker.runner import LocalTransport, Runner
+from tests.conftest import AppFactory
 
 BOUND = 10.0
 """A safety net for waits on events that come at once; never what a test waits for."""
@@ -127,21 +128,20 @@ class Pair(modelport.Model):
         return {"n": n}
 
 
-async def test_concurrency_runs_batches_of_one_instance_side_by_side() -> None:
-    server = Server([Pair], store="memory://")
+async def test_concurrency_runs_batches_of_one_instance_side_by_side(
+    app_factory: AppFactory,
+) -> None:
+    server = (await app_factory([Pair])).server  # both lanes ready
     assert [r.name for r in server.runners] == ["pair#1", "pair#2"]
     (model,) = {id(r.model): r.model for r in server.runners}.values()
     assert isinstance(model, Pair)
-    async with server.lifespan(None):  # type: ignore[arg-type]
-        for runner in server.runners:
-            await asyncio.wait_for(runner.ready.wait(), BOUND)
-        jobs = [await server.broker.submit("pair", {"n": n}) for n in range(4)]
-        finals = [await server.broker.wait(j.id, BOUND) for j in jobs]
-        assert [(f.status, f.error) for f in finals] == [(JobStatus.SUCCEEDED, None)] * 4
-        assert len({f.worker_id for f in finals}) == 2
-        online = await server.broker.workers_online("pair")
-        assert sorted(w.info.name for w in online) == ["pair#1", "pair#2"]
     assert model.setups == 1
+    jobs = [await server.broker.submit("pair", {"n": n}) for n in range(4)]
+    finals = [await server.broker.wait(j.id, BOUND) for j in jobs]
+    assert [(f.status, f.error) for f in finals] == [(JobStatus.SUCCEEDED, None)] * 4
+    assert len({f.worker_id for f in finals}) == 2
+    online = await server.broker.workers_online("pair")
+    assert sorted(w.info.name for w in online) == ["pair#1", "pair#2"]
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "2", 2000])

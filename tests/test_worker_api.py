@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 import httpx
 import pytest
@@ -22,6 +20,7 @@ import modelport
 from modelport import Input
 from modelport.server.app import Server, Settings
 from modelport.spec import EndpointSpec, spec_from_toml
+from tests.conftest import AppFactory, InProcessApp
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "wt"
@@ -89,9 +88,20 @@ class FakeClock:
 
 @dataclass
 class Api:
-    server: Server
-    http: httpx.AsyncClient
+    app: InProcessApp
     clock: FakeClock
+
+    @property
+    def server(self) -> Server:
+        return self.app.server
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self.app.http
+
+    def lenient(self) -> httpx.AsyncClient:
+        """A client of the same server that sees a 500 as a status, not as the app's exception."""
+        return self.app.client(raise_app_exceptions=False)
 
     async def register(
         self,
@@ -190,34 +200,24 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     return body
 
 
-@asynccontextmanager
-async def lenient(api: Api) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the same server that sees a 500 as a status, not as the app's exception."""
-    transport = httpx.ASGITransport(app=api.server.app(), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        yield http
+class Start(Protocol):
+    async def __call__(
+        self, specs: tuple[EndpointSpec, ...] = (), *, store: str = ..., token: str | None = ...
+    ) -> Api: ...
 
 
-@asynccontextmanager
-async def running(
-    specs: tuple[EndpointSpec, ...] = (),
-    *,
-    store: str = "memory://",
-    token: str | None = TOKEN,
-    models: tuple[type[modelport.Model], ...] = (),
-) -> AsyncIterator[Api]:
-    clock = FakeClock()
-    server = Server(
-        models,
-        specs,
-        store=store,
-        settings=Settings(worker_token=token, reap_interval=3600.0, offline_after=30.0),
-    )
-    server.broker.clock = clock
-    async with server.lifespan(None):  # type: ignore[arg-type]
-        transport = httpx.ASGITransport(app=server.app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield Api(server, http, clock)
+@pytest.fixture
+def start(app_factory: AppFactory) -> Start:
+    """Start a server on a fake clock whose reaper never runs on its own."""
+
+    async def start(
+        specs: tuple[EndpointSpec, ...] = (), *, store: str = "memory://", token: str | None = TOKEN
+    ) -> Api:
+        clock = FakeClock()
+        settings = Settings(worker_token=token, reap_interval=3600.0, offline_after=30.0)
+        return Api(await app_factory((), specs, store=store, settings=settings, clock=clock), clock)
+
+    return start
 
 
 @pytest.fixture(params=["memory"])
@@ -229,9 +229,8 @@ BOTH_STORES = pytest.mark.parametrize("store", ["memory", "sqlite"], indirect=Tr
 
 
 @pytest.fixture
-async def api(store: str) -> AsyncIterator[Api]:
-    async with running(store=store) as a:
-        yield a
+async def api(start: Start, store: str) -> Api:
+    return await start(store=store)
 
 
 def worker_calls(worker_id: str) -> list[tuple[str, str, Any]]:
@@ -265,13 +264,13 @@ async def test_every_worker_route_needs_the_token(api: Api) -> None:
     assert (await api.lease(worker_id))["jobs"] == []
 
 
-async def test_a_server_without_a_worker_token_refuses_every_worker_route() -> None:
-    async with running(token=None) as api:
-        for headers in [{}, AUTH]:
-            for method, path, body in worker_calls("0123456789abcdef"):
-                r = await api.http.request(method, path, json=body, headers=headers)
-                assert "--worker-token" in problem(r, 401)["detail"], (method, path)
-        assert (await api.http.get("/endpoints")).json() == []
+async def test_a_server_without_a_worker_token_refuses_every_worker_route(start: Start) -> None:
+    api = await start(token=None)
+    for headers in [{}, AUTH]:
+        for method, path, body in worker_calls("0123456789abcdef"):
+            r = await api.http.request(method, path, json=body, headers=headers)
+            assert "--worker-token" in problem(r, 401)["detail"], (method, path)
+    assert (await api.http.get("/endpoints")).json() == []
 
 
 async def test_client_routes_refuse_the_worker_token(api: Api) -> None:
@@ -351,30 +350,28 @@ async def test_a_refused_registration_defines_none_of_its_endpoints(api: Api) ->
     assert [e["name"] for e in (await api.http.get("/endpoints")).json()] == ["classify"]
 
 
-async def test_worker_specs_must_match_the_servers_own_endpoints() -> None:
+async def test_worker_specs_must_match_the_servers_own_endpoints(start: Start) -> None:
     txt2img = spec_from_toml(ROOT / "examples/txt2img/txt2img.toml")
-    async with running((Classify.spec(), txt2img)) as api:
-        listing = (await api.http.get("/endpoints")).json()
-        assert {e["name"]: e["workers_online"] for e in listing} == {"classify": 0, "txt2img": 0}
-        r = await api.http.post(
-            "/workers", json={"name": "w", "endpoints": _dicts([ClassifyLonger])}, headers=AUTH
-        )
-        assert "inputs.text.max_length: server has 10, worker has 20" in problem(r, 409)["detail"]
-        changed = txt2img.to_dict()
-        changed["max_attempts"] = 5
-        changed["inputs"]["size"]["choices"] = [8, 16]
-        r = await api.http.post(
-            "/workers", json={"name": "w", "endpoints": [changed]}, headers=AUTH
-        )
-        detail = problem(r, 409)["detail"]
-        assert "max_attempts: server has 3, worker has 5" in detail
-        assert "inputs.size.choices" in detail
-        listing = (await api.http.get("/endpoints")).json()
-        assert {e["name"]: e["workers_online"] for e in listing} == {"classify": 0, "txt2img": 0}
-        # The same specs are welcome.
-        await api.register(Classify, txt2img)
-        listing = (await api.http.get("/endpoints")).json()
-        assert {e["name"]: e["workers_online"] for e in listing} == {"classify": 1, "txt2img": 1}
+    api = await start((Classify.spec(), txt2img))
+    listing = (await api.http.get("/endpoints")).json()
+    assert {e["name"]: e["workers_online"] for e in listing} == {"classify": 0, "txt2img": 0}
+    r = await api.http.post(
+        "/workers", json={"name": "w", "endpoints": _dicts([ClassifyLonger])}, headers=AUTH
+    )
+    assert "inputs.text.max_length: server has 10, worker has 20" in problem(r, 409)["detail"]
+    changed = txt2img.to_dict()
+    changed["max_attempts"] = 5
+    changed["inputs"]["size"]["choices"] = [8, 16]
+    r = await api.http.post("/workers", json={"name": "w", "endpoints": [changed]}, headers=AUTH)
+    detail = problem(r, 409)["detail"]
+    assert "max_attempts: server has 3, worker has 5" in detail
+    assert "inputs.size.choices" in detail
+    listing = (await api.http.get("/endpoints")).json()
+    assert {e["name"]: e["workers_online"] for e in listing} == {"classify": 0, "txt2img": 0}
+    # The same specs are welcome.
+    await api.register(Classify, txt2img)
+    listing = (await api.http.get("/endpoints")).json()
+    assert {e["name"]: e["workers_online"] for e in listing} == {"classify": 1, "txt2img": 1}
 
 
 SPEC = Classify.spec().to_dict()
@@ -452,7 +449,7 @@ async def test_a_registered_spec_is_refused_or_works(api: Api, field: dict[str, 
         assert "inputs.a" in problem(r, 422)["detail"]
         problem(await api.http.get("/endpoints/odd"), 404)
         return
-    async with lenient(api) as http:
+    async with api.lenient() as http:
         answers = {
             "GET /endpoints/odd": (await http.get("/endpoints/odd")).status_code,
             "GET /openapi.json": (await http.get("/openapi.json")).status_code,
@@ -1015,7 +1012,7 @@ BIG = 2**70
 
 async def test_a_spec_with_a_bound_beyond_64_bits_is_refused_or_works(api: Api) -> None:
     spec = {"name": "big", "inputs": {"n": {"type": "integer", "le": BIG}}}
-    async with lenient(api) as http:
+    async with api.lenient() as http:
         r = await http.post("/workers", json={"name": "w", "endpoints": [spec]}, headers=AUTH)
         answers = {
             "POST /workers": r.status_code,
@@ -1029,7 +1026,7 @@ async def test_a_spec_with_a_bound_beyond_64_bits_is_refused_or_works(api: Api) 
 
 
 async def test_worker_metadata_beyond_64_bits_is_refused_or_shown(api: Api) -> None:
-    async with lenient(api) as http:
+    async with api.lenient() as http:
         r = await http.post(
             "/workers",
             json={"name": "w", "endpoints": _dicts([Classify]), "metadata": {"vram": BIG}},
@@ -1050,7 +1047,7 @@ async def test_progress_beyond_64_bits_is_refused_and_the_job_stays_readable(api
     job_id = await api.submit()
     await api.lease(worker_id)
     event = {"job_id": job_id, "type": "progress", "data": {"step": BIG}}
-    async with lenient(api) as http:
+    async with api.lenient() as http:
         r = await http.post(f"/workers/{worker_id}/events", json={"events": [event]}, headers=AUTH)
         answers = {
             "POST events": r.status_code,
@@ -1064,7 +1061,7 @@ async def test_an_output_beyond_64_bits_fails_the_job_cleanly(api: Api) -> None:
     worker_id = await api.register(Other)
     job_id = await api.submit("other", n=1)
     (job,) = (await api.lease(worker_id))["jobs"]
-    async with lenient(api) as http:
+    async with api.lenient() as http:
         r = await http.post(
             f"/workers/{worker_id}/results", json={"results": [result(job, BIG)]}, headers=AUTH
         )
@@ -1079,7 +1076,7 @@ async def test_an_attempt_beyond_64_bits_is_refused(api: Api) -> None:
     worker_id = await api.register()
     job_id = await api.submit()
     (job,) = (await api.lease(worker_id))["jobs"]
-    async with lenient(api) as http:
+    async with api.lenient() as http:
         r = await http.post(
             f"/workers/{worker_id}/results",
             json={"results": [{**result(job, OK), "attempt": BIG}]},
