@@ -19,8 +19,10 @@ from modelport._version import __version__
 from modelport.errors import ModelportError
 from modelport.logs import configure as configure_logs
 from modelport.server.app import Server
+from modelport.settings import Limits, Settings
 
 DEFAULT_STORE = "sqlite:///modelport.db"
+_DEFAULTS = Limits()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,42 +88,42 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-body-size",
         type=int,
-        default=10 * 1024 * 1024,
+        default=_DEFAULTS.max_body_size,
         metavar="BYTES",
         help="largest request body accepted; larger ones get 413 (default: %(default)s)",
     )
     serve.add_argument(
         "--max-queue-length",
         type=int,
-        default=10_000,
+        default=_DEFAULTS.max_queue_length,
         metavar="N",
         help="queued jobs per endpoint before submits get 429 (default: %(default)s)",
     )
     serve.add_argument(
         "--wait",
         type=float,
-        default=30.0,
+        default=_DEFAULTS.default_wait,
         metavar="SECONDS",
         help="how long a submit waits for its result before answering 202 (default: %(default)s)",
     )
     serve.add_argument(
         "--max-queue-time",
         type=float,
-        default=None,
+        default=_DEFAULTS.max_queue_time,
         metavar="SECONDS",
         help="expire jobs no worker started within this time (default: no limit)",
     )
     serve.add_argument(
         "--timeout",
         type=float,
-        default=None,
+        default=_DEFAULTS.timeout,
         metavar="SECONDS",
         help="fail jobs that compute longer than this (default: no limit)",
     )
     serve.add_argument(
         "--result-ttl",
         type=float,
-        default=86_400.0,
+        default=_DEFAULTS.result_ttl,
         metavar="SECONDS",
         help="delete finished jobs after this long (default: %(default)s)",
     )
@@ -220,7 +222,6 @@ def worker(args: argparse.Namespace) -> int:
 
 def _server(args: argparse.Namespace) -> Server:
     from modelport.loader import load_models
-    from modelport.server.app import Settings
     from modelport.spec import spec_from_toml
 
     models = [cls for target in args.targets for cls in load_models(target)]
