@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import socket
 import sys
 from collections.abc import Sequence
-from types import FrameType
-from typing import Any
-
-import uvicorn
-from starlette.types import ASGIApp
+from typing import TYPE_CHECKING, Any
 
 from modelport._version import __version__
 from modelport.errors import ModelportError
 from modelport.logs import configure as configure_logs
-from modelport.server.app import Server
 from modelport.settings import Limits, Settings
+
+if TYPE_CHECKING:  # the server is an extra: imported by `serve` only
+    from starlette.types import ASGIApp
+
+    from modelport.server.app import Server
 
 DEFAULT_STORE = "sqlite:///modelport.db"
 _DEFAULTS = Limits()
@@ -221,6 +219,13 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def _server(args: argparse.Namespace) -> Server:
+    try:
+        from modelport.server.app import Server
+    except ModuleNotFoundError as e:
+        raise ModelportError(
+            f"serving needs the server extra ({e.name} is not installed):"
+            " pip install 'modelport[server]'"
+        ) from None
     from modelport.loader import load_models
     from modelport.spec import spec_from_toml
 
@@ -258,8 +263,12 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
         "timeout_graceful_shutdown": 10,
         "proxy_headers": False,
     }
+    import uvicorn
+
+    from modelport.server.running import UvicornServer
+
     if args.processes == 1:
-        _Uvicorn(uvicorn.Config(server.app(), **options), server).run()
+        UvicornServer(uvicorn.Config(server.app(), **options), server).run()
         return
     if not server.broker.store.shared:
         raise ModelportError("--processes N needs a store they can share: --store redis://...")
@@ -272,24 +281,6 @@ def app_from_env() -> ASGIApp:
     args = _parser().parse_args(json.loads(os.environ[_ARGV_ENV]))
     configure_logs(args.log_level, args.log_format)
     return _server(args).app()
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn, ending long polls at the first exit signal so shutdown is not held up."""
-
-    def __init__(self, config: uvicorn.Config, server: Server) -> None:
-        super().__init__(config)
-        self.modelport = server
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.modelport.broker.closing)
-        super().handle_exit(sig, frame)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
