@@ -42,7 +42,10 @@ class InProcessApp:
     and an ``httpx.AsyncClient`` of it."""
 
     server: Server
+    front: ASGIApp
+    """The app as ``Server.app()`` built it."""
     app: ASGIApp
+    """What the clients call: ``front`` as the lifespan runner hands it on."""
     http: httpx.AsyncClient
 
     def transport(self, **options: Any) -> httpx.ASGITransport:
@@ -97,13 +100,12 @@ async def app_factory() -> AsyncIterator[AppFactory]:
             server = Server(models, specs, store=store, settings=settings)
             if clock is not None:
                 server.broker.clock = clock
-            lifespan = LifespanManager(
-                server.app(), startup_timeout=STARTUP, shutdown_timeout=STARTUP
-            )
+            front = server.app()
+            lifespan = LifespanManager(front, startup_timeout=STARTUP, shutdown_timeout=STARTUP)
             manager = await stack.enter_async_context(lifespan)
             transport = httpx.ASGITransport(app=manager.app)
             http = httpx.AsyncClient(transport=transport, base_url="http://test")
-            app = InProcessApp(server, manager.app, await stack.enter_async_context(http))
+            app = InProcessApp(server, front, manager.app, await stack.enter_async_context(http))
             if ready:
                 await app.ready()
             return app
