@@ -371,9 +371,6 @@ def _model_for(name: str, group: dict[str, FieldSpec]) -> type[pydantic.BaseMode
     return create_model(_identifier(name), __config__=ConfigDict(extra="forbid"), **definitions)
 
 
-# ---- from TOML
-
-
 def spec_from_toml(path: str | Path, *, name: str | None = None) -> EndpointSpec:
     """Read an endpoint spec from a TOML file; mistakes name the file, the key and the reason."""
     path = Path(path)
@@ -496,9 +493,6 @@ def _field_from_dict(where: str, raw: Any) -> FieldSpec:
     ):
         raw["default"] = float(raw["default"])
     return FieldSpec(**raw)
-
-
-# ---- from a Python signature
 
 
 def spec_from_signature(

@@ -12,7 +12,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from conftest import free_port
 from starlette.requests import Request
 from starlette.routing import Route
 
@@ -20,6 +19,7 @@ import modelport
 from modelport import errors
 from modelport.server.app import Server
 from modelport.spec import EndpointSpec, FieldSpec
+from tests.conftest import AppFactory, free_port, wait_for
 
 CLASSES = sorted(set(errors._BY_KIND.values()), key=lambda cls: cls.__name__)
 
@@ -35,13 +35,13 @@ async def raise_named(request: Request) -> Any:
     raise build(errors._BY_KIND[request.path_params["id"]])
 
 
-def app() -> Any:
+SPEC = EndpointSpec(name="echo", inputs={"x": FieldSpec(type="integer", required=True)})
+SETTINGS = modelport.Settings(max_body_size=64, worker_token="worker-secret")
+
+
+def raising(front: Any) -> Any:
     """The real server app, with GET /jobs/{id} answering the error whose kind is the id."""
-    spec = EndpointSpec(name="echo", inputs={"x": FieldSpec(type="integer", required=True)})
-    front = Server(
-        specs=[spec], settings=modelport.Settings(max_body_size=64, worker_token="worker-secret")
-    ).app()
-    front.app.router.routes.insert(0, Route("/jobs/{id}", raise_named))  # type: ignore[attr-defined]
+    front.app.router.routes.insert(0, Route("/jobs/{id}", raise_named))
     return front
 
 
@@ -57,14 +57,12 @@ def check(caught: modelport.ModelportError, cls: type[modelport.ModelportError])
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app(), port=port, log_level="error", lifespan="on"))
+    front = raising(Server(specs=[SPEC], settings=SETTINGS).app())
+    server = uvicorn.Server(uvicorn.Config(front, port=port, log_level="error", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
+    wait_for(lambda: server.started, 30, "uvicorn to start")
     with httpx.Client() as http:
-        for _ in range(500):
-            if server.started:
-                break
-            threading.Event().wait(0.01)
         assert http.get(f"http://127.0.0.1:{port}/health/live").status_code == 200
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
@@ -72,12 +70,11 @@ def url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def aclient() -> AsyncIterator[modelport.AsyncClient]:
-    front = app()
-    async with front.app.router.lifespan_context(front.app):  # type: ignore[attr-defined]
-        transport = httpx.ASGITransport(app=front)
-        async with modelport.AsyncClient("http://test", transport=transport) as client:
-            yield client
+async def aclient(app_factory: AppFactory) -> AsyncIterator[modelport.AsyncClient]:
+    app = await app_factory(specs=[SPEC], settings=SETTINGS)
+    raising(app.front)
+    async with modelport.AsyncClient("http://test", transport=app.transport()) as client:
+        yield client
 
 
 @pytest.mark.parametrize("cls", CLASSES, ids=lambda c: c.__name__)

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from test_stores import store  # noqa: F401  (the store contract's fixture: every backend)
 
 from modelport.core import transitions
 from modelport.core.transitions import ALLOWED, MOVES, allowed
 from modelport.stores import JobStore, Update
 from modelport.stores.base import CHANGEABLE
 from modelport.wire import FINAL, JobRecord, JobStatus, new_job_id
+from tests.test_stores import store  # noqa: F401  (the store contract's fixture: every backend)
 
 Q, R = JobStatus.QUEUED, JobStatus.RUNNING
 S, F, C, E = JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED

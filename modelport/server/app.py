@@ -132,8 +132,6 @@ class Server:
             for runner in group:
                 running.create_task(runner.run())
 
-    # ---- routes
-
     async def list_endpoints(self, request: Request) -> Response:
         depths = await self.broker.store.queue_depths()
         await self.broker.sync_specs()
@@ -196,7 +194,7 @@ class Server:
         inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
         job = await self.broker.submit(name, inputs, idempotency_key=key)
         if fmt is not None:
-            return event_stream(  # type: ignore[return-value]
+            return event_stream(
                 self.broker,
                 job.id,
                 fmt,
@@ -227,7 +225,7 @@ class Server:
         after = resume_point(request)
         await self.broker.get(job_id)  # a 404 before the stream starts
         fmt = stream_format(request) or "sse"
-        return event_stream(self.broker, job_id, fmt, after=after)  # type: ignore[return-value]
+        return event_stream(self.broker, job_id, fmt, after=after)
 
     async def cancel_job(self, request: Request) -> Response:
         job = await self.broker.cancel(request.path_params["id"])

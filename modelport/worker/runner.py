@@ -60,6 +60,8 @@ class Runner:
         self.worker_id: str | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.name}")
         self._draining = asyncio.Event()
+        self._long_poll: asyncio.Future[list[LeasedJob]] | None = None
+        """The lease request waiting for work, which :meth:`drain` gives up at once."""
         self.registered = asyncio.Event()
         self._buffer = EventBuffer(progress_interval)
         self._invoker = Invoker(model, self.spec, self._buffer)
@@ -168,6 +170,8 @@ class Runner:
     def drain(self) -> None:
         """Stop leasing; the batch in hand is finished and reported, then the worker leaves."""
         self._draining.set()
+        if self._long_poll is not None:
+            self._long_poll.cancel()
 
     async def _register(self) -> None:
         info = WorkerInfo(
@@ -190,16 +194,14 @@ class Runner:
         lease = asyncio.ensure_future(
             self.transport.lease(self.worker_id, size, wait, results, batches)
         )
+        if wait > 0:
+            self._long_poll = lease
+            if self._draining.is_set():
+                lease.cancel()
         try:
-            if wait > 0:
-                stop = asyncio.ensure_future(self._draining.wait())
-                try:
-                    await asyncio.wait({lease, stop}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stop.cancel()
-            else:
-                await asyncio.wait({lease})
+            await asyncio.wait({lease})  # its being given up is told by lease.cancelled()
         finally:
+            self._long_poll = None
             if not lease.done():
                 lease.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
