@@ -199,12 +199,13 @@ class Result:
 
 @dataclass(slots=True)
 class WorkerEvent:
-    """A progress update, output chunk, log line or heartbeat a worker sends for a held job."""
+    """A progress update, output chunk, log line or heartbeat a worker sends for a held job,
+    or ``release``: the worker hands back a held job it never started."""
 
     __pydantic_config__ = _FORBID
 
     job_id: str
-    type: Annotated[str, _Pattern(r"^(heartbeat|progress|output|log)$")]
+    type: Annotated[str, _Pattern(r"^(heartbeat|progress|output|log|release)$")]
     data: Json = None
 
 

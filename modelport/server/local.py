@@ -43,5 +43,8 @@ class LocalTransport:
     async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
         return await self.broker.finish(worker_id, results)
 
+    async def release(self, worker_id: str, job_ids: Sequence[str]) -> None:
+        await self.broker.release(worker_id, job_ids)
+
     async def leave(self, worker_id: str) -> None:
         await self.broker.leave(worker_id)

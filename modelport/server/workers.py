@@ -117,11 +117,19 @@ class WorkerRoutes:
         body = await self._read(request, wire.EventsRequest)
         worker_id = request.path_params["id"]
         beats = [e.job_id for e in body.events if e.type == "heartbeat"]
-        others = [Event(e.job_id, e.type, e.data) for e in body.events if e.type != "heartbeat"]
+        handed_back = [e.job_id for e in body.events if e.type == "release"]
+        others = [
+            Event(e.job_id, e.type, e.data)
+            for e in body.events
+            if e.type not in ("heartbeat", "release")
+        ]
+        if handed_back:
+            self.broker.worker(worker_id)
+            await self.broker.release(worker_id, handed_back)
         held = set(await self.broker.heartbeat(worker_id, beats)) if beats else set()
         if others:
             held |= set(await self.broker.events(worker_id, others))
-        if not beats and not others:
+        if not beats and not others and not handed_back:
             self.broker.worker(worker_id)
         cancelled = self.broker.take_cancelled(worker_id)
         return _answer(wire.EventsAnswer(sorted(held), cancelled))

@@ -130,6 +130,9 @@ class HttpTransport:
             worker_id, [wire.WorkerEvent(e.job_id, e.type, e.data) for e in events]
         )
 
+    async def release(self, worker_id: str, job_ids: Sequence[str]) -> None:
+        await self._events(worker_id, [wire.WorkerEvent(j, "release") for j in job_ids])
+
     async def _events(self, worker_id: str, events: list[wire.WorkerEvent]) -> list[str]:
         path = f"/workers/{worker_id}/events"
         answer = await self._send(path, wire.EventsRequest(events), wire.EventsAnswer)

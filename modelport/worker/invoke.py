@@ -12,6 +12,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import threading
 import time
 import types
 from collections.abc import Callable
@@ -83,18 +84,22 @@ class Invoker:
         jobs: list[LeasedJob],
         loop: asyncio.AbstractEventLoop,
         deliver: Callable[[Result], None],
-    ) -> None:
+        stop: threading.Event,
+    ) -> list[LeasedJob]:
         """Call ``predict`` for each job in turn (on the model thread), handing each result to
         ``deliver`` on the event loop as soon as it is made. A job cancelled before its turn
-        is not started."""
+        is not started; once ``stop`` is set no job is: those are returned, unstarted."""
         try:
-            for job in jobs:
+            for index, job in enumerate(jobs):
+                if stop.is_set():
+                    return jobs[index:]
                 if job.id in self.buffer.abandoned:
                     error = describe(JobAbandoned("the job was cancelled before it started"))
                     result = Result(job.id, job.endpoint, job.attempt, error=error)
                 else:
                     result = _result(job, self._one(job, loop))
                 loop.call_soon_threadsafe(deliver, result)
+            return []
         finally:
             context.set_reporter(None)
             logs.job_id.set(None)

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -260,43 +261,55 @@ class Runner:
         loop = asyncio.get_running_loop()
         ready: list[Result] = []
         arrived = asyncio.Event()
+        stop = threading.Event()
+        last = [loop.time()]  # when the model last finished a job
 
         def deliver(result: Result) -> None:  # on the event loop, called from the model thread
             ready.append(result)
+            last[0] = loop.time()
             arrived.set()
 
+        async def watch() -> None:
+            """A job that runs long keeps the held ones from another worker: hand them back."""
+            while not stop.is_set():
+                await asyncio.sleep(HOLD_BUDGET)
+                if loop.time() - last[0] > HOLD_BUDGET:
+                    stop.set()
+
         pump = asyncio.create_task(self._pump([j.id for j in jobs]))
+        watchdog = asyncio.create_task(watch())
         compute = asyncio.ensure_future(
-            self._in_thread(self._invoker.compute_each, jobs, loop, deliver)
+            self._in_thread(self._invoker.compute_each, jobs, loop, deliver, stop)
         )
         unsent: list[Result] = []
-        reported = 0
         try:
-            while reported < len(jobs):
+            while ready or not compute.done():
                 if not ready:
                     waiter = asyncio.ensure_future(arrived.wait())
                     await asyncio.wait({waiter, compute}, return_when=asyncio.FIRST_COMPLETED)
                     waiter.cancel()
-                    if not ready:
-                        compute.result()  # the model thread died: raise what killed it
-                        break
+                    continue
                 arrived.clear()
                 done = ready[:]
                 del ready[:]
-                reported += len(done)
                 await self._send_events()  # a job's chunks go out before its result
                 try:
                     await self._report(done)
                 except Exception:
                     log.warning("reporting %d results failed; retrying", len(done), exc_info=True)
                     unsent += done
-            await compute
+            unstarted: list[LeasedJob] = compute.result()
+            if unstarted:
+                assert self.worker_id is not None
+                await self.transport.release(self.worker_id, [j.id for j in unstarted])
         finally:
+            stop.set()
             if not compute.done():
                 await asyncio.wait({compute})
-            pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await pump
+            for task in (pump, watchdog):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self._buffer.abandoned.difference_update(j.id for j in jobs)
         return unsent
 

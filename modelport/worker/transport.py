@@ -34,4 +34,7 @@ class Transport(Protocol):
 
     async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]: ...
 
+    async def release(self, worker_id: str, job_ids: Sequence[str]) -> None:
+        """Hand back held jobs that were never started (their attempt does not count)."""
+
     async def leave(self, worker_id: str) -> None: ...
