@@ -14,6 +14,7 @@ from typing import Any
 import pydantic
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from modelport import wire
 from modelport._version import __version__
 from modelport.server import schemas
 from modelport.server.examples import input_example
@@ -21,7 +22,6 @@ from modelport.server.examples import input_example
 # The request models are the routes' own validators, so the documented bodies are exactly
 # what is accepted.
 from modelport.server.openai import _ChatRequest, _EmbeddingRequest
-from modelport.server.workers import _Events, _Lease, _Registration, _Results
 from modelport.spec import EndpointSpec
 
 _REF = "#/components/schemas/"
@@ -29,12 +29,9 @@ _RENAMED = {
     "_ChatRequest": "ChatCompletionRequest",
     "_Message": "ChatMessage",
     "_EmbeddingRequest": "EmbeddingRequest",
-    "_Registration": "WorkerRegistration",
-    "_Lease": "LeaseRequest",
-    "_Events": "WorkerEvents",
-    "_Event": "WorkerEvent",
-    "_Results": "WorkerResults",
-    "_Result": "WorkerResult",
+    "Registration": "WorkerRegistration",
+    "Registered": "WorkerRegistered",
+    "Result": "WorkerResult",
 }
 _WORKER_AUTH = "workerToken"
 _OPENAI = "openai"
@@ -59,9 +56,9 @@ class _Components:
     def __init__(self) -> None:
         self.schemas: dict[str, Any] = {}
 
-    def model(self, model: type[pydantic.BaseModel], name: str | None = None) -> dict[str, Any]:
-        """A ``$ref`` to ``model``'s schema (its nested models added too)."""
-        schema = model.model_json_schema(ref_template=_REF + "{model}")
+    def model(self, model: type[Any], name: str | None = None) -> dict[str, Any]:
+        """A ``$ref`` to the schema of a pydantic model or a dataclass (nested ones added)."""
+        schema = pydantic.TypeAdapter(model).json_schema(ref_template=_REF + "{model}")
         key = name or _RENAMED.get(model.__name__, model.__name__)
         return self.add(key, schema, {model.__name__: key})
 
@@ -567,9 +564,9 @@ def _worker_paths(c: _Components, specs: dict[str, EndpointSpec]) -> dict[str, A
                 "operationId": "register_worker",
                 "tags": ["workers"],
                 "security": auth,
-                "requestBody": _body(c.model(_Registration), registration),
+                "requestBody": _body(c.model(wire.Registration), registration),
                 "responses": {
-                    "201": _json(c.model(schemas.Registered), "Registered"),
+                    "201": _json(c.model(wire.Registered), "Registered"),
                     **_BAD_BODY,
                     "401": _BAD_WORKER["401"],
                     "409": _problem("A spec differs from the server's, naming each difference"),
@@ -586,9 +583,9 @@ def _worker_paths(c: _Components, specs: dict[str, EndpointSpec]) -> dict[str, A
                 "tags": ["workers"],
                 "security": auth,
                 "parameters": [_param("WorkerId")],
-                "requestBody": _body(c.model(_Lease), {"max_jobs": 8, "wait": 20}),
+                "requestBody": _body(c.model(wire.LeaseRequest), {"max_jobs": 8, "wait": 20}),
                 "responses": {
-                    "200": _json(c.model(schemas.Leased), "The leased jobs (maybe none)"),
+                    "200": _json(c.model(wire.LeaseAnswer), "The leased jobs (maybe none)"),
                     **_BAD_BODY,
                     **_BAD_WORKER,
                 },
@@ -602,7 +599,7 @@ def _worker_paths(c: _Components, specs: dict[str, EndpointSpec]) -> dict[str, A
                 "security": auth,
                 "parameters": [_param("WorkerId")],
                 "requestBody": _body(
-                    c.model(_Events),
+                    c.model(wire.EventsRequest),
                     {
                         "events": [
                             {
@@ -615,7 +612,7 @@ def _worker_paths(c: _Components, specs: dict[str, EndpointSpec]) -> dict[str, A
                     },
                 ),
                 "responses": {
-                    "200": _json(c.model(schemas.EventsAnswer), "Leases still held"),
+                    "200": _json(c.model(wire.EventsAnswer), "Leases still held"),
                     **_BAD_BODY,
                     **_BAD_WORKER,
                 },
@@ -628,9 +625,9 @@ def _worker_paths(c: _Components, specs: dict[str, EndpointSpec]) -> dict[str, A
                 "tags": ["workers"],
                 "security": auth,
                 "parameters": [_param("WorkerId")],
-                "requestBody": _body(c.model(_Results), results),
+                "requestBody": _body(c.model(wire.ResultsRequest), results),
                 "responses": {
-                    "200": _json(c.model(schemas.Verdicts), "Which results were taken"),
+                    "200": _json(c.model(wire.Verdicts), "Which results were taken"),
                     **_BAD_BODY,
                     **_BAD_WORKER,
                     "409": _problem("This worker does not serve a result's endpoint"),

@@ -1,7 +1,8 @@
-"""The shapes of the server's answers, for the OpenAPI document.
+"""The shapes of the client routes' answers, for the OpenAPI document.
 
-The handlers build plain dicts on the hot path; these models only describe them. The
-tests check real answers against the schemas made from these, so the two cannot drift.
+The handlers build plain dicts on the hot path; these models only describe them (the
+worker routes' messages are described by their own dataclasses in :mod:`modelport.wire`).
+The tests check real answers against the schemas made from these, so the two cannot drift.
 """
 
 from __future__ import annotations
@@ -170,40 +171,6 @@ class StreamEvent(_Shape):
         "expired",
     ]
     data: JsonValue = Field(description="A chunk, a progress report, or the final job.")
-
-
-class Registered(_Shape):
-    worker_id: str = Field(pattern=r"^[0-9a-f]{16}$")
-    endpoints: dict[str, dict[str, Any]] = Field(
-        description="The server's spec of each endpoint, which the worker must serve."
-    )
-
-
-class LeasedJob(_Shape):
-    id: str
-    endpoint: str
-    input: dict[str, JsonValue]
-    attempt: int
-    lease_until: float | None
-
-
-class Verdicts(_Shape):
-    """Which results the server took; a refused one lost its lease and runs elsewhere."""
-
-    accepted: list[str]
-    refused: list[str]
-
-
-class Leased(_Shape):
-    jobs: list[LeasedJob]
-    cancelled: list[str] = Field(description="Jobs of this worker that were cancelled.")
-    accepted: list[str] | None = Field(None, description="When results came with the lease.")
-    refused: list[str] | None = None
-
-
-class EventsAnswer(_Shape):
-    held: list[str] = Field(description="Jobs whose lease this worker still holds.")
-    cancelled: list[str]
 
 
 class ModelCard(_Shape):
