@@ -12,8 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-
-from tests.conftest import ServerProcess
+from conftest import ServerProcess
 
 pytestmark = pytest.mark.e2e
 
