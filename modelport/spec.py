@@ -50,6 +50,8 @@ class FieldSpec:
     choices: list[Any] | None = None
     pattern: str | None = None
     items: FieldSpec | None = None
+    example: Any = None
+    """A realistic value, shown in the docs (JSON Schema ``examples``); it must be valid."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
@@ -75,6 +77,7 @@ class InputInfo:
         max_length: int | None = None,
         choices: list[Any] | None = None,
         pattern: str | None = None,
+        example: Any = None,
     ) -> None:
         self.default = default
         self.description = description
@@ -84,6 +87,7 @@ class InputInfo:
         self.max_length = max_length
         self.choices = list(choices) if choices is not None else None
         self.pattern = pattern
+        self.example = example
 
 
 def Input(
@@ -96,11 +100,15 @@ def Input(
     max_length: int | None = None,
     choices: list[Any] | None = None,
     pattern: str | None = None,
+    example: Any = None,
 ) -> Any:
     """Metadata for one ``predict`` parameter, used as its default value (or in
     ``Annotated[...]``):
 
     ``def predict(self, steps: int = Input(default=30, ge=1, le=100, description="..."))``
+
+    ``example`` is a realistic value for the docs; without one the docs derive it from
+    the default, the bounds or the choices.
 
     Typed ``Any``, so a type checker takes it as a default of the parameter's own type.
     """
@@ -113,6 +121,7 @@ def Input(
         max_length=max_length,
         choices=choices,
         pattern=pattern,
+        example=example,
     )
 
 
@@ -290,12 +299,15 @@ def _check_field(where: str, f: FieldSpec) -> None:
         pydantic.TypeAdapter(_annotation(f)).json_schema()
     except (pydantic.PydanticUserError, pydantic_core.SchemaError, TypeError, ValueError) as e:
         raise SpecError(f"{where}: cannot be validated: {str(e).splitlines()[0]}") from None
-    if f.default is not None:
+    for key in ("default", "example"):
+        value = getattr(f, key)
+        if value is None:
+            continue
         try:
-            pydantic.TypeAdapter(_annotation(f)).validate_python(f.default, strict=True)
+            pydantic.TypeAdapter(_annotation(f)).validate_python(value, strict=True)
         except pydantic.ValidationError as e:
             reason = e.errors()[0]["msg"]
-            raise SpecError(f"{where}: default {f.default!r} is invalid: {reason}") from None
+            raise SpecError(f"{where}: {key} {value!r} is invalid: {reason}") from None
 
 
 def _annotation(f: FieldSpec) -> Any:
@@ -361,13 +373,16 @@ def _identifier(name: str) -> str:
 def _model_for(name: str, group: dict[str, FieldSpec]) -> type[pydantic.BaseModel]:
     definitions: dict[str, Any] = {}
     for key, f in group.items():
-        info = Field(description=f.description or None)
+        doc: dict[str, Any] = {
+            "description": f.description or None,
+            "examples": None if f.example is None else [f.example],
+        }
         if f.required:
-            definitions[key] = (_annotation(f), info)
+            definitions[key] = (_annotation(f), Field(**doc))
         elif f.default is None:
-            definitions[key] = (_annotation(f) | None, Field(None, description=info.description))
+            definitions[key] = (_annotation(f) | None, Field(None, **doc))
         else:
-            definitions[key] = (_annotation(f), Field(f.default, description=info.description))
+            definitions[key] = (_annotation(f), Field(f.default, **doc))
     return create_model(_identifier(name), __config__=ConfigDict(extra="forbid"), **definitions)
 
 
@@ -486,12 +501,13 @@ def _field_from_dict(where: str, raw: Any) -> FieldSpec:
         )
     if "items" in raw:
         raw["items"] = _field_from_dict(where + ".items", raw["items"])
-    if (
-        isinstance(raw.get("default"), int)
-        and raw["type"] == "float"
-        and not isinstance(raw["default"], bool)
-    ):
-        raw["default"] = float(raw["default"])
+    for key in ("default", "example"):
+        if (
+            isinstance(raw.get(key), int)
+            and raw["type"] == "float"
+            and not isinstance(raw[key], bool)
+        ):
+            raw[key] = float(raw[key])
     return FieldSpec(**raw)
 
 
@@ -546,12 +562,11 @@ def _field_from_hint(where: str, hint: Any, default: Any) -> FieldSpec:
         spec.ge, spec.le = info.ge, info.le
         spec.min_length, spec.max_length = info.min_length, info.max_length
         spec.pattern = info.pattern
-    if (
-        isinstance(spec.default, int)
-        and spec.type == "float"
-        and not isinstance(spec.default, bool)
-    ):
-        spec.default = float(spec.default)
+        spec.example = info.example
+    for key in ("default", "example"):
+        value = getattr(spec, key)
+        if isinstance(value, int) and spec.type == "float" and not isinstance(value, bool):
+            setattr(spec, key, float(value))
     return spec
 
 

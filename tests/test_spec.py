@@ -549,3 +549,54 @@ def test_model_without_predict_is_refused() -> None:
 
     with pytest.raises(SpecError, match="define predict"):
         Empty.spec()
+
+
+class Measured(modelport.Model):
+    """Inputs with examples for the docs."""
+
+    def predict(
+        self,
+        length: float = Input(ge=0, le=10, example=5),
+        label: str = Input(default="a", example="setosa"),
+        tags: Annotated[list[str], Input(example=["x", "y"])] = [],  # noqa: B006
+    ) -> Any:
+        return length
+
+
+def test_input_example_is_kept_round_trips_and_is_in_the_json_schema(tmp_path: Path) -> None:
+    spec = Measured.spec()
+    assert spec.inputs["length"].example == 5.0  # an int example of a float input is a float
+    assert type(spec.inputs["length"].example) is float
+    assert spec.inputs["label"].example == "setosa"
+    assert spec.to_dict()["inputs"]["tags"]["example"] == ["x", "y"]
+    assert spec_from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    properties = spec.input_schema()["properties"]
+    assert properties["length"]["examples"] == [5.0]
+    assert properties["label"]["examples"] == ["setosa"]
+    assert properties["tags"]["examples"] == [["x", "y"]]
+    path = tmp_path / "m.toml"
+    path.write_text(
+        '[endpoint]\nname = "measured"\ndescription = "Inputs with examples for the docs."\n'
+        "[inputs]\n"
+        'length = { type = "float", required = true, min = 0, max = 10, example = 5 }\n'
+        'label = { type = "string", default = "a", example = "setosa" }\n'
+        'tags = { type = "list", items = "string", default = [], example = ["x", "y"] }\n'
+    )
+    assert spec_from_toml(path).inputs == spec.inputs
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ('{ type = "float", max = 10, example = 50 }', "inputs.x: example 50.0 is invalid"),
+        ('{ type = "integer", example = "3" }', "inputs.x: example '3' is invalid"),
+        ('{ type = "selection", choices = ["a"], example = "b" }', "inputs.x: example 'b'"),
+    ],
+)
+def test_an_example_the_endpoint_would_refuse_is_refused(
+    tmp_path: Path, field: str, message: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[endpoint]\nname = "bad"\n[inputs]\nx = {field}\n')
+    with pytest.raises(SpecError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        spec_from_toml(path)

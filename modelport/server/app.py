@@ -20,7 +20,7 @@ import pydantic
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,11 +29,13 @@ from modelport import logs
 from modelport.core import Broker
 from modelport.errors import BadRequest, ModelportError, Unavailable, invalid
 from modelport.model import Model
+from modelport.server import docs as doc_pages
+from modelport.server.index import IndexPage
 from modelport.server.local import LocalTransport
 from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
 from modelport.server.openai import OpenAIRoutes
-from modelport.server.openapi import DOCS_HTML, openapi
+from modelport.server.openapi import openapi
 from modelport.server.problems import EXCEPTION_HANDLERS, problem_response, unexpected
 from modelport.server.streaming import event_stream, resume_point, stream_format
 from modelport.server.workers import WorkerRoutes, refuse_worker_token
@@ -79,6 +81,7 @@ class Server:
             self.broker, self.settings.worker_token, self.settings.max_body_size
         )
         self.openai = OpenAIRoutes(self.broker, self.settings)
+        self.index = IndexPage(self)
         self.runners: list[Runner] = []
         self._instances: list[list[Runner]] = []
         """The runners of each model instance (one per batch it may run at once)."""
@@ -259,15 +262,17 @@ class Server:
 
     async def openapi_json(self, request: Request) -> Response:
         await self.broker.sync_specs()
-        return _json(openapi(self.broker.specs))
+        return _json(openapi(self.broker.specs, root_path=request.scope.get("root_path", "")))
 
     async def docs(self, request: Request) -> Response:
-        return HTMLResponse(DOCS_HTML)
+        return doc_pages.swagger_ui(request)
+
+    async def redoc(self, request: Request) -> Response:
+        return doc_pages.redoc(request)
 
     def app(self) -> ASGIApp:
-        from swagger_ui_bundle import swagger_ui_path
-
         routes = [
+            Route("/", self.index.get, methods=["GET"]),
             Route("/endpoints/{name}/jobs", self.submit, methods=["POST"]),
             Route("/endpoints", self.list_endpoints, methods=["GET"]),
             Route("/endpoints/{name}", self.get_endpoint, methods=["GET"]),
@@ -279,6 +284,7 @@ class Server:
             Route("/openapi.json", self.openapi_json, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/docs", self.docs, methods=["GET"]),
+            Route("/redoc", self.redoc, methods=["GET"]),
             Route("/v1/models", self.openai.models, methods=["GET"]),
             Route("/v1/chat/completions", self.openai.chat, methods=["POST"]),
             Route("/v1/embeddings", self.openai.embeddings, methods=["POST"]),
@@ -287,7 +293,11 @@ class Server:
             Route("/workers/{id}/events", self.workers.events, methods=["POST"]),
             Route("/workers/{id}/results", self.workers.results, methods=["POST"]),
             Route("/workers/{id}", self.workers.leave, methods=["DELETE"]),
-            Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static"),
+            Mount(
+                doc_pages.STATIC_PREFIX,
+                StaticFiles(directory=doc_pages.static_dir()),
+                name="docs-static",
+            ),
         ]
         app = Starlette(
             routes=routes, lifespan=self.lifespan, exception_handlers=dict(EXCEPTION_HANDLERS)
