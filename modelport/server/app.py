@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import itertools
 import logging
 import re
@@ -33,6 +34,7 @@ from modelport.errors import (
     PROBLEM_PREFIX,
     BadRequest,
     ModelportError,
+    NotFound,
     PayloadTooLarge,
     Unavailable,
     ValidationError,
@@ -74,6 +76,11 @@ class Settings:
     """Seconds a job may compute before it fails (an endpoint's spec may override)."""
     result_ttl: float | None = 86_400.0
     """Seconds a finished job is kept (an endpoint's spec may override); None keeps them."""
+
+
+JOB_STATUS = "X-Job-Status"
+"""On every answer that carries a job: its status, so a failed job (HTTP 200: the request
+worked) shows without reading the body, e.g. with ``curl -i`` or a proxy's log."""
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -199,8 +206,21 @@ class Server:
             "running": depth.get("running", 0),
         }
 
+    async def _find_spec(self, name: str) -> EndpointSpec:
+        """The endpoint's spec; an unknown name answers 404 listing the endpoints there are."""
+        try:
+            return await self.broker.find_spec(name)
+        except NotFound:
+            names = sorted(self.broker.specs)
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            listed = ", ".join(names) if names else "none yet"
+            raise NotFound(
+                f"no endpoint named {name!r}{hint}; the endpoints are: {listed}"
+            ) from None
+
     async def get_endpoint(self, request: Request) -> Response:
-        spec = await self.broker.find_spec(request.path_params["name"])
+        spec = await self._find_spec(request.path_params["name"])
         depths = await self.broker.store.queue_depths()
         now = self.broker.clock()
         body = await self._summary(spec, depths)
@@ -227,12 +247,12 @@ class Server:
 
     async def submit(self, request: Request) -> Response:
         name = request.path_params["name"]
-        spec = await self.broker.find_spec(name)
+        spec = await self._find_spec(name)
         body = await self._body(request)
         try:
             parsed = spec.request_model.model_validate_json(body)
         except pydantic.ValidationError as e:
-            raise _validation_error(e) from None
+            raise _envelope_error(body) or _validation_error(e) from None
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 255:
             raise BadRequest("Idempotency-Key must be 1 to 255 characters")
@@ -257,9 +277,10 @@ class Server:
         body = job.public(queue_position=position)
         if position is not None:
             body["eta"] = await self.broker.eta(job, position)
+        headers = {JOB_STATUS: job.status.value}
         if job.status.final or not created:
-            return _json(body)
-        return _json(body, 202, {"Location": f"/jobs/{job.id}"})
+            return _json(body, headers=headers)
+        return _json(body, 202, {"Location": f"/jobs/{job.id}", **headers})
 
     async def _body(self, request: Request) -> bytes:
         limit = self.settings.max_body_size
@@ -295,7 +316,7 @@ class Server:
 
     async def cancel_job(self, request: Request) -> Response:
         job = await self.broker.cancel(request.path_params["id"])
-        return _json(job.public())
+        return _json(job.public(), headers={JOB_STATUS: job.status.value})
 
     async def live(self, request: Request) -> Response:
         return _json({"status": "ok"})
@@ -368,6 +389,21 @@ class Server:
         return FrontDoor(app, self)
 
 
+def _envelope_error(body: bytes) -> ValidationError | None:
+    """The first mistake of users of other servers: the inputs sent bare, not under "input"."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or not data or "input" in data:
+        return None
+    corrected = orjson.dumps({"input": data}).decode()
+    if len(corrected) > 200:
+        corrected = corrected[:180] + " ... }}"
+    message = f'the inputs go under "input": send {corrected}'
+    return ValidationError(message, errors=[{"field": "input", "message": message}])
+
+
 def _validation_error(e: pydantic.ValidationError) -> ModelportError:
     errors = e.errors(include_url=False, include_input=False)
     if any(err["type"] == "json_invalid" for err in errors):
@@ -391,12 +427,15 @@ async def _on_modelport_error(request: Request, exc: Exception) -> Response:
     return _problem_response(exc)
 
 
+_HTTP_PROBLEMS = {404: (NotFound.kind, NotFound.title), 405: ("method-not-allowed", None)}
+
+
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
-    body = {
+    kind, title = _HTTP_PROBLEMS.get(exc.status_code, ("http", None))
+    body = {  # a 404 reads as modelport's own 404s do: one title for one type
         "type": PROBLEM_PREFIX + kind,
-        "title": str(exc.detail),
+        "title": title or str(exc.detail).capitalize(),
         "status": exc.status_code,
         "detail": f"{request.method} {request.url.path}: {exc.detail}",
     }
