@@ -36,6 +36,9 @@ from pydantic import ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
 from modelport.errors import SpecError
+from modelport.wire import INT_MAX as _INT_MAX
+from modelport.wire import INT_MIN as _INT_MIN
+from modelport.wire import storable as _storable
 
 FieldType = Literal[
     "string", "integer", "float", "boolean", "selection", "json", "list", "object", "union"
@@ -582,9 +585,6 @@ def _one_of(variants: list[FieldSpec]) -> Callable[[Any, Any], Any]:
     return check
 
 
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-
-
 def _exact_choice(choices: tuple[Any, ...]) -> Callable[[Any], Any]:
     """Literal matching says True == 1 and 1.0 == 1; a selection wants the JSON value itself."""
 
@@ -609,26 +609,6 @@ def _fits(value: Any) -> bool:
     if isinstance(value, int) and not isinstance(value, bool):
         return _INT_MIN <= value <= _INT_MAX
     return True
-
-
-def storable(value: Any) -> Any:
-    """Refuse JSON the stores cannot keep: NaN, Infinity, integers beyond 64 bits."""
-    return _storable(value)
-
-
-def _storable(value: Any) -> Any:
-    """JSON the store can keep: no NaN or Infinity, integers within 64 bits."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("NaN and Infinity are not JSON numbers")
-    if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
-        raise ValueError("integers must fit in 64 bits")
-    if isinstance(value, dict):
-        for item in value.values():
-            _storable(item)
-    elif isinstance(value, list):
-        for item in value:
-            _storable(item)
-    return value
 
 
 def _identifier(name: str) -> str:

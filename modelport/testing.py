@@ -34,7 +34,8 @@ import uvicorn
 from modelport.client import AsyncClient, Client
 from modelport.errors import ModelportError
 from modelport.model import Model
-from modelport.server.app import Server, Settings
+from modelport.server.app import Server
+from modelport.settings import Settings
 from modelport.spec import EndpointSpec
 from modelport.stores import JobStore
 

@@ -404,7 +404,7 @@ async def test_async_client_in_process(server: Server) -> None:
         assert job.status == "succeeded" and job.output == {"n": 3}
         with pytest.raises(modelport.JobFailed, match="must not be negative"):
             await client.predict("fails", x=-2)
-        with pytest.raises(modelport.ValidationError) as info:
+        with pytest.raises(modelport.InvalidInput) as info:
             await client.predict("add", a="one")
         assert info.value.errors[0]["field"] == "a"
         with pytest.raises(modelport.NotFound):
@@ -412,7 +412,7 @@ async def test_async_client_in_process(server: Server) -> None:
         names = [e["name"] for e in await client.endpoints()]
         assert "add" in names and "txt2img" in names
         queued = await client.submit("txt2img", prompt="x")
-        with pytest.raises(modelport.Timeout):
+        with pytest.raises(modelport.TimedOut):
             await queued.wait(timeout=0.2)
         await queued.cancel()
         assert queued.status == "cancelled"

@@ -49,7 +49,7 @@ def test_client_against_real_server(serve, tmp_path: Path) -> None:
         job.wait(timeout=10)
         assert job.status == "succeeded" and job.output == {"text": "hi"}
         assert c.job(job.id).output == {"text": "hi"}
-        with pytest.raises(modelport.ValidationError) as info:
+        with pytest.raises(modelport.InvalidInput) as info:
             c.predict("iris", sepal_length=50, sepal_width=3.5, petal_length=1.4, petal_width=0.2)
         assert info.value.errors == [
             {"field": "sepal_length", "message": "Input should be less than or equal to 10"}

@@ -13,9 +13,10 @@ import modelport
 from modelport.core import Broker
 from modelport.errors import SpecError
 from modelport.server.app import Server
+from modelport.server.local import LocalTransport
 from modelport.stores.memory import MemoryStore
 from modelport.wire import JobStatus, LeasedJob, Result
-from modelport.worker.runner import LocalTransport, Runner
+from modelport.worker.runner import Runner
 
 BOUND = 10.0
 """A safety net for waits on events that come at once; never what a test waits for."""

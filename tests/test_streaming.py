@@ -162,7 +162,7 @@ def test_client_stream_yields_chunks_then_final(server: ServerProcess) -> None:
         events = list(c.stream("ticker", n=3, every=0.01))
         assert [e.data for e in events if e.type == "output"] == ["w0 ", "w1 ", "w2 "]
         assert events[-1].type == "succeeded"
-        with pytest.raises(modelport.ValidationError):
+        with pytest.raises(modelport.InvalidInput):
             list(c.stream("ticker", n=-1))
 
 

@@ -13,7 +13,7 @@ import pytest
 
 import modelport
 import modelport.testing
-from modelport import Input, ModelportError, ValidationError
+from modelport import Input, InvalidInput, ModelportError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,7 +110,7 @@ def test_serve_gives_a_client_of_a_real_server() -> None:
         assert client.base_url.startswith("http://127.0.0.1:")
         assert client.predict("sentiment", text="good") == {"score": 1.0, "tags": 1}
         assert client.predict("span", window={"start": 1, "end": 4}) == [1, 2, 3]
-        with pytest.raises(ValidationError) as e:
+        with pytest.raises(InvalidInput) as e:
             client.predict("sentiment", text="good", scale=11)
         assert e.value.errors == [
             {"field": "scale", "message": "Input should be less than or equal to 10"}

@@ -512,6 +512,8 @@ async def test_lease_gives_validated_input_attempt_and_deadline(api: Api) -> Non
             }
         ],
         "cancelled": [],
+        "accepted": [],
+        "refused": [],
     }
     job = await api.job(job_id)
     assert job["status"] == "running"
@@ -585,7 +587,7 @@ async def test_an_empty_lease_answers_quickly(api: Api) -> None:
     worker_id = await api.register()
     started = time.monotonic()
     for wait in (0, 0.01, 0.05):
-        assert await api.lease(worker_id, wait=wait) == {"jobs": [], "cancelled": []}
+        assert (await api.lease(worker_id, wait=wait))["jobs"] == []
     assert time.monotonic() - started < 2.0
 
 
@@ -897,8 +899,9 @@ async def test_a_cancelled_job_is_dropped_from_held_and_announced_once(api: Api)
     assert await api.events(worker_id, *beats) == {"held": [second], "cancelled": []}
     # A lease answer announces cancellations too, once.
     await api.http.post(f"/jobs/{second}/cancel")
-    assert await api.lease(worker_id) == {"jobs": [], "cancelled": [second]}
-    assert await api.lease(worker_id) == {"jobs": [], "cancelled": []}
+    nothing = {"jobs": [], "accepted": [], "refused": []}
+    assert await api.lease(worker_id) == {**nothing, "cancelled": [second]}
+    assert await api.lease(worker_id) == {**nothing, "cancelled": []}
     assert await api.events(worker_id, *beats) == {"held": [], "cancelled": []}
     # A result for a cancelled job is refused; the job stays cancelled.
     refused = await api.finish(
