@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
+import re
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -165,3 +169,21 @@ def test_serve_waits_for_setup_before_handing_over_the_client() -> None:
         assert Blocking.released.is_set()
         assert client.predict("blocking", x=3) == 3
     timer.join()
+
+
+def test_the_readme_test_example_passes_under_pytest(tmp_path: Path) -> None:
+    """The README's "Test a model" block, run as a user would: pytest on the two files."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    for name in ("my_model.py", "test_my_model.py"):
+        (tmp_path / name).write_text(next(b for b in blocks if f"# {name}\n" in b))
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_my_model.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "2 passed" in done.stdout
