@@ -19,7 +19,6 @@ import inspect
 import sys
 import threading
 import typing
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -245,16 +244,17 @@ def _var_keyword(signature: inspect.Signature) -> str:
     return next(p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD)
 
 
-_calls: weakref.WeakKeyDictionary[type, _Call] = weakref.WeakKeyDictionary()
-_calls_lock = threading.Lock()
+_PLAN = "__modelport_predict_plan__"
+_plans_lock = threading.Lock()
 
 
 def _call_of(cls: type[Model], func: Callable[..., Any]) -> _Call:
-    call = _calls.get(cls)
+    """The class's plan, kept on the class itself: one dict lookup on the hot path."""
+    call: _Call | None = cls.__dict__.get(_PLAN)
     if call is None:
-        with _calls_lock:
-            call = _calls.get(cls) or _Call(cls, func)
-            _calls[cls] = call
+        with _plans_lock:
+            call = cls.__dict__.get(_PLAN) or _Call(cls, func)
+            setattr(cls, _PLAN, call)
     return call
 
 
