@@ -533,8 +533,12 @@ def _annotation(f: FieldSpec, title: str) -> Any:
     elif f.type == "object":
         if f.properties is not None:
             base = _model_for(title, f.properties)
+        elif f.values is None or f.values == _JSON:  # any object: schema {"type": "object"}
+            base = typing.Annotated[
+                dict[str, Any], Field(strict=True), pydantic.AfterValidator(_storable)
+            ]
         else:
-            values = _nullable(f.values or _JSON, title + "_value")
+            values = _nullable(f.values, title + "_value")
             base = typing.Annotated[dict[str, values], Field(strict=True)]  # type: ignore[valid-type]
     else:
         variants = f.variants or []
