@@ -256,6 +256,8 @@ class LeaseRequest:
     max_jobs: Annotated[int, Ge(1), Le(MAX_JOBS)] = 1
     wait: Annotated[float, Ge(0), Le(MAX_LEASE_WAIT)] = 20.0
     results: Annotated[list[Result], MaxLen(MAX_ITEMS)] = field(default_factory=list)
+    batches: Annotated[int, Ge(1), Le(MAX_JOBS)] = 1
+    """How many of the endpoint's batches to take at once (up to ``max_jobs`` jobs)."""
 
 
 @dataclass(slots=True)

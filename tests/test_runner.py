@@ -53,10 +53,15 @@ class Recording(LocalTransport):
         self.waits: list[float] = []
 
     async def lease(
-        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+        self,
+        worker_id: str,
+        max_jobs: int,
+        wait: float,
+        results: Sequence[Result] = (),
+        batches: int = 1,
     ) -> list[LeasedJob]:
         self.waits.append(wait)
-        return await super().lease(worker_id, max_jobs, wait, results)
+        return await super().lease(worker_id, max_jobs, wait, results, batches)
 
 
 @pytest.fixture
@@ -162,14 +167,19 @@ class InFlight(Recording):
         self.fail = fail
 
     async def lease(
-        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+        self,
+        worker_id: str,
+        max_jobs: int,
+        wait: float,
+        results: Sequence[Result] = (),
+        batches: int = 1,
     ) -> list[LeasedJob]:
         if wait > 0:
-            return await super().lease(worker_id, max_jobs, wait, results)
+            return await super().lease(worker_id, max_jobs, wait, results, batches)
         self.sent.set()
         if self.fail:
             raise RuntimeError("the connection broke")
-        jobs = await super().lease(worker_id, max_jobs, wait, results)
+        jobs = await super().lease(worker_id, max_jobs, wait, results, batches)
         await self.arrive.wait()
         return jobs
 

@@ -31,14 +31,20 @@ class Leases:
         self.metrics = jobs.metrics
         self.clock: Callable[[], float] = jobs.clock
 
-    async def lease(self, worker_id: str, max_jobs: int, wait: float) -> list[LeasedJob]:
+    async def lease(
+        self, worker_id: str, max_jobs: int, wait: float, batches: int = 1
+    ) -> list[LeasedJob]:
         """Up to ``max_jobs`` jobs: wait up to ``wait`` s for the first, then fill the batch
-        for at most the endpoint's ``max_batch_wait`` after the first arrived."""
+        for at most the endpoint's ``max_batch_wait`` after the first arrived.
+
+        ``batches`` > 1 takes that many of the endpoint's batches at once (a worker that
+        runs quick jobs one at a time takes several, to spend one round trip on them).
+        """
         worker = self.registry.worker(worker_id)
         deadline = asyncio.get_running_loop().time() + wait
         jobs: list[JobRecord] = []
         try:
-            await self._fill(worker, jobs, max_jobs, deadline)
+            await self._fill(worker, jobs, max_jobs, batches, deadline)
         except asyncio.CancelledError:
             # The long poll was abandoned (the worker hung up): hand back what it took.
             await asyncio.shield(self.release(worker_id, [j.id for j in jobs]))
@@ -51,7 +57,7 @@ class Leases:
         ]
 
     async def _fill(
-        self, worker: Worker, jobs: list[JobRecord], max_jobs: int, deadline: float
+        self, worker: Worker, jobs: list[JobRecord], max_jobs: int, batches: int, deadline: float
     ) -> None:
         loop = asyncio.get_running_loop()
         specs = self.registry.specs
@@ -61,7 +67,7 @@ class Leases:
             signals.append(self.wakeups.closing)
             for name in worker.info.endpoints:
                 spec = specs[name]
-                room = min(max_jobs, spec.max_batch_size) - len(jobs)
+                room = min(max_jobs, spec.max_batch_size * batches) - len(jobs)
                 if room <= 0 or (jobs and jobs[0].endpoint != name):
                     continue
                 now = self.clock()
@@ -72,7 +78,8 @@ class Leases:
                     if window_end is None:
                         window_end = loop.time() + spec.max_batch_wait
                     jobs += got
-            if jobs and len(jobs) >= min(max_jobs, specs[jobs[0].endpoint].max_batch_size):
+            full = min(max_jobs, specs[jobs[0].endpoint].max_batch_size * batches) if jobs else 0
+            if jobs and len(jobs) >= full:
                 break
             remaining = (window_end if window_end is not None else deadline) - loop.time()
             if remaining <= 0:

@@ -13,12 +13,13 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, TypeVar
 
 from modelport.stores.base import JobStore
 from modelport.wire import JobRecord
 
 log = logging.getLogger("modelport.core")
+_F = TypeVar("_F", bound="asyncio.Future[Any]")
 
 
 class Wakeups:
@@ -72,12 +73,7 @@ class Wakeups:
         return fut
 
     def forget_done(self, job_id: str, fut: asyncio.Future[JobRecord | None]) -> None:
-        waiters = self._done.get(job_id)
-        if waiters is not None:
-            with contextlib.suppress(ValueError):
-                waiters.remove(fut)
-            if not waiters:
-                del self._done[job_id]
+        _discard(self._done, job_id, fut)
 
     def work_future(self, endpoint: str) -> asyncio.Future[None]:
         """A future resolved at the next new work for ``endpoint``."""
@@ -112,12 +108,7 @@ class Wakeups:
         return fut
 
     def unwatch(self, job_id: str, fut: asyncio.Future[None]) -> None:
-        watchers = self._watchers.get(job_id)
-        if watchers is not None:
-            with contextlib.suppress(ValueError):
-                watchers.remove(fut)
-            if not watchers:
-                del self._watchers[job_id]
+        _discard(self._watchers, job_id, fut)
 
     def _wake_queue(self, endpoint: str) -> None:
         fut = self._signals.pop(endpoint, None)
@@ -161,3 +152,13 @@ class Wakeups:
                 self._wake_queue(key)
             elif kind == "j":
                 self._wake_job(key)
+
+
+def _discard(table: dict[str, list[_F]], key: str, fut: _F) -> None:
+    """Take a waiter off its list, and the list off the table once empty."""
+    waiters = table.get(key)
+    if waiters is not None:
+        with contextlib.suppress(ValueError):
+            waiters.remove(fut)
+        if not waiters:
+            del table[key]

@@ -23,11 +23,16 @@ class LocalTransport:
         return (await self.broker.join(info, specs, worker_id=wid)).id
 
     async def lease(
-        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+        self,
+        worker_id: str,
+        max_jobs: int,
+        wait: float,
+        results: Sequence[Result] = (),
+        batches: int = 1,
     ) -> list[LeasedJob]:
         if results:
             await self.broker.finish(worker_id, results)
-        return await self.broker.lease(worker_id, max_jobs, wait)
+        return await self.broker.lease(worker_id, max_jobs, wait, batches)
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
         return await self.broker.heartbeat(worker_id, job_ids)

@@ -94,7 +94,9 @@ class WorkerRoutes:
         results = body.results
         accepted = await self.broker.finish(worker_id, results) if results else []
         if body.wait > 0:
-            lease = asyncio.ensure_future(self.broker.lease(worker_id, body.max_jobs, body.wait))
+            lease = asyncio.ensure_future(
+                self.broker.lease(worker_id, body.max_jobs, body.wait, body.batches)
+            )
             hangup = asyncio.ensure_future(_hangup(request))
             await asyncio.wait((lease, hangup), return_when=asyncio.FIRST_COMPLETED)
             hangup.cancel()
@@ -106,7 +108,7 @@ class WorkerRoutes:
                 return Response(status_code=499)
             jobs = lease.result()
         else:  # no long poll (at most the batch window): nothing to watch for
-            jobs = await self.broker.lease(worker_id, body.max_jobs, 0.0)
+            jobs = await self.broker.lease(worker_id, body.max_jobs, 0.0, body.batches)
         verdicts = Verdicts.of(results, accepted)
         cancelled = self.broker.take_cancelled(worker_id)
         return _answer(wire.LeaseAnswer(jobs, cancelled, verdicts.accepted, verdicts.refused))

@@ -108,9 +108,14 @@ class HttpTransport:
         return (await self._send("/workers", request, wire.Registered)).worker_id
 
     async def lease(
-        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+        self,
+        worker_id: str,
+        max_jobs: int,
+        wait: float,
+        results: Sequence[Result] = (),
+        batches: int = 1,
     ) -> list[LeasedJob]:
-        request = wire.LeaseRequest(max_jobs, wait, list(results))
+        request = wire.LeaseRequest(max_jobs, wait, list(results), batches)
         path = f"/workers/{worker_id}/lease"
         answer = await self._send(path, request, wire.LeaseAnswer, timeout=wait + self.timeout)
         self.cancelled.update(answer.cancelled)

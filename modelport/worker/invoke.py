@@ -9,8 +9,10 @@ the job's error (type and text, never a traceback).
 from __future__ import annotations
 
 import asyncio
+import collections
 import inspect
 import logging
+import time
 import types
 from collections.abc import Callable
 from typing import Any
@@ -46,6 +48,8 @@ class Invoker:
         self.spec = spec
         self.buffer = buffer
         self.batched = type(model).predict_batch is not Model.predict_batch
+        self.job_times: collections.deque[float] = collections.deque(maxlen=32)
+        """Seconds each of the latest one-at-a-time ``predict`` calls took."""
 
     def compute(self, jobs: list[LeasedJob], loop: asyncio.AbstractEventLoop) -> list[Result]:
         """Call the model for one batch (on the model thread) and turn its answers into results."""
@@ -74,9 +78,31 @@ class Invoker:
             logs.job_id.set(None)
         return [_result(j, out) for j, out in zip(jobs, outputs, strict=True)]
 
+    def compute_each(
+        self,
+        jobs: list[LeasedJob],
+        loop: asyncio.AbstractEventLoop,
+        deliver: Callable[[Result], None],
+    ) -> None:
+        """Call ``predict`` for each job in turn (on the model thread), handing each result to
+        ``deliver`` on the event loop as soon as it is made. A job cancelled before its turn
+        is not started."""
+        try:
+            for job in jobs:
+                if job.id in self.buffer.abandoned:
+                    error = describe(JobAbandoned("the job was cancelled before it started"))
+                    result = Result(job.id, job.endpoint, job.attempt, error=error)
+                else:
+                    result = _result(job, self._one(job, loop))
+                loop.call_soon_threadsafe(deliver, result)
+        finally:
+            context.set_reporter(None)
+            logs.job_id.set(None)
+
     def _one(self, job: LeasedJob, loop: asyncio.AbstractEventLoop) -> Any:
         context.set_reporter(self._reporter([job.id], loop))
         logs.job_id.set(job.id)
+        started = time.perf_counter()
 
         def chunk(value: Any) -> None:
             self._check([job.id])
@@ -94,6 +120,8 @@ class Invoker:
         except Exception as e:
             log.exception("model %s failed on job %s", self.spec.name, job.id)
             return e
+        finally:
+            self.job_times.append(time.perf_counter() - started)
 
     def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
         """What ``Model.progress`` calls on the model thread for these jobs."""

@@ -29,6 +29,11 @@ __all__ = ["JobAbandoned", "Runner", "Transport", "describe", "lanes", "set_up"]
 
 log = logging.getLogger("modelport.worker")
 
+HOLD_BUDGET = 0.002
+"""Seconds of recent compute a one-at-a-time model leases at once (see ``_lease_size``)."""
+MAX_AHEAD = 64
+"""The most jobs a one-at-a-time model holds at once."""
+
 
 class Runner:
     """Runs one model instance: one batch at a time on one dedicated thread."""
@@ -58,6 +63,10 @@ class Runner:
         self.registered = asyncio.Event()
         self._buffer = EventBuffer(progress_interval)
         self._invoker = Invoker(model, self.spec, self._buffer)
+        # Only a lone lane leases ahead: one with siblings would hold jobs they could start.
+        self._one_at_a_time = (
+            not self._invoker.batched and self.spec.max_batch_size == 1 and model.concurrency == 1
+        )
         self.heartbeat_interval = heartbeat_interval
         self.prefetch_below = prefetch_below
         self._compute_times: collections.deque[float] = collections.deque(maxlen=8)
@@ -177,8 +186,9 @@ class Runner:
         once, and the jobs it brings are run (given up, they would each lose an attempt)."""
         assert self.worker_id is not None
         wait = self.lease_wait if wait is None else wait
+        size, batches = self._lease_size()
         lease = asyncio.ensure_future(
-            self.transport.lease(self.worker_id, self.spec.max_batch_size, wait, results)
+            self.transport.lease(self.worker_id, size, wait, results, batches)
         )
         try:
             if wait > 0:
@@ -207,8 +217,29 @@ class Runner:
                 await self._report(results)
             return []
 
+    def _lease_size(self) -> tuple[int, int]:
+        """How many jobs to ask for, and in how many of the endpoint's batches.
+
+        A batched model asks for one batch. A model that takes one job at a time asks for as
+        many single-job batches as it has lately computed in :data:`HOLD_BUDGET` seconds, so
+        that one round trip (and one store write each way) serves them all, while a job it
+        holds unstarted waits no longer than about one quick job takes (another worker could
+        have run it).
+        """
+        if not self._one_at_a_time or not self._invoker.job_times:
+            return self.spec.max_batch_size, 1
+        worst = max(self._invoker.job_times)
+        ahead = max(1, min(MAX_AHEAD, int(HOLD_BUDGET / max(worst, 1e-6))))
+        return ahead, ahead
+
     async def run_batch(self, jobs: list[LeasedJob]) -> list[Result]:
-        """Compute a batch, sending its events as they come; return its results to report."""
+        """Compute a batch, sending its events as they come; return its results to report.
+
+        Several jobs of a one-at-a-time model are computed one after the other, each result
+        reported as soon as its job is done; what could not be reported is returned.
+        """
+        if self._one_at_a_time and len(jobs) > 1:
+            return await self._run_each(jobs)
         pump = asyncio.create_task(self._pump([j.id for j in jobs]))
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -222,6 +253,50 @@ class Runner:
         await self._send_events()  # chunks made just before the end go out before the result
         self._buffer.abandoned.difference_update(j.id for j in jobs)
         return results
+
+    async def _run_each(self, jobs: list[LeasedJob]) -> list[Result]:
+        loop = asyncio.get_running_loop()
+        ready: list[Result] = []
+        arrived = asyncio.Event()
+
+        def deliver(result: Result) -> None:  # on the event loop, called from the model thread
+            ready.append(result)
+            arrived.set()
+
+        pump = asyncio.create_task(self._pump([j.id for j in jobs]))
+        compute = asyncio.ensure_future(
+            self._in_thread(self._invoker.compute_each, jobs, loop, deliver)
+        )
+        unsent: list[Result] = []
+        reported = 0
+        try:
+            while reported < len(jobs):
+                if not ready:
+                    waiter = asyncio.ensure_future(arrived.wait())
+                    await asyncio.wait({waiter, compute}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    if not ready:
+                        compute.result()  # the model thread died: raise what killed it
+                        break
+                arrived.clear()
+                done = ready[:]
+                del ready[:]
+                reported += len(done)
+                await self._send_events()  # a job's chunks go out before its result
+                try:
+                    await self._report(done)
+                except Exception:
+                    log.warning("reporting %d results failed; retrying", len(done), exc_info=True)
+                    unsent += done
+            await compute
+        finally:
+            if not compute.done():
+                await asyncio.wait({compute})
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        self._buffer.abandoned.difference_update(j.id for j in jobs)
+        return unsent
 
     async def _report(self, results: list[Result]) -> None:
         for _ in range(3):

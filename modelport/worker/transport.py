@@ -18,9 +18,15 @@ class Transport(Protocol):
     ) -> str: ...
 
     async def lease(
-        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+        self,
+        worker_id: str,
+        max_jobs: int,
+        wait: float,
+        results: Sequence[Result] = (),
+        batches: int = 1,
     ) -> list[LeasedJob]:
-        """Deliver ``results`` (as :meth:`results` does), then long-poll for a batch."""
+        """Deliver ``results`` (as :meth:`results` does), then long-poll for a batch (or for
+        ``batches`` of the endpoint's batches, up to ``max_jobs`` jobs)."""
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]: ...
 
