@@ -114,7 +114,11 @@ class Invoker:
             self.buffer.emit(Event(job.id, "output", jsonable(value)), loop)
 
         try:
-            return _collect(self.model.predict(**job.input), chunk)
+            output = _collect(self.model.predict(**job.input), chunk)
+            text = self.spec.output is not None and self.spec.output.type == "string"
+            if text and isinstance(output, list) and not output:
+                return ""  # an Iterator[str] that yielded nothing wrote the empty text
+            return output
         except JobAbandoned as e:
             log.info("job %s stopped: %s", job.id, e)
             return e
@@ -162,10 +166,18 @@ def _result(job: LeasedJob, output: Any) -> Result:
 
 
 def jsonable(value: Any) -> Any:
-    """``value`` as plain JSON types (numpy arrays and scalars included)."""
+    """``value`` as plain JSON types (numpy arrays and scalars, dataclasses, enums and
+    pydantic models included)."""
     if isinstance(value, str | int | float | bool) or value is None:
         return value
-    return orjson.loads(orjson.dumps(value, option=_JSON_OPTIONS))
+    return orjson.loads(orjson.dumps(value, default=_encode, option=_JSON_OPTIONS))
+
+
+def _encode(value: Any) -> Any:
+    """What orjson cannot write itself: pydantic models (dataclasses and enums it can)."""
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
 
 
 def _collect(output: Any, chunk: Callable[[Any], None]) -> Any:
