@@ -97,6 +97,14 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        self.cache_lookups = Counter(
+            "modelport_cache_lookups",
+            "Submits looked up in the result cache or a precomputed table, by result: hit,"
+            " miss, coalesced (waited on an identical running job), precomputed,"
+            " precomputed_miss.",
+            ["endpoint", "result"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "modelport_queue_depth", "Jobs waiting in the queue.", ["endpoint"], registry=r
         )
@@ -125,6 +133,9 @@ class Metrics:
 
     def lease_lost(self, endpoint: str) -> None:
         self._child("lease_expiries", endpoint).inc()
+
+    def cache_lookup(self, endpoint: str, result: str) -> None:
+        self._child("cache_lookups", endpoint, result).inc()
 
     def job_finished(self, job: JobRecord) -> None:
         self._child("finished", job.endpoint, job.status.value).inc()

@@ -72,6 +72,15 @@ class Model:
     """Seconds a job may compute before it fails (server default if None)."""
     result_ttl: ClassVar[float | None] = _SPEC_DEFAULTS["result_ttl"]
     """Seconds a finished job is kept before it is deleted (server default if None)."""
+    cache_ttl: ClassVar[float | None] = _SPEC_DEFAULTS["cache_ttl"]
+    """Seconds a result is answered again, without queueing, for an identical validated
+    input (no result cache if None)."""
+    cache_max_entries: ClassVar[int | None] = _SPEC_DEFAULTS["cache_max_entries"]
+    """The most results the cache keeps for this endpoint, oldest dropped first (None: no bound)."""
+    precomputed: ClassVar[str | None] = _SPEC_DEFAULTS["precomputed"]
+    """A table of precomputed predictions (a ``modelport batch`` SQLite output) answered from."""
+    fallback: ClassVar[bool] = _SPEC_DEFAULTS["fallback"]
+    """Whether an input missing from the ``precomputed`` table goes to the model (else 404)."""
     concurrency: ClassVar[int] = 1
     """Batches one model instance runs at once, each on its own thread, in the API server
     (embedded) and in each worker process; ``setup()`` still runs once. Raise it only for a

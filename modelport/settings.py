@@ -3,7 +3,7 @@ all read them from here (an endpoint's spec may tighten some per endpoint)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -36,3 +36,5 @@ class Settings(Limits):
 
     worker_token: str | None = None
     """The credential remote workers present; without one, no remote worker is accepted."""
+    precomputed: dict[str, str] = field(default_factory=dict)
+    """Per endpoint name, a predictions table to answer from (overrides the spec's)."""

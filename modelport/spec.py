@@ -201,6 +201,10 @@ class EndpointSpec:
     max_queue_time: float | None = None
     timeout: float | None = None
     result_ttl: float | None = None
+    cache_ttl: float | None = None
+    cache_max_entries: int | None = None
+    precomputed: str | None = None
+    fallback: bool = True
     output: FieldSpec | None = None
 
     def __post_init__(self) -> None:
@@ -281,8 +285,20 @@ SERVING_KEYS = (
     "max_queue_time",
     "timeout",
     "result_ttl",
+    "cache_ttl",
+    "cache_max_entries",
+    "precomputed",
+    "fallback",
 )
-_OPTIONAL_KEYS = ("max_queue_length", "max_queue_time", "timeout", "result_ttl")
+_OPTIONAL_KEYS = (
+    "max_queue_length",
+    "max_queue_time",
+    "timeout",
+    "result_ttl",
+    "cache_ttl",
+    "cache_max_entries",
+    "precomputed",
+)
 _SECTIONS = ("inputs", "outputs", "output", "progress")
 _ENDPOINT_KEYS = {f.name for f in fields(EndpointSpec)} - set(_SECTIONS)
 _FIELD_KEYS = {f.name for f in fields(FieldSpec)} | {"min", "max"}
@@ -360,7 +376,11 @@ def spec_problems(spec: EndpointSpec) -> list[Problem]:
         out.append(("endpoint.max_attempts", "must be at least 1"))
     if spec.max_queue_length is not None and spec.max_queue_length < 1:
         out.append(("endpoint.max_queue_length", "must be at least 1"))
-    for key in ("max_queue_time", "timeout", "result_ttl"):
+    if spec.cache_max_entries is not None and spec.cache_max_entries < 1:
+        out.append(("endpoint.cache_max_entries", "must be at least 1"))
+    if spec.cache_max_entries is not None and spec.cache_ttl is None:
+        out.append(("endpoint.cache_max_entries", "needs cache_ttl (the cache is off without it)"))
+    for key in ("max_queue_time", "timeout", "result_ttl", "cache_ttl"):
         value = getattr(spec, key)
         if value is not None and not (0 < value < math.inf):
             out.append((f"endpoint.{key}", "must be a positive number of seconds"))
@@ -688,6 +708,8 @@ def spec_from_toml(path: str | Path, *, name: str | None = None) -> EndpointSpec
         problems += _problems_of(e)
     if problems:
         raise spec_error(problems, str(path))
+    if spec.precomputed is not None and not Path(spec.precomputed).is_absolute():
+        spec = dataclasses.replace(spec, precomputed=str(path.parent / spec.precomputed))
     return spec
 
 
@@ -720,6 +742,10 @@ _ENDPOINT_TYPES: dict[str, type] = {
     "max_queue_time": float,
     "timeout": float,
     "result_ttl": float,
+    "cache_ttl": float,
+    "cache_max_entries": int,
+    "precomputed": str,
+    "fallback": bool,
 }
 
 
@@ -756,7 +782,14 @@ def spec_from_dict(data: dict[str, Any], *, name: str | None = None) -> Endpoint
     if data.get("output") is not None:
         output = _field_from_dict("output", data.pop("output"), problems)
     data.pop("output", None)
-    for key in ("max_batch_wait", "lease_duration", "max_queue_time", "timeout", "result_ttl"):
+    for key in (
+        "max_batch_wait",
+        "lease_duration",
+        "max_queue_time",
+        "timeout",
+        "result_ttl",
+        "cache_ttl",
+    ):
         if isinstance(data.get(key), int) and not isinstance(data.get(key), bool):
             data[key] = float(data[key])
     for key, value in list(data.items()):

@@ -561,3 +561,42 @@ async def test_redis_going_away_is_unavailable_then_recovers(own_redis: Any) -> 
         assert (await s.get(again.id)) is not None
     finally:
         await s.close()
+
+
+async def test_cache_put_get_and_delete(store: JobStore) -> None:
+    assert await store.cache_get("k1") is None
+    await store.cache_put("k1", {"output": [1, 2.5, "x"]}, 60, "echo")
+    assert await store.cache_get("k1") == {"output": [1, 2.5, "x"]}
+    await store.cache_put("k1", {"output": "again"}, 60, "echo")
+    assert await store.cache_get("k1") == {"output": "again"}
+    await store.cache_delete("k1", "echo")
+    assert await store.cache_get("k1") is None
+
+
+async def test_cache_add_keeps_the_first_value(store: JobStore) -> None:
+    assert await store.cache_add("k", {"job": "a"}, 60, "echo") is None
+    assert await store.cache_add("k", {"job": "b"}, 60, "echo") == {"job": "a"}
+    assert await store.cache_get("k") == {"job": "a"}
+
+
+async def test_cache_values_expire(store: JobStore) -> None:
+    await store.cache_put("short", 1, 0.05, "echo")
+    await store.cache_put("long", 2, 60, "echo")
+    deadline = asyncio.get_running_loop().time() + 5
+    while await store.cache_get("short") is not None:
+        assert asyncio.get_running_loop().time() < deadline, "the value never expired"
+        await asyncio.sleep(0.01)
+    assert await store.cache_get("long") == 2
+    assert await store.cache_add("short", 3, 60, "echo") is None  # an expired value is absent
+    assert await store.cache_get("short") == 3
+
+
+async def test_cache_keeps_at_most_max_entries_per_group_oldest_dropped(store: JobStore) -> None:
+    for i in range(5):
+        await store.cache_put(f"e{i}", i, 60, "echo", max_entries=3)
+    await store.cache_put("o0", "other", 60, "other", max_entries=1)
+    assert [await store.cache_get(f"e{i}") for i in range(5)] == [None, None, 2, 3, 4]
+    assert await store.cache_get("o0") == "other"
+    await store.cache_put("e2", 22, 60, "echo", max_entries=3)  # stored again: newest now
+    await store.cache_add("e5", 5, 60, "echo", max_entries=3)
+    assert [await store.cache_get(f"e{i}") for i in range(2, 6)] == [22, None, 4, 5]

@@ -2,6 +2,7 @@
 
     registry     endpoint specs and workers
     jobs         the client's verbs: submit, get, wait, cancel, position, ETA
+    cache        in front of the queue: precomputed tables and the result cache
     leases       the worker's verbs: lease, heartbeat, events, finish, release, leave
     reaper       the time limits: lease expiry, queue time, timeouts, result TTLs
     wakeups      futures for waiters here, announcements for the other servers
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from modelport.core.cache import ResultCache
 from modelport.core.jobs import Jobs
 from modelport.core.leases import Leases
 from modelport.core.reaper import Reaper
@@ -62,6 +64,7 @@ class Broker:
             store, self.registry, self.wakeups, self.tallies, self.metrics, self.limits, clock
         )
         self.leases = Leases(self.jobs)
+        self.cache = ResultCache(self.jobs)
         self.reaper = Reaper(self.leases, self.limits)
         self.clock = clock
         self._reaping: asyncio.Task[None] | None = None
@@ -81,6 +84,7 @@ class Broker:
         self.all_workers = self.registry.all_workers
         self.workers_online = self.registry.workers_online
         self.submit = self.jobs.submit
+        self.answer = self.cache.submit
         self.get = self.jobs.get
         self.wait = self.jobs.wait
         self.cancel = self.jobs.cancel
@@ -125,6 +129,7 @@ class Broker:
             self._reaping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaping
+        self.cache.close()
         await self.store.close()
 
     async def join(

@@ -64,6 +64,10 @@ JOB_STATUS = "X-Job-Status"
 worked) shows without reading the body, e.g. with ``curl -i`` or a proxy's log."""
 
 
+X_CACHE = "X-Cache"
+"""On a submit's answer from an endpoint with a result cache or a precomputed table:
+``hit``, ``miss`` or ``precomputed``."""
+
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
 
 
@@ -107,6 +111,7 @@ class Server:
             self._add(group[0].spec)
             self._instances.append(group)
             self.runners += group
+        self._add_tables()
         self._tasks: list[asyncio.Task[None]] = []
         self._setup_lock = asyncio.Lock()
         self.setup_errors: dict[str, str] = {}
@@ -115,6 +120,14 @@ class Server:
         if spec.name in self.broker.specs:
             raise ModelportError(f"two endpoints are named {spec.name!r}")
         self.broker.add_endpoint(spec)
+
+    def _add_tables(self) -> None:
+        for name in sorted(set(self.settings.precomputed) - set(self.broker.specs)):
+            raise ModelportError(f"--precomputed {name}=...: there is no endpoint {name!r}")
+        for name, spec in self.broker.specs.items():
+            path = self.settings.precomputed.get(name) or spec.precomputed
+            if path is not None:
+                self.broker.cache.add_table(spec, path)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette) -> AsyncIterator[None]:
@@ -206,6 +219,9 @@ class Server:
             ],
             spec=spec.to_dict(),
         )
+        table = self.broker.cache.tables.get(spec.name)
+        if table is not None:
+            body["precomputed"] = table.report()
         return _json(body)
 
     async def submit(self, request: Request) -> Response:
@@ -223,7 +239,12 @@ class Server:
         respond_async, wait = _prefer(request, self.settings.default_wait, self.settings.max_wait)
         fmt = stream_format(request)
         inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
-        job = await self.broker.submit(name, inputs, idempotency_key=key)
+        answer = await self.broker.answer(name, inputs, idempotency_key=key, stream=fmt is not None)
+        extra = {X_CACHE: answer.cache} if answer.cache is not None else {}
+        if answer.body is not None:
+            return _json(answer.body, headers={JOB_STATUS: answer.body["status"], **extra})
+        job = answer.job
+        assert job is not None
         if fmt is not None:
             return event_stream(
                 self.broker,
@@ -234,14 +255,16 @@ class Server:
             )
         if not respond_async and not job.status.final:
             job = await self.broker.wait(job.id, wait, job=job)
-        return await self._job_response(job, created=True)
+        return await self._job_response(job, created=True, headers=extra)
 
-    async def _job_response(self, job: JobRecord, *, created: bool = False) -> Response:
+    async def _job_response(
+        self, job: JobRecord, *, created: bool = False, headers: dict[str, str] | None = None
+    ) -> Response:
         position = None if job.status.final else await self.broker.position(job)
         body = job.public(queue_position=position)
         if position is not None:
             body["eta"] = await self.broker.eta(job, position)
-        headers = {JOB_STATUS: job.status.value}
+        headers = {JOB_STATUS: job.status.value, **(headers or {})}
         if job.status.final or not created:
             return _json(body, headers=headers)
         return _json(body, 202, {"Location": f"/jobs/{job.id}", **headers})

@@ -128,6 +128,25 @@ class JobStore(Protocol):
     async def specs(self) -> list[dict[str, Any]]:
         """Every recorded endpoint spec."""
 
+    async def cache_get(self, key: str) -> Any | None:
+        """The value cached under ``key``, or None if there is none or it expired."""
+
+    async def cache_add(
+        self, key: str, value: Any, ttl: float, group: str, max_entries: int | None = None
+    ) -> Any | None:
+        """Cache ``value`` under ``key`` for ``ttl`` seconds unless a live value is there;
+        return that value (None when this one was stored). ``group`` (an endpoint) keeps at
+        most ``max_entries`` entries: the oldest stored are dropped first."""
+
+    async def cache_put(
+        self, key: str, value: Any, ttl: float, group: str, max_entries: int | None = None
+    ) -> None:
+        """Cache ``value`` under ``key`` for ``ttl`` seconds, replacing what is there
+        (bounded per ``group`` as :meth:`cache_add`)."""
+
+    async def cache_delete(self, key: str, group: str) -> None:
+        """Forget the value cached under ``key``."""
+
     async def publish(self, topic: str) -> None:
         """Tell every server sharing this store that ``topic`` changed (no-op if unshared)."""
 

@@ -30,6 +30,9 @@ class MemoryStore:
         self._events: dict[str, list[Event]] = defaultdict(list)
         self._workers: dict[str, tuple[dict[str, Any], float]] = {}
         self._specs: dict[str, dict[str, Any]] = {}
+        self._cache: dict[str, tuple[bytes, float]] = {}
+        self._cache_groups: dict[str, dict[str, None]] = defaultdict(dict)
+        """Per group, its keys in the order they were stored (oldest first)."""
 
     async def open(self) -> None:
         pass
@@ -201,6 +204,37 @@ class MemoryStore:
 
     async def specs(self) -> list[dict[str, Any]]:
         return [copy.deepcopy(s) for _, s in sorted(self._specs.items())]
+
+    async def cache_get(self, key: str) -> Any | None:
+        entry = self._cache.get(key)
+        if entry is None or entry[1] <= time.time():
+            return None
+        return orjson.loads(entry[0])
+
+    async def cache_add(
+        self, key: str, value: Any, ttl: float, group: str, max_entries: int | None = None
+    ) -> Any | None:
+        present = await self.cache_get(key)
+        if present is not None:
+            return present
+        await self.cache_put(key, value, ttl, group, max_entries)
+        return None
+
+    async def cache_put(
+        self, key: str, value: Any, ttl: float, group: str, max_entries: int | None = None
+    ) -> None:
+        self._cache[key] = (orjson.dumps(value), time.time() + ttl)
+        keys = self._cache_groups[group]
+        keys.pop(key, None)
+        keys[key] = None
+        while max_entries is not None and len(keys) > max_entries:
+            oldest = next(iter(keys))
+            del keys[oldest]
+            self._cache.pop(oldest, None)
+
+    async def cache_delete(self, key: str, group: str) -> None:
+        self._cache.pop(key, None)
+        self._cache_groups[group].pop(key, None)
 
     async def publish(self, topic: str) -> None:
         pass

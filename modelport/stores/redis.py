@@ -11,6 +11,7 @@ Layout, with ``P`` the prefix and ``E`` an endpoint name:
 - ``Pd:E``          sorted set: the final jobs of ``E``, scored by ``completed_at``
 - ``Pkey:E:<key>``  the job id an idempotency key was first given to
 - ``Pev:<id>``      list: a job's events; an event's id is its position (1, 2, ...)
+- ``Pc:<key>``     a cached value (expiring); ``Pcg:E`` sorted set: its keys by time stored
 - ``Pseq``, ``Pendpoints``, ``Pworkers`` + ``Pw:<id>``, channel ``Pchanges``
 
 Every change to a job is one Lua script, so it is atomic, and it moves the job between the
@@ -104,6 +105,31 @@ redis.call('HSET', key, 'seq', seq, unpack(ARGV, 6))
 redis.call('SADD', P .. 'endpoints', ep)
 redis.call('ZADD', P .. 'q:' .. ep, seq, id)
 return {seq, id}
+"""
+
+# ARGV: prefix, key, group, value, ttl (ms), max entries or '', only if absent ('1'/'0'),
+# now. Returns the live value already there (only if absent), else false.
+_CACHE_PUT = """
+local P, k, grp = ARGV[1], ARGV[2], ARGV[3]
+local ck, gk = P .. 'c:' .. k, P .. 'cg:' .. grp
+if ARGV[7] == '1' then
+  local present = redis.call('GET', ck)
+  if present then return present end
+end
+local now, ttl = tonumber(ARGV[8]), tonumber(ARGV[5])
+redis.call('SET', ck, ARGV[4], 'PX', ttl)
+redis.call('ZADD', gk, now, k)
+redis.call('ZREMRANGEBYSCORE', gk, '-inf', '(' .. (now - ttl / 1000))
+if ARGV[6] ~= '' then
+  local extra = redis.call('ZCARD', gk) - tonumber(ARGV[6])
+  if extra > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', gk, 0, extra - 1)) do
+      redis.call('DEL', P .. 'c:' .. old)
+    end
+    redis.call('ZREMRANGEBYRANK', gk, 0, extra - 1)
+  end
+end
+return false
 """
 
 # ARGV: prefix, endpoint, worker, limit, now, lease_until. Returns the leased ids in order.
@@ -271,6 +297,7 @@ class RedisStore:
         self._extend = r.register_script(_INDEX + _EXTEND)
         self._update = r.register_script(_INDEX + _UPDATE)
         self._purge = r.register_script(_INDEX + _PURGE)
+        self._cache_put = r.register_script(_CACHE_PUT)
         await self.ping()
 
     async def close(self) -> None:
@@ -573,6 +600,44 @@ class RedisStore:
         async with self._errors():
             stored = await self.redis.hgetall(self._key("specs"))
         return [dict(orjson.loads(stored[name])) for name in sorted(stored)]
+
+    async def cache_get(self, key: str) -> Any | None:
+        async with self._errors():
+            raw = await self.redis.get(self._key("c", key))
+        return None if raw is None else orjson.loads(raw)
+
+    async def _cache_store(
+        self, key: str, value: Any, ttl: float, group: str, max_entries: int | None, only_new: bool
+    ) -> Any | None:
+        args: list[Any] = [
+            self.prefix,
+            key,
+            group,
+            orjson.dumps(value),
+            max(1, int(ttl * 1000)),
+            "" if max_entries is None else max_entries,
+            "1" if only_new else "0",
+            repr(time.time()),
+        ]
+        async with self._errors():
+            present = await self._cache_put(args=args)
+        return None if present is None else orjson.loads(present)
+
+    async def cache_add(
+        self, key: str, value: Any, ttl: float, group: str, max_entries: int | None = None
+    ) -> Any | None:
+        return await self._cache_store(key, value, ttl, group, max_entries, True)
+
+    async def cache_put(
+        self, key: str, value: Any, ttl: float, group: str, max_entries: int | None = None
+    ) -> None:
+        await self._cache_store(key, value, ttl, group, max_entries, False)
+
+    async def cache_delete(self, key: str, group: str) -> None:
+        async with self._errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key("c", key))
+            pipe.zrem(self._key("cg", group), key)
+            await pipe.execute()
 
     async def publish(self, topic: str) -> None:
         async with self._errors():

@@ -63,6 +63,14 @@ CREATE TABLE IF NOT EXISTS workers (
     data BLOB NOT NULL,
     expires REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS cache (
+    key TEXT PRIMARY KEY,
+    grp TEXT NOT NULL,
+    value BLOB NOT NULL,
+    expires REAL NOT NULL,
+    stored INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS cache_age ON cache (grp, stored);
 CREATE TABLE IF NOT EXISTS counts (
     endpoint TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -462,6 +470,65 @@ class SqliteStore:
         with self._errors():
             rows = self.db.execute("SELECT data FROM specs ORDER BY name").fetchall()
         return [dict(orjson.loads(r[0])) for r in rows]
+
+    async def cache_get(self, key: str) -> Any | None:
+        with self._errors():
+            row = self.db.execute(
+                "SELECT value FROM cache WHERE key = ? AND expires > ?", (key, time.time())
+            ).fetchone()
+        return None if row is None else orjson.loads(row[0])
+
+    async def cache_add(
+        self, key: str, value: Any, ttl: float, group: str, max_entries: int | None = None
+    ) -> Any | None:
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT value FROM cache WHERE key = ? AND expires > ?", (key, time.time())
+            ).fetchone()
+            if row is not None:
+                return orjson.loads(row[0])
+            self._cache_store(db, key, value, ttl, group, max_entries)
+        return None
+
+    async def cache_put(
+        self, key: str, value: Any, ttl: float, group: str, max_entries: int | None = None
+    ) -> None:
+        with self._transaction() as db:
+            self._cache_store(db, key, value, ttl, group, max_entries)
+
+    @staticmethod
+    def _cache_store(
+        db: sqlite3.Connection,
+        key: str,
+        value: Any,
+        ttl: float,
+        group: str,
+        max_entries: int | None,
+    ) -> None:
+        now = time.time()
+        (stored,) = db.execute(
+            "SELECT coalesce(max(stored), 0) + 1 FROM cache WHERE grp = ?", (group,)
+        ).fetchone()
+        db.execute(
+            "INSERT INTO cache (key, grp, value, expires, stored) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET grp = excluded.grp, value = excluded.value,"
+            " expires = excluded.expires, stored = excluded.stored",
+            (key, group, orjson.dumps(value), now + ttl, stored),
+        )
+        if max_entries is None:
+            return
+        db.execute("DELETE FROM cache WHERE grp = ? AND expires <= ?", (group, now))
+        (count,) = db.execute("SELECT count(*) FROM cache WHERE grp = ?", (group,)).fetchone()
+        if count > max_entries:
+            db.execute(
+                "DELETE FROM cache WHERE key IN"
+                " (SELECT key FROM cache WHERE grp = ? ORDER BY stored LIMIT ?)",
+                (group, count - max_entries),
+            )
+
+    async def cache_delete(self, key: str, group: str) -> None:
+        with self._transaction() as db:
+            db.execute("DELETE FROM cache WHERE key = ? AND grp = ?", (key, group))
 
     async def publish(self, topic: str) -> None:
         pass

@@ -1,0 +1,102 @@
+"""The predictions table: what ``modelport batch`` writes to SQLite and ``modelport serve
+--precomputed`` answers from, one row per distinct validated input, keyed by its hash.
+
+Light on purpose (sqlite3 and orjson only): the batch command, the server and a user's own
+script read and write it the same way.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from modelport.errors import ModelportError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    key TEXT PRIMARY KEY,
+    row INTEGER NOT NULL,
+    endpoint TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    input BLOB NOT NULL,
+    output BLOB,
+    error TEXT,
+    created_at REAL NOT NULL
+);
+"""
+
+
+def input_key(inputs: dict[str, Any]) -> str:
+    """The canonical hash of a validated input: SHA-256 of its JSON with sorted keys."""
+    return hashlib.sha256(orjson.dumps(inputs, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """One row of the table."""
+
+    key: str
+    row: int
+    endpoint: str
+    model_version: str
+    input: dict[str, Any]
+    output: Any
+    error: str | None
+    created_at: float
+
+
+class Table:
+    """A predictions table opened read-only, for lookups by input hash."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelportError(f"precomputed table {self.path}: no such file")
+        self._db: sqlite3.Connection | None = None
+        try:
+            rows = self.db.execute(
+                "SELECT model_version, endpoint, count(*) FROM predictions"
+                " WHERE error IS NULL GROUP BY model_version, endpoint"
+            ).fetchall()
+        except sqlite3.Error as e:
+            raise ModelportError(
+                f"precomputed table {self.path}: not a modelport batch output ({e})"
+            ) from None
+        self.versions: dict[str, int] = {}
+        """Rows with an output, per model version."""
+        self.endpoints: set[str] = set()
+        for version, endpoint, n in rows:
+            self.versions[str(version)] = self.versions.get(str(version), 0) + int(n)
+            self.endpoints.add(str(endpoint))
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            self._db = sqlite3.connect(
+                f"file:{self.path.resolve()}?mode=ro", uri=True, check_same_thread=False
+            )
+        return self._db
+
+    def get(self, key: str, model_version: str) -> Prediction | None:
+        """The successful prediction of this version for the input with this hash."""
+        row = self.db.execute(
+            "SELECT key, row, endpoint, model_version, input, output, error, created_at"
+            " FROM predictions WHERE key = ? AND model_version = ? AND error IS NULL",
+            (key, model_version),
+        ).fetchone()
+        if row is None:
+            return None
+        return Prediction(
+            row[0], row[1], row[2], row[3], orjson.loads(row[4]), orjson.loads(row[5]), None, row[7]
+        )
+
+    def close(self) -> None:
+        """Close the file (a later lookup opens it again)."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
