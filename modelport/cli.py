@@ -126,6 +126,14 @@ def _parser() -> argparse.ArgumentParser:
         help="delete finished jobs after this long (default: %(default)s)",
     )
     serve.add_argument(
+        "--precomputed",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="answer endpoint NAME from a table of predictions (a `modelport batch` SQLite "
+        "output) when it holds the input, else from the model; repeatable",
+    )
+    serve.add_argument(
         "--worker-token",
         default=os.environ.get("MODELPORT_WORKER_TOKEN"),
         metavar="TOKEN",
@@ -244,8 +252,19 @@ def _server(args: argparse.Namespace) -> Server:
         max_queue_time=args.max_queue_time,
         timeout=args.timeout,
         result_ttl=args.result_ttl,
+        precomputed=_pairs("--precomputed", args.precomputed),
     )
     return Server(models, specs, store=args.store, settings=settings)
+
+
+def _pairs(flag: str, values: Sequence[str]) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise ModelportError(f"{flag} {value!r}: give NAME=FILE")
+        pairs[name] = path
+    return pairs
 
 
 _ARGV_ENV = "MODELPORT_SERVE_ARGV"

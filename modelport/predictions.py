@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,3 +102,59 @@ class Table:
         if self._db is not None:
             self._db.close()
             self._db = None
+
+
+class TableWriter:
+    """Appends predictions to a table, one transaction per call, so a killed writer leaves
+    every row it wrote whole and none half-written."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.executescript(SCHEMA)
+
+    def done(self) -> set[str]:
+        """The keys already in the table."""
+        return {r[0] for r in self.db.execute("SELECT key FROM predictions")}
+
+    def write(self, rows: Iterable[Prediction]) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "INSERT INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [
+                    (
+                        p.key,
+                        p.row,
+                        p.endpoint,
+                        p.model_version,
+                        orjson.dumps(p.input),
+                        None if p.error is not None else orjson.dumps(p.output),
+                        p.error,
+                        p.created_at,
+                    )
+                    for p in rows
+                ],
+            )
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def prediction(
+    row: int,
+    endpoint: str,
+    model_version: str,
+    inputs: dict[str, Any],
+    output: Any = None,
+    error: str | None = None,
+) -> Prediction:
+    """A row for ``inputs``, keyed by their hash and stamped with the time now."""
+    return Prediction(
+        input_key(inputs), row, endpoint, model_version, inputs, output, error, time.time()
+    )

@@ -114,7 +114,7 @@ class ResultCache:
             if answer is not None:
                 return answer
         if spec.cache_ttl is None:
-            return Answer(await self.jobs.submit(endpoint, inputs))
+            return Answer(await self.jobs.submit(endpoint, inputs), cache=MISS)
         return await self._cached(spec, f"{spec.name}:{spec.version}:{digest}", inputs)
 
     def _precomputed(self, spec: EndpointSpec, table: Precomputed, digest: str) -> Answer | None:
