@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from modelport import batch
 from modelport._version import __version__
 from modelport.errors import ModelportError
 from modelport.logs import configure as configure_logs
@@ -195,6 +196,7 @@ def _parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="log lines as text or as one JSON object each (default: %(default)s)",
     )
+    batch.add_parser(commands)
     return parser
 
 
@@ -312,6 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return worker(args)
+        if args.command == "batch":
+            return batch.main(args)
         serve(args, argv)
     except ModelportError as e:
         print(f"modelport: error: {e.message}", file=sys.stderr)
