@@ -600,3 +600,32 @@ async def test_cache_keeps_at_most_max_entries_per_group_oldest_dropped(store: J
     await store.cache_put("e2", 22, 60, "echo", max_entries=3)  # stored again: newest now
     await store.cache_add("e5", 5, 60, "echo", max_entries=3)
     assert [await store.cache_get(f"e{i}") for i in range(2, 6)] == [22, None, 4, 5]
+
+
+def delivery(job_id: str, n: int, due: float | None, **extra: Any) -> dict[str, Any]:
+    return {"id": f"msg_{job_id}_{n}", "job_id": job_id, "due": due, "attempts": [], **extra}
+
+
+async def test_deliveries_are_claimed_when_due_and_held(store: JobStore) -> None:
+    await store.put_delivery(delivery("j1", 1, NOW - 5, event="started"))
+    await store.put_delivery(delivery("j1", 2, NOW + 50, event="completed"))
+    await store.put_delivery(delivery("j2", 1, NOW - 10, body={"x": [1, 2.5]}))
+    await store.put_delivery(delivery("j2", 2, None))  # delivered: never due again
+    claimed = await store.claim_deliveries(NOW, 10, NOW + 30)
+    assert [d["id"] for d in claimed] == ["msg_j2_1", "msg_j1_1"]
+    assert claimed[0]["body"] == {"x": [1, 2.5]} and claimed[0]["due"] == NOW + 30
+    assert await store.claim_deliveries(NOW, 10, NOW + 30) == []  # held
+    again = await store.claim_deliveries(NOW + 40, 10, NOW + 70)  # the hold ran out
+    assert {d["id"] for d in again} == {"msg_j1_1", "msg_j2_1"}
+    done = {**claimed[1], "due": None, "state": "delivered"}
+    await store.put_delivery(done)
+    listed = await store.deliveries("j1")
+    assert [(d["id"], d.get("state")) for d in listed] == [
+        ("msg_j1_1", "delivered"),
+        ("msg_j1_2", None),
+    ]
+    assert await store.deliveries("nope") == []
+    assert [d["id"] for d in await store.claim_deliveries(NOW + 100, 10, NOW + 130)] == [
+        "msg_j1_2",
+        "msg_j2_1",
+    ]

@@ -147,6 +147,19 @@ class JobStore(Protocol):
     async def cache_delete(self, key: str, group: str) -> None:
         """Forget the value cached under ``key``."""
 
+    async def put_delivery(self, delivery: dict[str, Any]) -> None:
+        """Record a webhook delivery (keyed by ``delivery["id"]``, listed under
+        ``delivery["job_id"]``); it is due at ``delivery["due"]`` (None: never again)."""
+
+    async def claim_deliveries(
+        self, now: float, limit: int, hold_until: float
+    ) -> list[dict[str, Any]]:
+        """Up to ``limit`` deliveries due by ``now``, oldest due first, each made due again
+        at ``hold_until`` (so one whose claimer dies is claimed again then)."""
+
+    async def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        """A job's webhook deliveries, in the order they were first recorded."""
+
     async def publish(self, topic: str) -> None:
         """Tell every server sharing this store that ``topic`` changed (no-op if unshared)."""
 

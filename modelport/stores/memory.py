@@ -31,6 +31,7 @@ class MemoryStore:
         self._workers: dict[str, tuple[dict[str, Any], float]] = {}
         self._specs: dict[str, dict[str, Any]] = {}
         self._cache: dict[str, tuple[bytes, float]] = {}
+        self._deliveries: dict[str, bytes] = {}
         self._cache_groups: dict[str, dict[str, None]] = defaultdict(dict)
         """Per group, its keys in the order they were stored (oldest first)."""
 
@@ -235,6 +236,27 @@ class MemoryStore:
     async def cache_delete(self, key: str, group: str) -> None:
         self._cache.pop(key, None)
         self._cache_groups[group].pop(key, None)
+
+    async def put_delivery(self, delivery: dict[str, Any]) -> None:
+        self._deliveries[delivery["id"]] = orjson.dumps(delivery)
+
+    async def claim_deliveries(
+        self, now: float, limit: int, hold_until: float
+    ) -> list[dict[str, Any]]:
+        found = [orjson.loads(raw) for raw in self._deliveries.values()]
+        due = sorted(
+            (d for d in found if d["due"] is not None and d["due"] <= now), key=lambda d: d["due"]
+        )
+        claimed = []
+        for d in due[:limit]:
+            d["due"] = hold_until
+            self._deliveries[d["id"]] = orjson.dumps(d)
+            claimed.append(d)
+        return claimed
+
+    async def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        found = [orjson.loads(raw) for raw in self._deliveries.values()]
+        return [d for d in found if d["job_id"] == job_id]
 
     async def publish(self, topic: str) -> None:
         pass

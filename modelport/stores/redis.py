@@ -12,6 +12,8 @@ Layout, with ``P`` the prefix and ``E`` an endpoint name:
 - ``Pkey:E:<key>``  the job id an idempotency key was first given to
 - ``Pev:<id>``      list: a job's events; an event's id is its position (1, 2, ...)
 - ``Pc:<key>``     a cached value (expiring); ``Pcg:E`` sorted set: its keys by time stored
+- ``Pdl:<id>``     a webhook delivery (JSON); ``Pdl-due`` sorted set of due ones by due
+  time; ``Pdl-job:<job id>`` sorted set: a job's deliveries by time first recorded
 - ``Pseq``, ``Pendpoints``, ``Pworkers`` + ``Pw:<id>``, channel ``Pchanges``
 
 Every change to a job is one Lua script, so it is atomic, and it moves the job between the
@@ -130,6 +132,24 @@ if ARGV[6] ~= '' then
   end
 end
 return false
+"""
+
+# ARGV: prefix, now, limit, hold_until. Returns the claimed deliveries (JSON), due first.
+# A delivery's due time is its score in Pdl-due (the JSON's "due" is not kept up to date).
+_CLAIM = """
+local P = ARGV[1]
+local ids = redis.call('ZRANGEBYSCORE', P .. 'dl-due', '-inf', ARGV[2], 'LIMIT', 0, ARGV[3])
+local out = {}
+for _, id in ipairs(ids) do
+  local raw = redis.call('GET', P .. 'dl:' .. id)
+  if raw then
+    redis.call('ZADD', P .. 'dl-due', ARGV[4], id)
+    table.insert(out, raw)
+  else
+    redis.call('ZREM', P .. 'dl-due', id)
+  end
+end
+return out
 """
 
 # ARGV: prefix, endpoint, worker, limit, now, lease_until. Returns the leased ids in order.
@@ -298,6 +318,7 @@ class RedisStore:
         self._update = r.register_script(_INDEX + _UPDATE)
         self._purge = r.register_script(_INDEX + _PURGE)
         self._cache_put = r.register_script(_CACHE_PUT)
+        self._claim = r.register_script(_CLAIM)
         await self.ping()
 
     async def close(self) -> None:
@@ -638,6 +659,38 @@ class RedisStore:
             pipe.delete(self._key("c", key))
             pipe.zrem(self._key("cg", group), key)
             await pipe.execute()
+
+    async def put_delivery(self, delivery: dict[str, Any]) -> None:
+        did, due = delivery["id"], delivery["due"]
+        async with self._errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.set(self._key("dl", did), orjson.dumps(delivery))
+            pipe.zadd(self._key("dl-job", delivery["job_id"]), {did: time.time()}, nx=True)
+            if due is None:
+                pipe.zrem(self._key("dl-due"), did)
+            else:
+                pipe.zadd(self._key("dl-due"), {did: due})
+            await pipe.execute()
+
+    async def claim_deliveries(
+        self, now: float, limit: int, hold_until: float
+    ) -> list[dict[str, Any]]:
+        async with self._errors():
+            raws = await self._claim(args=[self.prefix, repr(now), limit, repr(hold_until)])
+        return [{**orjson.loads(raw), "due": hold_until} for raw in raws]
+
+    async def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        async with self._errors():
+            ids = await self.redis.zrange(self._key("dl-job", job_id), 0, -1)
+            if not ids:
+                return []
+            names = [_text(i) for i in ids]
+            raws = await self.redis.mget([self._key("dl", i) for i in names])
+            dues = await self.redis.zmscore(self._key("dl-due"), names)
+        return [
+            {**orjson.loads(raw), "due": due}
+            for raw, due in zip(raws, dues, strict=True)
+            if raw is not None
+        ]
 
     async def publish(self, topic: str) -> None:
         async with self._errors():

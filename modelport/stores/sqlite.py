@@ -71,6 +71,15 @@ CREATE TABLE IF NOT EXISTS cache (
     stored INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cache_age ON cache (grp, stored);
+CREATE TABLE IF NOT EXISTS deliveries (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    job_id TEXT NOT NULL,
+    due REAL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (due) WHERE due IS NOT NULL;
+CREATE INDEX IF NOT EXISTS deliveries_job ON deliveries (job_id);
 CREATE TABLE IF NOT EXISTS counts (
     endpoint TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -529,6 +538,41 @@ class SqliteStore:
     async def cache_delete(self, key: str, group: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM cache WHERE key = ? AND grp = ?", (key, group))
+
+    async def put_delivery(self, delivery: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO deliveries (id, job_id, due, data) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET due = excluded.due, data = excluded.data",
+                (delivery["id"], delivery["job_id"], delivery["due"], orjson.dumps(delivery)),
+            )
+
+    async def claim_deliveries(
+        self, now: float, limit: int, hold_until: float
+    ) -> list[dict[str, Any]]:
+        with self._transaction() as db:
+            rows = db.execute(
+                "SELECT data FROM deliveries WHERE due IS NOT NULL AND due <= ?"
+                " ORDER BY due LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            claimed = []
+            for (raw,) in rows:
+                d = dict(orjson.loads(raw))
+                d["due"] = hold_until
+                db.execute(
+                    "UPDATE deliveries SET due = ?, data = ? WHERE id = ?",
+                    (hold_until, orjson.dumps(d), d["id"]),
+                )
+                claimed.append(d)
+        return claimed
+
+    async def deliveries(self, job_id: str) -> list[dict[str, Any]]:
+        with self._errors():
+            rows = self.db.execute(
+                "SELECT data FROM deliveries WHERE job_id = ? ORDER BY seq", (job_id,)
+            ).fetchall()
+        return [dict(orjson.loads(r[0])) for r in rows]
 
     async def publish(self, topic: str) -> None:
         pass
