@@ -7,6 +7,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelport import batch
@@ -135,6 +136,20 @@ def _parser() -> argparse.ArgumentParser:
         "output) when it holds the input, else from the model; repeatable",
     )
     serve.add_argument(
+        "--webhook-allow",
+        action="append",
+        default=[],
+        metavar="HOST[:PORT],...",
+        help="hosts webhooks may go to ('*': any public host; loopback and private "
+        "addresses only when listed); repeatable",
+    )
+    serve.add_argument(
+        "--webhook-secret-file",
+        metavar="FILE",
+        help="the file holding the secret webhooks are signed with "
+        "(default: $MODELPORT_WEBHOOK_SECRET)",
+    )
+    serve.add_argument(
         "--worker-token",
         default=os.environ.get("MODELPORT_WORKER_TOKEN"),
         metavar="TOKEN",
@@ -255,6 +270,8 @@ def _server(args: argparse.Namespace) -> Server:
         timeout=args.timeout,
         result_ttl=args.result_ttl,
         precomputed=_pairs("--precomputed", args.precomputed),
+        webhook_allow=tuple(args.webhook_allow),
+        webhook_secret=_webhook_secret(args.webhook_secret_file),
     )
     return Server(models, specs, store=args.store, settings=settings)
 
@@ -267,6 +284,15 @@ def _pairs(flag: str, values: Sequence[str]) -> dict[str, str]:
             raise ModelportError(f"{flag} {value!r}: give NAME=FILE")
         pairs[name] = path
     return pairs
+
+
+def _webhook_secret(path: str | None) -> str | None:
+    if path is None:
+        return os.environ.get("MODELPORT_WEBHOOK_SECRET") or None
+    try:
+        return Path(path).read_text(encoding="utf-8").strip() or None
+    except OSError as e:
+        raise ModelportError(f"--webhook-secret-file {path}: {e.strerror}") from None
 
 
 _ARGV_ENV = "MODELPORT_SERVE_ARGV"

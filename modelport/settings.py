@@ -38,3 +38,8 @@ class Settings(Limits):
     """The credential remote workers present; without one, no remote worker is accepted."""
     precomputed: dict[str, str] = field(default_factory=dict)
     """Per endpoint name, a predictions table to answer from (overrides the spec's)."""
+    webhook_allow: tuple[str, ...] = ()
+    """Where webhooks may go: ``host`` or ``host:port`` entries, ``*`` for any public host
+    (loopback and private addresses only when listed); none: no webhooks."""
+    webhook_secret: str | None = None
+    """The secret webhooks are signed with (``whsec_<base64>`` or any text)."""

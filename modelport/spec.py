@@ -46,6 +46,8 @@ FieldType = Literal[
 FIELD_TYPES: tuple[str, ...] = typing.get_args(FieldType)
 SCALAR_TYPES = ("string", "integer", "float", "boolean", "selection", "json")
 KINDS = ("predict", "chat", "embedding")
+WebhookEvent = Literal["started", "progress", "output", "log", "completed"]
+WEBHOOK_EVENTS: tuple[str, ...] = typing.get_args(WebhookEvent)
 
 _MISSING: Any = ...
 
@@ -242,12 +244,21 @@ class EndpointSpec:
 
     @cached_property
     def request_model(self) -> type[pydantic.BaseModel]:
-        """Validates a whole submit body: ``{"input": {...}}``."""
+        """Validates a whole submit body: ``{"input": {...}}``, with an optional ``webhook``
+        URL and the ``webhook_events`` it is told of."""
         inputs = _model_for(self.name + "_input", self.inputs)
         return create_model(
             _identifier(self.name) + "_request",
             __config__=ConfigDict(extra="forbid"),
             input=(inputs, Field(default_factory=inputs)),
+            webhook=(
+                str | None,
+                Field(None, max_length=2048, description="A URL told of the job's events."),
+            ),
+            webhook_events=(
+                list[WebhookEvent] | None,
+                Field(None, description="The events the webhook is told of (default: all)."),
+            ),
         )
 
     @cached_property

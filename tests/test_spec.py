@@ -465,8 +465,8 @@ def test_validation_rejects_naming_the_field(
 
 
 def test_unknown_top_level_field_is_rejected_by_name(toml_spec: EndpointSpec) -> None:
-    body = {"input": {"prompt": "a"}, "webhook": "http://example.com"}
-    assert problems(toml_spec, body) == [("webhook", "extra_forbidden")]
+    body = {"input": {"prompt": "a"}, "callback": "http://example.com"}
+    assert problems(toml_spec, body) == [("callback", "extra_forbidden")]
 
 
 def test_defaults_are_filled_in(toml_spec: EndpointSpec) -> None:

@@ -3,6 +3,7 @@
     registry     endpoint specs and workers
     jobs         the client's verbs: submit, get, wait, cancel, position, ETA
     cache        in front of the queue: precomputed tables and the result cache
+    webhooks     jobs' events POSTed to their subscribers, from a queue in the store
     leases       the worker's verbs: lease, heartbeat, events, finish, release, leave
     reaper       the time limits: lease expiry, queue time, timeouts, result TTLs
     wakeups      futures for waiters here, announcements for the other servers
@@ -27,6 +28,7 @@ from modelport.core.reaper import Reaper
 from modelport.core.registry import Registry, Worker
 from modelport.core.tallies import Tallies
 from modelport.core.wakeups import Wakeups
+from modelport.core.webhooks import Webhooks
 from modelport.metrics import Metrics
 from modelport.settings import Limits
 from modelport.spec import EndpointSpec
@@ -65,6 +67,7 @@ class Broker:
         )
         self.leases = Leases(self.jobs)
         self.cache = ResultCache(self.jobs)
+        self.webhooks = Webhooks(self.jobs)
         self.reaper = Reaper(self.leases, self.limits)
         self.clock = clock
         self._reaping: asyncio.Task[None] | None = None
@@ -118,6 +121,7 @@ class Broker:
         else:
             await self.reaper.recover_local_jobs()
         self._reaping = asyncio.create_task(self.reaper.run(), name="modelport-reaper")
+        await self.webhooks.start()
 
     def closing(self) -> None:
         """The server is going down: end every long poll and wait now, with what it has."""
@@ -129,6 +133,7 @@ class Broker:
             self._reaping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaping
+        await self.webhooks.stop()
         self.cache.close()
         await self.store.close()
 

@@ -97,16 +97,16 @@ class ResultCache:
         inputs: dict[str, Any],
         *,
         idempotency_key: str | None = None,
-        stream: bool = False,
+        own_job: bool = False,
     ) -> Answer:
         """Answer from the table or the cache if they can, else submit a job.
 
-        A streaming request, and one with an idempotency key (whose retries must find the
-        job it made), always get a job of their own.
+        ``own_job`` (a streaming request, one with a webhook), and a request with an
+        idempotency key (whose retries must find the job it made), get a job of their own.
         """
         spec = await self.jobs.registry.find_spec(endpoint)
         table = self.tables.get(endpoint)
-        if stream or idempotency_key is not None or (table is None and spec.cache_ttl is None):
+        if own_job or idempotency_key is not None or (table is None and spec.cache_ttl is None):
             return Answer(await self.jobs.submit(endpoint, inputs, idempotency_key=idempotency_key))
         digest = input_key(inputs)
         if table is not None:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from modelport.stores.base import JobStore
@@ -34,6 +34,8 @@ class Wakeups:
         self._closing_future: asyncio.Future[None] | None = None
         self._outbox: list[str] = []
         self._tasks: set[asyncio.Future[None]] = set()
+        self.observers: list[Callable[[str], None]] = []
+        """Told the id of each job that changed here (its webhooks look at it)."""
 
     @property
     def closing(self) -> asyncio.Future[None]:
@@ -99,6 +101,8 @@ class Wakeups:
         for fut in self._watchers.pop(job_id, ()):
             if not fut.done():
                 fut.set_result(None)
+        for observer in self.observers:
+            observer(job_id)
         self._announce("j:" + job_id)
 
     def watch(self, job_id: str) -> asyncio.Future[None]:

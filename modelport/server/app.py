@@ -112,6 +112,7 @@ class Server:
             self._instances.append(group)
             self.runners += group
         self._add_tables()
+        self.broker.webhooks.configure(self.settings.webhook_allow, self.settings.webhook_secret)
         self._tasks: list[asyncio.Task[None]] = []
         self._setup_lock = asyncio.Lock()
         self.setup_errors: dict[str, str] = {}
@@ -239,12 +240,20 @@ class Server:
         respond_async, wait = _prefer(request, self.settings.default_wait, self.settings.max_wait)
         fmt = stream_format(request)
         inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
-        answer = await self.broker.answer(name, inputs, idempotency_key=key, stream=fmt is not None)
+        hook = await self.broker.webhooks.check(
+            parsed.webhook,  # type: ignore[attr-defined]
+            parsed.webhook_events,  # type: ignore[attr-defined]
+        )
+        answer = await self.broker.answer(
+            name, inputs, idempotency_key=key, own_job=fmt is not None or hook is not None
+        )
         extra = {X_CACHE: answer.cache} if answer.cache is not None else {}
         if answer.body is not None:
             return _json(answer.body, headers={JOB_STATUS: answer.body["status"], **extra})
         job = answer.job
         assert job is not None
+        if hook is not None:
+            await self.broker.webhooks.subscribe(job, hook)
         if fmt is not None:
             return event_stream(
                 self.broker,
@@ -264,6 +273,8 @@ class Server:
         body = job.public(queue_position=position)
         if position is not None:
             body["eta"] = await self.broker.eta(job, position)
+        if self.broker.webhooks.enabled:
+            body["webhook"] = await self.broker.webhooks.describe(job.id)
         headers = {JOB_STATUS: job.status.value, **(headers or {})}
         if job.status.final or not created:
             return _json(body, headers=headers)
