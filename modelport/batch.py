@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import csv
+import functools
 import importlib
 import multiprocessing
 import os
@@ -32,7 +33,7 @@ import orjson
 import pydantic
 
 from modelport.errors import ModelportError
-from modelport.predictions import Prediction, TableWriter, input_key, prediction
+from modelport.predictions import Prediction, TableWriter, input_key
 from modelport.spec import EndpointSpec, FieldSpec, spec_from_dict
 
 INPUT_FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
@@ -65,12 +66,16 @@ class Row:
     inputs: dict[str, Any] | None
     error: str | None = None
     raw: str = ""
+    key: str = ""
+    """The hash of the validated inputs (of the row number and text, for a bad row)."""
 
-    @property
-    def key(self) -> str:
-        if self.inputs is not None:
-            return input_key(self.inputs)
-        return "bad-" + input_key({"row": self.n, "raw": self.raw})
+    def __post_init__(self) -> None:
+        if not self.key:
+            self.key = (
+                input_key(self.inputs)
+                if self.inputs is not None
+                else "bad-" + input_key({"row": self.n, "raw": self.raw})
+            )
 
 
 def _format(path: Path, formats: dict[str, str], what: str, given: str | None) -> str:
@@ -113,13 +118,39 @@ class Rows:
             lines = sum(1 for line in f if line.strip())
         return max(0, lines - 1) if self.format == "csv" else lines
 
+    CHUNK = 512
+    """Rows validated in one call (a chunk with a bad row is validated again row by row)."""
+
     def __iter__(self) -> Iterator[Row]:
         raw_rows = {"jsonl": self._jsonl, "csv": self._csv, "parquet": self._parquet}
+        chunk: list[tuple[int, str, dict[str, Any]]] = []
         for n, raw, data, error in raw_rows[self.format]():
             if error is not None:
+                yield from self._chunk(chunk)
+                chunk = []
                 yield Row(n, None, error, raw)
                 continue
-            yield self._validated(n, raw, data)
+            chunk.append((n, raw, data))
+            if len(chunk) >= self.CHUNK:
+                yield from self._chunk(chunk)
+                chunk = []
+        yield from self._chunk(chunk)
+
+    def _chunk(self, chunk: list[tuple[int, str, dict[str, Any]]]) -> Iterator[Row]:
+        if not chunk:
+            return
+        try:
+            models = self._many.validate_python([data for _, _, data in chunk])
+        except pydantic.ValidationError:
+            for n, raw, data in chunk:
+                yield self._validated(n, raw, data)
+            return
+        for (n, raw, _), inputs in zip(chunk, self._many.dump_python(models), strict=True):
+            yield Row(n, inputs, None, raw)
+
+    @functools.cached_property
+    def _many(self) -> pydantic.TypeAdapter[list[Any]]:
+        return pydantic.TypeAdapter(list[self.model])  # type: ignore[name-defined]
 
     def _validated(self, n: int, raw: str, data: dict[str, Any]) -> Row:
         try:
@@ -389,12 +420,21 @@ class _Run:
             yield batch
 
     def record(self, rows: list[Row], results: list[tuple[Any, str | None]]) -> None:
-        version = self.spec.version
+        from modelport.worker.invoke import _JSON_OPTIONS, _encode
+
+        version, name, now = self.spec.version, self.spec.name, time.time()
         out = []
         for row, (output, error) in zip(rows, results, strict=True):
             inputs = row.inputs if row.inputs is not None else {"raw": row.raw}
-            p = prediction(row.n, self.spec.name, version, inputs, output, error)
-            out.append(p if row.inputs is not None else _keyed(p, row.key))
+            encoded = None
+            if error is None:
+                try:  # encoded once, here, and written as it is
+                    encoded = orjson.Fragment(
+                        orjson.dumps(output, default=_encode, option=_JSON_OPTIONS)
+                    )
+                except (TypeError, orjson.JSONEncodeError) as e:
+                    error = f"the output is not JSON-serializable: {e}"
+            out.append(Prediction(row.key, row.n, name, version, inputs, encoded, error, now))
             if error is not None:
                 self.summary.failed += 1
                 if len(self.summary.errors) < self.MAX_ERRORS:
@@ -404,10 +444,6 @@ class _Run:
         self.output.write(out)
         self.summary.computed += len(rows)
         self.progress(len(rows))
-
-
-def _keyed(p: Prediction, key: str) -> Prediction:
-    return Prediction(key, p.row, p.endpoint, p.model_version, p.input, None, p.error, p.created_at)
 
 
 _MODEL: Any = None
@@ -436,7 +472,7 @@ def _set_up(target: str, endpoint: str | None) -> None:
 def _predict(inputs: list[dict[str, Any]]) -> list[tuple[Any, str | None]]:
     """One batch through the model of this process; a failing batch is retried row by row,
     so only the rows at fault fail."""
-    from modelport.worker.invoke import _collect, describe, jsonable
+    from modelport.worker.invoke import _collect, describe
 
     try:
         outputs = _MODEL.predict_batch(inputs)
@@ -453,9 +489,9 @@ def _predict(inputs: list[dict[str, Any]]) -> list[tuple[Any, str | None]]:
             results.append((None, describe(output)))
             continue
         try:
-            results.append((jsonable(_collect(output, lambda _: None)), None))
+            results.append((_collect(output, lambda _: None), None))
         except Exception as e:
-            results.append((None, f"the output is not JSON-serializable: {describe(e)}"))
+            results.append((None, describe(e)))
     return results
 
 
@@ -482,6 +518,7 @@ def run_local(
         run = _Run(output, spec, (progress or _no_progress)(rows.count()))
         if processes <= 1:
             _set_up(target, endpoint)
+            started = time.perf_counter()  # the rate is of predicting, not of setup()
             for batch in run.plan(rows, size):
                 run.record(batch, _predict([r.inputs for r in batch if r.inputs is not None]))
         else:

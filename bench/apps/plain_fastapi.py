@@ -35,8 +35,9 @@ class EchoRequest(BaseModel):
 
 
 def build(echo: Echo, handler: str) -> FastAPI:
-    """``POST /predict`` with a ``def`` handler (run in the threadpool) or an ``async def`` one
-    (run on the event loop); ``GET /health`` for readiness."""
+    """``POST /predict`` with a ``def`` handler (run in the threadpool), an ``async def`` one
+    (run on the event loop) or an ``async def`` one answering from a dict of precomputed
+    answers (``dict``); ``GET /health`` for readiness."""
     app = FastAPI()
 
     @app.get("/health")
@@ -49,11 +50,19 @@ def build(echo: Echo, handler: str) -> FastAPI:
         def predict(request: EchoRequest) -> dict[str, str]:
             return echo(request.input.text)
 
-    else:
+    elif handler == "async":
 
         @app.post("/predict")
         async def predict_async(request: EchoRequest) -> dict[str, str]:
             return echo(request.input.text)
+
+    else:
+        answers = {"hello": echo("hello")}  # the answers, computed ahead
+
+        @app.post("/predict")
+        async def predict_dict(request: EchoRequest) -> dict[str, str]:
+            text = request.input.text
+            return answers[text] if text in answers else echo(text)
 
     return app
 
@@ -61,7 +70,7 @@ def build(echo: Echo, handler: str) -> FastAPI:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--handler", choices=["def", "async"], default="def")
+    parser.add_argument("--handler", choices=["def", "async", "dict"], default="def")
     args = parser.parse_args()
     echo = load_echo()
     uvicorn.run(
