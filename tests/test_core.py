@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -574,3 +575,20 @@ async def test_time_limits_expire_fail_and_purge() -> None:
             await broker.get(waiting.id)
     finally:
         await broker.stop()
+
+
+async def test_a_loop_stops_even_when_a_driver_swallowed_its_cancel() -> None:
+    from modelport.core.reaper import stop_if_cancelled
+
+    async def loop() -> None:
+        while True:
+            # What redis-py's pipeline can do with a cancel that arrives mid-command:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(3600)
+            stop_if_cancelled()
+
+    task = asyncio.create_task(loop())
+    await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)

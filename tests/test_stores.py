@@ -629,3 +629,14 @@ async def test_deliveries_are_claimed_when_due_and_held(store: JobStore) -> None
         "msg_j1_2",
         "msg_j2_1",
     ]
+
+
+async def test_expired_cache_entries_do_not_count_against_max_entries(store: JobStore) -> None:
+    await store.cache_put("gone", 0, 0.05, "echo", max_entries=2)
+    deadline = asyncio.get_running_loop().time() + 5
+    while await store.cache_get("gone") is not None:
+        assert asyncio.get_running_loop().time() < deadline, "the value never expired"
+        await asyncio.sleep(0.01)
+    await store.cache_put("a", 1, 60, "echo", max_entries=2)
+    await store.cache_put("b", 2, 60, "echo", max_entries=2)
+    assert [await store.cache_get(k) for k in ("a", "b")] == [1, 2]

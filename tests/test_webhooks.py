@@ -311,3 +311,22 @@ def test_delivery_after_a_server_restart(serve: Serve, tmp_path: Path) -> None:
         assert orjson.loads(delivered)["output"] == {"sum": 6.0}
     finally:
         receiver.stop()
+
+
+async def test_a_job_run_through_another_server_on_redis_is_delivered_once(
+    app_factory: AppFactory, receiver: Receiver, redis_url: str
+) -> None:
+    front = await app_factory([], [Add.spec()], store=redis_url, settings=settings(receiver))
+    await app_factory([Add], store=redis_url, settings=settings(receiver))  # runs the jobs
+    bodies = [{"input": {"a": i}, "webhook": receiver.url} for i in range(5)]
+    for body in bodies:
+        r = await front.http.post("/endpoints/add/jobs", json=body)
+        assert r.json()["status"] == "succeeded"
+    await until("every completed delivery", lambda: receiver.events().count("completed") == 5)
+    await until("every started delivery", lambda: receiver.events().count("started") == 5)
+    completed = receiver.bodies("completed")
+    assert sorted(b["output"]["sum"] for b in completed) == [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert len({b["id"] for b in completed}) == 5
+    for body in completed:
+        hook = (await front.http.get(f"/jobs/{body['id']}")).json()["webhook"]
+        assert sorted(d["event"] for d in hook["deliveries"]) == ["completed", "started"]

@@ -129,11 +129,11 @@ class Broker:
 
     async def stop(self) -> None:
         self.closing()
+        await self.webhooks.stop()
         if self._reaping is not None:
             self._reaping.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reaping
-        await self.webhooks.stop()
         self.cache.close()
         await self.store.close()
 

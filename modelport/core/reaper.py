@@ -21,6 +21,14 @@ PURGE_EVERY = 30
 """Rounds between deletions of old results."""
 
 
+def stop_if_cancelled() -> None:
+    """Raise the cancellation a driver swallowed (redis-py's pipelines can lose one that
+    arrives mid-command), so a loop told to stop does stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
 class Reaper:
     def __init__(self, leases: Leases, limits: Limits) -> None:
         self.leases = leases
@@ -92,3 +100,4 @@ class Reaper:
                 await self.reap()
             except Exception:
                 log.exception("lease expiry check failed; retrying")
+            stop_if_cancelled()

@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from modelport.core.jobs import Jobs
+from modelport.core.reaper import stop_if_cancelled
 from modelport.errors import InvalidInput, ModelportError
 from modelport.spec import WEBHOOK_EVENTS
 from modelport.wire import JobRecord, JobStatus
@@ -245,8 +246,12 @@ class Webhooks:
                 self.changed(job.id)
 
     def _on_message(self, message: str) -> None:
+        """Another server subscribed a job (load it), or changed a watched one (look at it:
+        ``started`` and ``completed`` are queued once, whoever sees them first)."""
         for line in message.split("\n"):
-            if line.startswith("webhook:"):
+            if line.startswith("j:"):
+                self.changed(line.removeprefix("j:"))
+            elif line.startswith("webhook:"):
                 task = asyncio.ensure_future(self._load(line.removeprefix("webhook:")))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -376,6 +381,7 @@ class Webhooks:
             except ModelportError as e:
                 log.warning("webhook deliveries: the store does not answer (%s)", e)
                 claimed = []
+            stop_if_cancelled()
             if claimed:
                 await asyncio.gather(*(self._deliver(d) for d in claimed))
                 continue

@@ -228,6 +228,13 @@ class MemoryStore:
         keys = self._cache_groups[group]
         keys.pop(key, None)
         keys[key] = None
+        while keys:  # expired entries go, oldest first, so the group keeps only live ones
+            oldest = next(iter(keys))
+            entry = self._cache.get(oldest)
+            if entry is not None and entry[1] > time.time():
+                break
+            del keys[oldest]
+            self._cache.pop(oldest, None)
         while max_entries is not None and len(keys) > max_entries:
             oldest = next(iter(keys))
             del keys[oldest]

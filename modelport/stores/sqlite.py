@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS cache (
     stored INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS cache_age ON cache (grp, stored);
+CREATE INDEX IF NOT EXISTS cache_expires ON cache (expires);
 CREATE TABLE IF NOT EXISTS deliveries (
     seq INTEGER PRIMARY KEY,
     id TEXT NOT NULL UNIQUE,
@@ -524,9 +525,14 @@ class SqliteStore:
             " expires = excluded.expires, stored = excluded.stored",
             (key, group, orjson.dumps(value), now + ttl, stored),
         )
+        # A few expired entries go with each put, so the table keeps only live ones.
+        db.execute(
+            "DELETE FROM cache WHERE key IN"
+            " (SELECT key FROM cache WHERE expires <= ? ORDER BY expires LIMIT 16)",
+            (now,),
+        )
         if max_entries is None:
             return
-        db.execute("DELETE FROM cache WHERE grp = ? AND expires <= ?", (group, now))
         (count,) = db.execute("SELECT count(*) FROM cache WHERE grp = ?", (group,)).fetchone()
         if count > max_entries:
             db.execute(
