@@ -15,9 +15,10 @@ For each store (``sqlite``: a file in a scratch directory; ``redis``: a private
 2. fill: with no server running, ``--jobs`` finished jobs are written straight into the
    store as copies of one the server itself finished in step 1 (every column or hash field
    of it, with new ids, seqs and times spread over the last hour): ``executemany`` on the
-   ``jobs`` table for sqlite, pipelined ``HSET`` + ``ZADD`` of the job hash and the
-   finished-jobs index for redis. Reported: store bytes per job (sqlite: the file with its
-   -wal and -shm; redis: ``used_memory``) and the fill's rate.
+   ``jobs`` table for sqlite; for redis, ``HSET`` of the job hash, ``ZADD`` to the
+   finished-jobs index (and the events, if any), by a Lua script fed 20,000 jobs a call.
+   Reported: store bytes per job (sqlite: the file with its -wal and -shm; redis:
+   ``used_memory``) and the fill's rate.
 3. filled: the same load against the filled store (default ``result_ttl``: nothing filled
    is old enough to be purged).
 4. purge: the same with ``--result-ttl`` (default 1 s), so every filled job has expired and
@@ -119,6 +120,7 @@ class Copies:
         self.created = created
         self.started = started
         self.salt = secrets.randbits(62)
+        self.ends: dict[int, str] = {}
 
     def times(self, i: int, completed_was: float) -> tuple[float, float | None, float]:
         completed = self.now - SPREAD + SPREAD * (i + 1) / self.jobs
@@ -128,7 +130,14 @@ class Copies:
 
     def job_id(self, i: int, created: float) -> str:
         # The server's form (milliseconds, then 64 bits), the counter keeping them unique.
-        return f"{int(created * 1000):012x}{self.salt + i:016x}"
+        job_id = f"{int(created * 1000):012x}{self.salt + i:016x}"
+        if i in (0, self.jobs - 1):
+            self.ends[i] = job_id
+        return job_id
+
+    def ids(self) -> list[str]:
+        """The first and the last copy's ids."""
+        return [self.ends[i] for i in sorted(self.ends)]
 
 
 class Backend(Protocol):
@@ -147,8 +156,9 @@ class Backend(Protocol):
     def size(self) -> int:
         """Bytes the store takes."""
 
-    def fill(self, jobs: int, deadline: float) -> None:
-        """Write ``jobs`` copies of the newest succeeded job (by ``deadline``, a monotonic time)."""
+    def fill(self, jobs: int, deadline: float) -> list[str]:
+        """Write ``jobs`` copies of the newest succeeded job (by ``deadline``, a monotonic time);
+        return the ids of the first and the last copy."""
 
 
 def check_deadline(deadline: float, done: int, jobs: int) -> None:
@@ -183,7 +193,7 @@ class SqliteBackend:
     def size(self) -> int:
         return sqlite_bytes(self.path)
 
-    def fill(self, jobs: int, deadline: float) -> None:
+    def fill(self, jobs: int, deadline: float) -> list[str]:
         db = sqlite3.connect(self.path, isolation_level=None)
         try:
             cur = db.execute(
@@ -228,6 +238,7 @@ class SqliteBackend:
                 db.execute("COMMIT")
                 check_deadline(deadline, start + len(rows), jobs)
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return copies.ids()
         finally:
             db.close()
 
@@ -268,49 +279,70 @@ class RedisBackend:
     def size(self) -> int:
         return redis_used_memory(self.port)
 
-    def fill(self, jobs: int, deadline: float) -> None:
+    def fill(self, jobs: int, deadline: float) -> list[str]:
         client = redis_client(self.port)
         try:
             done = self.key("d", ENDPOINT)
             newest = client.zrange(done, -1, -1)
             if not newest:
                 raise LoadError("no finished job in the store to copy")
-            fields: dict[bytes, bytes] = client.hgetall(self.key("job", newest[0].decode()))
+            template = newest[0].decode()
+            fields: dict[bytes, bytes] = client.hgetall(self.key("job", template))
             if fields.get(b"status") != b"succeeded":
                 raise LoadError(f"the newest finished job is not succeeded: {fields!r:.300}")
-            events = client.lrange(self.key("ev", newest[0].decode()), 0, -1)
-
-            def number(name: bytes) -> float | None:
-                return float(fields[name]) if name in fields else None
-
             completed_was = float(fields[b"completed_at"])
-            created_was, started_was = float(fields[b"created_at"]), number(b"started_at")
-            copies = Copies(jobs, time.time(), created_was, started_was)
+            started = fields.get(b"started_at")
+            copies = Copies(
+                jobs,
+                time.time(),
+                float(fields[b"created_at"]),
+                None if started is None else float(started),
+            )
             first_seq = int(client.incrby(self.key("seq"), jobs)) - jobs + 1
             client.sadd(self.key("endpoints"), ENDPOINT)
+            copy = client.register_script(_COPY)
             for start in range(0, jobs, CHUNK):
                 stop = min(jobs, start + CHUNK)
-                with client.pipeline(transaction=False) as pipe:
-                    for i in range(start, stop):
-                        created, started, completed = copies.times(i, completed_was)
-                        job_id = copies.job_id(i, created)
-                        mapping: dict[bytes, Any] = {
-                            **fields,
-                            b"id": job_id,
-                            b"seq": first_seq + i,
-                            b"created_at": repr(created),
-                            b"completed_at": repr(completed),
-                        }
-                        if started is not None:
-                            mapping[b"started_at"] = repr(started)
-                        pipe.hset(self.key("job", job_id), mapping=mapping)
-                        pipe.zadd(done, {job_id: completed})
-                        if events:
-                            pipe.rpush(self.key("ev", job_id), *events)
-                    pipe.execute()
+                args: list[Any] = [self.prefix, template, ENDPOINT]
+                for i in range(start, stop):
+                    created, started_at, completed = copies.times(i, completed_was)
+                    job_id = copies.job_id(i, created)
+                    args += [
+                        job_id,
+                        first_seq + i,
+                        repr(created),
+                        repr(started_at),
+                        repr(completed),
+                    ]
+                copy(args=args)
                 check_deadline(deadline, stop, jobs)
+            return copies.ids()
         finally:
             client.close()
+
+
+# Copies of one job, made inside Redis so the fill sends five values per job: the template's
+# hash with id, seq and times replaced, its entry in the finished index, its events.
+# ARGV: prefix, template id, endpoint, then id, seq, created_at, started_at, completed_at
+# for each copy.
+_COPY = """
+local P, ep = ARGV[1], ARGV[3]
+local fields = redis.call('HGETALL', P .. 'job:' .. ARGV[2])
+local events = redis.call('LRANGE', P .. 'ev:' .. ARGV[2], 0, -1)
+local at = {id = 0, seq = 1, created_at = 2, started_at = 3, completed_at = 4}
+for i = 4, #ARGV, 5 do
+  local job = {}
+  for f = 1, #fields, 2 do
+    local o = at[fields[f]]
+    job[#job + 1] = fields[f]
+    job[#job + 1] = o and ARGV[i + o] or fields[f + 1]
+  end
+  redis.call('HSET', P .. 'job:' .. ARGV[i], unpack(job))
+  redis.call('ZADD', P .. 'd:' .. ep, ARGV[i + 4], ARGV[i])
+  if #events > 0 then redis.call('RPUSH', P .. 'ev:' .. ARGV[i], unpack(events)) end
+end
+return (#ARGV - 3) / 5
+"""
 
 
 @dataclass(frozen=True)
@@ -351,6 +383,16 @@ def finished_total(port: int, timeout: float) -> int:
     return int(total)
 
 
+def check_copies(port: int, job_ids: list[str], timeout: float) -> None:
+    """The server reads filled jobs as its own: ``GET /jobs/{id}`` answers them succeeded."""
+    for job_id in job_ids:
+        status, body = http_call(port, "GET", f"/jobs/{job_id}", None, timeout)
+        if status != 200 or EXPECT not in body or job_id.encode() not in body:
+            raise StartError(
+                f"a filled job is not served: GET /jobs/{job_id} {status} {body!r:.300}"
+            )
+
+
 def measure(
     backend: Backend,
     model: str,
@@ -358,8 +400,10 @@ def measure(
     scratch: Path,
     plan: Plan,
     args: argparse.Namespace,
+    probe: list[str] | None = None,
 ) -> Run:
-    """Serve ``model`` on the store, load it, stop it; count what the store held and lost."""
+    """Serve ``model`` on the store, load it, stop it; count what the store held and lost.
+    The ``probe`` jobs (filled ones) must be served as they were written."""
     before = backend.count()
     port = free_port()
     command = serve_command(port, backend.url, MODELS[model])
@@ -370,8 +414,9 @@ def measure(
         with Server(f"{backend.name} {model}", command, port, log) as server:
             try:
                 server.wait_ready("/health/ready", timeout)
+                check_copies(port, probe or [], timeout)
                 check_call(port, PATH, BODY, EXPECT, timeout)
-            except StartError as e:
+            except (StartError, OSError, HTTPException) as e:
                 raise StartError(f"{e}\n{log_tail(log)}") from None
             window = CpuWindow(server)
             load: Load = args.load
@@ -410,6 +455,8 @@ def soak_store(
 ) -> Fill | None:
     """Every phase on one store: empty runs, the fill, filled runs, purge runs."""
 
+    probe: list[str] = []
+
     def run(model: str, phase: str, ttl: float | None, reset: bool) -> None:
         key = (backend.name, model, phase)
         for round_ in range(1, args.rounds + 1):
@@ -421,7 +468,8 @@ def soak_store(
             if reset:
                 backend.reset()
             try:
-                runs[key].append(measure(backend, model, ttl, scratch, plan, args))
+                check = probe if phase == "filled" else None
+                runs[key].append(measure(backend, model, ttl, scratch, plan, args, check))
             except BenchError as e:
                 failed[key] = e
                 print(f"{' '.join(key)}: {e.stage}: {e}", file=sys.stderr)
@@ -433,7 +481,7 @@ def soak_store(
     print(f"{backend.name}: writing {args.jobs} finished jobs", file=sys.stderr, flush=True)
     bytes_before, start = backend.size(), time.monotonic()
     try:
-        backend.fill(args.jobs, start + args.fill_timeout)
+        probe = backend.fill(args.jobs, start + args.fill_timeout)
     except (BenchError, OSError, sqlite3.Error) as e:
         for model in args.models:
             failed[(backend.name, model, "filled")] = LoadError(f"fill failed: {e}")
