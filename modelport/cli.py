@@ -4,21 +4,30 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import inspect
 import json
+import logging
 import os
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from types import FrameType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from modelport._version import __version__
 from modelport.errors import ModelportError
+from modelport.logs import AccessLog
 from modelport.logs import configure as configure_logs
 from modelport.server.app import Server
+from modelport.server.lock import lock_store
+
+log = logging.getLogger("modelport")
 
 DEFAULT_STORE = "sqlite:///modelport.db"
 
@@ -124,6 +133,18 @@ def _parser() -> argparse.ArgumentParser:
         default=86_400.0,
         metavar="SECONDS",
         help="delete finished jobs after this long (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log one line per request with its status and duration (default: on)",
+    )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="for development: restart when a served file (a model's .py or a TOML spec, or "
+        "another .py or .toml file beside them) changes",
     )
     serve.add_argument(
         "--worker-token",
@@ -248,42 +269,140 @@ _ARGV_ENV = "MODELPORT_SERVE_ARGV"
 def serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
     configure_logs(args.log_level, args.log_format)
     server = _server(args)  # also checks everything before any process starts
+    if args.processes > 1 and not server.broker.store.shared:
+        raise ModelportError("--processes N needs a store they can share: --store redis://...")
+    if args.reload and args.processes > 1:
+        raise ModelportError("--reload runs one server process; leave out --processes")
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
         "log_level": args.log_level,
         "log_config": None,
-        "access_log": args.log_level == "debug",
+        "access_log": False,  # modelport's own (AccessLog) has the duration
         "timeout_graceful_shutdown": 10,
         "proxy_headers": False,
     }
-    if args.processes == 1:
-        _Uvicorn(uvicorn.Config(server.app(), **options), server).run()
+    url = _url(args.host, args.port)
+    lock = lock_store(args.store, url=url)
+    try:
+        _run(server, args, argv, options, url)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(
+    server: Server,
+    args: argparse.Namespace,
+    argv: Sequence[str],
+    options: dict[str, Any],
+    url: str,
+) -> None:
+    if args.processes == 1 and not args.reload:
+        # uvicorn raises the Ctrl+C it deferred once it has shut down; like `uvicorn`, end quietly.
+        with contextlib.suppress(KeyboardInterrupt):
+            _Uvicorn(uvicorn.Config(_app(server, args), **options), server, args).run()
         return
-    if not server.broker.store.shared:
-        raise ModelportError("--processes N needs a store they can share: --store redis://...")
+    for line in banner(server, url, args.store):
+        log.info("%s", line)
     os.environ[_ARGV_ENV] = json.dumps(list(argv))
+    if args.reload:
+        dirs = _watched(server, args)
+        log.info("restarting on changes to *.py and *.toml in %s", ", ".join(dirs))
+        uvicorn.run(
+            "modelport.cli:app_from_env",
+            factory=True,
+            reload=True,
+            reload_dirs=dirs,
+            reload_includes=["*.py", "*.toml"],
+            **options,
+        )
+        return
     uvicorn.run("modelport.cli:app_from_env", factory=True, workers=args.processes, **options)
 
 
 def app_from_env() -> ASGIApp:
-    """The app of one of several server processes (``serve --processes N``)."""
+    """The app of a server process started by another (``serve --processes N`` or
+    ``serve --reload``)."""
     args = _parser().parse_args(json.loads(os.environ[_ARGV_ENV]))
     configure_logs(args.log_level, args.log_format)
-    return _server(args).app()
+    return _app(_server(args), args)
+
+
+def _app(server: Server, args: argparse.Namespace) -> ASGIApp:
+    app = server.app()
+    return AccessLog(app) if args.access_log else app
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _watched(server: Server, args: argparse.Namespace) -> list[str]:
+    """The folders of the served files: each model's source file and each --config TOML."""
+    files = [Path(inspect.getfile(type(r.model))) for r in server.runners]
+    files += [Path(path) for path in args.config]
+    if not files:
+        raise ModelportError("--reload watches the served files: give a model file or --config")
+    return list(dict.fromkeys(str(f.resolve().parent) for f in files))
+
+
+def banner(server: Server, url: str, store: str) -> list[str]:
+    """The lines a server logs when it starts: where it listens, its docs, its store, and
+    each endpoint with the URL to submit to."""
+    local = {r.spec.name for r in server.runners}
+    lines = [
+        f"modelport {__version__} serving {url} (docs: {url}/docs)",
+        f"store: {_public_url(store)}{_where(store)}",
+    ]
+    for name, spec in server.broker.specs.items():
+        where = "model in this process" if name in local else "jobs wait for remote workers"
+        if spec.kind == "chat":
+            where += f"; OpenAI-style at {url}/v1/chat/completions"
+        elif spec.kind == "embedding":
+            where += f"; OpenAI-style at {url}/v1/embeddings"
+        lines.append(f"endpoint {name}: POST {url}/endpoints/{name}/jobs ({where})")
+    if server.settings.worker_token:
+        lines.append(f"remote workers welcome: modelport worker MODEL.py --server {url} --token …")
+    return lines
+
+
+def _where(store: str) -> str:
+    """Where a relative sqlite:/// file is, since it depends on the working directory."""
+    path = store.removeprefix("sqlite:///")
+    if path == store or path.startswith("/"):
+        return ""
+    return f" ({Path(path).resolve()})"
+
+
+def _public_url(url: str) -> str:
+    """A store URL fit for a log line: no password."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class _Uvicorn(uvicorn.Server):
-    """uvicorn, ending long polls at the first exit signal so shutdown is not held up."""
+    """uvicorn, logging modelport's banner once it listens, and ending long polls at the first
+    exit signal so shutdown is not held up."""
 
-    def __init__(self, config: uvicorn.Config, server: Server) -> None:
+    def __init__(self, config: uvicorn.Config, server: Server, args: argparse.Namespace) -> None:
         super().__init__(config)
         self.modelport = server
+        self.args = args
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
+
+    def _log_started_message(self, listeners: Sequence[socket.SocketType]) -> None:
+        super()._log_started_message(listeners)
+        port = listeners[0].getsockname()[1] if listeners else self.args.port
+        for line in banner(self.modelport, _url(self.args.host, port), self.args.store):
+            log.info("%s", line)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is not None:

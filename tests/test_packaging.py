@@ -40,7 +40,9 @@ def test_metadata_builds_without_warnings(tmp_path: Path) -> None:
     source.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "modelport", source / "modelport", ignore=shutil.ignore_patterns("*.pyc"))
+    shutil.copytree(
+        ROOT / "modelport", source / "modelport", ignore=shutil.ignore_patterns("*.pyc")
+    )
     out = tmp_path / "out"
     out.mkdir()
     built = subprocess.run(
