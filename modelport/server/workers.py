@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 from typing import Annotated, Any, TypeVar
 
 import orjson
@@ -20,6 +21,8 @@ from modelport.errors import BadRequest, Forbidden, ModelportError, SpecError, U
 from modelport.errors import ValidationError as InputError
 from modelport.spec import EndpointSpec, spec_from_dict, storable
 from modelport.wire import Event, Result, WorkerInfo
+
+log = logging.getLogger("modelport.server")
 
 MAX_LEASE_WAIT = 60.0
 _T = TypeVar("_T", bound=pydantic.BaseModel)
@@ -149,7 +152,20 @@ class WorkerRoutes:
             max_batch_size=body.max_batch_size,
             metadata=dict(body.metadata),
         )
+        rejoined = body.worker_id is not None
         worker = await self.broker.join(info, specs, worker_id=body.worker_id)
+        where, host = info.name, info.metadata.get("host")
+        if isinstance(host, str) and not where.startswith(host):
+            where += f" on {host}"
+        if "pid" in info.metadata:
+            where += f", pid {info.metadata['pid']}"
+        log.info(
+            "worker %s (%s) %s, serving %s",
+            worker.id,
+            where,
+            "joined again" if rejoined else "joined",
+            ", ".join(info.endpoints),
+        )
         return _json(
             {
                 "worker_id": worker.id,
@@ -217,7 +233,11 @@ class WorkerRoutes:
 
     async def leave(self, request: Request) -> Response:
         self.check(request)
-        await self.broker.leave(request.path_params["id"])
+        worker_id = request.path_params["id"]
+        worker = self.broker.workers.get(worker_id)
+        await self.broker.leave(worker_id)
+        name = f" ({worker.info.name})" if worker is not None else ""
+        log.info("worker %s%s left", worker_id, name)
         return Response(status_code=204)
 
 
