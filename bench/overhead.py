@@ -39,6 +39,22 @@ from _servers import (
 )
 
 APPS = ROOT / "bench" / "apps"
+
+
+def _modelport(port: int, tmp: Path, *options: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "modelport",
+        "serve",
+        "examples/echo/model.py",
+        "--port",
+        str(port),
+        "--store",
+        f"sqlite:///{tmp}/bench-{port}.db",
+        *options,
+    ]
+
 BODY = b'{"input": {"text": "hello"}}'
 BASELINE = "fastapi-def"
 
@@ -81,24 +97,21 @@ SYSTEMS = (
     ),
     System(
         "modelport",
-        lambda port, tmp: [
-            sys.executable,
-            "-m",
-            "modelport",
-            "serve",
-            "examples/echo/model.py",
-            "--port",
-            str(port),
-            "--store",
-            f"sqlite:///{tmp}/bench.db",
-            "--log-level",
-            "warning",
-        ],
+        lambda port, tmp: _modelport(port, tmp, "--log-level", "warning"),
+        "/health/ready",
+        "/endpoints/echo/jobs",
+        b'"status":"succeeded"',
+    ),
+    System(
+        "modelport-logged",
+        lambda port, tmp: _modelport(port, tmp, "--log-level", "info"),
         "/health/ready",
         "/endpoints/echo/jobs",
         b'"status":"succeeded"',
     ),
 )
+"""``modelport-logged`` runs with the default log (the access log on, one line per request,
+written to a file); ``modelport`` logs only warnings, as the baselines do."""
 NAMES = [s.name for s in SYSTEMS]
 
 
@@ -151,7 +164,7 @@ def ratios(results: dict[str, LoadResult]) -> dict[str, dict[str, float | None]]
             "throughput": ratio(results[name].rps, base.rps),
             "p99": ratio(results[name].p99_ms, base.p99_ms),
         }
-        for name in ("modelport", "fastapi-async", "litserve")
+        for name in ("modelport", "modelport-logged", "fastapi-async", "litserve")
         if name in results
     }
 
