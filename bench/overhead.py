@@ -55,6 +55,7 @@ def _modelport(port: int, tmp: Path, *options: str) -> list[str]:
         *options,
     ]
 
+
 BODY = b'{"input": {"text": "hello"}}'
 BASELINE = "fastapi-def"
 

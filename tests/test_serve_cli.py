@@ -17,6 +17,7 @@ from conftest import ROOT, ServerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
+SERVE = [sys.executable, "-m", "modelport", "serve"]
 ECHO = "examples/echo/model.py"
 CHATTY = "tests/models/ops.py:Chatty"
 TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
@@ -33,7 +34,7 @@ def test_a_second_server_on_the_same_sqlite_file_is_refused(serve, tmp_path: Pat
     first: ServerProcess = serve([ECHO, "--store", f"sqlite:///{db}"]).start().wait_ready()
     assert first.proc is not None
     second = subprocess.run(
-        [sys.executable, "-m", "modelport", "serve", ECHO, "--store", f"sqlite:///{db}"],
+        [*SERVE, ECHO, "--store", f"sqlite:///{db}"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -57,8 +58,7 @@ def test_a_relative_store_path_is_the_same_file_from_another_spelling(
     first = serve([ECHO, "--store", f"sqlite:///{tmp_path}/jobs.db"]).start().wait_ready()
     assert first.proc is not None
     second = subprocess.run(
-        [sys.executable, "-m", "modelport", "serve", str(ROOT / ECHO)]
-        + ["--store", "sqlite:///sub/../jobs.db"],
+        [*SERVE, str(ROOT / ECHO), "--store", "sqlite:///sub/../jobs.db"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
