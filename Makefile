@@ -2,8 +2,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 # One venv, filled as far as the target needs: `make run` installs only what the demo serves
-# (modelport and scikit-learn); `make run-embeddings` adds torch; `make test`, `make check`
-# and `make bench` install everything (the tools, the benchmark baselines, the OpenAI SDK).
+# (modelport's server and scikit-learn); `make run-embeddings` adds torch; `make test`,
+# `make check` and `make bench` install everything (tools, benchmark baselines, OpenAI SDK).
 RUN_STAMP := $(VENV)/.installed-run
 EMBEDDINGS_STAMP := $(VENV)/.installed-embeddings
 STAMP := $(VENV)/.installed
@@ -12,27 +12,27 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 PORT ?= 8000
 
-.PHONY: install run run-embeddings test check bench load-generator clean
+.PHONY: install run run-embeddings test check bench load-generator browser clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[examples]'
+	$(BIN)/pip install --quiet -e '.[server,examples]'
 	touch $@
 
 $(EMBEDDINGS_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[examples,embeddings]'
+	$(BIN)/pip install --quiet -e '.[server,examples,embeddings]'
 	touch $@
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[examples,embeddings,bench,dev]'
+	$(BIN)/pip install --quiet -e '.[server,redis,examples,embeddings,bench,dev]'
 	touch $@ $(RUN_STAMP) $(EMBEDDINGS_STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
 
 run: $(RUN_STAMP)  ## serve the iris demo on http://127.0.0.1:8000 (installs only what it needs)
 	$(BIN)/modelport serve examples/iris/model.py examples/echo/model.py examples/txt2img/model.py \
@@ -41,7 +41,7 @@ run: $(RUN_STAMP)  ## serve the iris demo on http://127.0.0.1:8000 (installs onl
 run-embeddings: $(EMBEDDINGS_STAMP)  ## serve the torch example (all-MiniLM-L6-v2) on port 8000
 	$(BIN)/modelport serve examples/embeddings/model.py --port $(PORT)
 
-test: $(STAMP)  ## install everything and run every test
+test: $(STAMP) browser  ## install everything and run every test
 	$(BIN)/pytest
 
 # mypy twice: the package, the examples and the bench models from the root; the benchmark
@@ -66,6 +66,16 @@ load-generator:
 	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
 		&& apt-get install -y -q wrk >/dev/null; } \
 		|| echo "wrk is not installed: the benchmarks use their asyncio load generator"
+
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
+
+# Debian's chromium for the browser tests: Playwright drives it by path and never downloads
+# a browser of its own. Without it (not root, no apt-get) those tests skip, or fail with CI=true.
+browser:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& { $(APT_INSTALL) chromium >/dev/null \
+		     || { apt-get update -q >/dev/null && $(APT_INSTALL) chromium >/dev/null; }; }; } \
+		|| echo "chromium is not installed: the browser tests skip (and fail with CI=true)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.db *.db-wal *.db-shm *.db.lock

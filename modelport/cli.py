@@ -3,33 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import inspect
 import json
 import logging
 import os
-import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
-
-import uvicorn
-from starlette.types import ASGIApp
+from typing import TYPE_CHECKING, Any
 
 from modelport._version import __version__
 from modelport.errors import ModelportError
-from modelport.logs import AccessLog
 from modelport.logs import configure as configure_logs
-from modelport.server.app import Server
-from modelport.server.lock import lock_store
+from modelport.settings import Limits, Settings
+
+if TYPE_CHECKING:  # the server is an extra: imported by `serve` only
+    from starlette.types import ASGIApp
+
+    from modelport.server.app import Server
 
 log = logging.getLogger("modelport")
 
 DEFAULT_STORE = "sqlite:///modelport.db"
+_DEFAULTS = Limits()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -95,42 +92,42 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-body-size",
         type=int,
-        default=10 * 1024 * 1024,
+        default=_DEFAULTS.max_body_size,
         metavar="BYTES",
         help="largest request body accepted; larger ones get 413 (default: %(default)s)",
     )
     serve.add_argument(
         "--max-queue-length",
         type=int,
-        default=10_000,
+        default=_DEFAULTS.max_queue_length,
         metavar="N",
         help="queued jobs per endpoint before submits get 429 (default: %(default)s)",
     )
     serve.add_argument(
         "--wait",
         type=float,
-        default=30.0,
+        default=_DEFAULTS.default_wait,
         metavar="SECONDS",
         help="how long a submit waits for its result before answering 202 (default: %(default)s)",
     )
     serve.add_argument(
         "--max-queue-time",
         type=float,
-        default=None,
+        default=_DEFAULTS.max_queue_time,
         metavar="SECONDS",
         help="expire jobs no worker started within this time (default: no limit)",
     )
     serve.add_argument(
         "--timeout",
         type=float,
-        default=None,
+        default=_DEFAULTS.timeout,
         metavar="SECONDS",
         help="fail jobs that compute longer than this (default: no limit)",
     )
     serve.add_argument(
         "--result-ttl",
         type=float,
-        default=86_400.0,
+        default=_DEFAULTS.result_ttl,
         metavar="SECONDS",
         help="delete finished jobs after this long (default: %(default)s)",
     )
@@ -240,8 +237,14 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def _server(args: argparse.Namespace) -> Server:
+    try:
+        from modelport.server.app import Server
+    except ModuleNotFoundError as e:
+        raise ModelportError(
+            f"serving needs the server extra ({e.name} is not installed):"
+            " pip install 'modelport[server]'"
+        ) from None
     from modelport.loader import load_models
-    from modelport.server.app import Settings
     from modelport.spec import spec_from_toml
 
     models = [cls for target in args.targets for cls in load_models(target)]
@@ -278,32 +281,36 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
         "port": args.port,
         "log_level": args.log_level,
         "log_config": None,
-        "access_log": False,  # modelport's own (AccessLog) has the duration
+        "access_log": False,  # modelport's own (logs.AccessLog) has the duration
         "timeout_graceful_shutdown": 10,
         "proxy_headers": False,
     }
-    url = _url(args.host, args.port)
-    lock = lock_store(args.store, url=url)
+    from modelport.server.lock import lock_store
+    from modelport.server.running import url_of
+
+    # Held until this process exits; the kernel releases it however that happens.
+    lock = lock_store(args.store, url=url_of(args.host, args.port))
     try:
-        _run(server, args, argv, options, url)
+        _run(server, args, argv, options)
     finally:
         if lock is not None:
             lock.release()
 
 
 def _run(
-    server: Server,
-    args: argparse.Namespace,
-    argv: Sequence[str],
-    options: dict[str, Any],
-    url: str,
+    server: Server, args: argparse.Namespace, argv: Sequence[str], options: dict[str, Any]
 ) -> None:
+    import uvicorn
+
+    from modelport.server.running import UvicornServer, banner, url_of
+
     if args.processes == 1 and not args.reload:
+        config = uvicorn.Config(_app(server, args), **options)
         # uvicorn raises the Ctrl+C it deferred once it has shut down; like `uvicorn`, end quietly.
         with contextlib.suppress(KeyboardInterrupt):
-            _Uvicorn(uvicorn.Config(_app(server, args), **options), server, args).run()
+            UvicornServer(config, server, store=args.store).run()
         return
-    for line in banner(server, url, args.store):
+    for line in banner(server, url_of(args.host, args.port), args.store):
         log.info("%s", line)
     os.environ[_ARGV_ENV] = json.dumps(list(argv))
     if args.reload:
@@ -330,12 +337,10 @@ def app_from_env() -> ASGIApp:
 
 
 def _app(server: Server, args: argparse.Namespace) -> ASGIApp:
+    from modelport.logs import AccessLog
+
     app = server.app()
     return AccessLog(app) if args.access_log else app
-
-
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def _watched(server: Server, args: argparse.Namespace) -> list[str]:
@@ -345,69 +350,6 @@ def _watched(server: Server, args: argparse.Namespace) -> list[str]:
     if not files:
         raise ModelportError("--reload watches the served files: give a model file or --config")
     return list(dict.fromkeys(str(f.resolve().parent) for f in files))
-
-
-def banner(server: Server, url: str, store: str) -> list[str]:
-    """The lines a server logs when it starts: where it listens, its docs, its store, and
-    each endpoint with the URL to submit to."""
-    local = {r.spec.name for r in server.runners}
-    lines = [
-        f"modelport {__version__} serving {url} (docs: {url}/docs)",
-        f"store: {_public_url(store)}{_where(store)}",
-    ]
-    for name, spec in server.broker.specs.items():
-        where = "model in this process" if name in local else "jobs wait for remote workers"
-        if spec.kind == "chat":
-            where += f"; OpenAI-style at {url}/v1/chat/completions"
-        elif spec.kind == "embedding":
-            where += f"; OpenAI-style at {url}/v1/embeddings"
-        lines.append(f"endpoint {name}: POST {url}/endpoints/{name}/jobs ({where})")
-    if server.settings.worker_token:
-        lines.append(f"remote workers welcome: modelport worker MODEL.py --server {url} --token …")
-    return lines
-
-
-def _where(store: str) -> str:
-    """Where a relative sqlite:/// file is, since it depends on the working directory."""
-    path = store.removeprefix("sqlite:///")
-    if path == store or path.startswith("/"):
-        return ""
-    return f" ({Path(path).resolve()})"
-
-
-def _public_url(url: str) -> str:
-    """A store URL fit for a log line: no password."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn, logging modelport's banner once it listens, and ending long polls at the first
-    exit signal so shutdown is not held up."""
-
-    def __init__(self, config: uvicorn.Config, server: Server, args: argparse.Namespace) -> None:
-        super().__init__(config)
-        self.modelport = server
-        self.args = args
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
-
-    def _log_started_message(self, listeners: Sequence[socket.SocketType]) -> None:
-        super()._log_started_message(listeners)
-        port = listeners[0].getsockname()[1] if listeners else self.args.port
-        for line in banner(self.modelport, _url(self.args.host, port), self.args.store):
-            log.info("%s", line)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.modelport.broker.closing)
-        super().handle_exit(sig, frame)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,10 +17,15 @@ import threading
 import time
 import weakref
 from contextvars import ContextVar
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:  # the server is an extra; the worker logs without it
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    _Entry = tuple[float, Scope, int, float, str | None]
+    """One request for the access log: when it ended, its scope, status, seconds, its id."""
 
 request_id: ContextVar[str | None] = ContextVar("modelport_request_id", default=None)
 job_id: ContextVar[str | None] = ContextVar("modelport_job_id", default=None)
@@ -203,8 +208,6 @@ class LineWriter(io.TextIOBase):
 
 access_log = logging.getLogger("modelport.access")
 _PHRASES = {s.value: f"{s.value} {s.phrase}" for s in http.HTTPStatus}
-_Entry = tuple[float, Scope, int, float, str | None]
-"""One request for the access log: when it ended, its scope, status, seconds, request id."""
 
 
 class AccessLog:

@@ -12,6 +12,7 @@ Serving loops live in :mod:`modelport.worker`, never here.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import sys
 from collections.abc import Callable
@@ -28,6 +29,9 @@ from modelport.spec import (
     spec_from_toml,
 )
 
+_SPEC_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(EndpointSpec)}
+"""Each serving setting's default, declared once, by :class:`EndpointSpec`."""
+
 
 def _predict_undefined(self: Model, **inputs: Any) -> Any:
     raise NotImplementedError(
@@ -42,21 +46,21 @@ class Model:
     """Endpoint name; defaults to the class name in lower case."""
     config: ClassVar[str | None] = None
     """A TOML spec file (relative to the class's module) that declares the inputs instead."""
-    version: ClassVar[str] = "1"
-    title: ClassVar[str] = ""
-    kind: ClassVar[str] = "predict"
-    max_batch_size: ClassVar[int] = 1
-    max_batch_wait: ClassVar[float] = 0.0
-    lease_duration: ClassVar[float] = 60.0
-    max_attempts: ClassVar[int] = 3
-    max_queue_length: ClassVar[int | None] = None
-    retry_failed_batches: ClassVar[bool] = False
+    version: ClassVar[str] = _SPEC_DEFAULTS["version"]
+    title: ClassVar[str] = _SPEC_DEFAULTS["title"]
+    kind: ClassVar[str] = _SPEC_DEFAULTS["kind"]
+    max_batch_size: ClassVar[int] = _SPEC_DEFAULTS["max_batch_size"]
+    max_batch_wait: ClassVar[float] = _SPEC_DEFAULTS["max_batch_wait"]
+    lease_duration: ClassVar[float] = _SPEC_DEFAULTS["lease_duration"]
+    max_attempts: ClassVar[int] = _SPEC_DEFAULTS["max_attempts"]
+    max_queue_length: ClassVar[int | None] = _SPEC_DEFAULTS["max_queue_length"]
+    retry_failed_batches: ClassVar[bool] = _SPEC_DEFAULTS["retry_failed_batches"]
     """Requeue a batch's jobs (up to max_attempts) when predict_batch raises, not fail them."""
-    max_queue_time: ClassVar[float | None] = None
+    max_queue_time: ClassVar[float | None] = _SPEC_DEFAULTS["max_queue_time"]
     """Seconds a job may wait for a worker before it is ``expired`` (server default if None)."""
-    timeout: ClassVar[float | None] = None
+    timeout: ClassVar[float | None] = _SPEC_DEFAULTS["timeout"]
     """Seconds a job may compute before it fails (server default if None)."""
-    result_ttl: ClassVar[float | None] = None
+    result_ttl: ClassVar[float | None] = _SPEC_DEFAULTS["result_ttl"]
     """Seconds a finished job is kept before it is deleted (server default if None)."""
     concurrency: ClassVar[int] = 1
     """Batches one model instance runs at once, each on its own thread, in the API server

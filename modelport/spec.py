@@ -23,6 +23,9 @@ import pydantic_core
 from pydantic import ConfigDict, Field, create_model
 
 from modelport.errors import SpecError
+from modelport.wire import INT_MAX as _INT_MAX
+from modelport.wire import INT_MIN as _INT_MIN
+from modelport.wire import storable as _storable
 
 FieldType = Literal["string", "integer", "float", "boolean", "selection", "json", "list"]
 FIELD_TYPES: tuple[str, ...] = typing.get_args(FieldType)
@@ -47,6 +50,8 @@ class FieldSpec:
     choices: list[Any] | None = None
     pattern: str | None = None
     items: FieldSpec | None = None
+    example: Any = None
+    """A realistic value, shown in the docs (JSON Schema ``examples``); it must be valid."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
@@ -72,6 +77,7 @@ class InputInfo:
         max_length: int | None = None,
         choices: list[Any] | None = None,
         pattern: str | None = None,
+        example: Any = None,
     ) -> None:
         self.default = default
         self.description = description
@@ -81,6 +87,7 @@ class InputInfo:
         self.max_length = max_length
         self.choices = list(choices) if choices is not None else None
         self.pattern = pattern
+        self.example = example
 
 
 def Input(
@@ -93,11 +100,15 @@ def Input(
     max_length: int | None = None,
     choices: list[Any] | None = None,
     pattern: str | None = None,
+    example: Any = None,
 ) -> Any:
     """Metadata for one ``predict`` parameter, used as its default value (or in
     ``Annotated[...]``):
 
     ``def predict(self, steps: int = Input(default=30, ge=1, le=100, description="..."))``
+
+    ``example`` is a realistic value for the docs; without one the docs derive it from
+    the default, the bounds or the choices.
 
     Typed ``Any``, so a type checker takes it as a default of the parameter's own type.
     """
@@ -110,6 +121,7 @@ def Input(
         max_length=max_length,
         choices=choices,
         pattern=pattern,
+        example=example,
     )
 
 
@@ -287,12 +299,15 @@ def _check_field(where: str, f: FieldSpec) -> None:
         pydantic.TypeAdapter(_annotation(f)).json_schema()
     except (pydantic.PydanticUserError, pydantic_core.SchemaError, TypeError, ValueError) as e:
         raise SpecError(f"{where}: cannot be validated: {str(e).splitlines()[0]}") from None
-    if f.default is not None:
+    for key in ("default", "example"):
+        value = getattr(f, key)
+        if value is None:
+            continue
         try:
-            pydantic.TypeAdapter(_annotation(f)).validate_python(f.default, strict=True)
+            pydantic.TypeAdapter(_annotation(f)).validate_python(value, strict=True)
         except pydantic.ValidationError as e:
             reason = e.errors()[0]["msg"]
-            raise SpecError(f"{where}: default {f.default!r} is invalid: {reason}") from None
+            raise SpecError(f"{where}: {key} {value!r} is invalid: {reason}") from None
 
 
 def _annotation(f: FieldSpec) -> Any:
@@ -325,9 +340,6 @@ def _annotation(f: FieldSpec) -> Any:
     return base
 
 
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-
-
 def _exact_choice(choices: tuple[Any, ...]) -> Callable[[Any], Any]:
     """Literal matching says True == 1 and 1.0 == 1; a selection wants the JSON value itself."""
 
@@ -354,26 +366,6 @@ def _fits(value: Any) -> bool:
     return True
 
 
-def storable(value: Any) -> Any:
-    """Refuse JSON the stores cannot keep: NaN, Infinity, integers beyond 64 bits."""
-    return _storable(value)
-
-
-def _storable(value: Any) -> Any:
-    """JSON the store can keep: no NaN or Infinity, integers within 64 bits."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("NaN and Infinity are not JSON numbers")
-    if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
-        raise ValueError("integers must fit in 64 bits")
-    if isinstance(value, dict):
-        for item in value.values():
-            _storable(item)
-    elif isinstance(value, list):
-        for item in value:
-            _storable(item)
-    return value
-
-
 def _identifier(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
@@ -381,17 +373,17 @@ def _identifier(name: str) -> str:
 def _model_for(name: str, group: dict[str, FieldSpec]) -> type[pydantic.BaseModel]:
     definitions: dict[str, Any] = {}
     for key, f in group.items():
-        info = Field(description=f.description or None)
+        doc: dict[str, Any] = {
+            "description": f.description or None,
+            "examples": None if f.example is None else [f.example],
+        }
         if f.required:
-            definitions[key] = (_annotation(f), info)
+            definitions[key] = (_annotation(f), Field(**doc))
         elif f.default is None:
-            definitions[key] = (_annotation(f) | None, Field(None, description=info.description))
+            definitions[key] = (_annotation(f) | None, Field(None, **doc))
         else:
-            definitions[key] = (_annotation(f), Field(f.default, description=info.description))
+            definitions[key] = (_annotation(f), Field(f.default, **doc))
     return create_model(_identifier(name), __config__=ConfigDict(extra="forbid"), **definitions)
-
-
-# ---- from TOML
 
 
 def spec_from_toml(path: str | Path, *, name: str | None = None) -> EndpointSpec:
@@ -509,16 +501,14 @@ def _field_from_dict(where: str, raw: Any) -> FieldSpec:
         )
     if "items" in raw:
         raw["items"] = _field_from_dict(where + ".items", raw["items"])
-    if (
-        isinstance(raw.get("default"), int)
-        and raw["type"] == "float"
-        and not isinstance(raw["default"], bool)
-    ):
-        raw["default"] = float(raw["default"])
+    for key in ("default", "example"):
+        if (
+            isinstance(raw.get(key), int)
+            and raw["type"] == "float"
+            and not isinstance(raw[key], bool)
+        ):
+            raw[key] = float(raw[key])
     return FieldSpec(**raw)
-
-
-# ---- from a Python signature
 
 
 def spec_from_signature(
@@ -572,12 +562,11 @@ def _field_from_hint(where: str, hint: Any, default: Any) -> FieldSpec:
         spec.ge, spec.le = info.ge, info.le
         spec.min_length, spec.max_length = info.min_length, info.max_length
         spec.pattern = info.pattern
-    if (
-        isinstance(spec.default, int)
-        and spec.type == "float"
-        and not isinstance(spec.default, bool)
-    ):
-        spec.default = float(spec.default)
+        spec.example = info.example
+    for key in ("default", "example"):
+        value = getattr(spec, key)
+        if isinstance(value, int) and spec.type == "float" and not isinstance(value, bool):
+            setattr(spec, key, float(value))
     return spec
 
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from modelport.loader import load_models
-from modelport.server.app import Server
+from tests.conftest import AppFactory, Serve
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -33,7 +33,7 @@ def test_readme_shows_the_two_commands() -> None:
 
 
 @pytest.mark.e2e
-def test_quickstart_curl_and_python_client(serve, tmp_path: Path) -> None:
+def test_quickstart_curl_and_python_client(serve: Serve, tmp_path: Path) -> None:
     server = (
         serve([*make_run_targets(), "--store", f"sqlite:///{tmp_path}/q.db"]).start().wait_ready()
     )
@@ -62,17 +62,14 @@ def test_quickstart_curl_and_python_client(serve, tmp_path: Path) -> None:
     assert lines[1] == "succeeded virginica"
 
 
-async def test_write_a_model_example(tmp_path: Path) -> None:
+async def test_write_a_model_example(tmp_path: Path, app_factory: AppFactory) -> None:
     (code,) = [b for b in blocks("python") if b.startswith("# my_model.py")]
     path = tmp_path / "my_model.py"
     path.write_text(code)
-    server = Server(load_models(str(path)), store="memory://")
-    async with server.lifespan(None):  # type: ignore[arg-type]
-        transport = httpx.ASGITransport(app=server.app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            r = await http.post(
-                "/endpoints/sentiment/jobs", json={"input": {"text": "good good bad", "scale": 2}}
-            )
-            assert r.json()["output"] == {"score": 2.0}
-            bad = await http.post("/endpoints/sentiment/jobs", json={"input": {"scale": 11}})
-            assert {e["field"] for e in bad.json()["errors"]} == {"text", "scale"}
+    http = (await app_factory(load_models(str(path)))).http
+    r = await http.post(
+        "/endpoints/sentiment/jobs", json={"input": {"text": "good good bad", "scale": 2}}
+    )
+    assert r.json()["output"] == {"score": 2.0}
+    bad = await http.post("/endpoints/sentiment/jobs", json={"input": {"scale": 11}})
+    assert {e["field"] for e in bad.json()["errors"]} == {"text", "scale"}

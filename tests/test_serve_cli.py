@@ -13,7 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, ServerProcess, wait_for
+
+from tests.conftest import ROOT, Serve, ServerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -26,10 +27,10 @@ TIMESTAMP = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ [\w.]+: ")
 def _stop_with_ctrl_c(server: ServerProcess) -> int:
     assert server.proc is not None
     server.proc.send_signal(signal.SIGINT)
-    return server.proc.wait(timeout=30)
+    return int(server.proc.wait(timeout=30))
 
 
-def test_a_second_server_on_the_same_sqlite_file_is_refused(serve, tmp_path: Path) -> None:
+def test_a_second_server_on_the_same_sqlite_file_is_refused(serve: Serve, tmp_path: Path) -> None:
     db = tmp_path / "jobs.db"
     first: ServerProcess = serve([ECHO, "--store", f"sqlite:///{db}"]).start().wait_ready()
     assert first.proc is not None
@@ -52,7 +53,7 @@ def test_a_second_server_on_the_same_sqlite_file_is_refused(serve, tmp_path: Pat
 
 
 def test_a_relative_store_path_is_the_same_file_from_another_spelling(
-    serve, tmp_path: Path
+    serve: Serve, tmp_path: Path
 ) -> None:
     (tmp_path / "sub").mkdir()
     first = serve([ECHO, "--store", f"sqlite:///{tmp_path}/jobs.db"]).start().wait_ready()
@@ -68,7 +69,7 @@ def test_a_relative_store_path_is_the_same_file_from_another_spelling(
     assert f"pid {first.proc.pid}" in second.stderr
 
 
-def test_a_lock_left_by_kill_9_does_not_block_a_restart(serve, tmp_path: Path) -> None:
+def test_a_lock_left_by_kill_9_does_not_block_a_restart(serve: Serve, tmp_path: Path) -> None:
     db = tmp_path / "jobs.db"
     first: ServerProcess = serve([ECHO, "--store", f"sqlite:///{db}"]).start().wait_ready()
     assert first.proc is not None
@@ -80,7 +81,7 @@ def test_a_lock_left_by_kill_9_does_not_block_a_restart(serve, tmp_path: Path) -
     assert json.loads((tmp_path / "jobs.db.lock").read_text())["pid"] == second.proc.pid
 
 
-def test_the_log_a_newcomer_sees(serve, tmp_path: Path) -> None:
+def test_the_log_a_newcomer_sees(serve: Serve, tmp_path: Path) -> None:
     """Banner, setup timings, an access log with durations, uvicorn's lines under its own
     name, printed lines whole, and a quiet Ctrl+C."""
     db = tmp_path / "jobs.db"
@@ -114,7 +115,7 @@ def test_the_log_a_newcomer_sees(serve, tmp_path: Path) -> None:
     assert "Traceback" not in logs and "KeyboardInterrupt" not in logs
 
 
-def test_no_access_log_and_json_access_fields(serve, tmp_path: Path) -> None:
+def test_no_access_log_and_json_access_fields(serve: Serve, tmp_path: Path) -> None:
     quiet: ServerProcess = serve(
         [ECHO, "--store", f"sqlite:///{tmp_path}/a.db", "--no-access-log"]
     ).start()
@@ -153,7 +154,7 @@ class Versioned(modelport.Model):
 """
 
 
-def test_reload_restarts_when_the_model_file_changes(serve, tmp_path: Path) -> None:
+def test_reload_restarts_when_the_model_file_changes(serve: Serve, tmp_path: Path) -> None:
     model = tmp_path / "versioned.py"
     model.write_text("VERSION = 1\n" + MODEL)
     server: ServerProcess = serve(

@@ -103,9 +103,6 @@ def problems(spec: EndpointSpec, body: dict[str, Any] | str) -> list[tuple[str, 
     return []
 
 
-# ---- Python and TOML agree
-
-
 def test_signature_and_toml_give_equal_specs(toml_spec: EndpointSpec) -> None:
     python_spec = Gen.spec()
     assert python_spec.to_dict() == toml_spec.to_dict()
@@ -181,8 +178,6 @@ def test_progress_section_is_read(tmp_path: Path) -> None:
     assert spec.progress_schema()["properties"]["step"]["anyOf"][0]["type"] == "integer"
 
 
-# ---- a TOML file attached to a Model
-
 MODULE = """
 from typing import Any
 
@@ -249,9 +244,6 @@ def test_model_config_missing_file_names_the_path(tmp_path: Path) -> None:
     assert "cannot read" in e.value.message
 
 
-# ---- endpoint names
-
-
 class MyModel(modelport.Model):
     def predict(self, x: int) -> int:
         return x
@@ -299,8 +291,6 @@ def test_toml_without_name_takes_the_given_one(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"endpoint\.name: required"):
         spec_from_toml(path)
 
-
-# ---- TOML mistakes name the file, the key and the reason
 
 TOML_MISTAKES = [
     ('[inputs]\nx = { type = "str" }\n', "inputs.x", "unknown type 'str'"),
@@ -381,9 +371,6 @@ def test_missing_toml_file_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(SpecError) as e:
         spec_from_toml(path)
     assert e.value.message.startswith(f"{path}: cannot read")
-
-
-# ---- validation
 
 
 @pytest.mark.parametrize(
@@ -489,9 +476,6 @@ def test_json_input_refuses_nan(toml_spec: EndpointSpec) -> None:
     assert problems(toml_spec, body) != []
 
 
-# ---- the dict form
-
-
 @pytest.mark.parametrize(
     ("ftype", "default"),
     [
@@ -512,9 +496,6 @@ def test_to_dict_round_trips_defaults(ftype: str, default: Any) -> None:
 
 def test_to_dict_round_trips_the_whole_spec(toml_spec: EndpointSpec) -> None:
     assert spec_from_dict(json.loads(json.dumps(toml_spec.to_dict()))) == toml_spec
-
-
-# ---- Python signature mistakes name the parameter
 
 
 def test_parameter_without_type_hint() -> None:
@@ -568,3 +549,54 @@ def test_model_without_predict_is_refused() -> None:
 
     with pytest.raises(SpecError, match="define predict"):
         Empty.spec()
+
+
+class Measured(modelport.Model):
+    """Inputs with examples for the docs."""
+
+    def predict(
+        self,
+        length: float = Input(ge=0, le=10, example=5),
+        label: str = Input(default="a", example="setosa"),
+        tags: Annotated[list[str], Input(example=["x", "y"])] = [],  # noqa: B006
+    ) -> Any:
+        return length
+
+
+def test_input_example_is_kept_round_trips_and_is_in_the_json_schema(tmp_path: Path) -> None:
+    spec = Measured.spec()
+    assert spec.inputs["length"].example == 5.0  # an int example of a float input is a float
+    assert type(spec.inputs["length"].example) is float
+    assert spec.inputs["label"].example == "setosa"
+    assert spec.to_dict()["inputs"]["tags"]["example"] == ["x", "y"]
+    assert spec_from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    properties = spec.input_schema()["properties"]
+    assert properties["length"]["examples"] == [5.0]
+    assert properties["label"]["examples"] == ["setosa"]
+    assert properties["tags"]["examples"] == [["x", "y"]]
+    path = tmp_path / "m.toml"
+    path.write_text(
+        '[endpoint]\nname = "measured"\ndescription = "Inputs with examples for the docs."\n'
+        "[inputs]\n"
+        'length = { type = "float", required = true, min = 0, max = 10, example = 5 }\n'
+        'label = { type = "string", default = "a", example = "setosa" }\n'
+        'tags = { type = "list", items = "string", default = [], example = ["x", "y"] }\n'
+    )
+    assert spec_from_toml(path).inputs == spec.inputs
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ('{ type = "float", max = 10, example = 50 }', "inputs.x: example 50.0 is invalid"),
+        ('{ type = "integer", example = "3" }', "inputs.x: example '3' is invalid"),
+        ('{ type = "selection", choices = ["a"], example = "b" }', "inputs.x: example 'b'"),
+    ],
+)
+def test_an_example_the_endpoint_would_refuse_is_refused(
+    tmp_path: Path, field: str, message: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[endpoint]\nname = "bad"\n[inputs]\nx = {field}\n')
+    with pytest.raises(SpecError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        spec_from_toml(path)

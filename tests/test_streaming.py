@@ -10,24 +10,29 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import orjson
 import pytest
-from conftest import ServerProcess, wait_for
 
 import modelport
 from modelport import AsyncClient, Client
+from modelport.server.streaming import KEEPALIVE
+from tests.conftest import Serve, ServerProcess, wait_for
 
 pytestmark = pytest.mark.e2e
 
 TICKER = "tests/models/stream.py:Ticker"
+CHATTER = "tests/models/stream.py:Chatter"
 
 
 @pytest.fixture
-def server(serve, tmp_path: Path) -> Iterator[ServerProcess]:
+def server(serve: Serve, tmp_path: Path) -> Iterator[ServerProcess]:
     trace = tmp_path / "trace.txt"
     os.environ["MODELPORT_TEST_TRACE"] = str(trace)
     try:
-        yield serve([TICKER, "--store", f"sqlite:///{tmp_path}/s.db"]).start().wait_ready()
+        yield (
+            serve([TICKER, CHATTER, "--store", f"sqlite:///{tmp_path}/s.db"]).start().wait_ready()
+        )
     finally:
         os.environ.pop("MODELPORT_TEST_TRACE", None)
 
@@ -127,7 +132,7 @@ def test_client_stream_yields_chunks_then_final(server: ServerProcess) -> None:
         events = list(c.stream("ticker", n=3, every=0.01))
         assert [e.data for e in events if e.type == "output"] == ["w0 ", "w1 ", "w2 "]
         assert events[-1].type == "succeeded"
-        with pytest.raises(modelport.ValidationError):
+        with pytest.raises(modelport.InvalidInput):
             list(c.stream("ticker", n=-1))
 
 
@@ -164,6 +169,67 @@ def test_hangup_cancels_the_job_and_stops_the_generator(
         # default 30 s wait) if the 1,000 s generator was stopped.
         r2 = http.post(f"{server.url}/endpoints/ticker/jobs", json={"input": {"n": 1, "every": 0}})
         assert r2.json()["status"] == "succeeded"
+
+
+def status(http: httpx.Client, server: ServerProcess, job_id: str) -> str:
+    value: str = http.get(f"{server.url}/jobs/{job_id}").json()["status"]
+    return value
+
+
+def occupy(http: httpx.Client, server: ServerProcess, endpoint: str, inputs: Any) -> str:
+    """Start a job that keeps the endpoint's one model thread busy for minutes."""
+    r = http.post(
+        f"{server.url}/endpoints/{endpoint}/jobs",
+        json={"input": inputs},
+        headers={"Prefer": "respond-async"},
+    )
+    job_id: str = r.json()["id"]
+    wait_for(lambda: status(http, server, job_id) == "running", 30, f"{endpoint} to be busy")
+    return job_id
+
+
+# A queued job's stream sends nothing after its first event until the keep-alive, so within
+# KEEPALIVE only listening for the hang-up can notice it.
+NOTICED_WITHIN = KEEPALIVE - 5
+
+
+def test_hangup_of_a_quiet_stream_cancels_its_queued_job(server: ServerProcess) -> None:
+    with httpx.Client(timeout=30) as http:
+        busy = occupy(http, server, "ticker", {"n": 100_000, "every": 0.01})
+        with http.stream(
+            "POST",
+            f"{server.url}/endpoints/ticker/jobs",
+            json={"input": {"n": 1, "every": 0}},
+            headers={"accept": "text/event-stream"},
+        ) as r:
+            job_id = r.headers["x-job-id"]
+            assert next(parse_sse(r.iter_lines()))["event"] == "queued"
+        wait_for(
+            lambda: status(http, server, job_id) == "cancelled",
+            NOTICED_WITHIN,
+            "the quiet stream's job to be cancelled",
+        )
+        assert http.post(f"{server.url}/jobs/{busy}/cancel").json()["status"] == "cancelled"
+
+
+def test_hangup_of_a_quiet_chat_stream_cancels_its_job(server: ServerProcess) -> None:
+    hello = [{"role": "user", "content": "hello"}]
+    with httpx.Client(timeout=30) as http:
+        busy = occupy(http, server, "chatter", {"messages": hello, "max_tokens": 100_000})
+        with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as c:
+            stream = c.chat.completions.create(
+                model="chatter", messages=[{"role": "user", "content": "hi"}], stream=True
+            )
+            first = next(iter(stream))
+            assert first.choices[0].delta.role == "assistant"
+            stream.close()
+        job_id = first.id.removeprefix("chatcmpl-")
+        wait_for(
+            lambda: status(http, server, job_id) == "cancelled",
+            NOTICED_WITHIN,
+            "the quiet chat stream's job to be cancelled",
+        )
+        assert http.post(f"{server.url}/jobs/{busy}/cancel").json()["status"] == "cancelled"
 
 
 async def test_many_concurrent_streams(server: ServerProcess) -> None:

@@ -11,25 +11,27 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import (
+
+from modelport import Client
+from tests.conftest import (
     ROOT,
     WORKER_TOKEN,
+    Serve,
     ServerProcess,
     WorkerProcess,
+    Workers,
     free_port,
     online,
     wait_for,
     worker_args,
 )
 
-from modelport import Client
-
 pytestmark = pytest.mark.e2e
 
 SLEEPY = "tests/models/remote.py:Sleepy"
 
 
-def api_server(serve, tmp_path: Path, *args: str) -> ServerProcess:
+def api_server(serve: Serve, tmp_path: Path, *args: str) -> ServerProcess:
     server: ServerProcess = serve(
         ["--worker-token", WORKER_TOKEN, "--store", f"sqlite:///{tmp_path}/jobs.db", *args]
     )
@@ -46,7 +48,7 @@ def run_worker(*args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_a_wrong_token_ends_the_worker_with_one_line(serve, tmp_path: Path) -> None:
+def test_a_wrong_token_ends_the_worker_with_one_line(serve: Serve, tmp_path: Path) -> None:
     server = api_server(serve, tmp_path)
     done = run_worker(SLEEPY, "--server", server.url, "--token", "wrong", "--processes", "2")
     assert done.returncode == 2
@@ -58,7 +60,7 @@ def test_a_wrong_token_ends_the_worker_with_one_line(serve, tmp_path: Path) -> N
     assert done.stdout == ""
 
 
-def test_a_server_without_remote_workers_says_so(serve, tmp_path: Path) -> None:
+def test_a_server_without_remote_workers_says_so(serve: Serve, tmp_path: Path) -> None:
     server: ServerProcess = serve(["examples/echo/model.py", "--store", "memory://"])
     server.start().wait_ready()
     done = run_worker(SLEEPY, "--server", server.url, "--token", "any")
@@ -70,7 +72,7 @@ def test_a_server_without_remote_workers_says_so(serve, tmp_path: Path) -> None:
     )
 
 
-def test_a_spec_that_differs_ends_the_worker_with_one_line(serve, tmp_path: Path) -> None:
+def test_a_spec_that_differs_ends_the_worker_with_one_line(serve: Serve, tmp_path: Path) -> None:
     toml = tmp_path / "sleepy.toml"
     toml.write_text('[endpoint]\nname = "sleepy"\n[inputs]\nn = { type = "string" }\n')
     server = api_server(serve, tmp_path, "--config", str(toml))
@@ -82,7 +84,7 @@ def test_a_spec_that_differs_ends_the_worker_with_one_line(serve, tmp_path: Path
     assert "Traceback" not in done.stderr
 
 
-def test_a_server_that_is_down_is_retried_and_ctrl_c_is_quick(workers) -> None:
+def test_a_server_that_is_down_is_retried_and_ctrl_c_is_quick(workers: Workers) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     worker: WorkerProcess = workers([SLEEPY, "--server", url, "--token", WORKER_TOKEN]).start()
     wait_for(lambda: worker.logs().count("cannot reach") >= 3, 30, "three attempts")
@@ -105,7 +107,7 @@ def test_a_server_that_is_down_is_retried_and_ctrl_c_is_quick(workers) -> None:
     assert delays == sorted(delays) and delays[-1] > delays[0]
 
 
-def test_sigterm_during_a_long_setup_exits_at_once(workers, tmp_path: Path) -> None:
+def test_sigterm_during_a_long_setup_exits_at_once(workers: Workers, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     release = tmp_path / "never"
     args = ["tests/models/ops.py:SlowSetup", "--server", url, "--token", WORKER_TOKEN]
@@ -122,7 +124,7 @@ def test_sigterm_during_a_long_setup_exits_at_once(workers, tmp_path: Path) -> N
     assert "Traceback" not in worker.logs()
 
 
-def test_both_sides_log_who_joined_and_left(serve, workers, tmp_path: Path) -> None:
+def test_both_sides_log_who_joined_and_left(serve: Serve, workers: Workers, tmp_path: Path) -> None:
     server = api_server(serve, tmp_path)
     worker: WorkerProcess = workers(worker_args(server, SLEEPY)).start()
     wait_for(lambda: "connected to" in worker.logs(), 60, "the worker to connect")
@@ -145,7 +147,7 @@ def test_both_sides_log_who_joined_and_left(serve, workers, tmp_path: Path) -> N
 
 
 def test_a_second_ctrl_c_stops_at_once_and_requeues(
-    serve, workers, tmp_path: Path, trace: Path
+    serve: Serve, workers: Workers, tmp_path: Path, trace: Path
 ) -> None:
     server = api_server(serve, tmp_path)
     worker: WorkerProcess = workers(worker_args(server, SLEEPY)).start()

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from modelport.core import Broker
@@ -95,58 +96,51 @@ def jsonl_line(item: Item | None) -> bytes:
     return orjson.dumps({"id": event_id, "event": kind, "data": data}) + b"\n"
 
 
-class EventStream:
-    """An ASGI response that streams lines and notices at once when the client hangs up."""
+class EventStream(StreamingResponse):
+    """A streaming response of event lines that notices at once when the client hangs up,
+    even while the stream is quiet, and then runs ``on_hangup``."""
 
     def __init__(
         self,
-        lines: AsyncIterator[bytes],
+        lines: AsyncIterable[bytes],
         media_type: str,
         *,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         on_hangup: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.lines = lines
-        self.media_type = media_type
-        self.headers = headers or {}
+        super().__init__(
+            lines,
+            headers={
+                "content-type": media_type,  # as given (Starlette would append a charset)
+                "cache-control": "no-cache",
+                "x-accel-buffering": "no",
+                **(headers or {}),
+            },
+            media_type=media_type,
+        )
         self.on_hangup = on_hangup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {
-            "content-type": self.media_type,
-            "cache-control": "no-cache",
-            "x-accel-buffering": "no",
-            **self.headers,
-        }
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-            }
-        )
-        pump = asyncio.ensure_future(self._pump(send))
-        hangup = asyncio.ensure_future(_hangup(receive))
-        await asyncio.wait((pump, hangup), return_when=asyncio.FIRST_COMPLETED)
-        if pump.done():
+        # Starlette listens for the hang-up only below ASGI 2.4; from 2.4 on it waits for a
+        # send to fail, which a quiet stream attempts only at its next keep-alive. So listen
+        # always, and take a failed send (the 2.4 way of saying so) as a hang-up too.
+        streaming = asyncio.ensure_future(self.stream_response(send))
+        hangup = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        try:
+            await asyncio.wait((streaming, hangup), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            streaming.cancel()
             hangup.cancel()
-            pump.result()
-            return
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await pump
-        if self.on_hangup is not None:
-            await self.on_hangup()
-
-    async def _pump(self, send: Send) -> None:
-        async for line in self.lines:
-            await send({"type": "http.response.body", "body": line, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _hangup(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+            await asyncio.gather(streaming, hangup, return_exceptions=True)
+        finished = not streaming.cancelled() and streaming.exception() is None
+        if not finished:
+            error = None if streaming.cancelled() else streaming.exception()
+            if error is not None and not isinstance(error, OSError):
+                raise error
+            if self.on_hangup is not None:
+                await self.on_hangup()
+        if self.background is not None:
+            await self.background()
 
 
 def event_stream(

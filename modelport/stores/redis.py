@@ -296,8 +296,6 @@ class RedisStore:
         async with self._errors():
             await self.redis.ping()
 
-    # ---- jobs
-
     async def insert(self, job: JobRecord, limit: int | None = None) -> JobRecord:
         # Inserts that arrive in the same event-loop turn share one round trip.
         loop = asyncio.get_running_loop()
@@ -507,8 +505,6 @@ class RedisStore:
             n = await self._purge(args=[self.prefix, repr(completed_before), limit, *endpoints])
         return int(n)
 
-    # ---- events
-
     async def add_events(self, events: Sequence[Event]) -> list[Event]:
         if not events:
             return []
@@ -531,8 +527,6 @@ class RedisStore:
             kind, data, at = orjson.loads(raw)
             out.append(Event(job_id, kind, data, n, at))
         return out
-
-    # ---- workers
 
     async def put_worker(self, worker: dict[str, Any], ttl: float) -> None:
         wid = worker["id"]
@@ -563,8 +557,6 @@ class RedisStore:
             pipe.zrem(self._key("workers"), worker_id)
             await pipe.execute()
 
-    # ---- endpoint specs
-
     async def put_spec(self, spec: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
         key, name, data = self._key("specs"), spec["name"], orjson.dumps(spec)
         async with self._errors():
@@ -581,8 +573,6 @@ class RedisStore:
         async with self._errors():
             stored = await self.redis.hgetall(self._key("specs"))
         return [dict(orjson.loads(stored[name])) for name in sorted(stored)]
-
-    # ---- announcements between servers
 
     async def publish(self, topic: str) -> None:
         async with self._errors():

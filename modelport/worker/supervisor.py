@@ -30,9 +30,9 @@ from modelport.errors import (
     PROBLEM_PREFIX,
     Conflict,
     Forbidden,
+    InvalidRequest,
     ModelportError,
     NotFound,
-    RequestError,
     Unauthorized,
     from_problem,
 )
@@ -90,7 +90,7 @@ def _refusal(e: BaseException, runner: Runner) -> ModelportError | None:
     anywhere, or a registration it rejects (a spec that differs, one it cannot read)."""
     if isinstance(e, Unauthorized | Forbidden | Conflict):
         return e
-    if isinstance(e, RequestError) and not isinstance(e, NotFound) and runner.worker_id is None:
+    if isinstance(e, InvalidRequest) and not isinstance(e, NotFound) and runner.worker_id is None:
         return e
     return None
 

@@ -1,0 +1,59 @@
+"""Errors to HTTP, in one place: every :class:`ModelportError` (and Starlette's own 404/405,
+and anything unexpected) becomes an RFC 9457 ``application/problem+json`` answer."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelport.errors import PROBLEM_PREFIX, ModelportError
+
+log = logging.getLogger("modelport.server")
+
+PROBLEM_JSON = "application/problem+json"
+
+
+def problem_response(err: ModelportError) -> Response:
+    return Response(orjson.dumps(err.to_problem()), err.status, err.headers or None, PROBLEM_JSON)
+
+
+def unexpected(request: Request, exc: Exception) -> Response:
+    """The answer to a bug: logged with its traceback, never shown to the caller."""
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(ModelportError("an unexpected error happened; see the server log"))
+
+
+async def _on_modelport_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ModelportError)
+    return problem_response(exc)
+
+
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
+    body = {
+        "type": PROBLEM_PREFIX + kind,
+        "title": str(exc.detail),
+        "status": exc.status_code,
+        "detail": f"{request.method} {request.url.path}: {exc.detail}",
+    }
+    return Response(orjson.dumps(body), exc.status_code, exc.headers, PROBLEM_JSON)
+
+
+async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
+    return unexpected(request, exc)
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+EXCEPTION_HANDLERS: Mapping[Any, Handler] = {
+    ModelportError: _on_modelport_error,
+    HTTPException: _on_http_error,
+    Exception: _on_unexpected_error,
+}
+"""Starlette's ``exception_handlers`` for an app that answers problem documents."""
