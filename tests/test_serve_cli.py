@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -130,13 +131,14 @@ def test_no_access_log_and_json_access_fields(serve: Serve, tmp_path: Path) -> N
     ).start()
     structured.wait_ready()
     httpx.post(f"{structured.url}/endpoints/echo/jobs", json={"input": {"text": "hi"}})
-    wait_for(lambda: "/endpoints/echo/jobs" in structured.logs(), 10, "the access log line")
-    entries = [json.loads(line) for line in structured.logs().splitlines()]
-    (access,) = [
-        e
-        for e in entries
-        if e["logger"] == "modelport.access" and e["path"] == "/endpoints/echo/jobs"
-    ]
+
+    def submits() -> list[dict[str, Any]]:
+        entries = [json.loads(line) for line in structured.logs().splitlines()]
+        return [e for e in entries if e.get("path") == "/endpoints/echo/jobs"]
+
+    wait_for(lambda: bool(submits()), 10, "the access log line")
+    (access,) = submits()
+    assert access["logger"] == "modelport.access"
     assert access["method"] == "POST" and access["client"].startswith("127.0.0.1:")
     assert access["status"] == 200 and access["duration_ms"] > 0
     assert access["request_id"]
