@@ -156,7 +156,9 @@ def _parser() -> argparse.ArgumentParser:
         help="serve models for a remote API server, pulling jobs over HTTP(S)",
         description="Run models in supervised child processes that lease jobs from an API "
         "server over outbound HTTP(S): no open port is needed on this host. A crashed "
-        "process is restarted; SIGTERM drains.",
+        "process is restarted; a server that is down is retried. SIGTERM or Ctrl+C drains "
+        "(a second one stops at once). A server that refuses this worker (a wrong token, a "
+        "spec that differs) ends it with exit code 2.",
     )
     worker.add_argument(
         "targets", nargs="+", metavar="TARGET", help="path/to/file.py[:Class] or module[:Class]"
