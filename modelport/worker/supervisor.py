@@ -125,12 +125,14 @@ async def _serve(
     ]
     runners = [runner for group in instances for runner in group]
     stopping = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stopping.set)
     stop = asyncio.ensure_future(stopping.wait())
     setup = asyncio.ensure_future(_set_up(instances))
     await asyncio.wait({setup, stop}, return_when=asyncio.FIRST_COMPLETED)
     if not setup.done():
         log.info("stopped while setup() ran")
+        loop.remove_signal_handler(signal.SIGTERM)
         return _STOPPED_IN_SETUP
     setup.result()
     tasks: dict[asyncio.Future[Any], Runner] = {asyncio.ensure_future(r.run()): r for r in runners}
@@ -174,6 +176,9 @@ async def _serve(
     finally:
         for future in (*tasks, *joining, stop):
             future.cancel()
+        # From here a SIGTERM ends the process as by default: the loop that would take it
+        # is closing, and its wake-up pipe with it.
+        loop.remove_signal_handler(signal.SIGTERM)
     return 0
 
 
@@ -195,6 +200,8 @@ class _Slot:
     worker_ids: list[str] = field(default_factory=list)
     crashes: int = 0
     restart_at: float | None = None
+    refused: bool = False
+    """The server refused it: it is ending on its own, and is not signalled."""
 
 
 class Supervisor:
@@ -283,7 +290,7 @@ class Supervisor:
                 self.grace,
             )
         for slot in self._slots.values():
-            if slot.process.is_alive() and slot.process.pid is not None:
+            if slot.process.is_alive() and slot.process.pid is not None and not slot.refused:
                 os.kill(slot.process.pid, signal.SIGTERM)
 
     def run(self) -> int:
@@ -338,9 +345,11 @@ class Supervisor:
                 message = slot.conn.recv()
                 if message[0] == "registered":
                     slot.worker_ids = message[1]
-                elif message[0] == "refused" and self._refused is None:
-                    self._refused = self._refusal(*message[1:])
-                    self.stop()
+                elif message[0] == "refused":
+                    slot.refused = True
+                    if self._refused is None:
+                        self._refused = self._refusal(*message[1:])
+                        self.stop()
 
     def _refusal(self, status: int, kind: str, detail: str) -> ModelportError:
         error = from_problem(status, {"type": PROBLEM_PREFIX + kind, "detail": detail})
