@@ -63,7 +63,7 @@ class _BaseClient:
         if not line.strip():
             return None
         item = orjson.loads(line)
-        return Event(job_id, item["event"], item["data"], item["id"])
+        return Event(job_id, item["event"], item["data"], item["id"] or 0)
 
     @staticmethod
     def _stream_headers(after: int | None = None) -> dict[str, str]:

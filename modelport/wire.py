@@ -106,7 +106,10 @@ class Event:
     """One entry in a job's event log: ``queued``, ``started``, ``progress``, ``output``
     (a streamed chunk), ``log``, or the final ``succeeded``/``failed``/``cancelled``/``expired``.
 
-    ``id`` counts 1, 2, 3, ... per job, so a client resumes with ``Last-Event-ID``.
+    ``type`` is the event's name (the wire's ``event`` key; :attr:`event` says the same).
+    ``id`` counts 1, 2, 3, ... over a job's stored events (``progress``, ``output``,
+    ``log``), so a client resumes after one with ``Last-Event-ID``; it is 0 for the state
+    events (``queued``, ``started``, the final one), which are not stored and have no id.
     """
 
     job_id: str
@@ -114,6 +117,11 @@ class Event:
     data: Any = None
     id: int = 0
     time: float = field(default_factory=time.time)
+
+    @property
+    def event(self) -> str:
+        """The event's name, as the wire calls it: the same as :attr:`type`."""
+        return self.type
 
 
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1

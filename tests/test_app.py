@@ -205,6 +205,51 @@ async def test_unknown_endpoint_job_and_route_are_404(http: httpx.AsyncClient) -
     problem(await http.get("/endpoints/add/jobs"), 405)
 
 
+async def test_one_title_per_problem_type(http: httpx.AsyncClient) -> None:
+    ours = problem(await http.get("/jobs/doesnotexist"), 404)
+    starlettes = problem(await http.get("/no/such/route"), 404)
+    assert (starlettes["type"], starlettes["title"]) == (ours["type"], ours["title"])
+    assert ours["title"] == "Not found"
+    assert problem(await http.get("/endpoints/add/jobs"), 405)["title"] == "Method not allowed"
+
+
+async def test_unknown_endpoint_404_lists_the_endpoints(http: httpx.AsyncClient) -> None:
+    listed = "the endpoints are: add, fails, gate, shapes, slow, txt2img"
+    detail = problem(await http.post("/endpoints/ad/jobs", json={"input": {}}), 404)["detail"]
+    assert detail == f"no endpoint named 'ad' (did you mean 'add'?); {listed}"
+    detail = problem(await http.get("/endpoints/zzz"), 404)["detail"]
+    assert detail == f"no endpoint named 'zzz'; {listed}"
+
+
+async def test_inputs_sent_without_the_envelope_get_the_corrected_body(
+    http: httpx.AsyncClient,
+) -> None:
+    body = problem(await http.post("/endpoints/add/jobs", json={"a": 2, "b": 3}), 422)
+    assert body["detail"] == 'the inputs go under "input": send {"input":{"a":2,"b":3}}'
+    assert body["errors"] == [{"field": "input", "message": body["detail"]}]
+    long = problem(await http.post("/endpoints/add/jobs", json={"a": "x" * 500}), 422)
+    assert long["detail"].startswith('the inputs go under "input": send {"input":{"a":"xxx')
+    assert len(long["detail"]) < 250
+    # A body with "input" keeps its own field errors.
+    mixed = problem(await http.post("/endpoints/add/jobs", json={"input": {}, "a": 2}), 422)
+    assert {e["field"] for e in mixed["errors"]} == {"a"}
+
+
+async def test_job_status_header(server: Server, http: httpx.AsyncClient) -> None:
+    ok = await http.post("/endpoints/add/jobs", json={"input": {"a": 1}})
+    assert (ok.status_code, ok.headers["x-job-status"]) == (200, "succeeded")
+    failed = await http.post("/endpoints/fails/jobs", json={"input": {"x": -1}})
+    assert (failed.status_code, failed.headers["x-job-status"]) == (200, "failed")
+    again = await http.get(f"/jobs/{failed.json()['id']}")
+    assert again.headers["x-job-status"] == "failed"
+    queued = await http.post(
+        "/endpoints/txt2img/jobs", json={"input": {"prompt": "x"}}, headers={"Prefer": "wait=0"}
+    )
+    assert (queued.status_code, queued.headers["x-job-status"]) == (202, "queued")
+    cancelled = await http.post(f"/jobs/{queued.json()['id']}/cancel")
+    assert cancelled.headers["x-job-status"] == "cancelled"
+
+
 async def test_model_exception_fails_only_that_job(
     http: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import ServerProcess
+
+from tests.conftest import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

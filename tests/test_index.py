@@ -5,9 +5,7 @@ test_docs_browser.py.)"""
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -15,9 +13,7 @@ import pytest
 import modelport
 from modelport.server.app import Server
 from modelport.server.index import preferred
-
-sys.path.insert(0, str(Path(__file__).parent / "models"))
-from basic import Add
+from tests.models.basic import Add
 
 BROWSER = "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"
 

@@ -4,7 +4,6 @@ routes' own validators, and the server's real answers matching the documented sc
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,7 @@ from modelport.server.examples import input_example
 from modelport.server.openai import _ChatRequest, _EmbeddingRequest
 from modelport.server.openapi import openapi
 from modelport.spec import EndpointSpec, FieldSpec, spec_from_toml
-
-sys.path.insert(0, str(Path(__file__).parent / "models"))
-from basic import Add, Shapes
+from tests.models.basic import Add, Shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "docs-worker-token"

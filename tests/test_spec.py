@@ -56,7 +56,7 @@ sampler = { type = "selection", choices = ["ddim", "euler"], default = "ddim" }
 code = { type = "string", min_length = 1, max_length = 8, pattern = "^[a-z]+$", default = "abc" }
 tags = { type = "list", items = "string", max_length = 3, default = [] }
 sizes = { type = "list", items = "integer", min_length = 1, max_length = 4, default = [512] }
-options = { type = "json", default = {} }
+options = { type = "object", default = {} }
 upscale = { type = "boolean", default = false }
 
 [outputs]
@@ -366,6 +366,63 @@ def test_toml_mistake_names_file_key_and_reason(
     assert reason in message, message
 
 
+MANY_MISTAKES = """
+[endpoint]
+name = "gen"
+max_batch_sise = 4
+max_attempts = 0
+
+[inputs]
+prompt = { type = "string", max_lenght = 10 }
+steps = { type = "int", default = 3 }
+strength = { type = "float", min = 1, max = 0 }
+
+[ouputs]
+images = "string"
+"""
+
+
+def test_every_toml_mistake_is_reported_at_once_with_suggestions(tmp_path: Path) -> None:
+    path = write(tmp_path, MANY_MISTAKES)
+    with pytest.raises(SpecError) as e:
+        spec_from_toml(path)
+    assert e.value.message.startswith(f"{path}: 6 problems:\n  "), e.value.message
+    assert {err["field"]: err["message"] for err in e.value.errors} == {
+        "[ouputs]": "unknown section (did you mean [outputs]?)",
+        "endpoint.max_batch_sise": "unknown key (did you mean 'max_batch_size'?)",
+        "inputs.prompt.max_lenght": "unknown key (did you mean 'max_length'?)",
+        "inputs.steps": "unknown type 'int' (did you mean 'integer'?)",
+        "inputs.strength": "min (1) is greater than max (0)",
+        "endpoint.max_attempts": "must be at least 1",
+    }
+    for err in e.value.errors:
+        assert f"  {err['field']}: {err['message']}" in e.value.message
+
+
+def test_python_and_toml_mistakes_name_the_field_alike(tmp_path: Path) -> None:
+    class Steps(modelport.Model):
+        max_batch_size = 0
+
+        def predict(self, steps: int = Input(default=0, ge=1), extra: object = None) -> int:
+            return steps
+
+    toml = write(
+        tmp_path,
+        '[endpoint]\nname = "steps"\nmax_batch_size = 0\n'
+        '[inputs]\nsteps = { type = "integer", min = 1, default = 0 }\n',
+    )
+    with pytest.raises(SpecError) as python_error:
+        Steps.spec()
+    with pytest.raises(SpecError) as toml_error:
+        spec_from_toml(toml)
+    assert python_error.value.errors == toml_error.value.errors
+    assert [e["field"] for e in python_error.value.errors] == [
+        "endpoint.max_batch_size",
+        "inputs.steps",
+    ]
+    assert python_error.value.message.startswith("Steps: 2 problems:")
+
+
 def test_missing_toml_file_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "nowhere.toml"
     with pytest.raises(SpecError) as e:
@@ -503,17 +560,20 @@ def test_parameter_without_type_hint() -> None:
         def predict(self, prompt, steps: int = 3):
             return prompt
 
-    with pytest.raises(SpecError, match=r"nohint\.predict\(prompt\): add a type hint"):
+    with pytest.raises(SpecError, match=r"^NoHint: inputs\.prompt: add a type hint"):
         NoHint.spec()
 
 
-def test_union_type_is_refused() -> None:
-    class Union(modelport.Model):
-        def predict(self, seed: int | None = None) -> int:
+def test_optional_type_is_a_nullable_field() -> None:
+    class Seeded(modelport.Model):
+        def predict(self, seed: int | None = None, name: str | None = Input()) -> int:
             return 0
 
-    with pytest.raises(SpecError, match=r"union\.predict\(seed\): optional and union"):
-        Union.spec()
+    spec = Seeded.spec()
+    assert spec.inputs["seed"] == FieldSpec(type="integer", nullable=True)
+    assert spec.inputs["name"] == FieldSpec(type="string", nullable=True, required=True)
+    assert problems(spec, {"input": {"name": None}}) == []
+    assert problems(spec, {"input": {}}) == [("input.name", "missing")]
 
 
 def test_custom_class_is_refused() -> None:
@@ -521,7 +581,7 @@ def test_custom_class_is_refused() -> None:
         def predict(self, where: Point) -> int:
             return 0
 
-    with pytest.raises(SpecError, match=r"custom\.predict\(where\): unsupported type"):
+    with pytest.raises(SpecError, match=r"^Custom: inputs\.where: unsupported type Point"):
         Custom.spec()
 
 
@@ -539,7 +599,7 @@ def test_choices_on_a_boolean_are_refused() -> None:
         def predict(self, on: bool = Input(default=True, choices=[True])) -> int:
             return 0
 
-    with pytest.raises(SpecError, match=r"chooser\.predict\(on\): choices only apply"):
+    with pytest.raises(SpecError, match=r"^Chooser: inputs\.on: choices only apply"):
         Chooser.spec()
 
 

@@ -83,7 +83,14 @@ def test_sse_framing_and_chunks_arrive_before_the_end(server: ServerProcess) -> 
     ]
     chunks = [orjson.loads(e["data"]) for _, e in arrivals if e["event"] == "output"]
     assert chunks == ["w0 ", "w1 ", "w2 ", "w3 ", "w4 "]
-    assert [int(e["id"]) for _, e in arrivals if e["event"] == "output"] == [1, 2, 3, 4, 5]
+    # Only stored events carry an id, 1, 2, ...; the state events read from the job carry
+    # none, so an EventSource's lastEventId is always that of the last stored event.
+    assert [(e["event"], e.get("id")) for _, e in arrivals] == [
+        ("queued", None),
+        ("started", None),
+        *[("output", str(i)) for i in range(1, 6)],
+        ("succeeded", None),
+    ]
     final = orjson.loads(arrivals[-1][1]["data"])
     assert final["output"] == "w0 w1 w2 w3 w4 "
     first_chunk_at = next(t for t, e in arrivals if e["event"] == "output")
@@ -111,6 +118,32 @@ def test_jsonl_framing(server: ServerProcess) -> None:
         "succeeded",
     ]
     assert items[-1]["data"]["output"] == "w0 w1 w2 "
+    assert [i["id"] for i in items] == [None, None, 1, 2, 3, None]
+
+
+def test_an_event_source_resumes_after_the_last_event_it_saw(server: ServerProcess) -> None:
+    with Client(server.url) as c:
+        job = c.submit("ticker", n=4, every=0)
+        job.wait(timeout=10)
+    with httpx.stream(
+        "GET", f"{server.url}/jobs/{job.id}/events", headers={"accept": "text/event-stream"}
+    ) as r:
+        seen = list(parse_sse(r.iter_lines()))
+    last_event_id = ""  # what a browser's EventSource keeps: the last id field it read
+    for event in seen[:4]:  # queued, started, output 1, output 2: then the connection drops
+        last_event_id = event.get("id", last_event_id)
+    assert last_event_id == "2"
+    with httpx.stream(
+        "GET",
+        f"{server.url}/jobs/{job.id}/events",
+        headers={"accept": "text/event-stream", "last-event-id": last_event_id},
+    ) as r:
+        rest = list(parse_sse(r.iter_lines()))
+    assert [(e["event"], e.get("id")) for e in rest] == [
+        ("output", "3"),
+        ("output", "4"),
+        ("succeeded", None),
+    ]
 
 
 def test_resume_with_last_event_id_and_late_subscriber(server: ServerProcess) -> None:
@@ -119,6 +152,8 @@ def test_resume_with_last_event_id_and_late_subscriber(server: ServerProcess) ->
         job.wait(timeout=10)
         late = list(job.events())
         assert [e.type for e in late] == ["queued", "started", *["output"] * 6, "succeeded"]
+        assert [e.event for e in late] == [e.type for e in late]  # the wire's name for it
+        assert [e.id for e in late] == [0, 0, 1, 2, 3, 4, 5, 6, 0]
         resumed = list(job.events(after=4))
         assert [(e.type, e.data) for e in resumed[:2]] == [("output", "w4 "), ("output", "w5 ")]
         assert resumed[-1].type == "succeeded"

@@ -393,7 +393,7 @@ SPEC = Classify.spec().to_dict()
         ({"name": "w", "endpoints": [SPEC], "worker_id": "not-hex"}, 422, "worker_id"),
         ({"name": "w", "endpoints": [SPEC], "secret": 1}, 422, "secret"),
         ({"name": "w", "endpoints": [{"inputs": {}}]}, 422, "endpoint.name"),
-        ({"name": "w", "endpoints": [{"name": "Bad Name"}]}, 422, "endpoint name"),
+        ({"name": "w", "endpoints": [{"name": "Bad Name"}]}, 422, "endpoint.name"),
         ({"name": "w", "endpoints": [{"name": "x", "max_batch_size": 0}]}, 422, "max_batch_size"),
         ({"name": "w", "endpoints": [{"name": "x", "colour": "red"}]}, 422, "endpoint.colour"),
         (

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import itertools
 import logging
 import re
@@ -17,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import orjson
 import pydantic
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
@@ -28,7 +30,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport import logs
 from modelport.core import Broker
-from modelport.errors import BadRequest, ModelportError, Unavailable, invalid
+from modelport.errors import (
+    BadRequest,
+    InvalidInput,
+    ModelportError,
+    NotFound,
+    Unavailable,
+    invalid,
+)
 from modelport.model import Model
 from modelport.server import docs as doc_pages
 from modelport.server.index import IndexPage
@@ -49,6 +58,11 @@ from modelport.worker.runner import Runner, lanes, set_up
 __all__ = ["Server", "Settings", "create_app"]
 
 log = logging.getLogger("modelport.server")
+
+
+JOB_STATUS = "X-Job-Status"
+"""On every answer that carries a job: its status, so a failed job (HTTP 200: the request
+worked) shows without reading the body, e.g. with ``curl -i`` or a proxy's log."""
 
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
@@ -158,8 +172,21 @@ class Server:
             "running": depth.get("running", 0),
         }
 
+    async def _find_spec(self, name: str) -> EndpointSpec:
+        """The endpoint's spec; an unknown name answers 404 listing the endpoints there are."""
+        try:
+            return await self.broker.find_spec(name)
+        except NotFound:
+            names = sorted(self.broker.specs)
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            listed = ", ".join(names) if names else "none yet"
+            raise NotFound(
+                f"no endpoint named {name!r}{hint}; the endpoints are: {listed}"
+            ) from None
+
     async def get_endpoint(self, request: Request) -> Response:
-        spec = await self.broker.find_spec(request.path_params["name"])
+        spec = await self._find_spec(request.path_params["name"])
         depths = await self.broker.store.queue_depths()
         now = self.broker.clock()
         body = await self._summary(spec, depths)
@@ -186,12 +213,13 @@ class Server:
 
     async def submit(self, request: Request) -> Response:
         name = request.path_params["name"]
-        spec = await self.broker.find_spec(name)
+        spec = await self._find_spec(name)
         body = await read_body(request, self.settings.max_body_size)
         try:
             parsed = spec.request_model.model_validate_json(body)
         except pydantic.ValidationError as e:
-            raise invalid(e.errors(include_url=False, include_input=False), strip="input") from None
+            errors = e.errors(include_url=False, include_input=False)
+            raise _envelope_error(body) or invalid(errors, strip="input") from None
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 255:
             raise BadRequest("Idempotency-Key must be 1 to 255 characters")
@@ -216,9 +244,10 @@ class Server:
         body = job.public(queue_position=position)
         if position is not None:
             body["eta"] = await self.broker.eta(job, position)
+        headers = {JOB_STATUS: job.status.value}
         if job.status.final or not created:
-            return _json(body)
-        return _json(body, 202, {"Location": f"/jobs/{job.id}"})
+            return _json(body, headers=headers)
+        return _json(body, 202, {"Location": f"/jobs/{job.id}", **headers})
 
     async def get_job(self, request: Request) -> Response:
         job_id = request.path_params["id"]
@@ -235,7 +264,7 @@ class Server:
 
     async def cancel_job(self, request: Request) -> Response:
         job = await self.broker.cancel(request.path_params["id"])
-        return _json(job.public())
+        return _json(job.public(), headers={JOB_STATUS: job.status.value})
 
     async def live(self, request: Request) -> Response:
         return _json({"status": "ok"})
@@ -307,6 +336,21 @@ class Server:
         )
         app.state.server = self
         return FrontDoor(app, self)
+
+
+def _envelope_error(body: bytes) -> InvalidInput | None:
+    """The first mistake of users of other servers: the inputs sent bare, not under "input"."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or not data or "input" in data:
+        return None
+    corrected = orjson.dumps({"input": data}).decode()
+    if len(corrected) > 200:
+        corrected = corrected[:180] + " ... }}"
+    message = f'the inputs go under "input": send {corrected}'
+    return InvalidInput(message, errors=[{"field": "input", "message": message}])
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.errors import PROBLEM_PREFIX, ModelportError
+from modelport.errors import PROBLEM_PREFIX, ModelportError, NotFound
 
 log = logging.getLogger("modelport.server")
 
@@ -34,12 +34,15 @@ async def _on_modelport_error(request: Request, exc: Exception) -> Response:
     return problem_response(exc)
 
 
+_HTTP_PROBLEMS = {404: (NotFound.kind, NotFound.title), 405: ("method-not-allowed", None)}
+
+
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
-    body = {
+    kind, title = _HTTP_PROBLEMS.get(exc.status_code, ("http", None))
+    body = {  # Starlette's 404 reads as modelport's own: one title for one type
         "type": PROBLEM_PREFIX + kind,
-        "title": str(exc.detail),
+        "title": title or str(exc.detail).capitalize(),
         "status": exc.status_code,
         "detail": f"{request.method} {request.url.path}: {exc.detail}",
     }

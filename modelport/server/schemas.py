@@ -158,7 +158,11 @@ class Index(_Shape):
 class StreamEvent(_Shape):
     """One line of ``application/jsonl`` (SSE carries the same as ``id``, ``event``, ``data``)."""
 
-    id: int = Field(description="Resume after it with Last-Event-ID or ?after=.")
+    id: int | None = Field(
+        description="A stored event's id (1, 2, ... per job): resume after it with "
+        "Last-Event-ID or ?after=. The state events (queued, started and the final one) "
+        "carry none."
+    )
     event: Literal[
         "queued",
         "started",

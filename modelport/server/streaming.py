@@ -2,7 +2,10 @@
 
 Stored events (``progress``, ``output`` chunks, ``log``) carry ids 1, 2, ... per job, so
 ``Last-Event-ID`` resumes exactly. The state events around them (``queued``, ``started``
-and the final one) are read from the job record: they need no storage on the hot path.
+and the final one) are read from the job record: they need no storage on the hot path,
+and they carry no id (no ``id:`` line in SSE, ``"id": null`` in JSON lines), so an id
+always names one stored event and a browser's ``EventSource`` reconnects with the id of
+the last stored event it got.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ _JSONL_ALIASES = ("application/jsonl", "application/x-ndjson", "application/json
 KEEPALIVE = 15.0
 """Seconds between keep-alive lines, so proxies do not close a quiet stream."""
 
-Item = tuple[int, str, Any]
+Item = tuple[int | None, str, Any]
+"""(stored event id or None for a state event, event name, data)"""
 
 
 def stream_format(request: Request) -> str | None:
@@ -60,7 +64,7 @@ async def job_events(
     started = job.attempts if after is not None and job.status is not JobStatus.QUEUED else 0
     if after is None:
         position = await broker.position(job)
-        yield 0, "queued", {"id": job.id, "endpoint": job.endpoint, "queue_position": position}
+        yield None, "queued", {"id": job.id, "endpoint": job.endpoint, "queue_position": position}
     while True:
         change = broker.watch(job_id)
         try:
@@ -68,12 +72,12 @@ async def job_events(
             events = await broker.store.events(job_id, last)
             if job.attempts > started and job.status is not JobStatus.QUEUED:
                 started = job.attempts
-                yield last, "started", {"attempt": job.attempts, "worker": job.worker_id}
+                yield None, "started", {"attempt": job.attempts, "worker": job.worker_id}
             for event in events:
                 last = event.id
                 yield event.id, event.type, event.data
             if job.status.final:
-                yield last, job.status.value, job.public()
+                yield None, job.status.value, job.public()
                 return
             done, _ = await asyncio.wait((change,), timeout=keepalive)
             if not done:
@@ -86,6 +90,8 @@ def sse_line(item: Item | None) -> bytes:
     if item is None:
         return b": keep-alive\n\n"
     event_id, kind, data = item
+    if event_id is None:
+        return b"event: %s\ndata: %s\n\n" % (kind.encode(), orjson.dumps(data))
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, kind.encode(), orjson.dumps(data))
 
 
