@@ -18,7 +18,7 @@ from typing import Any
 
 import pydantic
 
-from modelport.errors import Conflict, NotFound, Overloaded, SpecError
+from modelport.errors import Conflict, NotFound, Overloaded, SpecError, ValidationError
 from modelport.metrics import Metrics
 from modelport.spec import EndpointSpec, spec_differences, spec_from_dict, storable
 from modelport.stores.base import JobStore, Update, full_queue
@@ -237,6 +237,17 @@ class Broker:
             self.metrics.job_submitted(endpoint)
             depth.value += 1
             self._signal(endpoint)
+        elif stored.input != inputs:
+            # A reused key with another input is a client bug; answering with the first job
+            # would hand back a result for a request the client did not make this time.
+            message = (
+                f"Idempotency-Key {idempotency_key!r} was already used for job {stored.id} of "
+                f"{endpoint!r} with a different input; resend that input to get that job, or "
+                "use a new key for a new request"
+            )
+            raise ValidationError(
+                message, errors=[{"field": "Idempotency-Key", "message": message}]
+            )
         return stored
 
     async def get(self, job_id: str) -> JobRecord:

@@ -111,8 +111,12 @@ async def test_idempotency_key_returns_the_existing_job(store: JobStore) -> None
 
 
 async def test_concurrent_inserts_with_one_key_make_one_job(store: JobStore) -> None:
-    stored = await asyncio.gather(*(store.insert(job(idempotency_key="race")) for _ in range(3)))
+    stored = await asyncio.gather(
+        *(store.insert(job(idempotency_key="race", input={"n": n})) for n in range(3))
+    )
     assert len({j.id for j in stored}) == 1
+    # Each caller sees the input the key was first given with (the core compares it).
+    assert len({j.input["n"] for j in stored}) == 1
     assert await store.queue_depths() == {"echo": {"queued": 1, "running": 0}}
 
 
