@@ -49,6 +49,9 @@ from modelport.worker.runner import LocalTransport, Runner, lanes, set_up
 
 log = logging.getLogger("modelport.server")
 
+SETUP_FAILED_RETRY = 30
+"""The ``Retry-After`` of a refusal because a model's ``setup()`` failed: a person must act."""
+
 
 @dataclass
 class Settings:
@@ -188,16 +191,43 @@ class Server:
         self, spec: EndpointSpec, depths: dict[str, dict[str, int]]
     ) -> dict[str, Any]:
         depth = depths.get(spec.name, {})
+        online = len(await self.broker.workers_online(spec.name))
+        state, reason = self._state(spec.name, online)
         return {
             "name": spec.name,
             "title": spec.title,
             "description": spec.description,
             "version": spec.version,
             "kind": spec.kind,
-            "workers_online": len(await self.broker.workers_online(spec.name)),
+            "state": state,
+            "reason": reason,
+            "workers_online": online,
             "queue_depth": depth.get("queued", 0),
             "running": depth.get("running", 0),
         }
+
+    def _state(self, name: str, online: int) -> tuple[str, str | None]:
+        """Whether an endpoint can run jobs now (``ready``), soon (``loading``), once a
+        worker joins (``no-workers``), or not until a healthy one does (``setup-failed``)."""
+        if online:
+            return "ready", None
+        if name in self.setup_errors:
+            return "setup-failed", self.setup_errors[name]
+        if any(r.spec.name == name and not r.ready.is_set() for r in self.runners):
+            return "loading", "setup() is running; jobs wait in the queue until it is done"
+        return "no-workers", "no worker serves it now; jobs wait in the queue until one joins"
+
+    async def check_serving(self, name: str) -> None:
+        """Refuse new jobs for an endpoint whose only workers failed ``setup()``: they could
+        never run. Jobs already queued stay queued for a healthy worker."""
+        error = self.setup_errors.get(name)
+        if error is None or await self.broker.workers_online(name):
+            return
+        raise Unavailable(
+            f"endpoint {name!r} cannot run jobs: its model's {error} (see the server log); "
+            "it accepts jobs again when a healthy worker serves it",
+            retry_after=SETUP_FAILED_RETRY,
+        )
 
     async def get_endpoint(self, request: Request) -> Response:
         spec = await self.broker.find_spec(request.path_params["name"])
@@ -228,6 +258,7 @@ class Server:
     async def submit(self, request: Request) -> Response:
         name = request.path_params["name"]
         spec = await self.broker.find_spec(name)
+        await self.check_serving(name)
         body = await self._body(request)
         try:
             parsed = spec.request_model.model_validate_json(body)
@@ -308,7 +339,7 @@ class Server:
             detail = "; ".join(f"{n}: {e}" for n, e in failed.items()) or (
                 f"models still loading: {', '.join(waiting)}"
             )
-            raise Unavailable(detail, retry_after=1 if not failed else 30)
+            raise Unavailable(detail, retry_after=1 if not failed else SETUP_FAILED_RETRY)
         endpoints = {
             name: {"workers_online": len(await self.broker.workers_online(name))}
             for name in sorted(self.broker.specs)

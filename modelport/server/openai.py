@@ -92,8 +92,8 @@ class _EmbeddingRequest(pydantic.BaseModel):
     encoding_format: str = pydantic.Field(default="float", pattern="^(float|base64)$")
 
 
-def _json(body: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(body), status, media_type="application/json")
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers or None, media_type="application/json")
 
 
 def _text(value: Any) -> str:
@@ -124,7 +124,7 @@ class OpenAIRoutes:
             return _json(e.body, e.status)
         except ModelportError as e:
             first = e.errors[0]["field"] if e.errors else None
-            return _json(OpenAIError(e.status, e.message, param=first).body, e.status)
+            return _json(OpenAIError(e.status, e.message, param=first).body, e.status, e.headers)
 
     async def models(self, request: Request) -> Response:
         await self.broker.sync_specs()
@@ -178,6 +178,7 @@ class OpenAIRoutes:
     async def _chat(self, request: Request) -> Any:
         body: _ChatRequest = await self._parse(request, _ChatRequest)
         spec = await self._spec(body.model, "chat")
+        await self.server.check_serving(spec.name)
         inputs: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.text()} for m in body.messages]
         }
@@ -288,6 +289,7 @@ class OpenAIRoutes:
     async def _embeddings(self, request: Request) -> Response:
         body: _EmbeddingRequest = await self._parse(request, _EmbeddingRequest)
         spec = await self._spec(body.model, "embedding")
+        await self.server.check_serving(spec.name)
         field = _text_input(spec)
         texts = [body.input] if isinstance(body.input, str) else body.input
         jobs = [

@@ -193,6 +193,7 @@ def openapi(specs: dict[str, EndpointSpec]) -> dict[str, Any]:
                     "413": _problem("Body too large"),
                     "422": _problem("Invalid input"),
                     "429": _problem("Queue full"),
+                    "503": _problem("No worker can run it (its setup failed), or no store"),
                 },
             }
         }
