@@ -199,6 +199,23 @@ SERVING_KEYS = (
     "result_ttl",
 )
 _OPTIONAL_KEYS = ("max_queue_length", "max_queue_time", "timeout", "result_ttl")
+MAX_BATCH_SIZE = 1024
+"""The largest batch one lease hands out."""
+_DAY = 86_400.0
+_SERVING_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "max_batch_size": (int, 1, MAX_BATCH_SIZE),
+    "max_batch_wait": (float, 0, 60),
+    "lease_duration": (float, 0, _DAY),
+    "max_attempts": (int, 1, 1000),
+    "max_queue_length": (int, 1, 1_000_000_000),
+    "max_queue_time": (float, 0, 366 * _DAY),
+    "timeout": (float, 0, 366 * _DAY),
+    "result_ttl": (float, 0, 10 * 366 * _DAY),
+}
+"""Each numeric serving key's type and bounds: finite, and far beyond any sane setting, so a
+typo (or NaN, or 1e308) is refused at start instead of misbehaving later."""
+_POSITIVE = frozenset({"lease_duration", "max_queue_time", "timeout", "result_ttl"})
+"""Keys whose lower bound is excluded: zero seconds would mean at once, never useful."""
 _ENDPOINT_KEYS = {f.name for f in fields(EndpointSpec)} - {"inputs", "outputs", "progress"}
 _FIELD_KEYS = {f.name for f in fields(FieldSpec)} | {"min", "max"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -216,20 +233,24 @@ def check_spec(spec: EndpointSpec) -> None:
         raise SpecError(f"endpoint {spec.name!r}: a chat endpoint needs a 'messages' input")
     if spec.kind == "embedding" and not any(f.type == "string" for f in spec.inputs.values()):
         raise SpecError(f"endpoint {spec.name!r}: an embedding endpoint needs a string input")
-    if spec.max_batch_size < 1:
-        raise SpecError("endpoint.max_batch_size: must be at least 1")
-    if spec.max_batch_wait < 0:
-        raise SpecError("endpoint.max_batch_wait: must not be negative")
-    if spec.lease_duration <= 0:
-        raise SpecError("endpoint.lease_duration: must be positive")
-    if spec.max_attempts < 1:
-        raise SpecError("endpoint.max_attempts: must be at least 1")
-    if spec.max_queue_length is not None and spec.max_queue_length < 1:
-        raise SpecError("endpoint.max_queue_length: must be at least 1")
-    for key in ("max_queue_time", "timeout", "result_ttl"):
+    for key, (kind, low, high) in _SERVING_BOUNDS.items():
         value = getattr(spec, key)
-        if value is not None and not (0 < value < math.inf):
-            raise SpecError(f"endpoint.{key}: must be a positive number of seconds")
+        if value is None and key in _OPTIONAL_KEYS:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise SpecError(f"endpoint.{key}: expected a number, got {value!r}")
+        unit = "an integer" if kind is int else "a number of seconds"
+        span = f"from {low} to {high:.0f}" if key not in _POSITIVE else f"above 0, up to {high:.0f}"
+        if (
+            (kind is int and not isinstance(value, int))
+            or not math.isfinite(value)
+            or not (low < value if key in _POSITIVE else low <= value)
+            or value > high
+        ):
+            raise SpecError(f"endpoint.{key}: must be {unit} {span}, got {value!r}")
+    if not isinstance(spec.retry_failed_batches, bool):
+        got = spec.retry_failed_batches
+        raise SpecError(f"endpoint.retry_failed_batches: expected true or false, got {got!r}")
     for section, group in (
         ("inputs", spec.inputs),
         ("outputs", spec.outputs or {}),
@@ -239,6 +260,10 @@ def check_spec(spec: EndpointSpec) -> None:
             if not key.isidentifier() or key.startswith("_"):
                 raise SpecError(f"{section}.{key}: not a valid field name")
             _check_field(f"{section}.{key}", f)
+    try:
+        storable(spec.to_dict())
+    except ValueError as e:  # a last net: what the stores cannot keep never gets registered
+        raise SpecError(f"endpoint {spec.name!r}: {e}") from None
 
 
 def _check_field(where: str, f: FieldSpec) -> None:
@@ -281,6 +306,12 @@ def _check_field(where: str, f: FieldSpec) -> None:
     for key in ("ge", "le"):
         if not _fits(getattr(f, key)):
             raise SpecError(f"{where}.{key}: must be a finite number within 64 bits")
+    for key in ("min_length", "max_length"):
+        size = getattr(f, key)
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= _INT_MAX
+        ):
+            raise SpecError(f"{where}.{key}: must be a non-negative integer within 64 bits")
     if f.required and f.default is not None:
         raise SpecError(f"{where}: a required field cannot have a default")
     try:
@@ -288,6 +319,10 @@ def _check_field(where: str, f: FieldSpec) -> None:
     except (pydantic.PydanticUserError, pydantic_core.SchemaError, TypeError, ValueError) as e:
         raise SpecError(f"{where}: cannot be validated: {str(e).splitlines()[0]}") from None
     if f.default is not None:
+        if f.type == "integer" and isinstance(
+            f.default, float
+        ):  # a request may say 2.0; a spec says 2
+            raise SpecError(f"{where}: default {f.default!r} is invalid: write it as an integer")
         try:
             pydantic.TypeAdapter(_annotation(f)).validate_python(f.default, strict=True)
         except pydantic.ValidationError as e:
@@ -305,7 +340,10 @@ def _annotation(f: FieldSpec) -> Any:
         ]
     elif f.type == "integer":
         base = typing.Annotated[
-            int, Field(strict=True, ge=f.ge, le=f.le), pydantic.AfterValidator(_storable)
+            int,
+            Field(strict=True, ge=f.ge, le=f.le),
+            pydantic.BeforeValidator(_whole),
+            pydantic.AfterValidator(_storable),
         ]
     elif f.type == "float":
         base = typing.Annotated[float, Field(strict=True, ge=f.ge, le=f.le, allow_inf_nan=False)]
@@ -328,13 +366,23 @@ def _annotation(f: FieldSpec) -> Any:
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
 
 
+def _whole(value: Any) -> Any:
+    """``2.0`` is the integer 2, as JSON Schema (and so the OpenAPI document) has it."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 def _exact_choice(choices: tuple[Any, ...]) -> Callable[[Any], Any]:
-    """Literal matching says True == 1 and 1.0 == 1; a selection wants the JSON value itself."""
+    """Literal matching says True == 1; a selection wants the JSON value itself (where JSON
+    Schema has 2.0 equal to 2, so does this)."""
 
     def check(value: Any) -> Any:
         for choice in choices:
             if value == choice and (
-                type(value) is type(choice) or (type(choice) is float and type(value) is int)
+                type(value) is type(choice)
+                or (type(choice) is float and type(value) is int)
+                or (type(choice) is int and type(value) is float)
             ):
                 return choice
         expected = " or ".join(repr(c) for c in choices)

@@ -356,7 +356,7 @@ TOML_MISTAKES = [
     ('[inputs]\nx = { description = "no type" }\n', "inputs.x", "'type' is required"),
     ('[outputs]\nimages = { type = "picture" }\n', "outputs.images", "unknown type 'picture'"),
     ('[progress]\nstep = { type = "integer", min = 2, max = 1 }\n', "progress.step", "min (2)"),
-    ("[endpoint]\nmax_batch_size = 0\n", "endpoint.max_batch_size", "at least 1"),
+    ("[endpoint]\nmax_batch_size = 0\n", "endpoint.max_batch_size", "from 1 to 1024"),
     ('[endpoint]\nname = "Bad Name"\n', "'Bad Name'", "lower-case"),
     ('[inputs]\nprompt = { type = "string"\n', "line 2", "not valid TOML"),
     ('[inputs]\nprompt = { type = "string" }\nprompt = "integer"\n', "line 3", "not valid TOML"),

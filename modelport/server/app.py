@@ -38,7 +38,8 @@ from modelport.errors import (
     ValidationError,
 )
 from modelport.model import Model
-from modelport.server.openai import OpenAIRoutes
+from modelport.server.openai import OpenAIRoutes, is_openai_path
+from modelport.server.openai import error_response as openai_error
 from modelport.server.openapi import DOCS_HTML, openapi
 from modelport.server.streaming import event_stream, resume_point, stream_format
 from modelport.server.workers import WorkerRoutes, refuse_worker_token
@@ -417,19 +418,29 @@ def _validation_error(e: pydantic.ValidationError) -> ModelportError:
     return ValidationError(summary, errors=fields)
 
 
+def _error_response(path: str, err: ModelportError) -> Response:
+    """The error in the shape its route speaks: OpenAI's under /v1, else problem+json."""
+    if is_openai_path(path):
+        return openai_error(err.status, err.message, err.headers)
+    return _problem_response(err)
+
+
 async def _on_modelport_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ModelportError)
-    return _problem_response(exc)
+    return _error_response(request.url.path, exc)
 
 
 async def _on_http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
+    detail = f"{request.method} {request.url.path}: {exc.detail}"
+    if is_openai_path(request.url.path):
+        return openai_error(exc.status_code, detail, exc.headers)
     kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
     body = {
         "type": PROBLEM_PREFIX + kind,
         "title": str(exc.detail),
         "status": exc.status_code,
-        "detail": f"{request.method} {request.url.path}: {exc.detail}",
+        "detail": detail,
     }
     return Response(
         orjson.dumps(body), exc.status_code, exc.headers, media_type="application/problem+json"
@@ -438,7 +449,8 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return _problem_response(ModelportError("an unexpected error happened; see the server log"))
+    err = ModelportError("an unexpected error happened; see the server log")
+    return _error_response(request.url.path, err)
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -484,7 +496,8 @@ class FrontDoor:
                         self.server.settings.worker_token, value.decode("latin-1")
                     )
                     if refused is not None:
-                        await _problem_response(refused)(scope, receive, send_with_id)
+                        answer = _error_response(scope["path"], refused)
+                        await answer(scope, receive, send_with_id)
                         return
         match = _SUBMIT_PATH.match(scope["path"]) if scope["method"] == "POST" else None
         if match is None:

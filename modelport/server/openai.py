@@ -13,7 +13,7 @@ import base64
 import contextlib
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -55,15 +55,29 @@ class OpenAIError(Exception):
         self.body = {
             "error": {
                 "message": message,
-                "type": kind or _ERROR_TYPES.get(status, "server_error"),
+                "type": kind or _ERROR_TYPES.get(status, _default_type(status)),
                 "param": param,
                 "code": code,
             }
         }
 
 
+def _default_type(status: int) -> str:
+    return "invalid_request_error" if status < 500 else "server_error"
+
+
+def is_openai_path(path: str) -> bool:
+    """Whether a request path is one of the OpenAI-compatible routes (errors in their shape)."""
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    """An error in OpenAI's shape, for a /v1 request refused before its handler ran."""
+    return _json(OpenAIError(status, message).body, status, dict(headers or {}))
+
+
 class _Message(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="allow")
+    model_config = pydantic.ConfigDict(extra="allow", strict=True)
     role: str
     content: str | list[dict[str, Any]] | None = None
 
@@ -74,7 +88,8 @@ class _Message(pydantic.BaseModel):
 
 
 class _ChatRequest(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="allow")
+    # Strict, as the native routes are: "3" is not an integer, nor "yes" a boolean.
+    model_config = pydantic.ConfigDict(extra="allow", strict=True)
     model: str
     messages: list[_Message] = pydantic.Field(min_length=1)
     max_tokens: int | None = pydantic.Field(default=None, ge=1)
@@ -86,7 +101,8 @@ class _ChatRequest(pydantic.BaseModel):
 
 
 class _EmbeddingRequest(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="allow")
+    # Strict, as the native routes are: "3" is not an integer, nor "yes" a boolean.
+    model_config = pydantic.ConfigDict(extra="allow", strict=True)
     model: str
     input: str | list[str] = pydantic.Field(min_length=1)
     encoding_format: str = pydantic.Field(default="float", pattern="^(float|base64)$")

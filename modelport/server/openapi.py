@@ -168,7 +168,11 @@ def openapi(specs: dict[str, EndpointSpec]) -> dict[str, Any]:
                         "name": "Idempotency-Key",
                         "in": "header",
                         "required": False,
-                        "schema": {"type": "string"},
+                        "description": (
+                            "Makes a retry safe: the same key and input get the same job; the"
+                            " same key with another input is refused (422)."
+                        ),
+                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
                     },
                 ],
                 "requestBody": {

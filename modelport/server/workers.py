@@ -18,13 +18,13 @@ from starlette.responses import Response
 from modelport.core import Broker
 from modelport.errors import BadRequest, Forbidden, ModelportError, SpecError, Unauthorized
 from modelport.errors import ValidationError as InputError
-from modelport.spec import EndpointSpec, spec_from_dict, storable
+from modelport.spec import MAX_BATCH_SIZE, EndpointSpec, spec_from_dict, storable
 from modelport.wire import Event, Result, WorkerInfo
 
 MAX_LEASE_WAIT = 60.0
 _T = TypeVar("_T", bound=pydantic.BaseModel)
 _Json = Annotated[pydantic.JsonValue, pydantic.AfterValidator(storable)]
-MAX_JOBS = 1024
+MAX_JOBS = MAX_BATCH_SIZE
 
 
 class _Registration(pydantic.BaseModel):
