@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test check bench load-generator clean
+.PHONY: install run test check bench load-generator browser clean
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -11,16 +11,16 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first (this machine keeps its wheel on disk), so the
 	# embeddings extra does not pull the default CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[examples,embeddings,bench,dev]'
+	$(BIN)/pip install --quiet -e '.[server,redis,examples,embeddings,bench,dev]'
 	touch $(STAMP)
 
-install: $(STAMP)
+install: $(STAMP) browser
 
 run: $(STAMP)  ## serve the iris demo on http://127.0.0.1:8000
 	$(BIN)/modelport serve examples/iris/model.py examples/echo/model.py examples/txt2img/model.py \
 		examples/textgen/model.py --port 8000
 
-test: $(STAMP)  ## install everything and run every test
+test: $(STAMP) browser  ## install everything and run every test
 	$(BIN)/pytest
 
 # mypy twice: the package, the examples and the bench models from the root; the benchmark
@@ -45,6 +45,16 @@ load-generator:
 	@command -v wrk >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
 		&& apt-get install -y -q wrk >/dev/null; } \
 		|| echo "wrk is not installed: the benchmarks use their asyncio load generator"
+
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
+
+# Debian's chromium for the browser tests: Playwright drives it by path and never downloads
+# a browser of its own. Without it (not root, no apt-get) those tests skip, or fail with CI=true.
+browser:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& { $(APT_INSTALL) chromium >/dev/null \
+		     || { apt-get update -q >/dev/null && $(APT_INSTALL) chromium >/dev/null; }; }; } \
+		|| echo "chromium is not installed: the browser tests skip (and fail with CI=true)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.db *.db-wal *.db-shm

@@ -190,9 +190,6 @@ class Result:
         }
 
 
-# ---- the submit phase: a count-bounded closed loop
-
-
 class _Submits:
     """State shared by the connections of one submit phase: exactly ``total`` requests are
     sent, each answer (or lost request, status 0) is recorded once."""
@@ -340,9 +337,6 @@ def submit_jobs(port: int, args: argparse.Namespace) -> Submitted:
         early_rate=rate(0, tenth),
         late_rate=rate(len(times) - 1 - tenth, len(times) - 1),
     )
-
-
-# ---- measurements
 
 
 @dataclass(frozen=True)
@@ -575,9 +569,6 @@ def measure(store: str, scratch: Path, args: argparse.Namespace) -> Result:
                 f"{result.drained.succeeded} of {depth} jobs succeeded (server metrics)"
             )
         return result
-
-
-# ---- report
 
 
 def report(results: dict[str, Result], failed: dict[str, BenchError], stores: list[str]) -> str:

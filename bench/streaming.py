@@ -197,9 +197,6 @@ class Summary:
         }
 
 
-# ---- one stream per system kind
-
-
 def direct_stream(generate: Generate, made_at: Callable[[str], float], s: Settings) -> Stream:
     """The generator called in this process: a chunk arrives when it is yielded."""
     stream = Stream(time.monotonic())
@@ -342,9 +339,6 @@ def measure_streams(one: Callable[[], Stream], args: argparse.Namespace) -> Summ
     return Summary.of(streams, len(errors))
 
 
-# ---- systems
-
-
 def measure(system: str, scratch: Path, settings: Settings, args: argparse.Namespace) -> Summary:
     """Start ``system`` (nothing for direct), stream through it, stop it all."""
     generate, made_at = load_model_module()
@@ -391,9 +385,6 @@ def measure(system: str, scratch: Path, settings: Settings, args: argparse.Names
             return measure_streams(one, args)
         except BenchError as e:
             raise type(e)(f"{e}\n{log_tail(log)}") from None
-
-
-# ---- report
 
 
 def verdicts(results: dict[str, Summary]) -> dict[str, Any]:

@@ -1,27 +1,70 @@
-"""modelport: turn a Python model into a typed, queued, scalable web API."""
+"""modelport: turn a Python model into a typed, queued, scalable web API.
+
+``import modelport`` loads the client, the errors and the wire types; the rest (the model
+SDK, the server, the worker) loads on first use of one of its names, so a program that only
+calls a server stays light.
+"""
+
+import importlib as _importlib
+import typing as _typing
 
 from modelport._version import __version__
 from modelport.client import AsyncClient, AsyncJob, Client, Job
 from modelport.errors import (
     BadRequest,
     Conflict,
+    Forbidden,
+    InvalidInput,
+    InvalidRequest,
     JobFailed,
     ModelportError,
     NotFound,
     Overloaded,
     PayloadTooLarge,
-    RequestError,
     SpecError,
-    Timeout,
+    TimedOut,
     Unauthorized,
     Unavailable,
-    ValidationError,
+    Unreachable,
 )
-from modelport.model import Model
-from modelport.server.app import Settings, create_app
-from modelport.spec import EndpointSpec, FieldSpec, Input, InputInfo, spec_from_toml
 from modelport.wire import Event, JobStatus
-from modelport.worker.supervisor import run_worker
+
+if _typing.TYPE_CHECKING:
+    from modelport.model import Model
+    from modelport.server.app import create_app
+    from modelport.settings import Limits, Settings
+    from modelport.spec import EndpointSpec, FieldSpec, Input, InputInfo, spec_from_toml
+    from modelport.worker.supervisor import run_worker
+
+_LAZY = {
+    "EndpointSpec": "modelport.spec",
+    "FieldSpec": "modelport.spec",
+    "Input": "modelport.spec",
+    "InputInfo": "modelport.spec",
+    "Limits": "modelport.settings",
+    "Model": "modelport.model",
+    "Settings": "modelport.settings",
+    "create_app": "modelport.server.app",
+    "run_worker": "modelport.worker.supervisor",
+    "spec_from_toml": "modelport.spec",
+}
+_RENAMED = ("RequestError", "Timeout", "ValidationError")
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(_importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+    if name in _RENAMED:
+        return getattr(_importlib.import_module("modelport.errors"), name)
+    raise AttributeError(f"module 'modelport' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "AsyncClient",
@@ -32,23 +75,26 @@ __all__ = [
     "EndpointSpec",
     "Event",
     "FieldSpec",
+    "Forbidden",
     "Input",
     "InputInfo",
+    "InvalidInput",
+    "InvalidRequest",
     "Job",
     "JobFailed",
     "JobStatus",
+    "Limits",
     "Model",
     "ModelportError",
     "NotFound",
     "Overloaded",
     "PayloadTooLarge",
-    "RequestError",
     "Settings",
     "SpecError",
-    "Timeout",
+    "TimedOut",
     "Unauthorized",
     "Unavailable",
-    "ValidationError",
+    "Unreachable",
     "__version__",
     "create_app",
     "run_worker",

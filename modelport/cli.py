@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import socket
 import sys
 from collections.abc import Sequence
-from types import FrameType
-from typing import Any
-
-import uvicorn
-from starlette.types import ASGIApp
+from typing import TYPE_CHECKING, Any
 
 from modelport._version import __version__
 from modelport.errors import ModelportError
 from modelport.logs import configure as configure_logs
-from modelport.server.app import Server
+from modelport.settings import Limits, Settings
+
+if TYPE_CHECKING:  # the server is an extra: imported by `serve` only
+    from starlette.types import ASGIApp
+
+    from modelport.server.app import Server
 
 DEFAULT_STORE = "sqlite:///modelport.db"
+_DEFAULTS = Limits()
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,42 +86,42 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-body-size",
         type=int,
-        default=10 * 1024 * 1024,
+        default=_DEFAULTS.max_body_size,
         metavar="BYTES",
         help="largest request body accepted; larger ones get 413 (default: %(default)s)",
     )
     serve.add_argument(
         "--max-queue-length",
         type=int,
-        default=10_000,
+        default=_DEFAULTS.max_queue_length,
         metavar="N",
         help="queued jobs per endpoint before submits get 429 (default: %(default)s)",
     )
     serve.add_argument(
         "--wait",
         type=float,
-        default=30.0,
+        default=_DEFAULTS.default_wait,
         metavar="SECONDS",
         help="how long a submit waits for its result before answering 202 (default: %(default)s)",
     )
     serve.add_argument(
         "--max-queue-time",
         type=float,
-        default=None,
+        default=_DEFAULTS.max_queue_time,
         metavar="SECONDS",
         help="expire jobs no worker started within this time (default: no limit)",
     )
     serve.add_argument(
         "--timeout",
         type=float,
-        default=None,
+        default=_DEFAULTS.timeout,
         metavar="SECONDS",
         help="fail jobs that compute longer than this (default: no limit)",
     )
     serve.add_argument(
         "--result-ttl",
         type=float,
-        default=86_400.0,
+        default=_DEFAULTS.result_ttl,
         metavar="SECONDS",
         help="delete finished jobs after this long (default: %(default)s)",
     )
@@ -219,8 +219,14 @@ def worker(args: argparse.Namespace) -> int:
 
 
 def _server(args: argparse.Namespace) -> Server:
+    try:
+        from modelport.server.app import Server
+    except ModuleNotFoundError as e:
+        raise ModelportError(
+            f"serving needs the server extra ({e.name} is not installed):"
+            " pip install 'modelport[server]'"
+        ) from None
     from modelport.loader import load_models
-    from modelport.server.app import Settings
     from modelport.spec import spec_from_toml
 
     models = [cls for target in args.targets for cls in load_models(target)]
@@ -257,8 +263,12 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
         "timeout_graceful_shutdown": 10,
         "proxy_headers": False,
     }
+    import uvicorn
+
+    from modelport.server.running import UvicornServer
+
     if args.processes == 1:
-        _Uvicorn(uvicorn.Config(server.app(), **options), server).run()
+        UvicornServer(uvicorn.Config(server.app(), **options), server).run()
         return
     if not server.broker.store.shared:
         raise ModelportError("--processes N needs a store they can share: --store redis://...")
@@ -271,24 +281,6 @@ def app_from_env() -> ASGIApp:
     args = _parser().parse_args(json.loads(os.environ[_ARGV_ENV]))
     configure_logs(args.log_level, args.log_format)
     return _server(args).app()
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn, ending long polls at the first exit signal so shutdown is not held up."""
-
-    def __init__(self, config: uvicorn.Config, server: Server) -> None:
-        super().__init__(config)
-        self.modelport = server
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self.modelport.broker.closing)
-        super().handle_exit(sig, frame)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

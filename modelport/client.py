@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import orjson
 
-from modelport.errors import JobFailed, ModelportError, Timeout, from_problem
+from modelport.errors import JobFailed, TimedOut, Unreachable, from_problem
 from modelport.wire import FINAL, Event, JobStatus
 
 _LONG_POLL = 30.0
@@ -40,7 +40,7 @@ class _BaseClient:
                 problem = {"detail": response.text[:500] or response.reason_phrase}
             if not isinstance(problem, dict):
                 problem = {"detail": str(problem)}
-            raise from_problem(response.status_code, problem)
+            raise from_problem(response.status_code, problem, response.headers)
         return orjson.loads(response.content)
 
     @staticmethod
@@ -63,7 +63,7 @@ class _BaseClient:
         if not line.strip():
             return None
         item = orjson.loads(line)
-        return Event(job_id, item["event"], item["data"], item["id"])
+        return Event(job_id, item["event"], item["data"], item["id"] or 0)
 
     @staticmethod
     def _stream_headers(after: int | None = None) -> dict[str, str]:
@@ -119,12 +119,12 @@ class Job(_JobBase):
         return self
 
     def wait(self, timeout: float | None = None) -> Job:
-        """Block until the job is final; raise :class:`Timeout` after ``timeout`` seconds."""
+        """Block until the job is final; raise :class:`TimedOut` after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done:
             remaining = self._client._remaining(deadline)
             if remaining <= 0:
-                raise Timeout(f"job {self.id} is still {self.status} after {timeout} s")
+                raise TimedOut(f"job {self.id} is still {self.status} after {timeout} s")
             self.data = self._client._get_job(self.id, wait=remaining)
         return self
 
@@ -168,9 +168,9 @@ class Client(_BaseClient):
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as e:
-            raise Timeout(f"{method} {path}: {e}") from e
+            raise TimedOut(f"{method} {path}: {e}") from e
         except httpx.TransportError as e:
-            raise ModelportError(f"cannot reach {self.base_url}: {e}") from e
+            raise Unreachable(f"cannot reach {self.base_url}: {e}") from e
         return self._decode(response)
 
     def _get_job(self, job_id: str, *, wait: float) -> dict[str, Any]:
@@ -274,12 +274,12 @@ class AsyncJob(_JobBase):
         return self
 
     async def wait(self, timeout: float | None = None) -> AsyncJob:
-        """Wait until the job is final; raise :class:`Timeout` after ``timeout`` seconds."""
+        """Wait until the job is final; raise :class:`TimedOut` after ``timeout`` seconds."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self.done:
             remaining = self._client._remaining(deadline)
             if remaining <= 0:
-                raise Timeout(f"job {self.id} is still {self.status} after {timeout} s")
+                raise TimedOut(f"job {self.id} is still {self.status} after {timeout} s")
             self.data = await self._client._get_job(self.id, wait=remaining)
         return self
 
@@ -323,9 +323,9 @@ class AsyncClient(_BaseClient):
         try:
             response = await self._http.request(method, path, **kwargs)
         except httpx.TimeoutException as e:
-            raise Timeout(f"{method} {path}: {e}") from e
+            raise TimedOut(f"{method} {path}: {e}") from e
         except httpx.TransportError as e:
-            raise ModelportError(f"cannot reach {self.base_url}: {e}") from e
+            raise Unreachable(f"cannot reach {self.base_url}: {e}") from e
         return self._decode(response)
 
     async def _get_job(self, job_id: str, *, wait: float) -> dict[str, Any]:

@@ -12,11 +12,18 @@ Serving loops live in :mod:`modelport.worker`, never here.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import inspect
 import sys
+import threading
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
+
+import pydantic
 
 from modelport import _context as context
 from modelport.errors import SpecError
@@ -24,9 +31,16 @@ from modelport.spec import (
     SERVING_KEYS,
     EndpointSpec,
     check_spec,
+    config_disagreements,
+    declared_default,
+    python_types,
+    spec_error,
     spec_from_signature,
     spec_from_toml,
 )
+
+_SPEC_DEFAULTS: dict[str, Any] = {f.name: f.default for f in dataclasses.fields(EndpointSpec)}
+"""Each serving setting's default, declared once, by :class:`EndpointSpec`."""
 
 
 def _predict_undefined(self: Model, **inputs: Any) -> Any:
@@ -42,21 +56,21 @@ class Model:
     """Endpoint name; defaults to the class name in lower case."""
     config: ClassVar[str | None] = None
     """A TOML spec file (relative to the class's module) that declares the inputs instead."""
-    version: ClassVar[str] = "1"
-    title: ClassVar[str] = ""
-    kind: ClassVar[str] = "predict"
-    max_batch_size: ClassVar[int] = 1
-    max_batch_wait: ClassVar[float] = 0.0
-    lease_duration: ClassVar[float] = 60.0
-    max_attempts: ClassVar[int] = 3
-    max_queue_length: ClassVar[int | None] = None
-    retry_failed_batches: ClassVar[bool] = False
+    version: ClassVar[str] = _SPEC_DEFAULTS["version"]
+    title: ClassVar[str] = _SPEC_DEFAULTS["title"]
+    kind: ClassVar[str] = _SPEC_DEFAULTS["kind"]
+    max_batch_size: ClassVar[int] = _SPEC_DEFAULTS["max_batch_size"]
+    max_batch_wait: ClassVar[float] = _SPEC_DEFAULTS["max_batch_wait"]
+    lease_duration: ClassVar[float] = _SPEC_DEFAULTS["lease_duration"]
+    max_attempts: ClassVar[int] = _SPEC_DEFAULTS["max_attempts"]
+    max_queue_length: ClassVar[int | None] = _SPEC_DEFAULTS["max_queue_length"]
+    retry_failed_batches: ClassVar[bool] = _SPEC_DEFAULTS["retry_failed_batches"]
     """Requeue a batch's jobs (up to max_attempts) when predict_batch raises, not fail them."""
-    max_queue_time: ClassVar[float | None] = None
+    max_queue_time: ClassVar[float | None] = _SPEC_DEFAULTS["max_queue_time"]
     """Seconds a job may wait for a worker before it is ``expired`` (server default if None)."""
-    timeout: ClassVar[float | None] = None
+    timeout: ClassVar[float | None] = _SPEC_DEFAULTS["timeout"]
     """Seconds a job may compute before it fails (server default if None)."""
-    result_ttl: ClassVar[float | None] = None
+    result_ttl: ClassVar[float | None] = _SPEC_DEFAULTS["result_ttl"]
     """Seconds a finished job is kept before it is deleted (server default if None)."""
     concurrency: ClassVar[int] = 1
     """Batches one model instance runs at once, each on its own thread, in the API server
@@ -64,13 +78,23 @@ class Model:
     thread-safe ``predict`` that waits on I/O or releases the GIL, such as a generator
     streaming tokens to several clients at once."""
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        predict = cls.__dict__.get("predict")
+        if inspect.isfunction(predict) and not hasattr(predict, "__modelport_call__"):
+            cls.predict = _callable_directly(predict)
+
     def setup(self) -> None:
         """Load weights and warm up; called once per process before the first job."""
 
     predict: Callable[..., Any] = _predict_undefined
     """Compute one output from one validated input: ``def predict(self, x: float = Input(ge=0))
     -> dict[str, float]``. Declared as a callable, not a method, so each model gives it its
-    own signature without a type checker calling the override incompatible."""
+    own signature without a type checker calling the override incompatible.
+
+    Called directly (``Sentiment().predict(text="good")``, in a unit test or a notebook),
+    it gets the declared defaults of the inputs left out, and a parameter declared as a
+    pydantic model, dataclass or enum gets one built from a dict, as when served."""
 
     def predict_batch(self, inputs: list[dict[str, Any]]) -> list[Any]:
         """Compute one output per input; an exception in the list fails only its own job."""
@@ -116,6 +140,12 @@ class Model:
                 if value != getattr(Model, key):
                     setattr(spec, key, value)
             check_spec(spec)
+            if cls.predict is not Model.predict:
+                disagreements = config_disagreements(cls.predict, spec)
+                if disagreements:
+                    raise spec_error(
+                        disagreements, f"{_name(cls)}: predict() and {cls.config} disagree"
+                    )
             return spec
         if cls.predict is Model.predict and cls.predict_batch is Model.predict_batch:
             raise SpecError(f"{cls.__qualname__}: define predict(self, ...) with typed parameters")
@@ -131,6 +161,7 @@ class Model:
             version=cls.version,
             title=cls.title,
             kind=cls.kind,
+            where=_name(cls),
             **settings,
         )
 
@@ -143,6 +174,117 @@ def concurrency_of(cls: type[Model]) -> int:
             f"{cls.__qualname__}: concurrency must be an integer from 1 to 1024, got {value!r}"
         )
     return value
+
+
+def _name(cls: type) -> str:
+    """The class's name as its module spells it (``Sentiment``, ``Outer.Inner``)."""
+    return cls.__qualname__.rsplit("<locals>.", 1)[-1]
+
+
+class _Call:
+    """How to call one model class's ``predict`` directly: the defaults to fill in and the
+    parameters to build declared Python objects for."""
+
+    def __init__(self, cls: type[Model], func: Callable[..., Any]) -> None:
+        self.signature = inspect.signature(func)
+        params = [p for name, p in self.signature.parameters.items() if name != "self"]
+        named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        self.defaults: dict[str, Any] = {}
+        self.required: list[str] = []
+        hints = _hints(func)
+        for p in named:
+            value = declared_default(hints.get(p.name), p.default)
+            if value is ...:
+                self.required.append(p.name)
+            else:
+                self.defaults[p.name] = value
+        if cls.config is not None and any(p.kind is p.VAR_KEYWORD for p in params):
+            for key, f in cls.spec().inputs.items():  # predict(**inputs): the file's defaults
+                if key not in self.defaults and not f.required:
+                    self.defaults[key] = f.default
+        self.adapters = {
+            name: pydantic.TypeAdapter(hint) for name, hint in python_types(func).items()
+        }
+        self.names = frozenset(p.name for p in named) | frozenset(self.defaults)
+        """With exactly these keyword arguments (as the runner calls it) there is nothing
+        to fill in."""
+        self.simple = not self.adapters
+
+    def arguments(
+        self, model: Model, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        bound = self.signature.bind_partial(model, *args, **kwargs)
+        given = bound.arguments
+        missing = [name for name in self.required if name not in given]
+        if missing:
+            names = ", ".join(repr(m) for m in missing)
+            raise TypeError(f"{_name(type(model))}.predict() missing required input {names}")
+        for name, value in self.defaults.items():
+            if name in self.signature.parameters:
+                if name not in given:
+                    given[name] = copy.deepcopy(value)
+            else:  # a config's input, into ``**inputs``
+                given.setdefault(_var_keyword(self.signature), {}).setdefault(
+                    name, copy.deepcopy(value)
+                )
+        for name, adapter in self.adapters.items():
+            if given.get(name) is not None:
+                given[name] = adapter.validate_python(given[name])
+        return bound.args, bound.kwargs
+
+
+def _hints(func: Callable[..., Any]) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(func, include_extras=True)
+    except Exception:  # spec() reports it; a direct call goes ahead without the hints
+        return {}
+
+
+def _var_keyword(signature: inspect.Signature) -> str:
+    return next(p.name for p in signature.parameters.values() if p.kind is p.VAR_KEYWORD)
+
+
+_PLAN = "__modelport_predict_plan__"
+_plans_lock = threading.Lock()
+
+
+def _call_of(cls: type[Model], func: Callable[..., Any]) -> _Call:
+    """The class's plan, kept on the class itself: one dict lookup on the hot path."""
+    call: _Call | None = cls.__dict__.get(_PLAN)
+    if call is None:
+        with _plans_lock:
+            call = cls.__dict__.get(_PLAN) or _Call(cls, func)
+            setattr(cls, _PLAN, call)
+    return call
+
+
+def _callable_directly(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``predict`` as the class defines it, plus what a direct call needs: defaults declared
+    with ``Input(...)`` or in the TOML config filled in, pydantic models / dataclasses /
+    enums built from JSON values. ``inspect.signature`` still sees the original."""
+    if inspect.iscoroutinefunction(func):
+
+        @functools.wraps(func)
+        async def call_async(self: Model, *args: Any, **kwargs: Any) -> Any:
+            plan = _call_of(type(self), func)
+            if plan.simple and not args and kwargs.keys() == plan.names:
+                return await func(self, **kwargs)
+            args, kwargs = plan.arguments(self, args, kwargs)
+            return await func(*args, **kwargs)
+
+        call_async.__modelport_call__ = True  # type: ignore[attr-defined]
+        return call_async
+
+    @functools.wraps(func)
+    def call(self: Model, *args: Any, **kwargs: Any) -> Any:
+        plan = _call_of(type(self), func)
+        if plan.simple and not args and kwargs.keys() == plan.names:  # as the runner calls it
+            return func(self, **kwargs)
+        args, kwargs = plan.arguments(self, args, kwargs)
+        return func(*args, **kwargs)
+
+    call.__modelport_call__ = True  # type: ignore[attr-defined]
+    return call
 
 
 def _beside(cls: type, relative: str) -> Path:

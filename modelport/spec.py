@@ -1,40 +1,67 @@
 """Endpoint specs: the contract of one endpoint, from a Python signature or a TOML file.
 
 Both sources produce the same :class:`EndpointSpec`, and validation and JSON Schema
-are derived from the spec alone, so they cannot drift apart.
+are derived from the spec alone, so they cannot drift apart. A spec is plain data
+(:meth:`EndpointSpec.to_dict`): nested types (pydantic models, dataclasses, TypedDicts,
+unions) become ``object`` and ``union`` fields, so a remote worker can send its spec to
+the server as JSON and the server validates exactly as the worker's signature says.
+
+Mistakes are reported all at once, each as ``where: what``, with ``where`` in one
+vocabulary for both sources: ``endpoint.max_batch_size``, ``inputs.prompt``,
+``inputs.point.x``, ``inputs.tags.items``, ``outputs.label``, ``output``.
 """
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
+import difflib
+import enum
 import inspect
 import math
 import re
 import tomllib
 import types
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
+import annotated_types
 import pydantic
 import pydantic_core
 from pydantic import ConfigDict, Field, create_model
+from pydantic.fields import FieldInfo
 
 from modelport.errors import SpecError
+from modelport.wire import INT_MAX as _INT_MAX
+from modelport.wire import INT_MIN as _INT_MIN
+from modelport.wire import MAX_JOBS
+from modelport.wire import storable as _storable
 
-FieldType = Literal["string", "integer", "float", "boolean", "selection", "json", "list"]
+FieldType = Literal[
+    "string", "integer", "float", "boolean", "selection", "json", "list", "object", "union"
+]
 FIELD_TYPES: tuple[str, ...] = typing.get_args(FieldType)
 SCALAR_TYPES = ("string", "integer", "float", "boolean", "selection", "json")
 KINDS = ("predict", "chat", "embedding")
 
 _MISSING: Any = ...
 
+Problem = tuple[str, str]
+"""One mistake in a spec: where (``inputs.x``) and what."""
+
 
 @dataclass
 class FieldSpec:
-    """One typed input, output or progress field."""
+    """One typed input, output or progress field.
+
+    ``list`` fields give ``items``; ``object`` fields give ``properties`` (named fields,
+    nothing else allowed) or ``values`` (any keys, values of that type; neither: any
+    object); ``union`` fields give ``variants``. ``nullable`` also accepts ``null``.
+    """
 
     type: FieldType
     description: str = ""
@@ -47,6 +74,12 @@ class FieldSpec:
     choices: list[Any] | None = None
     pattern: str | None = None
     items: FieldSpec | None = None
+    nullable: bool = False
+    properties: dict[str, FieldSpec] | None = None
+    values: FieldSpec | None = None
+    variants: list[FieldSpec] | None = None
+    example: Any = None
+    """A realistic value, shown in the docs (JSON Schema ``examples``); it must be valid."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
@@ -54,7 +87,13 @@ class FieldSpec:
             value = getattr(self, f.name)
             if value is None or (value == f.default and type(value) is type(f.default)):
                 continue
-            out[f.name] = value.to_dict() if isinstance(value, FieldSpec) else value
+            if isinstance(value, FieldSpec):
+                value = value.to_dict()
+            elif f.name == "properties":
+                value = {k: v.to_dict() for k, v in value.items()}
+            elif f.name == "variants":
+                value = [v.to_dict() for v in value]
+            out[f.name] = value
         return out
 
 
@@ -72,6 +111,7 @@ class InputInfo:
         max_length: int | None = None,
         choices: list[Any] | None = None,
         pattern: str | None = None,
+        example: Any = None,
     ) -> None:
         self.default = default
         self.description = description
@@ -81,6 +121,11 @@ class InputInfo:
         self.max_length = max_length
         self.choices = list(choices) if choices is not None else None
         self.pattern = pattern
+        self.example = example
+
+    def __repr__(self) -> str:
+        default = "" if self.default is _MISSING else repr(self.default)
+        return f"Input({default})"
 
 
 def Input(
@@ -93,11 +138,15 @@ def Input(
     max_length: int | None = None,
     choices: list[Any] | None = None,
     pattern: str | None = None,
+    example: Any = None,
 ) -> Any:
     """Metadata for one ``predict`` parameter, used as its default value (or in
     ``Annotated[...]``):
 
     ``def predict(self, steps: int = Input(default=30, ge=1, le=100, description="..."))``
+
+    ``example`` is a realistic value for the docs; without one the docs derive it from
+    the default, the bounds or the choices.
 
     Typed ``Any``, so a type checker takes it as a default of the parameter's own type.
     """
@@ -110,12 +159,31 @@ def Input(
         max_length=max_length,
         choices=choices,
         pattern=pattern,
+        example=example,
+    )
+
+
+def chat_message() -> FieldSpec:
+    """One item of a chat endpoint's ``messages``: ``{"role": "user", "content": "..."}``."""
+    return FieldSpec(
+        type="object",
+        description="A chat message",
+        properties={
+            "role": FieldSpec(type="string", required=True, min_length=1),
+            "content": FieldSpec(type="string", required=True),
+        },
     )
 
 
 @dataclass
 class EndpointSpec:
-    """The contract of one endpoint: inputs, outputs, progress, and serving limits."""
+    """The contract of one endpoint: inputs, outputs, progress, and serving limits.
+
+    The output is described by ``outputs`` (the named fields of an output object: TOML's
+    ``[outputs]``, a TypedDict, pydantic model or dataclass return type) or by ``output``
+    (any other type, such as ``dict[str, float]``, ``str`` or ``list[float]``), or by
+    neither (anything JSON).
+    """
 
     name: str
     description: str = ""
@@ -134,13 +202,25 @@ class EndpointSpec:
     max_queue_time: float | None = None
     timeout: float | None = None
     result_ttl: float | None = None
+    output: FieldSpec | None = None
 
     def __post_init__(self) -> None:
+        out = self.output
+        if (
+            out is not None
+            and out.type == "object"
+            and out.properties is not None
+            and self.outputs is None
+            and not out.nullable
+        ):  # one form for one contract: an object with named fields is ``outputs``
+            self.outputs, self.output = out.properties, None
+        if self.kind == "chat":
+            self.inputs = _typed_messages(self.inputs)
         check_spec(self)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready form that :func:`spec_from_dict` turns back into an equal spec."""
-        return {
+        body = {
             "name": self.name,
             "description": self.description,
             "version": self.version,
@@ -153,6 +233,9 @@ class EndpointSpec:
             "progress": {k: v.to_dict() for k, v in self.progress.items()},
             **{k: getattr(self, k) for k in SERVING_KEYS},
         }
+        if self.output is not None:  # only when set, so specs without one read as before
+            body["output"] = self.output.to_dict()
+        return body
 
     @cached_property
     def request_model(self) -> type[pydantic.BaseModel]:
@@ -166,9 +249,11 @@ class EndpointSpec:
 
     @cached_property
     def output_adapter(self) -> pydantic.TypeAdapter[Any] | None:
-        if self.outputs is None:
-            return None
-        return pydantic.TypeAdapter(_model_for(self.name + "_output", self.outputs))
+        if self.outputs is not None:
+            return pydantic.TypeAdapter(_model_for(self.name + "_output", self.outputs))
+        if self.output is not None:
+            return pydantic.TypeAdapter(_nullable(self.output, self.name + "_output"))
+        return None
 
     def input_schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = self.request_model.model_fields[
@@ -199,7 +284,7 @@ SERVING_KEYS = (
     "result_ttl",
 )
 _OPTIONAL_KEYS = ("max_queue_length", "max_queue_time", "timeout", "result_ttl")
-MAX_BATCH_SIZE = 1024
+MAX_BATCH_SIZE = MAX_JOBS
 """The largest batch one lease hands out."""
 _DAY = 86_400.0
 _SERVING_BOUNDS: dict[str, tuple[type, float, float]] = {
@@ -216,29 +301,104 @@ _SERVING_BOUNDS: dict[str, tuple[type, float, float]] = {
 typo (or NaN, or 1e308) is refused at start instead of misbehaving later."""
 _POSITIVE = frozenset({"lease_duration", "max_queue_time", "timeout", "result_ttl"})
 """Keys whose lower bound is excluded: zero seconds would mean at once, never useful."""
-_ENDPOINT_KEYS = {f.name for f in fields(EndpointSpec)} - {"inputs", "outputs", "progress"}
+_SECTIONS = ("inputs", "outputs", "output", "progress")
+_ENDPOINT_KEYS = {f.name for f in fields(EndpointSpec)} - set(_SECTIONS)
 _FIELD_KEYS = {f.name for f in fields(FieldSpec)} | {"min", "max"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+_TYPE_SYNONYMS = {
+    "str": "string",
+    "text": "string",
+    "int": "integer",
+    "number": "float",
+    "double": "float",
+    "bool": "boolean",
+    "enum": "selection",
+    "choice": "selection",
+    "any": "json",
+    "array": "list",
+    "dict": "object",
+    "map": "object",
+}
+
+
+def _unknown(what: str, key: str, allowed: Iterable[str]) -> str:
+    """``unknown key (did you mean 'max_length'?)``, or the keys there are."""
+    allowed = sorted(allowed)
+    close = difflib.get_close_matches(key, allowed, n=1)
+    if what == "type" and key.lower() in _TYPE_SYNONYMS:
+        close = [_TYPE_SYNONYMS[key.lower()]]
+    hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(allowed)}"
+    return f"unknown {what} {key!r} ({hint})" if what == "type" else f"unknown {what} ({hint})"
+
+
+def spec_error(problems: list[Problem], prefix: str = "") -> SpecError:
+    """One error reporting every problem: its message lists them, its ``errors`` carry them."""
+    lines = [f"{where}: {what}" if where else what for where, what in problems]
+    message = lines[0] if len(lines) == 1 else f"{len(lines)} problems:\n  " + "\n  ".join(lines)
+    return SpecError(
+        f"{prefix}: {message}" if prefix else message,
+        errors=[{"field": where, "message": what} for where, what in problems],
+    )
+
+
+def _problems_of(e: SpecError) -> list[Problem]:
+    return [(err["field"], err["message"]) for err in e.errors] or [("", e.message)]
 
 
 def check_spec(spec: EndpointSpec) -> None:
-    """Refuse a spec that cannot work, naming the key and the reason."""
+    """Refuse a spec that cannot work, naming every key at fault and the reason."""
+    problems = spec_problems(spec)
+    if problems:
+        raise spec_error(problems)
+
+
+def spec_problems(spec: EndpointSpec) -> list[Problem]:
+    """Every reason a spec cannot work, as ``(where, what)`` pairs."""
+    out: list[Problem] = []
     if not _NAME.match(spec.name):
-        raise SpecError(
-            f"endpoint name {spec.name!r}: use 1-64 lower-case letters, digits, '_', '-' or '.'"
+        out.append(
+            (
+                "endpoint.name",
+                f"{spec.name!r}: use 1-64 lower-case letters, digits, '_', '-' or '.'",
+            )
         )
     if spec.kind not in KINDS:
-        raise SpecError(f"endpoint.kind: {spec.kind!r} is not one of {', '.join(KINDS)}")
-    if spec.kind == "chat" and "messages" not in spec.inputs:
-        raise SpecError(f"endpoint {spec.name!r}: a chat endpoint needs a 'messages' input")
+        out.append(("endpoint.kind", _unknown("kind", spec.kind, KINDS)))
+    if spec.kind == "chat":
+        _check_messages(spec.inputs.get("messages"), out)
     if spec.kind == "embedding" and not any(f.type == "string" for f in spec.inputs.values()):
-        raise SpecError(f"endpoint {spec.name!r}: an embedding endpoint needs a string input")
+        out.append(("inputs", "an embedding endpoint needs a string input"))
+    _check_serving(spec, out)
+    if spec.outputs is not None and spec.output is not None:
+        out.append(("output", "give [outputs] (named fields) or [output] (one type), not both"))
+    if spec.output is not None:
+        _check_field("output", spec.output, out)
+    for section, group in (
+        ("inputs", spec.inputs),
+        ("outputs", spec.outputs or {}),
+        ("progress", spec.progress),
+    ):
+        for key, f in group.items():
+            if not key.isidentifier() or key.startswith("_"):
+                out.append((f"{section}.{key}", "not a valid field name"))
+                continue
+            _check_field(f"{section}.{key}", f, out)
+    if not out:
+        try:
+            _storable(spec.to_dict())
+        except ValueError as e:  # a last net: what the stores cannot keep is never registered
+            out.append((f"endpoint {spec.name!r}", str(e)))
+    return out
+
+
+def _check_serving(spec: EndpointSpec, out: list[Problem]) -> None:
     for key, (kind, low, high) in _SERVING_BOUNDS.items():
         value = getattr(spec, key)
         if value is None and key in _OPTIONAL_KEYS:
             continue
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise SpecError(f"endpoint.{key}: expected a number, got {value!r}")
+            out.append((f"endpoint.{key}", f"expected a number, got {value!r}"))
+            continue
         unit = "an integer" if kind is int else "a number of seconds"
         span = f"from {low} to {high:.0f}" if key not in _POSITIVE else f"above 0, up to {high:.0f}"
         if (
@@ -247,91 +407,157 @@ def check_spec(spec: EndpointSpec) -> None:
             or not (low < value if key in _POSITIVE else low <= value)
             or value > high
         ):
-            raise SpecError(f"endpoint.{key}: must be {unit} {span}, got {value!r}")
+            out.append((f"endpoint.{key}", f"must be {unit} {span}, got {value!r}"))
     if not isinstance(spec.retry_failed_batches, bool):
         got = spec.retry_failed_batches
-        raise SpecError(f"endpoint.retry_failed_batches: expected true or false, got {got!r}")
-    for section, group in (
-        ("inputs", spec.inputs),
-        ("outputs", spec.outputs or {}),
-        ("progress", spec.progress),
-    ):
-        for key, f in group.items():
-            if not key.isidentifier() or key.startswith("_"):
-                raise SpecError(f"{section}.{key}: not a valid field name")
-            _check_field(f"{section}.{key}", f)
-    try:
-        storable(spec.to_dict())
-    except ValueError as e:  # a last net: what the stores cannot keep never gets registered
-        raise SpecError(f"endpoint {spec.name!r}: {e}") from None
+        out.append(("endpoint.retry_failed_batches", f"expected true or false, got {got!r}"))
 
 
-def _check_field(where: str, f: FieldSpec) -> None:
+def _typed_messages(inputs: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
+    """A chat endpoint's untyped ``messages`` (``list[dict]``, a TOML list of json) become
+    a list of ``{role, content}`` objects, so ``["hello"]`` is refused at submit."""
+    messages = inputs.get("messages")
+    if messages is None or messages.type != "list" or messages.items is None:
+        return inputs
+    items = messages.items
+    generic = items.type == "json" or (
+        items.type == "object" and items.properties is None and items.values in (None, _JSON)
+    )
+    if not generic:
+        return inputs
+    typed = dataclasses.replace(messages, items=chat_message())
+    return {**inputs, "messages": typed}
+
+
+_JSON = FieldSpec(type="json")
+
+
+def _check_messages(messages: FieldSpec | None, out: list[Problem]) -> None:
+    if messages is None:
+        out.append(("inputs.messages", "a chat endpoint needs a 'messages' input"))
+        return
+    items = messages.items
+    props = items.properties if items is not None else None
+    if messages.type != "list" or props is None or not {"role", "content"} <= set(props):
+        out.append(
+            (
+                "inputs.messages",
+                "a chat endpoint's messages must be a list of {role, content} objects"
+                " (list[dict] or a list of a TypedDict/pydantic model with role and content)",
+            )
+        )
+
+
+def _check_field(where: str, f: FieldSpec, out: list[Problem]) -> None:
+    before = len(out)
     if f.type not in FIELD_TYPES:
-        raise SpecError(f"{where}: unknown type {f.type!r} (use one of {', '.join(FIELD_TYPES)})")
+        out.append((where, _unknown("type", str(f.type), FIELD_TYPES)))
+        return
     if f.type == "list":
         if f.items is None:
-            raise SpecError(f"{where}: a list needs 'items'")
-        if f.items.type == "list":
-            raise SpecError(f"{where}: lists of lists are not supported; use 'json'")
-        _check_field(where + ".items", f.items)
+            out.append((where, "a list needs 'items'"))
+        else:
+            _check_field(where + ".items", f.items, out)
     elif f.items is not None:
-        raise SpecError(f"{where}: 'items' only applies to type 'list'")
+        out.append((where, "'items' only applies to type 'list'"))
+    if f.type == "object":
+        if f.properties is not None and f.values is not None:
+            out.append((where, "give 'properties' (named fields) or 'values' (any keys), not both"))
+        for key, sub in (f.properties or {}).items():
+            if not key.isidentifier() or key.startswith("_"):
+                out.append((f"{where}.{key}", "not a valid field name"))
+            else:
+                _check_field(f"{where}.{key}", sub, out)
+        if f.values is not None:
+            _check_field(where + ".values", f.values, out)
+    elif f.properties is not None or f.values is not None:
+        out.append((where, "'properties' and 'values' only apply to type 'object'"))
+    if f.type == "union":
+        if not f.variants or len(f.variants) < 2:
+            out.append((where, "a union needs a 'variants' list of at least two types"))
+        for i, sub in enumerate(f.variants or ()):
+            if sub.type == "union":
+                out.append((f"{where}.variants.{i}", "a union inside a union: list its variants"))
+            elif sub.required or sub.default is not None or sub.nullable:
+                out.append(
+                    (
+                        f"{where}.variants.{i}",
+                        "a variant takes no required, default or nullable (set them on the union)",
+                    )
+                )
+            else:
+                _check_field(f"{where}.variants.{i}", sub, out)
+    elif f.variants is not None:
+        out.append((where, "'variants' only applies to type 'union'"))
     if f.type == "selection" and not f.choices:
-        raise SpecError(f"{where}: a selection needs a non-empty 'choices' list")
+        out.append((where, "a selection needs a non-empty 'choices' list"))
     for choice in f.choices or ():
         if not isinstance(choice, str | int | float) or not _fits(choice):
-            raise SpecError(f"{where}: choices must be strings or numbers, got {choice!r}")
+            out.append((where, f"choices must be strings or numbers, got {choice!r}"))
+            break
     if f.choices is not None and f.type != "selection":
-        raise SpecError(f"{where}: 'choices' only applies to type 'selection'")
+        out.append((where, "'choices' only applies to type 'selection'"))
     numeric = f.type in ("integer", "float")
     if (f.ge is not None or f.le is not None) and not numeric:
-        raise SpecError(f"{where}: min/max only apply to integer and float")
+        out.append((where, "min/max only apply to integer and float"))
     sized = f.type in ("string", "list")
     if (f.min_length is not None or f.max_length is not None) and not sized:
-        raise SpecError(f"{where}: min_length/max_length only apply to string and list")
+        out.append((where, "min_length/max_length only apply to string and list"))
     if f.pattern is not None:
         if f.type != "string":
-            raise SpecError(f"{where}: 'pattern' only applies to string")
+            out.append((where, "'pattern' only applies to string"))
         try:
             re.compile(f.pattern)
         except re.error as e:
-            raise SpecError(f"{where}: pattern is not a valid regular expression: {e}") from e
+            out.append((where, f"pattern is not a valid regular expression: {e}"))
     if f.ge is not None and f.le is not None and f.ge > f.le:
-        raise SpecError(f"{where}: min ({f.ge}) is greater than max ({f.le})")
+        out.append((where, f"min ({f.ge}) is greater than max ({f.le})"))
     if f.min_length is not None and f.max_length is not None and f.min_length > f.max_length:
-        raise SpecError(
-            f"{where}: min_length ({f.min_length}) is greater than max_length ({f.max_length})"
+        out.append(
+            (where, f"min_length ({f.min_length}) is greater than max_length ({f.max_length})")
         )
     for key in ("ge", "le"):
         if not _fits(getattr(f, key)):
-            raise SpecError(f"{where}.{key}: must be a finite number within 64 bits")
+            out.append((f"{where}.{key}", "must be a finite number within 64 bits"))
     for key in ("min_length", "max_length"):
         size = getattr(f, key)
         if size is not None and (
             isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= _INT_MAX
         ):
-            raise SpecError(f"{where}.{key}: must be a non-negative integer within 64 bits")
+            out.append((f"{where}.{key}", "must be a non-negative integer within 64 bits"))
     if f.required and f.default is not None:
-        raise SpecError(f"{where}: a required field cannot have a default")
+        out.append((where, "a required field cannot have a default"))
+    if len(out) > before:
+        return
     try:
-        pydantic.TypeAdapter(_annotation(f)).json_schema()
+        adapter = pydantic.TypeAdapter(_annotation(f, "check"))
+        adapter.json_schema()
     except (pydantic.PydanticUserError, pydantic_core.SchemaError, TypeError, ValueError) as e:
-        raise SpecError(f"{where}: cannot be validated: {str(e).splitlines()[0]}") from None
-    if f.default is not None:
-        if f.type == "integer" and isinstance(
-            f.default, float
-        ):  # a request may say 2.0; a spec says 2
-            raise SpecError(f"{where}: default {f.default!r} is invalid: write it as an integer")
+        out.append((where, f"cannot be validated: {str(e).splitlines()[0]}"))
+        return
+    for key in ("default", "example"):
+        value = getattr(f, key)
+        if value is None:
+            continue
+        if f.type == "integer" and isinstance(value, float):  # a request may say 2.0, not a spec
+            out.append((where, f"{key} {value!r} is invalid: write it as an integer"))
+            continue
         try:
-            pydantic.TypeAdapter(_annotation(f)).validate_python(f.default, strict=True)
+            raw = pydantic_core.to_json(value)
+        except pydantic_core.PydanticSerializationError:
+            out.append((where, f"{key} {value!r} is not a JSON value"))
+            continue
+        try:
+            adapter.validate_json(raw, strict=True)
         except pydantic.ValidationError as e:
-            reason = e.errors()[0]["msg"]
-            raise SpecError(f"{where}: default {f.default!r} is invalid: {reason}") from None
+            first = e.errors()[0]
+            at = ".".join(str(p) for p in first["loc"])
+            reason = f"{at}: {first['msg']}" if at else first["msg"]
+            out.append((where, f"{key} {value!r} is invalid: {reason}"))
 
 
-def _annotation(f: FieldSpec) -> Any:
-    """The pydantic type for one field, constraints included."""
+def _annotation(f: FieldSpec, title: str) -> Any:
+    """The pydantic type for one field, constraints included (``null`` is up to the caller)."""
     base: Any
     if f.type == "string":
         base = typing.Annotated[
@@ -354,16 +580,69 @@ def _annotation(f: FieldSpec) -> Any:
         base = typing.Annotated[Literal[choices], pydantic.BeforeValidator(_exact_choice(choices))]
     elif f.type == "json":
         base = typing.Annotated[pydantic.JsonValue, pydantic.AfterValidator(_storable)]
-    else:
+    elif f.type == "list":
         assert f.items is not None
         base = typing.Annotated[
-            list[_annotation(f.items)],  # type: ignore[misc]
+            list[_nullable(f.items, title + "_item")],  # type: ignore[misc]
             Field(strict=True, min_length=f.min_length, max_length=f.max_length),
+        ]
+    elif f.type == "object":
+        if f.properties is not None:
+            base = _model_for(title, f.properties)
+        elif f.values is None or f.values == _JSON:  # any object: schema {"type": "object"}
+            base = typing.Annotated[
+                dict[str, Any], Field(strict=True), pydantic.AfterValidator(_storable)
+            ]
+        else:
+            values = _nullable(f.values, title + "_value")
+            base = typing.Annotated[dict[str, values], Field(strict=True)]  # type: ignore[valid-type]
+    else:
+        variants = f.variants or []
+        members = tuple(_annotation(v, f"{title}_{i}") for i, v in enumerate(variants))
+        base = typing.Annotated[
+            typing.Union[members],  # noqa: UP007
+            pydantic.WrapValidator(_one_of(variants)),
         ]
     return base
 
 
-_INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
+def _nullable(f: FieldSpec, title: str) -> Any:
+    annotation = _annotation(f, title)
+    return annotation | None if f.nullable else annotation
+
+
+_WORDS = {
+    "string": "a string",
+    "integer": "an integer",
+    "float": "a number",
+    "boolean": "true or false",
+    "json": "any JSON value",
+    "list": "a list",
+    "object": "an object",
+}
+
+
+def _describe(f: FieldSpec) -> str:
+    if f.type == "selection":
+        return "one of " + ", ".join(repr(c) for c in f.choices or ())
+    if f.type == "object" and f.properties is not None:
+        return "an object {" + ", ".join(f.properties) + "}"
+    return _WORDS.get(f.type, f.type)
+
+
+def _one_of(variants: list[FieldSpec]) -> Callable[[Any, Any], Any]:
+    """A union's error: one message naming what was expected, not one per variant."""
+    expected = " or ".join(_describe(v) for v in variants)
+
+    def check(value: Any, handler: pydantic.ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except pydantic.ValidationError:
+            raise pydantic_core.PydanticCustomError(
+                "union_type", "Input should be {expected}", {"expected": expected}
+            ) from None
+
+    return check
 
 
 def _whole(value: Any) -> Any:
@@ -402,26 +681,6 @@ def _fits(value: Any) -> bool:
     return True
 
 
-def storable(value: Any) -> Any:
-    """Refuse JSON the stores cannot keep: NaN, Infinity, integers beyond 64 bits."""
-    return _storable(value)
-
-
-def _storable(value: Any) -> Any:
-    """JSON the store can keep: no NaN or Infinity, integers within 64 bits."""
-    if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError("NaN and Infinity are not JSON numbers")
-    if isinstance(value, int) and not isinstance(value, bool) and not _INT_MIN <= value <= _INT_MAX:
-        raise ValueError("integers must fit in 64 bits")
-    if isinstance(value, dict):
-        for item in value.values():
-            _storable(item)
-    elif isinstance(value, list):
-        for item in value:
-            _storable(item)
-    return value
-
-
 def _identifier(name: str) -> str:
     return re.sub(r"\W", "_", name)
 
@@ -429,17 +688,41 @@ def _identifier(name: str) -> str:
 def _model_for(name: str, group: dict[str, FieldSpec]) -> type[pydantic.BaseModel]:
     definitions: dict[str, Any] = {}
     for key, f in group.items():
-        info = Field(description=f.description or None)
+        annotation = _annotation(f, f"{name}_{key}")
+        doc: dict[str, Any] = {
+            "description": f.description or None,
+            "examples": None if f.example is None else [f.example],
+        }
         if f.required:
-            definitions[key] = (_annotation(f), info)
+            definitions[key] = (annotation | None if f.nullable else annotation, Field(**doc))
         elif f.default is None:
-            definitions[key] = (_annotation(f) | None, Field(None, description=info.description))
+            definitions[key] = (annotation | None, Field(None, **doc))
         else:
-            definitions[key] = (_annotation(f), Field(f.default, description=info.description))
+            definitions[key] = (
+                annotation | None if f.nullable else annotation,
+                Field(f.default, **doc),
+            )
     return create_model(_identifier(name), __config__=ConfigDict(extra="forbid"), **definitions)
 
 
-# ---- from TOML
+def _build(prefix: str, problems: list[Problem], make: Callable[[], EndpointSpec]) -> EndpointSpec:
+    """Make the spec from what parsed, and raise every problem: the parser's and the
+    checker's (less those about a part the parser already refused)."""
+    try:
+        spec = make()
+    except SpecError as e:
+        refused = [where for where, _ in problems]
+        for where, what in _problems_of(e):
+            related = any(
+                where == r or where.startswith(r + ".") or r.startswith(where + ".")
+                for r in refused
+            )
+            if not related:
+                problems.append((where, what))
+        raise spec_error(problems, prefix) from None
+    if problems:
+        raise spec_error(problems, prefix)
+    return spec
 
 
 def spec_from_toml(path: str | Path, *, name: str | None = None) -> EndpointSpec:
@@ -451,34 +734,62 @@ def spec_from_toml(path: str | Path, *, name: str | None = None) -> EndpointSpec
         raise SpecError(f"{path}: cannot read: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: not valid TOML: {e}") from None
+    problems: list[Problem] = []
+    flat = _flatten_toml(data, problems)
     try:
-        return spec_from_dict(_flatten_toml(data), name=name)
+        spec = spec_from_dict(flat, name=name)
     except SpecError as e:
-        raise SpecError(f"{path}: {e.message}") from None
+        problems += _problems_of(e)
+    if problems:
+        raise spec_error(problems, str(path))
+    return spec
 
 
-def _flatten_toml(data: dict[str, Any]) -> dict[str, Any]:
-    unknown = set(data) - {"endpoint", "inputs", "outputs", "progress"}
-    if unknown:
-        raise SpecError(
-            f"unknown section [{sorted(unknown)[0]}] (use endpoint, inputs, outputs, progress)"
-        )
+def _flatten_toml(data: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
+    sections = ("endpoint", *_SECTIONS)
+    for key in data:
+        if key not in sections:
+            close = difflib.get_close_matches(key, sections, n=1)
+            hint = f"did you mean [{close[0]}]?" if close else f"use {', '.join(sections)}"
+            problems.append((f"[{key}]", f"unknown section ({hint})"))
     endpoint = data.get("endpoint", {})
     if not isinstance(endpoint, dict):
-        raise SpecError("[endpoint] must be a table")
-    return {**endpoint, **{k: data[k] for k in ("inputs", "outputs", "progress") if k in data}}
+        problems.append(("[endpoint]", "must be a table"))
+        endpoint = {}
+    return {**endpoint, **{k: data[k] for k in _SECTIONS if k in data}}
+
+
+_ENDPOINT_TYPES: dict[str, type] = {
+    "name": str,
+    "description": str,
+    "version": str,
+    "title": str,
+    "kind": str,
+    "max_batch_size": int,
+    "max_batch_wait": float,
+    "lease_duration": float,
+    "max_attempts": int,
+    "max_queue_length": int,
+    "retry_failed_batches": bool,
+    "max_queue_time": float,
+    "timeout": float,
+    "result_ttl": float,
+}
 
 
 def spec_from_dict(data: dict[str, Any], *, name: str | None = None) -> EndpointSpec:
-    """Build a spec from its dict form (TOML tables, or :meth:`EndpointSpec.to_dict`)."""
+    """Build a spec from its dict form (TOML tables, or :meth:`EndpointSpec.to_dict`);
+    every mistake is reported at once."""
+    problems: list[Problem] = []
     data = dict(data)
-    unknown = set(data) - _ENDPOINT_KEYS - {"inputs", "outputs", "progress"}
-    if unknown:
-        raise SpecError(f"endpoint.{sorted(unknown)[0]}: unknown key")
+    for key in sorted(set(data) - _ENDPOINT_KEYS - set(_SECTIONS), key=str):
+        problems.append((f"endpoint.{key}", _unknown("key", str(key), _ENDPOINT_KEYS)))
+        del data[key]
     if name is not None and not data.get("name"):
         data["name"] = name
     if not data.get("name"):
-        raise SpecError("endpoint.name: required")
+        problems.append(("endpoint.name", "required"))
+        data["name"] = "unnamed"
     groups: dict[str, dict[str, FieldSpec] | None] = {}
     for section in ("inputs", "outputs", "progress"):
         raw = data.pop(section, None)
@@ -486,190 +797,595 @@ def spec_from_dict(data: dict[str, Any], *, name: str | None = None) -> Endpoint
             groups[section] = None
             continue
         if not isinstance(raw, dict):
-            raise SpecError(f"[{section}] must be a table")
-        groups[section] = {k: _field_from_dict(f"{section}.{k}", v) for k, v in raw.items()}
+            problems.append((f"[{section}]", "must be a table"))
+            groups[section] = None
+            continue
+        group = {}
+        for key, value in raw.items():
+            parsed = _field_from_dict(f"{section}.{key}", value, problems)
+            if parsed is not None:
+                group[str(key)] = parsed
+        groups[section] = group
+    output = None
+    if data.get("output") is not None:
+        output = _field_from_dict("output", data.pop("output"), problems)
+    data.pop("output", None)
     for key in ("max_batch_wait", "lease_duration", "max_queue_time", "timeout", "result_ttl"):
         if isinstance(data.get(key), int) and not isinstance(data.get(key), bool):
             data[key] = float(data[key])
-    for key, value in data.items():
-        expected = {
-            "name": str,
-            "description": str,
-            "version": str,
-            "title": str,
-            "kind": str,
-            "max_batch_size": int,
-            "max_batch_wait": float,
-            "lease_duration": float,
-            "max_attempts": int,
-            "max_queue_length": int,
-            "retry_failed_batches": bool,
-            "max_queue_time": float,
-            "timeout": float,
-            "result_ttl": float,
-        }[key]
+    for key, value in list(data.items()):
+        expected = _ENDPOINT_TYPES[key]
         if value is None and key in _OPTIONAL_KEYS:
             continue
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
-            raise SpecError(f"endpoint.{key}: expected {expected.__name__}, got {value!r}")
-    return EndpointSpec(
-        **data,
-        inputs=groups["inputs"] or {},
-        outputs=groups["outputs"],
-        progress=groups["progress"] or {},
+            problems.append((f"endpoint.{key}", f"expected {expected.__name__}, got {value!r}"))
+            del data[key]
+    data.setdefault("name", "unnamed")  # refused above; the rest is still checked
+    return _build(
+        "",
+        problems,
+        lambda: EndpointSpec(
+            **data,
+            inputs=groups["inputs"] or {},
+            outputs=groups["outputs"],
+            progress=groups["progress"] or {},
+            output=output,
+        ),
     )
 
 
-def _field_from_dict(where: str, raw: Any) -> FieldSpec:
+def _field_from_dict(where: str, raw: Any, problems: list[Problem]) -> FieldSpec | None:
+    """One field from its table; its mistakes go to ``problems`` (None if it has no type)."""
     if isinstance(raw, str):
         raw = {"type": raw}
     if not isinstance(raw, dict):
-        raise SpecError(f'{where}: expected a table like {{ type = "string" }}')
+        problems.append((where, 'expected a table like { type = "string" }'))
+        return None
     raw = dict(raw)
-    unknown = set(raw) - _FIELD_KEYS
-    if unknown:
-        raise SpecError(f"{where}.{sorted(unknown)[0]}: unknown key")
+    for key in sorted(set(raw) - _FIELD_KEYS, key=str):
+        problems.append((f"{where}.{key}", _unknown("key", str(key), _FIELD_KEYS)))
+        del raw[key]
     if "type" not in raw:
-        raise SpecError(f"{where}: 'type' is required")
+        problems.append((where, "'type' is required"))
+        return None
+    if not isinstance(raw["type"], str):
+        problems.append((f"{where}.type", f"expected a string, got {raw['type']!r}"))
+        return None
+    if raw["type"] not in FIELD_TYPES:
+        problems.append((where, _unknown("type", raw["type"], FIELD_TYPES)))
+        return None
+
+    def refuse(key: str, message: str) -> None:
+        problems.append((f"{where}.{key}", message))
+        del raw[key]
+
     for alias, canonical in (("min", "ge"), ("max", "le")):
         if alias in raw:
             if canonical in raw:
-                raise SpecError(f"{where}: give '{alias}' or '{canonical}', not both")
+                problems.append((where, f"give '{alias}' or '{canonical}', not both"))
+                del raw[canonical]
             raw[canonical] = raw.pop(alias)
     for key in ("ge", "le"):
         if key in raw and (not isinstance(raw[key], int | float) or isinstance(raw[key], bool)):
-            raise SpecError(f"{where}.{key}: expected a number, got {raw[key]!r}")
+            refuse(key, f"expected a number, got {raw[key]!r}")
     for key in ("min_length", "max_length"):
         if key in raw and (
             not isinstance(raw[key], int) or isinstance(raw[key], bool) or raw[key] < 0
         ):
-            raise SpecError(f"{where}.{key}: expected a non-negative integer, got {raw[key]!r}")
-    if "required" in raw and not isinstance(raw["required"], bool):
-        raise SpecError(f"{where}.required: expected true or false")
-    for key in ("description", "pattern", "type"):
+            refuse(key, f"expected a non-negative integer, got {raw[key]!r}")
+    for key in ("required", "nullable"):
+        if key in raw and not isinstance(raw[key], bool):
+            refuse(key, "expected true or false")
+    for key in ("description", "pattern"):
         if key in raw and not isinstance(raw[key], str):
-            raise SpecError(f"{where}.{key}: expected a string, got {raw[key]!r}")
-    if "choices" in raw and not isinstance(raw["choices"], list):
-        raise SpecError(f"{where}.choices: expected a list")
-    if raw["type"] not in FIELD_TYPES:
-        raise SpecError(
-            f"{where}: unknown type {raw['type']!r} (use one of {', '.join(FIELD_TYPES)})"
-        )
-    if "items" in raw:
-        raw["items"] = _field_from_dict(where + ".items", raw["items"])
-    if (
-        isinstance(raw.get("default"), int)
-        and raw["type"] == "float"
-        and not isinstance(raw["default"], bool)
-    ):
-        raw["default"] = float(raw["default"])
+            refuse(key, f"expected a string, got {raw[key]!r}")
+    for key in ("choices", "variants"):
+        if key in raw and not isinstance(raw[key], list):
+            refuse(key, "expected a list")
+    if "properties" in raw and not isinstance(raw["properties"], dict):
+        refuse("properties", 'expected a table of fields, like { x = "float" }')
+    for key in ("items", "values"):
+        if key in raw:
+            raw[key] = _field_from_dict(f"{where}.{key}", raw[key], problems)
+    if "properties" in raw:
+        properties = {}
+        for key, value in raw["properties"].items():
+            sub = _field_from_dict(f"{where}.{key}", value, problems)
+            if sub is not None:
+                properties[str(key)] = sub
+        raw["properties"] = properties
+    if "variants" in raw:
+        variants = [
+            _field_from_dict(f"{where}.variants.{i}", v, problems)
+            for i, v in enumerate(raw["variants"])
+        ]
+        raw["variants"] = [v for v in variants if v is not None]
+    for key in ("default", "example"):
+        if (
+            isinstance(raw.get(key), int)
+            and raw["type"] == "float"
+            and not isinstance(raw[key], bool)
+        ):
+            raw[key] = float(raw[key])
     return FieldSpec(**raw)
 
 
-# ---- from a Python signature
-
-
 def spec_from_signature(
-    func: Any, *, name: str, description: str = "", **settings: Any
+    func: Any, *, name: str, description: str = "", where: str | None = None, **settings: Any
 ) -> EndpointSpec:
-    """Build a spec from ``predict``'s parameters (type hints plus :func:`Input` defaults)."""
+    """Build a spec from ``predict``'s parameters (type hints plus :func:`Input` defaults) and
+    its return annotation; ``where`` names the model in error messages (``Sentiment``)."""
+    func = inspect.unwrap(func)
+    prefix = where or _owner(func)
     try:
         hints = typing.get_type_hints(func, include_extras=True)
     except Exception as e:  # a NameError in a string annotation, for example
-        raise SpecError(f"{name}: cannot read the type hints of predict: {e}") from None
+        raise SpecError(f"{prefix}: cannot read the type hints of predict: {e}") from None
+    problems: list[Problem] = []
     inputs: dict[str, FieldSpec] = {}
     for pname, param in inspect.signature(func).parameters.items():
         if pname == "self" or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
             continue
-        where = f"{name}.predict({pname})"
+        at = f"inputs.{pname}"
         if pname not in hints:
-            raise SpecError(
-                f"{where}: add a type hint (str, int, float, bool, Literal[...], list[...])"
-            )
-        inputs[pname] = _field_from_hint(where, hints[pname], param.default)
-    outputs = _outputs_from_hint(name, hints.get("return"))
-    return EndpointSpec(
-        name=name, description=description, inputs=inputs, outputs=outputs, **settings
+            problems.append((at, f"add a type hint ({_SUPPORTED})"))
+            continue
+        parsed = _param_field(at, hints[pname], param.default, problems)
+        if parsed is not None:
+            inputs[pname] = parsed
+    output = _output_from_hint(hints.get("return"), problems)
+    return _build(
+        prefix,
+        problems,
+        lambda: EndpointSpec(
+            name=name, description=description, inputs=inputs, output=output, **settings
+        ),
     )
 
 
-def _field_from_hint(where: str, hint: Any, default: Any) -> FieldSpec:
+_SUPPORTED = (
+    "str, int, float, bool, Literal[...], an Enum, list[...], dict[str, ...], X | None,"
+    " unions, pydantic models, dataclasses, TypedDicts"
+)
+
+
+def _owner(func: Any) -> str:
+    """``Sentiment.predict`` for a method, wherever its class was defined."""
+    qualname = getattr(func, "__qualname__", repr(func))
+    return str(qualname).rsplit("<locals>.", 1)[-1]
+
+
+def _split(hint: Any) -> tuple[Any, list[Any]]:
+    """A hint without ``Annotated`` (and TypedDict's ``Required``), and its metadata."""
+    meta: list[Any] = []
+    while True:
+        origin = typing.get_origin(hint)
+        if origin is typing.Annotated:
+            hint, *extra = typing.get_args(hint)
+            meta += extra
+        elif origin in (typing.Required, typing.NotRequired):
+            (hint,) = typing.get_args(hint)
+        else:
+            return hint, meta
+
+
+def declared_default(hint: Any, default: Any) -> Any:
+    """A parameter's default as declared: ``Input(default=...)`` (as its default, or inside
+    ``Annotated[...]``) or a plain default; ``...`` when it has none (it is required)."""
     info = default if isinstance(default, InputInfo) else None
-    if typing.get_origin(hint) is typing.Annotated:
-        hint, *meta = typing.get_args(hint)
-        info = next((m for m in meta if isinstance(m, InputInfo)), info)
+    _, meta = _split(hint)
+    info = next((m for m in meta if isinstance(m, InputInfo)), info)
     value = info.default if info is not None else _MISSING
     if value is _MISSING:  # ``x: Annotated[int, Input(ge=1)] = 3``: the parameter's default
         value = default.default if isinstance(default, InputInfo) else default
     if value is inspect.Parameter.empty:
         value = _MISSING
-    ftype, items, choices = _type_of(where, hint)
-    if info is not None and info.choices is not None:
-        if ftype not in ("string", "integer", "float"):
-            raise SpecError(f"{where}: choices only apply to str, int or float")
-        ftype, choices = "selection", info.choices
-    spec = FieldSpec(
-        type=ftype,  # type: ignore[arg-type]
-        items=items,
-        choices=choices,
-        required=value is _MISSING,
-        default=None if value is _MISSING else value,
-    )
+    return value
+
+
+def _param_field(where: str, hint: Any, default: Any, out: list[Problem]) -> FieldSpec | None:
+    info = default if isinstance(default, InputInfo) else None
+    _, meta = _split(hint)
+    info = next((m for m in meta if isinstance(m, InputInfo)), info)
+    value = declared_default(hint, default)
+    f = _hint_field(where, hint, out, frozenset())
+    if f is None:
+        return None
     if info is not None:
-        spec.description = info.description
-        spec.ge, spec.le = info.ge, info.le
-        spec.min_length, spec.max_length = info.min_length, info.max_length
-        spec.pattern = info.pattern
-    if (
-        isinstance(spec.default, int)
-        and spec.type == "float"
-        and not isinstance(spec.default, bool)
-    ):
-        spec.default = float(spec.default)
-    return spec
+        if info.choices is not None:
+            if f.type not in ("string", "integer", "float"):
+                out.append((where, "choices only apply to str, int or float"))
+                return None
+            f.type, f.choices = "selection", info.choices
+        if info.description:
+            f.description = info.description
+        for key in ("ge", "le", "min_length", "max_length", "pattern"):
+            if getattr(info, key) is not None:
+                setattr(f, key, getattr(info, key))
+        if info.example is not None:
+            f.example = _json_default(where, info.example, out)
+    f.required = value is _MISSING
+    f.default = None if value is _MISSING else _json_default(where, value, out)
+    for key in ("default", "example"):
+        value = getattr(f, key)
+        if isinstance(value, int) and f.type == "float" and not isinstance(value, bool):
+            setattr(f, key, float(value))
+    return f
+
+
+def _json_default(where: str, value: Any, out: list[Problem]) -> Any:
+    """A Python default (a pydantic model, a dataclass, an enum, a tuple) as JSON."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    try:
+        return pydantic_core.to_jsonable_python(value, by_alias=True)
+    except pydantic_core.PydanticSerializationError:
+        out.append((where, f"default {value!r} cannot be written as JSON"))
+        return None
 
 
 _SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "float", bool: "boolean"}
+_LISTS = (list, collections.abc.Sequence, collections.abc.MutableSequence)
+_DICTS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
+_STREAMS = (
+    collections.abc.Iterator,
+    collections.abc.Iterable,
+    collections.abc.Generator,
+    collections.abc.AsyncIterator,
+    collections.abc.AsyncIterable,
+    collections.abc.AsyncGenerator,
+)
 
 
-def _type_of(where: str, hint: Any) -> tuple[str, FieldSpec | None, list[Any] | None]:
+def _hint_field(
+    where: str, hint: Any, out: list[Problem], seen: frozenset[type]
+) -> FieldSpec | None:
+    """The field a type hint describes (constraints from ``Annotated`` included), or None
+    after adding to ``out`` why it cannot be one."""
+    base, meta = _split(hint)
+    f = _base_field(where, base, out, seen)
+    if f is not None:
+        _constrain(where, f, meta, out)
+    return f
+
+
+def _base_field(
+    where: str, hint: Any, out: list[Problem], seen: frozenset[type]
+) -> FieldSpec | None:
     origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
     if hint in _SCALARS:
-        return _SCALARS[hint], None, None
+        return FieldSpec(type=_SCALARS[hint])  # type: ignore[arg-type]
+    if hint is Any or hint is object or hint is pydantic.JsonValue:
+        return FieldSpec(type="json")
     if origin is Literal:
-        return "selection", None, list(typing.get_args(hint))
-    if hint is Any or hint is dict or origin is dict or hint is pydantic.JsonValue:
-        return "json", None, None
-    if origin is list:
-        (item,) = typing.get_args(hint) or (Any,)
-        itype, _, ichoices = _type_of(where, item)
-        if itype == "list":
-            return "json", None, None
-        return "list", FieldSpec(type=itype, choices=ichoices), None  # type: ignore[arg-type]
+        choices = [a for a in args if a is not None]
+        return FieldSpec(type="selection", choices=choices, nullable=len(choices) < len(args))
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return FieldSpec(type="selection", choices=[m.value for m in hint])
     if origin in (typing.Union, types.UnionType):
-        raise SpecError(
-            f"{where}: optional and union types are not supported; give a default instead"
-        )
-    raise SpecError(
-        f"{where}: unsupported type {hint!r}"
-        " (use str, int, float, bool, Literal[...], list[...], dict)"
-    )
+        return _union_field(where, args, out, seen)
+    if hint in _LISTS or origin in _LISTS:
+        item = args[0] if args else Any
+        items = _hint_field(where + ".items", item, out, seen)
+        return None if items is None else FieldSpec(type="list", items=items)
+    if hint in _DICTS or origin in _DICTS:
+        key, value = args if len(args) == 2 else (str, Any)
+        if key not in (str, Any):
+            out.append((where, f"the keys of a dict must be str, not {key!r}"))
+            return None
+        values = _hint_field(where + ".values", value, out, seen)
+        if values is None:
+            return None
+        return FieldSpec(type="object", values=None if values == _JSON else values)
+    if isinstance(hint, type):
+        if hint in seen:
+            out.append(
+                (where, f"{hint.__name__} contains itself; recursive types are not supported")
+            )
+            return None
+        if typing.is_typeddict(hint):
+            return _typeddict_field(where, hint, out, seen | {hint})
+        if issubclass(hint, pydantic.BaseModel):
+            return _fields_of(where, list(hint.model_fields.items()), out, seen | {hint})
+        if dataclasses.is_dataclass(hint):
+            return _dataclass_field(where, hint, out, seen | {hint})
+    out.append((where, f"unsupported type {_name(hint)} (use {_SUPPORTED})"))
+    return None
 
 
-def _outputs_from_hint(name: str, hint: Any) -> dict[str, FieldSpec] | None:
-    if hint is None or not typing.is_typeddict(hint):
+def _name(hint: Any) -> str:
+    return hint.__name__ if isinstance(hint, type) else repr(hint)
+
+
+def _union_field(
+    where: str, args: tuple[Any, ...], out: list[Problem], seen: frozenset[type]
+) -> FieldSpec | None:
+    members = [a for a in args if a is not type(None)]
+    nullable = len(members) < len(args)
+    parsed = [_hint_field(where, a, out, seen) for a in members]
+    if any(p is None for p in parsed):
         return None
-    out: dict[str, FieldSpec] = {}
-    required = hint.__required_keys__
-    for key, sub in typing.get_type_hints(hint).items():
-        ftype, items, choices = _type_of(f"{name} output {key}", sub)
-        out[key] = FieldSpec(
-            type=ftype,  # type: ignore[arg-type]
-            items=items,
-            choices=choices,
-            required=key in required,
-        )
+    variants: list[FieldSpec] = []
+    for p in typing.cast(list[FieldSpec], parsed):
+        nullable = nullable or p.nullable
+        p.nullable = False
+        variants += p.variants if p.type == "union" and p.variants else [p]
+    if any(v == _JSON for v in variants):
+        return FieldSpec(type="json")
+    if len(variants) == 1:
+        variants[0].nullable = nullable
+        return variants[0]
+    return FieldSpec(type="union", variants=variants, nullable=nullable)
+
+
+def _fields_of(
+    where: str,
+    items: list[tuple[str, FieldInfo]],
+    out: list[Problem],
+    seen: frozenset[type],
+) -> FieldSpec | None:
+    """An object field from a pydantic model's (or pydantic dataclass's) fields."""
+    properties: dict[str, FieldSpec] = {}
+    failed = False
+    for name, info in items:
+        key = info.alias or name
+        at = f"{where}.{key}"
+        sub = _hint_field(at, info.annotation, out, seen)
+        if sub is None:
+            failed = True
+            continue
+        _constrain(at, sub, info.metadata, out)
+        sub.description = info.description or sub.description
+        sub.required = info.is_required()
+        if not sub.required:
+            value = info.get_default(call_default_factory=True, validated_data={})
+            sub.default = _json_default(at, value, out)
+        properties[key] = sub
+    return None if failed else FieldSpec(type="object", properties=properties)
+
+
+def _dataclass_field(
+    where: str, cls: type, out: list[Problem], seen: frozenset[type]
+) -> FieldSpec | None:
+    pydantic_fields = getattr(cls, "__pydantic_fields__", None)
+    if pydantic_fields is not None:  # a pydantic dataclass: its fields carry the constraints
+        return _fields_of(where, list(pydantic_fields.items()), out, seen)
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except Exception as e:
+        out.append((where, f"cannot read the type hints of {cls.__name__}: {e}"))
+        return None
+    properties: dict[str, FieldSpec] = {}
+    failed = False
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        at = f"{where}.{f.name}"
+        sub = _hint_field(at, hints[f.name], out, seen)
+        if sub is None:
+            failed = True
+            continue
+        if f.default is not dataclasses.MISSING:
+            sub.default = _json_default(at, f.default, out)
+        elif f.default_factory is not dataclasses.MISSING:
+            sub.default = _json_default(at, f.default_factory(), out)
+        else:
+            sub.required = True
+        properties[f.name] = sub
+    return None if failed else FieldSpec(type="object", properties=properties)
+
+
+def _typeddict_field(
+    where: str, cls: type, out: list[Problem], seen: frozenset[type]
+) -> FieldSpec | None:
+    try:
+        hints = typing.get_type_hints(cls, include_extras=True)
+    except Exception as e:
+        out.append((where, f"cannot read the type hints of {cls.__name__}: {e}"))
+        return None
+    required: frozenset[str] = getattr(cls, "__required_keys__", frozenset())
+    properties: dict[str, FieldSpec] = {}
+    failed = False
+    for key, hint in hints.items():
+        sub = _hint_field(f"{where}.{key}", hint, out, seen)
+        if sub is None:
+            failed = True
+            continue
+        sub.required = key in required
+        properties[key] = sub
+    return None if failed else FieldSpec(type="object", properties=properties)
+
+
+_IGNORED_METADATA = ("pydantic.functional_validators", "pydantic.functional_serializers")
+
+
+def _constrain(where: str, f: FieldSpec, meta: Iterable[Any], out: list[Problem]) -> None:
+    """Apply pydantic / annotated-types constraints (``Field(ge=1)``, ``Ge(1)``) to a field."""
+    for m in meta:
+        if isinstance(m, InputInfo):
+            continue
+        if isinstance(m, FieldInfo):
+            f.description = m.description or f.description
+            _constrain(where, f, m.metadata, out)
+        elif isinstance(m, annotated_types.Ge):
+            f.ge = typing.cast(float, m.ge)
+        elif isinstance(m, annotated_types.Le):
+            f.le = typing.cast(float, m.le)
+        elif isinstance(m, annotated_types.MinLen):
+            f.min_length = m.min_length
+        elif isinstance(m, annotated_types.MaxLen):
+            f.max_length = m.max_length
+        elif isinstance(m, annotated_types.Gt | annotated_types.Lt):
+            out.append((where, "gt/lt are not supported; use ge/le"))
+        elif isinstance(m, pydantic.StringConstraints):
+            f.min_length = m.min_length if m.min_length is not None else f.min_length
+            f.max_length = m.max_length if m.max_length is not None else f.max_length
+            f.pattern = str(m.pattern) if m.pattern is not None else f.pattern
+            if m.strip_whitespace or m.to_upper or m.to_lower:
+                out.append((where, "strip_whitespace/to_upper/to_lower are not supported"))
+        elif type(m).__name__ == "_PydanticGeneralMetadata":
+            extra = set(vars(m)) - {"pattern", "strict", "allow_inf_nan"}
+            if getattr(m, "pattern", None) is not None:
+                f.pattern = str(m.pattern)
+            if extra:
+                out.append((where, f"unsupported constraint: {', '.join(sorted(extra))}"))
+        elif isinstance(m, pydantic.Strict) or type(m).__module__ in _IGNORED_METADATA:
+            continue  # strict is how every field is validated; validators run on the worker
+        elif type(m).__module__.split(".")[0] in ("annotated_types", "pydantic"):
+            out.append((where, f"unsupported constraint: {m!r}"))
+
+
+def _output_from_hint(hint: Any, out: list[Problem]) -> FieldSpec | None:
+    """The output type a return annotation declares; None when it says nothing (``Any``).
+
+    A generator's output is its chunks joined (text) or listed, so ``Iterator[str]``
+    declares a string and ``Iterator[T]`` a list of T.
+    """
+    if hint is None or hint is type(None) or hint is Any:
+        return None
+    base, _ = _split(hint)
+    if base in _STREAMS or typing.get_origin(base) in _STREAMS:
+        args = typing.get_args(base)
+        if not args or args[0] is Any:
+            return None
+        chunk = _hint_field("output", args[0], out, frozenset())
+        if chunk is None or chunk == _JSON:
+            return None
+        return chunk if chunk.type == "string" else FieldSpec(type="list", items=chunk)
+    f = _hint_field("output", hint, out, frozenset())
+    return None if f is None or f == _JSON else f
+
+
+def python_types(func: Any) -> dict[str, Any]:
+    """The parameters of ``predict`` whose declared type is built from JSON by pydantic
+    (a pydantic model, a dataclass, an enum, possibly inside a list, dict or union),
+    each with its type hint."""
+    func = inspect.unwrap(func)
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:
+        return {}
+    return {
+        name: _split(hint)[0]
+        for name, hint in hints.items()
+        if name != "return" and _has_classes(hint)
+    }
+
+
+def _has_classes(hint: Any) -> bool:
+    base, _ = _split(hint)
+    if isinstance(base, type):
+        if typing.is_typeddict(base):
+            return any(_has_classes(h) for h in typing.get_type_hints(base).values())
+        return issubclass(base, enum.Enum | pydantic.BaseModel) or dataclasses.is_dataclass(base)
+    return any(_has_classes(a) for a in typing.get_args(base))
+
+
+def config_disagreements(func: Any, spec: EndpointSpec) -> list[Problem]:
+    """Where ``predict``'s signature contradicts a TOML config's inputs: a parameter the
+    config does not declare, an input ``predict`` cannot take, another type, other bounds."""
+    func = inspect.unwrap(func)
+    try:
+        hints = typing.get_type_hints(func, include_extras=True)
+    except Exception:
+        hints = {}
+    params = [p for n, p in inspect.signature(func).parameters.items() if n != "self"]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+    named = {p.name: p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    out: list[Problem] = []
+    for key in spec.inputs:
+        if key not in named and not takes_any:
+            out.append((f"inputs.{key}", f"the config declares it but predict() has no {key!r}"))
+    for key, param in named.items():
+        at = f"inputs.{key}"
+        declared = spec.inputs.get(key)
+        hint = hints.get(key)
+        default = param.default
+        if declared is None:
+            if declared_default(hint, default) is _MISSING:
+                out.append((at, "predict() requires it but the config does not declare it"))
+            continue
+        if hint is None:
+            continue
+        ignored: list[Problem] = []
+        ours = _param_field(at, hint, default, ignored)
+        if ours is None or ignored:
+            continue
+        if not _accepts(ours, declared):
+            out.append(
+                (
+                    at,
+                    f"predict() takes {_describe_type(ours)} but the config says"
+                    f" {_describe_type(declared)}",
+                )
+            )
+            continue
+        info = default if isinstance(default, InputInfo) else None
+        info = next((m for m in _split(hint)[1] if isinstance(m, InputInfo)), info)
+        if not ours.required and ours.default != declared.default:
+            out.append(
+                (
+                    at,
+                    f"predict() gives the default {ours.default!r} but the config gives"
+                    f" {declared.default!r}",
+                )
+            )
+        if info is not None:
+            for rule in ("ge", "le", "min_length", "max_length", "pattern", "choices"):
+                mine = getattr(info, rule)
+                if mine is not None and mine != getattr(declared, rule):
+                    out.append(
+                        (
+                            at,
+                            f"Input({rule}={mine!r}) but the config gives"
+                            f" {getattr(declared, rule)!r}",
+                        )
+                    )
     return out
+
+
+def _describe_type(f: FieldSpec) -> str:
+    if f.type == "list" and f.items is not None:
+        return f"a list of {_describe_type(f.items)}"
+    if f.type == "union":
+        return " or ".join(_describe_type(v) for v in f.variants or ())
+    return _describe(f)
+
+
+def _accepts(ours: FieldSpec, theirs: FieldSpec) -> bool:
+    """Whether a parameter declared as ``ours`` can take every value ``theirs`` allows."""
+    if ours.type == "json":
+        return True
+    if theirs.type == "union":
+        return all(_accepts(ours, v) for v in theirs.variants or ())
+    if ours.type == "union":
+        return any(_accepts(v, theirs) for v in ours.variants or ())
+    if theirs.type == "selection":
+        if ours.type == "selection":
+            return set(theirs.choices or ()) <= set(ours.choices or ())
+        kinds = {"string": str, "integer": int, "float": int | float}
+        kind = kinds.get(ours.type)
+        return kind is not None and all(
+            isinstance(c, kind) and not isinstance(c, bool) for c in theirs.choices or ()
+        )
+    if ours.type == "float" and theirs.type == "integer":
+        return True
+    if ours.type != theirs.type:
+        return False
+    if ours.type == "list":
+        return ours.items is None or theirs.items is None or _accepts(ours.items, theirs.items)
+    if ours.type == "object":
+        if ours.properties is None:
+            if ours.values is None:
+                return True
+            subs = list((theirs.properties or {}).values())
+            subs += [theirs.values] if theirs.values is not None else []
+            return bool(subs) and all(_accepts(ours.values, s) for s in subs)
+        if theirs.properties is None or set(theirs.properties) - set(ours.properties):
+            return False
+        return all(_accepts(ours.properties[k], v) for k, v in theirs.properties.items())
+    return True
 
 
 def spec_differences(ours: EndpointSpec, theirs: EndpointSpec) -> list[str]:

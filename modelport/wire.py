@@ -1,15 +1,23 @@
-"""The wire contract: job states, the job record and the shapes workers exchange.
+"""The wire contract: job states, the job record, and every message workers exchange with
+the server, each shape beside its codec (:func:`encode`, :func:`decode`).
 
-Defined once and shared by the server, the stores, the worker runner and the client.
+Defined once and shared by the server, the stores, the worker runner (remote and
+in-process) and the client. Importing it loads neither pydantic nor the server: the shapes
+are dataclasses whose constraints pydantic reads only when a message is decoded.
 """
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any, TypeVar
+
+import orjson
+from annotated_types import Ge, Le, MaxLen, MinLen
 
 
 class JobStatus(StrEnum):
@@ -98,7 +106,10 @@ class Event:
     """One entry in a job's event log: ``queued``, ``started``, ``progress``, ``output``
     (a streamed chunk), ``log``, or the final ``succeeded``/``failed``/``cancelled``/``expired``.
 
-    ``id`` counts 1, 2, 3, ... per job, so a client resumes with ``Last-Event-ID``.
+    ``type`` is the event's name (the wire's ``event`` key; :attr:`event` says the same).
+    ``id`` counts 1, 2, 3, ... over a job's stored events (``progress``, ``output``,
+    ``log``), so a client resumes after one with ``Last-Event-ID``; it is 0 for the state
+    events (``queued``, ``started``, the final one), which are not stored and have no id.
     """
 
     job_id: str
@@ -107,10 +118,68 @@ class Event:
     id: int = 0
     time: float = field(default_factory=time.time)
 
+    @property
+    def event(self) -> str:
+        """The event's name, as the wire calls it: the same as :attr:`type`."""
+        return self.type
+
+
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+
+
+def storable(value: Any) -> Any:
+    """Refuse JSON the stores cannot keep: NaN, Infinity, integers beyond 64 bits."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("NaN and Infinity are not JSON numbers")
+    if isinstance(value, int) and not isinstance(value, bool) and not INT_MIN <= value <= INT_MAX:
+        raise ValueError("integers must fit in 64 bits")
+    if isinstance(value, dict):
+        for item in value.values():
+            storable(item)
+    elif isinstance(value, list):
+        for item in value:
+            storable(item)
+    return value
+
+
+class _Storable:
+    """``Annotated`` metadata: the value must be JSON the stores can keep (checked by
+    pydantic when a message is decoded; nothing is imported until then)."""
+
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.no_info_after_validator_function(storable, handler(source))
+
+
+class _Pattern:
+    """``Annotated`` metadata: a string matching a regular expression."""
+
+    def __init__(self, pattern: str) -> None:
+        self.pattern = pattern
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: Any) -> Any:
+        from pydantic_core import core_schema
+
+        return core_schema.str_schema(pattern=self.pattern)
+
+
+Json = Annotated[Any, _Storable]
+MAX_JOBS = 1024
+"""The most jobs one lease may ask for."""
+MAX_ITEMS = 10_000
+"""The most events or results one message may carry."""
+MAX_LEASE_WAIT = 60.0
+"""The longest long poll a worker may ask for, in seconds."""
+_FORBID = {"extra": "forbid"}
+
 
 @dataclass(slots=True)
 class LeasedJob:
     """A job a worker holds: what the runner needs to compute and report it."""
+
+    __pydantic_config__ = _FORBID
 
     id: str
     endpoint: str
@@ -121,14 +190,31 @@ class LeasedJob:
 
 @dataclass(slots=True)
 class Result:
-    """A worker's final word on one leased job: an output, or an error message."""
+    """A worker's final word on one leased job: an output, or an error message.
+
+    The output is checked by the core, which fails the job if it cannot be stored.
+    """
+
+    __pydantic_config__ = _FORBID
 
     job_id: str
     endpoint: str
-    attempt: int
+    attempt: Annotated[int, Ge(0), Le(2**31)]
     output: Any = None
     error: str | None = None
     retry: bool = False
+
+
+@dataclass(slots=True)
+class WorkerEvent:
+    """A progress update, output chunk, log line or heartbeat a worker sends for a held job,
+    or ``release``: the worker hands back a held job it never started."""
+
+    __pydantic_config__ = _FORBID
+
+    job_id: str
+    type: Annotated[str, _Pattern(r"^(heartbeat|progress|output|log|release)$")]
+    data: Json = None
 
 
 @dataclass(slots=True)
@@ -139,3 +225,112 @@ class WorkerInfo:
     endpoints: list[str]
     max_batch_size: int = 1
     metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Registration:
+    """``POST /workers``: who the worker is and the endpoints (specs as dicts) it serves."""
+
+    __pydantic_config__ = _FORBID
+
+    name: Annotated[str, MinLen(1), MaxLen(200)]
+    endpoints: Annotated[list[dict[str, Any]], MinLen(1), MaxLen(100)]
+    max_batch_size: Annotated[int, Ge(1), Le(MAX_JOBS)] = 1
+    metadata: dict[str, Json] = field(default_factory=dict)
+    worker_id: Annotated[str, _Pattern(r"^[0-9a-f]{16}$")] | None = None
+
+
+@dataclass(slots=True)
+class Registered:
+    """The answer to a registration: the worker's id and the specs the server holds."""
+
+    worker_id: str
+    endpoints: dict[str, dict[str, Any]]
+
+
+@dataclass(slots=True)
+class LeaseRequest:
+    """``POST /workers/{id}/lease``: the previous batch's results, then a long poll."""
+
+    __pydantic_config__ = _FORBID
+
+    max_jobs: Annotated[int, Ge(1), Le(MAX_JOBS)] = 1
+    wait: Annotated[float, Ge(0), Le(MAX_LEASE_WAIT)] = 20.0
+    results: Annotated[list[Result], MaxLen(MAX_ITEMS)] = field(default_factory=list)
+    batches: Annotated[int, Ge(1), Le(MAX_JOBS)] = 1
+    """How many of the endpoint's batches to take at once (up to ``max_jobs`` jobs)."""
+
+
+@dataclass(slots=True)
+class Verdicts:
+    """Which delivered results the server recorded and which it refused (lease lost)."""
+
+    accepted: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, results: Sequence[Result], accepted: Sequence[bool]) -> Verdicts:
+        verdicts = cls()
+        for r, ok in zip(results, accepted, strict=True):
+            (verdicts.accepted if ok else verdicts.refused).append(r.job_id)
+        return verdicts
+
+
+@dataclass(slots=True)
+class LeaseAnswer:
+    """A batch (maybe empty), the worker's jobs cancelled meanwhile, and the verdicts on the
+    results the request delivered."""
+
+    jobs: list[LeasedJob]
+    cancelled: list[str]
+    accepted: list[str] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class EventsRequest:
+    """``POST /workers/{id}/events``."""
+
+    __pydantic_config__ = _FORBID
+
+    events: Annotated[list[WorkerEvent], MaxLen(MAX_ITEMS)]
+
+
+@dataclass(slots=True)
+class EventsAnswer:
+    """The jobs the worker still holds, and those cancelled since it last asked."""
+
+    held: list[str]
+    cancelled: list[str]
+
+
+@dataclass(slots=True)
+class ResultsRequest:
+    """``POST /workers/{id}/results``."""
+
+    __pydantic_config__ = _FORBID
+
+    results: Annotated[list[Result], MaxLen(MAX_ITEMS)]
+
+
+_T = TypeVar("_T")
+_ADAPTERS: dict[type[Any], Any] = {}
+
+
+def encode(message: Any) -> bytes:
+    """A wire message (one of the dataclasses above) as JSON."""
+    return orjson.dumps(message, option=orjson.OPT_SERIALIZE_NUMPY)
+
+
+def decode(cls: type[_T], data: bytes | str) -> _T:
+    """A wire message from JSON, validated against its shape.
+
+    Raises :class:`pydantic.ValidationError` naming each wrong field.
+    """
+    adapter = _ADAPTERS.get(cls)
+    if adapter is None:
+        import pydantic
+
+        adapter = _ADAPTERS[cls] = pydantic.TypeAdapter(cls)
+    message: _T = adapter.validate_json(data)
+    return message

@@ -1,7 +1,9 @@
-"""Shared test helpers: free ports, real server processes waited on by readiness."""
+"""Shared test helpers: in-process servers, free ports, real server processes and Redis,
+all waited on by readiness."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -11,14 +13,113 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import httpx
 import pytest
+from asgi_lifespan import LifespanManager
+from starlette.types import ASGIApp
+
+from modelport.model import Model
+from modelport.server.app import Server, Settings
+from modelport.spec import EndpointSpec
+from modelport.stores import JobStore
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = Path(__file__).resolve().parent / "models"
+
+
+STARTUP = 30.0
+"""A safety net for an in-process server's startup, shutdown and model setup (under load)."""
+
+
+@dataclass
+class InProcessApp:
+    """A server in this process: its ASGI app with the lifespan running, as uvicorn runs it,
+    and an ``httpx.AsyncClient`` of it."""
+
+    server: Server
+    front: ASGIApp
+    """The app as ``Server.app()`` built it."""
+    app: ASGIApp
+    """What the clients call: ``front`` as the lifespan runner hands it on."""
+    http: httpx.AsyncClient
+
+    def transport(self, **options: Any) -> httpx.ASGITransport:
+        """Another transport to the same app (e.g. ``raise_app_exceptions=False``)."""
+        return httpx.ASGITransport(app=self.app, **options)
+
+    def client(self, **options: Any) -> httpx.AsyncClient:
+        """Another client of the same app, over ``transport(**options)``; close it."""
+        return httpx.AsyncClient(transport=self.transport(**options), base_url="http://test")
+
+    def model(self, endpoint: str) -> Any:
+        """The model instance serving ``endpoint`` in this process."""
+        return next(r.model for r in self.server.runners if r.spec.name == endpoint)
+
+    async def ready(self) -> None:
+        """Return once every in-process model has finished ``setup()``."""
+        waits = [r.ready.wait() for r in self.server.runners]
+        await asyncio.wait_for(asyncio.gather(*waits), STARTUP)
+
+
+class AppFactory(Protocol):
+    async def __call__(
+        self,
+        models: Sequence[type[Model] | Model] = (),
+        specs: Sequence[EndpointSpec] = (),
+        *,
+        store: str | JobStore = "memory://",
+        settings: Settings | None = None,
+        clock: Callable[[], float] | None = None,
+        ready: bool = True,
+    ) -> InProcessApp: ...
+
+
+@pytest.fixture
+async def app_factory() -> AsyncIterator[AppFactory]:
+    """Start in-process servers with ``await app_factory(models, specs, store=..., ...)``.
+
+    Each runs its lifespan until the test ends. ``clock`` replaces the broker's wall clock
+    before it starts; ``ready=False`` returns before the models' ``setup()`` finished.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+
+        async def factory(
+            models: Sequence[type[Model] | Model] = (),
+            specs: Sequence[EndpointSpec] = (),
+            *,
+            store: str | JobStore = "memory://",
+            settings: Settings | None = None,
+            clock: Callable[[], float] | None = None,
+            ready: bool = True,
+        ) -> InProcessApp:
+            server = Server(models, specs, store=store, settings=settings)
+            if clock is not None:
+                server.broker.clock = clock
+            front = server.app()
+            lifespan = LifespanManager(front, startup_timeout=STARTUP, shutdown_timeout=STARTUP)
+            manager = await stack.enter_async_context(lifespan)
+            transport = httpx.ASGITransport(app=manager.app)
+            http = httpx.AsyncClient(transport=transport, base_url="http://test")
+            app = InProcessApp(server, front, manager.app, await stack.enter_async_context(http))
+            if ready:
+                await app.ready()
+            return app
+
+        yield factory
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what: str) -> None:
+    """Ask ``check`` again (bounded in time) until it holds; fail naming ``what`` if never."""
+    deadline = time.monotonic() + timeout
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
 
 
 def free_port() -> int:
@@ -94,8 +195,12 @@ class ServerProcess:
                 self.proc.wait(timeout=5)
 
 
+class Serve(Protocol):
+    def __call__(self, args: list[str], port: int | None = None) -> ServerProcess: ...
+
+
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[type[ServerProcess]]:
+def serve(tmp_path: Path) -> Iterator[Serve]:
     """Start servers with ``serve(args).start().wait_ready()``; all are stopped afterwards."""
     started: list[ServerProcess] = []
 
@@ -104,7 +209,7 @@ def serve(tmp_path: Path) -> Iterator[type[ServerProcess]]:
         started.append(server)
         return server
 
-    yield factory  # type: ignore[misc]
+    yield factory
     for server in started:
         server.stop()
 
@@ -156,8 +261,11 @@ class WorkerProcess:
         self.proc.wait(timeout=10)
 
 
+Workers = Callable[[list[str]], WorkerProcess]
+
+
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[type[WorkerProcess]]:
+def workers(tmp_path: Path) -> Iterator[Workers]:
     """Start workers with ``workers(args).start()``; all are stopped afterwards."""
     started: list[WorkerProcess] = []
 
@@ -166,7 +274,7 @@ def workers(tmp_path: Path) -> Iterator[type[WorkerProcess]]:
         started.append(worker)
         return worker
 
-    yield factory  # type: ignore[misc]
+    yield factory
     for worker in started:
         worker.stop()
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,8 @@ import pytest
 import modelport
 from modelport.server.app import Server, Settings
 from modelport.spec import spec_from_toml
-
-sys.path.insert(0, str(Path(__file__).parent / "models"))
-from basic import Add, Fails, Shapes, Slow
+from tests.conftest import AppFactory, InProcessApp, eventually
+from tests.models.basic import Add, Fails, Shapes, Slow
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,25 +35,23 @@ class Gate(modelport.Model):
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[Server]:
+async def app(app_factory: AppFactory) -> InProcessApp:
     txt2img = spec_from_toml(ROOT / "examples/txt2img/txt2img.toml")
-    s = Server(
+    return await app_factory(
         [Add, Fails, Shapes, Slow, Gate],
         [txt2img],
-        store="memory://",
         settings=Settings(max_body_size=2000, default_wait=5.0),
     )
-    async with s.lifespan(None):  # type: ignore[arg-type]
-        for runner in s.runners:
-            await asyncio.wait_for(runner.ready.wait(), 10)
-        yield s
 
 
 @pytest.fixture
-async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=server.app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
-        yield client
+def server(app: InProcessApp) -> Server:
+    return app.server
+
+
+@pytest.fixture
+def http(app: InProcessApp) -> httpx.AsyncClient:
+    return app.http
 
 
 def problem(response: httpx.Response, status: int) -> dict[str, Any]:
@@ -99,30 +95,28 @@ async def test_respond_async_gives_202_and_location(http: httpx.AsyncClient) -> 
     assert done.json()["output"] == {"n": 1}
 
 
-async def test_wait_bound_answers_202_when_not_done(
-    server: Server, http: httpx.AsyncClient
-) -> None:
-    gate = next(r.model for r in server.runners if r.spec.name == "gate")
+async def test_wait_bound_answers_202_when_not_done(app: InProcessApp) -> None:
+    http, gate = app.http, app.model("gate")
     r = await http.post(
         "/endpoints/gate/jobs", json={"input": {"n": 7}}, headers={"Prefer": "wait=0"}
     )
     assert r.status_code == 202
     job_id = r.json()["id"]
-    assert await asyncio.to_thread(gate.entered.wait, 5)  # type: ignore[attr-defined]
+    assert await asyncio.to_thread(gate.entered.wait, 5)
     running = await http.get(f"/jobs/{job_id}")
     assert running.json()["status"] == "running"
-    gate.opened.set()  # type: ignore[attr-defined]
+    gate.opened.set()
     done = await http.get(f"/jobs/{job_id}", headers={"Prefer": "wait=5"})
     assert done.json()["status"] == "succeeded"
     assert done.json()["output"] == 7
 
 
-async def test_queue_position_of_queued_jobs(server: Server, http: httpx.AsyncClient) -> None:
-    gate = next(r.model for r in server.runners if r.spec.name == "gate")
+async def test_queue_position_of_queued_jobs(app: InProcessApp) -> None:
+    http, gate = app.http, app.model("gate")
     first = await http.post(
         "/endpoints/gate/jobs", json={"input": {"n": 1}}, headers={"Prefer": "respond-async"}
     )
-    assert await asyncio.to_thread(gate.entered.wait, 5)  # type: ignore[attr-defined]
+    assert await asyncio.to_thread(gate.entered.wait, 5)
     ids = []
     for n in range(3):
         r = await http.post(
@@ -136,7 +130,7 @@ async def test_queue_position_of_queued_jobs(server: Server, http: httpx.AsyncCl
     cancelled = await http.post(f"/jobs/{ids[0]}/cancel")
     assert cancelled.json()["status"] == "cancelled"
     assert (await http.get(f"/jobs/{ids[2]}")).json()["queue_position"] == 1
-    gate.opened.set()  # type: ignore[attr-defined]
+    gate.opened.set()
     for job_id in [first.json()["id"], ids[1], ids[2]]:
         done = await http.get(f"/jobs/{job_id}", headers={"Prefer": "wait=5"})
         assert done.json()["status"] == "succeeded"
@@ -209,6 +203,51 @@ async def test_unknown_endpoint_job_and_route_are_404(http: httpx.AsyncClient) -
     problem(await http.post("/jobs/doesnotexist/cancel"), 404)
     problem(await http.get("/no/such/route"), 404)
     problem(await http.get("/endpoints/add/jobs"), 405)
+
+
+async def test_one_title_per_problem_type(http: httpx.AsyncClient) -> None:
+    ours = problem(await http.get("/jobs/doesnotexist"), 404)
+    starlettes = problem(await http.get("/no/such/route"), 404)
+    assert (starlettes["type"], starlettes["title"]) == (ours["type"], ours["title"])
+    assert ours["title"] == "Not found"
+    assert problem(await http.get("/endpoints/add/jobs"), 405)["title"] == "Method not allowed"
+
+
+async def test_unknown_endpoint_404_lists_the_endpoints(http: httpx.AsyncClient) -> None:
+    listed = "the endpoints are: add, fails, gate, shapes, slow, txt2img"
+    detail = problem(await http.post("/endpoints/ad/jobs", json={"input": {}}), 404)["detail"]
+    assert detail == f"no endpoint named 'ad' (did you mean 'add'?); {listed}"
+    detail = problem(await http.get("/endpoints/zzz"), 404)["detail"]
+    assert detail == f"no endpoint named 'zzz'; {listed}"
+
+
+async def test_inputs_sent_without_the_envelope_get_the_corrected_body(
+    http: httpx.AsyncClient,
+) -> None:
+    body = problem(await http.post("/endpoints/add/jobs", json={"a": 2, "b": 3}), 422)
+    assert body["detail"] == 'the inputs go under "input": send {"input":{"a":2,"b":3}}'
+    assert body["errors"] == [{"field": "input", "message": body["detail"]}]
+    long = problem(await http.post("/endpoints/add/jobs", json={"a": "x" * 500}), 422)
+    assert long["detail"].startswith('the inputs go under "input": send {"input":{"a":"xxx')
+    assert len(long["detail"]) < 250
+    # A body with "input" keeps its own field errors.
+    mixed = problem(await http.post("/endpoints/add/jobs", json={"input": {}, "a": 2}), 422)
+    assert {e["field"] for e in mixed["errors"]} == {"a"}
+
+
+async def test_job_status_header(server: Server, http: httpx.AsyncClient) -> None:
+    ok = await http.post("/endpoints/add/jobs", json={"input": {"a": 1}})
+    assert (ok.status_code, ok.headers["x-job-status"]) == (200, "succeeded")
+    failed = await http.post("/endpoints/fails/jobs", json={"input": {"x": -1}})
+    assert (failed.status_code, failed.headers["x-job-status"]) == (200, "failed")
+    again = await http.get(f"/jobs/{failed.json()['id']}")
+    assert again.headers["x-job-status"] == "failed"
+    queued = await http.post(
+        "/endpoints/txt2img/jobs", json={"input": {"prompt": "x"}}, headers={"Prefer": "wait=0"}
+    )
+    assert (queued.status_code, queued.headers["x-job-status"]) == (202, "queued")
+    cancelled = await http.post(f"/jobs/{queued.json()['id']}/cancel")
+    assert cancelled.headers["x-job-status"] == "cancelled"
 
 
 async def test_model_exception_fails_only_that_job(
@@ -299,7 +338,7 @@ async def test_health(server: Server, http: httpx.AsyncClient) -> None:
     assert ready.status_code == 200
 
 
-async def test_not_ready_until_setup_finished() -> None:
+async def test_not_ready_until_setup_finished(app_factory: AppFactory) -> None:
     import threading
 
     release = threading.Event()
@@ -311,25 +350,23 @@ async def test_not_ready_until_setup_finished() -> None:
         def predict(self, x: int) -> int:
             return x
 
-    s = Server([Loading], store="memory://")
-    async with s.lifespan(None):  # type: ignore[arg-type]
-        transport = httpx.ASGITransport(app=s.app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            assert (await http.get("/health/live")).status_code == 200
-            not_ready = await http.get("/health/ready")
-            assert "loading" in problem(not_ready, 503)["detail"]
-            queued = await http.post(
-                "/endpoints/loading/jobs", json={"input": {"x": 1}}, headers={"Prefer": "wait=0"}
-            )
-            assert queued.status_code == 202
-            release.set()
-            await asyncio.wait_for(s.runners[0].ready.wait(), 5)
-            assert (await http.get("/health/ready")).status_code == 200
-            done = await http.get(f"/jobs/{queued.json()['id']}", headers={"Prefer": "wait=5"})
-            assert done.json()["output"] == 1
+    app = await app_factory([Loading], ready=False)
+    http = app.http
+    assert (await http.get("/health/live")).status_code == 200
+    not_ready = await http.get("/health/ready")
+    assert "loading" in problem(not_ready, 503)["detail"]
+    queued = await http.post(
+        "/endpoints/loading/jobs", json={"input": {"x": 1}}, headers={"Prefer": "wait=0"}
+    )
+    assert queued.status_code == 202
+    release.set()
+    await app.ready()
+    assert (await http.get("/health/ready")).status_code == 200
+    done = await http.get(f"/jobs/{queued.json()['id']}", headers={"Prefer": "wait=5"})
+    assert done.json()["output"] == 1
 
 
-async def test_failed_setup_keeps_endpoint_not_ready() -> None:
+async def test_failed_setup_keeps_endpoint_not_ready(app_factory: AppFactory) -> None:
     class Broken(modelport.Model):
         def setup(self) -> None:
             raise RuntimeError("weights missing")
@@ -337,21 +374,18 @@ async def test_failed_setup_keeps_endpoint_not_ready() -> None:
         def predict(self, x: int) -> int:
             return x
 
-    s = Server([Broken], store="memory://")
-    async with s.lifespan(None):  # type: ignore[arg-type]
-        transport = httpx.ASGITransport(app=s.app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            for _ in range(200):
-                if "broken" in s.setup_errors:
-                    break
-                await asyncio.sleep(0.01)
-            body = problem(await http.get("/health/ready"), 503)
-            assert "weights missing" in body["detail"]
+    app = await app_factory([Broken], ready=False)
+
+    async def failed() -> bool:
+        return "broken" in app.server.setup_errors
+
+    await eventually(failed, 10, "setup() to fail")
+    body = problem(await app.http.get("/health/ready"), 503)
+    assert "weights missing" in body["detail"]
 
 
-async def test_async_client_in_process(server: Server) -> None:
-    transport = httpx.ASGITransport(app=server.app())
-    async with modelport.AsyncClient("http://test", transport=transport) as client:
+async def test_async_client_in_process(app: InProcessApp) -> None:
+    async with modelport.AsyncClient("http://test", transport=app.transport()) as client:
         assert await client.predict("add", a=1, b=2) == {"sum": 3.0}
         assert await client.predict("add", {"a": 5}) == {"sum": 6.0}
         job = await client.submit("slow", n=3, seconds=0)
@@ -359,7 +393,7 @@ async def test_async_client_in_process(server: Server) -> None:
         assert job.status == "succeeded" and job.output == {"n": 3}
         with pytest.raises(modelport.JobFailed, match="must not be negative"):
             await client.predict("fails", x=-2)
-        with pytest.raises(modelport.ValidationError) as info:
+        with pytest.raises(modelport.InvalidInput) as info:
             await client.predict("add", a="one")
         assert info.value.errors[0]["field"] == "a"
         with pytest.raises(modelport.NotFound):
@@ -367,7 +401,7 @@ async def test_async_client_in_process(server: Server) -> None:
         names = [e["name"] for e in await client.endpoints()]
         assert "add" in names and "txt2img" in names
         queued = await client.submit("txt2img", prompt="x")
-        with pytest.raises(modelport.Timeout):
+        with pytest.raises(modelport.TimedOut):
             await queued.wait(timeout=0.2)
         await queued.cancel()
         assert queued.status == "cancelled"

@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 
 from modelport.core import Broker
-from modelport.errors import Conflict, NotFound, Overloaded, ValidationError
+from modelport.errors import Conflict, InvalidInput, NotFound, Overloaded
 from modelport.spec import EndpointSpec, FieldSpec
 from modelport.stores import store_from_url
 from modelport.stores.memory import MemoryStore
-from modelport.wire import JobStatus, LeasedJob, Result, WorkerInfo
+from modelport.wire import JobRecord, JobStatus, LeasedJob, Result, WorkerInfo
 
 BOUND = 2.0
 """A safety net for awaits that should finish at once; never the thing a test waits for."""
@@ -42,9 +42,39 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+class Watched(MemoryStore):
+    """The memory store, telling a test when a task of its choosing has looked at the queue or
+    read a job still under way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._looked: dict[asyncio.Task[Any], asyncio.Event] = {}
+
+    def looked(self, task: asyncio.Task[Any]) -> asyncio.Event:
+        return self._looked.setdefault(task, asyncio.Event())
+
+    def _note(self) -> None:
+        task = asyncio.current_task()
+        if task in self._looked:
+            self._looked[task].set()
+
+    async def lease(
+        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+    ) -> list[JobRecord]:
+        leased = await super().lease(endpoint, worker_id, limit, now, lease_until)
+        self._note()
+        return leased
+
+    async def get(self, job_id: str) -> JobRecord | None:
+        job = await super().get(job_id)
+        if job is not None and not job.status.final:
+            self._note()
+        return job
+
+
 @pytest.fixture
 async def broker(clock: FakeClock) -> AsyncIterator[Broker]:
-    b = Broker(MemoryStore(), clock=clock)
+    b = Broker(Watched(), clock=clock)
     b.add_endpoint(endpoint(lease_duration=10.0, max_attempts=2))
     b.add_endpoint(endpoint("labels", outputs={"label": FieldSpec(type="string", required=True)}))
     yield b
@@ -55,10 +85,14 @@ def join(broker: Broker, name: str = "w1", endpoints: tuple[str, ...] = ("echo",
     return broker.register(WorkerInfo(name=name, endpoints=list(endpoints), max_batch_size=8)).id
 
 
-async def settle(task: asyncio.Task[Any]) -> None:
-    """Let every ready callback run, so ``task`` is parked on whatever it waits for."""
-    for _ in range(10):
-        await asyncio.sleep(0)
+async def settle(broker: Broker, task: asyncio.Task[Any]) -> None:
+    """Return once ``task`` (a lease or a wait, just spawned) is parked on its wake-up.
+
+    It is once it has read the store and not returned: the broker awaits nothing between
+    that read and its wake-up, and this test resumes only after the task's step ended.
+    """
+    assert isinstance(broker.store, Watched)
+    await asyncio.wait_for(broker.store.looked(task).wait(), BOUND)
     assert not task.done(), "the task should still be waiting"
 
 
@@ -68,9 +102,6 @@ def spawn(coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
 
 def ok(job: LeasedJob, output: Any) -> Result:
     return Result(job.id, job.endpoint, job.attempt, output=output)
-
-
-# ---- submit / get / wait
 
 
 async def test_submit_then_get(broker: Broker, clock: FakeClock) -> None:
@@ -88,7 +119,7 @@ async def test_idempotent_submit_returns_the_same_job(broker: Broker) -> None:
     first = await broker.submit("echo", {"x": 1}, idempotency_key="k")
     again = await broker.submit("echo", {"x": 1}, idempotency_key="k")
     assert again.id == first.id
-    with pytest.raises(ValidationError, match="Idempotency-Key 'k' was already used") as refused:
+    with pytest.raises(InvalidInput, match="Idempotency-Key 'k' was already used") as refused:
         await broker.submit("echo", {"x": 2}, idempotency_key="k")
     assert refused.value.errors[0]["field"] == "Idempotency-Key"
     assert await broker.store.queue_depths() == {"echo": {"queued": 1, "running": 0}}
@@ -99,7 +130,7 @@ async def test_wait_returns_as_soon_as_a_worker_finishes(broker: Broker, clock: 
     job = await broker.submit("echo", {"x": 3})
     (leased,) = await broker.lease(wid, 1, wait=0)
     waiter = spawn(broker.wait(job.id, timeout=60))
-    await settle(waiter)
+    await settle(broker, waiter)
 
     clock.advance(2.5)
     assert await broker.finish(wid, [ok(leased, {"y": 6})]) == [True]
@@ -125,9 +156,6 @@ async def test_wait_on_a_finished_job_returns_at_once(broker: Broker) -> None:
     assert got.status is JobStatus.CANCELLED
 
 
-# ---- lease: long poll and batching
-
-
 async def test_lease_without_jobs_returns_nothing_after_wait(broker: Broker) -> None:
     wid = join(broker)
     assert await broker.lease(wid, 4, wait=0) == []
@@ -137,7 +165,7 @@ async def test_lease_long_poll_wakes_as_soon_as_a_job_is_submitted(broker: Broke
     wid = join(broker)
     loop = asyncio.get_running_loop()
     poll = spawn(broker.lease(wid, 1, wait=60))
-    await settle(poll)
+    await settle(broker, poll)
     started = loop.time()
     job = await broker.submit("echo", {"x": 7})
     (leased,) = await asyncio.wait_for(poll, BOUND)
@@ -155,7 +183,7 @@ async def test_lease_only_takes_jobs_of_the_workers_endpoints(broker: Broker) ->
     wid = join(broker)
     await broker.submit("other", {"x": 1})
     poll = spawn(broker.lease(wid, 1, wait=60))
-    await settle(poll)
+    await settle(broker, poll)
     mine = await broker.submit("echo", {"x": 2})
     (leased,) = await asyncio.wait_for(poll, BOUND)
     assert leased.id == mine.id
@@ -197,7 +225,7 @@ async def test_full_batch_returns_without_waiting_for_the_window(broker: Broker)
     wid = join(broker, endpoints=("batch",))
     await broker.submit("batch", {"x": 0})
     poll = spawn(broker.lease(wid, 8, wait=60))
-    await settle(poll)
+    await settle(broker, poll)
     for x in (1, 2):
         await broker.submit("batch", {"x": x})
     batch = await asyncio.wait_for(poll, BOUND)
@@ -212,9 +240,6 @@ async def test_max_batch_size_and_max_jobs_are_respected(broker: Broker) -> None
     assert [j.input["x"] for j in await broker.lease(wid, 10, wait=0)] == [0, 1]
     assert [j.input["x"] for j in await broker.lease(wid, 1, wait=0)] == [2]
     assert [j.input["x"] for j in await broker.lease(wid, 10, wait=0)] == [3, 4]
-
-
-# ---- lease expiry and retries
 
 
 async def test_expired_lease_requeues_then_fails_after_max_attempts(
@@ -239,7 +264,7 @@ async def test_expired_lease_requeues_then_fails_after_max_attempts(
     (second,) = await broker.lease(w2, 1, wait=0)
     assert second.attempt == 2
     waiter = spawn(broker.wait(job.id, timeout=60))
-    await settle(waiter)
+    await settle(broker, waiter)
     clock.advance(10.1)
     assert await broker.reap() == 1
     failed = await asyncio.wait_for(waiter, BOUND)
@@ -257,7 +282,7 @@ async def test_requeued_job_wakes_a_waiting_lease(broker: Broker, clock: FakeClo
     job = await broker.submit("echo", {"x": 1})
     await broker.lease(w1, 1, wait=0)
     poll = spawn(broker.lease(w2, 1, wait=60))
-    await settle(poll)
+    await settle(broker, poll)
     clock.advance(11)
     await broker.reap()
     (leased,) = await asyncio.wait_for(poll, BOUND)
@@ -328,9 +353,6 @@ async def test_retryable_error_requeues_until_max_attempts(broker: Broker) -> No
     )
 
 
-# ---- cancel
-
-
 async def test_cancel_a_queued_job(broker: Broker, clock: FakeClock) -> None:
     wid = join(broker)
     job = await broker.submit("echo", {"x": 1})
@@ -347,7 +369,7 @@ async def test_cancel_a_running_job_refuses_its_result(broker: Broker) -> None:
     job = await broker.submit("echo", {"x": 1})
     (leased,) = await broker.lease(wid, 1, wait=0)
     waiter = spawn(broker.wait(job.id, timeout=60))
-    await settle(waiter)
+    await settle(broker, waiter)
     cancelled = await broker.cancel(job.id)
     assert cancelled.status is JobStatus.CANCELLED
     assert (await asyncio.wait_for(waiter, BOUND)).status is JobStatus.CANCELLED
@@ -367,9 +389,6 @@ async def test_cancel_a_finished_job_is_a_conflict(broker: Broker) -> None:
         await broker.cancel(job.id)
     assert e.value.status == 409
     assert (await broker.get(job.id)).status is JobStatus.SUCCEEDED
-
-
-# ---- limits and unknown names
 
 
 async def test_full_queue_is_overloaded_with_retry_after(broker: Broker) -> None:
@@ -438,15 +457,12 @@ async def test_result_for_an_endpoint_the_worker_does_not_serve(broker: Broker) 
         await broker.finish(wid, [Result(job.id, "labels", 1, output={"label": "a"})])
 
 
-# ---- workers leaving, server restarting
-
-
 async def test_leave_requeues_the_workers_jobs_at_once(broker: Broker) -> None:
     w1, w2 = join(broker, "w1"), join(broker, "w2")
     jobs = [await broker.submit("echo", {"x": x}) for x in range(2)]
     assert len(await broker.lease(w1, 1, wait=0) + await broker.lease(w1, 1, wait=0)) == 2
     poll = spawn(broker.lease(w2, 1, wait=60))
-    await settle(poll)
+    await settle(broker, poll)
 
     await broker.leave(w1)
     (woken,) = await asyncio.wait_for(poll, BOUND)
@@ -489,9 +505,6 @@ async def test_restart_requeues_jobs_of_embedded_workers(
         assert (again.id, again.attempt) == (local.id, 2)
     finally:
         await after.stop()
-
-
-# ---- outputs
 
 
 async def test_output_that_breaks_the_declared_outputs_fails_the_job(broker: Broker) -> None:

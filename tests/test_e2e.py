@@ -14,6 +14,7 @@ import pytest
 
 import modelport
 from modelport import Client
+from tests.conftest import Serve
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.e2e
 SLOW = "tests/models/basic.py:Slow"
 
 
-def test_client_against_real_server(serve, tmp_path: Path) -> None:
+def test_client_against_real_server(serve: Serve, tmp_path: Path) -> None:
     server = (
         serve(
             [
@@ -49,7 +50,7 @@ def test_client_against_real_server(serve, tmp_path: Path) -> None:
         job.wait(timeout=10)
         assert job.status == "succeeded" and job.output == {"text": "hi"}
         assert c.job(job.id).output == {"text": "hi"}
-        with pytest.raises(modelport.ValidationError) as info:
+        with pytest.raises(modelport.InvalidInput) as info:
             c.predict("iris", sepal_length=50, sepal_width=3.5, petal_length=1.4, petal_width=0.2)
         assert info.value.errors == [
             {"field": "sepal_length", "message": "Input should be less than or equal to 10"}
@@ -60,7 +61,7 @@ def test_client_against_real_server(serve, tmp_path: Path) -> None:
         assert c.endpoint("iris")["workers"][0]["state"] == "online"
 
 
-def test_kill_9_with_queued_jobs_loses_nothing(serve, tmp_path: Path) -> None:
+def test_kill_9_with_queued_jobs_loses_nothing(serve: Serve, tmp_path: Path) -> None:
     """kill -9 while one job runs and others wait; a restart on the same file finishes them all."""
     db = f"sqlite:///{tmp_path}/jobs.db"
     trace = tmp_path / "trace.txt"
@@ -124,7 +125,7 @@ def test_bad_toml_is_refused_at_start_naming_file_key_and_reason(tmp_path: Path)
     assert "min (5) is greater than max (1)" in run.stderr
 
 
-def test_serve_toml_only_endpoint_queues_for_remote_workers(serve, tmp_path: Path) -> None:
+def test_serve_toml_only_endpoint_queues_for_remote_workers(serve: Serve, tmp_path: Path) -> None:
     server = (
         serve(
             ["--config", "examples/txt2img/txt2img.toml", "--store", f"sqlite:///{tmp_path}/j.db"]
@@ -141,7 +142,7 @@ def test_serve_toml_only_endpoint_queues_for_remote_workers(serve, tmp_path: Pat
         assert job.status == "cancelled"
 
 
-def test_json_logs_carry_request_and_job_ids(serve, tmp_path: Path) -> None:
+def test_json_logs_carry_request_and_job_ids(serve: Serve, tmp_path: Path) -> None:
     server = (
         serve(["tests/models/basic.py:Fails", "--store", "memory://", "--log-format", "json"])
         .start()

@@ -5,7 +5,6 @@ error shape."""
 from __future__ import annotations
 
 import asyncio
-import sys
 import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,10 +18,8 @@ from modelport import Input
 from modelport.errors import SpecError
 from modelport.server.app import Server, Settings
 from modelport.spec import spec_from_toml
-
-sys.path.insert(0, str(Path(__file__).parent / "models"))
-from basic import Add, Fails
-from stream import Ticker
+from tests.models.basic import Add, Fails
+from tests.models.stream import Ticker
 
 TOKEN = "wt"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -114,7 +111,9 @@ async def test_bad_resume_ids_are_400_naming_the_header_or_the_query(
     job = (await http.post("/endpoints/add/jobs", json={"input": {"a": 1}})).json()
     for raw in BAD_IDS:
         if raw:  # an empty Last-Event-ID means none (a fresh EventSource), not a mistake
-            r = await http.get(f"/jobs/{job['id']}/events", headers={"Last-Event-ID": raw.encode()})
+            r = await http.get(
+                f"/jobs/{job['id']}/events", headers={b"Last-Event-ID": raw.encode()}
+            )
             assert "Last-Event-ID must be an event id" in problem(r, 400)["detail"], raw[:20]
         r = await http.get(f"/jobs/{job['id']}/events", params={"after": raw})
         assert "?after= must be an event id" in problem(r, 400)["detail"], raw[:20]
@@ -248,11 +247,15 @@ async def test_idempotency_key_bounds_in_the_schema_are_the_servers(
     http: httpx.AsyncClient,
 ) -> None:
     doc = (await http.get("/openapi.json")).json()
-    (header,) = [
-        p
-        for p in doc["paths"]["/endpoints/add/jobs"]["post"]["parameters"]
-        if p["name"] == "Idempotency-Key"
-    ]
+
+    def resolved(param: dict[str, Any]) -> dict[str, Any]:
+        if "$ref" not in param:
+            return param
+        found: dict[str, Any] = doc["components"]["parameters"][param["$ref"].split("/")[-1]]
+        return found
+
+    parameters = doc["paths"]["/endpoints/add/jobs"]["post"]["parameters"]
+    (header,) = [p for p in map(resolved, parameters) if p["name"] == "Idempotency-Key"]
     low, high = header["schema"]["minLength"], header["schema"]["maxLength"]
     for length, ok in ((low - 1, False), (low, True), (high, True), (high + 1, False)):
         r = await http.post(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,9 +12,7 @@ import pytest
 
 from modelport.server.app import Server
 from modelport.spec import spec_from_toml
-
-sys.path.insert(0, str(Path(__file__).parent / "models"))
-from basic import Add
+from tests.models.basic import Add
 
 ROOT = Path(__file__).resolve().parent.parent
 ASYNC = {"Prefer": "respond-async"}

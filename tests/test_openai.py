@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import httpx
 import openai
 import pytest
-from conftest import ServerProcess
+
+from tests.conftest import ServerProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -14,6 +14,7 @@ import pytest
 import modelport
 from modelport.server.app import Server
 from modelport.spec import FieldSpec
+from tests.conftest import AppFactory, InProcessApp
 
 
 class Painter(modelport.Model):
@@ -60,25 +61,21 @@ class Writer(modelport.Model):
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[Server]:
-    s = Server([Painter, Writer], store="memory://")
-    for runner in s.runners:
-        runner.heartbeat_interval = 0.1
-    async with s.lifespan(None):  # type: ignore[arg-type]
-        for runner in s.runners:
-            await asyncio.wait_for(runner.ready.wait(), 10)
-        yield s
+async def app(app_factory: AppFactory) -> InProcessApp:
+    app = await app_factory([Painter, Writer])
+    for runner in app.server.runners:
+        runner.heartbeat_interval = 0.1  # read for each batch, so it counts from the first
+    return app
 
 
 @pytest.fixture
-async def http(server: Server) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=server.app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        yield client
+def server(app: InProcessApp) -> Server:
+    return app.server
 
 
-def model(server: Server, name: str) -> Any:
-    return next(r.model for r in server.runners if r.spec.name == name)
+@pytest.fixture
+def http(app: InProcessApp) -> httpx.AsyncClient:
+    return app.http
 
 
 async def poll(
@@ -118,10 +115,8 @@ async def test_invalid_progress_fails_the_job_naming_the_field(http: httpx.Async
     assert "integer" in job["error"]
 
 
-async def test_cancel_stops_a_model_at_its_next_progress_call(
-    server: Server, http: httpx.AsyncClient
-) -> None:
-    painter = model(server, "painter")
+async def test_cancel_stops_a_model_at_its_next_progress_call(app: InProcessApp) -> None:
+    http, painter = app.http, app.model("painter")
     r = await http.post(
         "/endpoints/painter/jobs", json={"input": {"steps": 2000}}, headers={"Prefer": "wait=0"}
     )
@@ -135,8 +130,8 @@ async def test_cancel_stops_a_model_at_its_next_progress_call(
     assert final["status"] == "cancelled"
 
 
-async def test_cancel_closes_a_generator(server: Server, http: httpx.AsyncClient) -> None:
-    writer = model(server, "writer")
+async def test_cancel_closes_a_generator(app: InProcessApp) -> None:
+    http, writer = app.http, app.model("writer")
     r = await http.post(
         "/endpoints/writer/jobs", json={"input": {"n": 5000}}, headers={"Prefer": "wait=0"}
     )

@@ -23,11 +23,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port
 
 from modelport.loader import load_models
-from modelport.server.app import Server
 from modelport.spec import spec_from_toml
+from tests.conftest import AppFactory, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text()
@@ -255,19 +254,16 @@ def test_openai_sdk_block(demo: int, tmp_path: Path) -> None:
 # ---- writing a model
 
 
-async def test_write_a_model_example(tmp_path: Path) -> None:
+async def test_write_a_model_example(tmp_path: Path, app_factory: AppFactory) -> None:
     path = tmp_path / "my_model.py"
     path.write_text(block("python", "# my_model.py").text)
-    server = Server(load_models(str(path)), store="memory://")
-    async with server.lifespan(None):  # type: ignore[arg-type]
-        transport = httpx.ASGITransport(app=server.app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://t") as http:
-            r = await http.post(
-                "/endpoints/sentiment/jobs", json={"input": {"text": "good good bad", "scale": 2}}
-            )
-            assert r.json()["output"] == {"score": 2.0}
-            bad = await http.post("/endpoints/sentiment/jobs", json={"input": {"scale": 11}})
-            assert {e["field"] for e in bad.json()["errors"]} == {"text", "scale"}
+    http = (await app_factory(load_models(str(path)))).http
+    r = await http.post(
+        "/endpoints/sentiment/jobs", json={"input": {"text": "good good bad", "scale": 2}}
+    )
+    assert r.json()["output"] == {"score": 2.0}
+    bad = await http.post("/endpoints/sentiment/jobs", json={"input": {"scale": 11}})
+    assert {e["field"] for e in bad.json()["errors"]} == {"text", "scale"}
 
 
 @pytest.mark.e2e
@@ -280,6 +276,14 @@ def test_each_way_to_name_a_model_serves_it(tmp_path: Path) -> None:
         with shell(local(line, {8000: port}), here) as server:
             server.wait_ready(port)
             assert sentiment(port) == {"score": 2.0}, line
+
+
+@pytest.mark.e2e
+def test_the_model_test_block_passes_under_pytest(tmp_path: Path) -> None:
+    here = workspace(tmp_path / "w")
+    (here / "test_my_model.py").write_text(block("python", "# test_my_model.py").text)
+    out = run("python3 -m pytest -q -p no:cacheprovider test_my_model.py", here, timeout=120)
+    assert "2 passed" in out, out
 
 
 def test_the_toml_block_is_a_valid_endpoint(tmp_path: Path) -> None:
@@ -320,7 +324,7 @@ def test_remote_workers_block(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-def test_several_servers_on_one_redis(tmp_path: Path, own_redis: Any) -> None:
+def test_several_servers_on_one_redis(tmp_path: Path, own_redis: RedisServer) -> None:
     here = workspace(tmp_path / "w")
     ports = {8000: free_port(), 8001: free_port(), 6379: own_redis.port}
     text = local(block("sh", "modelport serve --store redis://").text, ports)
@@ -333,7 +337,7 @@ def test_several_servers_on_one_redis(tmp_path: Path, own_redis: Any) -> None:
 
 
 @pytest.mark.e2e
-def test_several_processes_on_one_host(tmp_path: Path, own_redis: Any) -> None:
+def test_several_processes_on_one_host(tmp_path: Path, own_redis: RedisServer) -> None:
     here = workspace(tmp_path / "w")
     ports = {8000: free_port(), 6379: own_redis.port}
     text = local(block("sh", "modelport serve my_model.py --store redis://").text, ports)

@@ -12,16 +12,18 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (
+
+from modelport import Client
+from tests.conftest import (
     WORKER_TOKEN,
+    Serve,
     ServerProcess,
     WorkerProcess,
+    Workers,
     online,
     wait_for,
     worker_args,
 )
-
-from modelport import Client
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +32,7 @@ BATCHER = "tests/models/remote.py:Batcher"
 PAIR = "tests/models/remote.py:Pair"
 
 
-def api_server(serve, tmp_path: Path) -> ServerProcess:
+def api_server(serve: Serve, tmp_path: Path) -> ServerProcess:
     server: ServerProcess = serve(
         ["--worker-token", WORKER_TOKEN, "--store", f"sqlite:///{tmp_path}/jobs.db"]
     )
@@ -45,7 +47,7 @@ def online_pids(server: ServerProcess, endpoint: str) -> set[int]:
 
 
 def test_kill_9_of_a_worker_holding_jobs_loses_none(
-    serve, workers, tmp_path: Path, trace: Path
+    serve: Serve, workers: Workers, tmp_path: Path, trace: Path
 ) -> None:
     server = api_server(serve, tmp_path)
     first: WorkerProcess = workers(worker_args(server, SLEEPY)).start()
@@ -83,7 +85,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_300_jobs_while_workers_are_killed_and_restarted(
-    serve, workers, tmp_path: Path, trace: Path
+    serve: Serve, workers: Workers, tmp_path: Path, trace: Path
 ) -> None:
     server = api_server(serve, tmp_path)
     pool = [workers(worker_args(server, SLEEPY)).start() for _ in range(2)]
@@ -106,7 +108,9 @@ def test_300_jobs_while_workers_are_killed_and_restarted(
     assert set(done) == set(range(300))
 
 
-def test_sigterm_drains_without_failing_a_job(serve, workers, tmp_path: Path, trace: Path) -> None:
+def test_sigterm_drains_without_failing_a_job(
+    serve: Serve, workers: Workers, tmp_path: Path, trace: Path
+) -> None:
     server = api_server(serve, tmp_path)
     worker: WorkerProcess = workers(worker_args(server, SLEEPY)).start()
     wait_for(lambda: online(server, "sleepy") == 1, 60, "the worker online")
@@ -126,7 +130,9 @@ def test_sigterm_drains_without_failing_a_job(serve, workers, tmp_path: Path, tr
         assert waiting.wait(timeout=60).status == "succeeded"
 
 
-def test_batch_size_8_model_gets_real_batches(serve, workers, tmp_path: Path, trace: Path) -> None:
+def test_batch_size_8_model_gets_real_batches(
+    serve: Serve, workers: Workers, tmp_path: Path, trace: Path
+) -> None:
     server = api_server(serve, tmp_path)
     workers(worker_args(server, BATCHER)).start()
     wait_for(lambda: online(server, "batcher") == 1, 60, "the worker online")
@@ -141,7 +147,7 @@ def test_batch_size_8_model_gets_real_batches(serve, workers, tmp_path: Path, tr
 
 
 def test_a_concurrency_2_model_runs_two_jobs_at_once_in_one_process(
-    serve, workers, tmp_path: Path, trace: Path
+    serve: Serve, workers: Workers, tmp_path: Path, trace: Path
 ) -> None:
     server = api_server(serve, tmp_path)
     workers(worker_args(server, PAIR)).start()
@@ -157,7 +163,7 @@ def test_a_concurrency_2_model_runs_two_jobs_at_once_in_one_process(
 
 
 def test_devices_are_dealt_out_and_workers_describe_themselves(
-    serve, workers, tmp_path: Path
+    serve: Serve, workers: Workers, tmp_path: Path
 ) -> None:
     server = api_server(serve, tmp_path)
     workers([*worker_args(server, SLEEPY, processes=3), "--devices", "3, 5"]).start()
@@ -198,7 +204,7 @@ def test_a_bad_devices_list_is_refused() -> None:
 
 
 def test_crashed_child_is_restarted_and_its_jobs_requeued_at_once(
-    serve, workers, tmp_path: Path, trace: Path
+    serve: Serve, workers: Workers, tmp_path: Path, trace: Path
 ) -> None:
     server = api_server(serve, tmp_path)
     # Slow's lease is 60 s: a requeue that waited for expiry would time this test out.

@@ -13,9 +13,11 @@ import modelport
 from modelport.core import Broker
 from modelport.errors import SpecError
 from modelport.server.app import Server
+from modelport.server.local import LocalTransport
 from modelport.stores.memory import MemoryStore
 from modelport.wire import JobStatus, LeasedJob, Result
-from modelport.worker.runner import LocalTransport, Runner
+from modelport.worker.runner import Runner
+from tests.conftest import AppFactory
 
 BOUND = 10.0
 """A safety net for waits on events that come at once; never what a test waits for."""
@@ -45,17 +47,27 @@ class Gated(modelport.Model):
 
 
 class Recording(LocalTransport):
-    """The in-process transport, noting the ``wait`` of every lease request."""
+    """The in-process transport, noting the ``wait`` of every lease request, and how many jobs
+    the worker held as each lease returned: a worker comes to hold more only through a lease,
+    so the largest of these is the most it ever held at once."""
 
     def __init__(self, broker: Broker) -> None:
         super().__init__(broker)
         self.waits: list[float] = []
+        self.held: list[int] = []
 
     async def lease(
-        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+        self,
+        worker_id: str,
+        max_jobs: int,
+        wait: float,
+        results: Sequence[Result] = (),
+        batches: int = 1,
     ) -> list[LeasedJob]:
         self.waits.append(wait)
-        return await super().lease(worker_id, max_jobs, wait, results)
+        jobs = await super().lease(worker_id, max_jobs, wait, results, batches)
+        self.held.append(len(await self.broker.store.running(worker_id)))
+        return jobs
 
 
 @pytest.fixture
@@ -68,8 +80,7 @@ async def broker() -> AsyncIterator[Broker]:
 
 
 async def run_six_jobs(broker: Broker, prefetch_below: float) -> tuple[Runner, Recording, int]:
-    """Six queued jobs, batches of two; returns how many jobs the worker held while its second
-    batch ran."""
+    """Six queued jobs, batches of two; returns the most jobs the worker held at once."""
     jobs = [await broker.submit("gated", {"n": n}) for n in range(6)]
     model = Gated()
     transport = Recording(broker)
@@ -77,10 +88,6 @@ async def run_six_jobs(broker: Broker, prefetch_below: float) -> tuple[Runner, R
     task = asyncio.create_task(runner.run())
     try:
         assert await asyncio.to_thread(model.second_started.wait, BOUND)
-        # Let the lease the runner may have sent meanwhile land before counting.
-        for _ in range(50):
-            await asyncio.sleep(0)
-        held = len(await broker.store.running(runner.worker_id))
         model.gate.set()
         finals = [await broker.wait(j.id, BOUND) for j in jobs]
         assert [f.status for f in finals] == [JobStatus.SUCCEEDED] * 6
@@ -90,15 +97,14 @@ async def run_six_jobs(broker: Broker, prefetch_below: float) -> tuple[Runner, R
         model.gate.set()
         runner.drain()
         await asyncio.wait_for(task, BOUND)
-    return runner, transport, held
+    return runner, transport, max(transport.held)
 
 
 async def test_a_quick_model_with_a_full_batch_leases_the_next_one_while_it_runs(
     broker: Broker,
 ) -> None:
     _, transport, held = await run_six_jobs(broker, prefetch_below=60.0)
-    # The first batch's results went out with a lease that did not long-poll, and brought
-    # the third batch while the second ran.
+    # A lease that did not long-poll brought the third batch while the second ran.
     assert held == 4
     assert 0.0 in transport.waits
 
@@ -127,20 +133,20 @@ class Pair(modelport.Model):
         return {"n": n}
 
 
-async def test_concurrency_runs_batches_of_one_instance_side_by_side() -> None:
-    server = Server([Pair], store="memory://")
+async def test_concurrency_runs_batches_of_one_instance_side_by_side(
+    app_factory: AppFactory,
+) -> None:
+    server = (await app_factory([Pair])).server  # both lanes ready
     assert [r.name for r in server.runners] == ["pair#1", "pair#2"]
     (model,) = {id(r.model): r.model for r in server.runners}.values()
-    async with server.lifespan(None):  # type: ignore[arg-type]
-        for runner in server.runners:
-            await asyncio.wait_for(runner.ready.wait(), BOUND)
-        jobs = [await server.broker.submit("pair", {"n": n}) for n in range(4)]
-        finals = [await server.broker.wait(j.id, BOUND) for j in jobs]
-        assert [(f.status, f.error) for f in finals] == [(JobStatus.SUCCEEDED, None)] * 4
-        assert len({f.worker_id for f in finals}) == 2
-        online = await server.broker.workers_online("pair")
-        assert sorted(w.info.name for w in online) == ["pair#1", "pair#2"]
+    assert isinstance(model, Pair)
     assert model.setups == 1
+    jobs = [await server.broker.submit("pair", {"n": n}) for n in range(4)]
+    finals = [await server.broker.wait(j.id, BOUND) for j in jobs]
+    assert [(f.status, f.error) for f in finals] == [(JobStatus.SUCCEEDED, None)] * 4
+    assert len({f.worker_id for f in finals}) == 2
+    online = await server.broker.workers_online("pair")
+    assert sorted(w.info.name for w in online) == ["pair#1", "pair#2"]
 
 
 @pytest.mark.parametrize("value", [0, -1, 1.5, True, "2", 2000])
@@ -161,14 +167,19 @@ class InFlight(Recording):
         self.fail = fail
 
     async def lease(
-        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+        self,
+        worker_id: str,
+        max_jobs: int,
+        wait: float,
+        results: Sequence[Result] = (),
+        batches: int = 1,
     ) -> list[LeasedJob]:
         if wait > 0:
-            return await super().lease(worker_id, max_jobs, wait, results)
+            return await super().lease(worker_id, max_jobs, wait, results, batches)
         self.sent.set()
         if self.fail:
             raise RuntimeError("the connection broke")
-        jobs = await super().lease(worker_id, max_jobs, wait, results)
+        jobs = await super().lease(worker_id, max_jobs, wait, results, batches)
         await self.arrive.wait()
         return jobs
 
@@ -186,9 +197,9 @@ async def start_six(broker: Broker, transport: InFlight) -> tuple[list[Any], Gat
 async def test_draining_runs_the_batch_a_prefetch_already_leased(broker: Broker) -> None:
     transport = InFlight(broker)
     jobs, model, runner, task = await start_six(broker, transport)
-    runner.drain()  # while the leased batch's answer is on its way
-    for _ in range(20):  # the runner hears of the drain before the answer arrives
-        await asyncio.sleep(0)
+    # While the leased batch's answer is on its way; drain() gives up what it gives up (a
+    # long poll) at once, so the answer arrives after that.
+    runner.drain()
     transport.arrive.set()
     model.gate.set()
     await asyncio.wait_for(task, BOUND)

@@ -12,9 +12,18 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from conftest import WORKER_TOKEN, RedisServer, ServerProcess, online, wait_for, worker_args
 
 from modelport import Client
+from tests.conftest import (
+    WORKER_TOKEN,
+    RedisServer,
+    Serve,
+    ServerProcess,
+    Workers,
+    online,
+    wait_for,
+    worker_args,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -22,7 +31,7 @@ SLEEPY = "tests/models/remote.py:Sleepy"
 TICKER = "tests/models/stream.py:Ticker"
 
 
-def api_servers(serve: Any, store: str, n: int, *extra: str) -> list[ServerProcess]:
+def api_servers(serve: Serve, store: str, n: int, *extra: str) -> list[ServerProcess]:
     servers = [
         serve(["--worker-token", WORKER_TOKEN, "--store", store, *extra]).start() for _ in range(n)
     ]
@@ -74,7 +83,7 @@ async def wait_all(urls: list[str], job_ids: list[str], timeout: float) -> list[
 
 
 def test_two_servers_share_jobs_workers_and_results(
-    serve: Any, workers: Any, redis_url: str, trace: Path
+    serve: Serve, workers: Workers, redis_url: str, trace: Path
 ) -> None:
     a, b = api_servers(serve, redis_url, 2)
     workers(worker_args(a, SLEEPY)).start()
@@ -95,7 +104,7 @@ def test_two_servers_share_jobs_workers_and_results(
 
 
 def test_a_result_streams_to_a_client_waiting_on_another_server(
-    serve: Any, workers: Any, redis_url: str
+    serve: Serve, workers: Workers, redis_url: str
 ) -> None:
     a, b = api_servers(serve, redis_url, 2)
     workers(worker_args(b, TICKER)).start()
@@ -118,7 +127,7 @@ def test_a_result_streams_to_a_client_waiting_on_another_server(
 
 
 def test_kill_9_of_one_server_loses_no_accepted_job(
-    serve: Any, workers: Any, redis_url: str
+    serve: Serve, workers: Workers, redis_url: str
 ) -> None:
     a, b = api_servers(serve, redis_url, 2)
     workers(worker_args(a, SLEEPY)).start()
@@ -145,7 +154,7 @@ def _some_done(server: ServerProcess) -> bool:
 
 
 def test_restarted_servers_finish_1000_queued_jobs(
-    serve: Any, workers: Any, redis_url: str
+    serve: Serve, workers: Workers, redis_url: str
 ) -> None:
     a, b = api_servers(serve, redis_url, 2)
     first = workers(worker_args(a, SLEEPY)).start()
@@ -169,7 +178,7 @@ def test_restarted_servers_finish_1000_queued_jobs(
     assert sorted(f["output"]["n"] for f in finals) == list(range(1000))
 
 
-def test_the_queue_limit_holds_across_servers(serve: Any, redis_url: str, tmp_path: Path) -> None:
+def test_the_queue_limit_holds_across_servers(serve: Serve, redis_url: str, tmp_path: Path) -> None:
     config = tmp_path / "echo.toml"
     config.write_text(
         '[endpoint]\nname = "echo"\n[inputs]\ntext = { type = "string" }\n'
@@ -197,7 +206,7 @@ def test_the_queue_limit_holds_across_servers(serve: Any, redis_url: str, tmp_pa
 
 
 def test_redis_going_away_answers_503_then_recovers(
-    serve: Any, workers: Any, own_redis: RedisServer
+    serve: Serve, workers: Workers, own_redis: RedisServer
 ) -> None:
     (server,) = api_servers(serve, own_redis.url, 1)
     workers(worker_args(server, SLEEPY)).start()
@@ -225,7 +234,7 @@ def _predicts(url: str, n: int) -> bool:
     return r.status_code == 200 and r.json()["output"]["n"] == n
 
 
-def test_serve_processes_shares_one_port_over_redis(serve: Any, redis_url: str) -> None:
+def test_serve_processes_shares_one_port_over_redis(serve: Serve, redis_url: str) -> None:
     (server,) = api_servers(serve, redis_url, 1, "tests/models/basic.py:Add", "--processes", "2")
     instances: set[str] = set()
     # Each request on a new connection: the kernel hands connections to either process.

@@ -56,7 +56,7 @@ sampler = { type = "selection", choices = ["ddim", "euler"], default = "ddim" }
 code = { type = "string", min_length = 1, max_length = 8, pattern = "^[a-z]+$", default = "abc" }
 tags = { type = "list", items = "string", max_length = 3, default = [] }
 sizes = { type = "list", items = "integer", min_length = 1, max_length = 4, default = [512] }
-options = { type = "json", default = {} }
+options = { type = "object", default = {} }
 upscale = { type = "boolean", default = false }
 
 [outputs]
@@ -101,9 +101,6 @@ def problems(spec: EndpointSpec, body: dict[str, Any] | str) -> list[tuple[str, 
     except pydantic.ValidationError as e:
         return [(".".join(str(p) for p in err["loc"]), err["type"]) for err in e.errors()]
     return []
-
-
-# ---- Python and TOML agree
 
 
 def test_signature_and_toml_give_equal_specs(toml_spec: EndpointSpec) -> None:
@@ -181,8 +178,6 @@ def test_progress_section_is_read(tmp_path: Path) -> None:
     assert spec.progress_schema()["properties"]["step"]["anyOf"][0]["type"] == "integer"
 
 
-# ---- a TOML file attached to a Model
-
 MODULE = """
 from typing import Any
 
@@ -249,9 +244,6 @@ def test_model_config_missing_file_names_the_path(tmp_path: Path) -> None:
     assert "cannot read" in e.value.message
 
 
-# ---- endpoint names
-
-
 class MyModel(modelport.Model):
     def predict(self, x: int) -> int:
         return x
@@ -299,8 +291,6 @@ def test_toml_without_name_takes_the_given_one(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match=r"endpoint\.name: required"):
         spec_from_toml(path)
 
-
-# ---- TOML mistakes name the file, the key and the reason
 
 TOML_MISTAKES = [
     ('[inputs]\nx = { type = "str" }\n', "inputs.x", "unknown type 'str'"),
@@ -376,14 +366,68 @@ def test_toml_mistake_names_file_key_and_reason(
     assert reason in message, message
 
 
+MANY_MISTAKES = """
+[endpoint]
+name = "gen"
+max_batch_sise = 4
+max_attempts = 0
+
+[inputs]
+prompt = { type = "string", max_lenght = 10 }
+steps = { type = "int", default = 3 }
+strength = { type = "float", min = 1, max = 0 }
+
+[ouputs]
+images = "string"
+"""
+
+
+def test_every_toml_mistake_is_reported_at_once_with_suggestions(tmp_path: Path) -> None:
+    path = write(tmp_path, MANY_MISTAKES)
+    with pytest.raises(SpecError) as e:
+        spec_from_toml(path)
+    assert e.value.message.startswith(f"{path}: 6 problems:\n  "), e.value.message
+    assert {err["field"]: err["message"] for err in e.value.errors} == {
+        "[ouputs]": "unknown section (did you mean [outputs]?)",
+        "endpoint.max_batch_sise": "unknown key (did you mean 'max_batch_size'?)",
+        "inputs.prompt.max_lenght": "unknown key (did you mean 'max_length'?)",
+        "inputs.steps": "unknown type 'int' (did you mean 'integer'?)",
+        "inputs.strength": "min (1) is greater than max (0)",
+        "endpoint.max_attempts": "must be an integer from 1 to 1000, got 0",
+    }
+    for err in e.value.errors:
+        assert f"  {err['field']}: {err['message']}" in e.value.message
+
+
+def test_python_and_toml_mistakes_name_the_field_alike(tmp_path: Path) -> None:
+    class Steps(modelport.Model):
+        max_batch_size = 0
+
+        def predict(self, steps: int = Input(default=0, ge=1), extra: object = None) -> int:
+            return steps
+
+    toml = write(
+        tmp_path,
+        '[endpoint]\nname = "steps"\nmax_batch_size = 0\n'
+        '[inputs]\nsteps = { type = "integer", min = 1, default = 0 }\n',
+    )
+    with pytest.raises(SpecError) as python_error:
+        Steps.spec()
+    with pytest.raises(SpecError) as toml_error:
+        spec_from_toml(toml)
+    assert python_error.value.errors == toml_error.value.errors
+    assert [e["field"] for e in python_error.value.errors] == [
+        "endpoint.max_batch_size",
+        "inputs.steps",
+    ]
+    assert python_error.value.message.startswith("Steps: 2 problems:")
+
+
 def test_missing_toml_file_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "nowhere.toml"
     with pytest.raises(SpecError) as e:
         spec_from_toml(path)
     assert e.value.message.startswith(f"{path}: cannot read")
-
-
-# ---- validation
 
 
 @pytest.mark.parametrize(
@@ -489,9 +533,6 @@ def test_json_input_refuses_nan(toml_spec: EndpointSpec) -> None:
     assert problems(toml_spec, body) != []
 
 
-# ---- the dict form
-
-
 @pytest.mark.parametrize(
     ("ftype", "default"),
     [
@@ -514,25 +555,25 @@ def test_to_dict_round_trips_the_whole_spec(toml_spec: EndpointSpec) -> None:
     assert spec_from_dict(json.loads(json.dumps(toml_spec.to_dict()))) == toml_spec
 
 
-# ---- Python signature mistakes name the parameter
-
-
 def test_parameter_without_type_hint() -> None:
     class NoHint(modelport.Model):
         def predict(self, prompt, steps: int = 3):
             return prompt
 
-    with pytest.raises(SpecError, match=r"nohint\.predict\(prompt\): add a type hint"):
+    with pytest.raises(SpecError, match=r"^NoHint: inputs\.prompt: add a type hint"):
         NoHint.spec()
 
 
-def test_union_type_is_refused() -> None:
-    class Union(modelport.Model):
-        def predict(self, seed: int | None = None) -> int:
+def test_optional_type_is_a_nullable_field() -> None:
+    class Seeded(modelport.Model):
+        def predict(self, seed: int | None = None, name: str | None = Input()) -> int:
             return 0
 
-    with pytest.raises(SpecError, match=r"union\.predict\(seed\): optional and union"):
-        Union.spec()
+    spec = Seeded.spec()
+    assert spec.inputs["seed"] == FieldSpec(type="integer", nullable=True)
+    assert spec.inputs["name"] == FieldSpec(type="string", nullable=True, required=True)
+    assert problems(spec, {"input": {"name": None}}) == []
+    assert problems(spec, {"input": {}}) == [("input.name", "missing")]
 
 
 def test_custom_class_is_refused() -> None:
@@ -540,7 +581,7 @@ def test_custom_class_is_refused() -> None:
         def predict(self, where: Point) -> int:
             return 0
 
-    with pytest.raises(SpecError, match=r"custom\.predict\(where\): unsupported type"):
+    with pytest.raises(SpecError, match=r"^Custom: inputs\.where: unsupported type Point"):
         Custom.spec()
 
 
@@ -558,7 +599,7 @@ def test_choices_on_a_boolean_are_refused() -> None:
         def predict(self, on: bool = Input(default=True, choices=[True])) -> int:
             return 0
 
-    with pytest.raises(SpecError, match=r"chooser\.predict\(on\): choices only apply"):
+    with pytest.raises(SpecError, match=r"^Chooser: inputs\.on: choices only apply"):
         Chooser.spec()
 
 
@@ -568,3 +609,54 @@ def test_model_without_predict_is_refused() -> None:
 
     with pytest.raises(SpecError, match="define predict"):
         Empty.spec()
+
+
+class Measured(modelport.Model):
+    """Inputs with examples for the docs."""
+
+    def predict(
+        self,
+        length: float = Input(ge=0, le=10, example=5),
+        label: str = Input(default="a", example="setosa"),
+        tags: Annotated[list[str], Input(example=["x", "y"])] = [],  # noqa: B006
+    ) -> Any:
+        return length
+
+
+def test_input_example_is_kept_round_trips_and_is_in_the_json_schema(tmp_path: Path) -> None:
+    spec = Measured.spec()
+    assert spec.inputs["length"].example == 5.0  # an int example of a float input is a float
+    assert type(spec.inputs["length"].example) is float
+    assert spec.inputs["label"].example == "setosa"
+    assert spec.to_dict()["inputs"]["tags"]["example"] == ["x", "y"]
+    assert spec_from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+    properties = spec.input_schema()["properties"]
+    assert properties["length"]["examples"] == [5.0]
+    assert properties["label"]["examples"] == ["setosa"]
+    assert properties["tags"]["examples"] == [["x", "y"]]
+    path = tmp_path / "m.toml"
+    path.write_text(
+        '[endpoint]\nname = "measured"\ndescription = "Inputs with examples for the docs."\n'
+        "[inputs]\n"
+        'length = { type = "float", required = true, min = 0, max = 10, example = 5 }\n'
+        'label = { type = "string", default = "a", example = "setosa" }\n'
+        'tags = { type = "list", items = "string", default = [], example = ["x", "y"] }\n'
+    )
+    assert spec_from_toml(path).inputs == spec.inputs
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ('{ type = "float", max = 10, example = 50 }', "inputs.x: example 50.0 is invalid"),
+        ('{ type = "integer", example = "3" }', "inputs.x: example '3' is invalid"),
+        ('{ type = "selection", choices = ["a"], example = "b" }', "inputs.x: example 'b'"),
+    ],
+)
+def test_an_example_the_endpoint_would_refuse_is_refused(
+    tmp_path: Path, field: str, message: str
+) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(f'[endpoint]\nname = "bad"\n[inputs]\nx = {field}\n')
+    with pytest.raises(SpecError, match=message.replace(".", r"\.").replace("(", r"\(")):
+        spec_from_toml(path)

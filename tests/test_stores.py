@@ -64,9 +64,6 @@ def ids(jobs: list[JobRecord]) -> list[str]:
     return [j.id for j in jobs]
 
 
-# ---- insert / get
-
-
 async def test_insert_assigns_increasing_seq(store: JobStore) -> None:
     jobs = await insert(store, 3)
     seqs = [j.seq for j in jobs]
@@ -156,9 +153,6 @@ async def test_insert_with_a_limit_refuses_a_full_queue_and_stores_nothing(
     assert (await store.insert(job("keyed", idempotency_key="k"), limit=1)).id == keyed.id
 
 
-# ---- lease
-
-
 async def test_lease_takes_oldest_first_up_to_limit(store: JobStore) -> None:
     jobs = await insert(store, 3)
     leased = await store.lease("echo", "w1", 2, NOW, LEASE_UNTIL)
@@ -223,9 +217,6 @@ async def test_requeued_job_keeps_its_place_at_the_front(store: JobStore) -> Non
     assert again[0].started_at == NOW + 1
 
 
-# ---- update: compare-and-set
-
-
 async def test_update_is_compare_and_set(store: JobStore) -> None:
     await insert(store, 1)
     held = await lease_one(store, "w1")
@@ -270,9 +261,6 @@ async def test_update_without_changes_reports_whether_it_matches(store: JobStore
     (queued,) = await insert(store, 1)
     assert await store.update([Update(queued.id, QUEUED)]) == [await store.get(queued.id)]
     assert await store.update([Update(queued.id, RUNNING)]) == [None]
-
-
-# ---- extend / expired / running
 
 
 async def test_extend_only_extends_jobs_the_worker_holds(store: JobStore) -> None:
@@ -334,9 +322,6 @@ async def test_running_lists_all_or_one_workers_jobs(store: JobStore) -> None:
     assert await store.running("nobody") == []
 
 
-# ---- counts
-
-
 async def test_position_counts_queued_jobs_ahead(store: JobStore) -> None:
     jobs = await insert(store, 4)
     (elsewhere,) = await insert(store, 1, "other")
@@ -375,8 +360,6 @@ async def test_queue_depths_count_queued_and_running_per_endpoint(store: JobStor
     assert depths["b"] == {"queued": 1, "running": 0}
     assert depths.get("c", {"queued": 0, "running": 0}) == {"queued": 0, "running": 0}
 
-
-# ---- JSON round trip
 
 NESTED: dict[str, Any] = {
     "text": 'héllo wörld — 世界 🎉 \u0000 "quoted" \\ back',
@@ -471,9 +454,6 @@ async def test_endpoint_specs_first_writer_wins_unless_replaced(store: JobStore)
     assert await store.specs() == [{"name": "d", "inputs": {"x": {"type": "integer"}}}, second]
 
 
-# ---- the durable backends
-
-
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
 async def test_durable_stores_keep_jobs_across_close_and_reopen(
     backend: str, request: pytest.FixtureRequest, tmp_path: Path
@@ -525,9 +505,6 @@ async def test_sqlite_recounts_a_file_written_before_it_kept_counts(tmp_path: Pa
         assert await second.queue_depths() == {"echo": {"queued": 3, "running": 1}}
     finally:
         await second.close()
-
-
-# ---- redis only
 
 
 async def redis_store(url: str) -> JobStore:

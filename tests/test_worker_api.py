@@ -9,11 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Protocol, TypedDict
 
 import httpx
 import pytest
@@ -22,6 +20,7 @@ import modelport
 from modelport import Input
 from modelport.server.app import Server, Settings
 from modelport.spec import EndpointSpec, spec_from_toml
+from tests.conftest import AppFactory, InProcessApp
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "wt"
@@ -89,9 +88,20 @@ class FakeClock:
 
 @dataclass
 class Api:
-    server: Server
-    http: httpx.AsyncClient
+    app: InProcessApp
     clock: FakeClock
+
+    @property
+    def server(self) -> Server:
+        return self.app.server
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        return self.app.http
+
+    def lenient(self) -> httpx.AsyncClient:
+        """A client of the same server that sees a 500 as a status, not as the app's exception."""
+        return self.app.client(raise_app_exceptions=False)
 
     async def register(
         self,
@@ -190,34 +200,24 @@ def problem(response: httpx.Response, status: int) -> dict[str, Any]:
     return body
 
 
-@asynccontextmanager
-async def lenient(api: Api) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of the same server that sees a 500 as a status, not as the app's exception."""
-    transport = httpx.ASGITransport(app=api.server.app(), raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-        yield http
+class Start(Protocol):
+    async def __call__(
+        self, specs: tuple[EndpointSpec, ...] = (), *, store: str = ..., token: str | None = ...
+    ) -> Api: ...
 
 
-@asynccontextmanager
-async def running(
-    specs: tuple[EndpointSpec, ...] = (),
-    *,
-    store: str = "memory://",
-    token: str | None = TOKEN,
-    models: tuple[type[modelport.Model], ...] = (),
-) -> AsyncIterator[Api]:
-    clock = FakeClock()
-    server = Server(
-        models,
-        specs,
-        store=store,
-        settings=Settings(worker_token=token, reap_interval=3600.0, offline_after=30.0),
-    )
-    server.broker.clock = clock
-    async with server.lifespan(None):  # type: ignore[arg-type]
-        transport = httpx.ASGITransport(app=server.app())
-        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            yield Api(server, http, clock)
+@pytest.fixture
+def start(app_factory: AppFactory) -> Start:
+    """Start a server on a fake clock whose reaper never runs on its own."""
+
+    async def start(
+        specs: tuple[EndpointSpec, ...] = (), *, store: str = "memory://", token: str | None = TOKEN
+    ) -> Api:
+        clock = FakeClock()
+        settings = Settings(worker_token=token, reap_interval=3600.0, offline_after=30.0)
+        return Api(await app_factory((), specs, store=store, settings=settings, clock=clock), clock)
+
+    return start
 
 
 @pytest.fixture(params=["memory"])
@@ -229,12 +229,8 @@ BOTH_STORES = pytest.mark.parametrize("store", ["memory", "sqlite"], indirect=Tr
 
 
 @pytest.fixture
-async def api(store: str) -> AsyncIterator[Api]:
-    async with running(store=store) as a:
-        yield a
-
-
-# ---- auth
+async def api(start: Start, store: str) -> Api:
+    return await start(store=store)
 
 
 def worker_calls(worker_id: str) -> list[tuple[str, str, Any]]:
@@ -268,13 +264,13 @@ async def test_every_worker_route_needs_the_token(api: Api) -> None:
     assert (await api.lease(worker_id))["jobs"] == []
 
 
-async def test_a_server_without_a_worker_token_refuses_every_worker_route() -> None:
-    async with running(token=None) as api:
-        for headers in [{}, AUTH]:
-            for method, path, body in worker_calls("0123456789abcdef"):
-                r = await api.http.request(method, path, json=body, headers=headers)
-                assert "--worker-token" in problem(r, 401)["detail"], (method, path)
-        assert (await api.http.get("/endpoints")).json() == []
+async def test_a_server_without_a_worker_token_refuses_every_worker_route(start: Start) -> None:
+    api = await start(token=None)
+    for headers in [{}, AUTH]:
+        for method, path, body in worker_calls("0123456789abcdef"):
+            r = await api.http.request(method, path, json=body, headers=headers)
+            assert "--worker-token" in problem(r, 401)["detail"], (method, path)
+    assert (await api.http.get("/endpoints")).json() == []
 
 
 async def test_client_routes_refuse_the_worker_token(api: Api) -> None:
@@ -299,9 +295,6 @@ async def test_client_routes_refuse_the_worker_token(api: Api) -> None:
     assert depths["classify"]["queued"] == 1
     r = await api.http.get("/endpoints", headers={"Authorization": "Bearer someone-else"})
     assert r.status_code == 200
-
-
-# ---- register
 
 
 async def test_a_worker_defines_an_endpoint_nobody_defined(api: Api) -> None:
@@ -357,30 +350,28 @@ async def test_a_refused_registration_defines_none_of_its_endpoints(api: Api) ->
     assert [e["name"] for e in (await api.http.get("/endpoints")).json()] == ["classify"]
 
 
-async def test_worker_specs_must_match_the_servers_own_endpoints() -> None:
+async def test_worker_specs_must_match_the_servers_own_endpoints(start: Start) -> None:
     txt2img = spec_from_toml(ROOT / "examples/txt2img/txt2img.toml")
-    async with running((Classify.spec(), txt2img)) as api:
-        listing = (await api.http.get("/endpoints")).json()
-        assert {e["name"]: e["workers_online"] for e in listing} == {"classify": 0, "txt2img": 0}
-        r = await api.http.post(
-            "/workers", json={"name": "w", "endpoints": _dicts([ClassifyLonger])}, headers=AUTH
-        )
-        assert "inputs.text.max_length: server has 10, worker has 20" in problem(r, 409)["detail"]
-        changed = txt2img.to_dict()
-        changed["max_attempts"] = 5
-        changed["inputs"]["size"]["choices"] = [8, 16]
-        r = await api.http.post(
-            "/workers", json={"name": "w", "endpoints": [changed]}, headers=AUTH
-        )
-        detail = problem(r, 409)["detail"]
-        assert "max_attempts: server has 3, worker has 5" in detail
-        assert "inputs.size.choices" in detail
-        listing = (await api.http.get("/endpoints")).json()
-        assert {e["name"]: e["workers_online"] for e in listing} == {"classify": 0, "txt2img": 0}
-        # The same specs are welcome.
-        await api.register(Classify, txt2img)
-        listing = (await api.http.get("/endpoints")).json()
-        assert {e["name"]: e["workers_online"] for e in listing} == {"classify": 1, "txt2img": 1}
+    api = await start((Classify.spec(), txt2img))
+    listing = (await api.http.get("/endpoints")).json()
+    assert {e["name"]: e["workers_online"] for e in listing} == {"classify": 0, "txt2img": 0}
+    r = await api.http.post(
+        "/workers", json={"name": "w", "endpoints": _dicts([ClassifyLonger])}, headers=AUTH
+    )
+    assert "inputs.text.max_length: server has 10, worker has 20" in problem(r, 409)["detail"]
+    changed = txt2img.to_dict()
+    changed["max_attempts"] = 5
+    changed["inputs"]["size"]["choices"] = [8, 16]
+    r = await api.http.post("/workers", json={"name": "w", "endpoints": [changed]}, headers=AUTH)
+    detail = problem(r, 409)["detail"]
+    assert "max_attempts: server has 3, worker has 5" in detail
+    assert "inputs.size.choices" in detail
+    listing = (await api.http.get("/endpoints")).json()
+    assert {e["name"]: e["workers_online"] for e in listing} == {"classify": 0, "txt2img": 0}
+    # The same specs are welcome.
+    await api.register(Classify, txt2img)
+    listing = (await api.http.get("/endpoints")).json()
+    assert {e["name"]: e["workers_online"] for e in listing} == {"classify": 1, "txt2img": 1}
 
 
 SPEC = Classify.spec().to_dict()
@@ -402,7 +393,7 @@ SPEC = Classify.spec().to_dict()
         ({"name": "w", "endpoints": [SPEC], "worker_id": "not-hex"}, 422, "worker_id"),
         ({"name": "w", "endpoints": [SPEC], "secret": 1}, 422, "secret"),
         ({"name": "w", "endpoints": [{"inputs": {}}]}, 422, "endpoint.name"),
-        ({"name": "w", "endpoints": [{"name": "Bad Name"}]}, 422, "endpoint name"),
+        ({"name": "w", "endpoints": [{"name": "Bad Name"}]}, 422, "endpoint.name"),
         ({"name": "w", "endpoints": [{"name": "x", "max_batch_size": 0}]}, 422, "max_batch_size"),
         ({"name": "w", "endpoints": [{"name": "x", "colour": "red"}]}, 422, "endpoint.colour"),
         (
@@ -458,7 +449,7 @@ async def test_a_registered_spec_is_refused_or_works(api: Api, field: dict[str, 
         assert "inputs.a" in problem(r, 422)["detail"]
         problem(await api.http.get("/endpoints/odd"), 404)
         return
-    async with lenient(api) as http:
+    async with api.lenient() as http:
         answers = {
             "GET /endpoints/odd": (await http.get("/endpoints/odd")).status_code,
             "GET /openapi.json": (await http.get("/openapi.json")).status_code,
@@ -493,9 +484,6 @@ async def test_registering_again_with_the_worker_id_resumes_it(api: Api) -> None
     assert (await api.lease(fresh))["jobs"] == []
 
 
-# ---- lease
-
-
 @BOTH_STORES
 async def test_lease_gives_validated_input_attempt_and_deadline(api: Api) -> None:
     worker_id = await api.register()
@@ -512,6 +500,8 @@ async def test_lease_gives_validated_input_attempt_and_deadline(api: Api) -> Non
             }
         ],
         "cancelled": [],
+        "accepted": [],
+        "refused": [],
     }
     job = await api.job(job_id)
     assert job["status"] == "running"
@@ -585,7 +575,7 @@ async def test_an_empty_lease_answers_quickly(api: Api) -> None:
     worker_id = await api.register()
     started = time.monotonic()
     for wait in (0, 0.01, 0.05):
-        assert await api.lease(worker_id, wait=wait) == {"jobs": [], "cancelled": []}
+        assert (await api.lease(worker_id, wait=wait))["jobs"] == []
     assert time.monotonic() - started < 2.0
 
 
@@ -618,9 +608,6 @@ async def test_bad_lease_bodies_are_422(api: Api, body: Any, field: str) -> None
     r = await api.http.post(f"/workers/{worker_id}/lease", content=b"{nope", headers=AUTH)
     problem(r, 400)
     assert (await api.server.broker.store.queue_depths())["classify"]["queued"] == 1
-
-
-# ---- results
 
 
 @BOTH_STORES
@@ -812,9 +799,6 @@ async def test_a_missing_required_output_fails_the_job(api: Api) -> None:
     assert "label" in failed["error"]
 
 
-# ---- events
-
-
 @BOTH_STORES
 async def test_heartbeats_extend_the_lease(api: Api) -> None:
     lease = Classify.spec().lease_duration
@@ -897,8 +881,9 @@ async def test_a_cancelled_job_is_dropped_from_held_and_announced_once(api: Api)
     assert await api.events(worker_id, *beats) == {"held": [second], "cancelled": []}
     # A lease answer announces cancellations too, once.
     await api.http.post(f"/jobs/{second}/cancel")
-    assert await api.lease(worker_id) == {"jobs": [], "cancelled": [second]}
-    assert await api.lease(worker_id) == {"jobs": [], "cancelled": []}
+    nothing: dict[str, list[str]] = {"jobs": [], "accepted": [], "refused": []}
+    assert await api.lease(worker_id) == {**nothing, "cancelled": [second]}
+    assert await api.lease(worker_id) == {**nothing, "cancelled": []}
     assert await api.events(worker_id, *beats) == {"held": [], "cancelled": []}
     # A result for a cancelled job is refused; the job stays cancelled.
     refused = await api.finish(
@@ -908,9 +893,6 @@ async def test_a_cancelled_job_is_dropped_from_held_and_announced_once(api: Api)
     assert refused == {"accepted": [], "refused": [first]}
     job = await api.job(first)
     assert (job["status"], job["output"]) == ("cancelled", None)
-
-
-# ---- leave
 
 
 @BOTH_STORES
@@ -959,9 +941,6 @@ async def test_an_expired_last_attempt_fails_the_job_with_a_clear_error(api: Api
     assert "lease" in answer.json()["error"] and "1 attempt" in answer.json()["error"]
     assert (await api.finish(worker_id, result(job, 1)))["refused"] == [job["id"]]
     assert (await api.job(job["id"]))["status"] == "failed"
-
-
-# ---- registry and ETA
 
 
 async def test_eta_and_the_worker_listing(api: Api) -> None:
@@ -1028,7 +1007,7 @@ async def test_a_worker_serves_a_whole_queue(api: Api) -> None:
     assert worker["jobs_done"] == 10
 
 
-# ---- what a worker sends is checked like what a client sends: no 500 from any of it
+# What a worker sends is checked like what a client sends: no 500 from any of it.
 
 BIG = 2**70
 """Valid JSON, but not a 64-bit integer: the stores and the JSON encoder cannot keep it."""
@@ -1036,7 +1015,7 @@ BIG = 2**70
 
 async def test_a_spec_with_a_bound_beyond_64_bits_is_refused_or_works(api: Api) -> None:
     spec = {"name": "big", "inputs": {"n": {"type": "integer", "le": BIG}}}
-    async with lenient(api) as http:
+    async with api.lenient() as http:
         r = await http.post("/workers", json={"name": "w", "endpoints": [spec]}, headers=AUTH)
         answers = {
             "POST /workers": r.status_code,
@@ -1050,7 +1029,7 @@ async def test_a_spec_with_a_bound_beyond_64_bits_is_refused_or_works(api: Api) 
 
 
 async def test_worker_metadata_beyond_64_bits_is_refused_or_shown(api: Api) -> None:
-    async with lenient(api) as http:
+    async with api.lenient() as http:
         r = await http.post(
             "/workers",
             json={"name": "w", "endpoints": _dicts([Classify]), "metadata": {"vram": BIG}},
@@ -1071,7 +1050,7 @@ async def test_progress_beyond_64_bits_is_refused_and_the_job_stays_readable(api
     job_id = await api.submit()
     await api.lease(worker_id)
     event = {"job_id": job_id, "type": "progress", "data": {"step": BIG}}
-    async with lenient(api) as http:
+    async with api.lenient() as http:
         r = await http.post(f"/workers/{worker_id}/events", json={"events": [event]}, headers=AUTH)
         answers = {
             "POST events": r.status_code,
@@ -1085,7 +1064,7 @@ async def test_an_output_beyond_64_bits_fails_the_job_cleanly(api: Api) -> None:
     worker_id = await api.register(Other)
     job_id = await api.submit("other", n=1)
     (job,) = (await api.lease(worker_id))["jobs"]
-    async with lenient(api) as http:
+    async with api.lenient() as http:
         r = await http.post(
             f"/workers/{worker_id}/results", json={"results": [result(job, BIG)]}, headers=AUTH
         )
@@ -1100,7 +1079,7 @@ async def test_an_attempt_beyond_64_bits_is_refused(api: Api) -> None:
     worker_id = await api.register()
     job_id = await api.submit()
     (job,) = (await api.lease(worker_id))["jobs"]
-    async with lenient(api) as http:
+    async with api.lenient() as http:
         r = await http.post(
             f"/workers/{worker_id}/results",
             json={"results": [{**result(job, OK), "attempt": BIG}]},

@@ -23,10 +23,10 @@ class Iris(modelport.Model):
 
     def predict(
         self,
-        sepal_length: float = Input(description="Sepal length (cm)", ge=0, le=10),
-        sepal_width: float = Input(description="Sepal width (cm)", ge=0, le=10),
-        petal_length: float = Input(description="Petal length (cm)", ge=0, le=10),
-        petal_width: float = Input(description="Petal width (cm)", ge=0, le=10),
+        sepal_length: float = Input(description="Sepal length (cm)", ge=0, le=10, example=5.1),
+        sepal_width: float = Input(description="Sepal width (cm)", ge=0, le=10, example=3.5),
+        petal_length: float = Input(description="Petal length (cm)", ge=0, le=10, example=1.4),
+        petal_width: float = Input(description="Petal width (cm)", ge=0, le=10, example=0.2),
     ) -> dict[str, Any]:
         item = {
             "sepal_length": sepal_length,

@@ -1,28 +1,28 @@
 """The ASGI application: client routes over the core, with embedded workers for local models.
 
-HTTP is translated here and only here; every :class:`ModelportError` becomes an
-``application/problem+json`` answer in :func:`_problem_response`.
+HTTP is translated here and in the other route groups (worker API, OpenAI routes); every
+:class:`ModelportError` becomes an ``application/problem+json`` answer in
+:mod:`modelport.server.problems`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import itertools
 import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import pydantic
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -30,23 +30,36 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from modelport import logs
 from modelport.core import Broker
 from modelport.errors import (
-    PROBLEM_PREFIX,
     BadRequest,
+    InvalidInput,
     ModelportError,
-    PayloadTooLarge,
+    NotFound,
     Unavailable,
-    ValidationError,
+    invalid,
 )
 from modelport.model import Model
-from modelport.server.openai import OpenAIRoutes, is_openai_path
-from modelport.server.openai import error_response as openai_error
-from modelport.server.openapi import DOCS_HTML, openapi
+from modelport.server import docs as doc_pages
+from modelport.server.index import IndexPage
+from modelport.server.local import LocalTransport
+from modelport.server.messages import json_response as _json
+from modelport.server.messages import read_body
+from modelport.server.openai import OpenAIRoutes
+from modelport.server.openapi import openapi
+from modelport.server.problems import (
+    EXCEPTION_HANDLERS,
+    error_response,
+    problem_response,
+    unexpected,
+)
 from modelport.server.streaming import event_stream, resume_point, stream_format
 from modelport.server.workers import WorkerRoutes, refuse_worker_token
+from modelport.settings import Settings
 from modelport.spec import EndpointSpec
 from modelport.stores import JobStore, store_from_url
 from modelport.wire import JobRecord
-from modelport.worker.runner import LocalTransport, Runner, lanes, set_up
+from modelport.worker.runner import Runner, lanes, set_up
+
+__all__ = ["Server", "Settings", "create_app"]
 
 log = logging.getLogger("modelport.server")
 
@@ -54,43 +67,9 @@ SETUP_FAILED_RETRY = 30
 """The ``Retry-After`` of a refusal because a model's ``setup()`` failed: a person must act."""
 
 
-@dataclass
-class Settings:
-    """Server-wide limits and defaults."""
-
-    max_body_size: int = 10 * 1024 * 1024
-    """Largest request body, in bytes (413 beyond it)."""
-    default_wait: float = 30.0
-    """How long a submit waits for the result when the client does not say (``Prefer: wait``)."""
-    max_wait: float = 300.0
-    """The most a client may ask to wait on one request."""
-    max_queue_length: int = 10_000
-    """Queued jobs per endpoint before submits get 429 (an endpoint's spec may lower it)."""
-    reap_interval: float = 0.5
-    """How often expired leases are looked for, in seconds."""
-    worker_token: str | None = None
-    """The credential remote workers present; without one, no remote worker is accepted."""
-    offline_after: float = 30.0
-    """Seconds without a word from a worker before it counts as offline."""
-    max_queue_time: float | None = None
-    """Seconds a job may wait to start before it expires (an endpoint's spec may override)."""
-    timeout: float | None = None
-    """Seconds a job may compute before it fails (an endpoint's spec may override)."""
-    result_ttl: float | None = 86_400.0
-    """Seconds a finished job is kept (an endpoint's spec may override); None keeps them."""
-
-
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status, headers, media_type="application/json")
-
-
-def _problem_response(err: ModelportError) -> Response:
-    return Response(
-        orjson.dumps(err.to_problem()),
-        err.status,
-        err.headers or None,
-        media_type="application/problem+json",
-    )
+JOB_STATUS = "X-Job-Status"
+"""On every answer that carries a job: its status, so a failed job (HTTP 200: the request
+worked) shows without reading the body, e.g. with ``curl -i`` or a proxy's log."""
 
 
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
@@ -118,16 +97,13 @@ class Server:
     ) -> None:
         self.settings = settings or Settings()
         self.broker = Broker(
-            store_from_url(store) if isinstance(store, str) else store,
-            max_queue_length=self.settings.max_queue_length,
-            reap_interval=self.settings.reap_interval,
-            offline_after=self.settings.offline_after,
-            max_queue_time=self.settings.max_queue_time,
-            timeout=self.settings.timeout,
-            result_ttl=self.settings.result_ttl,
+            store_from_url(store) if isinstance(store, str) else store, self.settings
         )
-        self.workers = WorkerRoutes(self.broker, self.settings.worker_token, self._body)
-        self.openai = OpenAIRoutes(self)
+        self.workers = WorkerRoutes(
+            self.broker, self.settings.worker_token, self.settings.max_body_size
+        )
+        self.openai = OpenAIRoutes(self.broker, self.settings, check_serving=self.check_serving)
+        self.index = IndexPage(self)
         self.runners: list[Runner] = []
         self._instances: list[list[Runner]] = []
         """The runners of each model instance (one per batch it may run at once)."""
@@ -181,8 +157,6 @@ class Server:
             for runner in group:
                 running.create_task(runner.run())
 
-    # ---- routes
-
     async def list_endpoints(self, request: Request) -> Response:
         depths = await self.broker.store.queue_depths()
         await self.broker.sync_specs()
@@ -230,8 +204,21 @@ class Server:
             retry_after=SETUP_FAILED_RETRY,
         )
 
+    async def _find_spec(self, name: str) -> EndpointSpec:
+        """The endpoint's spec; an unknown name answers 404 listing the endpoints there are."""
+        try:
+            return await self.broker.find_spec(name)
+        except NotFound:
+            names = sorted(self.broker.specs)
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            listed = ", ".join(names) if names else "none yet"
+            raise NotFound(
+                f"no endpoint named {name!r}{hint}; the endpoints are: {listed}"
+            ) from None
+
     async def get_endpoint(self, request: Request) -> Response:
-        spec = await self.broker.find_spec(request.path_params["name"])
+        spec = await self._find_spec(request.path_params["name"])
         depths = await self.broker.store.queue_depths()
         now = self.broker.clock()
         body = await self._summary(spec, depths)
@@ -258,13 +245,14 @@ class Server:
 
     async def submit(self, request: Request) -> Response:
         name = request.path_params["name"]
-        spec = await self.broker.find_spec(name)
+        spec = await self._find_spec(name)
         await self.check_serving(name)
-        body = await self._body(request)
+        body = await read_body(request, self.settings.max_body_size)
         try:
             parsed = spec.request_model.model_validate_json(body)
         except pydantic.ValidationError as e:
-            raise _validation_error(e) from None
+            errors = e.errors(include_url=False, include_input=False)
+            raise _envelope_error(body) or invalid(errors, strip="input") from None
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 255:
             raise BadRequest("Idempotency-Key must be 1 to 255 characters")
@@ -273,7 +261,7 @@ class Server:
         inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
         job = await self.broker.submit(name, inputs, idempotency_key=key)
         if fmt is not None:
-            return event_stream(  # type: ignore[return-value]
+            return event_stream(
                 self.broker,
                 job.id,
                 fmt,
@@ -289,28 +277,10 @@ class Server:
         body = job.public(queue_position=position)
         if position is not None:
             body["eta"] = await self.broker.eta(job, position)
+        headers = {JOB_STATUS: job.status.value}
         if job.status.final or not created:
-            return _json(body)
-        return _json(body, 202, {"Location": f"/jobs/{job.id}"})
-
-    async def _body(self, request: Request) -> bytes:
-        limit = self.settings.max_body_size
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
-        chunks = bytearray()
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                raise BadRequest("the client went away before sending the whole body")
-            chunks += message.get("body", b"")
-            if len(chunks) > limit:
-                raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
-            if not message.get("more_body", False):
-                break
-        if not chunks:
-            raise BadRequest("the body is empty; send a JSON object")
-        return bytes(chunks)
+            return _json(body, headers=headers)
+        return _json(body, 202, {"Location": f"/jobs/{job.id}", **headers})
 
     async def get_job(self, request: Request) -> Response:
         job_id = request.path_params["id"]
@@ -323,11 +293,11 @@ class Server:
         after = resume_point(request)
         await self.broker.get(job_id)  # a 404 before the stream starts
         fmt = stream_format(request) or "sse"
-        return event_stream(self.broker, job_id, fmt, after=after)  # type: ignore[return-value]
+        return event_stream(self.broker, job_id, fmt, after=after)
 
     async def cancel_job(self, request: Request) -> Response:
         job = await self.broker.cancel(request.path_params["id"])
-        return _json(job.public())
+        return _json(job.public(), headers={JOB_STATUS: job.status.value})
 
     async def live(self, request: Request) -> Response:
         return _json({"status": "ok"})
@@ -357,15 +327,17 @@ class Server:
 
     async def openapi_json(self, request: Request) -> Response:
         await self.broker.sync_specs()
-        return _json(openapi(self.broker.specs))
+        return _json(openapi(self.broker.specs, root_path=request.scope.get("root_path", "")))
 
     async def docs(self, request: Request) -> Response:
-        return HTMLResponse(DOCS_HTML)
+        return doc_pages.swagger_ui(request)
+
+    async def redoc(self, request: Request) -> Response:
+        return doc_pages.redoc(request)
 
     def app(self) -> ASGIApp:
-        from swagger_ui_bundle import swagger_ui_path
-
         routes = [
+            Route("/", self.index.get, methods=["GET"]),
             Route("/endpoints/{name}/jobs", self.submit, methods=["POST"]),
             Route("/endpoints", self.list_endpoints, methods=["GET"]),
             Route("/endpoints/{name}", self.get_endpoint, methods=["GET"]),
@@ -377,6 +349,7 @@ class Server:
             Route("/openapi.json", self.openapi_json, methods=["GET"]),
             Route("/metrics", self.metrics, methods=["GET"]),
             Route("/docs", self.docs, methods=["GET"]),
+            Route("/redoc", self.redoc, methods=["GET"]),
             Route("/v1/models", self.openai.models, methods=["GET"]),
             Route("/v1/chat/completions", self.openai.chat, methods=["POST"]),
             Route("/v1/embeddings", self.openai.embeddings, methods=["POST"]),
@@ -385,72 +358,32 @@ class Server:
             Route("/workers/{id}/events", self.workers.events, methods=["POST"]),
             Route("/workers/{id}/results", self.workers.results, methods=["POST"]),
             Route("/workers/{id}", self.workers.leave, methods=["DELETE"]),
-            Mount("/docs/static", StaticFiles(directory=str(swagger_ui_path)), name="docs-static"),
+            Mount(
+                doc_pages.STATIC_PREFIX,
+                StaticFiles(directory=doc_pages.static_dir()),
+                name="docs-static",
+            ),
         ]
         app = Starlette(
-            routes=routes,
-            lifespan=self.lifespan,
-            exception_handlers={
-                ModelportError: _on_modelport_error,
-                HTTPException: _on_http_error,
-                Exception: _on_unexpected_error,
-            },
+            routes=routes, lifespan=self.lifespan, exception_handlers=dict(EXCEPTION_HANDLERS)
         )
         app.state.server = self
         return FrontDoor(app, self)
 
 
-def _validation_error(e: pydantic.ValidationError) -> ModelportError:
-    errors = e.errors(include_url=False, include_input=False)
-    if any(err["type"] == "json_invalid" for err in errors):
-        return BadRequest(f"the body is not valid JSON: {errors[0]['msg']}")
-    fields = []
-    for err in errors:
-        loc = [str(p) for p in err["loc"]]
-        if loc and loc[0] == "input" and len(loc) > 1:
-            loc = loc[1:]
-        field = ".".join(loc) or "body"
-        message = err["msg"]
-        if err["type"] == "extra_forbidden":
-            message = f"unknown field {field!r}"
-        fields.append({"field": field, "message": message})
-    summary = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
-    return ValidationError(summary, errors=fields)
-
-
-def _error_response(path: str, err: ModelportError) -> Response:
-    """The error in the shape its route speaks: OpenAI's under /v1, else problem+json."""
-    if is_openai_path(path):
-        return openai_error(err.status, err.message, err.headers)
-    return _problem_response(err)
-
-
-async def _on_modelport_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ModelportError)
-    return _error_response(request.url.path, exc)
-
-
-async def _on_http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    detail = f"{request.method} {request.url.path}: {exc.detail}"
-    if is_openai_path(request.url.path):
-        return openai_error(exc.status_code, detail, exc.headers)
-    kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http")
-    body = {
-        "type": PROBLEM_PREFIX + kind,
-        "title": str(exc.detail),
-        "status": exc.status_code,
-        "detail": detail,
-    }
-    return Response(
-        orjson.dumps(body), exc.status_code, exc.headers, media_type="application/problem+json"
-    )
-
-
-async def _on_unexpected_error(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    err = ModelportError("an unexpected error happened; see the server log")
-    return _error_response(request.url.path, err)
+def _envelope_error(body: bytes) -> InvalidInput | None:
+    """The first mistake of users of other servers: the inputs sent bare, not under "input"."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(data, dict) or not data or "input" in data:
+        return None
+    corrected = orjson.dumps({"input": data}).decode()
+    if len(corrected) > 200:
+        corrected = corrected[:180] + " ... }}"
+    message = f'the inputs go under "input": send {corrected}'
+    return InvalidInput(message, errors=[{"field": "input", "message": message}])
 
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -496,7 +429,7 @@ class FrontDoor:
                         self.server.settings.worker_token, value.decode("latin-1")
                     )
                     if refused is not None:
-                        answer = _error_response(scope["path"], refused)
+                        answer = error_response(scope["path"], refused)
                         await answer(scope, receive, send_with_id)
                         return
         match = _SUBMIT_PATH.match(scope["path"]) if scope["method"] == "POST" else None
@@ -508,9 +441,9 @@ class FrontDoor:
         try:
             response = await self.server.submit(request)
         except ModelportError as e:
-            response = _problem_response(e)
+            response = problem_response(e)
         except Exception as e:
-            response = await _on_unexpected_error(request, e)
+            response = unexpected(request, e)
         await response(scope, receive, send_with_id)
 
 

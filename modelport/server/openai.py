@@ -13,21 +13,22 @@ import base64
 import contextlib
 import struct
 import time
-from collections.abc import AsyncIterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any
 
 import orjson
 import pydantic
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.errors import ModelportError, NotFound
+from modelport.core import Broker
+from modelport.errors import ModelportError, NotFound, field_errors
+from modelport.server.messages import json_response as _json
+from modelport.server.messages import read_body
 from modelport.server.streaming import SSE, EventStream, job_events
+from modelport.settings import Limits
 from modelport.spec import EndpointSpec
 from modelport.wire import JobRecord, JobStatus
-
-if TYPE_CHECKING:
-    from modelport.server.app import Server
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -108,10 +109,6 @@ class _EmbeddingRequest(pydantic.BaseModel):
     encoding_format: str = pydantic.Field(default="float", pattern="^(float|base64)$")
 
 
-def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status, headers or None, media_type="application/json")
-
-
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else orjson.dumps(value).decode()
 
@@ -128,10 +125,18 @@ def _finish(tokens: int, max_tokens: int | None) -> str:
 class OpenAIRoutes:
     """/v1/models, /v1/chat/completions and /v1/embeddings."""
 
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.broker = server.broker
+    def __init__(
+        self,
+        broker: Broker,
+        limits: Limits,
+        *,
+        check_serving: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
+        self.broker = broker
+        self.limits = limits
         self.created = int(time.time())
+        self.check_serving = check_serving
+        """Raises when an endpoint takes no jobs now (the server's refusal, e.g. 503)."""
 
     async def _guard(self, request: Request, handler: Any) -> Any:
         try:
@@ -166,27 +171,19 @@ class OpenAIRoutes:
         return spec
 
     async def _parse(self, request: Request, model: type[pydantic.BaseModel]) -> Any:
-        body = await self.server._body(request)
+        body = await read_body(request, self.limits.max_body_size)
         try:
             return model.model_validate_json(body)
         except pydantic.ValidationError as e:
-            first = e.errors(include_url=False)[0]
-            param = ".".join(str(p) for p in first["loc"]) or None
-            raise OpenAIError(
-                400, f"{param}: {first['msg']}" if param else first["msg"], param=param
-            ) from None
+            raise _refused(e) from None
 
     def _validated(self, spec: EndpointSpec, inputs: dict[str, Any]) -> dict[str, Any]:
         try:
             parsed = spec.request_model.model_validate({"input": inputs})
         except pydantic.ValidationError as e:
-            first = e.errors(include_url=False)[0]
-            param = ".".join(str(p) for p in first["loc"][1:]) or None
-            raise OpenAIError(400, f"{param}: {first['msg']}", param=param) from None
+            raise _refused(e, strip="input") from None
         dumped: dict[str, Any] = parsed.input.model_dump()  # type: ignore[attr-defined]
         return dumped
-
-    # ---- chat
 
     async def chat(self, request: Request) -> Any:
         return await self._guard(request, self._chat)
@@ -194,7 +191,8 @@ class OpenAIRoutes:
     async def _chat(self, request: Request) -> Any:
         body: _ChatRequest = await self._parse(request, _ChatRequest)
         spec = await self._spec(body.model, "chat")
-        await self.server.check_serving(spec.name)
+        if self.check_serving is not None:
+            await self.check_serving(spec.name)
         inputs: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.text()} for m in body.messages]
         }
@@ -213,7 +211,7 @@ class OpenAIRoutes:
                 SSE,
                 on_hangup=lambda: self._cancel(job.id),
             )
-        job = await self.broker.wait(job.id, self.server.settings.max_wait, job=job)
+        job = await self.broker.wait(job.id, self.limits.max_wait, job=job)
         text = self._final_text(job)
         chunks = sum(e.type == "output" for e in await self.broker.store.events(job.id))
         completion = chunks or _words(text)
@@ -297,22 +295,21 @@ class OpenAIRoutes:
                 yield b"data: " + orjson.dumps(error.body) + b"\n\n"
         yield b"data: [DONE]\n\n"
 
-    # ---- embeddings
-
     async def embeddings(self, request: Request) -> Any:
         return await self._guard(request, self._embeddings)
 
     async def _embeddings(self, request: Request) -> Response:
         body: _EmbeddingRequest = await self._parse(request, _EmbeddingRequest)
         spec = await self._spec(body.model, "embedding")
-        await self.server.check_serving(spec.name)
+        if self.check_serving is not None:
+            await self.check_serving(spec.name)
         field = _text_input(spec)
         texts = [body.input] if isinstance(body.input, str) else body.input
         jobs = [
             await self.broker.submit(spec.name, self._validated(spec, {field: t})) for t in texts
         ]
         done = await asyncio.gather(
-            *(self.broker.wait(j.id, self.server.settings.max_wait, job=j) for j in jobs)
+            *(self.broker.wait(j.id, self.limits.max_wait, job=j) for j in jobs)
         )
         data = []
         for index, job in enumerate(done):
@@ -330,6 +327,15 @@ class OpenAIRoutes:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         )
+
+
+def _refused(e: pydantic.ValidationError, *, strip: str | None = None) -> OpenAIError:
+    """A 400 in OpenAI's shape, naming the first wrong field as ``param``."""
+    first = field_errors(e.errors(include_url=False, include_input=False), strip=strip)[0]
+    param = None if first["field"] == "body" else first["field"]
+    return OpenAIError(
+        400, f"{param}: {first['message']}" if param else first["message"], param=param
+    )
 
 
 def _text_input(spec: EndpointSpec) -> str:

@@ -1,251 +1,658 @@
-"""OpenAPI 3.1 built from the live endpoint registry, and the offline /docs page."""
+"""The OpenAPI 3.1 document, built from the live endpoint registry.
+
+Every route the server answers is here (the pages ``/docs`` and ``/redoc`` aside), with
+its request and response schemas. Request schemas come from the same pydantic models
+that validate the requests; answers are described by :mod:`modelport.server.schemas`.
+Each endpoint's submit route carries a realistic example body (:mod:`.examples`).
+"""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import pydantic
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from modelport import wire
 from modelport._version import __version__
+from modelport.server import schemas
+from modelport.server.examples import input_example
+
+# The request models are the routes' own validators, so the documented bodies are exactly
+# what is accepted.
+from modelport.server.openai import _ChatRequest, _EmbeddingRequest
 from modelport.spec import EndpointSpec
 
-_PROBLEM = {
-    "type": "object",
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "detail": {"type": "string"},
-        "errors": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "properties": {"field": {"type": "string"}, "message": {"type": "string"}},
+_REF = "#/components/schemas/"
+_RENAMED = {
+    "_ChatRequest": "ChatCompletionRequest",
+    "_Message": "ChatMessage",
+    "_EmbeddingRequest": "EmbeddingRequest",
+    "Registration": "WorkerRegistration",
+    "Registered": "WorkerRegistered",
+    "Result": "WorkerResult",
+}
+_WORKER_AUTH = "workerToken"
+_OPENAI = "openai"
+_DESCRIPTION = """\
+Each endpoint takes its inputs under `"input"`: `POST /endpoints/{name}/jobs` with
+`{"input": {...}}`. The request waits for the result (up to `Prefer: wait=N` seconds,
+30 by default) and answers `200` with the finished job, or `202` with a `Location` to
+poll. `Accept: text/event-stream` or `application/jsonl` streams the job's events instead.
+
+Errors are `application/problem+json` (RFC 9457): `type`, `title`, `status`, `detail`,
+and for invalid input an `errors` list naming each field. Every answer carries an
+`X-Request-ID`.
+
+Chat and embedding endpoints are also served in OpenAI's shape under `/v1`. Remote
+workers use the `workers` routes with the server's worker token.
+"""
+
+
+class _Components:
+    """Collects named schemas; pydantic's local ``$defs`` become components."""
+
+    def __init__(self) -> None:
+        self.schemas: dict[str, Any] = {}
+
+    def model(self, model: type[Any], name: str | None = None) -> dict[str, Any]:
+        """A ``$ref`` to the schema of a pydantic model or a dataclass (nested ones added)."""
+        schema = pydantic.TypeAdapter(model).json_schema(ref_template=_REF + "{model}")
+        key = name or _RENAMED.get(model.__name__, model.__name__)
+        return self.add(key, schema, {model.__name__: key})
+
+    def add(self, key: str, schema: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+        """Add ``schema`` as ``key``, or as ``key2``... if a different schema has that name
+        (``names`` renames its ``$defs``); a ``$ref`` to it."""
+        schema = dict(schema)
+        defs: dict[str, Any] = schema.pop("$defs", {})
+        names = {**{n: _RENAMED.get(n, n) for n in defs}, **names}
+        for def_name, sub in defs.items():
+            names[def_name] = self._free(names[def_name], _relink(sub, names))
+        for def_name, sub in defs.items():
+            self.schemas[names[def_name]] = {**_relink(sub, names), "title": names[def_name]}
+        body = _relink(schema, names)
+        key = self._free(key, body)
+        self.schemas[key] = {**body, "title": key} if body else body
+        return {"$ref": _REF + key}
+
+    def _free(self, key: str, body: dict[str, Any]) -> str:
+        base, n = key, 1
+        while key in self.schemas and _untitled(self.schemas[key]) != _untitled(body):
+            n += 1
+            key = f"{base}{n}"
+        return key
+
+
+def _untitled(schema: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in schema.items() if k != "title"}
+
+
+def _relink(node: Any, names: dict[str, str]) -> Any:
+    if isinstance(node, dict):
+        out = {}
+        for k, v in node.items():
+            if k == "$ref" and isinstance(v, str):
+                name = v.rsplit("/", 1)[-1]
+                out[k] = _REF + names.get(name, name)
+            else:
+                out[k] = _relink(v, names)
+        return out
+    if isinstance(node, list):
+        return [_relink(v, names) for v in node]
+    return node
+
+
+def _key(name: str) -> str:
+    return "".join(p.capitalize() for p in re.split(r"[-_.]", name) if p)
+
+
+def _json(schema: dict[str, Any], description: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+        **extra,
+    }
+
+
+def _problem(description: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/problem+json": {"schema": {"$ref": _REF + "Problem"}}},
+        **extra,
+    }
+
+
+def _openai_error(description: str) -> dict[str, Any]:
+    return _json({"$ref": _REF + "OpenAIError"}, description)
+
+
+def _body(schema: dict[str, Any], example: Any = None) -> dict[str, Any]:
+    media: dict[str, Any] = {"schema": schema}
+    if example is not None:
+        media["example"] = example
+    return {"required": True, "content": {"application/json": media}}
+
+
+def _param(name: str) -> dict[str, Any]:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+_RETRY_AFTER = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
+_STREAMS = {
+    "text/event-stream": {
+        "schema": {"type": "string"},
+        "example": 'id: 0\nevent: queued\ndata: {"id": "...", "queue_position": 0}\n\n',
+    },
+    "application/jsonl": {
+        "schema": {"$ref": _REF + "StreamEvent"},
+        "example": {"id": 0, "event": "queued", "data": {"id": "...", "queue_position": 0}},
+    },
+}
+_BAD_BODY = {
+    "400": _problem("The body is not a JSON object"),
+    "413": _problem("The body is over the server's limit"),
+    "422": _problem("Invalid input: each field and the rule it broke"),
+}
+_BAD_WORKER = {
+    "401": _problem("No or wrong worker token", headers={"WWW-Authenticate": {"schema": {}}}),
+    "404": _problem("Unknown worker: register first"),
+}
+
+
+def _parameters(specs: dict[str, EndpointSpec]) -> dict[str, Any]:
+    first = next(iter(sorted(specs)), "iris")
+    return {
+        "EndpointName": {
+            "name": "name",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string"},
+            "example": first,
+        },
+        "JobId": {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
+        "WorkerId": {
+            "name": "id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+        },
+        "PreferWait": {
+            "name": "Prefer",
+            "in": "header",
+            "required": False,
+            "description": "`wait=N`: wait up to N seconds for the result (RFC 7240); "
+            "`respond-async`: answer 202 at once.",
+            "schema": {"type": "string", "examples": ["wait=10", "respond-async"]},
+        },
+        "IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "description": (
+                "A retry with the same key and input returns the same job instead of a new"
+                " one; the same key with another input is refused (422)."
+            ),
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+        },
+        "LastEventId": {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "description": (
+                "Resume after this event id (what an EventSource sends itself): a whole number"
+                " from 0 to 9223372036854775807."
+            ),
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        },
+        "After": {
+            "name": "after",
+            "in": "query",
+            "required": False,
+            "description": "Resume after this event id, as `Last-Event-ID` does (0 to 2**63 - 1).",
+            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+        },
+    }
+
+
+def openapi(specs: dict[str, EndpointSpec], *, root_path: str = "") -> dict[str, Any]:
+    """The OpenAPI document of a server serving ``specs``."""
+    c = _Components()
+    for model in (
+        schemas.Problem,
+        schemas.Job,
+        schemas.StreamEvent,
+        schemas.EndpointSummary,
+        schemas.EndpointDetail,
+        schemas.Live,
+        schemas.Ready,
+        schemas.Index,
+        schemas.OpenAIError,
+    ):
+        c.model(model)
+    paths: dict[str, Any] = {}
+    names = sorted(specs)
+    for name in names:
+        paths[f"/endpoints/{name}/jobs"] = {"post": _submit(c, specs[name])}
+    if not names:
+        paths["/endpoints/{name}/jobs"] = {"post": _submit(c, None)}
+    paths.update(_client_paths(c))
+    paths.update(_openai_paths(c, specs))
+    paths.update(_worker_paths(c, specs))
+    paths.update(_server_paths())
+    tags = {n: specs[n].description or specs[n].title for n in names}
+    for tag, description in (
+        ("jobs", "Follow, stream and cancel jobs"),
+        ("endpoints", "What is served, with schemas and workers"),
+        (_OPENAI, "OpenAI-compatible routes over chat and embeddings"),
+        ("health", "Liveness, readiness and metrics"),
+        ("workers", "For remote workers: needs the worker token"),
+        ("server", "This index and this document"),
+    ):
+        tags.setdefault(tag, description)  # an endpoint named "jobs" shares that tag
+    doc: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {"title": "modelport", "version": __version__, "description": _DESCRIPTION},
+        "tags": [{"name": k, "description": v} for k, v in tags.items()],
+        "paths": paths,
+        "components": {
+            "schemas": c.schemas,
+            "parameters": _parameters(specs),
+            "headers": {
+                "Retry-After": {
+                    "description": "Seconds to wait before trying again",
+                    "schema": {"type": "integer"},
+                },
+                "X-Request-ID": {
+                    "description": "The request's id (the client's own, if it sent a sane one)",
+                    "schema": {"type": "string"},
+                },
+            },
+            "securitySchemes": {
+                _WORKER_AUTH: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "The server's worker token (`modelport serve --worker-token`)",
+                }
             },
         },
-    },
-    "required": ["type", "title", "status"],
-}
+    }
+    if root_path:
+        doc["servers"] = [{"url": root_path}]
+    request_id = {"X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"}}
+    for item in paths.values():
+        for operation in item.values():
+            operation["responses"] = {
+                status: {**r, "headers": {**r.get("headers", {}), **request_id}}
+                for status, r in operation["responses"].items()
+            }
+    return doc
 
-_JOB = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string"},
-        "endpoint": {"type": "string"},
-        "status": {
-            "type": "string",
-            "enum": ["queued", "running", "succeeded", "failed", "cancelled", "expired"],
+
+def _submit(c: _Components, spec: EndpointSpec | None) -> dict[str, Any]:
+    if spec is None:  # no endpoint served yet: the route, described generically
+        return {
+            "summary": "Submit a job",
+            "operationId": "submit",
+            "tags": ["jobs"],
+            "parameters": [_param("EndpointName"), _param("PreferWait"), _param("IdempotencyKey")],
+            "requestBody": _body({"type": "object", "properties": {"input": {"type": "object"}}}),
+            "responses": {
+                "404": _problem("No endpoint of that name"),
+            },
+        }
+    key = _key(spec.name)
+    inputs = c.add(f"{key}Input", spec.input_schema(), {})
+    output = c.add(f"{key}Output", spec.output_schema(), {})
+    request = {
+        "type": "object",
+        "properties": {"input": inputs},
+        "required": ["input"] if any(f.required for f in spec.inputs.values()) else [],
+        "additionalProperties": False,
+    }
+    request_ref = c.add(f"{key}Request", request, {})
+    job = {"allOf": [{"$ref": _REF + "Job"}, {"properties": {"output": output}}]}
+    example = input_example(spec)
+    description = spec.description
+    if spec.kind != "predict":
+        description += f"\n\nAlso served in OpenAI's shape: see the `{_OPENAI}` routes."
+    return {
+        "summary": spec.title or f"Submit a job to {spec.name}",
+        "description": description.strip(),
+        "operationId": f"submit_{spec.name}",  # endpoint names are unique and URL-safe
+        "tags": [spec.name],
+        "parameters": [_param("PreferWait"), _param("IdempotencyKey")],
+        "requestBody": _body(request_ref, None if example is None else {"input": example}),
+        "responses": {
+            "200": {
+                "description": "The finished job; or its events, as the Accept header asked",
+                "content": {"application/json": {"schema": job}, **_STREAMS},
+            },
+            "202": _json(
+                {"$ref": _REF + "Job"},
+                "Accepted and not finished yet: poll the Location",
+                headers={"Location": {"schema": {"type": "string"}}},
+            ),
+            **_BAD_BODY,
+            "404": _problem("No endpoint of that name (any more)"),
+            "429": _problem("The endpoint's queue is full", headers=_RETRY_AFTER),
+            "503": _problem(
+                "The store is unavailable, or no worker can run the endpoint (its model's"
+                " setup() failed; the endpoint's state says why)",
+                headers=_RETRY_AFTER,
+            ),
         },
-        "input": {"type": "object"},
-        "output": {},
-        "error": {"type": ["string", "null"]},
-        "progress": {"type": ["object", "null"]},
-        "attempts": {"type": "integer"},
-        "queue_position": {"type": "integer"},
-        "created_at": {"type": "number"},
-        "started_at": {"type": ["number", "null"]},
-        "completed_at": {"type": ["number", "null"]},
-        "queue_time": {"type": ["number", "null"]},
-        "compute_time": {"type": ["number", "null"]},
-    },
-    "required": ["id", "endpoint", "status"],
-}
-
-
-def _problem(description: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "content": {
-            "application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}
-        },
     }
 
 
-def _job(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+def _client_paths(c: _Components) -> dict[str, Any]:
+    job = {"$ref": _REF + "Job"}
     return {
-        "description": description,
-        "content": {"application/json": {"schema": schema or {"$ref": "#/components/schemas/Job"}}},
-    }
-
-
-def _wait_header() -> dict[str, Any]:
-    return {
-        "name": "Prefer",
-        "in": "header",
-        "required": False,
-        "description": (
-            "`wait=N` waits up to N seconds for the result; `respond-async` answers 202 at once."
-        ),
-        "schema": {"type": "string"},
-    }
-
-
-def openapi(specs: dict[str, EndpointSpec]) -> dict[str, Any]:
-    paths: dict[str, Any] = {
         "/endpoints": {
             "get": {
                 "summary": "List endpoints",
                 "operationId": "list_endpoints",
-                "responses": {"200": {"description": "The endpoints"}},
+                "tags": ["endpoints"],
+                "responses": {
+                    "200": _json(
+                        {"type": "array", "items": {"$ref": _REF + "EndpointSummary"}},
+                        "Every endpoint, with workers online and queue depth",
+                    )
+                },
             }
         },
         "/endpoints/{name}": {
             "get": {
                 "summary": "Describe one endpoint",
                 "operationId": "get_endpoint",
-                "parameters": [
-                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
+                "tags": ["endpoints"],
+                "parameters": [_param("EndpointName")],
                 "responses": {
-                    "200": {"description": "Schemas, limits and workers"},
-                    "404": _problem("Unknown endpoint"),
+                    "200": _json(
+                        {"$ref": _REF + "EndpointDetail"}, "Its schemas, limits and workers"
+                    ),
+                    "404": _problem("No endpoint of that name"),
                 },
             }
         },
         "/jobs/{id}": {
             "get": {
                 "summary": "Get a job",
+                "description": "With `Prefer: wait=N`, waits up to N seconds for it to finish.",
                 "operationId": "get_job",
-                "parameters": [
-                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}},
-                    _wait_header(),
-                ],
-                "responses": {"200": _job("The job"), "404": _problem("Unknown job")},
+                "tags": ["jobs"],
+                "parameters": [_param("JobId"), _param("PreferWait")],
+                "responses": {"200": _json(job, "The job"), "404": _problem("No such job")},
+            }
+        },
+        "/jobs/{id}/events": {
+            "get": {
+                "summary": "Stream a job's events",
+                "description": "Server-Sent Events (or JSON lines with `Accept: "
+                "application/jsonl`): `queued`, `started`, `progress`, `output` chunks, `log`, "
+                "then one of `succeeded`, `failed`, `cancelled`, `expired` carrying the job. "
+                "Resumable with `Last-Event-ID`.",
+                "operationId": "job_events",
+                "tags": ["jobs"],
+                "parameters": [_param("JobId"), _param("LastEventId"), _param("After")],
+                "responses": {
+                    "200": {"description": "The events, until the final one", "content": _STREAMS},
+                    "400": _problem("The resume id is not a non-negative integer"),
+                    "404": _problem("No such job"),
+                },
             }
         },
         "/jobs/{id}/cancel": {
             "post": {
                 "summary": "Cancel a job",
+                "description": "A running job's worker is told to stop.",
                 "operationId": "cancel_job",
-                "parameters": [
-                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-                ],
+                "tags": ["jobs"],
+                "parameters": [_param("JobId")],
                 "responses": {
-                    "200": _job("The cancelled job"),
-                    "404": _problem("Unknown job"),
+                    "200": _json(job, "The cancelled job"),
+                    "404": _problem("No such job"),
                     "409": _problem("The job already finished"),
                 },
             }
         },
+    }
+
+
+def _server_paths() -> dict[str, Any]:
+    return {
         "/health/live": {
             "get": {
                 "summary": "Liveness",
                 "operationId": "live",
-                "responses": {"200": {"description": "Alive"}},
+                "tags": ["health"],
+                "responses": {"200": _json({"$ref": _REF + "Live"}, "The process answers")},
             }
         },
         "/health/ready": {
             "get": {
                 "summary": "Readiness",
+                "description": "Ready once the store answers and every local model is set up.",
                 "operationId": "ready",
-                "responses": {"200": {"description": "Ready"}, "503": _problem("Not ready")},
+                "tags": ["health"],
+                "responses": {
+                    "200": _json({"$ref": _REF + "Ready"}, "Ready, with workers per endpoint"),
+                    "503": _problem(
+                        "Not ready: the store does not answer, a model is still loading, "
+                        "or its setup() failed",
+                        headers=_RETRY_AFTER,
+                    ),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "description": "Jobs by endpoint and outcome, queue depths, latencies, workers.",
+                "operationId": "metrics",
+                "tags": ["health"],
+                "responses": {
+                    "200": {
+                        "description": "The Prometheus text format",
+                        "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/": {
+            "get": {
+                "summary": "Index",
+                "description": "An HTML page for a browser (`Accept: text/html`), JSON otherwise.",
+                "operationId": "index",
+                "tags": ["server"],
+                "responses": {
+                    "200": {
+                        "description": "The endpoints served, and links to docs and health",
+                        "content": {
+                            "application/json": {"schema": {"$ref": _REF + "Index"}},
+                            "text/html": {"schema": {"type": "string"}},
+                        },
+                    }
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "operationId": "openapi",
+                "tags": ["server"],
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
             }
         },
     }
-    schemas: dict[str, Any] = {"Problem": _PROBLEM, "Job": _JOB}
-    for name, spec in sorted(specs.items()):
-        key = "".join(
-            part.capitalize() for part in name.replace("-", "_").replace(".", "_").split("_")
-        )
-        schemas[f"{key}Input"] = _strip_defs(spec.input_schema(), schemas)
-        schemas[f"{key}Output"] = _strip_defs(spec.output_schema(), schemas)
-        job_schema = {
-            "allOf": [
-                {"$ref": "#/components/schemas/Job"},
-                {
-                    "type": "object",
-                    "properties": {"output": {"$ref": f"#/components/schemas/{key}Output"}},
-                },
-            ]
-        }
-        paths[f"/endpoints/{name}/jobs"] = {
+
+
+def _openai_paths(c: _Components, specs: dict[str, EndpointSpec]) -> dict[str, Any]:
+    chat = next((s for _, s in sorted(specs.items()) if s.kind == "chat"), None)
+    embedding = next((s for _, s in sorted(specs.items()) if s.kind == "embedding"), None)
+    chat_example = {
+        "model": chat.name if chat else "textgen",
+        "messages": [{"role": "user", "content": "Tell me about the standard library."}],
+        "max_tokens": 20,
+    }
+    embedding_example = {
+        "model": embedding.name if embedding else "all-minilm-l6-v2",
+        "input": ["The quick brown fox jumps over the lazy dog."],
+    }
+    errors = {
+        "400": _openai_error("Invalid request, or input the model refuses"),
+        "404": _openai_error("No model of that name and kind"),
+        "413": _openai_error("The body is over the server's limit"),
+        "502": _openai_error("The model failed"),
+        "504": _openai_error("The model did not answer in time"),
+    }
+    served = ", ".join(sorted(s.name for s in specs.values() if s.kind != "predict")) or "none"
+    return {
+        "/v1/models": {
+            "get": {
+                "summary": "List models",
+                "description": f"The chat and embedding endpoints (here: {served}).",
+                "operationId": "openai_models",
+                "tags": [_OPENAI],
+                "responses": {"200": _json(c.model(schemas.ModelList), "The models")},
+            }
+        },
+        "/v1/chat/completions": {
             "post": {
-                "summary": spec.title or f"Run {name}",
-                "description": spec.description,
-                "operationId": f"submit_{name.replace('-', '_').replace('.', '_')}",
-                "tags": [name],
-                "parameters": [
-                    _wait_header(),
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "description": (
-                            "Makes a retry safe: the same key and input get the same job; the"
-                            " same key with another input is refused (422)."
-                        ),
-                        "schema": {"type": "string", "minLength": 1, "maxLength": 255},
-                    },
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {
-                        "application/json": {
-                            "schema": {
-                                "type": "object",
-                                "properties": {
-                                    "input": {"$ref": f"#/components/schemas/{key}Input"}
-                                },
-                                "required": ["input"],
-                                "additionalProperties": False,
-                            }
-                        }
-                    },
-                },
+                "summary": "Chat completion",
+                "description": 'Runs a `chat` endpoint. With `"stream": true`, answers '
+                "`chat.completion.chunk` events and `data: [DONE]`.",
+                "operationId": "openai_chat",
+                "tags": [_OPENAI],
+                "requestBody": _body(c.model(_ChatRequest), chat_example),
                 "responses": {
-                    "200": _job("The finished job", job_schema),
-                    "202": _job("Accepted; poll the Location"),
-                    "400": _problem("Malformed JSON"),
-                    "413": _problem("Body too large"),
-                    "422": _problem("Invalid input"),
-                    "429": _problem("Queue full"),
-                    "503": _problem("No worker can run it (its setup failed), or no store"),
+                    "200": {
+                        "description": "The completion, or its chunks as Server-Sent Events",
+                        "content": {
+                            "application/json": {"schema": c.model(schemas.ChatCompletion)},
+                            "text/event-stream": {"schema": {"type": "string"}},
+                        },
+                    },
+                    **errors,
                 },
             }
-        }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "modelport", "version": __version__},
-        "paths": paths,
-        "components": {"schemas": schemas},
+        },
+        "/v1/embeddings": {
+            "post": {
+                "summary": "Embeddings",
+                "description": "Runs an `embedding` endpoint, one job per text (batched).",
+                "operationId": "openai_embeddings",
+                "tags": [_OPENAI],
+                "requestBody": _body(c.model(_EmbeddingRequest), embedding_example),
+                "responses": {
+                    "200": _json(c.model(schemas.EmbeddingList), "One vector per text"),
+                    **errors,
+                },
+            }
+        },
     }
 
 
-def _strip_defs(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]:
-    """Move pydantic's local ``$defs`` into components so references resolve."""
-    schema = dict(schema)
-    for name, sub in schema.pop("$defs", {}).items():
-        schemas[name] = sub
-    relinked: dict[str, Any] = _relink(schema)
-    return relinked
-
-
-def _relink(node: Any) -> Any:
-    if isinstance(node, dict):
-        return {
-            k: (
-                v.replace("#/$defs/", "#/components/schemas/")
-                if k == "$ref" and isinstance(v, str)
-                else _relink(v)
-            )
-            for k, v in node.items()
-        }
-    if isinstance(node, list):
-        return [_relink(v) for v in node]
-    return node
-
-
-DOCS_HTML = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<title>modelport API</title>
-<link rel="stylesheet" href="/docs/static/swagger-ui.css">
-</head>
-<body>
-<div id="swagger-ui"></div>
-<script src="/docs/static/swagger-ui-bundle.js"></script>
-<script>
-window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui"});
-</script>
-</body>
-</html>
-"""
+def _worker_paths(c: _Components, specs: dict[str, EndpointSpec]) -> dict[str, Any]:
+    first = next((specs[n] for n in sorted(specs)), None)
+    endpoint = first.name if first else "iris"
+    job_id = "0c5a8c5e2b1d4f6e9a7b3c1d2e4f6a8b"
+    auth: list[dict[str, list[str]]] = [{_WORKER_AUTH: []}]
+    registration = {
+        "name": "gpu-box-1",
+        "endpoints": [first.to_dict()] if first else [{"name": endpoint}],
+        "max_batch_size": 8,
+    }
+    results = {"results": [{"job_id": job_id, "endpoint": endpoint, "attempt": 1, "output": {}}]}
+    return {
+        "/workers": {
+            "post": {
+                "summary": "Register a worker",
+                "description": "The worker lists the specs it serves; each must match the "
+                "server's spec of that endpoint, or is added when the server has none.",
+                "operationId": "register_worker",
+                "tags": ["workers"],
+                "security": auth,
+                "requestBody": _body(c.model(wire.Registration), registration),
+                "responses": {
+                    "201": _json(c.model(wire.Registered), "Registered"),
+                    **_BAD_BODY,
+                    "401": _BAD_WORKER["401"],
+                    "409": _problem("A spec differs from the server's, naming each difference"),
+                },
+            }
+        },
+        "/workers/{id}/lease": {
+            "post": {
+                "summary": "Lease jobs (long poll)",
+                "description": "Waits up to `wait` seconds for a first job, then up to the "
+                "endpoint's batch window to fill `max_jobs`. `results` of the previous batch "
+                "may come along.",
+                "operationId": "lease_jobs",
+                "tags": ["workers"],
+                "security": auth,
+                "parameters": [_param("WorkerId")],
+                "requestBody": _body(c.model(wire.LeaseRequest), {"max_jobs": 8, "wait": 20}),
+                "responses": {
+                    "200": _json(c.model(wire.LeaseAnswer), "The leased jobs (maybe none)"),
+                    **_BAD_BODY,
+                    **_BAD_WORKER,
+                },
+            }
+        },
+        "/workers/{id}/events": {
+            "post": {
+                "summary": "Report progress, output chunks, logs and heartbeats",
+                "operationId": "worker_events",
+                "tags": ["workers"],
+                "security": auth,
+                "parameters": [_param("WorkerId")],
+                "requestBody": _body(
+                    c.model(wire.EventsRequest),
+                    {
+                        "events": [
+                            {
+                                "job_id": job_id,
+                                "type": "progress",
+                                "data": {"fraction": 0.5, "message": "halfway", "data": {}},
+                            },
+                            {"job_id": job_id, "type": "heartbeat"},
+                        ]
+                    },
+                ),
+                "responses": {
+                    "200": _json(c.model(wire.EventsAnswer), "Leases still held"),
+                    **_BAD_BODY,
+                    **_BAD_WORKER,
+                },
+            }
+        },
+        "/workers/{id}/results": {
+            "post": {
+                "summary": "Report results",
+                "operationId": "worker_results",
+                "tags": ["workers"],
+                "security": auth,
+                "parameters": [_param("WorkerId")],
+                "requestBody": _body(c.model(wire.ResultsRequest), results),
+                "responses": {
+                    "200": _json(c.model(wire.Verdicts), "Which results were taken"),
+                    **_BAD_BODY,
+                    **_BAD_WORKER,
+                    "409": _problem("This worker does not serve a result's endpoint"),
+                },
+            }
+        },
+        "/workers/{id}": {
+            "delete": {
+                "summary": "Leave",
+                "description": "Unfinished leased jobs go back to the queue at once.",
+                "operationId": "leave",
+                "tags": ["workers"],
+                "security": auth,
+                "parameters": [_param("WorkerId")],
+                "responses": {"204": {"description": "Gone"}, **_BAD_WORKER},
+            }
+        },
+    }

@@ -2,7 +2,10 @@
 
 Stored events (``progress``, ``output`` chunks, ``log``) carry ids 1, 2, ... per job, so
 ``Last-Event-ID`` resumes exactly. The state events around them (``queued``, ``started``
-and the final one) are read from the job record: they need no storage on the hot path.
+and the final one) are read from the job record: they need no storage on the hot path,
+and they carry no id (no ``id:`` line in SSE, ``"id": null`` in JSON lines), so an id
+always names one stored event and a browser's ``EventSource`` reconnects with the id of
+the last stored event it got.
 """
 
 from __future__ import annotations
@@ -10,12 +13,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import mimeparse
 import orjson
 from starlette.requests import Request
+from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from modelport.core import Broker
@@ -29,7 +33,8 @@ _JSONL_ALIASES = ("application/jsonl", "application/x-ndjson", "application/json
 KEEPALIVE = 15.0
 """Seconds between keep-alive lines, so proxies do not close a quiet stream."""
 
-Item = tuple[int, str, Any]
+Item = tuple[int | None, str, Any]
+"""(stored event id or None for a state event, event name, data)"""
 
 
 def stream_format(request: Request) -> str | None:
@@ -96,7 +101,7 @@ async def job_events(
     started = job.attempts if after is not None and job.status is not JobStatus.QUEUED else 0
     if after is None:
         position = await broker.position(job)
-        yield 0, "queued", {"id": job.id, "endpoint": job.endpoint, "queue_position": position}
+        yield None, "queued", {"id": job.id, "endpoint": job.endpoint, "queue_position": position}
     while True:
         change = broker.watch(job_id)
         try:
@@ -104,12 +109,12 @@ async def job_events(
             events = await broker.store.events(job_id, last)
             if job.attempts > started and job.status is not JobStatus.QUEUED:
                 started = job.attempts
-                yield last, "started", {"attempt": job.attempts, "worker": job.worker_id}
+                yield None, "started", {"attempt": job.attempts, "worker": job.worker_id}
             for event in events:
                 last = event.id
                 yield event.id, event.type, event.data
             if job.status.final:
-                yield last, job.status.value, job.public()
+                yield None, job.status.value, job.public()
                 return
             done, _ = await asyncio.wait((change,), timeout=keepalive)
             if not done:
@@ -122,6 +127,8 @@ def sse_line(item: Item | None) -> bytes:
     if item is None:
         return b": keep-alive\n\n"
     event_id, kind, data = item
+    if event_id is None:
+        return b"event: %s\ndata: %s\n\n" % (kind.encode(), orjson.dumps(data))
     return b"id: %d\nevent: %s\ndata: %s\n\n" % (event_id, kind.encode(), orjson.dumps(data))
 
 
@@ -132,58 +139,51 @@ def jsonl_line(item: Item | None) -> bytes:
     return orjson.dumps({"id": event_id, "event": kind, "data": data}) + b"\n"
 
 
-class EventStream:
-    """An ASGI response that streams lines and notices at once when the client hangs up."""
+class EventStream(StreamingResponse):
+    """A streaming response of event lines that notices at once when the client hangs up,
+    even while the stream is quiet, and then runs ``on_hangup``."""
 
     def __init__(
         self,
-        lines: AsyncIterator[bytes],
+        lines: AsyncIterable[bytes],
         media_type: str,
         *,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
         on_hangup: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.lines = lines
-        self.media_type = media_type
-        self.headers = headers or {}
+        super().__init__(
+            lines,
+            headers={
+                "content-type": media_type,  # as given (Starlette would append a charset)
+                "cache-control": "no-cache",
+                "x-accel-buffering": "no",
+                **(headers or {}),
+            },
+            media_type=media_type,
+        )
         self.on_hangup = on_hangup
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        headers = {
-            "content-type": self.media_type,
-            "cache-control": "no-cache",
-            "x-accel-buffering": "no",
-            **self.headers,
-        }
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(k.encode(), v.encode()) for k, v in headers.items()],
-            }
-        )
-        pump = asyncio.ensure_future(self._pump(send))
-        hangup = asyncio.ensure_future(_hangup(receive))
-        await asyncio.wait((pump, hangup), return_when=asyncio.FIRST_COMPLETED)
-        if pump.done():
+        # Starlette listens for the hang-up only below ASGI 2.4; from 2.4 on it waits for a
+        # send to fail, which a quiet stream attempts only at its next keep-alive. So listen
+        # always, and take a failed send (the 2.4 way of saying so) as a hang-up too.
+        streaming = asyncio.ensure_future(self.stream_response(send))
+        hangup = asyncio.ensure_future(self.listen_for_disconnect(receive))
+        try:
+            await asyncio.wait((streaming, hangup), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            streaming.cancel()
             hangup.cancel()
-            pump.result()
-            return
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, OSError):
-            await pump
-        if self.on_hangup is not None:
-            await self.on_hangup()
-
-    async def _pump(self, send: Send) -> None:
-        async for line in self.lines:
-            await send({"type": "http.response.body", "body": line, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
-
-async def _hangup(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+            await asyncio.gather(streaming, hangup, return_exceptions=True)
+        finished = not streaming.cancelled() and streaming.exception() is None
+        if not finished:
+            error = None if streaming.cancelled() else streaming.exception()
+            if error is not None and not isinstance(error, OSError):
+                raise error
+            if self.on_hangup is not None:
+                await self.on_hangup()
+        if self.background is not None:
+            await self.background()
 
 
 def event_stream(

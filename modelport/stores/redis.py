@@ -306,8 +306,6 @@ class RedisStore:
         async with self._errors():
             await self.redis.ping()
 
-    # ---- jobs
-
     async def insert(self, job: JobRecord, limit: int | None = None) -> JobRecord:
         # Inserts that arrive in the same event-loop turn share one round trip.
         loop = asyncio.get_running_loop()
@@ -517,8 +515,6 @@ class RedisStore:
             n = await self._purge(args=[self.prefix, repr(completed_before), limit, *endpoints])
         return int(n)
 
-    # ---- events
-
     async def add_events(self, events: Sequence[Event]) -> list[Event]:
         if not events:
             return []
@@ -542,8 +538,6 @@ class RedisStore:
             kind, data, at = orjson.loads(raw)
             out.append(Event(job_id, kind, data, n, at))
         return out
-
-    # ---- workers
 
     async def put_worker(self, worker: dict[str, Any], ttl: float) -> None:
         wid = worker["id"]
@@ -574,8 +568,6 @@ class RedisStore:
             pipe.zrem(self._key("workers"), worker_id)
             await pipe.execute()
 
-    # ---- endpoint specs
-
     async def put_spec(self, spec: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
         key, name, data = self._key("specs"), spec["name"], orjson.dumps(spec)
         async with self._errors():
@@ -592,8 +584,6 @@ class RedisStore:
         async with self._errors():
             stored = await self.redis.hgetall(self._key("specs"))
         return [dict(orjson.loads(stored[name])) for name in sorted(stored)]
-
-    # ---- announcements between servers
 
     async def publish(self, topic: str) -> None:
         async with self._errors():

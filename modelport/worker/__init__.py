@@ -1,5 +1,9 @@
-"""Serving loops for models: the runner and its transports."""
+"""The worker SDK's serving loops: the runner and its transports.
 
-from modelport.worker.runner import LocalTransport, Runner, Transport
+Depends on the wire, errors, spec and model modules only, never on server code.
+"""
 
-__all__ = ["LocalTransport", "Runner", "Transport"]
+from modelport.worker.runner import Runner
+from modelport.worker.transport import Transport
+
+__all__ = ["Runner", "Transport"]

@@ -9,11 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
 
+from modelport import wire
 from modelport.errors import ModelportError, from_problem
 from modelport.spec import EndpointSpec
 from modelport.wire import Event, LeasedJob, Result, WorkerInfo
@@ -21,6 +22,7 @@ from modelport.wire import Event, LeasedJob, Result, WorkerInfo
 log = logging.getLogger("modelport.worker")
 
 _RETRY_STATUS = frozenset({502, 503, 504})
+_T = TypeVar("_T")
 
 
 class HttpTransport:
@@ -48,15 +50,17 @@ class HttpTransport:
         self.cancelled: set[str] = set()
 
     async def _call(
-        self, method: str, path: str, body: Any = None, *, timeout: float | None = None
-    ) -> Any:
+        self, method: str, path: str, body: bytes | None = None, *, timeout: float | None = None
+    ) -> bytes:
+        """Send one request, retrying while the server is away; the answer's body, or the
+        error its problem document names."""
         delay = 0.1
         while True:
             try:
                 response = await self._http.request(
                     method,
                     path,
-                    content=None if body is None else orjson.dumps(body),
+                    content=body,
                     timeout=timeout or self.timeout,
                 )
             except httpx.TransportError as e:
@@ -81,54 +85,64 @@ class HttpTransport:
                 problem = orjson.loads(response.content)
             except orjson.JSONDecodeError:
                 problem = {"detail": response.text[:500]}
-            raise from_problem(response.status_code, problem if isinstance(problem, dict) else {})
-        return orjson.loads(response.content) if response.content else None
+            problem = problem if isinstance(problem, dict) else {}
+            raise from_problem(response.status_code, problem, response.headers)
+        return response.content
+
+    async def _send(
+        self, path: str, message: Any, answer: type[_T], *, timeout: float | None = None
+    ) -> _T:
+        raw = await self._call("POST", path, wire.encode(message), timeout=timeout)
+        return wire.decode(answer, raw)
 
     async def register(
         self, info: WorkerInfo, specs: Sequence[EndpointSpec], worker_id: str | None
     ) -> str:
-        body = {
-            "name": info.name,
-            "endpoints": [s.to_dict() for s in specs],
-            "max_batch_size": info.max_batch_size,
-            "metadata": info.metadata,
-            "worker_id": worker_id,
-        }
-        answer = await self._call("POST", "/workers", body)
-        return str(answer["worker_id"])
+        request = wire.Registration(
+            name=info.name,
+            endpoints=[s.to_dict() for s in specs],
+            max_batch_size=info.max_batch_size,
+            metadata=info.metadata,
+            worker_id=worker_id,
+        )
+        return (await self._send("/workers", request, wire.Registered)).worker_id
 
     async def lease(
-        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
+        self,
+        worker_id: str,
+        max_jobs: int,
+        wait: float,
+        results: Sequence[Result] = (),
+        batches: int = 1,
     ) -> list[LeasedJob]:
-        body: dict[str, Any] = {"max_jobs": max_jobs, "wait": wait}
-        if results:
-            body["results"] = _results(results)
-        answer = await self._call(
-            "POST", f"/workers/{worker_id}/lease", body, timeout=wait + self.timeout
-        )
-        self.cancelled.update(answer["cancelled"])
-        _log_refused(answer.get("refused", ()))
-        return [
-            LeasedJob(j["id"], j["endpoint"], j["input"], j["attempt"], j["lease_until"])
-            for j in answer["jobs"]
-        ]
+        request = wire.LeaseRequest(max_jobs, wait, list(results), batches)
+        path = f"/workers/{worker_id}/lease"
+        answer = await self._send(path, request, wire.LeaseAnswer, timeout=wait + self.timeout)
+        self.cancelled.update(answer.cancelled)
+        _log_refused(answer.refused)
+        return answer.jobs
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
-        events = [{"job_id": j, "type": "heartbeat"} for j in job_ids]
-        answer = await self._call("POST", f"/workers/{worker_id}/events", {"events": events})
-        self.cancelled.update(answer["cancelled"])
-        return list(answer["held"])
+        return await self._events(worker_id, [wire.WorkerEvent(j, "heartbeat") for j in job_ids])
 
     async def events(self, worker_id: str, events: Sequence[Event]) -> list[str]:
-        body = [{"job_id": e.job_id, "type": e.type, "data": e.data} for e in events]
-        answer = await self._call("POST", f"/workers/{worker_id}/events", {"events": body})
-        self.cancelled.update(answer["cancelled"])
-        return list(answer["held"])
+        return await self._events(
+            worker_id, [wire.WorkerEvent(e.job_id, e.type, e.data) for e in events]
+        )
+
+    async def release(self, worker_id: str, job_ids: Sequence[str]) -> None:
+        await self._events(worker_id, [wire.WorkerEvent(j, "release") for j in job_ids])
+
+    async def _events(self, worker_id: str, events: list[wire.WorkerEvent]) -> list[str]:
+        path = f"/workers/{worker_id}/events"
+        answer = await self._send(path, wire.EventsRequest(events), wire.EventsAnswer)
+        self.cancelled.update(answer.cancelled)
+        return answer.held
 
     async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
-        body = {"results": _results(results)}
-        answer = await self._call("POST", f"/workers/{worker_id}/results", body)
-        accepted = set(answer["accepted"])
+        path = f"/workers/{worker_id}/results"
+        answer = await self._send(path, wire.ResultsRequest(list(results)), wire.Verdicts)
+        accepted = set(answer.accepted)
         _log_refused([r.job_id for r in results if r.job_id not in accepted])
         return [r.job_id in accepted for r in results]
 
@@ -140,20 +154,6 @@ class HttpTransport:
 
     async def aclose(self) -> None:
         await self._http.aclose()
-
-
-def _results(results: Sequence[Result]) -> list[dict[str, Any]]:
-    return [
-        {
-            "job_id": r.job_id,
-            "endpoint": r.endpoint,
-            "attempt": r.attempt,
-            "output": r.output,
-            "error": r.error,
-            "retry": r.retry,
-        }
-        for r in results
-    ]
 
 
 def _log_refused(job_ids: Sequence[str]) -> None:

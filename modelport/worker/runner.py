@@ -1,7 +1,9 @@
 """The worker runner: lease a batch, run the model off the event loop, report results.
 
-The same runner serves a model inside ``modelport serve`` (through :class:`LocalTransport`,
-no HTTP hop) and on remote hosts (through an HTTP transport).
+The same runner serves a model inside ``modelport serve`` (through the server's in-process
+transport, no HTTP hop) and on remote hosts (through :class:`~modelport.worker.http.HttpTransport`).
+Its parts: :mod:`~modelport.worker.invoke` calls the model, :mod:`~modelport.worker.events`
+buffers what the model reports, :mod:`~modelport.worker.device` describes where it runs.
 """
 
 from __future__ import annotations
@@ -9,90 +11,28 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import inspect
 import logging
-import os
-import sys
-import threading
-import types
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
-import orjson
-import pydantic
-
-from modelport import _context as context
-from modelport import logs
-from modelport.core import Broker
 from modelport.errors import NotFound
-from modelport.loader import target_of
 from modelport.model import Model, concurrency_of
 from modelport.spec import EndpointSpec
-from modelport.wire import Event, LeasedJob, Result, WorkerInfo
+from modelport.wire import LeasedJob, Result, WorkerInfo
+from modelport.worker.device import describe_model
+from modelport.worker.events import EventBuffer
+from modelport.worker.invoke import Claims, Invoker, JobAbandoned, describe
+from modelport.worker.transport import Transport
+
+__all__ = ["JobAbandoned", "Runner", "Transport", "describe", "lanes", "set_up"]
 
 log = logging.getLogger("modelport.worker")
 
-_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-
-
-class Transport(Protocol):
-    """How a runner talks to the server: the worker API, as calls."""
-
-    async def register(
-        self, info: WorkerInfo, specs: Sequence[EndpointSpec], worker_id: str | None
-    ) -> str: ...
-
-    async def lease(
-        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
-    ) -> list[LeasedJob]:
-        """Deliver ``results`` (as :meth:`results` does), then long-poll for a batch."""
-
-    async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]: ...
-
-    async def events(self, worker_id: str, events: Sequence[Event]) -> list[str]: ...
-
-    async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]: ...
-
-    async def leave(self, worker_id: str) -> None: ...
-
-
-class LocalTransport:
-    """The worker API called in-process, for models served inside the API server."""
-
-    def __init__(self, broker: Broker) -> None:
-        self.broker = broker
-
-    async def register(
-        self, info: WorkerInfo, specs: Sequence[EndpointSpec], worker_id: str | None
-    ) -> str:
-        wid = worker_id or self.broker.local_worker_id(info.name)
-        return (await self.broker.join(info, specs, worker_id=wid)).id
-
-    async def lease(
-        self, worker_id: str, max_jobs: int, wait: float, results: Sequence[Result] = ()
-    ) -> list[LeasedJob]:
-        if results:
-            await self.broker.finish(worker_id, results)
-        return await self.broker.lease(worker_id, max_jobs, wait)
-
-    async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
-        return await self.broker.heartbeat(worker_id, job_ids)
-
-    async def events(self, worker_id: str, events: Sequence[Event]) -> list[str]:
-        return await self.broker.events(worker_id, events)
-
-    async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
-        return await self.broker.finish(worker_id, results)
-
-    async def leave(self, worker_id: str) -> None:
-        await self.broker.leave(worker_id)
-
-
-def describe(exc: BaseException) -> str:
-    """The message a client sees for a model error: type and text, never a traceback."""
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+HOLD_BUDGET = 0.002
+"""Seconds of recent compute a one-at-a-time model leases at once (see ``_lease_size``)."""
+MAX_AHEAD = 64
+"""The most jobs a one-at-a-time model holds at once."""
 
 
 class Runner:
@@ -119,18 +59,16 @@ class Runner:
         self.ready = asyncio.Event()
         self.worker_id: str | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.name}")
-        self._batched = type(model).predict_batch is not Model.predict_batch
         self._draining = asyncio.Event()
+        self._long_poll: asyncio.Future[list[LeasedJob]] | None = None
+        """The lease request waiting for work, which :meth:`drain` gives up at once."""
         self.registered = asyncio.Event()
-        self._abandoned: set[str] = set()
-        self._lock = threading.Lock()
-        self._pending_events: list[Event] = []
-        self._pending_progress: dict[str, Event] = {}
-        self._progress_sent = -1e9
-        self._events_ready = asyncio.Event()
-        self._sending = asyncio.Lock()
-        """Held while events are sent: they go out in order, and all before a result."""
-        self.progress_interval = progress_interval
+        self._buffer = EventBuffer(progress_interval)
+        self._invoker = Invoker(model, self.spec, self._buffer)
+        # Only a lone lane leases ahead: one with siblings would hold jobs they could start.
+        self._one_at_a_time = (
+            not self._invoker.batched and self.spec.max_batch_size == 1 and model.concurrency == 1
+        )
         self.heartbeat_interval = heartbeat_interval
         self.prefetch_below = prefetch_below
         self._compute_times: collections.deque[float] = collections.deque(maxlen=8)
@@ -207,22 +145,8 @@ class Runner:
         """The device and the model, for the worker registry (after ``setup()``; asked once,
         as :meth:`Model.info` promises)."""
         if self._description is None:
-            self._description = self._describe()
+            self._description = describe_model(self.model, self.spec.version)
         return self._description
-
-    def _describe(self) -> dict[str, Any]:
-        cls = type(self.model)
-        model: dict[str, Any] = {"class": target_of(cls)}
-        model["version"] = self.spec.version
-        try:
-            model.update(_jsonable(self.model.info()))
-        except Exception as e:
-            log.warning("%s.info() failed, so the registry shows less: %s", cls.__qualname__, e)
-        out: dict[str, Any] = {"device": device(), "model": model}
-        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-        if visible is not None:
-            out["cuda_visible_devices"] = visible
-        return out
 
     def _hold(self, ahead: asyncio.Future[list[LeasedJob]]) -> None:
         """The next batch arrived while this one runs: heartbeat its jobs too."""
@@ -246,6 +170,8 @@ class Runner:
     def drain(self) -> None:
         """Stop leasing; the batch in hand is finished and reported, then the worker leaves."""
         self._draining.set()
+        if self._long_poll is not None:
+            self._long_poll.cancel()
 
     async def _register(self) -> None:
         info = WorkerInfo(
@@ -264,19 +190,18 @@ class Runner:
         once, and the jobs it brings are run (given up, they would each lose an attempt)."""
         assert self.worker_id is not None
         wait = self.lease_wait if wait is None else wait
+        size, batches = self._lease_size()
         lease = asyncio.ensure_future(
-            self.transport.lease(self.worker_id, self.spec.max_batch_size, wait, results)
+            self.transport.lease(self.worker_id, size, wait, results, batches)
         )
+        if wait > 0:
+            self._long_poll = lease
+            if self._draining.is_set():
+                lease.cancel()
         try:
-            if wait > 0:
-                stop = asyncio.ensure_future(self._draining.wait())
-                try:
-                    await asyncio.wait({lease, stop}, return_when=asyncio.FIRST_COMPLETED)
-                finally:
-                    stop.cancel()
-            else:
-                await asyncio.wait({lease})
+            await asyncio.wait({lease})  # its being given up is told by lease.cancelled()
         finally:
+            self._long_poll = None
             if not lease.done():
                 lease.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -294,21 +219,104 @@ class Runner:
                 await self._report(results)
             return []
 
+    def _lease_size(self) -> tuple[int, int]:
+        """How many jobs to ask for, and in how many of the endpoint's batches.
+
+        A batched model asks for one batch. A model that takes one job at a time asks for as
+        many single-job batches as it has lately computed in :data:`HOLD_BUDGET` seconds, so
+        that one round trip (and one store write each way) serves them all, while a job it
+        holds unstarted waits no longer than about one quick job takes (another worker could
+        have run it).
+        """
+        if not self._one_at_a_time or not self._invoker.job_times:
+            return self.spec.max_batch_size, 1
+        worst = max(self._invoker.job_times)
+        ahead = max(1, min(MAX_AHEAD, int(HOLD_BUDGET / max(worst, 1e-6))))
+        return ahead, ahead
+
     async def run_batch(self, jobs: list[LeasedJob]) -> list[Result]:
-        """Compute a batch, sending its events as they come; return its results to report."""
+        """Compute a batch, sending its events as they come; return its results to report.
+
+        Several jobs of a one-at-a-time model are computed one after the other, each result
+        reported as soon as its job is done; what could not be reported is returned.
+        """
+        if self._one_at_a_time and len(jobs) > 1:
+            return await self._run_each(jobs)
         pump = asyncio.create_task(self._pump([j.id for j in jobs]))
         loop = asyncio.get_running_loop()
         started = loop.time()
         try:
-            results: list[Result] = await self._in_thread(self._compute, jobs, loop)
+            results: list[Result] = await self._in_thread(self._invoker.compute, jobs, loop)
         finally:
             self._compute_times.append(loop.time() - started)
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
         await self._send_events()  # chunks made just before the end go out before the result
-        self._abandoned.difference_update(j.id for j in jobs)
+        self._buffer.abandoned.difference_update(j.id for j in jobs)
         return results
+
+    async def _run_each(self, jobs: list[LeasedJob]) -> list[Result]:
+        loop = asyncio.get_running_loop()
+        ready: list[Result] = []
+        arrived = asyncio.Event()
+        claims = Claims(jobs)
+        last = [loop.time()]  # when the model last finished a job
+
+        def deliver(result: Result) -> None:  # on the event loop, called from the model thread
+            ready.append(result)
+            last[0] = loop.time()
+            arrived.set()
+
+        async def watch() -> None:
+            """A job that runs long would keep the held ones from another worker: once it
+            has run for :data:`HOLD_BUDGET`, hand back every job not started yet."""
+            while True:
+                await asyncio.sleep(HOLD_BUDGET)
+                if loop.time() - last[0] > HOLD_BUDGET:
+                    break
+            rest = claims.close()
+            if rest:
+                assert self.worker_id is not None
+                await self.transport.release(self.worker_id, [j.id for j in rest])
+
+        pump = asyncio.create_task(self._pump([j.id for j in jobs]))
+        watchdog = asyncio.create_task(watch())
+        compute = asyncio.ensure_future(
+            self._in_thread(self._invoker.compute_each, claims, loop, deliver)
+        )
+        unsent: list[Result] = []
+        try:
+            while ready or not compute.done():
+                if not ready:
+                    waiter = asyncio.ensure_future(arrived.wait())
+                    await asyncio.wait({waiter, compute}, return_when=asyncio.FIRST_COMPLETED)
+                    waiter.cancel()
+                    continue
+                arrived.clear()
+                done = ready[:]
+                del ready[:]
+                await self._send_events()  # a job's chunks go out before its result
+                try:
+                    await self._report(done)
+                except Exception:
+                    log.warning("reporting %d results failed; retrying", len(done), exc_info=True)
+                    unsent += done
+            compute.result()
+            if not watchdog.done() and claims.close() == []:
+                watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog  # a hand-back under way completes
+        finally:
+            if not compute.done():
+                claims.close()
+                await asyncio.wait({compute})
+            for task in (pump, watchdog):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._buffer.abandoned.difference_update(j.id for j in jobs)
+        return unsent
 
     async def _report(self, results: list[Result]) -> None:
         for _ in range(3):
@@ -329,10 +337,10 @@ class Runner:
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, next_beat - loop.time())):
-                    await self._events_ready.wait()
+                    await self._buffer.ready.wait()
             try:
-                if self._events_ready.is_set():
-                    self._events_ready.clear()
+                if self._buffer.ready.is_set():
+                    self._buffer.ready.clear()
                     # Shielded: the pump stopping must not cut a send short (its events
                     # would be lost); the final send waits for it through the lock.
                     await asyncio.shield(self._send_events())
@@ -341,143 +349,19 @@ class Runner:
                     beating = job_ids + self._prefetched
                     held = set(await self.transport.heartbeat(self.worker_id, beating))
                     # Jobs no longer held were cancelled or lost: stop them where the model allows.
-                    self._abandoned.update(j for j in beating if j not in held)
+                    self._buffer.abandoned.update(j for j in beating if j not in held)
                     next_beat = loop.time() + interval
             except Exception:
                 log.warning("sending events or a heartbeat failed; retrying", exc_info=True)
                 next_beat = loop.time() + interval
 
     async def _send_events(self) -> None:
-        async with self._sending:
-            await self._send_pending()
-
-    async def _send_pending(self) -> None:
-        loop = asyncio.get_running_loop()
-        now = loop.time()
-        with self._lock:
-            events, self._pending_events = self._pending_events, []
-            progress_due = now - self._progress_sent >= self.progress_interval
-            if self._pending_progress and progress_due:
-                events += self._pending_progress.values()
-                self._pending_progress = {}
-                self._progress_sent = now
-            elif self._pending_progress:
-                wait = self.progress_interval - (now - self._progress_sent)
-                loop.call_later(wait, self._events_ready.set)
-        if events:
-            assert self.worker_id is not None
-            held = set(await self.transport.events(self.worker_id, events))
-            self._abandoned.update(e.job_id for e in events if e.job_id not in held)
-
-    def _emit(self, event: Event, loop: asyncio.AbstractEventLoop) -> None:
-        """Queue an event from the model thread; the pump sends it."""
-        with self._lock:
-            wake = not self._pending_events and not self._pending_progress
-            if event.type == "progress":
-                self._pending_progress[event.job_id] = event
-            else:
-                self._pending_events.append(event)
-        if wake:
-            loop.call_soon_threadsafe(self._events_ready.set)
-
-    def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
-        """What ``Model.progress`` calls on the model thread for these jobs."""
-
-        def report(fraction: float | None, message: str | None, data: dict[str, Any]) -> None:
-            self._check(job_ids)
-            if fraction is not None and not 0.0 <= fraction <= 1.0:
-                raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
-            if data:
-                try:
-                    self.spec.progress_model.model_validate(data)
-                except pydantic.ValidationError as e:
-                    first = e.errors()[0]
-                    where = ".".join(str(p) for p in first["loc"])
-                    raise ValueError(f"progress field {where}: {first['msg']}") from None
-            update = {"fraction": fraction, "message": message, "data": data}
-            for job_id in job_ids:
-                self._emit(Event(job_id, "progress", update), loop)
-
-        return report
-
-    def _check(self, job_ids: list[str]) -> None:
-        if any(j in self._abandoned for j in job_ids):
-            raise JobAbandoned("the job was cancelled while it ran")
-
-    def _compute(self, jobs: list[LeasedJob], loop: asyncio.AbstractEventLoop) -> list[Result]:
-        """Call the model for one batch (on the model thread) and turn its answers into results."""
-        try:
-            if self._batched:
-                context.set_reporter(self._reporter([j.id for j in jobs], loop))
-                logs.job_id.set(",".join(j.id for j in jobs))
-                outputs = self.model.predict_batch([j.input for j in jobs])
-                if not isinstance(outputs, list) or len(outputs) != len(jobs):
-                    got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
-                    raise TypeError(
-                        f"predict_batch must return a list of {len(jobs)} outputs, got {got}"
-                    )
-            else:
-                outputs = [self._one(j, loop) for j in jobs]
-        except JobAbandoned as e:
-            return [Result(j.id, j.endpoint, j.attempt, error=describe(e)) for j in jobs]
-        except Exception as e:
-            log.exception("model %s failed on a batch of %d", self.spec.name, len(jobs))
-            retry = self.spec.retry_failed_batches
-            return [
-                Result(j.id, j.endpoint, j.attempt, error=describe(e), retry=retry) for j in jobs
-            ]
-        finally:
-            context.set_reporter(None)
-            logs.job_id.set(None)
-        return [self._result(j, out) for j, out in zip(jobs, outputs, strict=True)]
-
-    def _one(self, job: LeasedJob, loop: asyncio.AbstractEventLoop) -> Any:
-        context.set_reporter(self._reporter([job.id], loop))
-        logs.job_id.set(job.id)
-
-        def chunk(value: Any) -> None:
-            self._check([job.id])
-            self._emit(Event(job.id, "output", _jsonable(value)), loop)
-
-        try:
-            return _collect(self.model.predict(**job.input), chunk)
-        except JobAbandoned as e:
-            log.info("job %s stopped: %s", job.id, e)
-            return e
-        except Exception as e:
-            log.exception("model %s failed on job %s", self.spec.name, job.id)
-            return e
-
-    def _result(self, job: LeasedJob, output: Any) -> Result:
-        if isinstance(output, BaseException):
-            return Result(job.id, job.endpoint, job.attempt, error=describe(output))
-        try:
-            value = _jsonable(output)
-        except (TypeError, orjson.JSONEncodeError) as e:
-            return Result(
-                job.id, job.endpoint, job.attempt, error=f"the output is not JSON-serializable: {e}"
-            )
-        return Result(job.id, job.endpoint, job.attempt, output=value)
+        assert self.worker_id is not None
+        worker_id = self.worker_id
+        await self._buffer.flush(lambda events: self.transport.events(worker_id, events))
 
     async def _in_thread(self, fn: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
-
-
-def device() -> str:
-    """The accelerator this process computes on, as torch sees it when the model loaded torch
-    (``cuda:0 NVIDIA A10G``, ``mps``), else ``cpu``. Never imports torch itself."""
-    torch: Any = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            if torch.cuda.is_available():
-                index = torch.cuda.current_device()
-                return f"cuda:{index} {torch.cuda.get_device_name(index)}"
-            mps = getattr(torch.backends, "mps", None)
-            if mps is not None and mps.is_available():
-                return "mps"
-        except Exception:  # a broken driver is a CPU worker, not a crash
-            log.debug("could not ask torch for its device", exc_info=True)
-    return "cpu"
 
 
 def lanes(
@@ -498,51 +382,3 @@ async def set_up(runners: Sequence[Runner]) -> None:
     await runners[0].setup()
     for runner in runners:
         runner.ready.set()
-
-
-class JobAbandoned(Exception):
-    """The job was cancelled or its lease lost while the model worked on it."""
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return orjson.loads(orjson.dumps(value, option=_JSON_OPTIONS))
-
-
-def _collect(output: Any, chunk: Callable[[Any], None]) -> Any:
-    """Run a generator (sync or async) to its end, passing each chunk on as it is made.
-
-    The output is the chunks joined (text) or listed. A coroutine is run to its value.
-    """
-    if inspect.isasyncgen(output) or inspect.iscoroutine(output):
-        return asyncio.run(_collect_async(output, chunk))
-    if not isinstance(output, types.GeneratorType):
-        return output
-    chunks = []
-    try:
-        for value in output:
-            chunk(value)
-            chunks.append(value)
-    finally:
-        output.close()
-    return _joined(chunks)
-
-
-async def _collect_async(output: Any, chunk: Callable[[Any], None]) -> Any:
-    if inspect.iscoroutine(output):
-        return await output
-    chunks = []
-    try:
-        async for value in output:
-            chunk(value)
-            chunks.append(value)
-    finally:
-        await output.aclose()
-    return _joined(chunks)
-
-
-def _joined(chunks: list[Any]) -> Any:
-    if chunks and all(isinstance(c, str) for c in chunks):
-        return "".join(chunks)
-    return chunks

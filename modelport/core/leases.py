@@ -1,0 +1,230 @@
+"""The worker's verbs: lease a batch (a long poll that fills it within the endpoint's batch
+window), heartbeat, record events, finish with results, hand back, leave."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+import pydantic
+
+from modelport.core import transitions
+from modelport.core.jobs import Jobs
+from modelport.core.registry import Worker
+from modelport.errors import Conflict
+from modelport.stores.base import Update
+from modelport.wire import Event, JobRecord, JobStatus, LeasedJob, Result, storable
+
+log = logging.getLogger("modelport.core")
+
+RUNNING = frozenset({JobStatus.RUNNING})
+
+
+class Leases:
+    def __init__(self, jobs: Jobs) -> None:
+        self.jobs = jobs
+        self.store = jobs.store
+        self.registry = jobs.registry
+        self.wakeups = jobs.wakeups
+        self.tallies = jobs.tallies
+        self.metrics = jobs.metrics
+        self.clock: Callable[[], float] = jobs.clock
+
+    async def lease(
+        self, worker_id: str, max_jobs: int, wait: float, batches: int = 1
+    ) -> list[LeasedJob]:
+        """Up to ``max_jobs`` jobs: wait up to ``wait`` s for the first, then fill the batch
+        for at most the endpoint's ``max_batch_wait`` after the first arrived.
+
+        ``batches`` > 1 takes that many of the endpoint's batches at once (a worker that
+        runs quick jobs one at a time takes several, to spend one round trip on them).
+        """
+        worker = self.registry.worker(worker_id)
+        deadline = asyncio.get_running_loop().time() + wait
+        jobs: list[JobRecord] = []
+        try:
+            await self._fill(worker, jobs, max_jobs, batches, deadline)
+        except asyncio.CancelledError:
+            # The long poll was abandoned (the worker hung up): hand back what it took.
+            await asyncio.shield(self.release(worker_id, [j.id for j in jobs]))
+            raise
+        worker.last_seen = self.clock()
+        for job in jobs:
+            self.wakeups.changed(job.id)
+        return [
+            LeasedJob(j.id, j.endpoint, j.input, j.attempts, j.lease_until or 0.0) for j in jobs
+        ]
+
+    async def _fill(
+        self, worker: Worker, jobs: list[JobRecord], max_jobs: int, batches: int, deadline: float
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        specs = self.registry.specs
+        window_end: float | None = None
+        while not self.wakeups.closing.done() and worker.id in self.registry.workers:
+            signals = [self.wakeups.work_future(name) for name in worker.info.endpoints]
+            signals.append(self.wakeups.closing)
+            for name in worker.info.endpoints:
+                spec = specs[name]
+                room = min(max_jobs, spec.max_batch_size * batches) - len(jobs)
+                if room <= 0 or (jobs and jobs[0].endpoint != name):
+                    continue
+                now = self.clock()
+                got = await self.store.lease(name, worker.id, room, now, now + spec.lease_duration)
+                if got:
+                    self.tallies.depth(name).value -= len(got)
+                    self.metrics.batch_leased(name, len(got))
+                    if window_end is None:
+                        window_end = loop.time() + spec.max_batch_wait
+                    jobs += got
+            full = min(max_jobs, specs[jobs[0].endpoint].max_batch_size * batches) if jobs else 0
+            if jobs and len(jobs) >= full:
+                break
+            remaining = (window_end if window_end is not None else deadline) - loop.time()
+            if remaining <= 0:
+                break
+            await asyncio.wait(signals, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+
+    async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
+        """Extend the leases of jobs the worker still holds; return those ids."""
+        worker = self.registry.worker(worker_id)
+        if not job_ids:
+            return []
+        until = self.clock() + self.registry.lease_duration(worker)
+        return await self.store.extend(worker_id, job_ids, until)
+
+    async def events(self, worker_id: str, events: Sequence[Event]) -> list[str]:
+        """Record progress, output chunks and log lines of held jobs (extending their leases).
+
+        Events of jobs the worker no longer holds are dropped; returns the ids it holds.
+        """
+        held = set(await self.heartbeat(worker_id, list(dict.fromkeys(e.job_id for e in events))))
+        kept = [e for e in events if e.job_id in held]
+        latest = {e.job_id: e.data for e in kept if e.type == "progress"}
+        if latest:
+            await self.store.update(
+                [
+                    Update(j, RUNNING, {"progress": p}, worker_id=worker_id)
+                    for j, p in latest.items()
+                ]
+            )
+        if kept:
+            await self.store.add_events(kept)
+        for job_id in held:
+            self.wakeups.changed(job_id)
+        return [e for e in dict.fromkeys(e.job_id for e in events) if e in held]
+
+    async def finish(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
+        """Record final outputs or errors; a result for a job no longer held is refused."""
+        worker = self.registry.worker(worker_id)
+        now = self.clock()
+        for r in results:
+            if r.endpoint not in worker.info.endpoints:
+                raise Conflict(f"worker {worker_id} does not serve endpoint {r.endpoint!r}")
+        stored = await self.store.update([self._outcome(worker_id, r, now) for r in results])
+        finished = [job for job in stored if job is not None and job.status.final]
+        for job in stored:
+            if job is None:
+                continue
+            if job.status.final:
+                self.jobs.finished(job)
+            else:
+                self.metrics.job_requeued(job.endpoint)
+                self.wakeups.new_work(job.endpoint)
+        timed = [j for j in finished if j.started_at is not None and j.completed_at is not None]
+        if timed:
+            # Jobs of one batch share its time, so a job's cost is the batch time over its size.
+            batch_time = max(j.completed_at - j.started_at for j in timed)  # type: ignore[operator]
+            worker.jobs_done += len(timed)
+            worker.compute_time += batch_time
+            self.tallies.timed(timed[0].endpoint, batch_time / len(timed))
+        return [
+            job is not None or await self._recorded(worker_id, r)
+            for job, r in zip(stored, results, strict=True)
+        ]
+
+    async def _recorded(self, worker_id: str, r: Result) -> bool:
+        """Whether a refused result repeats one already recorded (a worker resends results
+        whose delivery it could not confirm): the same worker, attempt and outcome."""
+        job = await self.store.get(r.job_id)
+        if job is None or job.worker_id != worker_id or job.attempts != r.attempt:
+            return False
+        if r.error is None:
+            return job.status is JobStatus.SUCCEEDED and job.output == r.output
+        return job.status is JobStatus.FAILED and job.error == r.error
+
+    def _outcome(self, worker_id: str, r: Result, now: float) -> Update:
+        error = r.error if r.error is not None else self._check_output(r)
+        if error is None:
+            return transitions.succeed(r.job_id, worker_id, r.attempt, r.output, now)
+        if (
+            r.error is not None
+            and r.retry
+            and r.attempt < self.registry.spec(r.endpoint).max_attempts
+        ):
+            return transitions.retry(r.job_id, worker_id, r.attempt, error)
+        return transitions.fail(r.job_id, worker_id, r.attempt, error, now)
+
+    def _check_output(self, r: Result) -> str | None:
+        try:
+            storable(r.output)
+        except ValueError as e:
+            return f"the model's output cannot be stored: {e}"
+        adapter = self.registry.spec(r.endpoint).output_adapter
+        if adapter is None:
+            return None
+        try:
+            adapter.validate_python(r.output)
+        except pydantic.ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "output"
+            return (
+                f"the model's output does not match the endpoint's outputs: {where}: {first['msg']}"
+            )
+        return None
+
+    async def release(self, worker_id: str, job_ids: Sequence[str]) -> None:
+        """Put jobs a worker never started back at the front of the queue, attempt uncounted."""
+        updates = []
+        for job_id in job_ids:
+            job = await self.store.get(job_id)
+            if job is not None and job.worker_id == worker_id:
+                updates.append(transitions.release(job))
+        for job in await self.store.update(updates):
+            if job is not None:
+                self.wakeups.new_work(job.endpoint)
+
+    async def leave(self, worker_id: str) -> None:
+        """A worker leaves: its unfinished jobs go back to the queue at once."""
+        self.registry.worker(worker_id)
+        for job in await self.store.running(worker_id):
+            await self.lost(job, f"worker {worker_id} left before finishing the job")
+        worker = await self.registry.forget(worker_id)
+        self.tallies.cancelled.pop(worker_id, None)
+        for name in worker.info.endpoints:
+            self.wakeups.new_work(name)  # its long polls wake and see it gone
+
+    def take_cancelled(self, worker_id: str) -> list[str]:
+        """Jobs this worker holds that were cancelled since it last asked."""
+        return sorted(self.tallies.cancelled.pop(worker_id, ()))
+
+    async def lost(self, job: JobRecord, why: str) -> None:
+        """The job's worker is gone: requeue it (or fail it, out of attempts)."""
+        (updated,) = await self.store.update([transitions.lost(job, why, self.clock())])
+        if updated is None:
+            return
+        log.warning(
+            "job %s %s: %s (attempt %d of %d)",
+            job.id,
+            "failed" if updated.status.final else "requeued",
+            why,
+            job.attempts,
+            job.max_attempts,
+        )
+        if updated.status.final:
+            self.jobs.finished(updated)
+        else:
+            self.metrics.job_requeued(updated.endpoint)
+            self.wakeups.changed(updated.id)
+            self.wakeups.new_work(updated.endpoint)

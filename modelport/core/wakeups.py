@@ -1,0 +1,164 @@
+"""Waiters and announcements: who in this process waits for what (a request for its job's
+result, a stream for its job's next change, a long poll for new work), woken by futures,
+never by polling; and the topics told to the other servers sharing the store.
+
+Topics: ``q:ENDPOINT`` (new work), ``j:JOB_ID`` (the job changed), ``all`` (the store lost
+announcements: everyone looks again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from modelport.stores.base import JobStore
+from modelport.wire import JobRecord
+
+log = logging.getLogger("modelport.core")
+_F = TypeVar("_F", bound="asyncio.Future[Any]")
+
+
+class Wakeups:
+    """The futures waiters park on, and the outbox of topics for the other servers."""
+
+    def __init__(self, store: JobStore) -> None:
+        self.store = store
+        self.instance = secrets.token_hex(4)
+        self._done: dict[str, list[asyncio.Future[JobRecord | None]]] = {}
+        self._signals: dict[str, asyncio.Future[None]] = {}
+        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
+        self._closing_future: asyncio.Future[None] | None = None
+        self._outbox: list[str] = []
+        self._tasks: set[asyncio.Future[None]] = set()
+
+    @property
+    def closing(self) -> asyncio.Future[None]:
+        """Resolved when the server is going down."""
+        if self._closing_future is None:
+            self._closing_future = asyncio.get_running_loop().create_future()
+        return self._closing_future
+
+    def close(self) -> None:
+        """End every wait now, with what it has."""
+        if not self.closing.done():
+            self.closing.set_result(None)
+        futures: list[asyncio.Future[Any]] = []
+        for done in self._done.values():
+            futures += done
+        for watchers in self._watchers.values():
+            futures += watchers
+        for fut in futures:
+            if not fut.done():
+                fut.set_result(None)
+
+    def background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a store write nobody waits for; a failure is logged."""
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Future[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("could not tell the other servers: %s", task.exception())
+
+    def done_future(self, job_id: str) -> asyncio.Future[JobRecord | None]:
+        """A future resolved with the job when it is final here (None: look again)."""
+        fut: asyncio.Future[JobRecord | None] = asyncio.get_running_loop().create_future()
+        self._done.setdefault(job_id, []).append(fut)
+        return fut
+
+    def forget_done(self, job_id: str, fut: asyncio.Future[JobRecord | None]) -> None:
+        _discard(self._done, job_id, fut)
+
+    def work_future(self, endpoint: str) -> asyncio.Future[None]:
+        """A future resolved at the next new work for ``endpoint``."""
+        fut = self._signals.get(endpoint)
+        if fut is None or fut.done():
+            fut = self._signals[endpoint] = asyncio.get_running_loop().create_future()
+        return fut
+
+    def new_work(self, endpoint: str) -> None:
+        """New work for ``endpoint``: wake its long polls here and on the other servers."""
+        self._wake_queue(endpoint)
+        self._announce("q:" + endpoint)
+
+    def finished(self, job: JobRecord) -> None:
+        """The job is final: answer whoever waits for it."""
+        for fut in self._done.pop(job.id, ()):
+            if not fut.done():
+                fut.set_result(job)
+        self.changed(job.id)
+
+    def changed(self, job_id: str) -> None:
+        """The job changed (started, an event, final): wake its watchers here and elsewhere."""
+        for fut in self._watchers.pop(job_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+        self._announce("j:" + job_id)
+
+    def watch(self, job_id: str) -> asyncio.Future[None]:
+        """A future that resolves at the job's next change: started, an event, or final."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.setdefault(job_id, []).append(fut)
+        return fut
+
+    def unwatch(self, job_id: str, fut: asyncio.Future[None]) -> None:
+        _discard(self._watchers, job_id, fut)
+
+    def _wake_queue(self, endpoint: str) -> None:
+        fut = self._signals.pop(endpoint, None)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+
+    def _wake_job(self, job_id: str) -> None:
+        for fut in self._done.pop(job_id, ()):
+            if not fut.done():
+                fut.set_result(None)
+        for watcher in self._watchers.pop(job_id, ()):
+            if not watcher.done():
+                watcher.set_result(None)
+
+    def _announce(self, topic: str) -> None:
+        """Queue a topic for the other servers; one publish per event-loop turn carries all."""
+        if not self.store.shared:
+            return
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush_outbox)
+        self._outbox.append(topic)
+
+    def _flush_outbox(self) -> None:
+        topics, self._outbox = self._outbox, []
+        message = "\n".join([f"from:{self.instance}", *dict.fromkeys(topics)])
+        self.background(self.store.publish(message))
+
+    def on_message(self, message: str) -> None:
+        """Topics another server published: wake whoever waits here."""
+        lines = message.split("\n")
+        if lines and lines[0] == f"from:{self.instance}":
+            return
+        for line in lines:
+            kind, _, key = line.partition(":")
+            if kind == "all":
+                for name in list(self._signals):
+                    self._wake_queue(name)
+                for job_id in list(self._done) + list(self._watchers):
+                    self._wake_job(job_id)
+            elif kind == "q":
+                self._wake_queue(key)
+            elif kind == "j":
+                self._wake_job(key)
+
+
+def _discard(table: dict[str, list[_F]], key: str, fut: _F) -> None:
+    """Take a waiter off its list, and the list off the table once empty."""
+    waiters = table.get(key)
+    if waiters is not None:
+        with contextlib.suppress(ValueError):
+            waiters.remove(fut)
+        if not waiters:
+            del table[key]

@@ -1,0 +1,35 @@
+"""Request bodies in, JSON out: the two things every route group does the same way."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelport.errors import BadRequest, PayloadTooLarge
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers, media_type="application/json")
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole body, refused with 413 as soon as it is over ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    chunks = bytearray()
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            raise BadRequest("the client went away before sending the whole body")
+        chunks += message.get("body", b"")
+        if len(chunks) > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+        if not message.get("more_body", False):
+            break
+    if not chunks:
+        raise BadRequest("the body is empty; send a JSON object")
+    return bytes(chunks)

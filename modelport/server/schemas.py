@@ -1,0 +1,255 @@
+"""The shapes of the client routes' answers, for the OpenAPI document.
+
+The handlers build plain dicts on the hot path; these models only describe them (the
+worker routes' messages are described by their own dataclasses in :mod:`modelport.wire`).
+The tests check real answers against the schemas made from these, so the two cannot drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+
+
+class _Shape(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class FieldError(_Shape):
+    """One invalid field: its dotted path and what is wrong with it."""
+
+    field: str = Field(examples=["sepal_length"])
+    message: str = Field(examples=["Input should be less than or equal to 10"])
+
+
+class Problem(_Shape):
+    """An error, as an RFC 9457 problem document (``application/problem+json``)."""
+
+    type: str = Field(examples=["urn:modelport:problem:validation"])
+    title: str = Field(examples=["Invalid input"])
+    status: int = Field(examples=[422])
+    detail: str = Field(examples=["sepal_length: Input should be less than or equal to 10"])
+    errors: list[FieldError] | None = Field(
+        None, description="For invalid input: every field that failed, with the rule."
+    )
+
+
+class Progress(BaseModel):
+    """How far a running job is, as its model last reported."""
+
+    model_config = ConfigDict(extra="allow")
+    fraction: float | None = Field(None, ge=0, le=1)
+    message: str | None = None
+    data: dict[str, JsonValue] | None = Field(None, description="The endpoint's progress fields.")
+
+
+class Job(_Shape):
+    """One request to one endpoint, with its input, its outcome and its timings."""
+
+    id: str = Field(examples=["0c5a8c5e2b1d4f6e9a7b3c1d2e4f6a8b"])
+    endpoint: str = Field(examples=["iris"])
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled", "expired"]
+    input: dict[str, JsonValue] = Field(description="The validated input, defaults filled in.")
+    output: JsonValue = Field(description="The model's answer once the job succeeded.")
+    error: str | None = Field(description="Why the job failed, expired or was cancelled.")
+    progress: Progress | None = None
+    attempts: int = Field(description="Times a worker has started the job.")
+    worker: str | None = Field(description="The worker that ran (or runs) the job.")
+    created_at: float = Field(description="Unix time the job was accepted.")
+    started_at: float | None
+    completed_at: float | None
+    queue_time: float | None = Field(description="Seconds from accepted to started.")
+    compute_time: float | None = Field(description="Seconds from started to finished.")
+    queue_position: int | None = Field(
+        None, description="Jobs ahead of this one (0: next); only while it is not finished."
+    )
+    eta: float | None = Field(
+        None, description="Seconds until it is likely finished, from recent compute times."
+    )
+
+
+class Worker(_Shape):
+    """A worker serving an endpoint, as the server last heard from it."""
+
+    id: str
+    name: str
+    state: Literal["online", "offline"]
+    last_seen: float
+    max_batch_size: int
+    metadata: dict[str, JsonValue]
+    jobs_done: int
+    mean_compute_time: float | None
+
+
+class EndpointSummary(_Shape):
+    """One endpoint in the list."""
+
+    name: str = Field(examples=["iris"])
+    title: str
+    description: str
+    version: str
+    kind: Literal["predict", "chat", "embedding"]
+    state: Literal["ready", "loading", "no-workers", "setup-failed"] = Field(
+        description="Whether it runs jobs now: a worker is online (ready), a local model's"
+        " setup() is running (loading), no worker serves it yet (no-workers: jobs wait), or"
+        " its only workers failed setup() (setup-failed: submits answer 503)."
+    )
+    reason: str | None = Field(description="Why it is not ready; null when it is.")
+    workers_online: int
+    queue_depth: int = Field(description="Jobs waiting for a worker.")
+    running: int
+
+
+class Limits(_Shape):
+    max_batch_size: int
+    max_batch_wait: float
+    lease_duration: float
+    max_attempts: int
+    max_queue_length: int
+    max_body_size: int
+
+
+class EndpointDetail(EndpointSummary):
+    """One endpoint: its JSON Schemas, limits, workers and full spec."""
+
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    progress_schema: dict[str, Any]
+    limits: Limits
+    workers: list[Worker]
+    spec: dict[str, Any] = Field(description="The spec a remote worker must match.")
+
+
+class Live(_Shape):
+    status: Literal["ok"]
+
+
+class ReadyEndpoint(_Shape):
+    workers_online: int
+
+
+class Ready(_Shape):
+    """Ready: the store answers and every local model finished ``setup()``."""
+
+    status: Literal["ready"]
+    endpoints: dict[str, ReadyEndpoint]
+
+
+class IndexEndpoint(_Shape):
+    name: str
+    title: str
+    description: str
+    kind: Literal["predict", "chat", "embedding"]
+    workers_online: int
+    url: str = Field(description="Its description: schemas, limits, workers.")
+    submit: str = Field(description="Where jobs are submitted (POST).")
+    example: dict[str, JsonValue] | None = Field(description="A body to submit there.")
+
+
+class Index(_Shape):
+    """What this server serves, and where to read more."""
+
+    name: Literal["modelport"]
+    version: str
+    ready: bool
+    status: str = Field(description="`ready`, or why not (as `/health/ready` says).")
+    endpoints: list[IndexEndpoint]
+    links: dict[str, str] = Field(
+        description="docs, redoc, openapi, health_live, health_ready, metrics, and openai "
+        "when a chat or embedding endpoint is served."
+    )
+
+
+class StreamEvent(_Shape):
+    """One line of ``application/jsonl`` (SSE carries the same as ``id``, ``event``, ``data``)."""
+
+    id: int | None = Field(
+        description="A stored event's id (1, 2, ... per job): resume after it with "
+        "Last-Event-ID or ?after=. The state events (queued, started and the final one) "
+        "carry none."
+    )
+    event: Literal[
+        "queued",
+        "started",
+        "progress",
+        "output",
+        "log",
+        "succeeded",
+        "failed",
+        "cancelled",
+        "expired",
+    ]
+    data: JsonValue = Field(description="A chunk, a progress report, or the final job.")
+
+
+class ModelCard(_Shape):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+
+
+class ModelList(_Shape):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class ChatChoiceMessage(_Shape):
+    role: Literal["assistant"]
+    content: str
+
+
+class ChatChoice(_Shape):
+    index: int
+    message: ChatChoiceMessage
+    finish_reason: Literal["stop", "length"]
+
+
+class ChatUsage(_Shape):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(_Shape):
+    """The answer; with ``"stream": true`` it comes as ``chat.completion.chunk`` SSE events
+    ending with ``data: [DONE]``."""
+
+    id: str
+    object: Literal["chat.completion"]
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: ChatUsage
+
+
+class Embedding(_Shape):
+    object: Literal["embedding"]
+    index: int
+    embedding: list[float] | str = Field(description="Floats, or base64 of little-endian f32.")
+
+
+class EmbeddingUsage(_Shape):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(_Shape):
+    object: Literal["list"]
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+
+
+class OpenAIErrorBody(_Shape):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(_Shape):
+    """An error in OpenAI's shape."""
+
+    error: OpenAIErrorBody

@@ -1,0 +1,38 @@
+"""Server-wide limits and settings, declared once: the server, the core and the CLI's defaults
+all read them from here (an endpoint's spec may tighten some per endpoint)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Limits:
+    """Sizes, waits, timeouts and TTLs, passed whole (as httpx passes ``Limits``)."""
+
+    max_body_size: int = 10 * 1024 * 1024
+    """Largest request body, in bytes (413 beyond it)."""
+    default_wait: float = 30.0
+    """How long a submit waits for the result when the client does not say (``Prefer: wait``)."""
+    max_wait: float = 300.0
+    """The most a client may ask to wait on one request."""
+    max_queue_length: int = 10_000
+    """Queued jobs per endpoint before submits get 429 (an endpoint's spec may lower it)."""
+    max_queue_time: float | None = None
+    """Seconds a job may wait to start before it expires (an endpoint's spec may override)."""
+    timeout: float | None = None
+    """Seconds a job may compute before it fails (an endpoint's spec may override)."""
+    result_ttl: float | None = 86_400.0
+    """Seconds a finished job is kept (an endpoint's spec may override); None keeps them."""
+    offline_after: float = 30.0
+    """Seconds without a word from a worker before it counts as offline."""
+    reap_interval: float = 0.5
+    """How often expired leases are looked for, in seconds."""
+
+
+@dataclass
+class Settings(Limits):
+    """Everything a server is started with: its :class:`Limits` and its credentials."""
+
+    worker_token: str | None = None
+    """The credential remote workers present; without one, no remote worker is accepted."""

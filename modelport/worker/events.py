@@ -1,0 +1,60 @@
+"""The events a model makes while it runs, on its own thread, and how they reach the server:
+output chunks and log lines at once and in order, progress coalesced to the latest per job
+at most every ``progress_interval``."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Awaitable, Callable
+
+from modelport.wire import Event
+
+Send = Callable[[list[Event]], Awaitable[list[str]]]
+"""Sends events; returns the ids of the jobs the worker still holds."""
+
+
+class EventBuffer:
+    def __init__(self, progress_interval: float) -> None:
+        self.progress_interval = progress_interval
+        self.ready = asyncio.Event()
+        """Set when events wait to be sent."""
+        self.abandoned: set[str] = set()
+        """Jobs the server says this worker no longer holds (cancelled, lease lost)."""
+        self._lock = threading.Lock()
+        self._events: list[Event] = []
+        self._progress: dict[str, Event] = {}
+        self._progress_sent = -1e9
+        self._sending = asyncio.Lock()
+        """Held while events are sent: they go out in order, and all before a result."""
+
+    def emit(self, event: Event, loop: asyncio.AbstractEventLoop) -> None:
+        """Queue an event from the model thread; the event loop sends it."""
+        with self._lock:
+            wake = not self._events and not self._progress
+            if event.type == "progress":
+                self._progress[event.job_id] = event
+            else:
+                self._events.append(event)
+        if wake:
+            loop.call_soon_threadsafe(self.ready.set)
+
+    async def flush(self, send: Send) -> None:
+        """Send what is due: every chunk and log line, and progress if the interval passed
+        (else wake again when it will have)."""
+        async with self._sending:
+            loop = asyncio.get_running_loop()
+            now = loop.time()
+            with self._lock:
+                events, self._events = self._events, []
+                due = now - self._progress_sent >= self.progress_interval
+                if self._progress and due:
+                    events += self._progress.values()
+                    self._progress = {}
+                    self._progress_sent = now
+                elif self._progress:
+                    wait = self.progress_interval - (now - self._progress_sent)
+                    loop.call_later(wait, self.ready.set)
+            if events:
+                held = set(await send(events))
+                self.abandoned.update(e.job_id for e in events if e.job_id not in held)

@@ -1,0 +1,236 @@
+"""Calling the model: one batch on the model thread, its answers turned into results.
+
+A ``predict_batch`` model gets the batch's inputs in one call; any other model gets
+``predict(**input)`` once per job. A generator (sync or async) streams its chunks as output
+events; ``Model.progress`` reports through the :class:`EventBuffer`. A model error becomes
+the job's error (type and text, never a traceback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import inspect
+import logging
+import threading
+import time
+import types
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pydantic
+
+from modelport import _context as context
+from modelport import logs
+from modelport.model import Model
+from modelport.spec import EndpointSpec
+from modelport.wire import Event, LeasedJob, Result
+from modelport.worker.events import EventBuffer
+
+log = logging.getLogger("modelport.worker")
+
+_JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+
+class JobAbandoned(Exception):
+    """The job was cancelled or its lease lost while the model worked on it."""
+
+
+def describe(exc: BaseException) -> str:
+    """The message a client sees for a model error: type and text, never a traceback."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Invoker:
+    def __init__(self, model: Model, spec: EndpointSpec, buffer: EventBuffer) -> None:
+        self.model = model
+        self.spec = spec
+        self.buffer = buffer
+        self.batched = type(model).predict_batch is not Model.predict_batch
+        self.job_times: collections.deque[float] = collections.deque(maxlen=32)
+        """Seconds each of the latest one-at-a-time ``predict`` calls took."""
+
+    def compute(self, jobs: list[LeasedJob], loop: asyncio.AbstractEventLoop) -> list[Result]:
+        """Call the model for one batch (on the model thread) and turn its answers into results."""
+        try:
+            if self.batched:
+                context.set_reporter(self._reporter([j.id for j in jobs], loop))
+                logs.job_id.set(",".join(j.id for j in jobs))
+                outputs = self.model.predict_batch([j.input for j in jobs])
+                if not isinstance(outputs, list) or len(outputs) != len(jobs):
+                    got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+                    raise TypeError(
+                        f"predict_batch must return a list of {len(jobs)} outputs, got {got}"
+                    )
+            else:
+                outputs = [self._one(j, loop) for j in jobs]
+        except JobAbandoned as e:
+            return [Result(j.id, j.endpoint, j.attempt, error=describe(e)) for j in jobs]
+        except Exception as e:
+            log.exception("model %s failed on a batch of %d", self.spec.name, len(jobs))
+            retry = self.spec.retry_failed_batches
+            return [
+                Result(j.id, j.endpoint, j.attempt, error=describe(e), retry=retry) for j in jobs
+            ]
+        finally:
+            context.set_reporter(None)
+            logs.job_id.set(None)
+        return [_result(j, out) for j, out in zip(jobs, outputs, strict=True)]
+
+    def compute_each(
+        self,
+        jobs: Claims,
+        loop: asyncio.AbstractEventLoop,
+        deliver: Callable[[Result], None],
+    ) -> None:
+        """Call ``predict`` for each job in turn (on the model thread), handing each result to
+        ``deliver`` on the event loop as soon as it is made, until no job is left to claim.
+        A job cancelled before its turn is not started."""
+        try:
+            while (job := jobs.claim()) is not None:
+                if job.id in self.buffer.abandoned:
+                    error = describe(JobAbandoned("the job was cancelled before it started"))
+                    result = Result(job.id, job.endpoint, job.attempt, error=error)
+                else:
+                    result = _result(job, self._one(job, loop))
+                loop.call_soon_threadsafe(deliver, result)
+        finally:
+            context.set_reporter(None)
+            logs.job_id.set(None)
+
+    def _one(self, job: LeasedJob, loop: asyncio.AbstractEventLoop) -> Any:
+        context.set_reporter(self._reporter([job.id], loop))
+        logs.job_id.set(job.id)
+        started = time.perf_counter()
+
+        def chunk(value: Any) -> None:
+            self._check([job.id])
+            self.buffer.emit(Event(job.id, "output", jsonable(value)), loop)
+
+        try:
+            output = _collect(self.model.predict(**job.input), chunk)
+            text = self.spec.output is not None and self.spec.output.type == "string"
+            if text and isinstance(output, list) and not output:
+                return ""  # an Iterator[str] that yielded nothing wrote the empty text
+            return output
+        except JobAbandoned as e:
+            log.info("job %s stopped: %s", job.id, e)
+            return e
+        except Exception as e:
+            log.exception("model %s failed on job %s", self.spec.name, job.id)
+            return e
+        finally:
+            self.job_times.append(time.perf_counter() - started)
+
+    def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
+        """What ``Model.progress`` calls on the model thread for these jobs."""
+
+        def report(fraction: float | None, message: str | None, data: dict[str, Any]) -> None:
+            self._check(job_ids)
+            if fraction is not None and not 0.0 <= fraction <= 1.0:
+                raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
+            if data:
+                try:
+                    self.spec.progress_model.model_validate(data)
+                except pydantic.ValidationError as e:
+                    first = e.errors()[0]
+                    where = ".".join(str(p) for p in first["loc"])
+                    raise ValueError(f"progress field {where}: {first['msg']}") from None
+            update = {"fraction": fraction, "message": message, "data": data}
+            for job_id in job_ids:
+                self.buffer.emit(Event(job_id, "progress", update), loop)
+
+        return report
+
+    def _check(self, job_ids: list[str]) -> None:
+        if any(j in self.buffer.abandoned for j in job_ids):
+            raise JobAbandoned("the job was cancelled while it ran")
+
+
+class Claims:
+    """The jobs of one lease, claimed one at a time by the model thread; :meth:`close` takes
+    back, at once, every job not claimed yet."""
+
+    def __init__(self, jobs: list[LeasedJob]) -> None:
+        self._jobs = jobs
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def claim(self) -> LeasedJob | None:
+        with self._lock:
+            if self._next >= len(self._jobs):
+                return None
+            self._next += 1
+            return self._jobs[self._next - 1]
+
+    def close(self) -> list[LeasedJob]:
+        with self._lock:
+            rest, self._next = self._jobs[self._next :], len(self._jobs)
+            return rest
+
+
+def _result(job: LeasedJob, output: Any) -> Result:
+    if isinstance(output, BaseException):
+        return Result(job.id, job.endpoint, job.attempt, error=describe(output))
+    try:
+        value = jsonable(output)
+    except (TypeError, orjson.JSONEncodeError) as e:
+        return Result(
+            job.id, job.endpoint, job.attempt, error=f"the output is not JSON-serializable: {e}"
+        )
+    return Result(job.id, job.endpoint, job.attempt, output=value)
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` as plain JSON types (numpy arrays and scalars, dataclasses, enums and
+    pydantic models included)."""
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return orjson.loads(orjson.dumps(value, default=_encode, option=_JSON_OPTIONS))
+
+
+def _encode(value: Any) -> Any:
+    """What orjson cannot write itself: pydantic models (dataclasses and enums it can)."""
+    if isinstance(value, pydantic.BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    raise TypeError(f"Type is not JSON serializable: {type(value).__name__}")
+
+
+def _collect(output: Any, chunk: Callable[[Any], None]) -> Any:
+    """Run a generator (sync or async) to its end, passing each chunk on as it is made.
+
+    The output is the chunks joined (text) or listed. A coroutine is run to its value.
+    """
+    if inspect.isasyncgen(output) or inspect.iscoroutine(output):
+        return asyncio.run(_collect_async(output, chunk))
+    if not isinstance(output, types.GeneratorType):
+        return output
+    chunks = []
+    try:
+        for value in output:
+            chunk(value)
+            chunks.append(value)
+    finally:
+        output.close()
+    return _joined(chunks)
+
+
+async def _collect_async(output: Any, chunk: Callable[[Any], None]) -> Any:
+    if inspect.iscoroutine(output):
+        return await output
+    chunks = []
+    try:
+        async for value in output:
+            chunk(value)
+            chunks.append(value)
+    finally:
+        await output.aclose()
+    return _joined(chunks)
+
+
+def _joined(chunks: list[Any]) -> Any:
+    if chunks and all(isinstance(c, str) for c in chunks):
+        return "".join(chunks)
+    return chunks
