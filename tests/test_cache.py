@@ -180,7 +180,7 @@ async def test_cache_hits_across_two_servers_on_redis(
 def test_cache_settings_are_checked() -> None:
     spec = spec_from_dict({"name": "e", "cache_ttl": 10, "cache_max_entries": 5})
     assert (spec.cache_ttl, spec.cache_max_entries) == (10.0, 5)
-    with pytest.raises(SpecError, match="cache_ttl: must be a positive number of seconds"):
+    with pytest.raises(SpecError, match="cache_ttl: must be a number of seconds above 0"):
         spec_from_dict({"name": "e", "cache_ttl": 0})
     with pytest.raises(SpecError, match="cache_max_entries: needs cache_ttl"):
         spec_from_dict({"name": "e", "cache_max_entries": 5})
