@@ -639,6 +639,8 @@ def add_parser(commands: Any) -> None:
     batch = commands.add_parser(
         "batch",
         help="predict every row of a file of inputs (locally, or through a server)",
+        usage="modelport batch MODEL INPUT --out OUT [options]\n"
+        "       modelport batch --server URL --endpoint NAME INPUT --out OUT [options]",
         description="Predict every row of a JSON-lines, CSV or Parquet file into SQLite, JSON "
         "lines or CSV, one row per distinct input keyed by its hash. Run it again after an "
         "interruption and it skips the rows already written.",
@@ -646,7 +648,7 @@ def add_parser(commands: Any) -> None:
     batch.add_argument(
         "paths",
         nargs="+",
-        metavar="[TARGET] INPUT",
+        metavar="MODEL INPUT",
         help="the model (path/to/file.py[:Class]; not with --server) and the input file",
     )
     batch.add_argument(
@@ -720,38 +722,43 @@ def main(args: argparse.Namespace) -> int:
 
         return advance
 
-    with bar:
-        if args.server:
-            if len(args.paths) != 1 or not args.endpoint:
-                raise ModelportError("with --server, give the input file and --endpoint NAME")
-            summary = asyncio.run(
-                run_remote(
-                    args.server,
-                    args.endpoint,
-                    Path(args.paths[0]),
-                    args.out,
-                    api_key=args.api_key,
-                    max_in_flight=args.max_in_flight,
-                    input_format=args.input_format,
-                    output_format=args.output_format,
-                    progress=progress,
-                )
-            )
-        else:
-            if len(args.paths) != 2:
-                raise ModelportError(
-                    "give the model and the input file: modelport batch MODEL INPUT"
-                )
-            summary = run_local(
-                args.paths[0],
-                Path(args.paths[1]),
+    try:
+        with bar:
+            summary = _run(args, progress)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to go on where it stopped", file=sys.stderr)
+        return 130
+    print(summary.text(), file=sys.stdout)
+    return 1 if summary.failed else 0
+
+
+def _run(args: argparse.Namespace, progress: Callable[[int], Progress]) -> Summary:
+    if args.server:
+        if len(args.paths) != 1 or not args.endpoint:
+            raise ModelportError("with --server, give the input file and --endpoint NAME")
+        return asyncio.run(
+            run_remote(
+                args.server,
+                args.endpoint,
+                Path(args.paths[0]),
                 args.out,
-                endpoint=args.endpoint,
-                batch_size=args.batch_size,
-                processes=args.processes,
+                api_key=args.api_key,
+                max_in_flight=args.max_in_flight,
                 input_format=args.input_format,
                 output_format=args.output_format,
                 progress=progress,
             )
-    print(summary.text(), file=sys.stdout)
-    return 1 if summary.failed else 0
+        )
+    if len(args.paths) != 2:
+        raise ModelportError("give the model and the input file: modelport batch MODEL INPUT")
+    return run_local(
+        args.paths[0],
+        Path(args.paths[1]),
+        args.out,
+        endpoint=args.endpoint,
+        batch_size=args.batch_size,
+        processes=args.processes,
+        input_format=args.input_format,
+        output_format=args.output_format,
+        progress=progress,
+    )

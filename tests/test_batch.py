@@ -302,3 +302,36 @@ def test_through_a_server_then_served_precomputed(serve: Serve, tmp_path: Path) 
     assert miss.json()["output"] == {"y": 1002}
     failed_there = httpx.post(f"{answering.url}/endpoints/double/jobs", json={"input": {"n": 3}})
     assert failed_there.headers["x-cache"] == "miss"
+
+
+def test_ctrl_c_stops_cleanly_and_the_rerun_goes_on(tmp_path: Path) -> None:
+    n = 300
+    source = jsonl(tmp_path / "in.jsonl", [{"n": i} for i in range(n)])
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "MODELPORT_TEST_BATCH_DELAY": "0.02"}
+    args = ["batch", DOUBLE, str(source), "--out", str(out), "--batch-size", "5", "--no-progress"]
+    first = subprocess.Popen(
+        [sys.executable, "-m", "modelport", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(written(out)) < 50:
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        first.send_signal(signal.SIGINT)
+        _, stderr = first.communicate(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+    assert first.returncode == 130
+    assert "interrupted: run the same command again" in stderr
+    assert "Traceback" not in stderr
+    again = batch(*args[1:-1], env={"MODELPORT_TEST_BATCH_DELAY": "0"})
+    assert f"{n} rows:" in again.stdout, again.stderr
+    keys = written(out)
+    assert sorted(keys) == sorted({input_key({"n": i}) for i in range(n)})
