@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import math
 import secrets
 import socket
 import time
@@ -48,10 +49,10 @@ RETRY_BASE = 0.5
 """Seconds before the first retry; each next one waits twice as long, up to :data:`RETRY_MAX`."""
 RETRY_MAX = 300.0
 MAX_ATTEMPTS = 10
-HOLD = 60.0
-"""Seconds a claimed delivery is held by its server before another may claim it again."""
 TIMEOUT = 10.0
 """Seconds one delivery attempt may take."""
+HOLD = TIMEOUT + 5.0
+"""Seconds a claimed delivery is held by its server before another may claim it again."""
 INTERMEDIATE = ("progress", "output", "log")
 _GROUP = ":webhooks"
 """The cache group subscriptions are kept in (no endpoint name has a colon)."""
@@ -188,6 +189,10 @@ class Webhooks:
         self._http = httpx.AsyncClient(timeout=TIMEOUT, follow_redirects=False, trust_env=False)
         self._kick = asyncio.Event()
         await self._resume()
+        if not self.store.shared:
+            # Alone with the store, every held or waiting delivery is this server's: try them
+            # now rather than when a hold made before the restart runs out.
+            await self.store.claim_deliveries(math.inf, 100_000, time.time())
         if self.store.shared:
             self.store.subscribe(self._on_message)
         self._task = asyncio.create_task(self._deliver_forever(), name="modelport-webhooks")
