@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from modelport import cli_security
 from modelport._version import __version__
 from modelport.errors import ModelportError
 from modelport.logs import configure as configure_logs
@@ -129,9 +130,10 @@ def _parser() -> argparse.ArgumentParser:
         "--worker-token",
         default=os.environ.get("MODELPORT_WORKER_TOKEN"),
         metavar="TOKEN",
-        help="the token remote workers must present (default: $MODELPORT_WORKER_TOKEN); "
-        "without one, no remote worker is accepted",
+        help="a token remote workers may present besides worker keys "
+        "(default: $MODELPORT_WORKER_TOKEN)",
     )
+    cli_security.add_serve_options(serve)
 
     worker = commands.add_parser(
         "worker",
@@ -149,8 +151,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--token",
         default=os.environ.get("MODELPORT_WORKER_TOKEN"),
-        help="the server's worker token (default: $MODELPORT_WORKER_TOKEN)",
+        help="the server's worker token or a worker key (default: $MODELPORT_WORKER_TOKEN)",
     )
+    cli_security.add_worker_options(worker)
     worker.add_argument(
         "--processes",
         type=int,
@@ -187,6 +190,9 @@ def _parser() -> argparse.ArgumentParser:
         choices=["text", "json"],
         help="log lines as text or as one JSON object each (default: %(default)s)",
     )
+    from modelport import cli_keys
+
+    cli_keys.add_parser(commands, DEFAULT_STORE)
     return parser
 
 
@@ -194,8 +200,12 @@ def worker(args: argparse.Namespace) -> int:
     from modelport.worker.supervisor import run_worker
 
     configure_logs(args.log_level, args.log_format)
+    args.token = cli_security.worker_token(args)
     if not args.token:
-        raise ModelportError("give the server's worker token: --token or $MODELPORT_WORKER_TOKEN")
+        raise ModelportError(
+            "give the server's worker token or a worker key: --token, --token-file or"
+            " $MODELPORT_WORKER_TOKEN"
+        )
     if args.processes < 1:
         raise ModelportError("--processes must be at least 1")
     devices = [] if args.devices is None else args.devices.split(",")
@@ -229,12 +239,13 @@ def _server(args: argparse.Namespace) -> Server:
     from modelport.loader import load_models
     from modelport.spec import spec_from_toml
 
+    security = cli_security.serve_settings(args)
     models = [cls for target in args.targets for cls in load_models(target)]
     specs = [spec_from_toml(path) for path in args.config]
-    if not models and not specs and not args.worker_token:
+    if not models and not specs and not args.worker_token and args.auth != "keys":
         raise ModelportError(
             "nothing to serve: give a model file, --config TOML,"
-            " or --worker-token for remote workers"
+            " or --worker-token (or --auth keys and worker keys) for remote workers"
         )
     settings = Settings(
         max_body_size=args.max_body_size,
@@ -244,6 +255,7 @@ def _server(args: argparse.Namespace) -> Server:
         max_queue_time=args.max_queue_time,
         timeout=args.timeout,
         result_ttl=args.result_ttl,
+        **security,
     )
     return Server(models, specs, store=args.store, settings=settings)
 
@@ -293,6 +305,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return worker(args)
+        if args.command == "keys":
+            from modelport import cli_keys
+
+            return cli_keys.run(args)
         serve(args, argv)
     except ModelportError as e:
         print(f"modelport: error: {e.message}", file=sys.stderr)

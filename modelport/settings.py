@@ -35,4 +35,13 @@ class Settings(Limits):
     """Everything a server is started with: its :class:`Limits` and its credentials."""
 
     worker_token: str | None = None
-    """The credential remote workers present; without one, no remote worker is accepted."""
+    """A credential remote workers may present (besides worker keys)."""
+    auth: str = "none"
+    """``keys``: every client, OpenAI and admin route needs an API key; ``none``: only the
+    worker routes need a credential (keys presented are still honoured)."""
+    metrics_auth: bool = False
+    """Whether ``/metrics`` needs an admin key (with ``auth="keys"``)."""
+    session_ttl: float = 3600.0
+    """The longest a browser session made with ``POST /sessions`` lasts, in seconds."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the API (CORS); none by default."""

@@ -23,6 +23,7 @@ from starlette.responses import Response
 
 from modelport.core import Broker
 from modelport.errors import ModelportError, NotFound, field_errors
+from modelport.server.auth import Auth, principal_of
 from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
 from modelport.server.streaming import SSE, EventStream, job_events
@@ -109,9 +110,10 @@ def _finish(tokens: int, max_tokens: int | None) -> str:
 class OpenAIRoutes:
     """/v1/models, /v1/chat/completions and /v1/embeddings."""
 
-    def __init__(self, broker: Broker, limits: Limits) -> None:
+    def __init__(self, broker: Broker, limits: Limits, auth: Auth) -> None:
         self.broker = broker
         self.limits = limits
+        self.auth = auth
         self.created = int(time.time())
 
     async def _guard(self, request: Request, handler: Any) -> Any:
@@ -120,15 +122,23 @@ class OpenAIRoutes:
         except OpenAIError as e:
             return _json(e.body, e.status)
         except ModelportError as e:
-            first = e.errors[0]["field"] if e.errors else None
-            return _json(OpenAIError(e.status, e.message, param=first).body, e.status)
+            return openai_error(e)
+
+    async def _admit(self, request: Request, spec: EndpointSpec) -> str | None:
+        """Check the caller may use the endpoint and count the request against its key's
+        limits; the owner of the jobs it submits."""
+        principal = principal_of(request)
+        self.auth.check_endpoint(principal, spec.name)
+        await self.auth.admit(principal, spec.name)
+        return principal.owner
 
     async def models(self, request: Request) -> Response:
         await self.broker.sync_specs()
+        principal = principal_of(request)
         data = [
             {"id": s.name, "object": "model", "created": self.created, "owned_by": "modelport"}
             for s in self.broker.specs.values()
-            if s.kind in ("chat", "embedding")
+            if s.kind in ("chat", "embedding") and principal.may_use(s.name)
         ]
         return _json({"object": "list", "data": data})
 
@@ -176,7 +186,9 @@ class OpenAIRoutes:
             "stop": [body.stop] if isinstance(body.stop, str) else body.stop,
         }
         inputs.update({k: v for k, v in optional.items() if v is not None and k in spec.inputs})
-        job = await self.broker.submit(spec.name, self._validated(spec, inputs))
+        validated = self._validated(spec, inputs)
+        owner = await self._admit(request, spec)
+        job = await self.broker.submit(spec.name, validated, owner=owner)
         completion_id = f"chatcmpl-{job.id}"
         max_tokens = inputs.get("max_tokens")
         if body.stream:
@@ -277,9 +289,9 @@ class OpenAIRoutes:
         spec = await self._spec(body.model, "embedding")
         field = _text_input(spec)
         texts = [body.input] if isinstance(body.input, str) else body.input
-        jobs = [
-            await self.broker.submit(spec.name, self._validated(spec, {field: t})) for t in texts
-        ]
+        validated = [self._validated(spec, {field: t}) for t in texts]
+        owner = await self._admit(request, spec)
+        jobs = [await self.broker.submit(spec.name, v, owner=owner) for v in validated]
         done = await asyncio.gather(
             *(self.broker.wait(j.id, self.limits.max_wait, job=j) for j in jobs)
         )
@@ -299,6 +311,12 @@ class OpenAIRoutes:
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
         )
+
+
+def openai_error(e: ModelportError) -> Response:
+    """A modelport error in OpenAI's shape (its headers kept: Retry-After, RateLimit)."""
+    first = e.errors[0]["field"] if e.errors else None
+    return _json(OpenAIError(e.status, e.message, param=first).body, e.status, e.headers or None)
 
 
 def _refused(e: pydantic.ValidationError, *, strip: str | None = None) -> OpenAIError:

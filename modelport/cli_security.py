@@ -1,0 +1,102 @@
+"""The security options of ``modelport serve`` and ``modelport worker``: who may call, over
+what, and the secrets they need (each also from a file or the environment, since a secret
+on a command line is visible to every local user in ``ps``)."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import os
+from pathlib import Path
+from typing import Any
+
+from modelport.errors import ModelportError
+
+LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
+
+
+def add_serve_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--worker-token-file",
+        default=os.environ.get("MODELPORT_WORKER_TOKEN_FILE"),
+        metavar="PATH",
+        help="read the worker token from this file (default: $MODELPORT_WORKER_TOKEN_FILE)",
+    )
+    serve.add_argument(
+        "--auth",
+        choices=["keys", "none"],
+        default=os.environ.get("MODELPORT_AUTH", "none"),
+        help="keys: every client, OpenAI and admin route needs an API key (modelport keys "
+        "create); none: open to anyone who reaches the port, allowed on a loopback address "
+        "only unless --insecure (default: $MODELPORT_AUTH or none)",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow --auth none on an address other than loopback",
+    )
+    serve.add_argument(
+        "--metrics-auth",
+        action="store_true",
+        help="with --auth keys, /metrics needs an admin key too",
+    )
+    serve.add_argument(
+        "--session-ttl",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="the longest a browser session (POST /sessions) lasts (default: %(default)s)",
+    )
+
+
+def read_secret(path: str, option: str) -> str:
+    """A secret kept in a file (its whitespace stripped)."""
+    try:
+        secret = Path(path).read_text().strip()
+    except OSError as e:
+        raise ModelportError(f"{option} {path}: {e.strerror or e}") from None
+    if not secret:
+        raise ModelportError(f"{option} {path}: the file is empty")
+    return secret
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The security settings of ``serve``, after refusing an unsafe combination."""
+    if args.worker_token_file:
+        args.worker_token = read_secret(args.worker_token_file, "--worker-token-file")
+    if args.auth == "none" and not is_loopback(args.host) and not args.insecure:
+        raise ModelportError(
+            f"refusing to serve on {args.host} with --auth none: anyone who reaches the port "
+            "could submit, read and cancel every job. Use --auth keys (create keys with "
+            "'modelport keys create'), or --insecure if the network is trusted"
+        )
+    if args.metrics_auth and args.auth != "keys":
+        raise ModelportError("--metrics-auth needs --auth keys")
+    if args.session_ttl <= 0:
+        raise ModelportError("--session-ttl must be positive")
+    return {"auth": args.auth, "metrics_auth": args.metrics_auth, "session_ttl": args.session_ttl}
+
+
+def add_worker_options(worker: argparse.ArgumentParser) -> None:
+    worker.add_argument(
+        "--token-file",
+        default=os.environ.get("MODELPORT_WORKER_TOKEN_FILE"),
+        metavar="PATH",
+        help="read the token (or worker key) from this file "
+        "(default: $MODELPORT_WORKER_TOKEN_FILE)",
+    )
+
+
+def worker_token(args: argparse.Namespace) -> str | None:
+    if args.token_file:
+        return read_secret(args.token_file, "--token-file")
+    return str(args.token) if args.token else None

@@ -1,0 +1,122 @@
+"""The admin routes (``/keys``) and browser sessions (``/sessions``).
+
+The route guard in :mod:`modelport.server.auth` lets only admin keys reach ``/keys`` and
+only client (and admin) keys reach ``/sessions``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated, Any
+
+import pydantic
+from starlette.requests import Request
+from starlette.responses import Response
+
+from modelport.errors import Forbidden, NotFound, invalid
+from modelport.keys import SCOPES, ApiKey, new_key, parse_duration
+from modelport.server.auth import Auth, principal_of
+from modelport.server.messages import json_response, read_body
+from modelport.settings import Settings
+from modelport.stores.base import JobStore
+
+_Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=100)]
+_Endpoints = Annotated[list[_Name], pydantic.Field(min_length=1, max_length=1000)]
+
+
+class NewKey(pydantic.BaseModel):
+    """``POST /keys``: what the key may do and how much."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    scope: str = pydantic.Field(json_schema_extra={"enum": list(SCOPES)})
+    name: _Name | None = None
+    endpoints: _Endpoints | None = None
+    expires_in: float | str | None = pydantic.Field(
+        None, description="seconds, or a duration such as 12h or 90d"
+    )
+    rate: str | None = pydantic.Field(None, max_length=40, examples=["20/s"])
+    burst: int | None = pydantic.Field(None, ge=1, le=1_000_000)
+    quota: str | None = pydantic.Field(None, max_length=40, examples=["10000/day"])
+    max_queued: int | None = pydantic.Field(None, ge=1, le=1_000_000_000)
+
+
+class NewSession(pydantic.BaseModel):
+    """``POST /sessions``: the endpoints the session may use (default: all of the key's)
+    and how long it lasts (default and most: the server's session TTL)."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    endpoints: _Endpoints | None = None
+    ttl: float | None = pydantic.Field(None, gt=0, le=30 * 86_400)
+
+
+class AdminRoutes:
+    def __init__(self, store: JobStore, auth: Auth, settings: Settings) -> None:
+        self.store = store
+        self.auth = auth
+        self.settings = settings
+
+    async def _parse(self, request: Request, model: type[pydantic.BaseModel]) -> Any:
+        body = await read_body(request, 64 * 1024)
+        try:
+            return model.model_validate_json(body)
+        except pydantic.ValidationError as e:
+            raise invalid(e.errors(include_url=False, include_input=False)) from None
+
+    async def create_key(self, request: Request) -> Response:
+        body: NewKey = await self._parse(request, NewKey)
+        expires_at = None
+        if body.expires_in is not None:
+            seconds = (
+                parse_duration(body.expires_in)
+                if isinstance(body.expires_in, str)
+                else body.expires_in
+            )
+            expires_at = time.time() + seconds
+        key, secret = new_key(
+            body.scope,
+            name=body.name,
+            endpoints=body.endpoints,
+            expires_at=expires_at,
+            rate=body.rate,
+            burst=body.burst,
+            quota=body.quota,
+            max_queued=body.max_queued,
+        )
+        await self.store.put_key(key.to_dict())
+        return json_response({**key.public(), "key": secret}, 201, {"Location": f"/keys/{key.id}"})
+
+    async def list_keys(self, request: Request) -> Response:
+        keys = [ApiKey.from_dict(k).public() for k in await self.store.list_keys()]
+        return json_response(keys)
+
+    async def delete_key(self, request: Request) -> Response:
+        key_id = request.path_params["id"]
+        if not await self.store.delete_key(key_id):
+            raise NotFound(f"no key with id {key_id!r}")
+        self.auth.forget(key_id)
+        return Response(status_code=204)
+
+    async def create_session(self, request: Request) -> Response:
+        principal = principal_of(request)
+        body: NewSession = await self._parse(request, NewSession)
+        endpoints = principal.endpoints
+        if body.endpoints is not None:
+            outside = sorted(set(body.endpoints) - (endpoints or set(body.endpoints)))
+            if outside:
+                raise Forbidden(f"this key may not use the endpoints {', '.join(outside)}")
+            endpoints = frozenset(body.endpoints)
+        ttl = min(body.ttl or self.settings.session_ttl, self.settings.session_ttl)
+        if principal.key is not None and principal.key.expires_at is not None:
+            ttl = min(ttl, principal.key.expires_at - time.time())
+        token, expires = self.auth.session_token(principal, endpoints, ttl)
+        return json_response(
+            {
+                "token": token,
+                "expires_at": expires,
+                "endpoints": None if endpoints is None else sorted(endpoints),
+                "key_id": principal.id,
+            },
+            201,
+        )
