@@ -134,6 +134,7 @@ def _parser() -> argparse.ArgumentParser:
         "(default: $MODELPORT_WORKER_TOKEN)",
     )
     cli_security.add_serve_options(serve)
+    cli_security.add_tls_options(serve)
 
     worker = commands.add_parser(
         "worker",
@@ -225,6 +226,7 @@ def worker(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_format=args.log_format,
         devices=devices,
+        ca_file=args.ca_file,
     )
 
 
@@ -274,6 +276,7 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
         "access_log": args.log_level == "debug",
         "timeout_graceful_shutdown": 10,
         "proxy_headers": False,
+        **cli_security.uvicorn_options(args),
     }
     import uvicorn
 

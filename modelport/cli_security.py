@@ -49,6 +49,40 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
     )
 
 
+def add_tls_options(serve: argparse.ArgumentParser) -> None:
+    serve.add_argument(
+        "--ssl-certfile", default=None, metavar="PEM", help="serve HTTPS with this certificate"
+    )
+    serve.add_argument(
+        "--ssl-keyfile", default=None, metavar="PEM", help="the certificate's private key"
+    )
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        default=None,
+        metavar="IPS",
+        help="comma-separated addresses of trusted reverse proxies: X-Forwarded-For and "
+        "-Proto are honoured from these only (default: from none)",
+    )
+
+
+def uvicorn_options(args: argparse.Namespace) -> dict[str, Any]:
+    """TLS and proxy options for uvicorn, checked."""
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise ModelportError("give both --ssl-certfile and --ssl-keyfile")
+    options: dict[str, Any] = {}
+    for option, path in (
+        ("--ssl-certfile", args.ssl_certfile),
+        ("--ssl-keyfile", args.ssl_keyfile),
+    ):
+        if path is not None and not Path(path).is_file():
+            raise ModelportError(f"{option} {path}: no such file")
+    if args.ssl_certfile:
+        options.update(ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile)
+    if args.forwarded_allow_ips:
+        options.update(proxy_headers=True, forwarded_allow_ips=args.forwarded_allow_ips)
+    return options
+
+
 def read_secret(path: str, option: str) -> str:
     """A secret kept in a file (its whitespace stripped)."""
     try:
@@ -87,6 +121,13 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def add_worker_options(worker: argparse.ArgumentParser) -> None:
+    worker.add_argument(
+        "--ca-file",
+        default=os.environ.get("MODELPORT_CA_FILE"),
+        metavar="PEM",
+        help="certificates to trust for an https:// server, e.g. a private CA's "
+        "(default: $MODELPORT_CA_FILE, else the system's)",
+    )
     worker.add_argument(
         "--token-file",
         default=os.environ.get("MODELPORT_WORKER_TOKEN_FILE"),

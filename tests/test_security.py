@@ -16,11 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
-from modelport.keys import new_key
+from modelport.keys import digest, new_key
+from modelport.server.auth import Principal
 from modelport.settings import Settings
 from modelport.stores import JobStore, store_from_url
 from tests.conftest import ROOT, AppFactory, InProcessApp
 from tests.models.basic import Add, Fails, Slow
+from tests.models.stream import Chatter
 from tests.test_stores import BACKENDS
 
 WORKER_TOKEN = "shared-worker-token-for-tests"
@@ -426,3 +428,138 @@ def test_serve_refuses_an_open_network_bind_without_auth(tmp_path: Path) -> None
     token.write_text("")
     empty = modelport_cli("serve", target, "--worker-token-file", str(token))
     assert empty.returncode == 2 and "is empty" in empty.stderr
+
+
+async def test_a_rate_with_a_burst_answers_429_with_ratelimit_headers(
+    app_factory: AppFactory, store: JobStore
+) -> None:
+    d = await deploy(app_factory, store)
+    await d.key("client", "app", rate="1/min", burst=2)
+    submit = {"input": {"n": 1}}
+    headers = {**ASYNC, **d.auth("app")}
+    first = await d.http.post("/endpoints/slow/jobs", json=submit, headers=headers)
+    assert first.status_code == 202
+    assert first.headers["ratelimit-policy"] == '"burst";q=2;w=120'
+    assert first.headers["ratelimit"].startswith('"burst";r=1;t=')
+    assert (
+        await d.http.post("/endpoints/slow/jobs", json=submit, headers=headers)
+    ).status_code == 202
+    refused = await d.http.post("/endpoints/slow/jobs", json=submit, headers=headers)
+    assert refused.status_code == 429
+    body = refused.json()
+    assert body["type"] == "urn:modelport:problem:rate-limited"
+    assert "over its rate" in body["detail"]
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["ratelimit"].startswith('"burst";r=0;t=')
+    assert (await d.store.queue_depths())["slow"]["queued"] == 2  # the refused one: nothing
+
+
+async def test_a_daily_quota_and_a_cap_on_queued_jobs(
+    app_factory: AppFactory, store: JobStore
+) -> None:
+    d = await deploy(app_factory, store)
+    await d.key("client", "quota", quota="3/day")
+    await d.key("client", "capped", max_queued=2)
+    for _ in range(3):
+        r = await d.http.post(
+            "/endpoints/add/jobs", json={"input": {"a": 1}}, headers=d.auth("quota")
+        )
+        assert r.status_code == 200
+    assert r.headers["ratelimit"].startswith('"daily";r=0;t=')
+    over = await d.http.post(
+        "/endpoints/add/jobs", json={"input": {"a": 1}}, headers=d.auth("quota")
+    )
+    assert over.status_code == 429 and "daily quota" in over.json()["detail"]
+    assert over.headers["ratelimit-policy"] == '"daily";q=3;w=86400'
+    capped = {**ASYNC, **d.auth("capped")}
+    for n in range(2):
+        r = await d.http.post("/endpoints/slow/jobs", json={"input": {"n": n}}, headers=capped)
+        assert r.status_code == 202
+    full = await d.http.post("/endpoints/slow/jobs", json={"input": {"n": 3}}, headers=capped)
+    assert full.status_code == 429 and "2 queued jobs (limit 2)" in full.json()["detail"]
+    # Others are not held back by one key's full share.
+    other = await d.http.post(
+        "/endpoints/slow/jobs", json={"input": {"n": 4}}, headers={**ASYNC, **d.auth("quota")}
+    )
+    assert other.status_code == 429  # (its quota is spent)
+    await d.key("client", "fresh")
+    fresh = await d.http.post(
+        "/endpoints/slow/jobs", json={"input": {"n": 4}}, headers={**ASYNC, **d.auth("fresh")}
+    )
+    assert fresh.status_code == 202
+    assert (await d.store.queue_depths())["slow"]["queued"] == 3
+
+
+async def test_openai_routes_count_against_the_key(
+    app_factory: AppFactory, store: JobStore
+) -> None:
+    app = await app_factory([Chatter], store=store, settings=Settings(auth="keys"))
+    d = Deployment(app, app.server.broker.store, {}, {})
+    await d.key("client", "app", quota="1/day")
+    await d.key("client", "other", endpoints=["add"])
+    chat = {"model": "chatter", "messages": [{"role": "user", "content": "hi there"}]}
+    models = (await d.http.get("/v1/models", headers=d.auth("other"))).json()["data"]
+    assert models == []
+    r = await d.http.post("/v1/chat/completions", json=chat, headers=d.auth("other"))
+    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+    ok = await d.http.post("/v1/chat/completions", json=chat, headers=d.auth("app"))
+    assert ok.status_code == 200, ok.text
+    job_id = ok.json()["id"].removeprefix("chatcmpl-")
+    stored = await d.store.get(job_id)
+    assert stored is not None and stored.owner == d.ids["app"]
+    over = await d.http.post("/v1/chat/completions", json=chat, headers=d.auth("app"))
+    assert over.status_code == 429
+    assert over.json()["error"]["type"] == "rate_limit_error"
+    assert "retry-after" in over.headers and "ratelimit" in over.headers
+
+
+async def test_sessions_are_short_lived_and_limited_to_some_endpoints(keyed: Deployment) -> None:
+    d = keyed
+    made = await d.http.post(
+        "/sessions", json={"endpoints": ["add"], "ttl": 60}, headers=d.auth("owner")
+    )
+    assert made.status_code == 201, made.text
+    session = made.json()
+    assert session["endpoints"] == ["add"] and session["key_id"] == d.ids["owner"]
+    assert time.time() + 55 < session["expires_at"] <= time.time() + 60
+    browser = {"Authorization": f"Bearer {session['token']}"}
+    r = await d.http.post("/endpoints/add/jobs", json={"input": {"a": 1}}, headers=browser)
+    assert r.status_code == 200
+    job_id = r.json()["id"]
+    # The session's jobs are the key's: the key sees them, another key does not.
+    assert (await d.http.get(f"/jobs/{job_id}", headers=d.auth("owner"))).status_code == 200
+    assert (await d.http.get(f"/jobs/{job_id}", headers=d.auth("stranger"))).status_code == 404
+    assert (await d.http.get("/endpoints/slow", headers=browser)).status_code == 403
+    assert (await d.http.post("/sessions", json={}, headers=browser)).status_code == 403
+    assert (await d.http.get("/keys", headers=browser)).status_code == 403
+    wider = await d.http.post("/sessions", json={"endpoints": ["fails"]}, headers=d.auth("owner"))
+    assert wider.status_code == 403
+    forged = session["token"][:-3] + ("aaa" if not session["token"].endswith("aaa") else "bbb")
+    r = await d.http.get("/endpoints", headers={"Authorization": f"Bearer {forged}"})
+    assert r.status_code == 401
+    await d.store.delete_key(d.ids["owner"])
+    d.app.server.auth.forget(d.ids["owner"])
+    r = await d.http.get("/endpoints", headers=browser)
+    assert r.status_code == 401  # revoking the key ends its sessions
+
+
+async def test_an_expired_session_is_refused(keyed: Deployment) -> None:
+    d = keyed
+    auth = d.app.server.auth
+    key = await auth.lookup(digest(d.secrets["owner"]))
+    assert key is not None
+    token, _ = auth.session_token(Principal("client", key.id, key=key), None, -1.0)
+    r = await d.http.get("/endpoints", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 401 and "expired" in r.json()["detail"]
+
+
+async def test_the_openapi_document_says_where_keys_are_needed(keyed: Deployment) -> None:
+    doc = (await keyed.http.get("/openapi.json")).json()
+    assert doc["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    for path in ("/endpoints", "/endpoints/add/jobs", "/jobs/{id}", "/v1/models", "/keys"):
+        for operation in doc["paths"][path].values():
+            assert operation["security"] == [{"apiKey": []}], path
+            assert {"401", "403"} <= set(operation["responses"]), path
+    for path in ("/health/live", "/openapi.json", "/metrics"):
+        assert all("security" not in op for op in doc["paths"][path].values()), path
+    assert doc["paths"]["/workers"]["post"]["security"] == [{"workerToken": []}]

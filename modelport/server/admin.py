@@ -120,3 +120,127 @@ class AdminRoutes:
             },
             201,
         )
+
+
+class KeyInfo(pydantic.BaseModel):
+    """A key as admins list it: never its secret or hash."""
+
+    id: str
+    name: str
+    scope: str
+    endpoints: list[str] | None
+    expires_at: float | None
+    rate: float | None = pydantic.Field(description="requests per second")
+    burst: int | None
+    quota: int | None = pydantic.Field(description="requests per UTC day")
+    max_queued: int | None
+    created_at: float
+    last_used: float | None
+
+
+class CreatedKey(KeyInfo):
+    key: str = pydantic.Field(description="the secret: shown this once, kept only as a hash")
+
+
+class Session(pydantic.BaseModel):
+    token: str = pydantic.Field(description="send as Authorization: Bearer <token>")
+    expires_at: float
+    endpoints: list[str] | None
+    key_id: str | None
+
+
+_PROBLEM = {"$ref": "#/components/schemas/Problem"}
+
+
+def _answer(description: str, schema: dict[str, Any], media: str = "application/json") -> Any:
+    return {"description": description, "content": {media: {"schema": schema}}}
+
+
+def _problem(description: str) -> Any:
+    return _answer(description, _PROBLEM, "application/problem+json")
+
+
+def admin_paths(c: Any) -> dict[str, Any]:
+    """The OpenAPI paths of these routes (``c`` collects the component schemas)."""
+    refused = {
+        "401": _problem("No key, or one unknown, revoked or expired"),
+        "403": _problem("Not an admin key"),
+    }
+    bad = {
+        "400": _problem("The body is not JSON"),
+        "413": _problem("The body is over the limit"),
+        "422": _problem("A field is invalid, named in `errors`"),
+    }
+    example = {"scope": "client", "name": "app1", "endpoints": ["iris"], "rate": "20/s"}
+    return {
+        "/keys": {
+            "post": {
+                "summary": "Create an API key",
+                "description": "The answer's `key` is the secret, shown only this once.",
+                "operationId": "create_key",
+                "tags": ["keys"],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": c.model(NewKey), "example": example}
+                    },
+                },
+                "responses": {
+                    "201": _answer("The key, with its secret", c.model(CreatedKey)),
+                    **bad,
+                    **refused,
+                },
+            },
+            "get": {
+                "summary": "List API keys",
+                "operationId": "list_keys",
+                "tags": ["keys"],
+                "responses": {
+                    "200": _answer(
+                        "Every key, oldest first", {"type": "array", "items": c.model(KeyInfo)}
+                    ),
+                    **refused,
+                },
+            },
+        },
+        "/keys/{id}": {
+            "delete": {
+                "summary": "Revoke an API key",
+                "description": "Every server refuses it within a second.",
+                "operationId": "revoke_key",
+                "tags": ["keys"],
+                "parameters": [
+                    {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+                ],
+                "responses": {
+                    "204": {"description": "Revoked"},
+                    **refused,
+                    "404": _problem("No such key"),
+                },
+            }
+        },
+        "/sessions": {
+            "post": {
+                "summary": "Make a browser session",
+                "description": "A signed token for a web page: the key's jobs, some of its "
+                "endpoints, for a while (at most the server's session TTL).",
+                "operationId": "create_session",
+                "tags": ["keys"],
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {
+                            "schema": c.model(NewSession),
+                            "example": {"endpoints": ["iris"], "ttl": 3600},
+                        }
+                    },
+                },
+                "responses": {
+                    "201": _answer("The session", c.model(Session)),
+                    **bad,
+                    "401": refused["401"],
+                    "403": _problem("Not a client key, or endpoints outside the key's"),
+                },
+            }
+        },
+    }

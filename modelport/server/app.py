@@ -310,7 +310,14 @@ class Server:
 
     async def openapi_json(self, request: Request) -> Response:
         await self.broker.sync_specs()
-        return _json(openapi(self.broker.specs, root_path=request.scope.get("root_path", "")))
+        root_path = request.scope.get("root_path", "")
+        doc = openapi(
+            self.broker.specs,
+            root_path=root_path,
+            auth=self.settings.auth,
+            metrics_auth=self.settings.metrics_auth,
+        )
+        return _json(doc)
 
     async def docs(self, request: Request) -> Response:
         return doc_pages.swagger_ui(request)

@@ -43,6 +43,8 @@ key stops working on every server within this time."""
 TOUCH_EVERY = 60.0
 """Seconds between writes of a key's ``last_used`` from one server."""
 SESSION_PREFIX = "mps_"
+API_KEY = "apiKey"
+"""The name of the API-key security scheme in the OpenAPI document."""
 WORKER_TOKEN_ID = "worker-token"
 _SCOPE_KEY = "modelport.principal"
 _CACHE_MAX = 10_000
@@ -85,7 +87,9 @@ def principal_of(request: Request) -> Principal:
     return found if isinstance(found, Principal) else ANONYMOUS
 
 
-def _area(path: str) -> str:
+def area_of(path: str) -> str:
+    """Which group of routes a path is in: ``client``, ``workers``, ``keys``, ``sessions``,
+    ``metrics`` or ``open``."""
     first = path.split("/", 2)[1] if path.startswith("/") and len(path) > 1 else ""
     if first in ("endpoints", "jobs", "v1"):
         return "client"
@@ -199,7 +203,7 @@ class Auth:
 
     def guard(self, principal: Principal, path: str) -> ModelportError | None:
         """The refusal of this route to this principal, or None."""
-        area = _area(path)
+        area = area_of(path)
         kind = principal.kind
         if area == "open" or (area == "metrics" and not self.metrics_auth):
             return None
