@@ -19,9 +19,9 @@ from starlette.routing import Route
 import modelport
 from modelport import Input, wire
 from modelport.loader import load_models
+from modelport.server.admin import NewKey, NewSession
 from modelport.server.app import Server, Settings
 from modelport.server.examples import input_example
-from modelport.server.admin import NewKey, NewSession
 from modelport.server.openai import _ChatRequest, _EmbeddingRequest
 from modelport.server.openapi import openapi
 from modelport.spec import EndpointSpec, FieldSpec, spec_from_toml
