@@ -162,7 +162,7 @@ def test_client_openai_and_a_remote_worker_over_https_with_keys(
         with openai.OpenAI(
             base_url=server.url + "/v1",
             api_key=client_secret,
-            http_client=httpx.Client(verify=trust),
+            http_client=openai.DefaultHttpxClient(verify=trust),
         ) as ai:
             reply = ai.chat.completions.create(
                 model="chatter",
@@ -174,7 +174,7 @@ def test_client_openai_and_a_remote_worker_over_https_with_keys(
             openai.OpenAI(
                 base_url=server.url + "/v1",
                 api_key="mp_wrong",
-                http_client=httpx.Client(verify=trust),
+                http_client=openai.DefaultHttpxClient(verify=trust),
                 max_retries=0,
             ) as wrong,
             pytest.raises(openai.AuthenticationError),
