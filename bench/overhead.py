@@ -53,6 +53,25 @@ class System:
     ready_path: str
     path: str
     expect: bytes | None = None
+    keys: bool = False
+    """Run with ``--auth keys``, every request carrying a client key."""
+
+
+def _modelport(port: int, tmp: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "modelport",
+        "serve",
+        "examples/echo/model.py",
+        "--port",
+        str(port),
+        "--store",
+        f"sqlite:///{tmp}/{'keys' if extra else 'bench'}.db",
+        "--log-level",
+        "warning",
+        *extra,
+    ]
 
 
 SYSTEMS = (
@@ -81,31 +100,45 @@ SYSTEMS = (
     ),
     System(
         "modelport",
-        lambda port, tmp: [
-            sys.executable,
-            "-m",
-            "modelport",
-            "serve",
-            "examples/echo/model.py",
-            "--port",
-            str(port),
-            "--store",
-            f"sqlite:///{tmp}/bench.db",
-            "--log-level",
-            "warning",
-        ],
+        lambda port, tmp: _modelport(port, tmp),
         "/health/ready",
         "/endpoints/echo/jobs",
         b'"status":"succeeded"',
+    ),
+    System(
+        "modelport-keys",
+        lambda port, tmp: _modelport(port, tmp, "--auth", "keys"),
+        "/health/ready",
+        "/endpoints/echo/jobs",
+        b'"status":"succeeded"',
+        keys=True,
     ),
 )
 NAMES = [s.name for s in SYSTEMS]
 
 
-def check_echo(system: System, port: int, timeout: float) -> None:
+def client_key(scratch: Path) -> str:
+    """A new client key in the store of the ``--auth keys`` run (made by the CLI)."""
+    made = subprocess.run(
+        [
+            *(sys.executable, "-m", "modelport", "keys", "create", "--scope", "client"),
+            *("--name", "bench", "--store", f"sqlite:///{scratch}/keys.db"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    if made.returncode != 0:
+        raise StartError(f"modelport keys create failed: {made.stderr}")
+    return made.stdout.strip()
+
+
+def check_echo(system: System, port: int, timeout: float, key: str | None) -> None:
     """One echo request must answer before the load starts."""
+    headers = {"authorization": f"Bearer {key}"} if key else None
     try:
-        status, body = http_call(port, "POST", system.path, BODY, timeout)
+        status, body = http_call(port, "POST", system.path, BODY, timeout, headers=headers)
     except (OSError, http.client.HTTPException) as e:
         raise StartError(f"echo request failed: {e}") from None
     if status != 200 or (system.expect is not None and system.expect not in body):
@@ -121,16 +154,18 @@ def measure(
 ) -> LoadResult:
     """Start the system, wait until it serves, load it, stop it."""
     port = free_port()
+    key = client_key(scratch) if system.keys else None
     with (
         tempfile.TemporaryFile(dir=scratch) as log,
         Server(system.name, system.command(port, scratch), port, log) as server,
     ):
         try:
             server.wait_ready(system.ready_path, startup_timeout)
-            check_echo(system, port, startup_timeout)
+            check_echo(system, port, startup_timeout, key)
         except StartError as e:
             raise StartError(f"{e}\n{log_tail(log)}") from None
-        target = Target(HOST, server.port, system.path, BODY, system.expect)
+        auth = f"Bearer {key}" if key else None
+        target = Target(HOST, server.port, system.path, BODY, system.expect, auth)
         try:
             return load(target, plan)
         except (RuntimeError, OSError, subprocess.SubprocessError) as e:
@@ -144,16 +179,23 @@ def ratio(a: float, b: float) -> float | None:
 def ratios(results: dict[str, LoadResult]) -> dict[str, dict[str, float | None]]:
     """Throughput and p99 of each system relative to the plain FastAPI ``def`` baseline."""
     base = results.get(BASELINE)
-    if base is None:
-        return {}
-    return {
-        f"{name} / {BASELINE}": {
-            "throughput": ratio(results[name].rps, base.rps),
-            "p99": ratio(results[name].p99_ms, base.p99_ms),
+    rows = {}
+    if base is not None:
+        rows = {
+            f"{name} / {BASELINE}": {
+                "throughput": ratio(results[name].rps, base.rps),
+                "p99": ratio(results[name].p99_ms, base.p99_ms),
+            }
+            for name in ("modelport", "fastapi-async", "litserve")
+            if name in results
         }
-        for name in ("modelport", "fastapi-async", "litserve")
-        if name in results
-    }
+    keyed, plain = results.get("modelport-keys"), results.get("modelport")
+    if keyed is not None and plain is not None:  # what --auth keys costs
+        rows["modelport-keys / modelport"] = {
+            "throughput": ratio(keyed.rps, plain.rps),
+            "p99": ratio(keyed.p99_ms, plain.p99_ms),
+        }
+    return rows
 
 
 def report(results: dict[str, LoadResult], failed: dict[str, BenchError]) -> str:
@@ -196,6 +238,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--startup-timeout", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
+    parser.add_argument(
+        "--auth",
+        choices=["none", "keys"],
+        default="none",
+        help="keys: also run modelport with --auth keys (a client key on every request) and "
+        "report its throughput against the run without",
+    )
     args = parser.parse_args(argv)
     if args.only:
         args.only = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -203,7 +252,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if unknown:
             parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
     else:
-        args.only = NAMES
+        args.only = [n for n in NAMES if n != "modelport-keys"]
+    if args.auth == "keys":
+        args.only += [n for n in ("modelport", "modelport-keys") if n not in args.only]
     if args.duration <= 0 or args.warmup < 0 or args.connections < 1:
         parser.error("--duration and --connections must be positive, --warmup not negative")
     wrk = shutil.which("wrk")
