@@ -3,6 +3,7 @@ stopped (every process in the group) on exit, interrupts held off while stopping
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import json
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -91,6 +93,111 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class Usage:
+    """Of a process group: resident memory (bytes) and CPU time used so far (seconds)."""
+
+    rss: int
+    cpu: float
+
+
+def group_usage(pgid: int) -> Usage | None:
+    """Summed over every process in group ``pgid``, from each one's own counters (None without
+    /proc). CPU is utime + stime, with cutime + cstime so a child reaped meanwhile still counts."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    rss, ticks = 0, 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rfind(")") + 2 :].split()
+            if int(fields[2]) != pgid:
+                continue
+            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return Usage(rss, ticks / os.sysconf("SC_CLK_TCK"))
+
+
+class CpuWindow:
+    """CPU seconds each process group used between :meth:`start` and :meth:`stop` (a load's
+    ``started`` hook and its return), and its resident memory at the stop; None without /proc.
+
+    Read from the processes' own counters, so it shows the cost per job apart from whatever
+    else the machine is running."""
+
+    def __init__(self, *groups: Process) -> None:
+        self.groups = groups
+        self._start: list[Usage | None] = [None] * len(groups)
+        self.used: list[float | None] = [None] * len(groups)
+        self.rss: list[int | None] = [None] * len(groups)
+
+    def start(self) -> None:
+        self._start = [group_usage(g.proc.pid) for g in self.groups]
+
+    def stop(self) -> None:
+        ends = [group_usage(g.proc.pid) for g in self.groups]
+        self.used = [
+            None if a is None or b is None else b.cpu - a.cpu
+            for a, b in zip(self._start, ends, strict=True)
+        ]
+        self.rss = [None if b is None else b.rss for b in ends]
+
+
+def sqlite_bytes(db: Path) -> int:
+    """The database file with its -wal and -shm files."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            total += Path(f"{db}{suffix}").stat().st_size
+    return total
+
+
+def redis_client(port: int) -> Any:
+    import redis
+
+    return redis.Redis(host=HOST, port=port, socket_timeout=30.0, socket_connect_timeout=5.0)
+
+
+def redis_command(port: int) -> list[str]:
+    """A private ``redis-server`` on loopback ``port`` that keeps nothing on disk."""
+    return ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+
+
+def wait_redis(port: int, proc: Process, timeout: float) -> None:
+    """Poll PING until Redis answers (bounded by ``timeout``)."""
+    import redis
+
+    client = redis_client(port)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.proc.poll() is not None:
+                raise StartError(f"redis-server exited with status {proc.proc.returncode}")
+            with contextlib.suppress(redis.RedisError):
+                if client.ping():
+                    return
+            if time.monotonic() > deadline:
+                raise StartError(f"redis-server not answering after {timeout:.0f}s")
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def redis_used_memory(port: int) -> int:
+    client = redis_client(port)
+    try:
+        return int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
+
+
 def log_tail(log: IO[bytes], lines: int = 20) -> str:
     log.flush()
     log.seek(0)
@@ -160,9 +267,12 @@ class Server(Process):
         port: int,
         log: IO[bytes],
         env: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(name, command, log, env)
         self.port = port
+        self.headers = headers
+        """Sent with the requests this harness makes itself (e.g. an API key)."""
 
     def __enter__(self) -> Server:
         return self
@@ -195,7 +305,7 @@ class Server(Process):
                 if proc is not None and proc.proc.poll() is not None:
                     raise StartError(f"{proc.name} exited with status {proc.proc.returncode}")
             try:
-                status, body = get_json(self.port, f"/endpoints/{endpoint}", 2.0)
+                status, body = get_json(self.port, f"/endpoints/{endpoint}", 2.0, self.headers)
                 if status == 200:
                     online = sum(1 for w in body["workers"] if w.get("state") == "online")
                     if online >= count:
@@ -217,7 +327,7 @@ class Server(Process):
             if self.proc.poll() is not None:
                 raise LoadError(f"{self.name} exited with status {self.proc.returncode}")
             try:
-                status, body = get_json(self.port, f"/endpoints/{endpoint}", 2.0)
+                status, body = get_json(self.port, f"/endpoints/{endpoint}", 2.0, self.headers)
                 if status == 200:
                     queued, running = int(body["queue_depth"]), int(body["running"])
                     if queued == 0 and running == 0:
@@ -234,19 +344,28 @@ class Server(Process):
         return functools.partial(self.wait_idle, endpoint, timeout)
 
 
-def get_json(port: int, path: str, timeout: float) -> tuple[int, Any]:
+def get_json(
+    port: int, path: str, timeout: float, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """``GET path``: the status and the parsed JSON body (None when it is not JSON)."""
-    status, body = http_call(port, "GET", path, None, timeout)
+    status, body = http_call(port, "GET", path, None, timeout, headers)
     try:
         return status, json.loads(body)
     except ValueError:
         return status, None
 
 
-def check_call(port: int, path: str, body: bytes, expect: bytes | None, timeout: float) -> bytes:
+def check_call(
+    port: int,
+    path: str,
+    body: bytes,
+    expect: bytes | None,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> bytes:
     """One ``POST`` that must answer 200 (with ``expect`` in its body) before a load starts."""
     try:
-        status, answer = http_call(port, "POST", path, body, timeout)
+        status, answer = http_call(port, "POST", path, body, timeout, headers)
     except (OSError, http.client.HTTPException) as e:
         raise StartError(f"request to {path} failed: {e}") from None
     if status != 200 or (expect is not None and expect not in answer):
