@@ -41,6 +41,14 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
         help="with --auth keys, /metrics needs an admin key too",
     )
     serve.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="a browser origin allowed to call the API, e.g. https://app.example "
+        "(repeatable; default: none)",
+    )
+    serve.add_argument(
         "--session-ttl",
         type=float,
         default=3600.0,
@@ -117,7 +125,15 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise ModelportError("--metrics-auth needs --auth keys")
     if args.session_ttl <= 0:
         raise ModelportError("--session-ttl must be positive")
-    return {"auth": args.auth, "metrics_auth": args.metrics_auth, "session_ttl": args.session_ttl}
+    for origin in args.cors_origin:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ModelportError(f"--cors-origin {origin!r}: give e.g. https://app.example")
+    return {
+        "auth": args.auth,
+        "metrics_auth": args.metrics_auth,
+        "session_ttl": args.session_ttl,
+        "cors_origins": tuple(o.rstrip("/") for o in args.cors_origin),
+    }
 
 
 def add_worker_options(worker: argparse.ArgumentParser) -> None:

@@ -563,3 +563,38 @@ async def test_the_openapi_document_says_where_keys_are_needed(keyed: Deployment
     for path in ("/health/live", "/openapi.json", "/metrics"):
         assert all("security" not in op for op in doc["paths"][path].values()), path
     assert doc["paths"]["/workers"]["post"]["security"] == [{"workerToken": []}]
+
+
+async def test_cors_is_off_by_default_and_allows_the_listed_origins(
+    app_factory: AppFactory, store: JobStore
+) -> None:
+    closed = await deploy(app_factory, store_from_url("memory://"), auth="none")
+    r = await closed.http.get("/endpoints", headers={"Origin": "https://app.example"})
+    assert "access-control-allow-origin" not in r.headers
+    d = await deploy(app_factory, store, cors_origins=("https://app.example",))
+    await d.key("client", "page")
+    preflight = await d.http.options(
+        "/endpoints/add/jobs",
+        headers={
+            "Origin": "https://app.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    assert "authorization" in preflight.headers["access-control-allow-headers"].lower()
+    other = await d.http.options(
+        "/endpoints/add/jobs",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert other.status_code == 400
+    assert "access-control-allow-origin" not in other.headers
+    r = await d.http.post(
+        "/endpoints/add/jobs",
+        json={"input": {"a": 1}},
+        headers={"Origin": "https://app.example", **d.auth("page")},
+    )
+    assert r.status_code == 200
+    assert r.headers["access-control-allow-origin"] == "https://app.example"
+    assert "x-job-status" in r.headers["access-control-expose-headers"].lower()

@@ -40,7 +40,7 @@ from modelport.errors import (
 from modelport.model import Model
 from modelport.server import docs as doc_pages
 from modelport.server.admin import AdminRoutes
-from modelport.server.auth import Auth, principal_of
+from modelport.server.auth import Auth, cors, principal_of
 from modelport.server.index import IndexPage
 from modelport.server.local import LocalTransport
 from modelport.server.messages import json_response as _json
@@ -362,7 +362,8 @@ class Server:
             routes=routes, lifespan=self.lifespan, exception_handlers=dict(EXCEPTION_HANDLERS)
         )
         app.state.server = self
-        return FrontDoor(app, self)
+        front = FrontDoor(app, self)
+        return cors(front, self.settings.cors_origins) if self.settings.cors_origins else front
 
 
 def _envelope_error(body: bytes) -> InvalidInput | None:

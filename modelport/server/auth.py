@@ -21,13 +21,13 @@ import hashlib
 import hmac
 import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import orjson
 from starlette.requests import Request
-from starlette.types import Scope
+from starlette.types import ASGIApp, Scope
 
 from modelport.errors import Forbidden, ModelportError, RateLimited, Unauthorized
 from modelport.keys import DAY, ApiKey, digest
@@ -115,6 +115,7 @@ class Auth:
         self.session_ttl = settings.session_ttl
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._touched: dict[str, float] = {}
+        self._principals: dict[str, Principal] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
     async def resolve_scope(self, scope: Scope) -> Principal:
@@ -165,6 +166,7 @@ class Auth:
         key = None if raw is None else ApiKey.from_dict(raw)
         if len(self._cache) >= _CACHE_MAX:
             self._cache.clear()
+            self._principals.clear()
         self._cache[name] = (now, key)
         return key
 
@@ -183,8 +185,11 @@ class Auth:
         if key.expired(now):
             return Principal("invalid", problem=f"the key {key.id} has expired")
         self._touch(key.id, now)
-        endpoints = None if key.endpoints is None else frozenset(key.endpoints)
-        return Principal(key.scope, key.id, endpoints, key)
+        principal = self._principals.get(key_hash)
+        if principal is None or principal.key is not key:  # built once per read of the key
+            endpoints = None if key.endpoints is None else frozenset(key.endpoints)
+            principal = self._principals[key_hash] = Principal(key.scope, key.id, endpoints, key)
+        return principal
 
     def _touch(self, key_id: str, now: float) -> None:
         if now - self._touched.get(key_id, 0.0) < TOUCH_EVERY:
@@ -328,6 +333,36 @@ class Auth:
             return Principal("invalid", problem="the session has expired")
         allowed = None if endpoints is None else frozenset(map(str, endpoints))
         return Principal("session", key.id, allowed, key)
+
+
+def cors(app: ASGIApp, origins: Sequence[str]) -> ASGIApp:
+    """``app`` answering browsers of these origins (preflight included), with the headers
+    a page needs to read (Location, Retry-After, RateLimit, X-Request-ID, X-Job-Status)."""
+    from starlette.middleware.cors import CORSMiddleware
+
+    return CORSMiddleware(
+        app,
+        allow_origins=list(origins),
+        allow_methods=["GET", "POST", "DELETE"],
+        allow_headers=[
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "prefer",
+            "last-event-id",
+            "x-request-id",
+        ],
+        expose_headers=[
+            "location",
+            "retry-after",
+            "ratelimit",
+            "ratelimit-policy",
+            "x-request-id",
+            "x-job-status",
+            "x-job-id",
+        ],
+        max_age=600,
+    )
 
 
 def _sign(secret: str, body: str) -> str:
