@@ -135,6 +135,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     cli_security.add_serve_options(serve)
     cli_security.add_tls_options(serve)
+    cli_security.add_input_limits(serve)
 
     worker = commands.add_parser(
         "worker",

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from modelport.errors import ModelportError
+from modelport.settings import Limits
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
 
@@ -55,6 +56,23 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="the longest a browser session (POST /sessions) lasts (default: %(default)s)",
     )
+
+
+def add_input_limits(serve: argparse.ArgumentParser) -> None:
+    defaults = Limits()
+    for option, value, what in (
+        ("--max-json-depth", defaults.max_json_depth, "deepest nesting of lists and objects"),
+        ("--max-string-length", defaults.max_string_length, "longest string, in characters"),
+        ("--max-list-length", defaults.max_list_length, "longest list"),
+        ("--max-object-keys", defaults.max_object_keys, "most keys in one object"),
+    ):
+        serve.add_argument(
+            option,
+            type=int,
+            default=value,
+            metavar="N",
+            help=f"in a job's inputs: the {what} accepted (default: %(default)s)",
+        )
 
 
 def add_tls_options(serve: argparse.ArgumentParser) -> None:
@@ -125,6 +143,9 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         raise ModelportError("--metrics-auth needs --auth keys")
     if args.session_ttl <= 0:
         raise ModelportError("--session-ttl must be positive")
+    for option in ("max_json_depth", "max_string_length", "max_list_length", "max_object_keys"):
+        if getattr(args, option) < 1:
+            raise ModelportError(f"--{option.replace('_', '-')} must be at least 1")
     for origin in args.cors_origin:
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise ModelportError(f"--cors-origin {origin!r}: give e.g. https://app.example")
@@ -133,6 +154,10 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         "metrics_auth": args.metrics_auth,
         "session_ttl": args.session_ttl,
         "cors_origins": tuple(o.rstrip("/") for o in args.cors_origin),
+        "max_json_depth": args.max_json_depth,
+        "max_string_length": args.max_string_length,
+        "max_list_length": args.max_list_length,
+        "max_object_keys": args.max_object_keys,
     }
 
 

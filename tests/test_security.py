@@ -21,7 +21,7 @@ from modelport.server.auth import Principal
 from modelport.settings import Settings
 from modelport.stores import JobStore, store_from_url
 from tests.conftest import ROOT, AppFactory, InProcessApp
-from tests.models.basic import Add, Fails, Slow
+from tests.models.basic import Add, Fails, Shapes, Slow
 from tests.models.stream import Chatter
 from tests.test_stores import BACKENDS
 
@@ -598,3 +598,50 @@ async def test_cors_is_off_by_default_and_allows_the_listed_origins(
     assert r.status_code == 200
     assert r.headers["access-control-allow-origin"] == "https://app.example"
     assert "x-job-status" in r.headers["access-control-expose-headers"].lower()
+
+
+async def test_input_shapes_have_bounds_that_name_the_field(app_factory: AppFactory) -> None:
+    app = await app_factory(
+        [Shapes],
+        settings=Settings(
+            max_json_depth=4, max_string_length=10, max_list_length=3, max_object_keys=8
+        ),
+    )
+
+    async def submit(extra: Any) -> httpx.Response:
+        return await app.http.post(
+            "/endpoints/shapes/jobs", json={"input": {"extra": extra}}, headers=ASYNC
+        )
+
+    assert (await submit({"a": [[1]]})).status_code == 202
+    cases = [
+        ({"a": [[[1]]]}, 422, "extra.a.0.0", "nested deeper than 4 levels"),
+        ({"a": "x" * 11}, 413, "extra.a", "a string of 11 characters"),
+        ({"a": [1, 2, 3, 4]}, 413, "extra.a", "a list of 4 items"),
+        ({f"k{i}": i for i in range(9)}, 413, "extra", "an object of 9 keys"),
+        ({"k" * 11: 1}, 413, "extra." + "k" * 11, "a key that long"),
+    ]
+    for extra, status, field, words in cases:
+        r = await submit(extra)
+        assert r.status_code == status, (extra, r.text)
+        (error,) = r.json()["errors"]
+        assert error["field"] == field and words in error["message"], r.text
+    deep = '{"input": {"extra": {"a": ' + "[" * 10_000 + "]" * 10_000 + "}}}"
+    r = await app.http.post("/endpoints/shapes/jobs", content=deep, headers=ASYNC)
+    assert r.status_code == 422 and "nested too deeply" in r.json()["detail"]
+    assert (await app.server.broker.store.queue_depths())["shapes"]["queued"] == 1
+
+
+async def test_metrics_count_submits_per_key_id_never_the_secret(keyed: Deployment) -> None:
+    d = keyed
+    await d.key("client", "metered", quota="1/day")
+    for _ in range(2):
+        await d.http.post(
+            "/endpoints/add/jobs", json={"input": {"a": 1}}, headers=d.auth("metered")
+        )
+    text = (await d.http.get("/metrics")).text
+    key_id = d.ids["metered"]
+    assert f'modelport_key_requests_total{{key="{key_id}",outcome="accepted"}} 1.0' in text
+    assert f'modelport_key_requests_total{{key="{key_id}",outcome="quota"}} 1.0' in text
+    for secret in d.secrets.values():
+        assert secret not in text

@@ -42,6 +42,7 @@ from modelport.server import docs as doc_pages
 from modelport.server.admin import AdminRoutes
 from modelport.server.auth import Auth, cors, principal_of
 from modelport.server.index import IndexPage
+from modelport.server.limits import check_shape, nested_too_deep
 from modelport.server.local import LocalTransport
 from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
@@ -93,7 +94,7 @@ class Server:
         self.broker = Broker(
             store_from_url(store) if isinstance(store, str) else store, self.settings
         )
-        self.auth = Auth(self.broker.store, self.settings)
+        self.auth = Auth(self.broker.store, self.settings, self.broker.metrics)
         self.admin = AdminRoutes(self.broker.store, self.auth, self.settings)
         self.workers = WorkerRoutes(self.broker, self.settings.max_body_size)
         self.openai = OpenAIRoutes(self.broker, self.settings, self.auth)
@@ -220,6 +221,8 @@ class Server:
             parsed = spec.request_model.model_validate_json(body)
         except pydantic.ValidationError as e:
             errors = e.errors(include_url=False, include_input=False)
+            if any("recursion limit" in str(err["msg"]) for err in errors):
+                raise nested_too_deep(self.settings) from None
             raise _envelope_error(body) or invalid(errors, strip="input") from None
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 255:
@@ -227,6 +230,7 @@ class Server:
         respond_async, wait = _prefer(request, self.settings.default_wait, self.settings.max_wait)
         fmt = stream_format(request)
         inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
+        check_shape(inputs, self.settings)
         principal = principal_of(request)
         limits = await self.auth.admit(principal, name)
         job = await self.broker.submit(name, inputs, idempotency_key=key, owner=principal.owner)

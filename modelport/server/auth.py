@@ -31,6 +31,7 @@ from starlette.types import ASGIApp, Scope
 
 from modelport.errors import Forbidden, ModelportError, RateLimited, Unauthorized
 from modelport.keys import DAY, ApiKey, digest
+from modelport.metrics import Metrics
 from modelport.settings import Settings
 from modelport.stores.base import JobStore
 from modelport.wire import JobRecord
@@ -107,8 +108,9 @@ def _unauthorized(message: str) -> Unauthorized:
 class Auth:
     """Resolves credentials (with a short cache of key lookups) and checks routes."""
 
-    def __init__(self, store: JobStore, settings: Settings) -> None:
+    def __init__(self, store: JobStore, settings: Settings, metrics: Metrics) -> None:
         self.store = store
+        self.metrics = metrics
         self.mode = settings.auth
         self.worker_token = settings.worker_token
         self.metrics_auth = settings.metrics_auth
@@ -260,12 +262,14 @@ class Auth:
         if key.max_queued is not None:
             queued = await self.store.queued_by(key.id)
             if queued >= key.max_queued:
+                self.metrics.key_request(key.id, "queued")
                 raise RateLimited(
                     f"key {key.id} has {queued} queued jobs (limit {key.max_queued});"
                     " wait for some to start",
                     retry_after=1,
                 )
         if not key.limited:
+            self.metrics.key_request(key.id, "accepted")
             return {}
         now = time.time()
         window = int(now // DAY)
@@ -286,15 +290,16 @@ class Auth:
             states.append(f'"daily";r={left};t={max(0, math.ceil(window_end - now))}')
         headers = {"RateLimit-Policy": ", ".join(policies), "RateLimit": ", ".join(states)}
         if not allowance.allowed:
-            over = (
-                "daily quota" if key.quota is not None and allowance.used >= key.quota else "rate"
-            )
+            daily = key.quota is not None and allowance.used >= key.quota
+            over = "daily quota" if daily else "rate"
+            self.metrics.key_request(key.id, "quota" if daily else "rate")
             err = RateLimited(
                 f"key {key.id} is over its {over}; retry in {math.ceil(allowance.retry_after)} s",
                 retry_after=max(1, math.ceil(allowance.retry_after)),
             )
             err.headers.update(headers)
             raise err
+        self.metrics.key_request(key.id, "accepted")
         return headers
 
     def session_token(

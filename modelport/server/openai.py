@@ -24,6 +24,7 @@ from starlette.responses import Response
 from modelport.core import Broker
 from modelport.errors import ModelportError, NotFound, field_errors
 from modelport.server.auth import Auth, principal_of
+from modelport.server.limits import check_shape
 from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
 from modelport.server.streaming import SSE, EventStream, job_events
@@ -169,6 +170,7 @@ class OpenAIRoutes:
         except pydantic.ValidationError as e:
             raise _refused(e, strip="input") from None
         dumped: dict[str, Any] = parsed.input.model_dump()  # type: ignore[attr-defined]
+        check_shape(dumped, self.limits)
         return dumped
 
     async def chat(self, request: Request) -> Any:
