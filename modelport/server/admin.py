@@ -7,21 +7,29 @@ only client (and admin) keys reach ``/sessions``.
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import pydantic
 from starlette.requests import Request
 from starlette.responses import Response
 
 from modelport.errors import Forbidden, NotFound, invalid
-from modelport.keys import SCOPES, ApiKey, new_key, parse_duration
+from modelport.keys import ApiKey, new_key, parse_duration
 from modelport.server.auth import Auth, principal_of
 from modelport.server.messages import json_response, read_body
 from modelport.settings import Settings
 from modelport.stores.base import JobStore
 
-_Name = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=100)]
-_Endpoints = Annotated[list[_Name], pydantic.Field(min_length=1, max_length=1000)]
+_Name = Annotated[
+    str, pydantic.StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:@ -]+$")
+]
+_Endpoint = Annotated[
+    str, pydantic.StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
+]
+_Endpoints = Annotated[list[_Endpoint], pydantic.Field(min_length=1, max_length=1000)]
+_RATE = r"^\s*\d+(\.\d+)?\s*/\s*(s|sec|m|min|h|hour|d)\s*$"
+_QUOTA = r"^\s*[1-9]\d*\s*(/\s*(d|day))?\s*$"
+_DURATION = r"^\s*\d+(\.\d+)?\s*[smhd]?\s*$"
 
 
 class NewKey(pydantic.BaseModel):
@@ -29,15 +37,23 @@ class NewKey(pydantic.BaseModel):
 
     model_config = pydantic.ConfigDict(extra="forbid")
 
-    scope: str = pydantic.Field(json_schema_extra={"enum": list(SCOPES)})
+    scope: Literal["client", "worker", "admin"]
     name: _Name | None = None
-    endpoints: _Endpoints | None = None
-    expires_in: float | str | None = pydantic.Field(
-        None, description="seconds, or a duration such as 12h or 90d"
+    endpoints: _Endpoints | None = pydantic.Field(
+        None, description="what a client or worker key may use (not for admin keys)"
     )
-    rate: str | None = pydantic.Field(None, max_length=40, examples=["20/s"])
-    burst: int | None = pydantic.Field(None, ge=1, le=1_000_000)
-    quota: str | None = pydantic.Field(None, max_length=40, examples=["10000/day"])
+    expires_in: (
+        Annotated[float, pydantic.Field(gt=0, le=100 * 365 * 86_400)]
+        | Annotated[str, pydantic.StringConstraints(max_length=40, pattern=_DURATION)]
+        | None
+    ) = pydantic.Field(None, description="seconds, or a duration such as 12h or 90d")
+    rate: Annotated[str, pydantic.StringConstraints(max_length=40, pattern=_RATE)] | None = (
+        pydantic.Field(None, examples=["20/s"])
+    )
+    burst: int | None = pydantic.Field(None, ge=1, le=1_000_000, description="needs a rate")
+    quota: Annotated[str, pydantic.StringConstraints(max_length=40, pattern=_QUOTA)] | None = (
+        pydantic.Field(None, examples=["10000/day"])
+    )
     max_queued: int | None = pydantic.Field(None, ge=1, le=1_000_000_000)
 
 

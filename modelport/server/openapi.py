@@ -308,6 +308,11 @@ def _secure(paths: dict[str, Any], auth: str, metrics_auth: bool) -> None:
     one."""
     for path, item in paths.items():
         area = area_of(path)
+        if area == "workers":  # a client or admin key there
+            for operation in item.values():
+                operation["responses"].setdefault(
+                    "403", _problem("A client or admin key: not accepted on worker routes")
+                )
         needed = area in ("keys", "sessions") or (
             auth == "keys" and (area == "client" or (area == "metrics" and metrics_auth))
         )
