@@ -27,15 +27,30 @@ _Endpoint = Annotated[
     str, pydantic.StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
 ]
 _Endpoints = Annotated[list[_Endpoint], pydantic.Field(min_length=1, max_length=1000)]
-_RATE = r"^\s*\d+(\.\d+)?\s*/\s*(s|sec|m|min|h|hour|d)\s*$"
-_QUOTA = r"^\s*[1-9]\d*\s*(/\s*(d|day))?\s*$"
-_DURATION = r"^\s*\d+(\.\d+)?\s*[smhd]?\s*$"
+_POSITIVE = r"([1-9][0-9]*(\.[0-9]+)?|0\.[0-9]*[1-9][0-9]*)"
+_RATE = rf"^{_POSITIVE}/(s|sec|m|min|h|hour|d)$"
+_QUOTA = r"^[1-9][0-9]*(/(d|day))?$"
+_DURATION = rf"^{_POSITIVE}[smhd]?$"
 
 
 class NewKey(pydantic.BaseModel):
     """``POST /keys``: what the key may do and how much."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "allOf": [
+                {  # an admin key is not limited to endpoints
+                    "if": {"properties": {"scope": {"const": "admin"}}},
+                    "then": {"properties": {"endpoints": {"type": "null"}}},
+                },
+                {  # a burst is the size of a rate's bucket
+                    "if": {"properties": {"burst": {"type": "integer"}}, "required": ["burst"]},
+                    "then": {"properties": {"rate": {"type": "string"}}, "required": ["rate"]},
+                },
+            ]
+        },
+    )
 
     scope: Literal["client", "worker", "admin"]
     name: _Name | None = None
