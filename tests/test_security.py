@@ -645,3 +645,9 @@ async def test_metrics_count_submits_per_key_id_never_the_secret(keyed: Deployme
     assert f'modelport_key_requests_total{{key="{key_id}",outcome="quota"}} 1.0' in text
     for secret in d.secrets.values():
         assert secret not in text
+
+
+async def test_a_wrong_method_on_keys_lists_both_allowed(keyed: Deployment) -> None:
+    r = await keyed.http.put("/keys", headers=keyed.auth("admin"))
+    assert r.status_code == 405
+    assert sorted(m.strip() for m in r.headers["allow"].split(",")) == ["GET", "HEAD", "POST"]

@@ -95,6 +95,12 @@ class AdminRoutes:
         except pydantic.ValidationError as e:
             raise invalid(e.errors(include_url=False, include_input=False)) from None
 
+    async def keys(self, request: Request) -> Response:
+        """``GET /keys`` and ``POST /keys``: one route, so a 405 lists both methods."""
+        if request.method == "POST":
+            return await self.create_key(request)
+        return await self.list_keys(request)
+
     async def create_key(self, request: Request) -> Response:
         body: NewKey = await self._parse(request, NewKey)
         expires_at = None

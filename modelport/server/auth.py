@@ -222,8 +222,8 @@ class Auth:
             if kind == "anonymous":
                 if self.worker_token is None and self.mode == "none":
                     return _unauthorized(
-                        "this server accepts no remote workers without a credential; start it"
-                        " with --worker-token, or give workers a worker key"
+                        "this server has no worker token and was given no worker key: start"
+                        " it with --worker-token, or give workers a worker key"
                         " (modelport keys create --scope worker)"
                     )
                 return _unauthorized(
