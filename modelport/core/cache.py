@@ -97,25 +97,32 @@ class ResultCache:
         inputs: dict[str, Any],
         *,
         idempotency_key: str | None = None,
+        owner: str | None = None,
         own_job: bool = False,
     ) -> Answer:
         """Answer from the table or the cache if they can, else submit a job.
 
         ``own_job`` (a streaming request, one with a webhook), and a request with an
         idempotency key (whose retries must find the job it made), get a job of their own.
+        The cache of a request with an ``owner`` (an API key's id) is that owner's: no key
+        is answered with the job of another.
         """
         spec = await self.jobs.registry.find_spec(endpoint)
         table = self.tables.get(endpoint)
         if own_job or idempotency_key is not None or (table is None and spec.cache_ttl is None):
-            return Answer(await self.jobs.submit(endpoint, inputs, idempotency_key=idempotency_key))
+            job = await self.jobs.submit(
+                endpoint, inputs, idempotency_key=idempotency_key, owner=owner
+            )
+            return Answer(job)
         digest = input_key(inputs)
         if table is not None:
             answer = self._precomputed(spec, table, digest)
             if answer is not None:
                 return answer
         if spec.cache_ttl is None:
-            return Answer(await self.jobs.submit(endpoint, inputs), cache=MISS)
-        return await self._cached(spec, f"{spec.name}:{spec.version}:{digest}", inputs)
+            return Answer(await self.jobs.submit(endpoint, inputs, owner=owner), cache=MISS)
+        key = f"{spec.name}:{spec.version}:{digest}" + (f":{owner}" if owner else "")
+        return await self._cached(spec, key, inputs, owner)
 
     def _precomputed(self, spec: EndpointSpec, table: Precomputed, digest: str) -> Answer | None:
         problem = table.problem
@@ -142,7 +149,9 @@ class ResultCache:
             f" prediction for this input{why}"
         )
 
-    async def _cached(self, spec: EndpointSpec, key: str, inputs: dict[str, Any]) -> Answer:
+    async def _cached(
+        self, spec: EndpointSpec, key: str, inputs: dict[str, Any], owner: str | None
+    ) -> Answer:
         ttl = spec.cache_ttl or 0.0
         while True:
             pending = self._pending.get(key)
@@ -157,7 +166,7 @@ class ResultCache:
             done = asyncio.get_running_loop().create_future()
             self._pending[key] = done
             try:
-                job = await self.jobs.submit(spec.name, inputs)
+                job = await self.jobs.submit(spec.name, inputs, owner=owner)
                 # Another server may have made an entry meanwhile; this job then runs uncached.
                 await self.store.cache_add(
                     key, {"job": job.id}, ttl, spec.name, spec.cache_max_entries
