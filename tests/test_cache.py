@@ -9,6 +9,8 @@ import httpx
 import pytest
 
 from modelport.errors import SpecError
+from modelport.keys import new_key
+from modelport.settings import Settings
 from modelport.spec import spec_from_dict
 from tests.conftest import AppFactory, eventually
 from tests.models import cached
@@ -186,3 +188,26 @@ def test_cache_settings_are_checked() -> None:
         spec_from_dict({"name": "e", "cache_max_entries": 5})
     with pytest.raises(SpecError, match="cache_max_entries: expected int"):
         spec_from_dict({"name": "e", "cache_ttl": 1, "cache_max_entries": "many"})
+
+
+async def test_the_cache_is_per_api_key_and_hits_count_against_its_rate(
+    app_factory: AppFactory, calls: list[int]
+) -> None:
+    app = await app_factory([Square], settings=Settings(auth="keys"))
+    store = app.server.broker.store
+    secrets = {}
+    for name in ("a", "b"):
+        key, secret = new_key("client", name=name, rate="1/min", burst=2)
+        await store.put_key(key.to_dict())
+        secrets[name] = {"Authorization": f"Bearer {secret}"}
+    body = {"input": {"x": 6}}
+    first = await app.http.post("/endpoints/square/jobs", json=body, headers=secrets["a"])
+    assert first.headers["x-cache"] == "miss"
+    hit = await app.http.post("/endpoints/square/jobs", json=body, headers=secrets["a"])
+    assert hit.headers["x-cache"] == "hit"
+    other = await app.http.post("/endpoints/square/jobs", json=body, headers=secrets["b"])
+    assert other.headers["x-cache"] == "miss"  # b is not answered with a's job
+    assert other.json()["id"] != first.json()["id"]
+    assert calls == [6, 6]
+    refused = await app.http.post("/endpoints/square/jobs", json=body, headers=secrets["a"])
+    assert refused.status_code == 429  # the hit spent a's second token
