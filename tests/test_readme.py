@@ -13,6 +13,7 @@ import contextlib
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -345,6 +346,47 @@ def test_several_processes_on_one_host(tmp_path: Path, own_redis: RedisServer) -
         blk.wait_ready(ports[8000])
         wait_for_workers(ports[8000], "sentiment", 4)  # one embedded worker per process
         assert sentiment(ports[8000]) == {"score": 2.0}
+
+
+@pytest.mark.e2e
+def test_the_security_block_serves_https_with_keys(tmp_path: Path) -> None:
+    from modelport import Client, Unauthorized
+    from tests.test_tls_e2e import make_certificates
+
+    here = workspace(tmp_path / "w")
+    ca, _, _ = make_certificates(here)
+    port = free_port()
+    # Bound to loopback here, as every test is; the README's 0.0.0.0 is what a reader types.
+    text = local(block("sh", "modelport keys create --scope admin").text, {8000: port})
+    with shell(text.replace("--host 0.0.0.0", "--host 127.0.0.1"), here) as blk:
+        url = f"https://127.0.0.1:{port}"
+        trust = ssl.create_default_context(cafile=str(ca))
+        deadline = time.monotonic() + 90
+        while online_https(url, trust, here / "app1.key") < 1:
+            assert time.monotonic() < deadline, f"no worker joined over HTTPS:\n{blk.output()}"
+            time.sleep(0.05)
+        key = (here / "app1.key").read_text().strip()
+        with Client(url, api_key=key, ca_file=str(ca)) as client:
+            assert client.predict("sentiment", text="good good bad", scale=2) == {"score": 2.0}
+        with Client(url, ca_file=str(ca)) as anonymous, pytest.raises(Unauthorized):
+            anonymous.predict("sentiment", text="good")
+
+
+def online_https(url: str, trust: ssl.SSLContext, key_file: Path) -> int:
+    """Workers online for ``sentiment``, asked with the key in ``key_file`` once it is there."""
+    key = key_file.read_text().strip() if key_file.exists() else ""
+    if not key:
+        return 0
+    try:
+        r = httpx.get(
+            f"{url}/endpoints/sentiment",
+            headers={"Authorization": f"Bearer {key}"},
+            verify=trust,
+            timeout=5,
+        )
+    except (httpx.TransportError, OSError):
+        return 0
+    return int(r.json()["workers_online"]) if r.status_code == 200 else 0
 
 
 def test_every_block_is_run_by_a_test() -> None:
