@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	# The CPU build of torch first (this machine keeps its wheel on disk), so the
 	# embeddings extra does not pull the default CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e '.[server,redis,examples,embeddings,bench,dev]'
+	$(BIN)/pip install --quiet -e '.[server,redis,examples,media,video,embeddings,bench,dev]'
 	touch $(STAMP)
 
 install: $(STAMP) browser

@@ -30,13 +30,17 @@ from modelport.errors import (
 from modelport.wire import Event, JobStatus
 
 if _typing.TYPE_CHECKING:
+    from modelport.media import Audio, Image
     from modelport.model import Model
     from modelport.server.app import create_app
     from modelport.settings import Limits, Settings
-    from modelport.spec import EndpointSpec, FieldSpec, Input, InputInfo, spec_from_toml
+    from modelport.spec import EndpointSpec, FieldSpec, Input, InputInfo, Media, spec_from_toml
     from modelport.worker.supervisor import run_worker
 
 _LAZY = {
+    "Audio": "modelport.media",
+    "Image": "modelport.media",
+    "Media": "modelport.spec",
     "EndpointSpec": "modelport.spec",
     "FieldSpec": "modelport.spec",
     "Input": "modelport.spec",
@@ -69,6 +73,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AsyncClient",
     "AsyncJob",
+    "Audio",
     "BadRequest",
     "Client",
     "Conflict",
@@ -76,6 +81,7 @@ __all__ = [
     "Event",
     "FieldSpec",
     "Forbidden",
+    "Image",
     "Input",
     "InputInfo",
     "InvalidInput",
@@ -84,6 +90,7 @@ __all__ = [
     "JobFailed",
     "JobStatus",
     "Limits",
+    "Media",
     "Model",
     "ModelportError",
     "NotFound",

@@ -28,6 +28,10 @@ class Limits:
     """Seconds without a word from a worker before it counts as offline."""
     reap_interval: float = 0.5
     """How often expired leases are looked for, in seconds."""
+    max_image_pixels: int = 50_000_000
+    """Largest image input, in pixels, whatever an endpoint declares (decompression bombs)."""
+    max_audio_duration: float = 3600.0
+    """Longest audio input, in seconds, whatever an endpoint declares."""
 
 
 @dataclass

@@ -37,6 +37,8 @@ from modelport.errors import (
     Unavailable,
     invalid,
 )
+from modelport.media import files as media_files
+from modelport.media import inputs as media_in
 from modelport.model import Model
 from modelport.server import docs as doc_pages
 from modelport.server.index import IndexPage
@@ -211,18 +213,24 @@ class Server:
     async def submit(self, request: Request) -> Response:
         name = request.path_params["name"]
         spec = await self._find_spec(name)
-        body = await read_body(request, self.settings.max_body_size)
-        try:
-            parsed = spec.request_model.model_validate_json(body)
-        except pydantic.ValidationError as e:
-            errors = e.errors(include_url=False, include_input=False)
-            raise _envelope_error(body) or invalid(errors, strip="input") from None
+        content_type = request.headers.get("content-type", "")
+        if media_in.is_form(content_type) or media_in.is_media(content_type):
+            parsed = await media_in.parse_upload(request, spec, self.settings)
+        else:
+            body = await read_body(request, self.settings.max_body_size)
+            try:
+                parsed = spec.request_model.model_validate_json(body)
+            except pydantic.ValidationError as e:
+                errors = e.errors(include_url=False, include_input=False)
+                raise _envelope_error(body) or invalid(errors, strip="input") from None
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 255:
             raise BadRequest("Idempotency-Key must be 1 to 255 characters")
         respond_async, wait = _prefer(request, self.settings.default_wait, self.settings.max_wait)
         fmt = stream_format(request)
         inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
+        if spec.media_inputs:
+            inputs = await media_in.normalise(spec, inputs, media_in.limits_of(self.settings))
         job = await self.broker.submit(name, inputs, idempotency_key=key)
         if fmt is not None:
             return event_stream(
@@ -234,6 +242,9 @@ class Server:
             )
         if not respond_async and not job.status.final:
             job = await self.broker.wait(job.id, wait, job=job)
+        binary = media_files.binary_answer(request, spec, job)
+        if binary is not None:
+            return binary
         return await self._job_response(job, created=True)
 
     async def _job_response(self, job: JobRecord, *, created: bool = False) -> Response:
@@ -250,6 +261,11 @@ class Server:
         job_id = request.path_params["id"]
         respond_async, wait = _prefer(request, 0.0, self.settings.max_wait)
         job = await self.broker.wait(job_id, 0.0 if respond_async else wait)
+        if "accept" in request.headers:
+            spec = await self._find_spec(job.endpoint)
+            binary = media_files.binary_answer(request, spec, job)
+            if binary is not None:
+                return binary
         return await self._job_response(job)
 
     async def job_events(self, request: Request) -> Response:
@@ -258,6 +274,11 @@ class Server:
         await self.broker.get(job_id)  # a 404 before the stream starts
         fmt = stream_format(request) or "sse"
         return event_stream(self.broker, job_id, fmt, after=after)
+
+    async def job_file(self, request: Request) -> Response:
+        job = await self.broker.get(request.path_params["id"])
+        spec = await self._find_spec(job.endpoint)
+        return media_files.file_response(spec, job, request.path_params["name"])
 
     async def cancel_job(self, request: Request) -> Response:
         job = await self.broker.cancel(request.path_params["id"])
@@ -307,6 +328,7 @@ class Server:
             Route("/endpoints/{name}", self.get_endpoint, methods=["GET"]),
             Route("/jobs/{id}", self.get_job, methods=["GET"]),
             Route("/jobs/{id}/events", self.job_events, methods=["GET"]),
+            Route("/jobs/{id}/files/{name}", self.job_file, methods=["GET"]),
             Route("/jobs/{id}/cancel", self.cancel_job, methods=["POST"]),
             Route("/health/live", self.live, methods=["GET"]),
             Route("/health/ready", self.ready, methods=["GET"]),

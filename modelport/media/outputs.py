@@ -1,0 +1,138 @@
+"""Media between the job record and the model: decoding converted inputs into the objects
+the model declares, and encoding what it returns (or previews) as data URLs per the spec.
+
+These run wherever the model runs: in the server process for embedded models, in the
+worker process for remote ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelport.media.audio import Audio
+from modelport.media.codec import (
+    Encoded,
+    MediaError,
+    MediaLimits,
+    conform_audio,
+    conform_image,
+    convert,
+    decode_audio,
+    decode_image,
+    encode_audio,
+    encode_image,
+    open_image,
+    parse_string,
+)
+from modelport.spec import EndpointSpec, FieldSpec, media_field
+
+PREVIEW = FieldSpec(type="image", format=["JPEG"], quality=80, max_size=[256, 256])
+"""How a progress preview is written when the endpoint's spec does not declare one."""
+
+
+def to_model(f: FieldSpec, value: Any) -> Any:
+    """An input as the model gets it: a PIL image or an :class:`Audio` (a list of them for
+    a list field). A string (a data URL the server converted) is decoded; a PIL image,
+    ``Audio``, bytes or a file path (a direct call) is converted per the spec first."""
+    media = media_field(f)
+    if media is None or value is None:
+        return value
+    if f.type == "list":
+        return [_one(media, v) for v in value]
+    return _one(media, value)
+
+
+def _one(f: FieldSpec, value: Any) -> Any:
+    from PIL import Image as PILImage
+
+    if isinstance(value, str) and value.startswith("data:"):
+        data, _ = parse_string(value)
+        return decode_image(data) if f.type == "image" else decode_audio(data)
+    if f.type == "image" and isinstance(value, PILImage.Image):
+        return conform_image(value, f)
+    if f.type == "audio" and isinstance(value, Audio):
+        return conform_audio(value, f)
+    if isinstance(value, str | bytes) or hasattr(value, "__fspath__"):
+        data = value if isinstance(value, bytes) else _read(value)
+        encoded = convert(data, f, MediaLimits())
+        return decode_image(encoded.data) if f.type == "image" else decode_audio(encoded.data)
+    raise MediaError(f"expected {f.type}, got {type(value).__name__}")
+
+
+def _read(path: Any) -> bytes:
+    with open(path, "rb") as file:
+        return file.read()
+
+
+def encode_output(spec: EndpointSpec, output: Any) -> Any:
+    """The model's output with its media values written as data URLs, per the spec."""
+    if spec.output is not None:
+        return encode_value(spec.output, output)
+    if spec.outputs is not None and isinstance(output, dict):
+        return {
+            k: encode_value(spec.outputs[k], v) if k in spec.outputs else v
+            for k, v in output.items()
+        }
+    return output
+
+
+def encode_progress(spec: EndpointSpec, data: dict[str, Any]) -> dict[str, Any]:
+    """Progress fields with media written small; an undeclared ``preview`` as a JPEG."""
+    out = dict(data)
+    for key, value in data.items():
+        f = spec.progress.get(key)
+        if f is None and key == "preview":
+            f = PREVIEW
+        if f is not None and value is not None:
+            out[key] = encode_value(f, value)
+    return out
+
+
+def encode_value(f: FieldSpec, value: Any) -> Any:
+    media = media_field(f)
+    if media is None or value is None:
+        return value
+    if f.type == "list" and isinstance(value, list | tuple):
+        return [_encode_one(media, v) for v in value]
+    return _encode_one(media, value)
+
+
+def _encode_one(f: FieldSpec, value: Any) -> Any:
+    if isinstance(value, str):
+        return value  # already a data URL (or the model wrote one itself)
+    if isinstance(value, bytes | bytearray):
+        return _sniffed(f, bytes(value)).data_url()
+    if f.type == "audio":
+        return encode_audio(value, f).data_url()
+    text = _text_of(value)
+    return encode_image(value, f, text=text).data_url()
+
+
+def _text_of(value: Any) -> dict[str, str] | None:
+    """A PIL image's string ``info`` entries (``image.info["prompt"] = ...``), written as
+    PNG text chunks."""
+    info = getattr(value, "info", None)
+    if not isinstance(info, dict):
+        return None
+    text = {k: v for k, v in info.items() if isinstance(k, str) and isinstance(v, str)}
+    return text or None
+
+
+def _sniffed(f: FieldSpec, data: bytes) -> Encoded:
+    """Bytes the model encoded itself: their type read from the file."""
+    import soundfile
+
+    if f.type == "image":
+        _, fmt = open_image(data, None, MediaLimits(max_pixels=1 << 40))
+        from modelport.media.options import IMAGE_FORMATS
+
+        return Encoded(data, IMAGE_FORMATS[fmt])
+    import io
+
+    from modelport.media.options import AUDIO_FORMATS
+
+    try:
+        fmt = soundfile.info(io.BytesIO(data)).format
+    except (soundfile.LibsndfileError, RuntimeError) as e:
+        raise MediaError(f"the model returned bytes that are not audio: {e}") from None
+    return Encoded(data, AUDIO_FORMATS.get(fmt, "application/octet-stream"))
