@@ -45,7 +45,11 @@ class _BaseClient:
 
     @staticmethod
     def _inputs(inputs: dict[str, Any] | None, kwargs: dict[str, Any]) -> bytes:
-        return orjson.dumps({"input": {**(inputs or {}), **kwargs}})
+        values = {**(inputs or {}), **kwargs}
+        for key, value in values.items():
+            if not isinstance(value, _PLAIN) and _uploads(value):
+                values[key] = _upload(value)
+        return orjson.dumps({"input": values})
 
     @staticmethod
     def _wait_headers(seconds: float) -> dict[str, str]:
@@ -78,9 +82,49 @@ class _BaseClient:
         return min(_LONG_POLL, deadline - time.monotonic())
 
 
+_PLAIN = (int, float, bool, type(None), dict)
+
+
+def _uploads(value: Any) -> bool:
+    from modelport.media.upload import is_upload
+
+    if isinstance(value, list | tuple):
+        return any(is_upload(v) for v in value)
+    return is_upload(value)
+
+
+def _upload(value: Any) -> Any:
+    """A file input (a path, bytes, a PIL image, an Audio, or a list of them) as data URLs."""
+    from modelport.media.upload import as_data_url, is_upload
+
+    if isinstance(value, list | tuple):
+        return [as_data_url(v) if is_upload(v) else v for v in value]
+    return as_data_url(value)
+
+
 class _JobBase:
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
+
+    def output_file(self, name: str | None = None, index: int | None = None) -> bytes:
+        """A media output's file: the whole output (``name`` None), the output field
+        ``name``, or item ``index`` of a list."""
+        from modelport.media.upload import file_bytes
+
+        value = self.output if name is None else (self.output or {})[name]
+        return file_bytes(value if index is None else value[index])
+
+    def output_image(self, name: str | None = None, index: int | None = None) -> Any:
+        """A media output as a ``PIL.Image.Image`` (needs the ``media`` extra)."""
+        from modelport.media.codec import decode_image
+
+        return decode_image(self.output_file(name, index))
+
+    def output_audio(self, name: str | None = None, index: int | None = None) -> Any:
+        """A media output as a :class:`modelport.Audio` (needs the ``media`` extra)."""
+        from modelport.media.codec import decode_audio
+
+        return decode_audio(self.output_file(name, index))
 
     @property
     def id(self) -> str:

@@ -392,7 +392,12 @@ class EndpointSpec:
         """Whether any output or progress field is media, to be encoded on the worker."""
         fields = [*(self.outputs or {}).values(), *self.progress.values()]
         fields += [self.output] if self.output is not None else []
-        return any(media_field(f) is not None for f in fields)
+        return any(_has_media(f) for f in fields)
+
+
+def _has_media(f: FieldSpec) -> bool:
+    subs = [f.items, f.values, *(f.properties or {}).values(), *(f.variants or ())]
+    return f.type in media_options.MEDIA_TYPES or any(_has_media(s) for s in subs if s)
 
 
 def media_field(f: FieldSpec) -> FieldSpec | None:

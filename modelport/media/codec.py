@@ -96,7 +96,8 @@ def convert(data: bytes, f: FieldSpec, limits: MediaLimits) -> Encoded:
 def convert_image(data: bytes, f: FieldSpec, limits: MediaLimits) -> Encoded:
     image, fmt = open_image(data, f, limits)
     converted = conform_image(image, f)
-    if converted is image and fmt in ("PNG", "JPEG", "WEBP") and not _rotated(image):
+    untouched = converted is image and not image.info.get(_TRANSPOSED)
+    if untouched and fmt in ("PNG", "JPEG", "WEBP"):
         return Encoded(data, IMAGE_FORMATS[fmt])  # already as declared: no re-encoding
     return encode_image(converted, None, lossless=True)
 
@@ -111,8 +112,12 @@ def open_image(data: bytes, f: FieldSpec | None, limits: MediaLimits) -> tuple[I
     allowed = (f.format if f is not None else None) or list(IMAGE_FORMATS)
     try:
         image = PILImage.open(io.BytesIO(data), formats=allowed)
-    except (UnidentifiedImageError, PILImage.DecompressionBombError) as e:
-        if isinstance(e, PILImage.DecompressionBombError):
+    except (
+        UnidentifiedImageError,
+        PILImage.DecompressionBombError,
+        PILImage.DecompressionBombWarning,  # when warnings are errors
+    ) as e:
+        if not isinstance(e, UnidentifiedImageError):
             raise MediaError(f"too many pixels: {e}") from None
         raise MediaError(f"not a {_names(allowed)} file") from None
     except Exception as e:  # a malformed header makes some decoders raise anything
@@ -124,14 +129,17 @@ def open_image(data: bytes, f: FieldSpec | None, limits: MediaLimits) -> tuple[I
     fmt = image.format or allowed[0]
     try:
         image.load()
+        if image.getexif().get(_ORIENTATION, 1) in (0, 1):
+            return image, fmt
         upright = ImageOps.exif_transpose(image)
     except Exception as e:
         raise MediaError(f"the {fmt} file is damaged or truncated ({e})") from None
-    return (upright if upright is not None else image), fmt
+    upright.info[_TRANSPOSED] = True
+    return upright, fmt
 
 
-def _rotated(image: Image) -> bool:
-    return int(image.getexif().get(0x0112, 1)) not in (0, 1)
+_ORIENTATION = 0x0112
+_TRANSPOSED = "modelport.transposed"
 
 
 def conform_image(image: Image, f: FieldSpec) -> Image:

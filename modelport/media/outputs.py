@@ -89,12 +89,21 @@ def encode_progress(spec: EndpointSpec, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode_value(f: FieldSpec, value: Any) -> Any:
-    media = media_field(f)
-    if media is None or value is None:
+    """``value`` with the media in it written per ``f`` (in lists and objects too)."""
+    if value is None:
         return value
-    if f.type == "list" and isinstance(value, list | tuple):
-        return [_encode_one(media, v) for v in value]
-    return _encode_one(media, value)
+    if f.type in ("image", "audio"):
+        return _encode_one(f, value)
+    if f.type == "list" and f.items is not None and isinstance(value, list | tuple):
+        return [encode_value(f.items, v) for v in value]
+    if f.type == "object" and isinstance(value, dict):
+        if f.properties is not None:
+            props = f.properties
+            return {k: encode_value(props[k], v) if k in props else v for k, v in value.items()}
+        if f.values is not None:
+            values = f.values
+            return {k: encode_value(values, v) for k, v in value.items()}
+    return value
 
 
 def _encode_one(f: FieldSpec, value: Any) -> Any:
