@@ -111,3 +111,12 @@ class Configured(modelport.Model):
     def predict(self, **inputs: Any) -> dict[str, Any]:
         image = inputs["image"]
         return {"size": list(image.size), "mode": image.mode, "voice": inputs["voice"].sample_rate}
+
+
+class Mirror(modelport.Model):
+    """Flips an image of any size: a big input and a big output through the worker path."""
+
+    name = "mirror"
+
+    def predict(self, image: modelport.Image) -> modelport.Image:
+        return image.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT)
