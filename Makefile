@@ -18,7 +18,8 @@ install: $(STAMP) browser
 
 run: $(STAMP)  ## serve the iris demo on http://127.0.0.1:8000
 	$(BIN)/modelport serve examples/iris/model.py examples/echo/model.py examples/txt2img/model.py \
-		examples/textgen/model.py --port 8000
+		examples/textgen/model.py examples/digits/model.py examples/painter/model.py \
+		examples/audio/model.py --port 8000
 
 test: $(STAMP) browser  ## install everything and run every test
 	$(BIN)/pytest
