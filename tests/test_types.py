@@ -122,7 +122,7 @@ def fields_of(r: httpx.Response) -> dict[str, str]:
     return {e["field"]: e["message"] for e in r.json()["errors"]}
 
 
-# ---- inputs
+# inputs
 
 
 async def test_structured_inputs_arrive_as_their_declared_types(api: httpx.AsyncClient) -> None:
@@ -204,7 +204,7 @@ async def test_schema_shows_the_nested_types(api: httpx.AsyncClient) -> None:
     assert body["output_schema"]["required"] == ["area", "color", "kinds"]
 
 
-# ---- outputs
+# outputs
 
 
 async def test_pydantic_and_dataclass_outputs_are_serialised(api: httpx.AsyncClient) -> None:
@@ -241,7 +241,7 @@ async def test_a_text_stream_that_writes_nothing_outputs_empty_text(
     assert (empty["status"], empty["output"]) == ("succeeded", "")
 
 
-# ---- chat messages
+# chat messages
 
 
 async def test_chat_messages_are_role_content_objects(api: httpx.AsyncClient) -> None:
@@ -281,7 +281,7 @@ def test_a_chat_endpoint_refuses_messages_that_cannot_be_messages() -> None:
         Strings.spec()
 
 
-# ---- the spec stays plain data
+# the spec stays plain data
 
 
 def test_structured_specs_round_trip_through_json() -> None:
@@ -438,7 +438,7 @@ def test_literal_with_none_and_nullable_lists() -> None:
     assert problems(spec, {"xs": [1, "a"]}) == [("input.xs.1", "int_type")]
 
 
-# ---- a TOML config beside a typed predict
+# a TOML config beside a typed predict
 
 
 CONFIG = """

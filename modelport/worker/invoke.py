@@ -82,25 +82,21 @@ class Invoker:
 
     def compute_each(
         self,
-        jobs: list[LeasedJob],
+        jobs: Claims,
         loop: asyncio.AbstractEventLoop,
         deliver: Callable[[Result], None],
-        stop: threading.Event,
-    ) -> list[LeasedJob]:
+    ) -> None:
         """Call ``predict`` for each job in turn (on the model thread), handing each result to
-        ``deliver`` on the event loop as soon as it is made. A job cancelled before its turn
-        is not started; once ``stop`` is set no job is: those are returned, unstarted."""
+        ``deliver`` on the event loop as soon as it is made, until no job is left to claim.
+        A job cancelled before its turn is not started."""
         try:
-            for index, job in enumerate(jobs):
-                if stop.is_set():
-                    return jobs[index:]
+            while (job := jobs.claim()) is not None:
                 if job.id in self.buffer.abandoned:
                     error = describe(JobAbandoned("the job was cancelled before it started"))
                     result = Result(job.id, job.endpoint, job.attempt, error=error)
                 else:
                     result = _result(job, self._one(job, loop), self.spec)
                 loop.call_soon_threadsafe(deliver, result)
-            return []
         finally:
             context.set_reporter(None)
             logs.job_id.set(None)
@@ -168,6 +164,28 @@ class Invoker:
     def _check(self, job_ids: list[str]) -> None:
         if any(j in self.buffer.abandoned for j in job_ids):
             raise JobAbandoned("the job was cancelled while it ran")
+
+
+class Claims:
+    """The jobs of one lease, claimed one at a time by the model thread; :meth:`close` takes
+    back, at once, every job not claimed yet."""
+
+    def __init__(self, jobs: list[LeasedJob]) -> None:
+        self._jobs = jobs
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def claim(self) -> LeasedJob | None:
+        with self._lock:
+            if self._next >= len(self._jobs):
+                return None
+            self._next += 1
+            return self._jobs[self._next - 1]
+
+    def close(self) -> list[LeasedJob]:
+        with self._lock:
+            rest, self._next = self._jobs[self._next :], len(self._jobs)
+            return rest
 
 
 def _result(job: LeasedJob, output: Any, spec: EndpointSpec) -> Result:

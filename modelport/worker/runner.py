@@ -12,7 +12,6 @@ import asyncio
 import collections
 import contextlib
 import logging
-import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -23,7 +22,7 @@ from modelport.spec import EndpointSpec
 from modelport.wire import LeasedJob, Result, WorkerInfo
 from modelport.worker.device import describe_model
 from modelport.worker.events import EventBuffer
-from modelport.worker.invoke import Invoker, JobAbandoned, describe
+from modelport.worker.invoke import Claims, Invoker, JobAbandoned, describe
 from modelport.worker.transport import Transport
 
 __all__ = ["JobAbandoned", "Runner", "Transport", "describe", "lanes", "set_up"]
@@ -261,7 +260,7 @@ class Runner:
         loop = asyncio.get_running_loop()
         ready: list[Result] = []
         arrived = asyncio.Event()
-        stop = threading.Event()
+        claims = Claims(jobs)
         last = [loop.time()]  # when the model last finished a job
 
         def deliver(result: Result) -> None:  # on the event loop, called from the model thread
@@ -270,16 +269,21 @@ class Runner:
             arrived.set()
 
         async def watch() -> None:
-            """A job that runs long keeps the held ones from another worker: hand them back."""
-            while not stop.is_set():
+            """A job that runs long would keep the held ones from another worker: once it
+            has run for :data:`HOLD_BUDGET`, hand back every job not started yet."""
+            while True:
                 await asyncio.sleep(HOLD_BUDGET)
                 if loop.time() - last[0] > HOLD_BUDGET:
-                    stop.set()
+                    break
+            rest = claims.close()
+            if rest:
+                assert self.worker_id is not None
+                await self.transport.release(self.worker_id, [j.id for j in rest])
 
         pump = asyncio.create_task(self._pump([j.id for j in jobs]))
         watchdog = asyncio.create_task(watch())
         compute = asyncio.ensure_future(
-            self._in_thread(self._invoker.compute_each, jobs, loop, deliver, stop)
+            self._in_thread(self._invoker.compute_each, claims, loop, deliver)
         )
         unsent: list[Result] = []
         try:
@@ -298,13 +302,14 @@ class Runner:
                 except Exception:
                     log.warning("reporting %d results failed; retrying", len(done), exc_info=True)
                     unsent += done
-            unstarted: list[LeasedJob] = compute.result()
-            if unstarted:
-                assert self.worker_id is not None
-                await self.transport.release(self.worker_id, [j.id for j in unstarted])
+            compute.result()
+            if not watchdog.done() and claims.close() == []:
+                watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog  # a hand-back under way completes
         finally:
-            stop.set()
             if not compute.done():
+                claims.close()
                 await asyncio.wait({compute})
             for task in (pump, watchdog):
                 task.cancel()
