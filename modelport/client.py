@@ -106,25 +106,13 @@ class _JobBase:
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
 
-    def output_file(self, name: str | None = None, index: int | None = None) -> bytes:
-        """A media output's file: the whole output (``name`` None), the output field
-        ``name``, or item ``index`` of a list."""
-        from modelport.media.upload import file_bytes
-
+    def _media(self, name: str | None, index: int | None) -> str:
+        """A media output's value: a data URL, or the URL of the job's file."""
         value = self.output if name is None else (self.output or {})[name]
-        return file_bytes(value if index is None else value[index])
-
-    def output_image(self, name: str | None = None, index: int | None = None) -> Any:
-        """A media output as a ``PIL.Image.Image`` (needs the ``media`` extra)."""
-        from modelport.media.codec import decode_image
-
-        return decode_image(self.output_file(name, index))
-
-    def output_audio(self, name: str | None = None, index: int | None = None) -> Any:
-        """A media output as a :class:`modelport.Audio` (needs the ``media`` extra)."""
-        from modelport.media.codec import decode_audio
-
-        return decode_audio(self.output_file(name, index))
+        value = value if index is None else value[index]
+        if not isinstance(value, str):
+            raise TypeError(f"not a media output: {type(value).__name__}")
+        return value
 
     @property
     def id(self) -> str:
@@ -181,6 +169,28 @@ class Job(_JobBase):
         self.data = self._client._request("POST", f"/jobs/{self.id}/cancel")
         return self
 
+    def output_file(self, name: str | None = None, index: int | None = None) -> bytes:
+        """A media output's file: the whole output (``name`` None), the output field
+        ``name``, or item ``index`` of a list; a large one is fetched from the server."""
+        from modelport.media.upload import file_bytes
+
+        value = self._media(name, index)
+        if value.startswith("/jobs/"):
+            return self._client._file(value)
+        return file_bytes(value)
+
+    def output_image(self, name: str | None = None, index: int | None = None) -> Any:
+        """A media output as a ``PIL.Image.Image`` (needs the ``media`` extra)."""
+        from modelport.media.codec import decode_image
+
+        return decode_image(self.output_file(name, index))
+
+    def output_audio(self, name: str | None = None, index: int | None = None) -> Any:
+        """A media output as a :class:`modelport.Audio` (needs the ``media`` extra)."""
+        from modelport.media.codec import decode_audio
+
+        return decode_audio(self.output_file(name, index))
+
     def events(self, after: int | None = None) -> Iterator[Event]:
         """The job's events as they happen (``output`` chunks, ``progress``, ...) to the final one.
 
@@ -216,6 +226,15 @@ class Client(_BaseClient):
         except httpx.TransportError as e:
             raise Unreachable(f"cannot reach {self.base_url}: {e}") from e
         return self._decode(response)
+
+    def _file(self, path: str) -> bytes:
+        try:
+            response = self._http.get(path, headers={"accept": "*/*"})
+        except httpx.TransportError as e:
+            raise Unreachable(f"cannot reach {self.base_url}: {e}") from e
+        if response.status_code >= 400:
+            self._decode(response)
+        return response.content
 
     def _get_job(self, job_id: str, *, wait: float) -> dict[str, Any]:
         data: dict[str, Any] = self._request(
@@ -336,6 +355,28 @@ class AsyncJob(_JobBase):
         self.data = await self._client._request("POST", f"/jobs/{self.id}/cancel")
         return self
 
+    async def output_file(self, name: str | None = None, index: int | None = None) -> bytes:
+        """A media output's file: the whole output (``name`` None), the output field
+        ``name``, or item ``index`` of a list; a large one is fetched from the server."""
+        from modelport.media.upload import file_bytes
+
+        value = self._media(name, index)
+        if value.startswith("/jobs/"):
+            return await self._client._file(value)
+        return file_bytes(value)
+
+    async def output_image(self, name: str | None = None, index: int | None = None) -> Any:
+        """A media output as a ``PIL.Image.Image`` (needs the ``media`` extra)."""
+        from modelport.media.codec import decode_image
+
+        return decode_image(await self.output_file(name, index))
+
+    async def output_audio(self, name: str | None = None, index: int | None = None) -> Any:
+        """A media output as a :class:`modelport.Audio` (needs the ``media`` extra)."""
+        from modelport.media.codec import decode_audio
+
+        return decode_audio(await self.output_file(name, index))
+
     async def events(self, after: int | None = None) -> AsyncIterator[Event]:
         """The job's events as they happen (``output`` chunks, ``progress``, ...) to the final one.
 
@@ -371,6 +412,15 @@ class AsyncClient(_BaseClient):
         except httpx.TransportError as e:
             raise Unreachable(f"cannot reach {self.base_url}: {e}") from e
         return self._decode(response)
+
+    async def _file(self, path: str) -> bytes:
+        try:
+            response = await self._http.get(path, headers={"accept": "*/*"})
+        except httpx.TransportError as e:
+            raise Unreachable(f"cannot reach {self.base_url}: {e}") from e
+        if response.status_code >= 400:
+            self._decode(response)
+        return response.content
 
     async def _get_job(self, job_id: str, *, wait: float) -> dict[str, Any]:
         data: dict[str, Any] = await self._request(

@@ -24,7 +24,7 @@ from modelport.media.codec import MediaError, MediaLimits
 from modelport.server.app import Settings
 from modelport.spec import FieldSpec, spec_from_dict, spec_from_signature, spec_from_toml
 from tests.conftest import AppFactory, InProcessApp
-from tests.models.media import Album, Configured, Inspect, Paint, Thumbs, Tone, Voice
+from tests.models.media import Album, Configured, Inspect, Mirror, Paint, Thumbs, Tone, Voice
 
 
 def jpeg(width: int = 64, height: int = 32, colour: Any = (200, 30, 30), **save: Any) -> bytes:
@@ -652,11 +652,63 @@ async def test_client_uploads_paths_bytes_and_images(app: InProcessApp, tmp_path
             assert out["size"] == [32, 16] and out["note"] == "cat.jpg"
         job = await client.submit("paint", width=10, height=10)
         await job.wait(timeout=30)
-        assert job.output_image().size == (10, 10)
-        assert job.output_file()[:4] == b"\x89PNG"
+        assert (await job.output_image()).size == (10, 10)
+        assert (await job.output_file())[:4] == b"\x89PNG"
         tone = await client.submit("tone", seconds=0.1)
         await tone.wait(timeout=30)
-        assert tone.output_audio().frames == 800
+        assert (await tone.output_audio()).frames == 800
         album = await client.submit("album", images=[path, PILImage.new("L", (3, 3))])
         await album.wait(timeout=30)
-        assert album.output_image(index=1).size == (3, 3)
+        assert (await album.output_image(index=1)).size == (3, 3)
+
+
+# Large outputs: files of the job, not inline in its record
+
+
+@pytest.mark.parametrize("store_kind", ["memory", "sqlite", "redis"])
+async def test_large_outputs_are_stored_once_and_served_as_files(
+    app_factory: AppFactory, store_kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    url = {
+        "memory": "memory://",
+        "sqlite": f"sqlite:///{tmp_path}/jobs.db",
+        "redis": request.getfixturevalue("redis_url") if store_kind == "redis" else "",
+    }[store_kind]
+    app = await app_factory([Mirror, Album], store=url, settings=Settings(max_inline_media=2000))
+    noisy = {"input": {"image": data_url(noisy_jpeg())}}
+    r = await app.http.post("/endpoints/mirror/jobs", json=noisy)
+    job = r.json()
+    assert job["output"] == f"/jobs/{job['id']}/files/output"
+    stored = await app.server.broker.store.get(job["id"])
+    assert stored is not None and stored.output == job["output"]  # no bytes in the record
+    file = await app.http.get(job["output"])
+    assert file.headers["content-type"] == "image/png"
+    assert PILImage.open(io.BytesIO(file.content)).size == (128, 128)
+    binary = await app.http.post(
+        "/endpoints/mirror/jobs", json=noisy, headers={"accept": "image/png"}
+    )
+    assert binary.content == file.content
+    small = png(PILImage.new("L", (2, 2)))
+    r = await app.http.post(
+        "/endpoints/album/jobs",
+        json={"input": {"images": [data_url(noisy_jpeg()), data_url(small, "image/png")]}},
+    )
+    outputs = r.json()["output"]
+    assert outputs[0] == f"/jobs/{r.json()['id']}/files/output.0"
+    assert outputs[1].startswith("data:image/jpeg")  # a small one stays inline
+    async with modelport.AsyncClient("http://test", transport=app.transport()) as client:
+        album = await client.job(r.json()["id"])
+        assert (await album.output_image(index=0)).size == (128, 128)
+        assert (await album.output_image(index=1)).size == (2, 2)
+
+
+async def test_a_purged_job_takes_its_files_along(app_factory: AppFactory, tmp_path: Path) -> None:
+    for url in ("memory://", f"sqlite:///{tmp_path}/jobs.db"):
+        app = await app_factory([Mirror], store=url, settings=Settings(max_inline_media=2000))
+        body = {"input": {"image": data_url(noisy_jpeg())}}
+        job = (await app.http.post("/endpoints/mirror/jobs", json=body)).json()
+        store = app.server.broker.store
+        assert await store.get_blob(job["id"], "output") is not None
+        assert await store.purge(completed_before=float("inf"), limit=10) == 1
+        assert await store.get_blob(job["id"], "output") is None
+        assert (await app.http.get(f"/jobs/{job['id']}/files/output")).status_code == 404

@@ -1,5 +1,9 @@
 """Media outputs as files: ``GET /jobs/{id}/files/{name}`` and ``Accept: image/png`` on
-an endpoint with one media output, both answering the file itself."""
+an endpoint with one media output, both answering the file itself.
+
+A file is a data URL kept in the job's output, or (past the inline limit) a file of the
+job in the store that the output names by URL (:mod:`modelport.media.blobs`).
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelport.errors import NotFound
+from modelport.media.blobs import FILES
 from modelport.media.codec import MediaError, parse_string
 from modelport.spec import EndpointSpec, media_field
+from modelport.stores.base import JobStore
 from modelport.wire import JobRecord, JobStatus
 
 _MEDIA = ("image/", "audio/")
@@ -36,7 +42,9 @@ def _wanted(request: Request) -> list[str]:
     ]
 
 
-def binary_answer(request: Request, spec: EndpointSpec, job: JobRecord) -> Response | None:
+async def binary_answer(
+    request: Request, store: JobStore, spec: EndpointSpec, job: JobRecord
+) -> Response | None:
     """The output file itself, when the client asks for a media type the endpoint's single
     media output is (``image/*`` matches any image); None means answer with JSON, as for
     an unfinished or failed job."""
@@ -44,53 +52,67 @@ def binary_answer(request: Request, spec: EndpointSpec, job: JobRecord) -> Respo
     name = single_output(spec) if wanted else None
     if name is None or job.status is not JobStatus.SUCCEEDED:
         return None
-    value = job.output if name == "output" else (job.output or {}).get(name)
-    if not isinstance(value, str):
+    found = await _load(store, job, name)
+    if found is None:
         return None
-    data, mime = parse_string(value)
-    kind = (mime or "").split("/")[0]
+    mime, data = found
+    kind = mime.split("/")[0]
     if not any(w == mime or w == f"{kind}/*" for w in wanted):
         return None
     return _file(data, mime, job, name)
 
 
-def file_response(spec: EndpointSpec, job: JobRecord, name: str) -> Response:
+async def file_response(store: JobStore, job: JobRecord, name: str) -> Response:
     """One media value of a job's output (``image``, ``images.0``, ``output``) or of its
     progress (``preview``), as a file."""
-    value = _find(job, name)
-    if not isinstance(value, str) or not value.startswith("data:"):
+    found = await _load(store, job, name)
+    if found is None:
         raise NotFound(f"job {job.id} has no file named {name!r}")
+    return _file(found[1], found[0], job, name)
+
+
+async def _load(store: JobStore, job: JobRecord, name: str) -> tuple[str, bytes] | None:
+    value = _find(job, name)
+    if not isinstance(value, str):
+        return None
+    if value == FILES.format(id=job.id, name=name):
+        return await store.get_blob(job.id, name)
+    if not value.startswith("data:"):
+        return None
     try:
         data, mime = parse_string(value)
     except MediaError:
-        raise NotFound(f"job {job.id} has no file named {name!r}") from None
-    return _file(data, mime, job, name)
+        return None
+    return mime or "application/octet-stream", data
 
 
 def _find(job: JobRecord, name: str) -> Any:
-    key, _, index = name.partition(".")
-    if key == "preview" and not index and job.progress is not None:
+    first, *rest = name.split(".")
+    if first == "preview" and not rest and job.progress is not None:
         data = job.progress.get("data") or {}
         if "preview" in data:
             return data["preview"]
-    if key == "output":
+    if first == "output":
         value = job.output
     elif isinstance(job.output, dict):
-        value = job.output.get(key)
+        value = job.output.get(first)
     else:
         return None
-    if index:
-        if not index.isdigit() or not isinstance(value, list) or int(index) >= len(value):
+    for part in rest:
+        if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+            value = value[int(part)]
+        elif isinstance(value, dict) and part in value:
+            value = value[part]
+        else:
             return None
-        value = value[int(index)]
     return value
 
 
-def _file(data: bytes, mime: str | None, job: JobRecord, name: str) -> Response:
-    extension = (mime or "application/octet-stream").split("/")[-1].replace("jpeg", "jpg")
+def _file(data: bytes, mime: str, job: JobRecord, name: str) -> Response:
+    extension = mime.split("/")[-1].replace("jpeg", "jpg")
     return Response(
         data,
-        media_type=mime or "application/octet-stream",
+        media_type=mime,
         headers={
             "X-Job-Status": job.status.value,
             "X-Job-Id": job.id,

@@ -242,7 +242,7 @@ class Server:
             )
         if not respond_async and not job.status.final:
             job = await self.broker.wait(job.id, wait, job=job)
-        binary = media_files.binary_answer(request, spec, job)
+        binary = await media_files.binary_answer(request, self.broker.store, spec, job)
         if binary is not None:
             return binary
         return await self._job_response(job, created=True)
@@ -263,7 +263,7 @@ class Server:
         job = await self.broker.wait(job_id, 0.0 if respond_async else wait)
         if "accept" in request.headers:
             spec = await self._find_spec(job.endpoint)
-            binary = media_files.binary_answer(request, spec, job)
+            binary = await media_files.binary_answer(request, self.broker.store, spec, job)
             if binary is not None:
                 return binary
         return await self._job_response(job)
@@ -277,8 +277,7 @@ class Server:
 
     async def job_file(self, request: Request) -> Response:
         job = await self.broker.get(request.path_params["id"])
-        spec = await self._find_spec(job.endpoint)
-        return media_files.file_response(spec, job, request.path_params["name"])
+        return await media_files.file_response(self.broker.store, job, request.path_params["name"])
 
     async def cancel_job(self, request: Request) -> Response:
         job = await self.broker.cancel(request.path_params["id"])
