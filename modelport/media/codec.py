@@ -39,6 +39,8 @@ class MediaLimits:
     max_pixels: int = 50_000_000
     max_duration: float = 3600.0
     max_bytes: int = 64 * 1024 * 1024
+    fetch_allow: tuple[str, ...] = ()
+    fetch_timeout: float = 10.0
 
 
 @dataclass

@@ -18,6 +18,7 @@ from starlette.requests import Request
 
 from modelport.errors import BadRequest, InvalidInput, PayloadTooLarge, invalid
 from modelport.media.codec import MediaError, MediaLimits, convert, format_of, parse_string
+from modelport.media.fetch import FetchPolicy, fetch
 from modelport.server.messages import read_body
 from modelport.settings import Limits
 from modelport.spec import EndpointSpec, FieldSpec, media_field
@@ -40,6 +41,8 @@ def limits_of(settings: Limits) -> MediaLimits:
         max_pixels=settings.max_image_pixels,
         max_duration=settings.max_audio_duration,
         max_bytes=settings.max_body_size,
+        fetch_allow=tuple(settings.fetch_allow),
+        fetch_timeout=settings.fetch_timeout,
     )
 
 
@@ -95,7 +98,12 @@ def _convert_all(
     for key, f, value, index in jobs:
         where = key if index is None else f"{key}.{index}"
         try:
-            data = value if isinstance(value, bytes) else parse_string(value)[0]
+            if isinstance(value, bytes):
+                data = value
+            elif value.startswith(("http://", "https://")):
+                data = fetch(value, _policy(f, limits))
+            else:
+                data = parse_string(value)[0]
             urls.append(convert(data, f, limits).data_url())
         except MediaError as e:
             problems.append({"field": where, "message": str(e)})
@@ -103,6 +111,11 @@ def _convert_all(
         message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
         raise InvalidInput(message, errors=problems)
     return urls
+
+
+def _policy(f: FieldSpec, limits: MediaLimits) -> FetchPolicy:
+    most = min(f.max_bytes or limits.max_bytes, limits.max_bytes)
+    return FetchPolicy(limits.fetch_allow, max_bytes=most, timeout=limits.fetch_timeout)
 
 
 async def form_inputs(request: Request, spec: EndpointSpec, limit: int) -> dict[str, Any]:
