@@ -39,6 +39,7 @@ bench: $(STAMP) load-generator  ## benchmarks against plain FastAPI and LitServe
 	$(BIN)/python bench/remote.py --rounds 3
 	$(BIN)/python bench/streaming.py
 	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/media.py
 
 # wrk drives the HTTP benchmarks when it is there (Debian's package); without it they use
 # their own asyncio load generator, which needs more CPU for the same load.

@@ -32,6 +32,7 @@ class Target:
     path: str
     body: bytes
     expect: bytes | None = None
+    content_type: str = "application/json"
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,7 @@ class _Connection(HttpLoop):
 async def _drive(target: Target, plan: Plan) -> LoadResult:
     request = (
         f"POST {target.path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(target.body)}\r\n\r\n"
+        f"Content-Type: {target.content_type}\r\nContent-Length: {len(target.body)}\r\n\r\n"
     ).encode() + target.body
     run = _Run(target, plan, request)
     try:

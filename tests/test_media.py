@@ -201,8 +201,12 @@ async def test_data_url_bare_base64_multipart_and_raw_body_give_the_same_job(
         assert r.json()["output"]["size"] == [32, 16]
         assert r.json()["output"]["mode"] == "RGB"
         assert r.json()["output"]["k"] == 2
-    stored = answers[0].json()["input"]["image"]
-    assert stored.startswith("data:image/")  # the job carries the converted image
+    job = answers[0].json()
+    link = job["input"]["image"]  # the converted image, as a file of the job
+    assert link == f"/jobs/{job['id']}/files/input.image"
+    file = await http.get(link)
+    assert file.headers["content-type"] == "image/tiff"
+    assert PILImage.open(io.BytesIO(file.content)).size == (32, 16)
 
 
 async def test_a_form_field_of_the_wrong_type_is_422_naming_it(http: httpx.AsyncClient) -> None:

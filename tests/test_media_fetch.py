@@ -98,7 +98,7 @@ async def test_a_listed_host_is_fetched_and_converted(
     r = await submit(app_factory, files.url("/cat.jpg"), fetch_allow=("127.0.0.1",))
     assert r.status_code == 200, r.text
     assert r.json()["output"]["size"] == [32, 16]
-    assert r.json()["input"]["image"].startswith("data:image/")  # the job keeps the file
+    assert r.json()["input"]["image"].endswith("/files/input.image")  # the job keeps the file
 
 
 async def test_loopback_is_refused_to_a_wildcard(app_factory: AppFactory, files: Files) -> None:

@@ -101,7 +101,21 @@ def convert_image(data: bytes, f: FieldSpec, limits: MediaLimits) -> Encoded:
     untouched = converted is image and not image.info.get(_TRANSPOSED)
     if untouched and fmt in ("PNG", "JPEG", "WEBP"):
         return Encoded(data, IMAGE_FORMATS[fmt])  # already as declared: no re-encoding
-    return encode_image(converted, None, lossless=True)
+    return encode_queued(converted)
+
+
+RAW_PIXELS = 1 << 20
+"""Up to this many pixels, a converted image travels uncompressed (TIFF): encoding and
+decoding it cost next to nothing; a larger one is a quickly compressed PNG."""
+
+
+def encode_queued(image: Image) -> Encoded:
+    """A converted image as it waits in the queue for a worker: lossless, cheap to decode."""
+    if image.width * image.height <= RAW_PIXELS:
+        buffer = io.BytesIO()
+        image.save(buffer, format="TIFF")
+        return Encoded(buffer.getvalue(), IMAGE_FORMATS["TIFF"])
+    return encode_image(image, None, lossless=True)
 
 
 def open_image(data: bytes, f: FieldSpec | None, limits: MediaLimits) -> tuple[Image, str]:

@@ -75,7 +75,7 @@ async def _load(store: JobStore, job: JobRecord, name: str) -> tuple[str, bytes]
     value = _find(job, name)
     if not isinstance(value, str):
         return None
-    if value == FILES.format(id=job.id, name=name):
+    if value == FILES.format(id=job.id, name=name) and not name.startswith("input."):
         return await store.get_blob(job.id, name)
     if not value.startswith("data:"):
         return None
@@ -86,8 +86,31 @@ async def _load(store: JobStore, job: JobRecord, name: str) -> tuple[str, bytes]
     return mime or "application/octet-stream", data
 
 
+def linked_inputs(spec: EndpointSpec, job: JobRecord) -> dict[str, Any]:
+    """A job's input as clients see it: each converted media value as the URL of its file,
+    not its bytes again."""
+    out = dict(job.input)
+    for key in spec.media_inputs:
+        value = out.get(key)
+        if isinstance(value, str):
+            out[key] = FILES.format(id=job.id, name=f"input.{key}")
+        elif isinstance(value, list):
+            out[key] = [FILES.format(id=job.id, name=f"input.{key}.{i}") for i in range(len(value))]
+    return out
+
+
 def _find(job: JobRecord, name: str) -> Any:
     first, *rest = name.split(".")
+    if first == "input" and rest:
+        value: Any = job.input
+        for part in rest:
+            if isinstance(value, list) and part.isdigit() and int(part) < len(value):
+                value = value[int(part)]
+            elif isinstance(value, dict) and part in value:
+                value = value[part]
+            else:
+                return None
+        return value
     if first == "preview" and not rest and job.progress is not None:
         data = job.progress.get("data") or {}
         if "preview" in data:

@@ -8,6 +8,7 @@ that cannot be used is refused with 422 naming the field and the reason.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import anyio.to_thread
@@ -79,7 +80,7 @@ async def normalise(
             jobs.append((key, media, value, None))
     if not jobs:
         return inputs
-    converted = await anyio.to_thread.run_sync(_convert_all, jobs, limits)
+    converted = await anyio.to_thread.run_sync(_convert_all, jobs, limits, limiter=_limiter())
     out = dict(inputs)
     for (key, _, _, index), url in zip(jobs, converted, strict=True):
         if index is None:
@@ -88,6 +89,21 @@ async def normalise(
             out[key] = [*out[key]] if out[key] is inputs.get(key) else out[key]
             out[key][index] = url
     return out
+
+
+_LIMITERS: dict[int, anyio.CapacityLimiter] = {}
+
+
+def _limiter() -> anyio.CapacityLimiter:
+    """Conversions at once, per event loop: about one per core, so decoded pixels (a
+    decoded image is many times its file) stay bounded however many uploads arrive."""
+    import asyncio
+
+    key = id(asyncio.get_running_loop())
+    if key not in _LIMITERS:
+        _LIMITERS.clear()  # a new loop (tests start many): the old ones are gone
+        _LIMITERS[key] = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
+    return _LIMITERS[key]
 
 
 def _convert_all(

@@ -250,6 +250,9 @@ class Server:
     async def _job_response(self, job: JobRecord, *, created: bool = False) -> Response:
         position = None if job.status.final else await self.broker.position(job)
         body = job.public(queue_position=position)
+        spec = self.broker.specs.get(job.endpoint)
+        if spec is not None and spec.media_inputs:
+            body["input"] = media_files.linked_inputs(spec, job)
         if position is not None:
             body["eta"] = await self.broker.eta(job, position)
         headers = {JOB_STATUS: job.status.value}
