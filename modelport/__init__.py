@@ -30,7 +30,7 @@ from modelport.errors import (
 from modelport.wire import Event, JobStatus
 
 if _typing.TYPE_CHECKING:
-    from modelport.media import Audio, Image
+    from modelport.media import Audio, Image, Video
     from modelport.model import Model
     from modelport.server.app import create_app
     from modelport.settings import Limits, Settings
@@ -41,6 +41,7 @@ _LAZY = {
     "Audio": "modelport.media",
     "Image": "modelport.media",
     "Media": "modelport.spec",
+    "Video": "modelport.media",
     "EndpointSpec": "modelport.spec",
     "FieldSpec": "modelport.spec",
     "Input": "modelport.spec",
@@ -102,6 +103,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "Unreachable",
+    "Video",
     "__version__",
     "create_app",
     "run_worker",

@@ -53,6 +53,7 @@ FieldType = Literal[
     "union",
     "image",
     "audio",
+    "video",
 ]
 FIELD_TYPES: tuple[str, ...] = typing.get_args(FieldType)
 SCALAR_TYPES = ("string", "integer", "float", "boolean", "selection", "json")
@@ -182,6 +183,8 @@ def Input(
     min_duration: float | None = None,
     max_duration: float | None = None,
     max_bytes: int | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
 ) -> Any:
     """Metadata for one ``predict`` parameter, used as its default value (or in
     ``Annotated[...]``):
@@ -196,8 +199,9 @@ def Input(
     to meet them (``crop``, ``pad``, ``fit``, ``stretch``; without it, an image that does
     not meet them is refused), ``max_pixels`` and ``max_bytes``; an audio input
     (``modelport.Audio``) its formats, ``sample_rate``, ``channels``, ``min_duration``,
-    ``max_duration`` and ``max_bytes``. The server converts every upload to that before
-    the job is queued.
+    ``max_duration`` and ``max_bytes``; a video input (``modelport.Video``) its formats,
+    ``size``/``max_size`` and ``resize``, ``fps``, durations and ``max_frames``. The
+    server converts every upload to that before the job is queued.
 
     Typed ``Any``, so a type checker takes it as a default of the parameter's own type.
     """
@@ -224,6 +228,8 @@ def Input(
         min_duration=min_duration,
         max_duration=max_duration,
         max_bytes=max_bytes,
+        fps=fps,
+        max_frames=max_frames,
     )
 
 
@@ -753,6 +759,7 @@ _WORDS = {
     "object": "an object",
     "image": "an image",
     "audio": "audio",
+    "video": "a video",
 }
 
 
@@ -1082,7 +1089,8 @@ def spec_from_signature(
 
 _SUPPORTED = (
     "str, int, float, bool, Literal[...], an Enum, list[...], dict[str, ...], X | None,"
-    " unions, pydantic models, dataclasses, TypedDicts, modelport.Image, modelport.Audio"
+    " unions, pydantic models, dataclasses, TypedDicts, modelport.Image, modelport.Audio,"
+    " modelport.Video"
 )
 
 

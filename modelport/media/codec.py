@@ -39,6 +39,7 @@ class MediaLimits:
     max_pixels: int = 50_000_000
     max_duration: float = 3600.0
     max_bytes: int = 64 * 1024 * 1024
+    max_frames: int = 3000
     fetch_allow: tuple[str, ...] = ()
     fetch_timeout: float = 10.0
 
@@ -92,6 +93,10 @@ def convert(data: bytes, f: FieldSpec, limits: MediaLimits) -> Encoded:
     _check_bytes(data, f, limits)
     if f.type == "image":
         return convert_image(data, f, limits)
+    if f.type == "video":
+        from modelport.media.video import encode_video, read_video
+
+        return encode_video(read_video(data, f, limits), f, queued=True)
     return convert_audio(data, f, limits)
 
 

@@ -19,16 +19,19 @@ from modelport.spec import EndpointSpec, media_field
 from modelport.stores.base import JobStore
 from modelport.wire import JobRecord, JobStatus
 
-_MEDIA = ("image/", "audio/")
+_MEDIA = ("image/", "audio/", "video/")
+
+
+_KINDS = ("image", "audio", "video")
 
 
 def single_output(spec: EndpointSpec) -> str | None:
     """The name of an endpoint's only media output (``output`` for a bare one), if it has
     exactly one and it is not a list."""
     if spec.output is not None:
-        return "output" if spec.output.type in ("image", "audio") else None
+        return "output" if spec.output.type in _KINDS else None
     named = [k for k, f in (spec.outputs or {}).items() if media_field(f) is not None]
-    if len(named) == 1 and (spec.outputs or {})[named[0]].type in ("image", "audio"):
+    if len(named) == 1 and (spec.outputs or {})[named[0]].type in _KINDS:
         return named[0]
     return None
 

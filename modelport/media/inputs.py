@@ -24,7 +24,7 @@ from modelport.server.messages import read_body
 from modelport.settings import Limits
 from modelport.spec import EndpointSpec, FieldSpec, media_field
 
-MEDIA_PREFIXES = ("image/", "audio/")
+MEDIA_PREFIXES = ("image/", "audio/", "video/")
 
 
 def is_form(content_type: str) -> bool:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-MEDIA_TYPES = ("image", "audio")
+MEDIA_TYPES = ("image", "audio", "video")
 
 MEDIA_KEYS: dict[str, tuple[str, ...]] = {
     "image": (
@@ -24,6 +24,17 @@ MEDIA_KEYS: dict[str, tuple[str, ...]] = {
         "max_bytes",
     ),
     "audio": ("format", "sample_rate", "channels", "min_duration", "max_duration", "max_bytes"),
+    "video": (
+        "format",
+        "size",
+        "max_size",
+        "resize",
+        "fps",
+        "min_duration",
+        "max_duration",
+        "max_frames",
+        "max_bytes",
+    ),
 }
 ALL_MEDIA_KEYS = tuple(dict.fromkeys(k for keys in MEDIA_KEYS.values() for k in keys))
 
@@ -38,9 +49,21 @@ IMAGE_FORMATS = {
 IMAGE_WRITE_FORMATS = ("PNG", "JPEG", "WEBP")
 AUDIO_FORMATS = {"WAV": "audio/wav", "FLAC": "audio/flac", "OGG": "audio/ogg", "MP3": "audio/mpeg"}
 AUDIO_WRITE_FORMATS = ("WAV", "FLAC", "OGG")
-FORMATS = {"image": IMAGE_FORMATS, "audio": AUDIO_FORMATS}
-WRITE_FORMATS = {"image": IMAGE_WRITE_FORMATS, "audio": AUDIO_WRITE_FORMATS}
-MIME_TYPES = {**IMAGE_FORMATS, **AUDIO_FORMATS}
+VIDEO_FORMATS = {
+    "MP4": "video/mp4",
+    "WEBM": "video/webm",
+    "MKV": "video/x-matroska",
+    "MOV": "video/quicktime",
+    "AVI": "video/x-msvideo",
+}
+VIDEO_WRITE_FORMATS = ("MP4", "WEBM")
+FORMATS = {"image": IMAGE_FORMATS, "audio": AUDIO_FORMATS, "video": VIDEO_FORMATS}
+WRITE_FORMATS = {
+    "image": IMAGE_WRITE_FORMATS,
+    "audio": AUDIO_WRITE_FORMATS,
+    "video": VIDEO_WRITE_FORMATS,
+}
+MIME_TYPES = {**IMAGE_FORMATS, **AUDIO_FORMATS, **VIDEO_FORMATS}
 FORMAT_OF_MIME = {
     **{v: k for k, v in MIME_TYPES.items()},
     "image/jpg": "JPEG",
@@ -50,6 +73,7 @@ FORMAT_OF_MIME = {
     "audio/mp3": "MP3",
     "audio/x-flac": "FLAC",
     "audio/vorbis": "OGG",
+    "video/x-mkv": "MKV",
 }
 MODES = ("1", "L", "LA", "P", "RGB", "RGBA", "CMYK", "I", "F")
 RESIZES = ("crop", "pad", "fit", "stretch")
@@ -114,13 +138,14 @@ def media_problems(where: str, f: Any, *, output: bool) -> list[tuple[str, str]]
         ("max_bytes", 1, 1 << 40),
         ("sample_rate", 1, 768_000),
         ("channels", 1, 64),
+        ("max_frames", 1, 1 << 24),
     ):
         value = getattr(f, key)
         if value is not None and (
             not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high
         ):
             out.append((f"{where}.{key}", f"expected an integer from {low} to {high}"))
-    for key in ("min_duration", "max_duration"):
+    for key in ("min_duration", "max_duration", "fps"):
         value = getattr(f, key)
         if value is not None and (
             not isinstance(value, int | float) or isinstance(value, bool) or not value > 0

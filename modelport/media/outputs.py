@@ -47,16 +47,25 @@ def _one(f: FieldSpec, value: Any) -> Any:
 
     if isinstance(value, str) and value.startswith("data:"):
         data, _ = parse_string(value)
-        return decode_image(data) if f.type == "image" else decode_audio(data)
+        return _decoded(f, data)
     if f.type == "image" and isinstance(value, PILImage.Image):
         return conform_image(value, f)
     if f.type == "audio" and isinstance(value, Audio):
         return conform_audio(value, f)
     if isinstance(value, str | bytes) or hasattr(value, "__fspath__"):
         data = value if isinstance(value, bytes) else _read(value)
-        encoded = convert(data, f, MediaLimits())
-        return decode_image(encoded.data) if f.type == "image" else decode_audio(encoded.data)
+        return _decoded(f, convert(data, f, MediaLimits()).data)
     raise MediaError(f"expected {f.type}, got {type(value).__name__}")
+
+
+def _decoded(f: FieldSpec, data: bytes) -> Any:
+    if f.type == "image":
+        return decode_image(data)
+    if f.type == "video":
+        from modelport.media.video import decode_video
+
+        return decode_video(data)
+    return decode_audio(data)
 
 
 def _read(path: Any) -> bytes:
@@ -92,7 +101,7 @@ def encode_value(f: FieldSpec, value: Any) -> Any:
     """``value`` with the media in it written per ``f`` (in lists and objects too)."""
     if value is None:
         return value
-    if f.type in ("image", "audio"):
+    if f.type in ("image", "audio", "video"):
         return _encode_one(f, value)
     if f.type == "list" and f.items is not None and isinstance(value, list | tuple):
         return [encode_value(f.items, v) for v in value]
@@ -113,6 +122,10 @@ def _encode_one(f: FieldSpec, value: Any) -> Any:
         return _sniffed(f, bytes(value)).data_url()
     if f.type == "audio":
         return encode_audio(value, f).data_url()
+    if f.type == "video":
+        from modelport.media.video import encode_video
+
+        return encode_video(value, f).data_url()
     text = _text_of(value)
     return encode_image(value, f, text=text).data_url()
 

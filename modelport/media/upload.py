@@ -23,6 +23,11 @@ _EXTENSIONS = {
     ".flac": "audio/flac",
     ".ogg": "audio/ogg",
     ".mp3": "audio/mpeg",
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+    ".mkv": "video/x-matroska",
+    ".mov": "video/quicktime",
+    ".avi": "video/x-msvideo",
 }
 
 
@@ -30,6 +35,8 @@ def is_upload(value: Any) -> bool:
     """Whether a client input is a file to send: bytes, a path (a :class:`~pathlib.Path`,
     or a string naming an existing image or audio file), a PIL image or :class:`Audio`."""
     if isinstance(value, bytes | bytearray | Path | Audio):
+        return True
+    if getattr(type(value), "__modelport_media__", None) == "video":
         return True
     if isinstance(value, str):
         return (
@@ -51,10 +58,14 @@ def as_data_url(value: Any) -> str:
         data = bytes(value)
     else:
         from modelport.media.codec import encode_audio, encode_image
+        from modelport.media.video import Video, encode_video
 
-        encoded = (
-            encode_audio(value, None) if isinstance(value, Audio) else encode_image(value, None)
-        )
+        if isinstance(value, Video):
+            encoded = encode_video(value, None, queued=True)
+        elif isinstance(value, Audio):
+            encoded = encode_audio(value, None)
+        else:
+            encoded = encode_image(value, None)
         data, mime = encoded.data, encoded.mime
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 

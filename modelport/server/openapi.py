@@ -372,7 +372,9 @@ def _file_out(spec: EndpointSpec) -> dict[str, Any]:
         return {}
     f = spec.output if name == "output" else (spec.outputs or {})[name]
     assert f is not None
-    mime = MIME_TYPES[f.format[0] if f.format else {"image": "PNG", "audio": "WAV"}[f.type]]
+    mime = MIME_TYPES[
+        f.format[0] if f.format else {"image": "PNG", "audio": "WAV", "video": "MP4"}[f.type]
+    ]
     return {mime: {"schema": {"type": "string", "format": "binary"}}}
 
 

@@ -120,3 +120,18 @@ class Mirror(modelport.Model):
 
     def predict(self, image: modelport.Image) -> modelport.Image:
         return image.transpose(PILImage.Transpose.FLIP_LEFT_RIGHT)
+
+
+class Clip(modelport.Model):
+    """A video in at 5 fps and 16x12; its frames reversed out, as WEBM."""
+
+    name = "clip"
+
+    def predict(
+        self,
+        video: modelport.Video = Input(
+            size=(16, 12), resize="stretch", fps=5, max_duration=3, max_frames=20
+        ),
+    ) -> Annotated[modelport.Video, Media(format="WEBM")]:
+        assert isinstance(video, modelport.Video)
+        return modelport.Video(video.frames[::-1].copy(), video.fps)
