@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 
-import httpx
 import numpy as np
-import pytest
 from PIL import Image as PILImage
 
 from modelport.media.codec import decode_audio
@@ -15,14 +13,10 @@ from tests.conftest import ROOT, AppFactory, InProcessApp
 from tests.test_media import png, wav
 
 
-@pytest.fixture
-async def app(app_factory: AppFactory) -> InProcessApp:
+async def serving(app_factory: AppFactory, example: str) -> InProcessApp:
     from modelport.loader import load_models
 
-    models = []
-    for example in ("digits", "painter", "audio"):
-        models += load_models(str(ROOT / "examples" / example / "model.py"))
-    return await app_factory(models)
+    return await app_factory(load_models(str(ROOT / "examples" / example / "model.py")))
 
 
 def digit_image(pixels: np.ndarray, *, ink_on_paper: bool) -> bytes:
@@ -33,9 +27,10 @@ def digit_image(pixels: np.ndarray, *, ink_on_paper: bool) -> bytes:
     return png(PILImage.fromarray(grey, "L").resize((64, 64), PILImage.Resampling.NEAREST))
 
 
-async def test_digits_reads_uploaded_pictures(app: InProcessApp) -> None:
+async def test_digits_reads_uploaded_pictures(app_factory: AppFactory) -> None:
     from sklearn.datasets import load_digits
 
+    app = await serving(app_factory, "digits")
     data = load_digits()
     right = 0
     for i in range(0, 200, 10):
@@ -52,8 +47,9 @@ async def test_digits_reads_uploaded_pictures(app: InProcessApp) -> None:
 
 
 async def test_painter_previews_and_paints_the_same_picture_for_the_same_seed(
-    http: httpx.AsyncClient,
+    app_factory: AppFactory,
 ) -> None:
+    http = (await serving(app_factory, "painter")).http
     body = {"input": {"prompt": "a red sunset", "width": 64, "height": 32, "steps": 3}}
     first = await http.post("/endpoints/painter/jobs", json=body, headers={"accept": "image/png"})
     again = await http.post("/endpoints/painter/jobs", json=body, headers={"accept": "image/png"})
@@ -64,7 +60,8 @@ async def test_painter_previews_and_paints_the_same_picture_for_the_same_seed(
     assert job["progress"]["data"]["preview"].startswith("data:image/jpeg")
 
 
-async def test_loudness_measures_and_tones_synthesise(http: httpx.AsyncClient) -> None:
+async def test_loudness_measures_and_tones_synthesise(app_factory: AppFactory) -> None:
+    http = (await serving(app_factory, "audio")).http
     r = await http.post(
         "/endpoints/loudness/jobs",
         content=wav(1.0, 44100, 2, "FLAC"),
@@ -78,8 +75,3 @@ async def test_loudness_measures_and_tones_synthesise(http: httpx.AsyncClient) -
     assert audio.sample_rate == 16000 and abs(audio.duration - 0.8) < 1e-3
     r = await http.post("/endpoints/tones/jobs", json={"input": {"notes": ["H2"]}})
     assert r.json()["status"] == "failed" and "not a note: 'H2'" in r.json()["error"]
-
-
-@pytest.fixture
-def http(app: InProcessApp) -> httpx.AsyncClient:
-    return app.http

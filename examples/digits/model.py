@@ -21,10 +21,12 @@ class Digits(modelport.Model):
 
     def setup(self) -> None:
         from sklearn.datasets import load_digits
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.neighbors import KNeighborsClassifier
 
-        data = load_digits()
-        self.clf = LogisticRegression(max_iter=2000).fit(data.data, data.target)
+        data = load_digits()  # nearest neighbours: no training time, ~98% right on digits
+        self.clf = KNeighborsClassifier(n_neighbors=5, weights="distance").fit(
+            data.data, data.target
+        )
 
     def predict(
         self,
