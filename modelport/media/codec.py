@@ -109,9 +109,9 @@ def convert_image(data: bytes, f: FieldSpec, limits: MediaLimits) -> Encoded:
     return encode_queued(converted)
 
 
-RAW_PIXELS = 1 << 20
-"""Up to this many pixels, a converted image travels uncompressed (TIFF): encoding and
-decoding it cost next to nothing; a larger one is a quickly compressed PNG."""
+RAW_PIXELS = 1 << 18
+"""Up to this many pixels (512x512), a converted image waits in the queue uncompressed
+(TIFF): encoding and decoding it cost next to nothing; a larger one is a fast PNG."""
 
 
 def encode_queued(image: Image) -> Encoded:
