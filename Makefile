@@ -33,12 +33,14 @@ check: $(STAMP)  ## ruff + mypy
 	cd bench && MYPYPATH=..:apps ../$(BIN)/mypy --config-file ../pyproject.toml *.py apps/*.py
 
 bench: $(STAMP) load-generator  ## benchmarks against plain FastAPI and LitServe
-	$(BIN)/python bench/overhead.py
+	$(BIN)/python bench/overhead.py --rounds 3
+	$(BIN)/python bench/overhead.py --rounds 3 --connections 1
 	$(BIN)/python bench/batching.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/remote.py --rounds 3
 	$(BIN)/python bench/streaming.py
 	$(BIN)/python bench/queue.py
+	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/media.py
 
 # wrk drives the HTTP benchmarks when it is there (Debian's package); without it they use

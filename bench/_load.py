@@ -57,10 +57,28 @@ class LoadResult:
     seconds: float
     p50_ms: float
     p99_ms: float
+    cpu_s: float | None = None
+    """CPU seconds the API server's processes used in the window (see :class:`CpuWindow`)."""
+    worker_cpu_s: float | None = None
+    """CPU seconds the remote worker's processes used in the window, when there is one."""
 
     @property
     def rps(self) -> float:
         return self.ok / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def cpu_us_per_job(self) -> float | None:
+        """API server CPU microseconds per OK response of the window."""
+        return per_job_us(self.cpu_s, self.ok)
+
+    @property
+    def worker_cpu_us_per_job(self) -> float | None:
+        """Worker CPU microseconds per OK response of the window."""
+        return per_job_us(self.worker_cpu_s, self.ok)
+
+
+def per_job_us(seconds: float | None, jobs: int) -> float | None:
+    return None if seconds is None or jobs <= 0 else seconds * 1e6 / jobs
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -114,13 +132,18 @@ end
 
 
 def run_wrk(
-    wrk: str, target: Target, plan: Plan, settle: Callable[[], None] | None = None
+    wrk: str,
+    target: Target,
+    plan: Plan,
+    settle: Callable[[], None] | None = None,
+    started: Callable[[], None] | None = None,
 ) -> LoadResult:
     """A warm-up ``wrk`` run, discarded, then the measured one (one thread, so it leaves the
     most CPU to the server). wrk takes whole seconds, so the times are rounded.
 
     ``settle`` runs between the two: the warm-up's last requests are cut off, and a server
-    that keeps working on them (a job queue does) should be let finish first."""
+    that keeps working on them (a job queue does) should be let finish first. ``started``
+    runs right before the measured run (after ``settle``), e.g. to read CPU counters."""
     url = f"http://{target.host}:{target.port}{target.path}"
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
@@ -153,6 +176,8 @@ def run_wrk(
             wrk_run(plan.warmup)
             if settle is not None:
                 settle()
+        if started is not None:
+            started()
         out = wrk_run(plan.duration)
     if out["ok"] + out["bad"] >= plan.max_requests:
         print("wrk: request cap reached; req/s is a lower bound", file=sys.stderr)
@@ -325,7 +350,9 @@ class _Connection(HttpLoop):
             run.spawn(run.connect())
 
 
-async def _drive(target: Target, plan: Plan) -> LoadResult:
+async def _drive(
+    target: Target, plan: Plan, started: Callable[[], None] | None = None
+) -> LoadResult:
     request = (
         f"POST {target.path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
         f"Content-Type: {target.content_type}\r\nContent-Length: {len(target.body)}\r\n\r\n"
@@ -335,6 +362,8 @@ async def _drive(target: Target, plan: Plan) -> LoadResult:
         for _ in range(plan.connections):
             run.spawn(run.connect())
         await asyncio.sleep(plan.warmup)
+        if started is not None:
+            started()
         run.measure_from = start = perf_counter()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(run.finished.wait(), plan.duration)
@@ -360,18 +389,28 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop]:
     return uvloop.new_event_loop
 
 
-def run_asyncio(target: Target, plan: Plan, settle: Callable[[], None] | None = None) -> LoadResult:
+def run_asyncio(
+    target: Target,
+    plan: Plan,
+    settle: Callable[[], None] | None = None,
+    started: Callable[[], None] | None = None,
+) -> LoadResult:
     """The built-in generator, on uvloop when it is installed. ``settle`` is not called:
-    warm-up and measurement are one unbroken run, so nothing is cut off in between."""
+    warm-up and measurement are one unbroken run, so nothing is cut off in between.
+    ``started`` runs on the load's event loop as the measured window opens: keep it short."""
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        return runner.run(_drive(target, plan))
+        return runner.run(_drive(target, plan, started))
 
 
 class Load(Protocol):
     """:func:`run_wrk` (its path bound) or :func:`run_asyncio`."""
 
     def __call__(
-        self, target: Target, plan: Plan, settle: Callable[[], None] | None = None
+        self,
+        target: Target,
+        plan: Plan,
+        settle: Callable[[], None] | None = None,
+        started: Callable[[], None] | None = None,
     ) -> LoadResult: ...
 
 
@@ -448,4 +487,6 @@ def result_json(result: LoadResult) -> dict[str, Any]:
         "p50_ms": result.p50_ms,
         "p99_ms": result.p99_ms,
         "rps": result.rps,
+        "cpu_us_per_job": result.cpu_us_per_job,
+        "worker_cpu_us_per_job": result.worker_cpu_us_per_job,
     }

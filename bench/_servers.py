@@ -3,6 +3,7 @@ stopped (every process in the group) on exit, interrupts held off while stopping
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
 import json
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -89,6 +91,111 @@ def group_alive(pgid: int) -> bool:
         if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
             return True
     return False
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Of a process group: resident memory (bytes) and CPU time used so far (seconds)."""
+
+    rss: int
+    cpu: float
+
+
+def group_usage(pgid: int) -> Usage | None:
+    """Summed over every process in group ``pgid``, from each one's own counters (None without
+    /proc). CPU is utime + stime, with cutime + cstime so a child reaped meanwhile still counts."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return None
+    rss, ticks = 0, 0
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rfind(")") + 2 :].split()
+            if int(fields[2]) != pgid:
+                continue
+            ticks += sum(int(f) for f in fields[11:15])  # utime, stime, cutime, cstime
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    rss += int(line.split()[1]) * 1024
+        except (OSError, ValueError, IndexError):
+            continue
+    return Usage(rss, ticks / os.sysconf("SC_CLK_TCK"))
+
+
+class CpuWindow:
+    """CPU seconds each process group used between :meth:`start` and :meth:`stop` (a load's
+    ``started`` hook and its return), and its resident memory at the stop; None without /proc.
+
+    Read from the processes' own counters, so it shows the cost per job apart from whatever
+    else the machine is running."""
+
+    def __init__(self, *groups: Process) -> None:
+        self.groups = groups
+        self._start: list[Usage | None] = [None] * len(groups)
+        self.used: list[float | None] = [None] * len(groups)
+        self.rss: list[int | None] = [None] * len(groups)
+
+    def start(self) -> None:
+        self._start = [group_usage(g.proc.pid) for g in self.groups]
+
+    def stop(self) -> None:
+        ends = [group_usage(g.proc.pid) for g in self.groups]
+        self.used = [
+            None if a is None or b is None else b.cpu - a.cpu
+            for a, b in zip(self._start, ends, strict=True)
+        ]
+        self.rss = [None if b is None else b.rss for b in ends]
+
+
+def sqlite_bytes(db: Path) -> int:
+    """The database file with its -wal and -shm files."""
+    total = 0
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(OSError):
+            total += Path(f"{db}{suffix}").stat().st_size
+    return total
+
+
+def redis_client(port: int) -> Any:
+    import redis
+
+    return redis.Redis(host=HOST, port=port, socket_timeout=30.0, socket_connect_timeout=5.0)
+
+
+def redis_command(port: int) -> list[str]:
+    """A private ``redis-server`` on loopback ``port`` that keeps nothing on disk."""
+    return ["redis-server", "--port", str(port), "--bind", HOST, "--save", "", "--appendonly", "no"]
+
+
+def wait_redis(port: int, proc: Process, timeout: float) -> None:
+    """Poll PING until Redis answers (bounded by ``timeout``)."""
+    import redis
+
+    client = redis_client(port)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            if proc.proc.poll() is not None:
+                raise StartError(f"redis-server exited with status {proc.proc.returncode}")
+            with contextlib.suppress(redis.RedisError):
+                if client.ping():
+                    return
+            if time.monotonic() > deadline:
+                raise StartError(f"redis-server not answering after {timeout:.0f}s")
+            time.sleep(0.05)
+    finally:
+        client.close()
+
+
+def redis_used_memory(port: int) -> int:
+    client = redis_client(port)
+    try:
+        return int(client.info("memory")["used_memory"])
+    finally:
+        client.close()
 
 
 def log_tail(log: IO[bytes], lines: int = 20) -> str:

@@ -1,78 +1,109 @@
 """Overhead benchmark: modelport against plain FastAPI and LitServe, all serving the echo model.
 
-    python bench/overhead.py --duration 10
+    python bench/overhead.py --duration 10 --rounds 3
+    python bench/overhead.py --connections 1 --rounds 3
 
 Each system runs in its own process group on a free loopback port and gets the same closed-loop
-load (64 keep-alive connections, --warmup seconds discarded, then --duration seconds measured)
-from ``wrk`` when it is on PATH, else from the asyncio generator in this process.
+load (``--connections`` keep-alive connections, --warmup seconds discarded, then --duration
+seconds measured) from ``wrk`` when it is on PATH, else from the asyncio generator in this
+process. modelport is measured twice, each with its default sqlite store: ``modelport``
+serves ``examples/echo`` (``max_batch_size = 64``) and ``modelport-default``
+``bench/models/echo_default.py``, the same model as a new user writes it (no batching
+attribute: one input per call, one call at a time).
+
+Reported per system: req/s, p50, p99, errors, and ``cpu us/job``: the CPU time the server's
+processes used in the measured window (their own counters in /proc), per OK response. Then
+the ratios to ``fastapi-def`` and ``fastapi-async``, and at one connection the p50 each system
+adds over ``fastapi-async``. Targets (issue 11): ``modelport-default`` >= 2.0 x
+``fastapi-def`` throughput with p99 no worse; ``modelport`` >= 1.0 x ``fastapi-async``; at
+one connection modelport adds <= 0.3 ms p50 over ``fastapi-async``.
 """
 
 from __future__ import annotations
 
 import argparse
-import http.client
+import dataclasses
 import json
 import os
-import platform
-import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from http.client import HTTPException
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
-from _load import LoadResult, Plan, Target, run_asyncio, run_wrk
+from _load import (
+    Load,
+    LoadResult,
+    Plan,
+    Target,
+    add_load_arguments,
+    check_load_arguments,
+    describe,
+    median_run,
+    result_json,
+    spread,
+)
 from _servers import (
     HOST,
     ROOT,
     BenchError,
+    CpuWindow,
     LoadError,
     Server,
     StartError,
+    check_call,
+    exit_on_signals,
+    fmt,
     free_port,
-    http_call,
     log_tail,
+    ratio,
+    serve_command,
 )
 
 APPS = ROOT / "bench" / "apps"
 BODY = b'{"input": {"text": "hello"}}'
+EXPECT = b'"status":"succeeded"'
 BASELINE = "fastapi-def"
+ASYNC = "fastapi-async"
+ENDPOINT = "echo"
 
 
 @dataclass(frozen=True)
 class System:
     """A server to measure: its command line (given a port and a scratch directory), its
-    readiness route and its echo route."""
+    readiness route and its echo route; ``endpoint`` for a modelport job queue."""
 
     name: str
     command: Callable[[int, Path], list[str]]
     ready_path: str
     path: str
     expect: bytes | None = None
+    endpoint: str | None = None
+
+
+def _fastapi(handler: str) -> Callable[[int, Path], list[str]]:
+    return lambda port, _: [
+        sys.executable,
+        str(APPS / "plain_fastapi.py"),
+        f"--port={port}",
+        f"--handler={handler}",
+    ]
+
+
+def _modelport(model: str) -> Callable[[int, Path], list[str]]:
+    def command(port: int, scratch: Path) -> list[str]:
+        db = Path(tempfile.mkdtemp(dir=scratch)) / "bench.db"
+        return serve_command(port, f"sqlite:///{db}", model)
+
+    return command
 
 
 SYSTEMS = (
-    System(
-        "fastapi-def",
-        lambda port, _: [sys.executable, str(APPS / "plain_fastapi.py"), f"--port={port}"],
-        "/health",
-        "/predict",
-    ),
-    System(
-        "fastapi-async",
-        lambda port, _: [
-            sys.executable,
-            str(APPS / "plain_fastapi.py"),
-            f"--port={port}",
-            "--handler=async",
-        ],
-        "/health",
-        "/predict",
-    ),
+    System(BASELINE, _fastapi("def"), "/health", "/predict"),
+    System(ASYNC, _fastapi("async"), "/health", "/predict"),
     System(
         "litserve",
         lambda port, _: [sys.executable, str(APPS / "litserve_echo.py"), f"--port={port}"],
@@ -81,122 +112,166 @@ SYSTEMS = (
     ),
     System(
         "modelport",
-        lambda port, tmp: [
-            sys.executable,
-            "-m",
-            "modelport",
-            "serve",
-            "examples/echo/model.py",
-            "--port",
-            str(port),
-            "--store",
-            f"sqlite:///{tmp}/bench.db",
-            "--log-level",
-            "warning",
-        ],
+        _modelport("examples/echo/model.py"),
         "/health/ready",
-        "/endpoints/echo/jobs",
-        b'"status":"succeeded"',
+        f"/endpoints/{ENDPOINT}/jobs",
+        EXPECT,
+        ENDPOINT,
+    ),
+    System(
+        "modelport-default",
+        _modelport("bench/models/echo_default.py"),
+        "/health/ready",
+        f"/endpoints/{ENDPOINT}/jobs",
+        EXPECT,
+        ENDPOINT,
     ),
 )
 NAMES = [s.name for s in SYSTEMS]
+MODELPORT = ("modelport", "modelport-default")
+
+# (system, relative to, throughput target, whether its p99 must be no worse)
+RATIOS: tuple[tuple[str, str, float | None, bool], ...] = (
+    ("modelport-default", BASELINE, 2.0, True),
+    ("modelport", BASELINE, None, False),
+    (ASYNC, BASELINE, None, False),
+    ("litserve", BASELINE, None, False),
+    ("modelport", ASYNC, 1.0, False),
+)
+ADDED_P50_TARGET_MS = 0.3
 
 
-def check_echo(system: System, port: int, timeout: float) -> None:
-    """One echo request must answer before the load starts."""
-    try:
-        status, body = http_call(port, "POST", system.path, BODY, timeout)
-    except (OSError, http.client.HTTPException) as e:
-        raise StartError(f"echo request failed: {e}") from None
-    if status != 200 or (system.expect is not None and system.expect not in body):
-        raise StartError(f"echo request answered {status}: {body[:300]!r}")
-
-
-def measure(
-    system: System,
-    scratch: Path,
-    plan: Plan,
-    load: Callable[[Target, Plan], LoadResult],
-    startup_timeout: float,
-) -> LoadResult:
+def measure(system: System, scratch: Path, plan: Plan, args: argparse.Namespace) -> LoadResult:
     """Start the system, wait until it serves, load it, stop it."""
     port = free_port()
+    timeout = args.startup_timeout
     with (
         tempfile.TemporaryFile(dir=scratch) as log,
         Server(system.name, system.command(port, scratch), port, log) as server,
     ):
         try:
-            server.wait_ready(system.ready_path, startup_timeout)
-            check_echo(system, port, startup_timeout)
+            server.wait_ready(system.ready_path, timeout)
+            check_call(port, system.path, BODY, system.expect, timeout)
         except StartError as e:
             raise StartError(f"{e}\n{log_tail(log)}") from None
         target = Target(HOST, server.port, system.path, BODY, system.expect)
+        window = CpuWindow(server)
+        settle = None if system.endpoint is None else server.settler(system.endpoint, timeout)
+        load: Load = args.load
         try:
-            return load(target, plan)
-        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            result = load(target, plan, settle=settle, started=window.start)
+        except (RuntimeError, OSError, subprocess.SubprocessError, HTTPException) as e:
             raise LoadError(f"{e}\n{log_tail(log)}") from None
+        window.stop()
+        return dataclasses.replace(result, cpu_s=window.used[0])
 
 
-def ratio(a: float, b: float) -> float | None:
-    return a / b if b > 0 else None
+def ratios(results: dict[str, LoadResult]) -> dict[str, dict[str, Any]]:
+    """Throughput and p99 of the systems relative to ``fastapi-def`` and ``fastapi-async``,
+    with the target where the issue sets one (``met`` None without a target)."""
+    rows: dict[str, dict[str, Any]] = {}
+    for name, base_name, target, p99_no_worse in RATIOS:
+        r, base = results.get(name), results.get(base_name)
+        if r is None or base is None:
+            continue
+        throughput, p99 = ratio(r.rps, base.rps), ratio(r.p99_ms, base.p99_ms)
+        met = None
+        if target is not None and throughput is not None:
+            met = throughput >= target and (not p99_no_worse or (p99 is not None and p99 <= 1.0))
+        rows[f"{name} / {base_name}"] = {
+            "throughput": throughput,
+            "p99": p99,
+            "target": target,
+            "p99_no_worse": p99_no_worse,
+            "met": met,
+        }
+    return rows
 
 
-def ratios(results: dict[str, LoadResult]) -> dict[str, dict[str, float | None]]:
-    """Throughput and p99 of each system relative to the plain FastAPI ``def`` baseline."""
-    base = results.get(BASELINE)
+def added_p50(results: dict[str, LoadResult]) -> dict[str, float]:
+    """Milliseconds of p50 each system adds over ``fastapi-async``."""
+    base = results.get(ASYNC)
     if base is None:
         return {}
-    return {
-        f"{name} / {BASELINE}": {
-            "throughput": ratio(results[name].rps, base.rps),
-            "p99": ratio(results[name].p99_ms, base.p99_ms),
-        }
-        for name in ("modelport", "fastapi-async", "litserve")
-        if name in results
-    }
+    return {name: r.p50_ms - base.p50_ms for name, r in results.items() if name != ASYNC}
 
 
-def report(results: dict[str, LoadResult], failed: dict[str, BenchError]) -> str:
-    lines = [f"{'system':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>10}"]
-    for name in NAMES:
+def report(
+    runs: dict[str, list[LoadResult]],
+    failed: dict[str, BenchError],
+    names: list[str],
+    connections: int,
+) -> str:
+    results = {name: median_run(r) for name, r in runs.items() if r}
+    many = any(len(r) > 1 for r in runs.values())
+    lines = [
+        f"{'system':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}{'cpu us/job':>12}"
+        + (f"{'req/s range':>14}" if many else "")
+    ]
+    for name in names:
         if name in results:
             r = results[name]
             lines.append(
-                f"{name:<16}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>10}"
+                f"{name:<20}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>8}"
+                f"{fmt(r.cpu_us_per_job, '.0f'):>12}"
+                + (f"{spread(runs[name]):>14}" if many else "")
             )
-        elif name in failed:
-            lines.append(f"{name:<16}{failed[name].stage:>40}")
+        if name in failed:
+            lines.append(f"{name:<20}{failed[name].stage:>40}")
     rows = ratios(results)
     if rows:
-        lines += ["", f"{'ratio':<32}{'throughput':>12}{'p99':>10}"]
+        lines += ["", f"{'ratio':<36}{'throughput':>12}{'p99':>8}{'target':>14}"]
         for label, row in rows.items():
-            cells = "".join(
-                f"{'n/a' if v is None else f'{v:.2f}':>{w}}"
-                for v, w in ((row["throughput"], 12), (row["p99"], 10))
+            target = ""
+            if row["target"] is not None:
+                want = f">={row['target']:g}x" + (", p99<=1" if row["p99_no_worse"] else "")
+                target = f"{want} {'met' if row['met'] else 'missed'}"
+            lines.append(
+                f"{label:<36}{fmt(row['throughput']):>12}{fmt(row['p99']):>8}  {target}".rstrip()
             )
-            lines.append(f"{label:<32}{cells}")
+    added = added_p50(results)
+    if connections == 1 and added:
+        lines += ["", f"{'p50 added over ' + ASYNC:<36}{'ms':>12}{'target':>14}"]
+        for name in names:
+            if name not in added:
+                continue
+            target = ""
+            if name in MODELPORT:
+                verdict = "met" if added[name] <= ADDED_P50_TARGET_MS else "missed"
+                target = f"<={ADDED_P50_TARGET_MS:g} ms {verdict}"
+            lines.append(f"{name:<36}{added[name]:>+12.3f}  {target}".rstrip())
+    lines.append(
+        "cpu us/job: CPU time of the server's processes in the measured window / OK responses"
+    )
+    if many:
+        lines.append("each row is the median run by req/s")
     return "\n".join(lines)
+
+
+def missed(results: dict[str, LoadResult], connections: int) -> list[str]:
+    """The targets this run missed (the added-p50 one only at one connection)."""
+    out = [label for label, row in ratios(results).items() if row["met"] is False]
+    if connections == 1:
+        out += [
+            f"{name} adds {ms:.3f} ms p50"
+            for name, ms in added_p50(results).items()
+            if name in MODELPORT and ms > ADDED_P50_TARGET_MS
+        ]
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Measure modelport's overhead against plain FastAPI and LitServe."
+        description="Measure modelport's overhead (batched and default echo) against plain "
+        "FastAPI and LitServe: req/s, p50, p99 and server CPU per job.",
     )
-    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds")
-    parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first")
-    parser.add_argument("--connections", type=int, default=64, help="concurrent connections")
+    add_load_arguments(parser)
     parser.add_argument(
         "--only", metavar="NAME[,NAME]", help=f"systems to run, from: {', '.join(NAMES)}"
     )
-    parser.add_argument(
-        "--generator",
-        choices=["auto", "wrk", "asyncio"],
-        default="auto",
-        help="load generator; auto picks wrk when it is on PATH",
-    )
-    parser.add_argument("--startup-timeout", type=float, default=60.0, metavar="SECONDS")
-    parser.add_argument("--json", type=Path, metavar="PATH", help="also write results as JSON")
+    parser.add_argument("--check", action="store_true", help="exit 1 also when a target is missed")
     args = parser.parse_args(argv)
+    check_load_arguments(parser, args)
     if args.only:
         args.only = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = sorted(set(args.only) - set(NAMES))
@@ -204,59 +279,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
     else:
         args.only = NAMES
-    if args.duration <= 0 or args.warmup < 0 or args.connections < 1:
-        parser.error("--duration and --connections must be positive, --warmup not negative")
-    wrk = shutil.which("wrk")
-    if args.generator == "wrk" and wrk is None:
-        parser.error("--generator wrk: wrk is not on PATH")
-    args.wrk = wrk if args.generator != "asyncio" else None
     return args
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
-    signal.signal(signal.SIGHUP, _terminate)
+    exit_on_signals()
     plan = Plan(connections=args.connections, warmup=args.warmup, duration=args.duration)
-    wrk: str | None = args.wrk
-    load: Callable[[Target, Plan], LoadResult]
-    if wrk is None:
-        generator, load = "asyncio", run_asyncio
-    else:
-        generator, load = f"wrk ({wrk})", lambda target, p: run_wrk(wrk, target, p)
-    print(
-        f"generator: {generator}; {plan.connections} connections, {plan.warmup:g}s warm-up, "
-        f"{plan.duration:g}s measured; python {platform.python_version()}, "
-        f"{os.cpu_count()} cores",
-        file=sys.stderr,
-    )
-    results: dict[str, LoadResult] = {}
+    print(describe(args.generator_name, plan), file=sys.stderr)
+    names = [n for n in NAMES if n in args.only]
+    runs: dict[str, list[LoadResult]] = {name: [] for name in names}
     failed: dict[str, BenchError] = {}
     with tempfile.TemporaryDirectory(prefix="modelport-bench-") as tmp:
-        for system in (s for s in SYSTEMS if s.name in args.only):
-            print(f"{system.name}: running", file=sys.stderr, flush=True)
-            try:
-                results[system.name] = measure(system, Path(tmp), plan, load, args.startup_timeout)
-            except BenchError as e:
-                failed[system.name] = e
-                print(f"{system.name}: {e.stage}: {e}", file=sys.stderr)
-    print(report(results, failed))
+        for round_ in range(1, args.rounds + 1):
+            for system in (s for s in SYSTEMS if s.name in names):
+                label = f"round {round_}/{args.rounds}: {system.name}"
+                print(f"{label}: running", file=sys.stderr, flush=True)
+                try:
+                    runs[system.name].append(measure(system, Path(tmp), plan, args))
+                except BenchError as e:
+                    failed[system.name] = e
+                    print(f"{label}: {e.stage}: {e}", file=sys.stderr)
+    print(report(runs, failed, names, args.connections))
+    results = {name: median_run(r) for name, r in runs.items() if r}
     if args.json:
         document: dict[str, Any] = {
-            "generator": generator,
+            "generator": args.generator_name,
             "plan": asdict(plan),
-            "python": platform.python_version(),
+            "python": sys.version.split()[0],
             "cores": os.cpu_count(),
-            "results": {name: {**asdict(r), "rps": r.rps} for name, r in results.items()},
+            "rounds": args.rounds,
+            "results": {name: result_json(r) for name, r in results.items()},
+            "runs": {name: [result_json(r) for r in rs] for name, rs in runs.items()},
             "failed": {name: f"{e.stage}: {e}" for name, e in failed.items()},
             "ratios": ratios(results),
+            "p50_added_over_fastapi_async_ms": added_p50(results),
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n")
-    return 1 if failed else 0
+    for miss in missed(results, args.connections):
+        print(f"target missed: {miss}", file=sys.stderr)
+    return 1 if failed or (args.check and missed(results, args.connections)) else 0
 
 
 if __name__ == "__main__":

@@ -69,9 +69,14 @@ from _servers import (
     fmt,
     free_port,
     get_json,
+    group_usage,
     http_call,
     log_tail,
+    redis_command,
+    redis_used_memory,
     serve_command,
+    sqlite_bytes,
+    wait_redis,
     worker_command,
 )
 
@@ -339,80 +344,6 @@ def submit_jobs(port: int, args: argparse.Namespace) -> Submitted:
     )
 
 
-@dataclass(frozen=True)
-class Usage:
-    """Of a process group: resident memory (bytes) and CPU time used so far (seconds)."""
-
-    rss: int
-    cpu: float
-
-
-def group_usage(pgid: int) -> Usage | None:
-    """Summed over every process in group ``pgid`` (None without /proc)."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        return None
-    rss, ticks = 0, 0
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            fields = stat[stat.rfind(")") + 2 :].split()
-            if int(fields[2]) != pgid:
-                continue
-            ticks += int(fields[11]) + int(fields[12])  # utime, stime
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    rss += int(line.split()[1]) * 1024
-        except (OSError, ValueError, IndexError):
-            continue
-    return Usage(rss, ticks / os.sysconf("SC_CLK_TCK"))
-
-
-def sqlite_bytes(db: Path) -> int:
-    """The database file with its -wal and -shm files."""
-    total = 0
-    for suffix in ("", "-wal", "-shm"):
-        with contextlib.suppress(OSError):
-            total += Path(f"{db}{suffix}").stat().st_size
-    return total
-
-
-def redis_client(port: int) -> Any:
-    import redis
-
-    return redis.Redis(host=HOST, port=port, socket_timeout=5.0, socket_connect_timeout=5.0)
-
-
-def wait_redis(port: int, proc: Process, timeout: float) -> None:
-    """Poll PING until Redis answers (bounded by ``timeout``)."""
-    import redis
-
-    client = redis_client(port)
-    deadline = time.monotonic() + timeout
-    try:
-        while True:
-            if proc.proc.poll() is not None:
-                raise StartError(f"redis-server exited with status {proc.proc.returncode}")
-            with contextlib.suppress(redis.RedisError):
-                if client.ping():
-                    return
-            if time.monotonic() > deadline:
-                raise StartError(f"redis-server not answering after {timeout:.0f}s")
-            time.sleep(0.05)
-    finally:
-        client.close()
-
-
-def redis_used_memory(port: int) -> int:
-    client = redis_client(port)
-    try:
-        return int(client.info("memory")["used_memory"])
-    finally:
-        client.close()
-
-
 def endpoint_state(port: int) -> tuple[int, int]:
     """``(queue_depth, running)`` of the endpoint."""
     status, body = get_json(port, f"/endpoints/{ENDPOINT}", 10.0)
@@ -490,8 +421,7 @@ def measure(store: str, scratch: Path, args: argparse.Namespace) -> Result:
         store_size: Callable[[], int]
         if store == "redis":
             redis_port = free_port()
-            redis_argv = ["redis-server", "--port", str(redis_port), "--bind", HOST]
-            redis_argv += ["--save", "", "--appendonly", "no"]
+            redis_argv = redis_command(redis_port)
             try:
                 redis_proc = stack.enter_context(Process("redis-server", redis_argv, store_log))
                 wait_redis(redis_port, redis_proc, timeout)

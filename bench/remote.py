@@ -1,21 +1,26 @@
 """Remote-worker benchmark: what does moving the model out of the API server cost?
 
     python bench/remote.py --duration 10
+    python bench/remote.py --models default --processes 1
 
-The echo model with batches of up to 32 (``bench/models/echo32.py``: ``examples/echo``'s
-model with ``max_batch_size = 32``) is served embedded (``modelport serve
-bench/models/echo32.py``) and remote (an API server with no local model, ``--worker-token``,
-and ``modelport worker bench/models/echo32.py --processes N`` for each N in
-``--processes``), in the same run, under the same closed-loop
-load (64 keep-alive connections). A remote measurement starts only once all N worker
-processes are listed online. Reported: req/s, p50, p99 and the ratios remote / embedded.
-Target: remote with one worker process >= 0.8 x embedded throughput.
+Two echo models: ``batched``, batches of up to 32 (``bench/models/echo32.py``:
+``examples/echo``'s model with ``max_batch_size = 32``), and ``default``, the model as a new
+user writes it with no batching attribute (``bench/models/echo_default.py``: one input per
+call, one call at a time). Each is served embedded (``modelport serve MODEL``) and remote (an
+API server with no local model, ``--worker-token``, and ``modelport worker MODEL --processes
+N`` for each N in ``--processes``), in the same run, under the same closed-loop load (64
+keep-alive connections). A remote measurement starts only once all N worker processes are
+listed online. Reported: req/s, p50, p99, the CPU time per OK response of the API server's
+processes (``cpu us/job``) and of the worker's (``worker us/job``) in the measured window,
+from their own counters in /proc, and the ratios remote / embedded of the same model.
+Target: remote with one worker process >= 0.8 x embedded throughput, for each model.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import subprocess
@@ -42,6 +47,7 @@ from _servers import (
     HOST,
     WORKER_TOKEN,
     BenchError,
+    CpuWindow,
     LoadError,
     Process,
     Server,
@@ -57,39 +63,45 @@ from _servers import (
     worker_command,
 )
 
-MODEL = "bench/models/echo32.py"
+MODELS = {"batched": "bench/models/echo32.py", "default": "bench/models/echo_default.py"}
 ENDPOINT = "echo"
 PATH = f"/endpoints/{ENDPOINT}/jobs"
 BODY = b'{"input": {"text": "hello"}}'
 EXPECT = b'"status":"succeeded"'
 BASELINE = "embedded"
 TARGET = 0.8
+MAX_PROCESSES = 64
 
 
-def system_name(processes: int) -> str:
-    return BASELINE if processes == 0 else f"remote-{processes}p"
+def system_name(processes: int, model: str = "batched") -> str:
+    """``embedded``, ``remote-2p``; ``embedded-default``, ``remote-default-2p``."""
+    suffix = "" if model == "batched" else f"-{model}"
+    return f"{BASELINE}{suffix}" if processes == 0 else f"remote{suffix}-{processes}p"
 
 
 def measure(
-    processes: int, scratch: Path, plan: Plan, args: argparse.Namespace
+    processes: int, model: str, scratch: Path, plan: Plan, args: argparse.Namespace
 ) -> tuple[LoadResult, dict[str, Any]]:
-    """Embedded (``processes`` 0) or a server and a worker with ``processes`` processes;
-    returns the load's result and the endpoint's limits as served."""
+    """Embedded (``processes`` 0) or a server and a worker with ``processes`` processes, serving
+    ``MODELS[model]``; returns the load's result and the endpoint's limits as served."""
     port = free_port()
-    db = Path(tempfile.mkdtemp(dir=scratch)) / f"{system_name(processes)}.db"
+    target_file = MODELS[model]
+    db = Path(tempfile.mkdtemp(dir=scratch)) / f"{system_name(processes, model)}.db"
     store = f"sqlite:///{db}"
     timeout = args.startup_timeout
     with contextlib.ExitStack() as stack:
         log = stack.enter_context(tempfile.TemporaryFile(dir=scratch))
         if processes == 0:
-            command = serve_command(port, store, MODEL)
+            command = serve_command(port, store, target_file)
         else:
             command = serve_command(port, store, worker_token=WORKER_TOKEN)
-        server = stack.enter_context(Server(system_name(processes), command, port, log))
+        name = system_name(processes, model)
+        server = stack.enter_context(Server(name, command, port, log))
+        worker: Process | None = None
         try:
             server.wait_ready("/health/ready", timeout)
             if processes > 0:
-                worker = Process("worker", worker_command(port, MODEL, processes), log)
+                worker = Process("worker", worker_command(port, target_file, processes), log)
                 stack.enter_context(worker)
                 server.wait_workers(ENDPOINT, processes, timeout, worker)
             _, endpoint = get_json(port, f"/endpoints/{ENDPOINT}", 5.0)
@@ -97,29 +109,49 @@ def measure(
             check_call(port, PATH, BODY, EXPECT, timeout)
         except (StartError, OSError, HTTPException, ValueError, KeyError, TypeError) as e:
             raise StartError(f"{e}\n{log_tail(log)}") from None
+        window = CpuWindow(server) if worker is None else CpuWindow(server, worker)
         try:
             target = Target(HOST, port, PATH, BODY, EXPECT)
             load: Load = args.load
-            result = load(target, plan, settle=server.settler(ENDPOINT, timeout))
-        except (RuntimeError, OSError, subprocess.SubprocessError) as e:
+            settle = server.settler(ENDPOINT, timeout)
+            result = load(target, plan, settle=settle, started=window.start)
+        except (RuntimeError, OSError, subprocess.SubprocessError, HTTPException) as e:
             raise LoadError(f"{e}\n{log_tail(log)}") from None
+        window.stop()
+        used = window.used
+        result = dataclasses.replace(
+            result, cpu_s=used[0], worker_cpu_s=used[1] if len(used) > 1 else None
+        )
         return result, limits
 
 
 def ratios(results: dict[str, LoadResult]) -> dict[str, dict[str, float | None]]:
-    """Throughput and latency of each remote system relative to embedded."""
-    base = results.get(BASELINE)
-    if base is None:
-        return {}
-    return {
-        f"{name} / {BASELINE}": {
-            "throughput": ratio(r.rps, base.rps),
-            "p50": ratio(r.p50_ms, base.p50_ms),
-            "p99": ratio(r.p99_ms, base.p99_ms),
-        }
-        for name, r in results.items()
-        if name != BASELINE
-    }
+    """Throughput and latency of each remote system relative to embedded, same model."""
+    out: dict[str, dict[str, float | None]] = {}
+    for model in MODELS:
+        base_name = system_name(0, model)
+        base = results.get(base_name)
+        if base is None:
+            continue
+        remote = {system_name(n, model) for n in range(1, MAX_PROCESSES + 1)}
+        for name, r in results.items():
+            if name in remote:
+                out[f"{name} / {base_name}"] = {
+                    "throughput": ratio(r.rps, base.rps),
+                    "p50": ratio(r.p50_ms, base.p50_ms),
+                    "p99": ratio(r.p99_ms, base.p99_ms),
+                }
+    return out
+
+
+def target_rows(results: dict[str, LoadResult]) -> dict[str, bool]:
+    """For each model measured both ways: whether remote with one process met the target."""
+    out = {}
+    for label, row in ratios(results).items():
+        one = label.split(" / ")[0]
+        if one.endswith("-1p") and row["throughput"] is not None:
+            out[label] = row["throughput"] >= TARGET
+    return out
 
 
 def report(
@@ -128,30 +160,34 @@ def report(
     results = {name: median_run(r) for name, r in runs.items() if r}
     many = any(len(r) > 1 for r in runs.values())
     lines = [
-        f"{'system':<14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>10}"
-        + (f"{'req/s range':>16}" if many else "")
+        f"{'system':<20}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}"
+        f"{'cpu us/job':>12}{'worker us/job':>15}" + (f"{'req/s range':>14}" if many else "")
     ]
     for name in names:
         if name in results:
             r = results[name]
             lines.append(
-                f"{name:<14}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>10}"
-                + (f"{spread(runs[name]):>16}" if many else "")
+                f"{name:<20}{r.rps:>10.0f}{r.p50_ms:>10.2f}{r.p99_ms:>10.2f}{r.errors:>8}"
+                f"{fmt(r.cpu_us_per_job, '.0f'):>12}{fmt(r.worker_cpu_us_per_job, '.0f'):>15}"
+                + (f"{spread(runs[name]):>14}" if many else "")
             )
         if name in failed:
-            lines.append(f"{name:<14}{failed[name].stage:>40}")
+            lines.append(f"{name:<20}{failed[name].stage:>40}")
     rows = ratios(results)
+    verdicts = target_rows(results)
     if rows:
-        lines += ["", f"{'ratio':<26}{'throughput':>12}{'p50':>8}{'p99':>8}{'target':>8}"]
+        lines += ["", f"{'ratio':<40}{'throughput':>12}{'p50':>8}{'p99':>8}{'target':>8}"]
         for label, row in rows.items():
-            verdict = ""
-            if label.startswith(f"{system_name(1)} ") and row["throughput"] is not None:
-                verdict = "met" if row["throughput"] >= TARGET else "missed"
+            verdict = "" if label not in verdicts else "met" if verdicts[label] else "missed"
             lines.append(
-                f"{label:<26}{fmt(row['throughput']):>12}{fmt(row['p50']):>8}"
-                f"{fmt(row['p99']):>8}{verdict:>8}"
+                f"{label:<40}{fmt(row['throughput']):>12}{fmt(row['p50']):>8}"
+                f"{fmt(row['p99']):>8}{verdict:>8}".rstrip()
             )
-        lines.append(f"target: {system_name(1)} throughput >= {TARGET:g} x {BASELINE}")
+        lines.append(f"target: remote with 1 worker process throughput >= {TARGET:g} x embedded")
+    lines.append(
+        "cpu us/job, worker us/job: CPU time of the API server's / the worker's processes in "
+        "the measured window / OK responses"
+    )
     if many:
         lines.append("each row is the median run by req/s")
     return "\n".join(lines)
@@ -162,6 +198,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description="Measure the echo model served embedded against remote workers."
     )
     add_load_arguments(parser)
+    parser.add_argument(
+        "--models",
+        metavar="NAME[,NAME]",
+        default=",".join(MODELS),
+        help=f"echo models to measure, from: {', '.join(MODELS)} (default: %(default)s)",
+    )
     parser.add_argument(
         "--processes",
         metavar="N[,N]",
@@ -177,8 +219,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.processes = sorted({int(n) for n in args.processes.split(",") if n.strip()})
     except ValueError:
         parser.error("--processes: give process counts, e.g. 1,2")
-    if not all(1 <= n <= 64 for n in args.processes):
-        parser.error("--processes: counts must be between 1 and 64")
+    if not all(1 <= n <= MAX_PROCESSES for n in args.processes):
+        parser.error(f"--processes: counts must be between 1 and {MAX_PROCESSES}")
+    args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+    unknown = sorted(set(args.models) - set(MODELS))
+    if unknown or not args.models:
+        parser.error(f"--models: choose from {', '.join(MODELS)}")
+    args.models = [m for m in MODELS if m in args.models]
     return args
 
 
@@ -187,26 +234,27 @@ def main(argv: list[str] | None = None) -> int:
     exit_on_signals()
     plan = Plan(connections=args.connections, warmup=args.warmup, duration=args.duration)
     print(describe(args.generator_name, plan), file=sys.stderr)
-    counts = [0, *args.processes]
-    names = [system_name(n) for n in counts]
+    cases = [(n, model) for model in args.models for n in [0, *args.processes]]
+    names = [system_name(n, model) for n, model in cases]
     runs: dict[str, list[LoadResult]] = {name: [] for name in names}
     failed: dict[str, BenchError] = {}
     limits: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="modelport-bench-") as tmp:
         for round_ in range(1, args.rounds + 1):
-            for n, name in zip(counts, names, strict=True):
+            for (n, model), name in zip(cases, names, strict=True):
                 label = f"round {round_}/{args.rounds}: {name}" if args.rounds > 1 else name
                 print(f"{label}: running", file=sys.stderr, flush=True)
                 try:
-                    result, limits = measure(n, Path(tmp), plan, args)
+                    result, served = measure(n, model, Path(tmp), plan, args)
                     runs[name].append(result)
+                    limits[model] = served
                 except BenchError as e:
                     failed[name] = e
                     print(f"{label}: {e.stage}: {e}", file=sys.stderr)
-    if limits:
+    for model, served in limits.items():
         print(
-            f"echo served with max_batch_size {limits.get('max_batch_size')}, "
-            f"max_batch_wait {limits.get('max_batch_wait')}"
+            f"{model} echo served with max_batch_size {served.get('max_batch_size')}, "
+            f"max_batch_wait {served.get('max_batch_wait')}"
         )
     print(report(runs, failed, names))
     results = {name: median_run(r) for name, r in runs.items() if r}
@@ -225,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
             "target": TARGET,
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n")
-    base, one = results.get(BASELINE), results.get(system_name(1))
-    missed = one is not None and base is not None and one.rps < TARGET * base.rps
+    missed = [label for label, met in target_rows(results).items() if not met]
+    for label in missed:
+        print(f"target missed: {label}", file=sys.stderr)
     return 1 if failed or (args.check and missed) else 0
 
 

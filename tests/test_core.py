@@ -574,3 +574,25 @@ async def test_time_limits_expire_fail_and_purge() -> None:
             await broker.get(waiting.id)
     finally:
         await broker.stop()
+
+
+async def test_a_purge_backlog_is_worked_off_round_after_round() -> None:
+    """More expired results than one purge takes: the next rounds purge again at once, not
+    only every PURGE_EVERY rounds, so a busy server keeps up with its result_ttl."""
+    from modelport.core.reaper import BATCH
+
+    now = [1_000.0]
+    broker = Broker(MemoryStore(), clock=lambda: now[0], result_ttl=10.0)
+    broker.add_endpoint(endpoint())
+    worker = join(broker)
+    ids = []
+    for _ in range(2 * BATCH + 5):
+        ids.append((await broker.submit("echo", {"x": 1})).id)
+        (leased,) = await broker.lease(worker, 1, 0)
+        assert await broker.finish(worker, [ok(leased, 1)]) == [True]
+    now[0] += 100
+    for _ in range(3):  # three rounds in a row, with no time passing in between
+        await broker.reap()
+    kept = [job_id for job_id in ids if await broker.store.get(job_id) is not None]
+    assert kept == []
+    assert not broker.reaper._backlog
