@@ -54,6 +54,7 @@ FieldType = Literal[
     "image",
     "audio",
     "video",
+    "bytes",
 ]
 FIELD_TYPES: tuple[str, ...] = typing.get_args(FieldType)
 SCALAR_TYPES = ("string", "integer", "float", "boolean", "selection", "json")
@@ -716,6 +717,13 @@ def _annotation(f: FieldSpec, title: str) -> Any:
 
 def media_schema(f: FieldSpec) -> dict[str, Any]:
     """A media field in JSON: a data URL (or bare base64) string."""
+    if f.type == "bytes":
+        return {
+            "type": "string",
+            "contentMediaType": "application/octet-stream",
+            "description": "A file as a data URL (data:...;base64,...) or bare base64; or a"
+            " file in a multipart/form-data upload",
+        }
     formats = f.format or list(media_options.FORMATS[f.type])
     mimes = [media_options.MIME_TYPES[n] for n in formats if n in media_options.MIME_TYPES]
     return {
@@ -760,6 +768,7 @@ _WORDS = {
     "image": "an image",
     "audio": "audio",
     "video": "a video",
+    "bytes": "a file",
 }
 
 
@@ -1170,7 +1179,13 @@ def _json_default(where: str, value: Any, out: list[Problem]) -> Any:
         return None
 
 
-_SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "float", bool: "boolean"}
+_SCALARS: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "float",
+    bool: "boolean",
+    bytes: "bytes",
+}
 _LISTS = (list, collections.abc.Sequence, collections.abc.MutableSequence)
 _DICTS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 _STREAMS = (

@@ -24,7 +24,17 @@ from modelport.media.codec import MediaError, MediaLimits
 from modelport.server.app import Settings
 from modelport.spec import FieldSpec, spec_from_dict, spec_from_signature, spec_from_toml
 from tests.conftest import AppFactory, InProcessApp
-from tests.models.media import Album, Configured, Inspect, Mirror, Paint, Thumbs, Tone, Voice
+from tests.models.media import (
+    Album,
+    Checksum,
+    Configured,
+    Inspect,
+    Mirror,
+    Paint,
+    Thumbs,
+    Tone,
+    Voice,
+)
 
 
 def jpeg(width: int = 64, height: int = 32, colour: Any = (200, 30, 30), **save: Any) -> bytes:
@@ -230,7 +240,7 @@ async def test_a_raw_body_needs_one_media_input(http: httpx.AsyncClient) -> None
         "/endpoints/configured/jobs", content=jpeg(), headers={"content-type": "image/jpeg"}
     )
     assert r.status_code == 400
-    assert "exactly one image or audio input" in r.json()["detail"]
+    assert "exactly one file input" in r.json()["detail"]
     r = await http.post(
         "/endpoints/inspect/jobs", content=wav(), headers={"content-type": "audio/wav"}
     )
@@ -716,3 +726,33 @@ async def test_a_purged_job_takes_its_files_along(app_factory: AppFactory, tmp_p
         assert await store.purge(completed_before=float("inf"), limit=10) == 1
         assert await store.get_blob(job["id"], "output") is None
         assert (await app.http.get(f"/jobs/{job['id']}/files/output")).status_code == 404
+
+
+async def test_bytes_inputs_and_outputs_pass_undecoded(app_factory: AppFactory) -> None:
+    import hashlib
+
+    app = await app_factory([Checksum])
+    blob = b"\x00\x01 any file \xff"
+    digest = hashlib.sha256(blob).hexdigest()
+    for request in (
+        {"json": {"input": {"blob": data_url(blob, "application/octet-stream")}}},
+        {"json": {"input": {"blob": base64.b64encode(blob).decode(), "reverse": True}}},
+        {"files": {"blob": ("f.bin", blob)}, "data": {"reverse": "true"}},
+        {"content": blob, "headers": {"content-type": "application/octet-stream"}},
+    ):
+        r = await app.http.post("/endpoints/checksum/jobs", **request)
+        assert r.status_code == 200, r.text
+        out = r.json()["output"]
+        assert out["sha256"] == digest
+        echoed = base64.b64decode(out["echo"].split(",", 1)[1])
+        assert echoed in (blob, blob[::-1])
+    r = await app.http.post(
+        "/endpoints/checksum/jobs", content=b"x" * 2000, headers={"content-type": "image/png"}
+    )
+    assert r.status_code == 422 and "the limit is 1000" in r.json()["detail"]
+    assert Checksum().predict(blob=blob)["sha256"] == digest
+    spec = Checksum.spec()
+    assert spec.inputs["blob"].type == "bytes"
+    assert spec.input_schema()["properties"]["blob"]["contentMediaType"] == (
+        "application/octet-stream"
+    )

@@ -91,6 +91,8 @@ def _check_bytes(data: bytes, f: FieldSpec, limits: MediaLimits) -> None:
 def convert(data: bytes, f: FieldSpec, limits: MediaLimits) -> Encoded:
     """An uploaded file made what the field declares, ready to queue."""
     _check_bytes(data, f, limits)
+    if f.type == "bytes":
+        return Encoded(data, "application/octet-stream")
     if f.type == "image":
         return convert_image(data, f, limits)
     if f.type == "video":

@@ -19,10 +19,10 @@ from modelport.spec import EndpointSpec, media_field
 from modelport.stores.base import JobStore
 from modelport.wire import JobRecord, JobStatus
 
-_MEDIA = ("image/", "audio/", "video/")
+_MEDIA = ("image/", "audio/", "video/", "application/octet-stream")
 
 
-_KINDS = ("image", "audio", "video")
+_KINDS = ("image", "audio", "video", "bytes")
 
 
 def single_output(spec: EndpointSpec) -> str | None:

@@ -233,14 +233,16 @@ async def raw_inputs(request: Request, spec: EndpointSpec, body: bytes) -> dict[
     singles = [k for k, f in spec.media_inputs.items() if f.type != "list"]
     if len(spec.media_inputs) != 1 or not singles:
         raise BadRequest(
-            "a raw media body needs an endpoint with exactly one image or audio input;"
+            "a raw media body needs an endpoint with exactly one file input (image, audio,"
+            " video or bytes);"
             f" {spec.name!r} has {len(spec.media_inputs)}: send JSON or a multipart form"
         )
     (key,) = singles
     f = spec.media_inputs[key]
     content_type = request.headers.get("content-type", "")
     fmt = format_of(content_type)
-    if content_type.startswith(MEDIA_PREFIXES) and not content_type.startswith(f.type + "/"):
+    wrong = not content_type.startswith(f.type + "/") and f.type != "bytes"
+    if content_type.startswith(MEDIA_PREFIXES) and wrong:
         raise InvalidInput(
             f"{key}: the body is {content_type.split(';')[0]}; this input takes {f.type}",
             errors=[{"field": key, "message": f"expected {f.type}"}],

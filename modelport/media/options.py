@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-MEDIA_TYPES = ("image", "audio", "video")
+MEDIA_TYPES = ("image", "audio", "video", "bytes")
+"""Types that travel as files; ``bytes`` is any file, passed on undecoded."""
 
 MEDIA_KEYS: dict[str, tuple[str, ...]] = {
     "image": (
@@ -24,6 +25,7 @@ MEDIA_KEYS: dict[str, tuple[str, ...]] = {
         "max_bytes",
     ),
     "audio": ("format", "sample_rate", "channels", "min_duration", "max_duration", "max_bytes"),
+    "bytes": ("max_bytes",),
     "video": (
         "format",
         "size",
@@ -57,11 +59,17 @@ VIDEO_FORMATS = {
     "AVI": "video/x-msvideo",
 }
 VIDEO_WRITE_FORMATS = ("MP4", "WEBM")
-FORMATS = {"image": IMAGE_FORMATS, "audio": AUDIO_FORMATS, "video": VIDEO_FORMATS}
+FORMATS: dict[str, dict[str, str]] = {
+    "image": IMAGE_FORMATS,
+    "audio": AUDIO_FORMATS,
+    "video": VIDEO_FORMATS,
+    "bytes": {},
+}
 WRITE_FORMATS = {
     "image": IMAGE_WRITE_FORMATS,
     "audio": AUDIO_WRITE_FORMATS,
     "video": VIDEO_WRITE_FORMATS,
+    "bytes": (),
 }
 MIME_TYPES = {**IMAGE_FORMATS, **AUDIO_FORMATS, **VIDEO_FORMATS}
 FORMAT_OF_MIME = {

@@ -43,6 +43,14 @@ def to_model(f: FieldSpec, value: Any) -> Any:
 
 
 def _one(f: FieldSpec, value: Any) -> Any:
+    if f.type == "bytes":  # a file the model decodes itself
+        if isinstance(value, str) and value.startswith("data:"):
+            return parse_string(value)[0]
+        if isinstance(value, bytes | bytearray):
+            return bytes(value)
+        if isinstance(value, str) or hasattr(value, "__fspath__"):
+            return _read(value)
+        raise MediaError(f"expected bytes, got {type(value).__name__}")
     from PIL import Image as PILImage
 
     if isinstance(value, str) and value.startswith("data:"):
@@ -59,6 +67,8 @@ def _one(f: FieldSpec, value: Any) -> Any:
 
 
 def _decoded(f: FieldSpec, data: bytes) -> Any:
+    if f.type == "bytes":
+        return data
     if f.type == "image":
         return decode_image(data)
     if f.type == "video":
@@ -101,7 +111,7 @@ def encode_value(f: FieldSpec, value: Any) -> Any:
     """``value`` with the media in it written per ``f`` (in lists and objects too)."""
     if value is None:
         return value
-    if f.type in ("image", "audio", "video"):
+    if f.type in ("image", "audio", "video", "bytes"):
         return _encode_one(f, value)
     if f.type == "list" and f.items is not None and isinstance(value, list | tuple):
         return [encode_value(f.items, v) for v in value]
@@ -119,7 +129,11 @@ def _encode_one(f: FieldSpec, value: Any) -> Any:
     if isinstance(value, str):
         return value  # already a data URL (or the model wrote one itself)
     if isinstance(value, bytes | bytearray):
+        if f.type == "bytes":
+            return Encoded(bytes(value), "application/octet-stream").data_url()
         return _sniffed(f, bytes(value)).data_url()
+    if f.type == "bytes":
+        raise MediaError(f"expected bytes, got {type(value).__name__}")
     if f.type == "audio":
         return encode_audio(value, f).data_url()
     if f.type == "video":

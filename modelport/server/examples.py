@@ -67,7 +67,7 @@ def field_example(f: FieldSpec, *, chat_messages: bool = False) -> Any:
         return {}
     if f.type == "image":
         return _PIXEL
-    if f.type in ("audio", "video", "object", "union"):
+    if f.type in ("audio", "video", "bytes", "object", "union"):
         return _NONE
     assert f.items is not None
     item = field_example(f.items)

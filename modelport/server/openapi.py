@@ -352,7 +352,7 @@ def _uploads(spec: EndpointSpec) -> dict[str, Any]:
         if media is None:
             properties[name] = {"type": "string", "description": f.description or f.type}
             continue
-        binary = {"type": "string", "format": "binary", "contentMediaType": f"{media.type}/*"}
+        binary = {"type": "string", "format": "binary", "contentMediaType": _any(media.type)}
         properties[name] = {"type": "array", "items": binary} if f.type == "list" else binary
     form = {
         "type": "object",
@@ -362,8 +362,12 @@ def _uploads(spec: EndpointSpec) -> dict[str, Any]:
     out: dict[str, Any] = {"multipart/form-data": {"schema": form}}
     singles = [f for f in spec.media_inputs.values() if f.type != "list"]
     if len(spec.media_inputs) == 1 and singles:
-        out[f"{singles[0].type}/*"] = {"schema": {"type": "string", "format": "binary"}}
+        out[_any(singles[0].type)] = {"schema": {"type": "string", "format": "binary"}}
     return out
+
+
+def _any(kind: str) -> str:
+    return "application/octet-stream" if kind == "bytes" else f"{kind}/*"
 
 
 def _file_out(spec: EndpointSpec) -> dict[str, Any]:
@@ -372,9 +376,9 @@ def _file_out(spec: EndpointSpec) -> dict[str, Any]:
         return {}
     f = spec.output if name == "output" else (spec.outputs or {})[name]
     assert f is not None
-    mime = MIME_TYPES[
-        f.format[0] if f.format else {"image": "PNG", "audio": "WAV", "video": "MP4"}[f.type]
-    ]
+    default = {"image": "PNG", "audio": "WAV", "video": "MP4"}.get(f.type)
+    fmt = f.format[0] if f.format else default
+    mime = MIME_TYPES[fmt] if fmt is not None else "application/octet-stream"
     return {mime: {"schema": {"type": "string", "format": "binary"}}}
 
 

@@ -135,3 +135,20 @@ class Clip(modelport.Model):
     ) -> Annotated[modelport.Video, Media(format="WEBM")]:
         assert isinstance(video, modelport.Video)
         return modelport.Video(video.frames[::-1].copy(), video.fps)
+
+
+class Checksum(modelport.Model):
+    """bytes in and out: a model that reads the file itself."""
+
+    name = "checksum"
+
+    def predict(self, blob: bytes = Input(max_bytes=1000), reverse: bool = False) -> Digest:
+        import hashlib
+
+        assert isinstance(blob, bytes)
+        return {"sha256": hashlib.sha256(blob).hexdigest(), "echo": blob[::-1] if reverse else blob}
+
+
+class Digest(typing.TypedDict):
+    sha256: str
+    echo: bytes
