@@ -756,3 +756,17 @@ async def test_bytes_inputs_and_outputs_pass_undecoded(app_factory: AppFactory) 
     assert spec.input_schema()["properties"]["blob"]["contentMediaType"] == (
         "application/octet-stream"
     )
+
+
+def test_previews_are_encoded_at_most_once_per_progress_interval() -> None:
+    from modelport.media.outputs import Previews
+
+    spec = Paint.spec()
+    previews = Previews(interval=3600)
+    black, white = PILImage.new("L", (8, 8), 0), PILImage.new("L", (8, 8), 255)
+    first = previews.encode(spec, {"preview": black}, final=False)["preview"]
+    again = previews.encode(spec, {"preview": white}, final=False)["preview"]
+    assert again == first  # within the interval: the latest encoded one, not a new encoding
+    last = previews.encode(spec, {"preview": white}, final=True)["preview"]
+    assert last != first
+    assert pixel(PILImage.open(io.BytesIO(base64.b64decode(last.split(",")[1]))), (0, 0)) > 200

@@ -7,6 +7,8 @@ worker process for remote ones.
 
 from __future__ import annotations
 
+import math
+import time
 from typing import Any
 
 from modelport.media.audio import Audio
@@ -105,6 +107,30 @@ def encode_progress(spec: EndpointSpec, data: dict[str, Any]) -> dict[str, Any]:
         if f is not None and value is not None:
             out[key] = encode_value(f, value)
     return out
+
+
+class Previews:
+    """Encodes progress media at most once per ``interval`` (progress is sent no more
+    often): in between, a report carries the latest encoded value again."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self._at = -math.inf
+        self._latest: dict[str, Any] = {}
+
+    def encode(self, spec: EndpointSpec, data: dict[str, Any], *, final: bool) -> dict[str, Any]:
+        media = {k for k in data if k == "preview" or _has_media_field(spec.progress.get(k))}
+        now = time.monotonic()
+        if final or now - self._at >= self.interval or not media <= set(self._latest):
+            self._at = now
+            out = encode_progress(spec, data)
+            self._latest = {k: out[k] for k in media}
+            return out
+        return {**data, **{k: self._latest[k] for k in media}}
+
+
+def _has_media_field(f: FieldSpec | None) -> bool:
+    return f is not None and media_field(f) is not None
 
 
 def encode_value(f: FieldSpec, value: Any) -> Any:

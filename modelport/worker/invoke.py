@@ -127,13 +127,14 @@ class Invoker:
 
     def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
         """What ``Model.progress`` calls on the model thread for these jobs."""
+        previews = media_outputs.Previews(self.buffer.progress_interval)
 
         def report(fraction: float | None, message: str | None, data: dict[str, Any]) -> None:
             self._check(job_ids)
             if fraction is not None and not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
             if "preview" in data or (data and self.spec.media_outputs):
-                data = media_outputs.encode_progress(self.spec, data)
+                data = previews.encode(self.spec, data, final=fraction == 1.0)
             if data:
                 declared = data
                 if "preview" in data and "preview" not in self.spec.progress:
