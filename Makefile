@@ -1,25 +1,46 @@
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# One venv, filled as far as the target needs: `make run` installs only what the demo serves
+# (modelport's server and scikit-learn); `make run-embeddings` adds torch; `make test`,
+# `make check` and `make bench` install everything (tools, benchmark baselines, OpenAI SDK).
+RUN_STAMP := $(VENV)/.installed-run
+EMBEDDINGS_STAMP := $(VENV)/.installed-embeddings
 STAMP := $(VENV)/.installed
+# The CPU build of torch, installed on its own first (this machine keeps its wheel on disk),
+# so the embeddings extra does not pull the default CUDA build.
+TORCH := torch==2.13.0
+PORT ?= 8000
 
-.PHONY: install run test check bench load-generator browser clean
+.PHONY: install run run-embeddings test check bench load-generator browser clean
 
-$(STAMP): pyproject.toml
+$(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# The CPU build of torch first (this machine keeps its wheel on disk), so the
-	# embeddings extra does not pull the default CUDA build.
-	$(BIN)/pip install --quiet torch==2.13.0
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[server,examples,media]'
+	touch $@
+
+$(EMBEDDINGS_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
+	$(BIN)/pip install --quiet -e '.[server,examples,media,embeddings]'
+	touch $@
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e '.[server,redis,examples,media,video,embeddings,bench,dev]'
-	touch $(STAMP)
+	touch $@ $(RUN_STAMP) $(EMBEDDINGS_STAMP)
 
 install: $(STAMP) browser
 
-run: $(STAMP)  ## serve the iris demo on http://127.0.0.1:8000
+run: $(RUN_STAMP)  ## serve the iris demo on http://127.0.0.1:8000 (installs only what it needs)
 	$(BIN)/modelport serve examples/iris/model.py examples/echo/model.py examples/txt2img/model.py \
 		examples/textgen/model.py examples/digits/model.py examples/painter/model.py \
-		examples/audio/model.py --port 8000
+		examples/audio/model.py --port $(PORT)
+
+run-embeddings: $(EMBEDDINGS_STAMP)  ## serve the torch example (all-MiniLM-L6-v2) on port 8000
+	$(BIN)/modelport serve examples/embeddings/model.py --port $(PORT)
 
 test: $(STAMP) browser  ## install everything and run every test
 	$(BIN)/pytest
@@ -61,4 +82,4 @@ browser:
 		|| echo "chromium is not installed: the browser tests skip (and fail with CI=true)"
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.db *.db-wal *.db-shm
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.db *.db-wal *.db-shm *.db.lock

@@ -64,6 +64,8 @@ from _servers import (
 )
 
 APPS = ROOT / "bench" / "apps"
+
+
 BODY = b'{"input": {"text": "hello"}}'
 EXPECT = b'"status":"succeeded"'
 BASELINE = "fastapi-def"
@@ -93,10 +95,13 @@ def _fastapi(handler: str) -> Callable[[int, Path], list[str]]:
     ]
 
 
-def _modelport(model: str) -> Callable[[int, Path], list[str]]:
+def _modelport(model: str, *options: str) -> Callable[[int, Path], list[str]]:
+    """``modelport serve model`` on its own sqlite file; ``options`` come last (a later
+    ``--log-level`` wins over the warnings-only default)."""
+
     def command(port: int, scratch: Path) -> list[str]:
         db = Path(tempfile.mkdtemp(dir=scratch)) / "bench.db"
-        return serve_command(port, f"sqlite:///{db}", model)
+        return [*serve_command(port, f"sqlite:///{db}", model), *options]
 
     return command
 
@@ -119,6 +124,14 @@ SYSTEMS = (
         ENDPOINT,
     ),
     System(
+        "modelport-logged",
+        _modelport("examples/echo/model.py", "--log-level", "info"),
+        "/health/ready",
+        f"/endpoints/{ENDPOINT}/jobs",
+        EXPECT,
+        ENDPOINT,
+    ),
+    System(
         "modelport-default",
         _modelport("bench/models/echo_default.py"),
         "/health/ready",
@@ -127,6 +140,8 @@ SYSTEMS = (
         ENDPOINT,
     ),
 )
+"""``modelport-logged`` runs with the default log (the access log on, one line per request,
+written to a file); ``modelport`` logs only warnings, as the baselines do."""
 NAMES = [s.name for s in SYSTEMS]
 MODELPORT = ("modelport", "modelport-default")
 
@@ -137,6 +152,7 @@ RATIOS: tuple[tuple[str, str, float | None, bool], ...] = (
     (ASYNC, BASELINE, None, False),
     ("litserve", BASELINE, None, False),
     ("modelport", ASYNC, 1.0, False),
+    ("modelport-logged", "modelport", None, False),
 )
 ADDED_P50_TARGET_MS = 0.3
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from modelport._version import __version__
@@ -18,6 +22,8 @@ if TYPE_CHECKING:  # the server is an extra: imported by `serve` only
     from starlette.types import ASGIApp
 
     from modelport.server.app import Server
+
+log = logging.getLogger("modelport")
 
 DEFAULT_STORE = "sqlite:///modelport.db"
 _DEFAULTS = Limits()
@@ -126,6 +132,18 @@ def _parser() -> argparse.ArgumentParser:
         help="delete finished jobs after this long (default: %(default)s)",
     )
     serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="log one line per request with its status and duration (default: on)",
+    )
+    serve.add_argument(
+        "--reload",
+        action="store_true",
+        help="for development: restart when a served file (a model's .py or a TOML spec, or "
+        "another .py or .toml file beside them) changes",
+    )
+    serve.add_argument(
         "--fetch-allow",
         type=_hosts,
         default=(),
@@ -147,7 +165,9 @@ def _parser() -> argparse.ArgumentParser:
         help="serve models for a remote API server, pulling jobs over HTTP(S)",
         description="Run models in supervised child processes that lease jobs from an API "
         "server over outbound HTTP(S): no open port is needed on this host. A crashed "
-        "process is restarted; SIGTERM drains.",
+        "process is restarted; a server that is down is retried. SIGTERM or Ctrl+C drains "
+        "(a second one stops at once). A server that refuses this worker (a wrong token, a "
+        "spec that differs) ends it with exit code 2.",
     )
     worker.add_argument(
         "targets", nargs="+", metavar="TARGET", help="path/to/file.py[:Class] or module[:Class]"
@@ -272,33 +292,84 @@ _ARGV_ENV = "MODELPORT_SERVE_ARGV"
 def serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
     configure_logs(args.log_level, args.log_format)
     server = _server(args)  # also checks everything before any process starts
+    if args.processes > 1 and not server.broker.store.shared:
+        raise ModelportError("--processes N needs a store they can share: --store redis://...")
+    if args.reload and args.processes > 1:
+        raise ModelportError("--reload runs one server process; leave out --processes")
     options: dict[str, Any] = {
         "host": args.host,
         "port": args.port,
         "log_level": args.log_level,
         "log_config": None,
-        "access_log": args.log_level == "debug",
+        "access_log": False,  # modelport's own (logs.AccessLog) has the duration
         "timeout_graceful_shutdown": 10,
         "proxy_headers": False,
     }
+    from modelport.server.lock import lock_store
+    from modelport.server.running import url_of
+
+    # Held until this process exits; the kernel releases it however that happens.
+    lock = lock_store(args.store, url=url_of(args.host, args.port))
+    try:
+        _run(server, args, argv, options)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run(
+    server: Server, args: argparse.Namespace, argv: Sequence[str], options: dict[str, Any]
+) -> None:
     import uvicorn
 
-    from modelport.server.running import UvicornServer
+    from modelport.server.running import UvicornServer, banner, url_of
 
-    if args.processes == 1:
-        UvicornServer(uvicorn.Config(server.app(), **options), server).run()
+    if args.processes == 1 and not args.reload:
+        config = uvicorn.Config(_app(server, args), **options)
+        # uvicorn raises the Ctrl+C it deferred once it has shut down; like `uvicorn`, end quietly.
+        with contextlib.suppress(KeyboardInterrupt):
+            UvicornServer(config, server, store=args.store).run()
         return
-    if not server.broker.store.shared:
-        raise ModelportError("--processes N needs a store they can share: --store redis://...")
+    for line in banner(server, url_of(args.host, args.port), args.store):
+        log.info("%s", line)
     os.environ[_ARGV_ENV] = json.dumps(list(argv))
+    if args.reload:
+        dirs = _watched(server, args)
+        log.info("restarting on changes to *.py and *.toml in %s", ", ".join(dirs))
+        uvicorn.run(
+            "modelport.cli:app_from_env",
+            factory=True,
+            reload=True,
+            reload_dirs=dirs,
+            reload_includes=["*.py", "*.toml"],
+            **options,
+        )
+        return
     uvicorn.run("modelport.cli:app_from_env", factory=True, workers=args.processes, **options)
 
 
 def app_from_env() -> ASGIApp:
-    """The app of one of several server processes (``serve --processes N``)."""
+    """The app of a server process started by another (``serve --processes N`` or
+    ``serve --reload``)."""
     args = _parser().parse_args(json.loads(os.environ[_ARGV_ENV]))
     configure_logs(args.log_level, args.log_format)
-    return _server(args).app()
+    return _app(_server(args), args)
+
+
+def _app(server: Server, args: argparse.Namespace) -> ASGIApp:
+    from modelport.logs import AccessLog
+
+    app = server.app()
+    return AccessLog(app) if args.access_log else app
+
+
+def _watched(server: Server, args: argparse.Namespace) -> list[str]:
+    """The folders of the served files: each model's source file and each --config TOML."""
+    files = [Path(inspect.getfile(type(r.model))) for r in server.runners]
+    files += [Path(path) for path in args.config]
+    if not files:
+        raise ModelportError("--reload watches the served files: give a model file or --config")
+    return list(dict.fromkeys(str(f.resolve().parent) for f in files))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,6 +14,7 @@ import itertools
 import logging
 import re
 import secrets
+import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -141,12 +142,14 @@ class Server:
             # One setup() at a time: imports of heavy libraries racing in two threads can
             # see each other half-initialized (torch and scipy do).
             async with self._setup_lock:
+                log.info("setting up %s…", name)
+                started = time.monotonic()
                 await set_up(group)
         except Exception as e:
             log.exception("setup() of %s failed; its endpoint stays not ready", name)
             self.setup_errors[name] = f"setup() failed: {type(e).__name__}: {e}"
             return
-        log.info("model %s is ready", name)
+        log.info("%s ready in %s", name, logs.took(time.monotonic() - started))
         async with asyncio.TaskGroup() as running:  # one failing, or shutdown, stops them all
             for runner in group:
                 running.create_task(runner.run())

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 from typing import TypeVar
 
 import pydantic
@@ -29,6 +30,7 @@ from modelport.server.messages import read_body
 from modelport.spec import EndpointSpec, spec_from_dict
 from modelport.wire import Event, Verdicts, WorkerInfo
 
+log = logging.getLogger("modelport.server")
 _T = TypeVar("_T")
 
 
@@ -84,7 +86,20 @@ class WorkerRoutes:
             max_batch_size=body.max_batch_size,
             metadata=dict(body.metadata),
         )
+        rejoined = body.worker_id is not None
         worker = await self.broker.join(info, specs, worker_id=body.worker_id)
+        where, host = info.name, info.metadata.get("host")
+        if isinstance(host, str) and not where.startswith(host):
+            where += f" on {host}"
+        if "pid" in info.metadata:
+            where += f", pid {info.metadata['pid']}"
+        log.info(
+            "worker %s (%s) %s, serving %s",
+            worker.id,
+            where,
+            "joined again" if rejoined else "joined",
+            ", ".join(info.endpoints),
+        )
         held = {s.name: self.broker.specs[s.name].to_dict() for s in specs}
         return _answer(wire.Registered(worker.id, held), 201)
 
@@ -141,7 +156,11 @@ class WorkerRoutes:
 
     async def leave(self, request: Request) -> Response:
         self.check(request)
-        await self.broker.leave(request.path_params["id"])
+        worker_id = request.path_params["id"]
+        worker = self.broker.workers.get(worker_id)
+        await self.broker.leave(worker_id)
+        name = f" ({worker.info.name})" if worker is not None else ""
+        log.info("worker %s%s left", worker_id, name)
         return Response(status_code=204)
 
 

@@ -22,6 +22,7 @@ from modelport.wire import Event, LeasedJob, Result, WorkerInfo
 log = logging.getLogger("modelport.worker")
 
 _RETRY_STATUS = frozenset({502, 503, 504})
+LEAVE_TIMEOUT = 5.0
 _T = TypeVar("_T")
 
 
@@ -65,7 +66,12 @@ class HttpTransport:
                 )
             except httpx.TransportError as e:
                 log.warning(
-                    "%s %s%s failed (%s); retrying in %.1f s", method, self.server, path, e, delay
+                    "cannot reach the server at %s (%s %s: %s); retrying in %.1f s",
+                    self.server,
+                    method,
+                    path,
+                    str(e) or type(e).__name__,
+                    delay,
                 )
             else:
                 if response.status_code not in _RETRY_STATUS:
@@ -147,8 +153,9 @@ class HttpTransport:
         return [r.job_id in accepted for r in results]
 
     async def leave(self, worker_id: str) -> None:
+        # Best effort, and quick: a worker that cannot say goodbye is expired by the server.
         try:
-            await asyncio.wait_for(self._call("DELETE", f"/workers/{worker_id}"), self.timeout)
+            await asyncio.wait_for(self._call("DELETE", f"/workers/{worker_id}"), LEAVE_TIMEOUT)
         except (ModelportError, TimeoutError) as e:
             log.warning("could not leave cleanly (%s); the server will expire the leases", e)
 
