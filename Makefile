@@ -24,7 +24,7 @@ $(RUN_STAMP): pyproject.toml | $(BIN)/python
 
 $(EMBEDDINGS_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[server,examples,media,embeddings]'
+	$(BIN)/pip install --quiet -e '.[server,examples,embeddings]'
 	touch $@
 
 $(STAMP): pyproject.toml | $(BIN)/python
