@@ -6,6 +6,7 @@ import hashlib
 import importlib
 import importlib.util
 import inspect
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -74,7 +75,13 @@ def _import(ref: str) -> ModuleType:
         finally:
             sys.path.remove(str(resolved.parent))
         return module
+    # As for ``uvicorn main:app``, a module is looked for in the current directory first:
+    # the ``modelport`` script put its own directory on the path, not the one it runs in.
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         return importlib.import_module(ref)
     except ModuleNotFoundError as e:
-        raise SpecError(f"{ref}: cannot import: {e}") from None
+        where = f"(looked in {cwd} and the installed packages)" if e.name == ref else ""
+        raise SpecError(f"{ref}: cannot import: {e} {where}".rstrip()) from None

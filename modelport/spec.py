@@ -39,6 +39,7 @@ from modelport.errors import SpecError
 from modelport.media import options as media_options
 from modelport.wire import INT_MAX as _INT_MAX
 from modelport.wire import INT_MIN as _INT_MIN
+from modelport.wire import MAX_JOBS
 from modelport.wire import storable as _storable
 
 FieldType = Literal[
@@ -428,6 +429,23 @@ SERVING_KEYS = (
     "result_ttl",
 )
 _OPTIONAL_KEYS = ("max_queue_length", "max_queue_time", "timeout", "result_ttl")
+MAX_BATCH_SIZE = MAX_JOBS
+"""The largest batch one lease hands out."""
+_DAY = 86_400.0
+_SERVING_BOUNDS: dict[str, tuple[type, float, float]] = {
+    "max_batch_size": (int, 1, MAX_BATCH_SIZE),
+    "max_batch_wait": (float, 0, 60),
+    "lease_duration": (float, 0, _DAY),
+    "max_attempts": (int, 1, 1000),
+    "max_queue_length": (int, 1, 1_000_000_000),
+    "max_queue_time": (float, 0, 366 * _DAY),
+    "timeout": (float, 0, 366 * _DAY),
+    "result_ttl": (float, 0, 10 * 366 * _DAY),
+}
+"""Each numeric serving key's type and bounds: finite, and far beyond any sane setting, so a
+typo (or NaN, or 1e308) is refused at start instead of misbehaving later."""
+_POSITIVE = frozenset({"lease_duration", "max_queue_time", "timeout", "result_ttl"})
+"""Keys whose lower bound is excluded: zero seconds would mean at once, never useful."""
 _SECTIONS = ("inputs", "outputs", "output", "progress")
 _ENDPOINT_KEYS = {f.name for f in fields(EndpointSpec)} - set(_SECTIONS)
 _FIELD_KEYS = {f.name for f in fields(FieldSpec)} | {"min", "max"}
@@ -495,20 +513,7 @@ def spec_problems(spec: EndpointSpec) -> list[Problem]:
         _check_messages(spec.inputs.get("messages"), out)
     if spec.kind == "embedding" and not any(f.type == "string" for f in spec.inputs.values()):
         out.append(("inputs", "an embedding endpoint needs a string input"))
-    if spec.max_batch_size < 1:
-        out.append(("endpoint.max_batch_size", "must be at least 1"))
-    if spec.max_batch_wait < 0:
-        out.append(("endpoint.max_batch_wait", "must not be negative"))
-    if spec.lease_duration <= 0:
-        out.append(("endpoint.lease_duration", "must be positive"))
-    if spec.max_attempts < 1:
-        out.append(("endpoint.max_attempts", "must be at least 1"))
-    if spec.max_queue_length is not None and spec.max_queue_length < 1:
-        out.append(("endpoint.max_queue_length", "must be at least 1"))
-    for key in ("max_queue_time", "timeout", "result_ttl"):
-        value = getattr(spec, key)
-        if value is not None and not (0 < value < math.inf):
-            out.append((f"endpoint.{key}", "must be a positive number of seconds"))
+    _check_serving(spec, out)
     if spec.outputs is not None and spec.output is not None:
         out.append(("output", "give [outputs] (named fields) or [output] (one type), not both"))
     if spec.output is not None:
@@ -523,7 +528,34 @@ def spec_problems(spec: EndpointSpec) -> list[Problem]:
                 out.append((f"{section}.{key}", "not a valid field name"))
                 continue
             _check_field(f"{section}.{key}", f, out)
+    if not out:
+        try:
+            _storable(spec.to_dict())
+        except ValueError as e:  # a last net: what the stores cannot keep is never registered
+            out.append((f"endpoint {spec.name!r}", str(e)))
     return out
+
+
+def _check_serving(spec: EndpointSpec, out: list[Problem]) -> None:
+    for key, (kind, low, high) in _SERVING_BOUNDS.items():
+        value = getattr(spec, key)
+        if value is None and key in _OPTIONAL_KEYS:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            out.append((f"endpoint.{key}", f"expected a number, got {value!r}"))
+            continue
+        unit = "an integer" if kind is int else "a number of seconds"
+        span = f"from {low} to {high:.0f}" if key not in _POSITIVE else f"above 0, up to {high:.0f}"
+        if (
+            (kind is int and not isinstance(value, int))
+            or not math.isfinite(value)
+            or not (low < value if key in _POSITIVE else low <= value)
+            or value > high
+        ):
+            out.append((f"endpoint.{key}", f"must be {unit} {span}, got {value!r}"))
+    if not isinstance(spec.retry_failed_batches, bool):
+        got = spec.retry_failed_batches
+        out.append(("endpoint.retry_failed_batches", f"expected true or false, got {got!r}"))
 
 
 def _typed_messages(inputs: dict[str, FieldSpec]) -> dict[str, FieldSpec]:
@@ -634,6 +666,12 @@ def _check_field(where: str, f: FieldSpec, out: list[Problem]) -> None:
     for key in ("ge", "le"):
         if not _fits(getattr(f, key)):
             out.append((f"{where}.{key}", "must be a finite number within 64 bits"))
+    for key in ("min_length", "max_length"):
+        size = getattr(f, key)
+        if size is not None and (
+            isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= _INT_MAX
+        ):
+            out.append((f"{where}.{key}", "must be a non-negative integer within 64 bits"))
     if f.required and f.default is not None:
         out.append((where, "a required field cannot have a default"))
     if len(out) > before:
@@ -647,6 +685,9 @@ def _check_field(where: str, f: FieldSpec, out: list[Problem]) -> None:
     for key in ("default", "example"):
         value = getattr(f, key)
         if value is None:
+            continue
+        if f.type == "integer" and isinstance(value, float):  # a request may say 2.0, not a spec
+            out.append((where, f"{key} {value!r} is invalid: write it as an integer"))
             continue
         try:
             raw = pydantic_core.to_json(value)
@@ -672,7 +713,10 @@ def _annotation(f: FieldSpec, title: str) -> Any:
         ]
     elif f.type == "integer":
         base = typing.Annotated[
-            int, Field(strict=True, ge=f.ge, le=f.le), pydantic.AfterValidator(_storable)
+            int,
+            Field(strict=True, ge=f.ge, le=f.le),
+            pydantic.BeforeValidator(_whole),
+            pydantic.AfterValidator(_storable),
         ]
     elif f.type == "float":
         base = typing.Annotated[float, Field(strict=True, ge=f.ge, le=f.le, allow_inf_nan=False)]
@@ -795,13 +839,23 @@ def _one_of(variants: list[FieldSpec]) -> Callable[[Any, Any], Any]:
     return check
 
 
+def _whole(value: Any) -> Any:
+    """``2.0`` is the integer 2, as JSON Schema (and so the OpenAPI document) has it."""
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return value
+
+
 def _exact_choice(choices: tuple[Any, ...]) -> Callable[[Any], Any]:
-    """Literal matching says True == 1 and 1.0 == 1; a selection wants the JSON value itself."""
+    """Literal matching says True == 1; a selection wants the JSON value itself (where JSON
+    Schema has 2.0 equal to 2, so does this)."""
 
     def check(value: Any) -> Any:
         for choice in choices:
             if value == choice and (
-                type(value) is type(choice) or (type(choice) is float and type(value) is int)
+                type(value) is type(choice)
+                or (type(choice) is float and type(value) is int)
+                or (type(choice) is int and type(value) is float)
             ):
                 return choice
         expected = " or ".join(repr(c) for c in choices)
@@ -960,6 +1014,7 @@ def spec_from_dict(data: dict[str, Any], *, name: str | None = None) -> Endpoint
         if not isinstance(value, expected) or (isinstance(value, bool) and expected is not bool):
             problems.append((f"endpoint.{key}", f"expected {expected.__name__}, got {value!r}"))
             del data[key]
+    data.setdefault("name", "unnamed")  # refused above; the rest is still checked
     return _build(
         "",
         problems,

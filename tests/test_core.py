@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modelport.core import Broker
-from modelport.errors import Conflict, NotFound, Overloaded
+from modelport.errors import Conflict, InvalidInput, NotFound, Overloaded
 from modelport.spec import EndpointSpec, FieldSpec
 from modelport.stores import store_from_url
 from modelport.stores.memory import MemoryStore
@@ -117,9 +117,11 @@ async def test_submit_then_get(broker: Broker, clock: FakeClock) -> None:
 
 async def test_idempotent_submit_returns_the_same_job(broker: Broker) -> None:
     first = await broker.submit("echo", {"x": 1}, idempotency_key="k")
-    again = await broker.submit("echo", {"x": 2}, idempotency_key="k")
+    again = await broker.submit("echo", {"x": 1}, idempotency_key="k")
     assert again.id == first.id
-    assert again.input == {"x": 1}
+    with pytest.raises(InvalidInput, match="Idempotency-Key 'k' was already used") as refused:
+        await broker.submit("echo", {"x": 2}, idempotency_key="k")
+    assert refused.value.errors[0]["field"] == "Idempotency-Key"
     assert await broker.store.queue_depths() == {"echo": {"queued": 1, "running": 0}}
 
 

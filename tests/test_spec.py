@@ -346,7 +346,7 @@ TOML_MISTAKES = [
     ('[inputs]\nx = { description = "no type" }\n', "inputs.x", "'type' is required"),
     ('[outputs]\nimages = { type = "picture" }\n', "outputs.images", "unknown type 'picture'"),
     ('[progress]\nstep = { type = "integer", min = 2, max = 1 }\n', "progress.step", "min (2)"),
-    ("[endpoint]\nmax_batch_size = 0\n", "endpoint.max_batch_size", "at least 1"),
+    ("[endpoint]\nmax_batch_size = 0\n", "endpoint.max_batch_size", "from 1 to 1024"),
     ('[endpoint]\nname = "Bad Name"\n', "'Bad Name'", "lower-case"),
     ('[inputs]\nprompt = { type = "string"\n', "line 2", "not valid TOML"),
     ('[inputs]\nprompt = { type = "string" }\nprompt = "integer"\n', "line 3", "not valid TOML"),
@@ -393,7 +393,7 @@ def test_every_toml_mistake_is_reported_at_once_with_suggestions(tmp_path: Path)
         "inputs.prompt.max_lenght": "unknown key (did you mean 'max_length'?)",
         "inputs.steps": "unknown type 'int' (did you mean 'integer'?)",
         "inputs.strength": "min (1) is greater than max (0)",
-        "endpoint.max_attempts": "must be at least 1",
+        "endpoint.max_attempts": "must be an integer from 1 to 1000, got 0",
     }
     for err in e.value.errors:
         assert f"  {err['field']}: {err['message']}" in e.value.message

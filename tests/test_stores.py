@@ -16,7 +16,7 @@ import pytest
 
 from modelport.errors import Overloaded, Unavailable
 from modelport.stores import JobStore, Update, store_from_url
-from modelport.wire import JobRecord, JobStatus, new_job_id
+from modelport.wire import Event, JobRecord, JobStatus, new_job_id
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "memory": lambda request, tmp: "memory://",
@@ -108,8 +108,12 @@ async def test_idempotency_key_returns_the_existing_job(store: JobStore) -> None
 
 
 async def test_concurrent_inserts_with_one_key_make_one_job(store: JobStore) -> None:
-    stored = await asyncio.gather(*(store.insert(job(idempotency_key="race")) for _ in range(3)))
+    stored = await asyncio.gather(
+        *(store.insert(job(idempotency_key="race", input={"n": n})) for n in range(3))
+    )
     assert len({j.id for j in stored}) == 1
+    # Each caller sees the input the key was first given with (the core compares it).
+    assert len({j.input["n"] for j in stored}) == 1
     assert await store.queue_depths() == {"echo": {"queued": 1, "running": 0}}
 
 
@@ -380,6 +384,17 @@ def assert_same_json(got: Any, want: Any) -> None:
             assert_same_json(g, w)
     else:
         assert got == want
+
+
+async def test_events_count_from_one_and_resume_after_any_id(store: JobStore) -> None:
+    (j,) = await insert(store, 1)
+    stored = await store.add_events([Event(j.id, "output", f"c{i}") for i in range(3)])
+    assert [e.id for e in stored] == [1, 2, 3]
+    assert [e.data for e in await store.events(j.id, 1)] == ["c1", "c2"]
+    assert [e.id for e in await store.events(j.id, 0, limit=2)] == [1, 2]
+    # Any id a client may resume after (up to 2**63 - 1) is an empty answer, not an error.
+    for after in (3, 10**6, 2**63 - 10_000, 2**63 - 1):
+        assert await store.events(j.id, after) == []
 
 
 async def test_input_output_and_progress_round_trip(store: JobStore) -> None:

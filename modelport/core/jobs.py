@@ -11,7 +11,7 @@ from modelport.core import transitions
 from modelport.core.registry import Registry
 from modelport.core.tallies import Depth, Tallies
 from modelport.core.wakeups import Wakeups
-from modelport.errors import Conflict, NotFound, Overloaded
+from modelport.errors import Conflict, InvalidInput, NotFound, Overloaded
 from modelport.metrics import Metrics
 from modelport.settings import Limits
 from modelport.spec import EndpointSpec
@@ -66,6 +66,15 @@ class Jobs:
             self.metrics.job_submitted(endpoint)
             depth.value += 1
             self.wakeups.new_work(endpoint)
+        elif stored.input != inputs:
+            # A reused key with another input is a client bug; answering with the first job
+            # would hand back a result for a request the client did not make this time.
+            message = (
+                f"Idempotency-Key {idempotency_key!r} was already used for job {stored.id} of "
+                f"{endpoint!r} with a different input; resend that input to get that job, or "
+                "use a new key for a new request"
+            )
+            raise InvalidInput(message, errors=[{"field": "Idempotency-Key", "message": message}])
         return stored
 
     async def _check_room(self, spec: EndpointSpec) -> tuple[Depth, int | None]:

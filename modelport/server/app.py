@@ -48,7 +48,12 @@ from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
 from modelport.server.openai import OpenAIRoutes
 from modelport.server.openapi import openapi
-from modelport.server.problems import EXCEPTION_HANDLERS, problem_response, unexpected
+from modelport.server.problems import (
+    EXCEPTION_HANDLERS,
+    error_response,
+    problem_response,
+    unexpected,
+)
 from modelport.server.streaming import event_stream, resume_point, stream_format
 from modelport.server.workers import WorkerRoutes, refuse_worker_token
 from modelport.settings import Settings
@@ -60,6 +65,9 @@ from modelport.worker.runner import Runner, lanes, set_up
 __all__ = ["Server", "Settings", "create_app"]
 
 log = logging.getLogger("modelport.server")
+
+SETUP_FAILED_RETRY = 30
+"""The ``Retry-After`` of a refusal because a model's ``setup()`` failed: a person must act."""
 
 
 JOB_STATUS = "X-Job-Status"
@@ -97,7 +105,7 @@ class Server:
         self.workers = WorkerRoutes(
             self.broker, self.settings.worker_token, self.settings.max_body_size
         )
-        self.openai = OpenAIRoutes(self.broker, self.settings)
+        self.openai = OpenAIRoutes(self.broker, self.settings, check_serving=self.check_serving)
         self.index = IndexPage(self)
         self.runners: list[Runner] = []
         self._instances: list[list[Runner]] = []
@@ -163,16 +171,43 @@ class Server:
         self, spec: EndpointSpec, depths: dict[str, dict[str, int]]
     ) -> dict[str, Any]:
         depth = depths.get(spec.name, {})
+        online = len(await self.broker.workers_online(spec.name))
+        state, reason = self._state(spec.name, online)
         return {
             "name": spec.name,
             "title": spec.title,
             "description": spec.description,
             "version": spec.version,
             "kind": spec.kind,
-            "workers_online": len(await self.broker.workers_online(spec.name)),
+            "state": state,
+            "reason": reason,
+            "workers_online": online,
             "queue_depth": depth.get("queued", 0),
             "running": depth.get("running", 0),
         }
+
+    def _state(self, name: str, online: int) -> tuple[str, str | None]:
+        """Whether an endpoint can run jobs now (``ready``), soon (``loading``), once a
+        worker joins (``no-workers``), or not until a healthy one does (``setup-failed``)."""
+        if online:
+            return "ready", None
+        if name in self.setup_errors:
+            return "setup-failed", self.setup_errors[name]
+        if any(r.spec.name == name and not r.ready.is_set() for r in self.runners):
+            return "loading", "setup() is running; jobs wait in the queue until it is done"
+        return "no-workers", "no worker serves it now; jobs wait in the queue until one joins"
+
+    async def check_serving(self, name: str) -> None:
+        """Refuse new jobs for an endpoint whose only workers failed ``setup()``: they could
+        never run. Jobs already queued stay queued for a healthy worker."""
+        error = self.setup_errors.get(name)
+        if error is None or await self.broker.workers_online(name):
+            return
+        raise Unavailable(
+            f"endpoint {name!r} cannot run jobs: its model's {error} (see the server log); "
+            "it accepts jobs again when a healthy worker serves it",
+            retry_after=SETUP_FAILED_RETRY,
+        )
 
     async def _find_spec(self, name: str) -> EndpointSpec:
         """The endpoint's spec; an unknown name answers 404 listing the endpoints there are."""
@@ -216,6 +251,7 @@ class Server:
     async def submit(self, request: Request) -> Response:
         name = request.path_params["name"]
         spec = await self._find_spec(name)
+        await self.check_serving(name)
         content_type = request.headers.get("content-type", "")
         if media_in.is_form(content_type) or media_in.is_media(content_type):
             parsed = await media_in.parse_upload(request, spec, self.settings)
@@ -300,7 +336,7 @@ class Server:
             detail = "; ".join(f"{n}: {e}" for n, e in failed.items()) or (
                 f"models still loading: {', '.join(waiting)}"
             )
-            raise Unavailable(detail, retry_after=1 if not failed else 30)
+            raise Unavailable(detail, retry_after=1 if not failed else SETUP_FAILED_RETRY)
         endpoints = {
             name: {"workers_online": len(await self.broker.workers_online(name))}
             for name in sorted(self.broker.specs)
@@ -420,7 +456,8 @@ class FrontDoor:
                         self.server.settings.worker_token, value.decode("latin-1")
                     )
                     if refused is not None:
-                        await problem_response(refused)(scope, receive, send_with_id)
+                        answer = error_response(scope["path"], refused)
+                        await answer(scope, receive, send_with_id)
                         return
         match = _SUBMIT_PATH.match(scope["path"]) if scope["method"] == "POST" else None
         if match is None:

@@ -13,7 +13,7 @@ import base64
 import contextlib
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -56,15 +56,29 @@ class OpenAIError(Exception):
         self.body = {
             "error": {
                 "message": message,
-                "type": kind or _ERROR_TYPES.get(status, "server_error"),
+                "type": kind or _ERROR_TYPES.get(status, _default_type(status)),
                 "param": param,
                 "code": code,
             }
         }
 
 
+def _default_type(status: int) -> str:
+    return "invalid_request_error" if status < 500 else "server_error"
+
+
+def is_openai_path(path: str) -> bool:
+    """Whether a request path is one of the OpenAI-compatible routes (errors in their shape)."""
+    return path == "/v1" or path.startswith("/v1/")
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> Response:
+    """An error in OpenAI's shape, for a /v1 request refused before its handler ran."""
+    return _json(OpenAIError(status, message).body, status, dict(headers or {}))
+
+
 class _Message(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="allow")
+    model_config = pydantic.ConfigDict(extra="allow", strict=True)
     role: str
     content: str | list[dict[str, Any]] | None = None
 
@@ -75,7 +89,8 @@ class _Message(pydantic.BaseModel):
 
 
 class _ChatRequest(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="allow")
+    # Strict, as the native routes are: "3" is not an integer, nor "yes" a boolean.
+    model_config = pydantic.ConfigDict(extra="allow", strict=True)
     model: str
     messages: list[_Message] = pydantic.Field(min_length=1)
     max_tokens: int | None = pydantic.Field(default=None, ge=1)
@@ -87,7 +102,8 @@ class _ChatRequest(pydantic.BaseModel):
 
 
 class _EmbeddingRequest(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(extra="allow")
+    # Strict, as the native routes are: "3" is not an integer, nor "yes" a boolean.
+    model_config = pydantic.ConfigDict(extra="allow", strict=True)
     model: str
     input: str | list[str] = pydantic.Field(min_length=1)
     encoding_format: str = pydantic.Field(default="float", pattern="^(float|base64)$")
@@ -109,10 +125,18 @@ def _finish(tokens: int, max_tokens: int | None) -> str:
 class OpenAIRoutes:
     """/v1/models, /v1/chat/completions and /v1/embeddings."""
 
-    def __init__(self, broker: Broker, limits: Limits) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        limits: Limits,
+        *,
+        check_serving: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.broker = broker
         self.limits = limits
         self.created = int(time.time())
+        self.check_serving = check_serving
+        """Raises when an endpoint takes no jobs now (the server's refusal, e.g. 503)."""
 
     async def _guard(self, request: Request, handler: Any) -> Any:
         try:
@@ -121,7 +145,7 @@ class OpenAIRoutes:
             return _json(e.body, e.status)
         except ModelportError as e:
             first = e.errors[0]["field"] if e.errors else None
-            return _json(OpenAIError(e.status, e.message, param=first).body, e.status)
+            return _json(OpenAIError(e.status, e.message, param=first).body, e.status, e.headers)
 
     async def models(self, request: Request) -> Response:
         await self.broker.sync_specs()
@@ -167,6 +191,8 @@ class OpenAIRoutes:
     async def _chat(self, request: Request) -> Any:
         body: _ChatRequest = await self._parse(request, _ChatRequest)
         spec = await self._spec(body.model, "chat")
+        if self.check_serving is not None:
+            await self.check_serving(spec.name)
         inputs: dict[str, Any] = {
             "messages": [{"role": m.role, "content": m.text()} for m in body.messages]
         }
@@ -275,6 +301,8 @@ class OpenAIRoutes:
     async def _embeddings(self, request: Request) -> Response:
         body: _EmbeddingRequest = await self._parse(request, _EmbeddingRequest)
         spec = await self._spec(body.model, "embedding")
+        if self.check_serving is not None:
+            await self.check_serving(spec.name)
         field = _text_input(spec)
         texts = [body.input] if isinstance(body.input, str) else body.input
         jobs = [

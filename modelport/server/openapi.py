@@ -192,21 +192,27 @@ def _parameters(specs: dict[str, EndpointSpec]) -> dict[str, Any]:
             "name": "Idempotency-Key",
             "in": "header",
             "required": False,
-            "description": "A retry with the same key returns the same job instead of a new one.",
+            "description": (
+                "A retry with the same key and input returns the same job instead of a new"
+                " one; the same key with another input is refused (422)."
+            ),
             "schema": {"type": "string", "minLength": 1, "maxLength": 255},
         },
         "LastEventId": {
             "name": "Last-Event-ID",
             "in": "header",
             "required": False,
-            "description": "Resume after this event id (what an EventSource sends itself).",
+            "description": (
+                "Resume after this event id (what an EventSource sends itself): a whole number"
+                " from 0 to 9223372036854775807."
+            ),
             "schema": {"type": "string", "pattern": "^[0-9]+$"},
         },
         "After": {
             "name": "after",
             "in": "query",
             "required": False,
-            "description": "Resume after this event id, as `Last-Event-ID` does.",
+            "description": "Resume after this event id, as `Last-Event-ID` does (0 to 2**63 - 1).",
             "schema": {"type": "string", "pattern": "^[0-9]+$"},
         },
     }
@@ -336,7 +342,11 @@ def _submit(c: _Components, spec: EndpointSpec | None) -> dict[str, Any]:
             **_BAD_BODY,
             "404": _problem("No endpoint of that name (any more)"),
             "429": _problem("The endpoint's queue is full", headers=_RETRY_AFTER),
-            "503": _problem("The store is unavailable", headers=_RETRY_AFTER),
+            "503": _problem(
+                "The store is unavailable, or no worker can run the endpoint (its model's"
+                " setup() failed; the endpoint's state says why)",
+                headers=_RETRY_AFTER,
+            ),
         },
     }
 

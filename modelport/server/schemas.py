@@ -90,6 +90,12 @@ class EndpointSummary(_Shape):
     description: str
     version: str
     kind: Literal["predict", "chat", "embedding"]
+    state: Literal["ready", "loading", "no-workers", "setup-failed"] = Field(
+        description="Whether it runs jobs now: a worker is online (ready), a local model's"
+        " setup() is running (loading), no worker serves it yet (no-workers: jobs wait), or"
+        " its only workers failed setup() (setup-failed: submits answer 503)."
+    )
+    reason: str | None = Field(description="Why it is not ready; null when it is.")
     workers_online: int
     queue_depth: int = Field(description="Jobs waiting for a worker.")
     running: int

@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
+import mimeparse
 import orjson
 from starlette.requests import Request
 from starlette.responses import StreamingResponse
@@ -36,23 +38,58 @@ Item = tuple[int | None, str, Any]
 
 
 def stream_format(request: Request) -> str | None:
-    """``sse``, ``jsonl``, or None when the client asked for plain JSON."""
-    accept = request.headers.get("accept", "").lower()
-    if SSE in accept:
-        return "sse"
-    if any(alias in accept for alias in _JSONL_ALIASES):
-        return "jsonl"
+    """``sse``, ``jsonl``, or None when the client prefers plain JSON.
+
+    A stream is chosen only when the ``Accept`` header names its media type (a wildcard
+    does not) with a quality above zero and at least that of ``application/json``.
+    """
+    return negotiate(request.headers.get("accept", ""))
+
+
+def negotiate(accept: str) -> str | None:
+    """The stream format an ``Accept`` header asks for (see :func:`stream_format`)."""
+    if "/" not in accept:
+        return None
+    ranges = []
+    for item in accept.split(","):
+        with contextlib.suppress(ValueError):  # one malformed range must not spoil the rest
+            ranges.append(mimeparse.parse_media_range(item))
+    named = {"sse": 0.0, "jsonl": 0.0}
+    for kind, subtype, params in ranges:
+        media = f"{kind}/{subtype}".lower()
+        fmt = "sse" if media == SSE else "jsonl" if media in _JSONL_ALIASES else None
+        if fmt is not None:
+            named[fmt] = max(named[fmt], float(params["q"]))
+    best = max(named, key=lambda fmt: named[fmt])  # sse first on a tie
+    json_q = mimeparse.quality_parsed("application/json", ranges) if ranges else 0.0
+    if named[best] > 0 and named[best] >= json_q:
+        return best
     return None
+
+
+MAX_EVENT_ID = 2**63 - 1
+_EVENT_ID = re.compile(r"0*([0-9]{1,19})")
+"""ASCII digits only: ``str.isdigit`` also takes digits like '²' that ``int`` refuses."""
 
 
 def resume_point(request: Request) -> int | None:
     """The last event id the client already has (``Last-Event-ID`` or ``?after=``)."""
-    raw = request.headers.get("last-event-id") or request.query_params.get("after")
-    if raw is None:
-        return None
-    if not raw.isdigit():
-        raise BadRequest(f"Last-Event-ID must be a non-negative integer, got {raw!r}")
-    return int(raw)
+    header = request.headers.get("last-event-id")
+    if header:
+        return parse_event_id(header, "Last-Event-ID")
+    after = request.query_params.get("after")
+    return None if after is None else parse_event_id(after, "?after=")
+
+
+def parse_event_id(raw: str, source: str = "Last-Event-ID") -> int:
+    """An event id from 0 to 2**63 - 1, or :class:`BadRequest` naming ``source``."""
+    match = _EVENT_ID.fullmatch(raw)
+    if match is None or int(match.group(1)) > MAX_EVENT_ID:
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise BadRequest(
+            f"{source} must be an event id: a whole number from 0 to {MAX_EVENT_ID}, got {shown!r}"
+        )
+    return int(match.group(1))
 
 
 async def job_events(

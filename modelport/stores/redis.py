@@ -43,6 +43,7 @@ from modelport.wire import Event, JobRecord, JobStatus
 log = logging.getLogger("modelport.stores.redis")
 
 DEFAULT_PREFIX = "modelport:"
+_MAX_INDEX = 2**63 - 1
 _JSON = frozenset({"input", "output", "progress"})
 _FLOAT = frozenset({"created_at", "started_at", "completed_at", "lease_until"})
 _INT = frozenset({"seq", "attempts", "max_attempts"})
@@ -288,10 +289,19 @@ class RedisStore:
 
     @contextlib.asynccontextmanager
     async def _errors(self) -> AsyncIterator[None]:
+        # redis-py can swallow a cancellation that lands mid-command (redis/redis-py#2028):
+        # the task would go on as if never cancelled, so a server stopping at that moment
+        # waited a whole long poll per worker. A cancellation that arrived is raised here.
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         try:
             yield
         except (RedisError, OSError) as e:
+            if task is not None and task.cancelling() > cancels:
+                raise asyncio.CancelledError from e
             raise Unavailable(f"redis store {self._safe_url()}: {e}", retry_after=1) from e
+        if task is not None and task.cancelling() > cancels:
+            raise asyncio.CancelledError
 
     async def ping(self) -> None:
         async with self._errors():
@@ -519,10 +529,11 @@ class RedisStore:
         ]
 
     async def events(self, job_id: str, after: int = 0, limit: int = 10_000) -> list[Event]:
-        if limit <= 0:
+        if limit <= 0 or after >= _MAX_INDEX:
             return []
+        stop = min(after + limit - 1, _MAX_INDEX)  # Redis list indexes are 64-bit signed
         async with self._errors():
-            raws = await self.redis.lrange(self._key("ev", job_id), after, after + limit - 1)
+            raws = await self.redis.lrange(self._key("ev", job_id), after, stop)
         out = []
         for n, raw in enumerate(raws, start=after + 1):
             kind, data, at = orjson.loads(raw)
