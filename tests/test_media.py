@@ -514,6 +514,10 @@ async def test_accept_image_png_answers_the_file(http: httpx.AsyncClient) -> Non
         "/endpoints/paint/jobs", json={"input": {}}, headers={"accept": "audio/wav"}
     )
     assert r.headers["content-type"] == "application/json"  # not what this endpoint makes
+    r = await http.post(
+        "/endpoints/paint/jobs", json={"input": {}}, headers={"accept": "image/png;q=0, */*"}
+    )
+    assert r.headers["content-type"] == "application/json"  # image/png refused by q=0
 
 
 async def test_a_failed_job_answers_json_even_asked_for_an_image(http: httpx.AsyncClient) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import mimeparse
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -37,12 +38,17 @@ def single_output(spec: EndpointSpec) -> str | None:
 
 
 def _wanted(request: Request) -> list[str]:
-    accept = request.headers.get("accept", "")
-    return [
-        part.split(";")[0].strip().lower()
-        for part in accept.split(",")
-        if part.strip().lower().startswith(_MEDIA)
-    ]
+    """The media types the ``Accept`` header names with a quality above zero."""
+    wanted = []
+    for part in request.headers.get("accept", "").split(","):
+        try:
+            kind, subtype, params = mimeparse.parse_media_range(part)
+        except ValueError:
+            continue
+        media = f"{kind}/{subtype}".lower()
+        if media.startswith(_MEDIA) and float(params.get("q", 1)) > 0:
+            wanted.append(media)
+    return wanted
 
 
 async def binary_answer(
