@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import re
-from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
@@ -77,21 +75,3 @@ async def test_loudness_measures_and_tones_synthesise(app_factory: AppFactory) -
     assert audio.sample_rate == 16000 and abs(audio.duration - 0.8) < 1e-3
     r = await http.post("/endpoints/tones/jobs", json={"input": {"notes": ["H2"]}})
     assert r.json()["status"] == "failed" and "not a note: 'H2'" in r.json()["error"]
-
-
-async def test_the_readme_media_example(app_factory: AppFactory, tmp_path: Path) -> None:
-    from modelport.loader import load_models
-
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL)
-    (code,) = [b for b in blocks if "class Negative" in b]
-    (tmp_path / "negative.py").write_text(code)
-    app = await app_factory(load_models(str(tmp_path / "negative.py")))
-    r = await app.http.post(
-        "/endpoints/negative/jobs",
-        files={"image": ("w.png", png(PILImage.new("RGB", (100, 50), "white")), "image/png")},
-        headers={"accept": "image/jpeg"},
-    )
-    assert r.headers["content-type"] == "image/jpeg"
-    negative = PILImage.open(io.BytesIO(r.content))
-    assert negative.size == (64, 64) and negative.getpixel((32, 32)) < 10  # type: ignore[operator]

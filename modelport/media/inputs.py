@@ -28,9 +28,9 @@ MEDIA_PREFIXES = ("image/", "audio/", "video/")
 
 
 def is_form(content_type: str) -> bool:
-    return content_type.startswith("multipart/form-data") or content_type.startswith(
-        "application/x-www-form-urlencoded"
-    )
+    # Not application/x-www-form-urlencoded: that is what `curl -d '{"input": ...}'` sends
+    # with a JSON body, which has always been read as JSON.
+    return content_type.startswith("multipart/form-data")
 
 
 def is_media(content_type: str) -> bool:
