@@ -774,3 +774,19 @@ def test_previews_are_encoded_at_most_once_per_progress_interval() -> None:
     last = previews.encode(spec, {"preview": white}, final=True)["preview"]
     assert last != first
     assert pixel(PILImage.open(io.BytesIO(base64.b64decode(last.split(",")[1]))), (0, 0)) > 200
+
+
+async def test_a_jobs_files_are_only_its_owners(app_factory: AppFactory) -> None:
+    from modelport.keys import new_key
+
+    app = await app_factory([Paint], settings=Settings(auth="keys"))
+    secrets = {}
+    for name in ("owner", "stranger"):
+        key, secret = new_key("client", name=name)
+        await app.server.broker.store.put_key(key.to_dict())
+        secrets[name] = {"Authorization": f"Bearer {secret}"}
+    r = await app.http.post("/endpoints/paint/jobs", json={"input": {}}, headers=secrets["owner"])
+    path = f"/jobs/{r.json()['id']}/files/output"
+    assert (await app.http.get(path, headers=secrets["owner"])).status_code == 200
+    assert (await app.http.get(path, headers=secrets["stranger"])).status_code == 404
+    assert (await app.http.get(path)).status_code == 401
