@@ -32,9 +32,9 @@ class Target:
     path: str
     body: bytes
     expect: bytes | None = None
-    content_type: str = "application/json"
     authorization: str | None = None
     """Sent as the ``Authorization`` header when given (e.g. ``Bearer <key>``)."""
+    content_type: str = "application/json"
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ def run_system(
             else:
                 path, expect = "/endpoints/resize224/jobs", b'"size":[224,224]'
             content_type = MULTIPART if body_kind == "multipart" else "application/json"
-            target = Target(HOST, port, path, body, expect, content_type)
+            target = Target(HOST, port, path, body, expect, content_type=content_type)
             result = run_asyncio(target, plan)
             if result.ok == 0:
                 raise LoadError(f"{system} {body_kind}: no request succeeded\n{log_tail(log)}")
@@ -114,7 +114,12 @@ def run_system(
             memory["before_kib"] = rss_kib(server.proc.pid)
             heavy = Plan(connections=64, warmup=0.5, duration=max(15, plan.duration), timeout=60)
             target = Target(
-                HOST, port, "/endpoints/resize224/jobs", multipart(big), b'"size"', MULTIPART
+                HOST,
+                port,
+                "/endpoints/resize224/jobs",
+                multipart(big),
+                b'"size"',
+                content_type=MULTIPART,
             )
             memory["result"] = asdict(run_asyncio(target, heavy))
             memory["after_kib"] = rss_kib(server.proc.pid)
