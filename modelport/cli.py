@@ -145,6 +145,15 @@ def _parser() -> argparse.ArgumentParser:
         "another .py or .toml file beside them) changes",
     )
     serve.add_argument(
+        "--fetch-allow",
+        type=_hosts,
+        default=(),
+        metavar="HOSTS",
+        help="fetch media inputs given as http(s) URLs from these hosts (comma-separated;"
+        " '*.example.com' for a domain, '*' for any public host); loopback and private"
+        " addresses only for hosts named exactly (default: fetch nothing)",
+    )
+    serve.add_argument(
         "--worker-token",
         default=os.environ.get("MODELPORT_WORKER_TOKEN"),
         metavar="TOKEN",
@@ -278,9 +287,18 @@ def _server(args: argparse.Namespace) -> Server:
         max_queue_time=args.max_queue_time,
         timeout=args.timeout,
         result_ttl=args.result_ttl,
+        fetch_allow=args.fetch_allow,
         **security,
     )
     return Server(models, specs, store=args.store, settings=settings)
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip() for h in text.split(",") if h.strip())
+    for host in hosts:
+        if "/" in host or " " in host:
+            raise argparse.ArgumentTypeError(f"{host!r} is not a host name (no scheme or path)")
+    return hosts
 
 
 _ARGV_ENV = "MODELPORT_SERVE_ARGV"
