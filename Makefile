@@ -19,7 +19,7 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 $(RUN_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[server,examples]'
+	$(BIN)/pip install --quiet -e '.[server,examples,media]'
 	touch $@
 
 $(EMBEDDINGS_STAMP): pyproject.toml | $(BIN)/python
@@ -29,14 +29,15 @@ $(EMBEDDINGS_STAMP): pyproject.toml | $(BIN)/python
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[server,redis,parquet,examples,embeddings,bench,dev]'
+	$(BIN)/pip install --quiet -e '.[server,redis,parquet,examples,media,video,embeddings,bench,dev]'
 	touch $@ $(RUN_STAMP) $(EMBEDDINGS_STAMP)
 
 install: $(STAMP) browser
 
 run: $(RUN_STAMP)  ## serve the iris demo on http://127.0.0.1:8000 (installs only what it needs)
 	$(BIN)/modelport serve examples/iris/model.py examples/echo/model.py examples/txt2img/model.py \
-		examples/textgen/model.py --port $(PORT)
+		examples/textgen/model.py examples/digits/model.py examples/painter/model.py \
+		examples/audio/model.py --port $(PORT)
 
 run-embeddings: $(EMBEDDINGS_STAMP)  ## serve the torch example (all-MiniLM-L6-v2) on port 8000
 	$(BIN)/modelport serve examples/embeddings/model.py --port $(PORT)
@@ -61,6 +62,7 @@ bench: $(STAMP) load-generator  ## benchmarks against plain FastAPI and LitServe
 	$(BIN)/python bench/streaming.py
 	$(BIN)/python bench/queue.py
 	$(BIN)/python bench/soak.py
+	$(BIN)/python bench/media.py
 
 # wrk drives the HTTP benchmarks when it is there (Debian's package); without it they use
 # their own asyncio load generator, which needs more CPU for the same load.

@@ -34,6 +34,7 @@ class Target:
     expect: bytes | None = None
     authorization: str | None = None
     """Sent as the ``Authorization`` header when given (e.g. ``Bearer <key>``)."""
+    content_type: str = "application/json"
 
 
 @dataclass(frozen=True)
@@ -362,7 +363,7 @@ async def _drive(
 ) -> LoadResult:
     request = (
         f"POST {target.path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(target.body)}\r\n"
+        f"Content-Type: {target.content_type}\r\nContent-Length: {len(target.body)}\r\n"
         + (f"Authorization: {target.authorization}\r\n" if target.authorization else "")
         + "\r\n"
     ).encode() + target.body

@@ -31,13 +31,18 @@ from modelport.errors import (
 from modelport.wire import Event, JobStatus
 
 if _typing.TYPE_CHECKING:
+    from modelport.media import Audio, Image, Video
     from modelport.model import Model
     from modelport.server.app import create_app
     from modelport.settings import Limits, Settings
-    from modelport.spec import EndpointSpec, FieldSpec, Input, InputInfo, spec_from_toml
+    from modelport.spec import EndpointSpec, FieldSpec, Input, InputInfo, Media, spec_from_toml
     from modelport.worker.supervisor import run_worker
 
 _LAZY = {
+    "Audio": "modelport.media",
+    "Image": "modelport.media",
+    "Media": "modelport.spec",
+    "Video": "modelport.media",
     "EndpointSpec": "modelport.spec",
     "FieldSpec": "modelport.spec",
     "Input": "modelport.spec",
@@ -70,6 +75,7 @@ def __dir__() -> list[str]:
 __all__ = [
     "AsyncClient",
     "AsyncJob",
+    "Audio",
     "BadRequest",
     "Client",
     "Conflict",
@@ -77,6 +83,7 @@ __all__ = [
     "Event",
     "FieldSpec",
     "Forbidden",
+    "Image",
     "Input",
     "InputInfo",
     "InvalidInput",
@@ -85,6 +92,7 @@ __all__ = [
     "JobFailed",
     "JobStatus",
     "Limits",
+    "Media",
     "Model",
     "ModelportError",
     "NotFound",
@@ -97,6 +105,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "Unreachable",
+    "Video",
     "__version__",
     "create_app",
     "run_worker",

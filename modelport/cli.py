@@ -145,6 +145,15 @@ def _parser() -> argparse.ArgumentParser:
         "another .py or .toml file beside them) changes",
     )
     serve.add_argument(
+        "--fetch-allow",
+        type=_hosts,
+        default=(),
+        metavar="HOSTS",
+        help="fetch media inputs given as http(s) URLs from these hosts (comma-separated;"
+        " '*.example.com' for a domain, '*' for any public host); loopback and private"
+        " addresses only for hosts named exactly (default: fetch nothing)",
+    )
+    serve.add_argument(
         "--precomputed",
         action="append",
         default=[],
@@ -304,6 +313,7 @@ def _server(args: argparse.Namespace) -> Server:
         precomputed=_pairs("--precomputed", args.precomputed),
         webhook_allow=tuple(args.webhook_allow),
         webhook_secret=_webhook_secret(args.webhook_secret_file),
+        fetch_allow=args.fetch_allow,
         **security,
     )
     return Server(models, specs, store=args.store, settings=settings)
@@ -326,6 +336,14 @@ def _webhook_secret(path: str | None) -> str | None:
         return Path(path).read_text(encoding="utf-8").strip() or None
     except OSError as e:
         raise ModelportError(f"--webhook-secret-file {path}: {e.strerror}") from None
+
+
+def _hosts(text: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip() for h in text.split(",") if h.strip())
+    for host in hosts:
+        if "/" in host or " " in host:
+            raise argparse.ArgumentTypeError(f"{host!r} is not a host name (no scheme or path)")
+    return hosts
 
 
 _ARGV_ENV = "MODELPORT_SERVE_ARGV"

@@ -61,7 +61,11 @@ class _BaseClient:
 
     @staticmethod
     def _inputs(inputs: dict[str, Any] | None, kwargs: dict[str, Any]) -> bytes:
-        return orjson.dumps({"input": {**(inputs or {}), **kwargs}})
+        values = {**(inputs or {}), **kwargs}
+        for key, value in values.items():
+            if not isinstance(value, _PLAIN) and _uploads(value):
+                values[key] = _upload(value)
+        return orjson.dumps({"input": values})
 
     @staticmethod
     def _wait_headers(seconds: float) -> dict[str, str]:
@@ -94,9 +98,37 @@ class _BaseClient:
         return min(_LONG_POLL, deadline - time.monotonic())
 
 
+_PLAIN = (int, float, bool, type(None), dict)
+
+
+def _uploads(value: Any) -> bool:
+    from modelport.media.upload import is_upload
+
+    if isinstance(value, list | tuple):
+        return any(is_upload(v) for v in value)
+    return is_upload(value)
+
+
+def _upload(value: Any) -> Any:
+    """A file input (a path, bytes, a PIL image, an Audio, or a list of them) as data URLs."""
+    from modelport.media.upload import as_data_url, is_upload
+
+    if isinstance(value, list | tuple):
+        return [as_data_url(v) if is_upload(v) else v for v in value]
+    return as_data_url(value)
+
+
 class _JobBase:
     def __init__(self, data: dict[str, Any]) -> None:
         self.data = data
+
+    def _media(self, name: str | None, index: int | None) -> str:
+        """A media output's value: a data URL, or the URL of the job's file."""
+        value = self.output if name is None else (self.output or {})[name]
+        value = value if index is None else value[index]
+        if not isinstance(value, str):
+            raise TypeError(f"not a media output: {type(value).__name__}")
+        return value
 
     @property
     def id(self) -> str:
@@ -153,6 +185,28 @@ class Job(_JobBase):
         self.data = self._client._request("POST", f"/jobs/{self.id}/cancel")
         return self
 
+    def output_file(self, name: str | None = None, index: int | None = None) -> bytes:
+        """A media output's file: the whole output (``name`` None), the output field
+        ``name``, or item ``index`` of a list; a large one is fetched from the server."""
+        from modelport.media.upload import file_bytes
+
+        value = self._media(name, index)
+        if value.startswith("/jobs/"):
+            return self._client._file(value)
+        return file_bytes(value)
+
+    def output_image(self, name: str | None = None, index: int | None = None) -> Any:
+        """A media output as a ``PIL.Image.Image`` (needs the ``media`` extra)."""
+        from modelport.media.codec import decode_image
+
+        return decode_image(self.output_file(name, index))
+
+    def output_audio(self, name: str | None = None, index: int | None = None) -> Any:
+        """A media output as a :class:`modelport.Audio` (needs the ``media`` extra)."""
+        from modelport.media.codec import decode_audio
+
+        return decode_audio(self.output_file(name, index))
+
     def events(self, after: int | None = None) -> Iterator[Event]:
         """The job's events as they happen (``output`` chunks, ``progress``, ...) to the final one.
 
@@ -197,6 +251,15 @@ class Client(_BaseClient):
         except httpx.TransportError as e:
             raise Unreachable(f"cannot reach {self.base_url}: {e}") from e
         return self._decode(response)
+
+    def _file(self, path: str) -> bytes:
+        try:
+            response = self._http.get(path, headers={"accept": "*/*"})
+        except httpx.TransportError as e:
+            raise Unreachable(f"cannot reach {self.base_url}: {e}") from e
+        if response.status_code >= 400:
+            self._decode(response)
+        return response.content
 
     def _get_job(self, job_id: str, *, wait: float) -> dict[str, Any]:
         data: dict[str, Any] = self._request(
@@ -317,6 +380,28 @@ class AsyncJob(_JobBase):
         self.data = await self._client._request("POST", f"/jobs/{self.id}/cancel")
         return self
 
+    async def output_file(self, name: str | None = None, index: int | None = None) -> bytes:
+        """A media output's file: the whole output (``name`` None), the output field
+        ``name``, or item ``index`` of a list; a large one is fetched from the server."""
+        from modelport.media.upload import file_bytes
+
+        value = self._media(name, index)
+        if value.startswith("/jobs/"):
+            return await self._client._file(value)
+        return file_bytes(value)
+
+    async def output_image(self, name: str | None = None, index: int | None = None) -> Any:
+        """A media output as a ``PIL.Image.Image`` (needs the ``media`` extra)."""
+        from modelport.media.codec import decode_image
+
+        return decode_image(await self.output_file(name, index))
+
+    async def output_audio(self, name: str | None = None, index: int | None = None) -> Any:
+        """A media output as a :class:`modelport.Audio` (needs the ``media`` extra)."""
+        from modelport.media.codec import decode_audio
+
+        return decode_audio(await self.output_file(name, index))
+
     async def events(self, after: int | None = None) -> AsyncIterator[Event]:
         """The job's events as they happen (``output`` chunks, ``progress``, ...) to the final one.
 
@@ -361,6 +446,15 @@ class AsyncClient(_BaseClient):
         except httpx.TransportError as e:
             raise Unreachable(f"cannot reach {self.base_url}: {e}") from e
         return self._decode(response)
+
+    async def _file(self, path: str) -> bytes:
+        try:
+            response = await self._http.get(path, headers={"accept": "*/*"})
+        except httpx.TransportError as e:
+            raise Unreachable(f"cannot reach {self.base_url}: {e}") from e
+        if response.status_code >= 400:
+            self._decode(response)
+        return response.content
 
     async def _get_job(self, job_id: str, *, wait: float) -> dict[str, Any]:
         data: dict[str, Any] = await self._request(

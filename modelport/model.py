@@ -30,6 +30,7 @@ from modelport.errors import SpecError
 from modelport.spec import (
     SERVING_KEYS,
     EndpointSpec,
+    FieldSpec,
     check_spec,
     config_disagreements,
     declared_default,
@@ -214,10 +215,13 @@ class _Call:
         self.adapters = {
             name: pydantic.TypeAdapter(hint) for name, hint in python_types(func).items()
         }
+        self.media = _media_inputs(cls)
+        self._spread = any(p.kind is p.VAR_KEYWORD for p in params)
+        """Media inputs, decoded (or, in a direct call, converted) for the model."""
         self.names = frozenset(p.name for p in named) | frozenset(self.defaults)
         """With exactly these keyword arguments (as the runner calls it) there is nothing
         to fill in."""
-        self.simple = not self.adapters
+        self.simple = not self.adapters and not self.media
 
     def arguments(
         self, model: Model, args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -239,7 +243,22 @@ class _Call:
         for name, adapter in self.adapters.items():
             if given.get(name) is not None:
                 given[name] = adapter.validate_python(given[name])
+        if self.media:
+            from modelport.media.outputs import to_model
+
+            spread = given.get(_var_keyword(self.signature), {}) if self._spread else {}
+            for name, f in self.media.items():
+                for where in (given, spread):
+                    if where.get(name) is not None:
+                        where[name] = to_model(f, where[name])
         return bound.args, bound.kwargs
+
+
+def _media_inputs(cls: type[Model]) -> dict[str, FieldSpec]:
+    try:
+        return cls.spec().media_inputs
+    except SpecError:  # serving reports it; a direct call goes ahead without conversion
+        return {}
 
 
 def _hints(func: Callable[..., Any]) -> dict[str, Any]:

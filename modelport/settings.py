@@ -36,6 +36,18 @@ class Limits:
     """Seconds without a word from a worker before it counts as offline."""
     reap_interval: float = 0.5
     """How often expired leases are looked for, in seconds."""
+    max_image_pixels: int = 50_000_000
+    """Largest image input, in pixels, whatever an endpoint declares (decompression bombs)."""
+    max_audio_duration: float = 3600.0
+    """Longest audio input, in seconds, whatever an endpoint declares."""
+    fetch_allow: tuple[str, ...] = ()
+    """Hosts a media input may be fetched from by URL (``*.example.com``, ``*``); none:
+    URLs are refused. Non-public addresses only for hosts listed by exact name."""
+    fetch_timeout: float = 10.0
+    """Seconds one URL fetch may take, redirects included."""
+    max_inline_media: int | None = 256 * 1024
+    """A media output longer than this (as a data URL) is stored as a file of its job and
+    the output carries its URL, ``/jobs/{id}/files/{name}``; None keeps every one inline."""
 
 
 @dataclass

@@ -23,7 +23,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
@@ -36,13 +36,26 @@ from pydantic import ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
 from modelport.errors import SpecError
+from modelport.media import options as media_options
 from modelport.wire import INT_MAX as _INT_MAX
 from modelport.wire import INT_MIN as _INT_MIN
 from modelport.wire import MAX_JOBS
 from modelport.wire import storable as _storable
 
 FieldType = Literal[
-    "string", "integer", "float", "boolean", "selection", "json", "list", "object", "union"
+    "string",
+    "integer",
+    "float",
+    "boolean",
+    "selection",
+    "json",
+    "list",
+    "object",
+    "union",
+    "image",
+    "audio",
+    "video",
+    "bytes",
 ]
 FIELD_TYPES: tuple[str, ...] = typing.get_args(FieldType)
 SCALAR_TYPES = ("string", "integer", "float", "boolean", "selection", "json")
@@ -82,6 +95,23 @@ class FieldSpec:
     variants: list[FieldSpec] | None = None
     example: Any = None
     """A realistic value, shown in the docs (JSON Schema ``examples``); it must be valid."""
+    format: list[str] | None = None
+    """Media: the file formats accepted (inputs) or the one written (outputs, progress)."""
+    mode: str | None = None
+    size: list[int] | None = None
+    min_size: list[int] | None = None
+    max_size: list[int] | None = None
+    align: int | None = None
+    resize: str | None = None
+    quality: int | None = None
+    max_pixels: int | None = None
+    sample_rate: int | None = None
+    channels: int | None = None
+    min_duration: float | None = None
+    max_duration: float | None = None
+    fps: float | None = None
+    max_frames: int | None = None
+    max_bytes: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"type": self.type}
@@ -114,6 +144,7 @@ class InputInfo:
         choices: list[Any] | None = None,
         pattern: str | None = None,
         example: Any = None,
+        **media: Any,
     ) -> None:
         self.default = default
         self.description = description
@@ -124,6 +155,8 @@ class InputInfo:
         self.choices = list(choices) if choices is not None else None
         self.pattern = pattern
         self.example = example
+        self.media = _media_options(media)
+        """Media options (``size``, ``mode``, ``sample_rate``, ...) for an image or audio input."""
 
     def __repr__(self) -> str:
         default = "" if self.default is _MISSING else repr(self.default)
@@ -141,6 +174,21 @@ def Input(
     choices: list[Any] | None = None,
     pattern: str | None = None,
     example: Any = None,
+    format: str | Sequence[str] | None = None,
+    mode: str | None = None,
+    size: tuple[int, int] | None = None,
+    min_size: tuple[int, int] | None = None,
+    max_size: tuple[int, int] | None = None,
+    align: int | None = None,
+    resize: str | None = None,
+    max_pixels: int | None = None,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    min_duration: float | None = None,
+    max_duration: float | None = None,
+    max_bytes: int | None = None,
+    fps: float | None = None,
+    max_frames: int | None = None,
 ) -> Any:
     """Metadata for one ``predict`` parameter, used as its default value (or in
     ``Annotated[...]``):
@@ -149,6 +197,15 @@ def Input(
 
     ``example`` is a realistic value for the docs; without one the docs derive it from
     the default, the bounds or the choices.
+
+    An image input (``modelport.Image``) may declare the formats it accepts, a ``mode``,
+    an exact ``size`` or ``min_size``/``max_size`` bounds, ``align`` and how to ``resize``
+    to meet them (``crop``, ``pad``, ``fit``, ``stretch``; without it, an image that does
+    not meet them is refused), ``max_pixels`` and ``max_bytes``; an audio input
+    (``modelport.Audio``) its formats, ``sample_rate``, ``channels``, ``min_duration``,
+    ``max_duration`` and ``max_bytes``; a video input (``modelport.Video``) its formats,
+    ``size``/``max_size`` and ``resize``, ``fps``, durations and ``max_frames``. The
+    server converts every upload to that before the job is queued.
 
     Typed ``Any``, so a type checker takes it as a default of the parameter's own type.
     """
@@ -162,7 +219,69 @@ def Input(
         choices=choices,
         pattern=pattern,
         example=example,
+        format=format,
+        mode=mode,
+        size=size,
+        min_size=min_size,
+        max_size=max_size,
+        align=align,
+        resize=resize,
+        max_pixels=max_pixels,
+        sample_rate=sample_rate,
+        channels=channels,
+        min_duration=min_duration,
+        max_duration=max_duration,
+        max_bytes=max_bytes,
+        fps=fps,
+        max_frames=max_frames,
     )
+
+
+class MediaInfo:
+    """Media options inside ``Annotated[...]``: what :func:`Media` makes."""
+
+    def __init__(self, **options: Any) -> None:
+        self.options = _media_options(options)
+
+    def __repr__(self) -> str:
+        return f"Media({', '.join(f'{k}={v!r}' for k, v in self.options.items())})"
+
+
+def Media(
+    *,
+    format: str | Sequence[str] | None = None,
+    quality: int | None = None,
+    mode: str | None = None,
+    max_size: tuple[int, int] | None = None,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+) -> Any:
+    """How a media output (or progress preview) is written:
+    ``-> Annotated[modelport.Image, Media(format="JPEG", quality=90)]``; in a list, it
+    applies to each item."""
+    return MediaInfo(
+        format=format,
+        quality=quality,
+        mode=mode,
+        max_size=max_size,
+        sample_rate=sample_rate,
+        channels=channels,
+    )
+
+
+def _media_options(options: dict[str, Any]) -> dict[str, Any]:
+    """Options as a FieldSpec keeps them: lists for pairs and formats, names canonical."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:
+            continue
+        if key == "format":
+            names = [value] if isinstance(value, str) else list(value)
+            value = [media_options.canonical_format(n) if isinstance(n, str) else n for n in names]
+        elif key in ("size", "min_size", "max_size") and isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
 
 
 def chat_message() -> FieldSpec:
@@ -285,6 +404,32 @@ class EndpointSpec:
 
     def progress_schema(self) -> dict[str, Any]:
         return self.progress_model.model_json_schema()
+
+    @cached_property
+    def media_inputs(self) -> dict[str, FieldSpec]:
+        """The inputs that are media (or lists of media): the server converts these."""
+        return {k: f for k, f in self.inputs.items() if media_field(f) is not None}
+
+    @cached_property
+    def media_outputs(self) -> bool:
+        """Whether any output or progress field is media, to be encoded on the worker."""
+        fields = [*(self.outputs or {}).values(), *self.progress.values()]
+        fields += [self.output] if self.output is not None else []
+        return any(_has_media(f) for f in fields)
+
+
+def _has_media(f: FieldSpec) -> bool:
+    subs = [f.items, f.values, *(f.properties or {}).values(), *(f.variants or ())]
+    return f.type in media_options.MEDIA_TYPES or any(_has_media(s) for s in subs if s)
+
+
+def media_field(f: FieldSpec) -> FieldSpec | None:
+    """The media field ``f`` is (itself, or its items for a list of media), else None."""
+    if f.type in media_options.MEDIA_TYPES:
+        return f
+    if f.type == "list" and f.items is not None and f.items.type in media_options.MEDIA_TYPES:
+        return f.items
+    return None
 
 
 SERVING_KEYS = (
@@ -488,6 +633,8 @@ def _check_field(where: str, f: FieldSpec, out: list[Problem]) -> None:
     if f.type not in FIELD_TYPES:
         out.append((where, _unknown("type", str(f.type), FIELD_TYPES)))
         return
+    written = where.split(".", 1)[0] in ("outputs", "output", "progress")
+    out += media_options.media_problems(where, f, output=written)
     if f.type == "list":
         if f.items is None:
             out.append((where, "a list needs 'items'"))
@@ -631,6 +778,12 @@ def _annotation(f: FieldSpec, title: str) -> Any:
         else:
             values = _nullable(f.values, title + "_value")
             base = typing.Annotated[dict[str, values], Field(strict=True)]  # type: ignore[valid-type]
+    elif f.type in media_options.MEDIA_TYPES:
+        base = typing.Annotated[
+            Any,
+            pydantic.PlainValidator(_media_value(f.type)),
+            pydantic.WithJsonSchema(media_schema(f)),
+        ]
     else:
         variants = f.variants or []
         members = tuple(_annotation(v, f"{title}_{i}") for i, v in enumerate(variants))
@@ -639,6 +792,43 @@ def _annotation(f: FieldSpec, title: str) -> Any:
             pydantic.WrapValidator(_one_of(variants)),
         ]
     return base
+
+
+def media_schema(f: FieldSpec) -> dict[str, Any]:
+    """A media field in JSON: a data URL (or bare base64) string."""
+    if f.type == "bytes":
+        return {
+            "type": "string",
+            "contentMediaType": "application/octet-stream",
+            "description": "A file as a data URL (data:...;base64,...) or bare base64; or a"
+            " file in a multipart/form-data upload",
+        }
+    formats = f.format or list(media_options.FORMATS[f.type])
+    mimes = [media_options.MIME_TYPES[n] for n in formats if n in media_options.MIME_TYPES]
+    return {
+        "type": "string",
+        "contentMediaType": mimes[0] if len(mimes) == 1 else f"{f.type}/*",
+        "description": f"{_WORDS[f.type].capitalize()} ({', '.join(formats)}) as a data URL"
+        " (data:...;base64,...) or bare base64; or a file in a multipart/form-data upload",
+    }
+
+
+def _media_value(kind: str) -> Callable[[Any], Any]:
+    """A media field takes a string (data URL, base64, a file URL in an output) or, from a
+    form upload, the file's bytes; the media module decodes and converts it."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and value:
+            return value
+        if isinstance(value, bytes | bytearray | memoryview):
+            return bytes(value)
+        raise pydantic_core.PydanticCustomError(
+            "media_type",
+            "Input should be {expected} as a data URL or base64 string",
+            {"expected": _WORDS[kind]},
+        )
+
+    return check
 
 
 def _nullable(f: FieldSpec, title: str) -> Any:
@@ -654,6 +844,10 @@ _WORDS = {
     "json": "any JSON value",
     "list": "a list",
     "object": "an object",
+    "image": "an image",
+    "audio": "audio",
+    "video": "a video",
+    "bytes": "a file",
 }
 
 
@@ -899,13 +1093,27 @@ def _field_from_dict(where: str, raw: Any, problems: list[Problem]) -> FieldSpec
     if not isinstance(raw["type"], str):
         problems.append((f"{where}.type", f"expected a string, got {raw['type']!r}"))
         return None
-    if raw["type"] not in FIELD_TYPES:
-        problems.append((where, _unknown("type", raw["type"], FIELD_TYPES)))
-        return None
 
     def refuse(key: str, message: str) -> None:
         problems.append((f"{where}.{key}", message))
         del raw[key]
+
+    if raw["type"].endswith("_list") and raw["type"][:-5] in media_options.MEDIA_TYPES:
+        # ``image_list``: a list of images, the media options applying to each
+        item = {k: raw.pop(k) for k in list(raw) if k in media_options.ALL_MEDIA_KEYS}
+        raw["items"] = {"type": raw["type"][:-5], **item}
+        raw["type"] = "list"
+    if "format" in raw:
+        value = raw["format"]
+        if isinstance(value, str) or (
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
+            raw["format"] = _media_options({"format": value})["format"]
+        else:
+            refuse("format", "expected a format name or a list of them")
+    if raw["type"] not in FIELD_TYPES:
+        problems.append((where, _unknown("type", raw["type"], FIELD_TYPES)))
+        return None
 
     for alias, canonical in (("min", "ge"), ("max", "le")):
         if alias in raw:
@@ -993,7 +1201,8 @@ def spec_from_signature(
 
 _SUPPORTED = (
     "str, int, float, bool, Literal[...], an Enum, list[...], dict[str, ...], X | None,"
-    " unions, pydantic models, dataclasses, TypedDicts"
+    " unions, pydantic models, dataclasses, TypedDicts, modelport.Image, modelport.Audio,"
+    " modelport.Video"
 )
 
 
@@ -1052,6 +1261,7 @@ def _param_field(where: str, hint: Any, default: Any, out: list[Problem]) -> Fie
                 setattr(f, key, getattr(info, key))
         if info.example is not None:
             f.example = _json_default(where, info.example, out)
+        _apply_media(f, info.media)
     f.required = value is _MISSING
     f.default = None if value is _MISSING else _json_default(where, value, out)
     for key in ("default", "example"):
@@ -1072,7 +1282,13 @@ def _json_default(where: str, value: Any, out: list[Problem]) -> Any:
         return None
 
 
-_SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "float", bool: "boolean"}
+_SCALARS: dict[Any, str] = {
+    str: "string",
+    int: "integer",
+    float: "float",
+    bool: "boolean",
+    bytes: "bytes",
+}
 _LISTS = (list, collections.abc.Sequence, collections.abc.MutableSequence)
 _DICTS = (dict, collections.abc.Mapping, collections.abc.MutableMapping)
 _STREAMS = (
@@ -1104,6 +1320,9 @@ def _base_field(
     args = typing.get_args(hint)
     if hint in _SCALARS:
         return FieldSpec(type=_SCALARS[hint])  # type: ignore[arg-type]
+    media = _media_type(hint)
+    if media is not None:
+        return FieldSpec(type=media)  # type: ignore[arg-type]
     if hint is Any or hint is object or hint is pydantic.JsonValue:
         return FieldSpec(type="json")
     if origin is Literal:
@@ -1140,6 +1359,26 @@ def _base_field(
             return _dataclass_field(where, hint, out, seen | {hint})
     out.append((where, f"unsupported type {_name(hint)} (use {_SUPPORTED})"))
     return None
+
+
+def _media_type(hint: Any) -> str | None:
+    """``image`` for ``PIL.Image.Image`` (``modelport.Image``), ``audio`` for
+    ``modelport.Audio``; found by name, so Pillow is not imported for specs without them."""
+    if not isinstance(hint, type):
+        return None
+    declared = hint.__dict__.get("__modelport_media__")
+    if isinstance(declared, str):
+        return declared
+    if hint.__module__ == "PIL.Image" and hint.__name__ == "Image":
+        return "image"
+    return None
+
+
+def _apply_media(f: FieldSpec, options: dict[str, Any]) -> None:
+    """Media options go to the field, or to each item of a list of media."""
+    target = f.items if f.type == "list" and f.items is not None else f
+    for key, value in options.items():
+        setattr(target, key, value)
 
 
 def _name(hint: Any) -> str:
@@ -1253,6 +1492,9 @@ def _constrain(where: str, f: FieldSpec, meta: Iterable[Any], out: list[Problem]
     for m in meta:
         if isinstance(m, InputInfo):
             continue
+        if isinstance(m, MediaInfo):
+            _apply_media(f, m.options)
+            continue
         if isinstance(m, FieldInfo):
             f.description = m.description or f.description
             _constrain(where, f, m.metadata, out)
@@ -1323,6 +1565,8 @@ def python_types(func: Any) -> dict[str, Any]:
 
 def _has_classes(hint: Any) -> bool:
     base, _ = _split(hint)
+    if _media_type(base) is not None:  # the media module builds these, not pydantic
+        return False
     if isinstance(base, type):
         if typing.is_typeddict(base):
             return any(_has_classes(h) for h in typing.get_type_hints(base).values())

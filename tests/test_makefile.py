@@ -36,12 +36,15 @@ def served(commands: list[str]) -> list[str]:
 
 def test_make_run_installs_only_the_demo(tmp_path: Path) -> None:
     commands = plan("run", tmp_path)
-    assert installed(commands) == ["--upgrade pip", "-e '.[server,examples]'"]
+    assert installed(commands) == ["--upgrade pip", "-e '.[server,examples,media]'"]
     assert served(commands) == [
         "examples/iris/model.py",
         "examples/echo/model.py",
         "examples/txt2img/model.py",
         "examples/textgen/model.py",
+        "examples/digits/model.py",
+        "examples/painter/model.py",
+        "examples/audio/model.py",
     ]
 
 
@@ -69,8 +72,9 @@ def test_the_demo_runs_without_the_extras_make_run_leaves_out(tmp_path: Path) ->
     left_out = sorted(
         {
             re.split(r"[<>=\[ ]", req)[0]
-            for name in ("redis", "embeddings", "bench", "dev")
+            for name in ("redis", "embeddings", "bench", "dev", "video")
             for req in EXTRAS[name]
+            if not req.startswith("modelport")  # an extra of extras: video is media + av
         }
     )
     script = f"""

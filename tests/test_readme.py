@@ -10,10 +10,12 @@ serve`` line without ``--port``, a ``--port``.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -362,6 +364,100 @@ def test_batch_then_serve_precomputed_block(tmp_path: Path) -> None:
         r = httpx.post(f"http://127.0.0.1:{port}/endpoints/iris/jobs", json={"input": flower})
         assert r.headers["x-cache"] == "precomputed", r.text
         assert r.json()["output"]["label"] == "setosa"
+
+
+def test_the_security_block_serves_https_with_keys(tmp_path: Path) -> None:
+    from modelport import Client, Unauthorized
+    from tests.test_tls_e2e import make_certificates
+
+    here = workspace(tmp_path / "w")
+    ca, _, _ = make_certificates(here)
+    port = free_port()
+    # Bound to loopback here, as every test is; the README's 0.0.0.0 is what a reader types.
+    text = local(block("sh", "modelport keys create --scope admin").text, {8000: port})
+    with shell(text.replace("--host 0.0.0.0", "--host 127.0.0.1"), here) as blk:
+        url = f"https://127.0.0.1:{port}"
+        trust = ssl.create_default_context(cafile=str(ca))
+        deadline = time.monotonic() + 90
+        while online_https(url, trust, here / "app1.key") < 1:
+            assert time.monotonic() < deadline, f"no worker joined over HTTPS:\n{blk.output()}"
+            time.sleep(0.05)
+        key = (here / "app1.key").read_text().strip()
+        with Client(url, api_key=key, ca_file=str(ca)) as client:
+            assert client.predict("sentiment", text="good good bad", scale=2) == {"score": 2.0}
+        with Client(url, ca_file=str(ca)) as anonymous, pytest.raises(Unauthorized):
+            anonymous.predict("sentiment", text="good")
+
+
+def online_https(url: str, trust: ssl.SSLContext, key_file: Path) -> int:
+    """Workers online for ``sentiment``, asked with the key in ``key_file`` once it is there."""
+    key = key_file.read_text().strip() if key_file.exists() else ""
+    if not key:
+        return 0
+    try:
+        r = httpx.get(
+            f"{url}/endpoints/sentiment",
+            headers={"Authorization": f"Bearer {key}"},
+            verify=trust,
+            timeout=5,
+        )
+    except (httpx.TransportError, OSError):
+        return 0
+    return int(r.json()["workers_online"]) if r.status_code == 200 else 0
+
+
+async def test_the_media_model_block(tmp_path: Path, app_factory: AppFactory) -> None:
+    from PIL import Image
+
+    path = tmp_path / "negative.py"
+    path.write_text(block("python", "from typing import Annotated").text)
+    http = (await app_factory(load_models(str(path)))).http
+    white = io.BytesIO()
+    Image.new("RGB", (100, 50), "white").save(white, "PNG")
+    r = await http.post(
+        "/endpoints/negative/jobs",
+        files={"image": ("w.png", white.getvalue(), "image/png")},
+        headers={"accept": "image/jpeg"},
+    )
+    assert r.headers["content-type"] == "image/jpeg"
+    negative = Image.open(io.BytesIO(r.content))
+    assert negative.size == (64, 64) and negative.convert("L").getpixel((32, 32)) == 0
+
+
+def test_the_media_toml_block(tmp_path: Path) -> None:
+    path = tmp_path / "media.toml"
+    path.write_text(block("toml", "[inputs]").text)
+    spec = spec_from_toml(path, name="classify")
+    image, voice = spec.inputs["image"], spec.inputs["voice"]
+    assert (image.type, image.resize, image.align, voice.sample_rate) == (
+        "image",
+        "crop",
+        64,
+        16000,
+    )
+    assert spec.outputs is not None and spec.outputs["images"].items is not None
+    assert spec.outputs["images"].items.format == ["JPEG"]
+
+
+@pytest.mark.e2e
+def test_the_media_curl_block(demo: int, tmp_path: Path) -> None:
+    import numpy as np
+    import soundfile
+    from PIL import Image
+
+    seven = np.zeros((8, 8), np.uint8)
+    seven[1, 1:7] = 255
+    seven[2:7, 5] = 255
+    Image.fromarray(seven).resize((64, 64), Image.Resampling.NEAREST).save(tmp_path / "seven.png")
+    t = np.arange(16000, dtype=np.float32) / 16000
+    soundfile.write(tmp_path / "voice.wav", 0.5 * np.sin(2 * np.pi * 220 * t), 16000)
+    out = run(local(block("sh", "curl -F image=@seven.png").text, {8000: demo}), tmp_path)
+    decoder = json.JSONDecoder()  # curl writes the two answers back to back
+    digits, end = decoder.raw_decode(out)
+    loudness, _ = decoder.raw_decode(out, end)
+    assert digits["status"] == "succeeded" and len(digits["output"]["guesses"]) == 3
+    assert abs(loudness["output"]["pitch_hz"] - 220) < 2
+    assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_every_block_is_run_by_a_test() -> None:

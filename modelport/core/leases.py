@@ -11,9 +11,10 @@ import pydantic
 
 from modelport.core import transitions
 from modelport.core.jobs import Jobs
-from modelport.core.registry import Worker
+from modelport.core.registry import Registry, Worker
 from modelport.errors import Conflict
-from modelport.stores.base import Update
+from modelport.settings import Limits
+from modelport.stores.base import JobStore, Update
 from modelport.wire import Event, JobRecord, JobStatus, LeasedJob, Result, storable
 
 log = logging.getLogger("modelport.core")
@@ -122,6 +123,7 @@ class Leases:
         for r in results:
             if r.endpoint not in worker.info.endpoints:
                 raise Conflict(f"worker {worker_id} does not serve endpoint {r.endpoint!r}")
+        results = await _files(self.store, self.registry, results, self.jobs.limits)
         stored = await self.store.update([self._outcome(worker_id, r, now) for r in results])
         finished = [job for job in stored if job is not None and job.status.final]
         for job in stored:
@@ -228,3 +230,15 @@ class Leases:
             self.metrics.job_requeued(updated.endpoint)
             self.wakeups.changed(updated.id)
             self.wakeups.new_work(updated.endpoint)
+
+
+async def _files(
+    store: JobStore, registry: Registry, results: Sequence[Result], limits: Limits
+) -> Sequence[Result]:
+    """Large media outputs become files of their jobs (not kept inline in the records)."""
+    specs = {r.endpoint: registry.spec(r.endpoint) for r in results}
+    if not any(s.media_outputs for s in specs.values()):
+        return results
+    from modelport.media.blobs import offload
+
+    return [(await offload(store, specs[r.endpoint], [r], limits))[0] for r in results]

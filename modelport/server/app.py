@@ -38,6 +38,8 @@ from modelport.errors import (
     Unavailable,
     invalid,
 )
+from modelport.media import files as media_files
+from modelport.media import inputs as media_in
 from modelport.model import Model
 from modelport.server import docs as doc_pages
 from modelport.server.admin import AdminRoutes
@@ -274,23 +276,30 @@ class Server:
         name = request.path_params["name"]
         spec = await self._find_spec(name)
         await self.check_serving(name)
-        body = await read_body(request, self.settings.max_body_size)
-        try:
-            parsed = spec.request_model.model_validate_json(body)
-        except pydantic.ValidationError as e:
-            errors = e.errors(include_url=False, include_input=False)
-            if any("recursion limit" in str(err["msg"]) for err in errors):
-                raise nested_too_deep(self.settings) from None
-            raise _envelope_error(body) or invalid(errors, strip="input") from None
+        content_type = request.headers.get("content-type", "")
+        if media_in.is_form(content_type) or media_in.is_media(content_type):
+            parsed = await media_in.parse_upload(request, spec, self.settings)
+        else:
+            body = await read_body(request, self.settings.max_body_size)
+            try:
+                parsed = spec.request_model.model_validate_json(body)
+            except pydantic.ValidationError as e:
+                errors = e.errors(include_url=False, include_input=False)
+                if any("recursion limit" in str(err["msg"]) for err in errors):
+                    raise nested_too_deep(self.settings) from None
+                raise _envelope_error(body) or invalid(errors, strip="input") from None
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 255:
             raise BadRequest("Idempotency-Key must be 1 to 255 characters")
         respond_async, wait = _prefer(request, self.settings.default_wait, self.settings.max_wait)
         fmt = stream_format(request)
         inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
-        check_shape(inputs, self.settings)
+        # media values are bounded by their own limits (bytes, pixels, duration), not as text
+        check_shape({k: v for k, v in inputs.items() if k not in spec.media_inputs}, self.settings)
         principal = principal_of(request)
         limits = await self.auth.admit(principal, name)  # a cache hit counts against it too
+        if spec.media_inputs:
+            inputs = await media_in.normalise(spec, inputs, media_in.limits_of(self.settings))
         hook = await self.broker.webhooks.check(
             parsed.webhook,  # type: ignore[attr-defined]
             parsed.webhook_events,  # type: ignore[attr-defined]
@@ -319,6 +328,9 @@ class Server:
             )
         if not respond_async and not job.status.final:
             job = await self.broker.wait(job.id, wait, job=job)
+        binary = await media_files.binary_answer(request, self.broker.store, spec, job)
+        if binary is not None:
+            return binary
         return await self._job_response(job, created=True, headers=extra)
 
     async def _visible(self, request: Request) -> str:
@@ -337,6 +349,9 @@ class Server:
     ) -> Response:
         position = None if job.status.final else await self.broker.position(job)
         body = job.public(queue_position=position)
+        spec = self.broker.specs.get(job.endpoint)
+        if spec is not None and spec.media_inputs:
+            body["input"] = media_files.linked_inputs(spec, job)
         if position is not None:
             body["eta"] = await self.broker.eta(job, position)
         if self.broker.webhooks.enabled:
@@ -350,6 +365,11 @@ class Server:
         job_id = await self._visible(request)
         respond_async, wait = _prefer(request, 0.0, self.settings.max_wait)
         job = await self.broker.wait(job_id, 0.0 if respond_async else wait)
+        if "accept" in request.headers:
+            spec = await self._find_spec(job.endpoint)
+            binary = await media_files.binary_answer(request, self.broker.store, spec, job)
+            if binary is not None:
+                return binary
         return await self._job_response(job)
 
     async def job_events(self, request: Request) -> Response:
@@ -358,6 +378,10 @@ class Server:
         await self.broker.get(job_id)  # a 404 before the stream starts
         fmt = stream_format(request) or "sse"
         return event_stream(self.broker, job_id, fmt, after=after)
+
+    async def job_file(self, request: Request) -> Response:
+        job = await self.broker.get(await self._visible(request))
+        return await media_files.file_response(self.broker.store, job, request.path_params["name"])
 
     async def cancel_job(self, request: Request) -> Response:
         job = await self.broker.cancel(await self._visible(request))
@@ -414,6 +438,7 @@ class Server:
             Route("/endpoints/{name}", self.get_endpoint, methods=["GET"]),
             Route("/jobs/{id}", self.get_job, methods=["GET"]),
             Route("/jobs/{id}/events", self.job_events, methods=["GET"]),
+            Route("/jobs/{id}/files/{name}", self.job_file, methods=["GET"]),
             Route("/jobs/{id}/cancel", self.cancel_job, methods=["POST"]),
             Route("/health/live", self.live, methods=["GET"]),
             Route("/health/ready", self.ready, methods=["GET"]),

@@ -65,6 +65,10 @@ def field_example(f: FieldSpec, *, chat_messages: bool = False) -> Any:
         return _sized(_TEXT, f.min_length, f.max_length)
     if f.type == "json":
         return {}
+    if f.type == "image":
+        return _PIXEL
+    if f.type in ("audio", "video", "bytes", "object", "union"):
+        return _NONE
     assert f.items is not None
     item = field_example(f.items)
     if item is _NONE:
@@ -73,6 +77,13 @@ def field_example(f: FieldSpec, *, chat_messages: bool = False) -> Any:
     if f.max_length is not None:
         count = min(count, f.max_length)
     return [item] * count
+
+
+_PIXEL = (
+    "data:image/png;base64,"
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAIAAACQd1PeAAAADElEQVR4nGP4//8/AAX+Av4N70a4AAAAAElFTkSuQmCC"
+)
+"""A one-pixel white PNG: an image example that any image input converts."""
 
 
 def _number(ge: float | None, le: float | None, fallback: float) -> float:

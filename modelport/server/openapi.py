@@ -16,6 +16,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from modelport import wire
 from modelport._version import __version__
+from modelport.media.files import single_output
+from modelport.media.options import MIME_TYPES
 from modelport.server import schemas
 from modelport.server.admin import admin_paths
 from modelport.server.auth import API_KEY, area_of
@@ -24,7 +26,7 @@ from modelport.server.examples import input_example
 # The request models are the routes' own validators, so the documented bodies are exactly
 # what is accepted.
 from modelport.server.openai import _ChatRequest, _EmbeddingRequest
-from modelport.spec import EndpointSpec
+from modelport.spec import EndpointSpec, media_field
 
 _REF = "#/components/schemas/"
 _RENAMED = {
@@ -366,17 +368,20 @@ def _submit(c: _Components, spec: EndpointSpec | None) -> dict[str, Any]:
     description = spec.description
     if spec.kind != "predict":
         description += f"\n\nAlso served in OpenAI's shape: see the `{_OPENAI}` routes."
+    body = _body(request_ref, None if example is None else {"input": example})
+    body["content"].update(_uploads(spec))
     return {
         "summary": spec.title or f"Submit a job to {spec.name}",
         "description": description.strip(),
         "operationId": f"submit_{spec.name}",  # endpoint names are unique and URL-safe
         "tags": [spec.name],
         "parameters": [_param("PreferWait"), _param("IdempotencyKey")],
-        "requestBody": _body(request_ref, None if example is None else {"input": example}),
+        "requestBody": body,
         "responses": {
             "200": {
-                "description": "The finished job; or its events, as the Accept header asked",
-                "content": {"application/json": {"schema": job}, **_STREAMS},
+                "description": "The finished job; or its events, as the Accept header asked"
+                + ("; or the output file itself, with Accept: its type" if _file_out(spec) else ""),
+                "content": {"application/json": {"schema": job}, **_STREAMS, **_file_out(spec)},
             },
             "202": _json(
                 {"$ref": _REF + "Job"},
@@ -393,6 +398,47 @@ def _submit(c: _Components, spec: EndpointSpec | None) -> dict[str, Any]:
             ),
         },
     }
+
+
+def _uploads(spec: EndpointSpec) -> dict[str, Any]:
+    """Media inputs may also come as a multipart form (files for media, text for the rest)
+    and, for one media input, as the raw file with the other inputs in the query string."""
+    if not spec.media_inputs:
+        return {}
+    properties: dict[str, Any] = {}
+    for name, f in spec.inputs.items():
+        media = media_field(f)
+        if media is None:
+            properties[name] = {"type": "string", "description": f.description or f.type}
+            continue
+        binary = {"type": "string", "format": "binary", "contentMediaType": _any(media.type)}
+        properties[name] = {"type": "array", "items": binary} if f.type == "list" else binary
+    form = {
+        "type": "object",
+        "properties": properties,
+        "required": [k for k, f in spec.inputs.items() if f.required],
+    }
+    out: dict[str, Any] = {"multipart/form-data": {"schema": form}}
+    singles = [f for f in spec.media_inputs.values() if f.type != "list"]
+    if len(spec.media_inputs) == 1 and singles:
+        out[_any(singles[0].type)] = {"schema": {"type": "string", "format": "binary"}}
+    return out
+
+
+def _any(kind: str) -> str:
+    return "application/octet-stream" if kind == "bytes" else f"{kind}/*"
+
+
+def _file_out(spec: EndpointSpec) -> dict[str, Any]:
+    name = single_output(spec)
+    if name is None:
+        return {}
+    f = spec.output if name == "output" else (spec.outputs or {})[name]
+    assert f is not None
+    default = {"image": "PNG", "audio": "WAV", "video": "MP4"}.get(f.type)
+    fmt = f.format[0] if f.format else default
+    mime = MIME_TYPES[fmt] if fmt is not None else "application/octet-stream"
+    return {mime: {"schema": {"type": "string", "format": "binary"}}}
 
 
 def _client_paths(c: _Components) -> dict[str, Any]:
@@ -449,6 +495,31 @@ def _client_paths(c: _Components) -> dict[str, Any]:
                     "200": {"description": "The events, until the final one", "content": _STREAMS},
                     "400": _problem("The resume id is not a non-negative integer"),
                     "404": _problem("No such job"),
+                },
+            }
+        },
+        "/jobs/{id}/files/{name}": {
+            "get": {
+                "summary": "Get a media file of a job",
+                "description": "One media value of the job's output as a file with its content"
+                " type: `image` for an output field, `images.0` for an item of a list, `output`"
+                " for an endpoint whose whole output is media, `preview` for the latest"
+                " progress preview.",
+                "operationId": "job_file",
+                "tags": ["jobs"],
+                "parameters": [
+                    _param("JobId"),
+                    {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file",
+                        "content": {
+                            "image/*": {"schema": {"type": "string", "format": "binary"}},
+                            "audio/*": {"schema": {"type": "string", "format": "binary"}},
+                        },
+                    },
+                    "404": _problem("No such job, or no such file in it"),
                 },
             }
         },

@@ -122,6 +122,15 @@ class JobStore(Protocol):
 
     async def delete_worker(self, worker_id: str) -> None: ...
 
+    async def put_blob(
+        self, job_id: str, name: str, mime: str, data: bytes, ttl: float | None
+    ) -> None:
+        """Keep one file of a job's output (a large media value), until the job is purged
+        (or ``ttl`` seconds, where the store cannot tie it to the job)."""
+
+    async def get_blob(self, job_id: str, name: str) -> tuple[str, bytes] | None:
+        """A file :meth:`put_blob` kept: its content type and bytes."""
+
     async def put_spec(self, spec: dict[str, Any], *, replace: bool = False) -> dict[str, Any]:
         """Record an endpoint's spec (keyed by ``spec["name"]``) unless one is recorded already
         (``replace``: in any case); return the one recorded."""

@@ -29,6 +29,7 @@ class MemoryStore:
         self._keys: dict[tuple[str, str], str] = {}
         self._seq = 0
         self._events: dict[str, list[Event]] = defaultdict(list)
+        self._blobs: dict[str, dict[str, tuple[str, bytes]]] = {}
         self._workers: dict[str, tuple[dict[str, Any], float]] = {}
         self._specs: dict[str, dict[str, Any]] = {}
         self._cache: dict[str, tuple[bytes, float]] = {}
@@ -170,9 +171,18 @@ class MemoryStore:
         for job in doomed:
             del self._jobs[job.id]
             self._events.pop(job.id, None)
+            self._blobs.pop(job.id, None)
             if job.idempotency_key is not None:
                 self._keys.pop((job.endpoint, job.idempotency_key), None)
         return len(doomed)
+
+    async def put_blob(
+        self, job_id: str, name: str, mime: str, data: bytes, ttl: float | None
+    ) -> None:
+        self._blobs.setdefault(job_id, {})[name] = (mime, data)
+
+    async def get_blob(self, job_id: str, name: str) -> tuple[str, bytes] | None:
+        return self._blobs.get(job_id, {}).get(name)
 
     async def oldest_queued(self, endpoint: str, limit: int) -> list[JobRecord]:
         queued = sorted(

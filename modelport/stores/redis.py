@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
@@ -637,6 +638,26 @@ class RedisStore:
             pipe.set(self._key("w", wid), orjson.dumps(worker), px=max(1, int(ttl * 1000)))
             pipe.zadd(self._key("workers"), {wid: time.time() + ttl})
             await pipe.execute()
+
+    async def put_blob(
+        self, job_id: str, name: str, mime: str, data: bytes, ttl: float | None
+    ) -> None:
+        # purge's script does not know blobs: they expire on their own, after the job would
+        key = self._key("blob", job_id, name)
+        async with self._errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.hset(key, mapping={"mime": mime, "data": data})
+            if ttl is not None:
+                pipe.expire(key, max(1, math.ceil(ttl)))
+            await pipe.execute()
+
+    async def get_blob(self, job_id: str, name: str) -> tuple[str, bytes] | None:
+        async with self._errors():
+            found = await self.redis.hmget(self._key("blob", job_id, name), ["mime", "data"])
+        if found[0] is None or found[1] is None:
+            return None
+        mime, data = found
+        mime = mime.decode() if isinstance(mime, bytes) else str(mime)
+        return mime, data if isinstance(data, bytes) else str(data).encode()
 
     async def get_worker(self, worker_id: str) -> dict[str, Any] | None:
         async with self._errors():

@@ -56,6 +56,13 @@ CREATE TABLE IF NOT EXISTS events (
     time REAL NOT NULL,
     PRIMARY KEY (job_id, id)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blobs (
+    job_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    mime TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (job_id, name)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS specs (
     name TEXT PRIMARY KEY,
     data BLOB NOT NULL
@@ -451,7 +458,24 @@ class SqliteStore:
                 (completed_before, endpoint, endpoint, limit),
             ).fetchall()
             db.executemany("DELETE FROM events WHERE job_id = ?", rows)
+            db.executemany("DELETE FROM blobs WHERE job_id = ?", rows)
         return len(rows)
+
+    async def put_blob(
+        self, job_id: str, name: str, mime: str, data: bytes, ttl: float | None
+    ) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO blobs (job_id, name, mime, data) VALUES (?, ?, ?, ?)",
+                (job_id, name, mime, data),
+            )
+
+    async def get_blob(self, job_id: str, name: str) -> tuple[str, bytes] | None:
+        with self._errors():
+            row = self.db.execute(
+                "SELECT mime, data FROM blobs WHERE job_id = ? AND name = ?", (job_id, name)
+            ).fetchone()
+        return None if row is None else (str(row[0]), bytes(row[1]))
 
     async def oldest_queued(self, endpoint: str, limit: int) -> list[JobRecord]:
         with self._errors():

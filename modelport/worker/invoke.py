@@ -23,6 +23,7 @@ import pydantic
 
 from modelport import _context as context
 from modelport import logs
+from modelport.media import outputs as media_outputs
 from modelport.model import Model
 from modelport.spec import EndpointSpec
 from modelport.wire import Event, LeasedJob, Result
@@ -58,7 +59,7 @@ class Invoker:
             if self.batched:
                 context.set_reporter(self._reporter([j.id for j in jobs], loop))
                 logs.job_id.set(",".join(j.id for j in jobs))
-                outputs = self.model.predict_batch([j.input for j in jobs])
+                outputs = self.model.predict_batch([self._inputs(j.input) for j in jobs])
                 if not isinstance(outputs, list) or len(outputs) != len(jobs):
                     got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
                     raise TypeError(
@@ -77,7 +78,7 @@ class Invoker:
         finally:
             context.set_reporter(None)
             logs.job_id.set(None)
-        return [_result(j, out) for j, out in zip(jobs, outputs, strict=True)]
+        return [_result(j, out, self.spec) for j, out in zip(jobs, outputs, strict=True)]
 
     def compute_each(
         self,
@@ -94,7 +95,7 @@ class Invoker:
                     error = describe(JobAbandoned("the job was cancelled before it started"))
                     result = Result(job.id, job.endpoint, job.attempt, error=error)
                 else:
-                    result = _result(job, self._one(job, loop))
+                    result = _result(job, self._one(job, loop), self.spec)
                 loop.call_soon_threadsafe(deliver, result)
         finally:
             context.set_reporter(None)
@@ -126,14 +127,20 @@ class Invoker:
 
     def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
         """What ``Model.progress`` calls on the model thread for these jobs."""
+        previews = media_outputs.Previews(self.buffer.progress_interval)
 
         def report(fraction: float | None, message: str | None, data: dict[str, Any]) -> None:
             self._check(job_ids)
             if fraction is not None and not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
+            if "preview" in data or (data and self.spec.media_outputs):
+                data = previews.encode(self.spec, data, final=fraction == 1.0)
             if data:
+                declared = data
+                if "preview" in data and "preview" not in self.spec.progress:
+                    declared = {k: v for k, v in data.items() if k != "preview"}
                 try:
-                    self.spec.progress_model.model_validate(data)
+                    self.spec.progress_model.model_validate(declared)
                 except pydantic.ValidationError as e:
                     first = e.errors()[0]
                     where = ".".join(str(p) for p in first["loc"])
@@ -143,6 +150,17 @@ class Invoker:
                 self.buffer.emit(Event(job_id, "progress", update), loop)
 
         return report
+
+    def _inputs(self, values: dict[str, Any]) -> dict[str, Any]:
+        """A batch item's media inputs as the model's objects (``predict`` does it itself)."""
+        if not self.spec.media_inputs:
+            return values
+        return {
+            k: media_outputs.to_model(self.spec.media_inputs[k], v)
+            if k in self.spec.media_inputs
+            else v
+            for k, v in values.items()
+        }
 
     def _check(self, job_ids: list[str]) -> None:
         if any(j in self.buffer.abandoned for j in job_ids):
@@ -171,11 +189,15 @@ class Claims:
             return rest
 
 
-def _result(job: LeasedJob, output: Any) -> Result:
+def _result(job: LeasedJob, output: Any, spec: EndpointSpec) -> Result:
     if isinstance(output, BaseException):
         return Result(job.id, job.endpoint, job.attempt, error=describe(output))
     try:
+        if spec.media_outputs:
+            output = media_outputs.encode_output(spec, output)
         value = jsonable(output)
+    except ValueError as e:  # a media value that cannot be written (MediaError)
+        return Result(job.id, job.endpoint, job.attempt, error=f"the output cannot be encoded: {e}")
     except (TypeError, orjson.JSONEncodeError) as e:
         return Result(
             job.id, job.endpoint, job.attempt, error=f"the output is not JSON-serializable: {e}"
