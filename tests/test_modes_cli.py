@@ -278,3 +278,42 @@ def test_modes_lists_the_built_in_modes() -> None:
     assert "pipe" in helped.out and "Run a model on a stream of inputs" in " ".join(
         helped.out.split()
     )
+
+
+def test_test_passes_a_good_model_and_covers_every_edge() -> None:
+    proc = modelport("test", KINDS, "--count", "3", "--json")
+    assert proc.returncode == 0, proc.out + proc.err
+    report = json.loads(proc.out)
+    assert report["passed"] is True and report["endpoint"] == "kinds"
+    names = [c["name"] for c in report["cases"]]
+    assert names == [
+        "defaults", 'name="aa" (min_length)', 'name="aaaaaaaa" (max_length)',
+        "count=1 (ge)", "count=10 (le)", "scale=0.0 (ge)", "scale=1.0 (le)",
+        "loud=true", "loud=false", 'color="red"', 'color="green"',
+        'tags=["a","a","a"] (max_length)', "note=null",
+    ]  # fmt: skip
+    assert all(len(c["seconds"]) == 3 for c in report["cases"])
+    assert report["cases"][4]["input"] == {"name": "aa", "count": 10}
+    text = modelport("test", IRIS)
+    assert text.returncode == 0, text.out
+    assert "9 cases, 0 failed" in text.out
+    assert "ok petal_width=10.0 (le)" in " ".join(text.out.split())
+
+
+def test_test_fails_on_a_broken_edge_a_wrong_output_and_a_failed_setup() -> None:
+    picky = modelport("test", "tests/models/modes.py:Picky")
+    assert picky.returncode == 1
+    failed = [line for line in picky.out.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 1 and "steps=50 (le)" in failed[0]
+    assert "OverflowError: too many steps" in failed[0]
+    assert "3 cases, 1 failed" in picky.out
+    liar = modelport("test", "tests/models/modes.py:Liar", "--json", "--count", "1")
+    assert liar.returncode == 1
+    (case,) = json.loads(liar.out)["cases"]
+    assert case["errors"] == [
+        "the model's output does not match the endpoint's outputs: output: Input should be a "
+        "valid integer"
+    ]
+    broken = modelport("test", "tests/models/modes.py:Broken")
+    assert broken.returncode == 1
+    assert "FAIL setup: RuntimeError: no weights" in broken.out

@@ -29,6 +29,7 @@ BUILTIN: dict[str, str] = {
     "worker": "modelport.cli:worker_mode",
     "run": "modelport.modes.run:main",
     "pipe": "modelport.modes.pipe:main",
+    "test": "modelport.modes.selftest:main",
     "modes": "modelport.modes:list_modes",
 }
 """The built-in modes, as pyproject.toml declares them: also found without modelport's

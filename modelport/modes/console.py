@@ -40,11 +40,15 @@ def debug_logging(debug: bool) -> None:
         logging.basicConfig(level=logging.DEBUG, stream=sys.stderr)
 
 
+def describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def print_exception(exc: BaseException, debug: bool) -> None:
     if debug:
         traceback.print_exception(exc, file=sys.stderr)
-    text = str(exc)
-    error(f"{type(exc).__name__}: {text}" if text else type(exc).__name__)
+    error(describe(exc))
 
 
 class Progress:

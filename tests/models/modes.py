@@ -92,3 +92,12 @@ class Broken(modelport.Model):
 class Fails(modelport.Model):
     def predict(self, text: str = "") -> str:
         raise ValueError(f"cannot read {text!r}")
+
+
+class Picky(modelport.Model):
+    """Fails at its upper bound only."""
+
+    def predict(self, steps: int = Input(default=5, ge=1, le=50)) -> dict[str, int]:
+        if steps == 50:
+            raise OverflowError("too many steps")
+        return {"steps": steps}
