@@ -317,3 +317,54 @@ def test_test_fails_on_a_broken_edge_a_wrong_output_and_a_failed_setup() -> None
     broken = modelport("test", "tests/models/modes.py:Broken")
     assert broken.returncode == 1
     assert "FAIL setup: RuntimeError: no weights" in broken.out
+
+
+PLUGIN = '''
+"""A third-party mode: runs a model once on inputs given as key=value words."""
+
+from collections.abc import Sequence
+
+from modelport.modes.local import LocalModel, load_target
+
+
+def shout(argv: Sequence[str]) -> int:
+    """Run a model on key=value inputs and print its output in capitals."""
+    target, *pairs = argv
+    local = LocalModel(load_target(target))
+    local.setup()
+    inputs = local.validate(dict(pair.split("=", 1) for pair in pairs))
+    (outcome,) = local.call([inputs])
+    print(str(outcome.output).upper())
+    return 0 if outcome.error is None else 1
+
+
+def broken(argv: Sequence[str]) -> int:
+    return 0
+'''
+
+
+def test_a_plugin_mode_is_listed_and_runs(tmp_path: Path) -> None:
+    package = tmp_path / "shoutmode"
+    package.mkdir()
+    (package / "__init__.py").write_text(PLUGIN)
+    info = tmp_path / "shoutmode-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: shoutmode\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(
+        "[modelport.modes]\n"
+        "shout = shoutmode:shout\n"
+        "run = shoutmode:broken\n"  # a plugin cannot take a built-in name
+        "missing = shoutmode.nowhere:main\n"
+    )
+    env = {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    listed = modelport("modes", env=env)
+    assert listed.returncode == 0, listed.err
+    lines = {line.split()[0]: line for line in listed.out.splitlines()}
+    assert "Run a model on key=value inputs" in lines["shout"] and "[shoutmode]" in lines["shout"]
+    assert "Run a model once on inputs given as flags" in lines["run"]
+    assert "cannot load: ModuleNotFoundError" in lines["missing"]
+    ran = modelport("shout", ECHO, "text=hello", env=env)
+    assert ran.returncode == 0, ran.err
+    assert ran.out == "{'TEXT': 'HELLO'}\n"
+    assert modelport("run", ECHO, "--text", "x", env=env).out == '{"text":"x"}\n'
+    assert "shout" not in modelport("modes").out
