@@ -30,6 +30,10 @@ BUILTIN: dict[str, str] = {
     "run": "modelport.modes.run:main",
     "pipe": "modelport.modes.pipe:main",
     "test": "modelport.modes.selftest:main",
+    "endpoints": "modelport.modes.remote:endpoints",
+    "predict": "modelport.modes.remote:predict",
+    "submit": "modelport.modes.remote:submit",
+    "jobs": "modelport.modes.remote:jobs",
     "modes": "modelport.modes:list_modes",
 }
 """The built-in modes, as pyproject.toml declares them: also found without modelport's

@@ -44,6 +44,19 @@ class _Sink(EventBuffer):
             self.on_event(event)
 
 
+def validate(spec: EndpointSpec, data: Any) -> dict[str, Any]:
+    """An input as the server's submit validates it: same checks, same messages."""
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"an input must be a JSON object, got {type(data).__name__}")
+    try:
+        parsed = spec.request_model.model_validate({"input": data})
+    except pydantic.ValidationError as e:
+        errors = e.errors(include_url=False, include_input=False)
+        raise invalid(errors, strip="input") from None
+    value: dict[str, Any] = parsed.input.model_dump()  # type: ignore[attr-defined]
+    return value
+
+
 def load_target(target: str, endpoint: str | None = None) -> type[Model]:
     """The one model class a command-line target names (``--endpoint`` picks among several)."""
     from modelport.loader import load_models
@@ -87,15 +100,7 @@ class LocalModel:
 
     def validate(self, data: Any) -> dict[str, Any]:
         """The input as the server's submit validates it: same checks, same messages."""
-        if not isinstance(data, dict):
-            raise InvalidRequest(f"an input must be a JSON object, got {type(data).__name__}")
-        try:
-            parsed = self.spec.request_model.model_validate({"input": data})
-        except pydantic.ValidationError as e:
-            errors = e.errors(include_url=False, include_input=False)
-            raise invalid(errors, strip="input") from None
-        value: dict[str, Any] = parsed.input.model_dump()  # type: ignore[attr-defined]
-        return value
+        return validate(self.spec, data)
 
     def call(
         self, inputs: Sequence[dict[str, Any]], on_event: OnEvent | None = None
