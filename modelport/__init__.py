@@ -30,6 +30,7 @@ from modelport.errors import (
 from modelport.wire import Event, JobStatus
 
 if _typing.TYPE_CHECKING:
+    from modelport.function import endpoint
     from modelport.model import Model
     from modelport.server.app import create_app
     from modelport.settings import Limits, Settings
@@ -45,6 +46,7 @@ _LAZY = {
     "Model": "modelport.model",
     "Settings": "modelport.settings",
     "create_app": "modelport.server.app",
+    "endpoint": "modelport.function",
     "run_worker": "modelport.worker.supervisor",
     "spec_from_toml": "modelport.spec",
 }
@@ -97,6 +99,7 @@ __all__ = [
     "Unreachable",
     "__version__",
     "create_app",
+    "endpoint",
     "run_worker",
     "spec_from_toml",
 ]

@@ -368,3 +368,38 @@ def test_a_plugin_mode_is_listed_and_runs(tmp_path: Path) -> None:
     assert ran.out == "{'TEXT': 'HELLO'}\n"
     assert modelport("run", ECHO, "--text", "x", env=env).out == '{"text":"x"}\n'
     assert "shout" not in modelport("modes").out
+
+
+FUNCTIONS = "tests/models/functions.py"
+
+
+def test_a_plain_function_is_a_model_in_every_mode(serve: Any) -> None:
+    added = modelport("run", f"{FUNCTIONS}:add", "--a", "2", "--b", "3")
+    assert (added.returncode, added.out) == (0, "5\n")
+    bad = modelport("run", f"{FUNCTIONS}:add", "--a", "2", "--b", "9")
+    assert (bad.returncode, bad.err) == (
+        2,
+        "modelport: error: b: Input should be less than or equal to 5\n",
+    )
+    helped = " ".join(modelport("run", f"{FUNCTIONS}:add", "--help").out.split())
+    assert "--b INT integer, 0 <= x <= 5; default: 1" in helped and "Adds two numbers." in helped
+    streamed = modelport("run", f"{FUNCTIONS}:count", "--n", "2")
+    assert streamed.out == "0 1 \n"
+    shouted = modelport("pipe", FUNCTIONS, stdin='{"text": "hey"}\n{"text": 1}\n')  # @endpoint only
+    assert shouted.returncode == 0, shouted.err
+    assert shouted.out.splitlines() == [
+        '{"text":"HEY"}',
+        '{"index":1,"error":"text: Input should be a valid string"}',
+    ]
+    tested = modelport("test", f"{FUNCTIONS}:shout")
+    assert tested.returncode == 0, tested.out
+    server = serve([f"{FUNCTIONS}:shout", f"{FUNCTIONS}:add", "--store", "memory://"])
+    server.start().wait_ready()
+    env = {"MODELPORT_URL": server.url}
+    assert json.loads(modelport("predict", "shout", "--text", "hi", env=env).out) == {"text": "HI"}
+    assert modelport("predict", "add", "--a", "1", env=env).out == "2\n"
+    listed = json.loads(modelport("endpoints", "--json", env=env).out)
+    assert {e["name"]: e["description"] for e in listed} == {
+        "shout": "Shouts its text, once set up.",
+        "add": "Adds two numbers.",
+    }
