@@ -403,3 +403,41 @@ def test_a_plain_function_is_a_model_in_every_mode(serve: Any) -> None:
         "shout": "Shouts its text, once set up.",
         "add": "Adds two numbers.",
     }
+
+
+def test_init_writes_a_model_its_toml_twin_and_a_passing_test(tmp_path: Path) -> None:
+    made = modelport("init", "word_score", "--dir", str(tmp_path))
+    assert made.returncode == 0, made.err
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["test_word_score.py", "word_score.py", "word_score.toml"]
+    bin_dir = Path(sys.executable).parent
+    config = str(ROOT / "pyproject.toml")
+    for check in (
+        [str(bin_dir / "ruff"), "check", "--config", config, "."],
+        [str(bin_dir / "ruff"), "format", "--check", "--config", config, "."],
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--strict",
+            "--no-incremental",
+            "word_score.py",
+            "test_word_score.py",
+        ],
+    ):
+        done = subprocess.run(
+            check, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "MYPYPATH": str(ROOT)},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+    tested = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_word_score.py"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert "3 passed" in tested.stdout, tested.stdout + tested.stderr
+    ran = modelport("run", str(tmp_path / "word_score.py"), "--text", "good great")
+    assert ran.out == '{"score":3.0}\n'
+    again = modelport("init", "word_score", "--dir", str(tmp_path))
+    assert again.returncode == 2 and "already exist; --force overwrites" in again.err
+    bad = modelport("init", "Bad-Name")
+    assert bad.returncode == 2 and "lower-case Python module name" in bad.err

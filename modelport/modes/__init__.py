@@ -34,6 +34,7 @@ BUILTIN: dict[str, str] = {
     "predict": "modelport.modes.remote:predict",
     "submit": "modelport.modes.remote:submit",
     "jobs": "modelport.modes.remote:jobs",
+    "init": "modelport.modes.init:main",
     "modes": "modelport.modes:list_modes",
 }
 """The built-in modes, as pyproject.toml declares them: also found without modelport's
