@@ -272,8 +272,10 @@ def test_modes_lists_the_built_in_modes() -> None:
     proc = modelport("modes")
     assert proc.returncode == 0, proc.err
     names = [line.split()[0] for line in proc.out.splitlines()]
-    assert {"serve", "worker", "run", "pipe", "modes"} <= set(names)
-    assert "run     Run a model once on inputs given as flags; print its output." in proc.out
+    assert names[:2] == ["serve", "worker"]
+    assert {"run", "pipe", "test", "init", "endpoints", "predict", "submit", "jobs"} <= set(names)
+    lines = {line.split()[0]: " ".join(line.split()[1:]) for line in proc.out.splitlines()}
+    assert lines["run"] == "Run a model once on inputs given as flags; print its output."
     helped = modelport("--help")
     assert "pipe" in helped.out and "Run a model on a stream of inputs" in " ".join(
         helped.out.split()
@@ -441,3 +443,38 @@ def test_init_writes_a_model_its_toml_twin_and_a_passing_test(tmp_path: Path) ->
     assert again.returncode == 2 and "already exist; --force overwrites" in again.err
     bad = modelport("init", "Bad-Name")
     assert bad.returncode == 2 and "lower-case Python module name" in bad.err
+
+
+def test_a_model_file_that_fails_to_import_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "broken_import.py"
+    path.write_text("import modelport_no_such_package\n")
+    proc = modelport("run", str(path))
+    assert proc.returncode == 2
+    assert proc.err == (
+        f"modelport: error: {path}: cannot load it: ModuleNotFoundError: No module named "
+        "'modelport_no_such_package'\n"
+    )
+    assert "Traceback" in modelport("run", str(path), "--debug").err
+
+
+def test_on_a_terminal_output_is_indented_and_progress_is_a_bar() -> None:
+    pytest.importorskip("rich")  # the cli extra; without it progress is plain lines
+    import pty
+
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run(
+            [*MODELPORT, "run", FLAKY, "--text", "hi"],
+            stdin=subprocess.DEVNULL, stdout=follower, stderr=follower, cwd=ROOT, timeout=90,
+        )  # fmt: skip
+        os.close(follower)
+        seen = b""
+        with contextlib.suppress(OSError):  # EIO once everything written is read
+            while chunk := os.read(leader, 4096):
+                seen += chunk
+    finally:
+        os.close(leader)
+    assert proc.returncode == 0
+    text = seen.decode(errors="replace")
+    assert '{\r\n  "text": "HI"\r\n}' in text, text
+    assert " 50%" in text and "halfway" in text and "progress:" not in text, text

@@ -8,6 +8,9 @@ import asyncio
 import itertools
 import logging
 import math
+import sys
+import traceback
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,7 +64,15 @@ def load_target(target: str, endpoint: str | None = None) -> type[Model]:
     """The one model class a command-line target names (``--endpoint`` picks among several)."""
     from modelport.loader import load_models
 
-    classes = load_models(target)
+    try:
+        classes = load_models(target)
+    except ModelportError:
+        raise
+    except Exception as e:  # the model file itself fails to import
+        if "--debug" in sys.argv:
+            traceback.print_exc()
+        text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise ModelportError(f"{target}: cannot load it: {text}") from e
     if endpoint is not None:
         named = [c for c in classes if c.endpoint_name() == endpoint]
         if not named:
@@ -83,8 +94,10 @@ class LocalModel:
         self.model = cls()
         self._sink = _Sink()
         self._invoker = Invoker(self.model, self.spec, self._sink)
-        # The invoker hands its loop to the buffer only, and ours ignores it: never run.
+        # The invoker hands its loop to the buffer only, and ours ignores it: never run,
+        # closed when this object goes (or at exit).
         self._loop = asyncio.new_event_loop()
+        weakref.finalize(self, self._loop.close)
         self._ids = itertools.count(1)
         logging.getLogger("modelport").addHandler(logging.NullHandler())
 

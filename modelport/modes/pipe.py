@@ -102,7 +102,7 @@ def main(argv: Sequence[str]) -> int:
         description=(__doc__ or "").split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    common_options(parser)
+    common_options(parser, progress=False)
     parser.add_argument(
         "--format",
         choices=["jsonl", "pickle"],

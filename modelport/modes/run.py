@@ -37,11 +37,12 @@ def target_and_rest(prog: str, argv: Sequence[str]) -> tuple[str, str | None, li
     return argv[0], known.endpoint, rest
 
 
-def common_options(parser: argparse.ArgumentParser) -> None:
+def common_options(parser: argparse.ArgumentParser, *, progress: bool = True) -> None:
     parser.add_argument(
         "--endpoint", metavar="NAME", help="the model to run when the target has several"
     )
-    parser.add_argument("--quiet", action="store_true", help="show no progress on stderr")
+    if progress:
+        parser.add_argument("--quiet", action="store_true", help="show no progress on stderr")
     parser.add_argument(
         "--debug", action="store_true", help="show the model's tracebacks on stderr"
     )

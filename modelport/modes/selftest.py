@@ -161,7 +161,7 @@ def main(argv: Sequence[str]) -> int:
         description=(__doc__ or "").split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    common_options(parser)
+    common_options(parser, progress=False)
     parser.add_argument(
         "--count", type=int, default=2, metavar="N", help="runs of each case (default: %(default)s)"
     )
