@@ -32,6 +32,8 @@ class Target:
     path: str
     body: bytes
     expect: bytes | None = None
+    authorization: str | None = None
+    """Sent as the ``Authorization`` header when given (e.g. ``Bearer <key>``)."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +102,7 @@ function init(args)
   wrk.headers["Content-Type"] = "application/json"
   expect = args[2] ~= "" and args[2] or nil
   limit = tonumber(args[3])
+  if args[4] ~= nil and args[4] ~= "" then wrk.headers["Authorization"] = args[4] end
   ok, bad = 0, 0
 end
 
@@ -147,7 +150,12 @@ def run_wrk(
     with tempfile.TemporaryDirectory(prefix="bench-wrk-") as tmp:
         script = Path(tmp) / "post.lua"
         script.write_text(WRK_SCRIPT)
-        extra = [target.body.decode(), (target.expect or b"").decode(), str(plan.max_requests)]
+        extra = [
+            target.body.decode(),
+            (target.expect or b"").decode(),
+            str(plan.max_requests),
+            target.authorization or "",
+        ]
 
         def wrk_run(seconds: float) -> dict[str, float]:
             argv = [
@@ -354,7 +362,9 @@ async def _drive(
 ) -> LoadResult:
     request = (
         f"POST {target.path} HTTP/1.1\r\nHost: {target.host}:{target.port}\r\n"
-        f"Content-Type: application/json\r\nContent-Length: {len(target.body)}\r\n\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(target.body)}\r\n"
+        + (f"Authorization: {target.authorization}\r\n" if target.authorization else "")
+        + "\r\n"
     ).encode() + target.body
     run = _Run(target, plan, request)
     try:

@@ -267,9 +267,12 @@ class Server(Process):
         port: int,
         log: IO[bytes],
         env: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(name, command, log, env)
         self.port = port
+        self.headers = headers
+        """Sent with the requests this harness makes itself (e.g. an API key)."""
 
     def __enter__(self) -> Server:
         return self
@@ -302,7 +305,7 @@ class Server(Process):
                 if proc is not None and proc.proc.poll() is not None:
                     raise StartError(f"{proc.name} exited with status {proc.proc.returncode}")
             try:
-                status, body = get_json(self.port, f"/endpoints/{endpoint}", 2.0)
+                status, body = get_json(self.port, f"/endpoints/{endpoint}", 2.0, self.headers)
                 if status == 200:
                     online = sum(1 for w in body["workers"] if w.get("state") == "online")
                     if online >= count:
@@ -324,7 +327,7 @@ class Server(Process):
             if self.proc.poll() is not None:
                 raise LoadError(f"{self.name} exited with status {self.proc.returncode}")
             try:
-                status, body = get_json(self.port, f"/endpoints/{endpoint}", 2.0)
+                status, body = get_json(self.port, f"/endpoints/{endpoint}", 2.0, self.headers)
                 if status == 200:
                     queued, running = int(body["queue_depth"]), int(body["running"])
                     if queued == 0 and running == 0:
@@ -341,19 +344,28 @@ class Server(Process):
         return functools.partial(self.wait_idle, endpoint, timeout)
 
 
-def get_json(port: int, path: str, timeout: float) -> tuple[int, Any]:
+def get_json(
+    port: int, path: str, timeout: float, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
     """``GET path``: the status and the parsed JSON body (None when it is not JSON)."""
-    status, body = http_call(port, "GET", path, None, timeout)
+    status, body = http_call(port, "GET", path, None, timeout, headers)
     try:
         return status, json.loads(body)
     except ValueError:
         return status, None
 
 
-def check_call(port: int, path: str, body: bytes, expect: bytes | None, timeout: float) -> bytes:
+def check_call(
+    port: int,
+    path: str,
+    body: bytes,
+    expect: bytes | None,
+    timeout: float,
+    headers: dict[str, str] | None = None,
+) -> bytes:
     """One ``POST`` that must answer 200 (with ``expect`` in its body) before a load starts."""
     try:
-        status, answer = http_call(port, "POST", path, body, timeout)
+        status, answer = http_call(port, "POST", path, body, timeout, headers)
     except (OSError, http.client.HTTPException) as e:
         raise StartError(f"request to {path} failed: {e}") from None
     if status != 200 or (expect is not None and expect not in answer):

@@ -17,6 +17,10 @@ the ratios to ``fastapi-def`` and ``fastapi-async``, and at one connection the p
 adds over ``fastapi-async``. Targets (issue 11): ``modelport-default`` >= 2.0 x
 ``fastapi-def`` throughput with p99 no worse; ``modelport`` >= 1.0 x ``fastapi-async``; at
 one connection modelport adds <= 0.3 ms p50 over ``fastapi-async``.
+
+``--auth keys`` also runs ``modelport-keys``: ``modelport`` with ``--auth keys`` and a client
+key on every request, and reports its throughput against ``modelport`` (issue 13's target:
+at least 0.9 x).
 """
 
 from __future__ import annotations
@@ -84,6 +88,8 @@ class System:
     path: str
     expect: bytes | None = None
     endpoint: str | None = None
+    keys: bool = False
+    """Served with ``--auth keys``; every request carries a client key."""
 
 
 def _fastapi(handler: str) -> Callable[[int, Path], list[str]]:
@@ -97,13 +103,36 @@ def _fastapi(handler: str) -> Callable[[int, Path], list[str]]:
 
 def _modelport(model: str, *options: str) -> Callable[[int, Path], list[str]]:
     """``modelport serve model`` on its own sqlite file; ``options`` come last (a later
-    ``--log-level`` wins over the warnings-only default)."""
+    ``--log-level`` wins over the warnings-only default). With ``--auth keys`` the file is
+    the one :func:`client_key` put the key in."""
 
     def command(port: int, scratch: Path) -> list[str]:
-        db = Path(tempfile.mkdtemp(dir=scratch)) / "bench.db"
+        keyed = "keys" in options
+        db = keys_db(scratch) if keyed else Path(tempfile.mkdtemp(dir=scratch)) / "bench.db"
         return [*serve_command(port, f"sqlite:///{db}", model), *options]
 
     return command
+
+
+def keys_db(scratch: Path) -> Path:
+    return scratch / "keys.db"
+
+
+def client_key(scratch: Path) -> str:
+    """A new client key in the store of the ``--auth keys`` run, made by the CLI."""
+    made = subprocess.run(
+        [
+            *(sys.executable, "-m", "modelport", "keys", "create", "--scope", "client"),
+            *("--name", "bench", "--store", f"sqlite:///{keys_db(scratch)}"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    if made.returncode != 0:
+        raise StartError(f"modelport keys create failed: {made.stderr}")
+    return made.stdout.strip()
 
 
 SYSTEMS = (
@@ -139,6 +168,15 @@ SYSTEMS = (
         EXPECT,
         ENDPOINT,
     ),
+    System(
+        "modelport-keys",
+        _modelport("examples/echo/model.py", "--auth", "keys"),
+        "/health/ready",
+        f"/endpoints/{ENDPOINT}/jobs",
+        EXPECT,
+        ENDPOINT,
+        keys=True,
+    ),
 )
 """``modelport-logged`` runs with the default log (the access log on, one line per request,
 written to a file); ``modelport`` logs only warnings, as the baselines do."""
@@ -153,6 +191,7 @@ RATIOS: tuple[tuple[str, str, float | None, bool], ...] = (
     ("litserve", BASELINE, None, False),
     ("modelport", ASYNC, 1.0, False),
     ("modelport-logged", "modelport", None, False),
+    ("modelport-keys", "modelport", 0.9, False),
 )
 ADDED_P50_TARGET_MS = 0.3
 
@@ -161,16 +200,19 @@ def measure(system: System, scratch: Path, plan: Plan, args: argparse.Namespace)
     """Start the system, wait until it serves, load it, stop it."""
     port = free_port()
     timeout = args.startup_timeout
+    key = client_key(scratch) if system.keys else None
+    headers = {"Authorization": f"Bearer {key}"} if key else None
     with (
         tempfile.TemporaryFile(dir=scratch) as log,
-        Server(system.name, system.command(port, scratch), port, log) as server,
+        Server(system.name, system.command(port, scratch), port, log, headers=headers) as server,
     ):
         try:
             server.wait_ready(system.ready_path, timeout)
-            check_call(port, system.path, BODY, system.expect, timeout)
+            check_call(port, system.path, BODY, system.expect, timeout, headers)
         except StartError as e:
             raise StartError(f"{e}\n{log_tail(log)}") from None
-        target = Target(HOST, server.port, system.path, BODY, system.expect)
+        authorization = f"Bearer {key}" if key else None
+        target = Target(HOST, server.port, system.path, BODY, system.expect, authorization)
         window = CpuWindow(server)
         settle = None if system.endpoint is None else server.settler(system.endpoint, timeout)
         load: Load = args.load
@@ -286,6 +328,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--only", metavar="NAME[,NAME]", help=f"systems to run, from: {', '.join(NAMES)}"
     )
     parser.add_argument("--check", action="store_true", help="exit 1 also when a target is missed")
+    parser.add_argument(
+        "--auth",
+        choices=["none", "keys"],
+        default="none",
+        help="keys: also run modelport-keys (--auth keys, a client key on every request) "
+        "and report its throughput against modelport",
+    )
     args = parser.parse_args(argv)
     check_load_arguments(parser, args)
     if args.only:
@@ -294,7 +343,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if unknown:
             parser.error(f"unknown system(s) {', '.join(unknown)}; choose from {', '.join(NAMES)}")
     else:
-        args.only = NAMES
+        args.only = [n for n in NAMES if n != "modelport-keys"]
+    if args.auth == "keys":
+        args.only += [n for n in ("modelport", "modelport-keys") if n not in args.only]
     return args
 
 

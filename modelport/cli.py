@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from modelport import cli_security
 from modelport._version import __version__
 from modelport.errors import ModelportError
 from modelport.logs import configure as configure_logs
@@ -148,9 +149,12 @@ def _parser() -> argparse.ArgumentParser:
         "--worker-token",
         default=os.environ.get("MODELPORT_WORKER_TOKEN"),
         metavar="TOKEN",
-        help="the token remote workers must present (default: $MODELPORT_WORKER_TOKEN); "
-        "without one, no remote worker is accepted",
+        help="a token remote workers may present besides worker keys "
+        "(default: $MODELPORT_WORKER_TOKEN)",
     )
+    cli_security.add_serve_options(serve)
+    cli_security.add_tls_options(serve)
+    cli_security.add_input_limits(serve)
 
     worker = commands.add_parser(
         "worker",
@@ -170,8 +174,9 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument(
         "--token",
         default=os.environ.get("MODELPORT_WORKER_TOKEN"),
-        help="the server's worker token (default: $MODELPORT_WORKER_TOKEN)",
+        help="the server's worker token or a worker key (default: $MODELPORT_WORKER_TOKEN)",
     )
+    cli_security.add_worker_options(worker)
     worker.add_argument(
         "--processes",
         type=int,
@@ -209,6 +214,9 @@ def _parser() -> argparse.ArgumentParser:
         help="log lines as text or as one JSON object each (default: %(default)s)",
     )
     _add_modes(commands)
+    from modelport import cli_keys
+
+    cli_keys.add_parser(commands, DEFAULT_STORE)
     return parser
 
 
@@ -216,8 +224,12 @@ def worker(args: argparse.Namespace) -> int:
     from modelport.worker.supervisor import run_worker
 
     configure_logs(args.log_level, args.log_format)
+    args.token = cli_security.worker_token(args)
     if not args.token:
-        raise ModelportError("give the server's worker token: --token or $MODELPORT_WORKER_TOKEN")
+        raise ModelportError(
+            "give the server's worker token or a worker key: --token, --token-file or"
+            " $MODELPORT_WORKER_TOKEN"
+        )
     if args.processes < 1:
         raise ModelportError("--processes must be at least 1")
     devices = [] if args.devices is None else args.devices.split(",")
@@ -237,6 +249,7 @@ def worker(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_format=args.log_format,
         devices=devices,
+        ca_file=args.ca_file,
     )
 
 
@@ -251,12 +264,13 @@ def _server(args: argparse.Namespace) -> Server:
     from modelport.loader import load_models
     from modelport.spec import spec_from_toml
 
+    security = cli_security.serve_settings(args)
     models = [cls for target in args.targets for cls in load_models(target)]
     specs = [spec_from_toml(path) for path in args.config]
-    if not models and not specs and not args.worker_token:
+    if not models and not specs and not args.worker_token and args.auth != "keys":
         raise ModelportError(
             "nothing to serve: give a model file, --config TOML,"
-            " or --worker-token for remote workers"
+            " or --worker-token (or --auth keys and worker keys) for remote workers"
         )
     settings = Settings(
         max_body_size=args.max_body_size,
@@ -266,6 +280,7 @@ def _server(args: argparse.Namespace) -> Server:
         max_queue_time=args.max_queue_time,
         timeout=args.timeout,
         result_ttl=args.result_ttl,
+        **security,
     )
     return Server(models, specs, store=args.store, settings=settings)
 
@@ -288,6 +303,7 @@ def serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
         "access_log": False,  # modelport's own (logs.AccessLog) has the duration
         "timeout_graceful_shutdown": 10,
         "proxy_headers": False,
+        **cli_security.uvicorn_options(args),
     }
     from modelport.server.lock import lock_store
     from modelport.server.running import url_of
@@ -366,7 +382,7 @@ def worker_mode(argv: Sequence[str]) -> int:
     return main(["worker", *argv])
 
 
-_OWN = ("serve", "worker")
+_OWN = ("serve", "worker", "keys")
 """The modes this module's parser handles itself; every other one parses its own arguments."""
 
 
@@ -395,6 +411,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "worker":
             return worker(args)
+        if args.command == "keys":
+            from modelport import cli_keys
+
+            return cli_keys.run(args)
         serve(args, argv)
     except ModelportError as e:
         print(f"modelport: error: {e.message}", file=sys.stderr)

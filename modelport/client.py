@@ -9,6 +9,8 @@ with Client("http://127.0.0.1:8000") as c:
 from __future__ import annotations
 
 import math
+import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -23,13 +25,27 @@ _LONG_POLL = 30.0
 """The longest single wait asked of the server; longer waits are several requests."""
 
 
+API_KEY_ENV = "MODELPORT_API_KEY"
+
+
 class _BaseClient:
-    def __init__(self, base_url: str, *, token: str | None, timeout: float) -> None:
+    def __init__(
+        self, base_url: str, *, api_key: str | None, token: str | None, timeout: float
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.headers = {"accept": "application/json", "content-type": "application/json"}
-        if token:
-            self.headers["authorization"] = f"Bearer {token}"
+        secret = api_key or token or os.environ.get(API_KEY_ENV)
+        if secret:
+            self.headers["authorization"] = f"Bearer {secret}"
+
+    @staticmethod
+    def _verify(ca_file: str | None, verify: bool | ssl.SSLContext) -> bool | ssl.SSLContext:
+        """What httpx checks the server's certificate with: ``ca_file`` (a PEM bundle, e.g.
+        a private CA's) when given."""
+        if ca_file is None:
+            return verify
+        return ssl.create_default_context(cafile=ca_file)
 
     @staticmethod
     def _decode(response: httpx.Response) -> Any:
@@ -155,13 +171,22 @@ class Client(_BaseClient):
         self,
         base_url: str = "http://127.0.0.1:8000",
         *,
+        api_key: str | None = None,
         token: str | None = None,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        ca_file: str | None = None,
+        verify: bool | ssl.SSLContext = True,
     ) -> None:
-        super().__init__(base_url, token=token, timeout=timeout)
+        """``api_key`` (or ``token``, its old name; default: ``$MODELPORT_API_KEY``) is sent
+        as ``Authorization: Bearer``; ``ca_file`` is a PEM bundle to trust for HTTPS."""
+        super().__init__(base_url, api_key=api_key, token=token, timeout=timeout)
         self._http = httpx.Client(
-            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=self.headers,
+            timeout=timeout,
+            transport=transport,
+            verify=self._verify(ca_file, verify),
         )
 
     def _request(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -310,13 +335,22 @@ class AsyncClient(_BaseClient):
         self,
         base_url: str = "http://127.0.0.1:8000",
         *,
+        api_key: str | None = None,
         token: str | None = None,
         timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        ca_file: str | None = None,
+        verify: bool | ssl.SSLContext = True,
     ) -> None:
-        super().__init__(base_url, token=token, timeout=timeout)
+        """``api_key`` (or ``token``, its old name; default: ``$MODELPORT_API_KEY``) is sent
+        as ``Authorization: Bearer``; ``ca_file`` is a PEM bundle to trust for HTTPS."""
+        super().__init__(base_url, api_key=api_key, token=token, timeout=timeout)
         self._http = httpx.AsyncClient(
-            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
+            base_url=self.base_url,
+            headers=self.headers,
+            timeout=timeout,
+            transport=transport,
+            verify=self._verify(ca_file, verify),
         )
 
     async def _request(self, method: str, path: str, **kwargs: Any) -> Any:

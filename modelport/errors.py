@@ -11,6 +11,7 @@
     ├── Unauthorized              missing or wrong credential                 401
     ├── Forbidden                 a credential used where it is not valid     403
     ├── Overloaded                queue full (``retry_after``)                429
+    │   └── RateLimited           an API key over its rate, quota or cap      429
     ├── Unavailable               store down, not ready (``retry_after``)     503
     ├── JobFailed                 the job ended failed/cancelled/expired (client side)
     ├── TimedOut                  a wait ran out (client side)
@@ -147,6 +148,13 @@ class Overloaded(_RetryLater):
     title = "Too many queued jobs"
 
 
+class RateLimited(Overloaded):
+    """An API key is over its rate, its daily quota or its cap of queued jobs."""
+
+    kind = "rate-limited"
+    title = "Rate limit exceeded"
+
+
 class Unavailable(_RetryLater):
     status = 503
     kind = "unavailable"
@@ -196,6 +204,7 @@ _BY_KIND: dict[str, type[ModelportError]] = {
         Unauthorized,
         Forbidden,
         Overloaded,
+        RateLimited,
         Unavailable,
         JobFailed,
         TimedOut,

@@ -97,6 +97,13 @@ class Metrics:
             ["endpoint"],
             registry=r,
         )
+        self.key_requests = Counter(
+            "modelport_key_requests",
+            "Submits per API key id (never its secret), by outcome: accepted or the limit that"
+            " refused it (rate, quota, queued).",
+            ["key", "outcome"],
+            registry=r,
+        )
         self.queue_depth = Gauge(
             "modelport_queue_depth", "Jobs waiting in the queue.", ["endpoint"], registry=r
         )
@@ -116,6 +123,9 @@ class Metrics:
 
     def job_rejected(self, endpoint: str) -> None:
         self._child("rejected", endpoint).inc()
+
+    def key_request(self, key_id: str, outcome: str) -> None:
+        self.key_requests.labels(key_id, outcome).inc()
 
     def batch_leased(self, endpoint: str, size: int) -> None:
         self._child("batch_size", endpoint).observe(size)

@@ -14,6 +14,14 @@ class Limits:
     """Largest request body, in bytes (413 beyond it)."""
     default_wait: float = 30.0
     """How long a submit waits for the result when the client does not say (``Prefer: wait``)."""
+    max_json_depth: int = 32
+    """Deepest nesting of lists and objects in a job's inputs (422 beyond it)."""
+    max_string_length: int = 1_000_000
+    """Longest string (or object key) in a job's inputs, in characters (413 beyond it)."""
+    max_list_length: int = 100_000
+    """Longest list in a job's inputs (413 beyond it)."""
+    max_object_keys: int = 10_000
+    """Most keys of one object in a job's inputs (413 beyond it)."""
     max_wait: float = 300.0
     """The most a client may ask to wait on one request."""
     max_queue_length: int = 10_000
@@ -35,4 +43,13 @@ class Settings(Limits):
     """Everything a server is started with: its :class:`Limits` and its credentials."""
 
     worker_token: str | None = None
-    """The credential remote workers present; without one, no remote worker is accepted."""
+    """A credential remote workers may present (besides worker keys)."""
+    auth: str = "none"
+    """``keys``: every client, OpenAI and admin route needs an API key; ``none``: only the
+    worker routes need a credential (keys presented are still honoured)."""
+    metrics_auth: bool = False
+    """Whether ``/metrics`` needs an admin key (with ``auth="keys"``)."""
+    session_ttl: float = 3600.0
+    """The longest a browser session made with ``POST /sessions`` lasts, in seconds."""
+    cors_origins: tuple[str, ...] = ()
+    """Browser origins allowed to call the API (CORS); none by default."""

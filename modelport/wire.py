@@ -61,6 +61,8 @@ class JobRecord:
     worker_id: str | None = None
     lease_until: float | None = None
     idempotency_key: str | None = None
+    owner: str | None = None
+    """The id of the API key that submitted the job (None without keys)."""
 
     def public(self, *, queue_position: int | None = None) -> dict[str, Any]:
         """The job as clients see it: no lease bookkeeping."""

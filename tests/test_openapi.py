@@ -19,6 +19,7 @@ from starlette.routing import Route
 import modelport
 from modelport import Input, wire
 from modelport.loader import load_models
+from modelport.server.admin import NewKey, NewSession
 from modelport.server.app import Server, Settings
 from modelport.server.examples import input_example
 from modelport.server.openai import _ChatRequest, _EmbeddingRequest
@@ -134,6 +135,8 @@ def _validate(operation_id: str, server: Server, body: bytes) -> None:
     models: dict[str, type[pydantic.BaseModel]] = {
         "openai_chat": _ChatRequest,
         "openai_embeddings": _EmbeddingRequest,
+        "create_key": NewKey,
+        "create_session": NewSession,
     }
     messages: dict[str, type[Any]] = {
         "register_worker": wire.Registration,
@@ -159,7 +162,7 @@ async def test_every_example_body_is_accepted_by_the_route_s_own_model(
         if "example" in body:
             _validate(op["operationId"], server, orjson.dumps(body["example"]))
             checked += 1
-    assert checked == 11  # five submits, chat, embeddings, four worker routes
+    assert checked == 13  # five submits, chat, embeddings, four worker routes, key, session
 
 
 async def test_endpoint_examples_run(http: httpx.AsyncClient, doc: dict[str, Any]) -> None:

@@ -576,3 +576,111 @@ async def test_redis_going_away_is_unavailable_then_recovers(own_redis: Any) -> 
         assert (await s.get(again.id)) is not None
     finally:
         await s.close()
+
+
+def api_key(name: str = "app", **fields: Any) -> dict[str, Any]:
+    from modelport.keys import new_key
+
+    key, _ = new_key("client", name=name, **fields)
+    return key.to_dict()
+
+
+async def test_keys_are_found_by_hash_and_listed_oldest_first(store: JobStore) -> None:
+    first = api_key("first", endpoints=["echo"], rate="5/s", quota="100/day", now=NOW)
+    second = api_key("second", now=NOW + 1)
+    await store.put_key(second)
+    await store.put_key(first)
+    assert await store.find_key(first["hash"]) == first
+    assert await store.get_key(second["id"]) == second
+    assert await store.find_key("0" * 64) is None
+    assert [k["id"] for k in await store.list_keys()] == [first["id"], second["id"]]
+
+
+async def test_a_deleted_key_is_gone_everywhere(store: JobStore) -> None:
+    key = api_key()
+    await store.put_key(key)
+    assert await store.delete_key(key["id"]) is True
+    assert await store.delete_key(key["id"]) is False
+    assert await store.find_key(key["hash"]) is None
+    assert await store.get_key(key["id"]) is None
+    assert await store.list_keys() == []
+    await store.touch_key(key["id"], NOW)
+    assert await store.find_key(key["hash"]) is None
+    assert await store.list_keys() == []
+
+
+async def test_touch_records_last_use(store: JobStore) -> None:
+    key = api_key()
+    await store.put_key(key)
+    await store.touch_key(key["id"], NOW + 5.5)
+    found = await store.find_key(key["hash"])
+    assert found is not None and found["last_used"] == NOW + 5.5
+    (listed,) = await store.list_keys()
+    assert listed["last_used"] == NOW + 5.5
+
+
+async def test_put_key_replaces_the_hash_it_is_found_by(store: JobStore) -> None:
+    key = api_key()
+    await store.put_key(key)
+    renewed = {**key, "hash": "f" * 64}
+    await store.put_key(renewed)
+    assert await store.find_key(key["hash"]) is None
+    assert await store.find_key("f" * 64) == renewed
+
+
+async def test_spend_is_a_token_bucket_with_burst(store: JobStore) -> None:
+    def take(now: float) -> Any:
+        return store.spend("k1", now, 2.0, 3, None, 0, DAY_END)
+
+    assert [(await take(NOW)).allowed for _ in range(4)] == [True, True, True, False]
+    refused = await take(NOW)
+    assert refused.retry_after == pytest.approx(0.5)
+    assert (await take(NOW + 0.5)).allowed  # one token back after 1/rate s
+    assert not (await take(NOW + 0.5)).allowed
+    later = await take(NOW + 100)  # refills to the burst, never beyond
+    assert later.allowed and later.tokens == pytest.approx(2.0)
+    other = await store.spend("k2", NOW, 2.0, 3, None, 0, DAY_END)
+    assert other.allowed and other.tokens == pytest.approx(2.0)
+
+
+DAY_END = NOW + 3600
+
+
+async def test_spend_counts_a_daily_quota_that_a_new_window_resets(store: JobStore) -> None:
+    answers = [await store.spend("k", NOW + i, None, 1, 3, 7, DAY_END) for i in range(4)]
+    assert [a.allowed for a in answers] == [True, True, True, False]
+    assert [a.used for a in answers] == [1, 2, 3, 3]
+    assert answers[3].retry_after == pytest.approx(DAY_END - (NOW + 3))
+    tomorrow = await store.spend("k", DAY_END + 1, None, 1, 3, 8, DAY_END + 86_400)
+    assert tomorrow.allowed and tomorrow.used == 1
+
+
+async def test_a_rate_refusal_uses_no_quota_and_a_quota_refusal_no_token(
+    store: JobStore,
+) -> None:
+    assert (await store.spend("k", NOW, 1.0, 1, 5, 0, DAY_END)).used == 1
+    refused = await store.spend("k", NOW, 1.0, 1, 5, 0, DAY_END)
+    assert not refused.allowed and refused.used == 1
+    for i in range(4):
+        assert (await store.spend("k", NOW + 1 + i, 1.0, 1, 5, 0, DAY_END)).allowed
+    over = await store.spend("k", NOW + 10, 1.0, 1, 5, 0, DAY_END)
+    assert not over.allowed and over.tokens == pytest.approx(1.0)
+
+
+async def test_jobs_keep_their_owner_and_queued_jobs_count_per_owner(store: JobStore) -> None:
+    mine = [await store.insert(job(owner="key_a")) for _ in range(3)]
+    await store.insert(job(owner="key_b"))
+    await store.insert(job())
+    got = await store.get(mine[0].id)
+    assert got is not None and got.owner == "key_a"
+    assert await store.queued_by("key_a") == 3
+    assert await store.queued_by("key_b") == 1
+    assert await store.queued_by("nobody") == 0
+    leased = await store.lease("echo", "w1", 1, NOW, LEASE_UNTIL)
+    assert leased[0].owner == "key_a"
+    assert await store.queued_by("key_a") == 2
+    await store.update([requeue(leased[0])])
+    assert await store.queued_by("key_a") == 3
+    cancel = {"status": JobStatus.CANCELLED, "completed_at": NOW}
+    await store.update([Update(mine[2].id, QUEUED, cancel)])
+    assert await store.queued_by("key_a") == 2

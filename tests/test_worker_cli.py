@@ -65,8 +65,8 @@ def test_a_wrong_token_ends_the_worker_with_one_line(serve: Serve, tmp_path: Pat
     done = run_worker(SLEEPY, "--server", server.url, "--token", "wrong", "--processes", "2")
     assert done.returncode == 2
     assert refusal(done.stderr) == (
-        f"modelport: error: the server at {server.url} refused this worker (401): a valid "
-        "worker token is required (Authorization: Bearer ...); check --token (or "
+        f"modelport: error: the server at {server.url} refused this worker (401): a worker "
+        "key or the worker token is required (Authorization: Bearer ...); check --token (or "
         "$MODELPORT_WORKER_TOKEN)"
     )
     assert done.stdout == ""
@@ -78,8 +78,9 @@ def test_a_server_without_remote_workers_says_so(serve: Serve, tmp_path: Path) -
     done = run_worker(SLEEPY, "--server", server.url, "--token", "any")
     assert done.returncode == 2
     assert refusal(done.stderr).endswith(
-        "refused this worker (401): this server accepts no remote workers; "
-        "start it with --worker-token"
+        "refused this worker (401): this server has no worker token and was given no worker "
+        "key: start it with --worker-token, or give workers a worker key (modelport keys "
+        "create --scope worker)"
     )
 
 

@@ -133,11 +133,13 @@ class Broker:
         specs: Sequence[EndpointSpec] = (),
         *,
         worker_id: str | None = None,
+        owner: str | None = None,
     ) -> Worker:
         """Register a worker, its specs checked against the store shared with the other
-        servers; on a conflict found there, the worker leaves again."""
+        servers; on a conflict found there, the worker leaves again. ``owner`` is the id of
+        the credential it registered with."""
         await self.registry.sync_specs()
-        worker = self.registry.register(info, specs, worker_id=worker_id)
+        worker = self.registry.register(info, specs, worker_id=worker_id, owner=owner)
         conflict = await self.registry.record_shared(info, specs)
         if conflict is not None:
             await self.leave(worker.id)

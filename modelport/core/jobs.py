@@ -42,10 +42,19 @@ class Jobs:
         self.clock = clock
 
     async def submit(
-        self, endpoint: str, inputs: dict[str, Any], *, idempotency_key: str | None = None
+        self,
+        endpoint: str,
+        inputs: dict[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        owner: str | None = None,
     ) -> JobRecord:
+        """Queue a job. ``owner`` is the id of the API key submitting it; its idempotency
+        keys are its own (another key's same key is another job)."""
         spec = await self.registry.find_spec(endpoint)
         depth, limit = await self._check_room(spec)
+        if owner is not None and idempotency_key is not None:
+            idempotency_key = f"{owner}/{idempotency_key}"
         job = JobRecord(
             id=new_job_id(),
             endpoint=endpoint,
@@ -53,6 +62,7 @@ class Jobs:
             created_at=self.clock(),
             max_attempts=spec.max_attempts,
             idempotency_key=idempotency_key,
+            owner=owner,
         )
         depth.inflight += 1
         try:

@@ -34,6 +34,8 @@ class Worker:
     jobs_done: int = 0
     compute_time: float = 0.0
     saved_at: float = 0.0
+    owner: str | None = None
+    """The id of the credential it registered with (a key id, or the worker token's)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -46,6 +48,7 @@ class Worker:
             "last_seen": self.last_seen,
             "jobs_done": self.jobs_done,
             "compute_time": self.compute_time,
+            "owner": self.owner,
         }
 
     @classmethod
@@ -60,6 +63,7 @@ class Worker:
             data["last_seen"],
             data["jobs_done"],
             data["compute_time"],
+            owner=data.get("owner"),
         )
 
     def public(self, now: float, offline_after: float) -> dict[str, Any]:
@@ -158,6 +162,7 @@ class Registry:
         specs: Sequence[EndpointSpec] = (),
         *,
         worker_id: str | None = None,
+        owner: str | None = None,
     ) -> Worker:
         """Admit a worker. An endpoint it brings is defined by it if no one defined it yet;
         otherwise its spec must equal the existing one (the message says what differs)."""
@@ -174,7 +179,7 @@ class Registry:
         now = self.clock()
         wid = worker_id or secrets.token_hex(8)
         previous = self.workers.get(wid)
-        worker = Worker(id=wid, info=info, joined_at=now, last_seen=now)
+        worker = Worker(id=wid, info=info, joined_at=now, last_seen=now, owner=owner)
         if previous is not None:
             worker.jobs_done, worker.compute_time = previous.jobs_done, previous.compute_time
         self.workers[wid] = worker

@@ -32,6 +32,9 @@ def _server_option(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the API server (default: $MODELPORT_URL or %(default)s)",
     )
+    parser.add_argument(
+        "--api-key", metavar="KEY", help="the server's API key (default: $MODELPORT_API_KEY)"
+    )
 
 
 def _guarded(run: Callable[[], int]) -> int:
@@ -55,7 +58,7 @@ def endpoints(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
 
     def run() -> int:
-        with Client(args.server) as client:
+        with Client(args.server, api_key=args.api_key) as client:
             found = client.endpoints()
         if args.json:
             console.write_output(found, sys.stdout)
@@ -80,7 +83,7 @@ def endpoints(argv: Sequence[str]) -> int:
     return _guarded(run)
 
 
-def _endpoint_parser(prog: str, argv: Sequence[str]) -> tuple[str, str, list[str]]:
+def _endpoint_parser(prog: str, argv: Sequence[str]) -> tuple[Client, str, list[str]]:
     pre = argparse.ArgumentParser(add_help=False)
     _server_option(pre)
     known, rest = pre.parse_known_args(list(argv))
@@ -97,14 +100,14 @@ def _endpoint_parser(prog: str, argv: Sequence[str]) -> tuple[str, str, list[str
             file=sys.stderr,
         )
         raise SystemExit(2)
-    return known.server, rest[0], rest[1:]
+    return Client(known.server, api_key=known.api_key), rest[0], rest[1:]
 
 
 def _remote(
     prog: str, argv: Sequence[str], what: str
 ) -> tuple[Client, EndpointSpec, argparse.Namespace, dict[str, Any]]:
-    server, name, rest = _endpoint_parser(prog, argv)
-    client = Client(server)
+    client, name, rest = _endpoint_parser(prog, argv)
+    server = client.base_url
     try:
         spec = spec_from_dict(client.endpoint(name)["spec"])
     except BaseException:
@@ -195,12 +198,13 @@ def jobs(argv: Sequence[str]) -> int:
         sub = actions.add_parser(action, help=text, description=text)
         sub.add_argument("job_id", metavar="JOB_ID")
         sub.add_argument("--server", default=argparse.SUPPRESS, metavar="URL", help="as above")
+        sub.add_argument("--api-key", default=argparse.SUPPRESS, metavar="KEY", help="as above")
         if action == "watch":
             sub.add_argument("--quiet", action="store_true", help="show no progress on stderr")
     args = parser.parse_args(list(argv))
 
     def run() -> int:
-        with Client(args.server) as client:
+        with Client(args.server, api_key=args.api_key) as client:
             try:
                 job = client.job(args.job_id)
             except NotFound as e:

@@ -40,7 +40,10 @@ from modelport.errors import (
 )
 from modelport.model import Model
 from modelport.server import docs as doc_pages
+from modelport.server.admin import AdminRoutes
+from modelport.server.auth import Auth, cors, principal_of
 from modelport.server.index import IndexPage
+from modelport.server.limits import check_shape, nested_too_deep
 from modelport.server.local import LocalTransport
 from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
@@ -53,7 +56,7 @@ from modelport.server.problems import (
     unexpected,
 )
 from modelport.server.streaming import event_stream, resume_point, stream_format
-from modelport.server.workers import WorkerRoutes, refuse_worker_token
+from modelport.server.workers import WorkerRoutes
 from modelport.settings import Settings
 from modelport.spec import EndpointSpec
 from modelport.stores import JobStore, store_from_url
@@ -100,10 +103,12 @@ class Server:
         self.broker = Broker(
             store_from_url(store) if isinstance(store, str) else store, self.settings
         )
-        self.workers = WorkerRoutes(
-            self.broker, self.settings.worker_token, self.settings.max_body_size
+        self.auth = Auth(self.broker.store, self.settings, self.broker.metrics)
+        self.admin = AdminRoutes(self.broker.store, self.auth, self.settings)
+        self.workers = WorkerRoutes(self.broker, self.settings.max_body_size)
+        self.openai = OpenAIRoutes(
+            self.broker, self.settings, self.auth, check_serving=self.check_serving
         )
-        self.openai = OpenAIRoutes(self.broker, self.settings, check_serving=self.check_serving)
         self.index = IndexPage(self)
         self.runners: list[Runner] = []
         self._instances: list[list[Runner]] = []
@@ -163,7 +168,9 @@ class Server:
     async def list_endpoints(self, request: Request) -> Response:
         depths = await self.broker.store.queue_depths()
         await self.broker.sync_specs()
-        return _json([await self._summary(s, depths) for s in self.broker.specs.values()])
+        principal = principal_of(request)
+        specs = [s for s in self.broker.specs.values() if principal.may_use(s.name)]
+        return _json([await self._summary(s, depths) for s in specs])
 
     async def _summary(
         self, spec: EndpointSpec, depths: dict[str, dict[str, int]]
@@ -255,6 +262,8 @@ class Server:
             parsed = spec.request_model.model_validate_json(body)
         except pydantic.ValidationError as e:
             errors = e.errors(include_url=False, include_input=False)
+            if any("recursion limit" in str(err["msg"]) for err in errors):
+                raise nested_too_deep(self.settings) from None
             raise _envelope_error(body) or invalid(errors, strip="input") from None
         key = request.headers.get("idempotency-key")
         if key is not None and not 1 <= len(key) <= 255:
@@ -262,44 +271,60 @@ class Server:
         respond_async, wait = _prefer(request, self.settings.default_wait, self.settings.max_wait)
         fmt = stream_format(request)
         inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
-        job = await self.broker.submit(name, inputs, idempotency_key=key)
+        check_shape(inputs, self.settings)
+        principal = principal_of(request)
+        limits = await self.auth.admit(principal, name)
+        job = await self.broker.submit(name, inputs, idempotency_key=key, owner=principal.owner)
         if fmt is not None:
             return event_stream(
                 self.broker,
                 job.id,
                 fmt,
-                headers={"location": f"/jobs/{job.id}", "x-job-id": job.id},
+                headers={"location": f"/jobs/{job.id}", "x-job-id": job.id, **limits},
                 cancel_on_hangup=True,
             )
         if not respond_async and not job.status.final:
             job = await self.broker.wait(job.id, wait, job=job)
-        return await self._job_response(job, created=True)
+        return await self._job_response(job, created=True, headers=limits)
 
-    async def _job_response(self, job: JobRecord, *, created: bool = False) -> Response:
+    async def _visible(self, request: Request) -> str:
+        """The job id of the route, once the job is known to exist for the caller (a job of
+        another key answers 404, exactly as one that does not exist)."""
+        job_id: str = request.path_params["id"]
+        principal = principal_of(request)
+        if principal.kind not in ("anonymous", "admin"):
+            job = await self.broker.get(job_id)
+            if not principal.sees(job) or not principal.may_use(job.endpoint):
+                raise NotFound(f"no job with id {job_id!r}")
+        return job_id
+
+    async def _job_response(
+        self, job: JobRecord, *, created: bool = False, headers: dict[str, str] | None = None
+    ) -> Response:
         position = None if job.status.final else await self.broker.position(job)
         body = job.public(queue_position=position)
         if position is not None:
             body["eta"] = await self.broker.eta(job, position)
-        headers = {JOB_STATUS: job.status.value}
+        headers = {**(headers or {}), JOB_STATUS: job.status.value}
         if job.status.final or not created:
             return _json(body, headers=headers)
         return _json(body, 202, {"Location": f"/jobs/{job.id}", **headers})
 
     async def get_job(self, request: Request) -> Response:
-        job_id = request.path_params["id"]
+        job_id = await self._visible(request)
         respond_async, wait = _prefer(request, 0.0, self.settings.max_wait)
         job = await self.broker.wait(job_id, 0.0 if respond_async else wait)
         return await self._job_response(job)
 
     async def job_events(self, request: Request) -> Response:
-        job_id = request.path_params["id"]
+        job_id = await self._visible(request)
         after = resume_point(request)
         await self.broker.get(job_id)  # a 404 before the stream starts
         fmt = stream_format(request) or "sse"
         return event_stream(self.broker, job_id, fmt, after=after)
 
     async def cancel_job(self, request: Request) -> Response:
-        job = await self.broker.cancel(request.path_params["id"])
+        job = await self.broker.cancel(await self._visible(request))
         return _json(job.public(), headers={JOB_STATUS: job.status.value})
 
     async def live(self, request: Request) -> Response:
@@ -330,7 +355,14 @@ class Server:
 
     async def openapi_json(self, request: Request) -> Response:
         await self.broker.sync_specs()
-        return _json(openapi(self.broker.specs, root_path=request.scope.get("root_path", "")))
+        root_path = request.scope.get("root_path", "")
+        doc = openapi(
+            self.broker.specs,
+            root_path=root_path,
+            auth=self.settings.auth,
+            metrics_auth=self.settings.metrics_auth,
+        )
+        return _json(doc)
 
     async def docs(self, request: Request) -> Response:
         return doc_pages.swagger_ui(request)
@@ -356,6 +388,9 @@ class Server:
             Route("/v1/models", self.openai.models, methods=["GET"]),
             Route("/v1/chat/completions", self.openai.chat, methods=["POST"]),
             Route("/v1/embeddings", self.openai.embeddings, methods=["POST"]),
+            Route("/keys", self.admin.keys, methods=["GET", "POST"]),
+            Route("/keys/{id}", self.admin.delete_key, methods=["DELETE"]),
+            Route("/sessions", self.admin.create_session, methods=["POST"]),
             Route("/workers", self.workers.register, methods=["POST"]),
             Route("/workers/{id}/lease", self.workers.lease, methods=["POST"]),
             Route("/workers/{id}/events", self.workers.events, methods=["POST"]),
@@ -371,7 +406,8 @@ class Server:
             routes=routes, lifespan=self.lifespan, exception_handlers=dict(EXCEPTION_HANDLERS)
         )
         app.state.server = self
-        return FrontDoor(app, self)
+        front = FrontDoor(app, self)
+        return cors(front, self.settings.cors_origins) if self.settings.cors_origins else front
 
 
 def _envelope_error(body: bytes) -> InvalidInput | None:
@@ -425,16 +461,16 @@ class FrontDoor:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", raw)]
             await send(message)
 
-        if not scope["path"].startswith("/workers"):
-            for name, value in scope["headers"]:
-                if name == b"authorization":
-                    refused = refuse_worker_token(
-                        self.server.settings.worker_token, value.decode("latin-1")
-                    )
-                    if refused is not None:
-                        answer = error_response(scope["path"], refused)
-                        await answer(scope, receive, send_with_id)
-                        return
+        auth = self.server.auth
+        try:
+            principal = await auth.resolve_scope(scope)
+        except ModelportError as e:  # the store is down
+            await error_response(scope["path"], e)(scope, receive, send_with_id)
+            return
+        refused = auth.guard(principal, scope["path"])
+        if refused is not None:
+            await error_response(scope["path"], refused)(scope, receive, send_with_id)
+            return
         match = _SUBMIT_PATH.match(scope["path"]) if scope["method"] == "POST" else None
         if match is None:
             await self.app(scope, receive, send_with_id)

@@ -23,6 +23,8 @@ from starlette.responses import Response
 
 from modelport.core import Broker
 from modelport.errors import ModelportError, NotFound, field_errors
+from modelport.server.auth import Auth, principal_of
+from modelport.server.limits import check_shape
 from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
 from modelport.server.streaming import SSE, EventStream, job_events
@@ -129,11 +131,13 @@ class OpenAIRoutes:
         self,
         broker: Broker,
         limits: Limits,
+        auth: Auth,
         *,
         check_serving: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.broker = broker
         self.limits = limits
+        self.auth = auth
         self.created = int(time.time())
         self.check_serving = check_serving
         """Raises when an endpoint takes no jobs now (the server's refusal, e.g. 503)."""
@@ -147,12 +151,21 @@ class OpenAIRoutes:
             first = e.errors[0]["field"] if e.errors else None
             return _json(OpenAIError(e.status, e.message, param=first).body, e.status, e.headers)
 
+    async def _admit(self, request: Request, spec: EndpointSpec) -> str | None:
+        """Check the caller may use the endpoint and count the request against its key's
+        limits; the owner of the jobs it submits."""
+        principal = principal_of(request)
+        self.auth.check_endpoint(principal, spec.name)
+        await self.auth.admit(principal, spec.name)
+        return principal.owner
+
     async def models(self, request: Request) -> Response:
         await self.broker.sync_specs()
+        principal = principal_of(request)
         data = [
             {"id": s.name, "object": "model", "created": self.created, "owned_by": "modelport"}
             for s in self.broker.specs.values()
-            if s.kind in ("chat", "embedding")
+            if s.kind in ("chat", "embedding") and principal.may_use(s.name)
         ]
         return _json({"object": "list", "data": data})
 
@@ -183,6 +196,7 @@ class OpenAIRoutes:
         except pydantic.ValidationError as e:
             raise _refused(e, strip="input") from None
         dumped: dict[str, Any] = parsed.input.model_dump()  # type: ignore[attr-defined]
+        check_shape(dumped, self.limits)
         return dumped
 
     async def chat(self, request: Request) -> Any:
@@ -202,7 +216,9 @@ class OpenAIRoutes:
             "stop": [body.stop] if isinstance(body.stop, str) else body.stop,
         }
         inputs.update({k: v for k, v in optional.items() if v is not None and k in spec.inputs})
-        job = await self.broker.submit(spec.name, self._validated(spec, inputs))
+        validated = self._validated(spec, inputs)
+        owner = await self._admit(request, spec)
+        job = await self.broker.submit(spec.name, validated, owner=owner)
         completion_id = f"chatcmpl-{job.id}"
         max_tokens = inputs.get("max_tokens")
         if body.stream:
@@ -305,9 +321,9 @@ class OpenAIRoutes:
             await self.check_serving(spec.name)
         field = _text_input(spec)
         texts = [body.input] if isinstance(body.input, str) else body.input
-        jobs = [
-            await self.broker.submit(spec.name, self._validated(spec, {field: t})) for t in texts
-        ]
+        validated = [self._validated(spec, {field: t}) for t in texts]
+        owner = await self._admit(request, spec)
+        jobs = [await self.broker.submit(spec.name, v, owner=owner) for v in validated]
         done = await asyncio.gather(
             *(self.broker.wait(j.id, self.limits.max_wait, job=j) for j in jobs)
         )

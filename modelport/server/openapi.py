@@ -17,6 +17,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from modelport import wire
 from modelport._version import __version__
 from modelport.server import schemas
+from modelport.server.admin import admin_paths
+from modelport.server.auth import API_KEY, area_of
 from modelport.server.examples import input_example
 
 # The request models are the routes' own validators, so the documented bodies are exactly
@@ -216,8 +218,15 @@ def _parameters(specs: dict[str, EndpointSpec]) -> dict[str, Any]:
     }
 
 
-def openapi(specs: dict[str, EndpointSpec], *, root_path: str = "") -> dict[str, Any]:
-    """The OpenAPI document of a server serving ``specs``."""
+def openapi(
+    specs: dict[str, EndpointSpec],
+    *,
+    root_path: str = "",
+    auth: str = "none",
+    metrics_auth: bool = False,
+) -> dict[str, Any]:
+    """The OpenAPI document of a server serving ``specs`` (``auth="keys"``: with API keys
+    required where the server requires them)."""
     c = _Components()
     for model in (
         schemas.Problem,
@@ -240,14 +249,17 @@ def openapi(specs: dict[str, EndpointSpec], *, root_path: str = "") -> dict[str,
     paths.update(_client_paths(c))
     paths.update(_openai_paths(c, specs))
     paths.update(_worker_paths(c, specs))
+    paths.update(admin_paths(c))
     paths.update(_server_paths())
+    _secure(paths, auth, metrics_auth)
     tags = {n: specs[n].description or specs[n].title for n in names}
     for tag, description in (
         ("jobs", "Follow, stream and cancel jobs"),
         ("endpoints", "What is served, with schemas and workers"),
         (_OPENAI, "OpenAI-compatible routes over chat and embeddings"),
         ("health", "Liveness, readiness and metrics"),
-        ("workers", "For remote workers: needs the worker token"),
+        ("workers", "For remote workers: needs the worker token or a worker key"),
+        ("keys", "API keys (admin keys only) and browser sessions"),
         ("server", "This index and this document"),
     ):
         tags.setdefault(tag, description)  # an endpoint named "jobs" shares that tag
@@ -270,11 +282,18 @@ def openapi(specs: dict[str, EndpointSpec], *, root_path: str = "") -> dict[str,
                 },
             },
             "securitySchemes": {
+                API_KEY: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key (`modelport keys create`) or a session token"
+                    " (`POST /sessions`)",
+                },
                 _WORKER_AUTH: {
                     "type": "http",
                     "scheme": "bearer",
-                    "description": "The server's worker token (`modelport serve --worker-token`)",
-                }
+                    "description": "The server's worker token (`modelport serve --worker-token`)"
+                    " or a worker key",
+                },
             },
         },
     }
@@ -288,6 +307,36 @@ def openapi(specs: dict[str, EndpointSpec], *, root_path: str = "") -> dict[str,
                 for status, r in operation["responses"].items()
             }
     return doc
+
+
+def _secure(paths: dict[str, Any], auth: str, metrics_auth: bool) -> None:
+    """Mark the operations that need an API key, with the answers to a missing or wrong
+    one."""
+    for path, item in paths.items():
+        area = area_of(path)
+        if area == "workers":  # a client or admin key there
+            for operation in item.values():
+                operation["responses"].setdefault(
+                    "403", _problem("A client or admin key: not accepted on worker routes")
+                )
+        needed = area in ("keys", "sessions") or (
+            auth == "keys" and (area == "client" or (area == "metrics" and metrics_auth))
+        )
+        for operation in item.values():
+            if not needed:
+                continue
+            operation["security"] = [{API_KEY: []}]
+            refusals = {
+                "401": _problem(
+                    "No key, or one unknown, revoked or expired",
+                    headers={"WWW-Authenticate": {"schema": {"type": "string"}}},
+                ),
+                "403": _problem("The key may not use this route or endpoint"),
+            }
+            if path.startswith("/v1/"):
+                refusals = {s: _openai_error(r["description"]) for s, r in refusals.items()}
+            for status, answer in refusals.items():
+                operation["responses"].setdefault(status, answer)
 
 
 def _submit(c: _Components, spec: EndpointSpec | None) -> dict[str, Any]:

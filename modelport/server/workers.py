@@ -1,14 +1,15 @@
 """The worker API: register, long-poll lease, events, results, leave.
 
-Every route needs the worker token; bodies are the shapes of :mod:`modelport.wire`, decoded
-and encoded by its codec; the core does the work.
+Every route needs a worker credential (checked at the edge, :mod:`modelport.server.auth`),
+and a worker id belongs to the credential that registered it: another one gets 404. Bodies
+are the shapes of :mod:`modelport.wire`, decoded and encoded by its codec; the core does
+the work.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 from typing import TypeVar
 
@@ -18,14 +19,8 @@ from starlette.responses import Response
 
 from modelport import wire
 from modelport.core import Broker
-from modelport.errors import (
-    Forbidden,
-    InvalidInput,
-    ModelportError,
-    SpecError,
-    Unauthorized,
-    invalid,
-)
+from modelport.errors import Forbidden, InvalidInput, NotFound, SpecError, invalid
+from modelport.server.auth import principal_of
 from modelport.server.messages import read_body
 from modelport.spec import EndpointSpec, spec_from_dict
 from modelport.wire import Event, Verdicts, WorkerInfo
@@ -39,28 +34,32 @@ def _answer(message: object, status: int = 200) -> Response:
 
 
 class WorkerRoutes:
-    """Handlers for /workers; the token is checked before anything else."""
+    """Handlers for /workers."""
 
-    def __init__(self, broker: Broker, token: str | None, max_body_size: int) -> None:
+    def __init__(self, broker: Broker, max_body_size: int) -> None:
         self.broker = broker
-        self.token = token
         self.max_body_size = max_body_size
 
-    def check(self, request: Request) -> None:
-        if self.token is None:
-            raise Unauthorized(
-                "this server accepts no remote workers; start it with --worker-token"
-            )
-        scheme, _, given = request.headers.get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode(), self.token.encode()
-        ):
-            err = Unauthorized("a valid worker token is required (Authorization: Bearer ...)")
-            err.headers["WWW-Authenticate"] = "Bearer"
-            raise err
+    async def owner(self, worker_id: str) -> str | None:
+        """The credential a worker id belongs to (None when the id is free)."""
+        worker = self.broker.workers.get(worker_id)
+        if worker is not None:
+            return worker.owner
+        if self.broker.store.shared:
+            record = await self.broker.store.get_worker(worker_id)
+            if record is not None:
+                return str(record.get("owner") or "") or None
+        return None
+
+    async def check(self, request: Request) -> str:
+        """The route's worker id, if it belongs to the caller's credential (else 404)."""
+        worker_id: str = request.path_params["id"]
+        worker = self.broker.workers.get(worker_id)
+        if worker is None or worker.owner != principal_of(request).id:
+            raise NotFound(f"no worker with id {worker_id!r}; register first")
+        return worker_id
 
     async def _read(self, request: Request, cls: type[_T]) -> _T:
-        self.check(request)
         body = await read_body(request, self.max_body_size)
         try:
             return wire.decode(cls, body)
@@ -69,6 +68,11 @@ class WorkerRoutes:
 
     async def register(self, request: Request) -> Response:
         body = await self._read(request, wire.Registration)
+        principal = principal_of(request)
+        if body.worker_id is not None:
+            owner = await self.owner(body.worker_id)
+            if owner is not None and owner != principal.id:
+                raise NotFound(f"no worker with id {body.worker_id!r} for this credential")
         specs: list[EndpointSpec] = []
         names = [raw.get("name") for raw in body.endpoints]
         if len(set(map(str, names))) != len(names):
@@ -80,6 +84,9 @@ class WorkerRoutes:
                 raise InvalidInput(f"endpoint spec: {e.message}") from None
             except (TypeError, ValueError) as e:
                 raise InvalidInput(f"endpoint spec: {e}") from None
+        outside = [s.name for s in specs if not principal.may_use(s.name)]
+        if outside:
+            raise Forbidden(f"this worker key may not serve the endpoint {outside[0]!r}")
         info = WorkerInfo(
             name=body.name,
             endpoints=[s.name for s in specs],
@@ -87,7 +94,7 @@ class WorkerRoutes:
             metadata=dict(body.metadata),
         )
         rejoined = body.worker_id is not None
-        worker = await self.broker.join(info, specs, worker_id=body.worker_id)
+        worker = await self.broker.join(info, specs, worker_id=body.worker_id, owner=principal.id)
         where, host = info.name, info.metadata.get("host")
         if isinstance(host, str) and not where.startswith(host):
             where += f" on {host}"
@@ -104,8 +111,8 @@ class WorkerRoutes:
         return _answer(wire.Registered(worker.id, held), 201)
 
     async def lease(self, request: Request) -> Response:
+        worker_id = await self.check(request)
         body = await self._read(request, wire.LeaseRequest)
-        worker_id = request.path_params["id"]
         results = body.results
         accepted = await self.broker.finish(worker_id, results) if results else []
         if body.wait > 0:
@@ -129,8 +136,8 @@ class WorkerRoutes:
         return _answer(wire.LeaseAnswer(jobs, cancelled, verdicts.accepted, verdicts.refused))
 
     async def events(self, request: Request) -> Response:
+        worker_id = await self.check(request)
         body = await self._read(request, wire.EventsRequest)
-        worker_id = request.path_params["id"]
         beats = [e.job_id for e in body.events if e.type == "heartbeat"]
         handed_back = [e.job_id for e in body.events if e.type == "release"]
         others = [
@@ -150,13 +157,13 @@ class WorkerRoutes:
         return _answer(wire.EventsAnswer(sorted(held), cancelled))
 
     async def results(self, request: Request) -> Response:
+        worker_id = await self.check(request)
         body = await self._read(request, wire.ResultsRequest)
-        accepted = await self.broker.finish(request.path_params["id"], body.results)
+        accepted = await self.broker.finish(worker_id, body.results)
         return _answer(Verdicts.of(body.results, accepted))
 
     async def leave(self, request: Request) -> Response:
-        self.check(request)
-        worker_id = request.path_params["id"]
+        worker_id = await self.check(request)
         worker = self.broker.workers.get(worker_id)
         await self.broker.leave(worker_id)
         name = f" ({worker.info.name})" if worker is not None else ""
@@ -168,13 +175,3 @@ async def _hangup(request: Request) -> None:
     """Return when the client disconnects (its body was already read)."""
     while (await request.receive())["type"] != "http.disconnect":
         pass
-
-
-def refuse_worker_token(token: str | None, authorization: str) -> ModelportError | None:
-    """Client routes never accept the worker token."""
-    if token is None:
-        return None
-    scheme, _, given = authorization.partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
-        return Forbidden("the worker token is not accepted on client routes")
-    return None

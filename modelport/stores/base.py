@@ -6,6 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from modelport.keys import Allowance
 from modelport.wire import Event, JobRecord, JobStatus
 
 CHANGEABLE = frozenset(
@@ -133,3 +134,37 @@ class JobStore(Protocol):
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         """Have ``callback(topic)`` called, on the event loop, for topics others publish."""
+
+    async def put_key(self, key: dict[str, Any]) -> None:
+        """Record an API key (keyed by ``key["id"]``, found by ``key["hash"]``), replacing
+        one with the same id."""
+
+    async def get_key(self, key_id: str) -> dict[str, Any] | None: ...
+
+    async def find_key(self, key_hash: str) -> dict[str, Any] | None:
+        """The key whose ``hash`` this is."""
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        """Every key, oldest first."""
+
+    async def delete_key(self, key_id: str) -> bool:
+        """Forget a key (and its bucket); False if there was none."""
+
+    async def touch_key(self, key_id: str, at: float) -> None:
+        """Set a key's ``last_used`` (nothing if it is gone)."""
+
+    async def spend(
+        self,
+        bucket: str,
+        now: float,
+        rate: float | None,
+        burst: int,
+        quota: int | None,
+        window: int,
+        window_end: float,
+    ) -> Allowance:
+        """Atomically take one request from a bucket: :func:`modelport.keys.spend` applied to
+        the bucket's stored state (a new bucket starts full)."""
+
+    async def queued_by(self, owner: str) -> int:
+        """How many queued jobs this owner has."""

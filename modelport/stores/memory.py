@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from modelport.errors import Overloaded
+from modelport.keys import Allowance, Bucket, spend
 from modelport.stores.base import Update, full_queue
 from modelport.wire import Event, JobRecord, JobStatus
 
@@ -30,6 +31,8 @@ class MemoryStore:
         self._events: dict[str, list[Event]] = defaultdict(list)
         self._workers: dict[str, tuple[dict[str, Any], float]] = {}
         self._specs: dict[str, dict[str, Any]] = {}
+        self._api_keys: dict[str, dict[str, Any]] = {}
+        self._buckets: dict[str, Bucket] = {}
 
     async def open(self) -> None:
         pass
@@ -207,3 +210,49 @@ class MemoryStore:
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         pass
+
+    async def put_key(self, key: dict[str, Any]) -> None:
+        self._api_keys[key["id"]] = copy.deepcopy(key)
+
+    async def get_key(self, key_id: str) -> dict[str, Any] | None:
+        key = self._api_keys.get(key_id)
+        return None if key is None else copy.deepcopy(key)
+
+    async def find_key(self, key_hash: str) -> dict[str, Any] | None:
+        for key in self._api_keys.values():
+            if key["hash"] == key_hash:
+                return copy.deepcopy(key)
+        return None
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        keys = sorted(self._api_keys.values(), key=lambda k: (k["created_at"], k["id"]))
+        return copy.deepcopy(keys)
+
+    async def delete_key(self, key_id: str) -> bool:
+        self._buckets.pop(key_id, None)
+        return self._api_keys.pop(key_id, None) is not None
+
+    async def touch_key(self, key_id: str, at: float) -> None:
+        key = self._api_keys.get(key_id)
+        if key is not None:
+            key["last_used"] = at
+
+    async def spend(
+        self,
+        bucket: str,
+        now: float,
+        rate: float | None,
+        burst: int,
+        quota: int | None,
+        window: int,
+        window_end: float,
+    ) -> Allowance:
+        allowance, self._buckets[bucket] = spend(
+            self._buckets.get(bucket), now, rate, burst, quota, window, window_end
+        )
+        return allowance
+
+    async def queued_by(self, owner: str) -> int:
+        return sum(
+            1 for j in self._jobs.values() if j.owner == owner and j.status is JobStatus.QUEUED
+        )

@@ -11,6 +11,9 @@ Layout, with ``P`` the prefix and ``E`` an endpoint name:
 - ``Pd:E``          sorted set: the final jobs of ``E``, scored by ``completed_at``
 - ``Pkey:E:<key>``  the job id an idempotency key was first given to
 - ``Pev:<id>``      list: a job's events; an event's id is its position (1, 2, ...)
+- ``Poq:<owner>``   set: the queued jobs of one API key
+- ``Pkeys``, ``Pkeyhash``, ``Pkeyused``  hashes: API keys by id, key ids by hash, last uses
+- ``Pb:<bucket>``   hash: a rate-limit bucket (tokens, last refill, quota window and count)
 - ``Pseq``, ``Pendpoints``, ``Pworkers`` + ``Pw:<id>``, channel ``Pchanges``
 
 Every change to a job is one Lua script, so it is atomic, and it moves the job between the
@@ -36,6 +39,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from modelport.errors import Overloaded, Unavailable
+from modelport.keys import DAY, Allowance
 from modelport.stores.base import CHANGEABLE, Update, full_queue
 from modelport.wire import Event, JobRecord, JobStatus
 
@@ -63,21 +67,30 @@ _FIELDS = (
     "worker_id",
     "lease_until",
     "idempotency_key",
+    "owner",
 )
 
 # The helpers every script shares: keep a job's index entries true to its status.
 _INDEX = """
 local P = ARGV[1]
 local FINAL = {succeeded = true, failed = true, cancelled = true, expired = true}
+local function unqueue_owned(id)
+  local owner = redis.call('HGET', P .. 'job:' .. id, 'owner')
+  if owner then redis.call('SREM', P .. 'oq:' .. owner, id) end
+end
 local function unindex(id, ep, status)
-  if status == 'queued' then redis.call('ZREM', P .. 'q:' .. ep, id)
+  if status == 'queued' then
+    redis.call('ZREM', P .. 'q:' .. ep, id)
+    unqueue_owned(id)
   elseif status == 'running' then redis.call('ZREM', P .. 'r:' .. ep, id)
   elseif FINAL[status] then redis.call('ZREM', P .. 'd:' .. ep, id) end
 end
 local function index(key, id, ep)
-  local f = redis.call('HMGET', key, 'status', 'seq', 'lease_until', 'completed_at')
+  local f = redis.call('HMGET', key, 'status', 'seq', 'lease_until', 'completed_at', 'owner')
   local status = f[1]
-  if status == 'queued' then redis.call('ZADD', P .. 'q:' .. ep, f[2], id)
+  if status == 'queued' then
+    redis.call('ZADD', P .. 'q:' .. ep, f[2], id)
+    if f[5] then redis.call('SADD', P .. 'oq:' .. f[5], id) end
   elseif status == 'running' then redis.call('ZADD', P .. 'r:' .. ep, f[3] or '+inf', id)
   elseif FINAL[status] and f[4] then redis.call('ZADD', P .. 'd:' .. ep, f[4], id) end
 end
@@ -104,6 +117,8 @@ local key = P .. 'job:' .. id
 redis.call('HSET', key, 'seq', seq, unpack(ARGV, 6))
 redis.call('SADD', P .. 'endpoints', ep)
 redis.call('ZADD', P .. 'q:' .. ep, seq, id)
+local owner = redis.call('HGET', key, 'owner')
+if owner then redis.call('SADD', P .. 'oq:' .. owner, id) end
 return {seq, id}
 """
 
@@ -115,6 +130,7 @@ local ids = {}
 for i = 1, #popped, 2 do
   local id = popped[i]
   local key = P .. 'job:' .. id
+  unqueue_owned(id)
   redis.call('HSET', key, 'status', 'running', 'worker_id', worker, 'started_at', now,
              'lease_until', lease_until)
   redis.call('HINCRBY', key, 'attempts', 1)
@@ -158,6 +174,33 @@ if nset > 0 then redis.call('HSET', key, unpack(ARGV, 7, 6 + 2 * nset)) end
 if #ARGV > 6 + 2 * nset then redis.call('HDEL', key, unpack(ARGV, 7 + 2 * nset)) end
 index(key, id, f[4])
 return 1
+"""
+
+# ARGV: prefix, bucket, now, rate or '', burst, quota or '', window, window_end, ttl (ms).
+# The arithmetic of modelport.keys.spend. Returns {allowed, retry_after, tokens, used}
+# (floats as strings: Lua numbers would come back truncated to integers).
+_SPEND = """
+local key = P .. 'b:' .. ARGV[2]
+local now, burst, window, window_end = tonumber(ARGV[3]), tonumber(ARGV[5]), ARGV[7],
+  tonumber(ARGV[8])
+local rate = tonumber(ARGV[4])
+local quota = tonumber(ARGV[6])
+local f = redis.call('HMGET', key, 'tokens', 'at', 'window', 'used')
+local tokens, at, used = tonumber(f[1]) or burst, tonumber(f[2]) or now, tonumber(f[4]) or 0
+if f[3] ~= window then used = 0 end
+if rate then tokens = math.min(burst, tokens + math.max(0, now - at) * rate)
+else tokens = burst end
+local allowed, retry = 1, 0
+if quota and used >= quota then allowed, retry = 0, math.max(0, window_end - now)
+elseif rate and tokens < 1 then allowed, retry = 0, (1 - tokens) / rate
+else
+  if rate then tokens = tokens - 1 end
+  used = used + 1
+end
+redis.call('HSET', key, 'tokens', string.format('%.17g', tokens), 'at', ARGV[3],
+           'window', window, 'used', used)
+redis.call('PEXPIRE', key, ARGV[9])
+return {allowed, string.format('%.17g', retry), string.format('%.17g', tokens), used}
 """
 
 # ARGV: prefix, completed_before, limit, endpoints... Returns the number of jobs deleted.
@@ -272,6 +315,7 @@ class RedisStore:
         self._extend = r.register_script(_INDEX + _EXTEND)
         self._update = r.register_script(_INDEX + _UPDATE)
         self._purge = r.register_script(_INDEX + _PURGE)
+        self._spend = r.register_script(_INDEX + _SPEND)
         await self.ping()
 
     async def close(self) -> None:
@@ -584,6 +628,95 @@ class RedisStore:
         async with self._errors():
             stored = await self.redis.hgetall(self._key("specs"))
         return [dict(orjson.loads(stored[name])) for name in sorted(stored)]
+
+    async def put_key(self, key: dict[str, Any]) -> None:
+        async with self._errors():
+            old = await self.redis.hget(self._key("keys"), key["id"])
+            async with self.redis.pipeline(transaction=True) as pipe:
+                if old is not None:
+                    pipe.hdel(self._key("keyhash"), orjson.loads(old)["hash"])
+                pipe.hset(self._key("keys"), key["id"], orjson.dumps(key))
+                pipe.hset(self._key("keyhash"), key["hash"], key["id"])
+                await pipe.execute()
+
+    async def get_key(self, key_id: str) -> dict[str, Any] | None:
+        async with self._errors():
+            raw = await self.redis.hget(self._key("keys"), key_id)
+        return None if raw is None else (await self._used([dict(orjson.loads(raw))]))[0]
+
+    async def find_key(self, key_hash: str) -> dict[str, Any] | None:
+        async with self._errors():
+            key_id = await self.redis.hget(self._key("keyhash"), key_hash)
+            if key_id is None:
+                return None
+            raw = await self.redis.hget(self._key("keys"), key_id)
+        if raw is None:
+            return None
+        key = dict(orjson.loads(raw))
+        return (await self._used([key]))[0] if key["hash"] == key_hash else None
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        async with self._errors():
+            raws = await self.redis.hvals(self._key("keys"))
+        keys = [dict(orjson.loads(r)) for r in raws]
+        return await self._used(sorted(keys, key=lambda k: (k["created_at"], k["id"])))
+
+    async def delete_key(self, key_id: str) -> bool:
+        async with self._errors():
+            raw = await self.redis.hget(self._key("keys"), key_id)
+            if raw is None:
+                return False
+            async with self.redis.pipeline(transaction=True) as pipe:
+                pipe.hdel(self._key("keys"), key_id)
+                pipe.hdel(self._key("keyhash"), orjson.loads(raw)["hash"])
+                pipe.hdel(self._key("keyused"), key_id)
+                pipe.delete(self._key("b", key_id))
+                await pipe.execute()
+        return True
+
+    async def touch_key(self, key_id: str, at: float) -> None:
+        # Kept beside the key, not in it: a rewrite of the key could bring back a key
+        # revoked meanwhile; a stray time for a revoked id is never read.
+        async with self._errors():
+            await self.redis.hset(self._key("keyused"), key_id, repr(at))
+
+    async def _used(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if keys:
+            async with self._errors():
+                times = await self.redis.hmget(self._key("keyused"), [k["id"] for k in keys])
+            for key, at in zip(keys, times, strict=True):
+                if at is not None:
+                    key["last_used"] = float(at)
+        return keys
+
+    async def spend(
+        self,
+        bucket: str,
+        now: float,
+        rate: float | None,
+        burst: int,
+        quota: int | None,
+        window: int,
+        window_end: float,
+    ) -> Allowance:
+        args: list[str | int] = [
+            self.prefix,
+            bucket,
+            repr(now),
+            "" if rate is None else repr(rate),
+            burst,
+            "" if quota is None else quota,
+            window,
+            repr(window_end),
+            int(2 * DAY * 1000),
+        ]
+        async with self._errors():
+            allowed, retry, tokens, used = await self._spend(args=args)
+        return Allowance(bool(int(allowed)), float(retry), float(tokens), int(used))
+
+    async def queued_by(self, owner: str) -> int:
+        async with self._errors():
+            return int(await self.redis.scard(self._key("oq", owner)))
 
     async def publish(self, topic: str) -> None:
         async with self._errors():

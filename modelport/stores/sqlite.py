@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from modelport.errors import Overloaded, Unavailable
+from modelport.keys import Allowance, spend
 from modelport.stores.base import CHANGEABLE, Update, full_queue
 from modelport.wire import Event, JobRecord, JobStatus
 
@@ -39,7 +40,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     max_attempts INTEGER NOT NULL,
     worker_id TEXT,
     lease_until REAL,
-    idempotency_key TEXT
+    idempotency_key TEXT,
+    owner TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (endpoint, status, seq);
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
@@ -63,6 +65,19 @@ CREATE TABLE IF NOT EXISTS workers (
     data BLOB NOT NULL,
     expires REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    created_at REAL NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS buckets (
+    name TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    at REAL NOT NULL,
+    window INTEGER NOT NULL,
+    used INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counts (
     endpoint TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -86,6 +101,9 @@ WHEN OLD.status IN ('queued', 'running') BEGIN
     UPDATE counts SET n = n - 1 WHERE endpoint = OLD.endpoint AND status = OLD.status;
 END;
 """
+_OWNER_INDEX = """
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner) WHERE status = 'queued';
+"""
 # Queued and running jobs per endpoint, kept by the triggers above in the same transaction as
 # the change, so a depth is one row read instead of a scan of the queue. Recounted at open, for
 # files written before the counts existed.
@@ -100,7 +118,7 @@ depth less the jobs behind it (a job just submitted has few behind it)."""
 
 _COLUMNS = (
     "seq, id, endpoint, status, input, output, error, progress, created_at, started_at,"
-    " completed_at, attempts, max_attempts, worker_id, lease_until, idempotency_key"
+    " completed_at, attempts, max_attempts, worker_id, lease_until, idempotency_key, owner"
 )
 _JSON = frozenset({"input", "output", "progress"})
 
@@ -131,6 +149,7 @@ def _row(r: tuple[Any, ...]) -> JobRecord:
         worker_id=r[13],
         lease_until=r[14],
         idempotency_key=r[15],
+        owner=r[16],
     )
 
 
@@ -165,6 +184,10 @@ class SqliteStore:
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
             db.executescript(_SCHEMA)
+            columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
+            if "owner" not in columns:  # a file from before jobs had owners
+                db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+            db.executescript(_OWNER_INDEX)
             db.executescript(f"BEGIN IMMEDIATE; {_RECOUNT} COMMIT;")
             self._db = db
 
@@ -249,7 +272,7 @@ class SqliteStore:
                 return Overloaded(full_queue(job.endpoint, depth, limit))
         cur = db.execute(
             "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts,"
-            " max_attempts, idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            " max_attempts, idempotency_key, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 job.endpoint,
@@ -259,6 +282,7 @@ class SqliteStore:
                 job.attempts,
                 job.max_attempts,
                 job.idempotency_key,
+                job.owner,
             ),
         )
         assert cur.lastrowid is not None
@@ -468,3 +492,77 @@ class SqliteStore:
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         pass
+
+    async def put_key(self, key: dict[str, Any]) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO api_keys (id, hash, created_at, data) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET hash = excluded.hash, data = excluded.data",
+                (key["id"], key["hash"], key["created_at"], orjson.dumps(key)),
+            )
+
+    async def get_key(self, key_id: str) -> dict[str, Any] | None:
+        with self._errors():
+            row = self.db.execute("SELECT data FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+        return None if row is None else dict(orjson.loads(row[0]))
+
+    async def find_key(self, key_hash: str) -> dict[str, Any] | None:
+        with self._errors():
+            row = self.db.execute(
+                "SELECT data FROM api_keys WHERE hash = ?", (key_hash,)
+            ).fetchone()
+        return None if row is None else dict(orjson.loads(row[0]))
+
+    async def list_keys(self) -> list[dict[str, Any]]:
+        with self._errors():
+            rows = self.db.execute("SELECT data FROM api_keys ORDER BY created_at, id").fetchall()
+        return [dict(orjson.loads(r[0])) for r in rows]
+
+    async def delete_key(self, key_id: str) -> bool:
+        with self._transaction() as db:
+            gone = db.execute(
+                "DELETE FROM api_keys WHERE id = ? RETURNING id", (key_id,)
+            ).fetchall()
+            db.execute("DELETE FROM buckets WHERE name = ?", (key_id,))
+        return len(gone) > 0
+
+    async def touch_key(self, key_id: str, at: float) -> None:
+        with self._transaction() as db:
+            row = db.execute("SELECT data FROM api_keys WHERE id = ?", (key_id,)).fetchone()
+            if row is not None:
+                key = orjson.loads(row[0])
+                key["last_used"] = at
+                db.execute("UPDATE api_keys SET data = ? WHERE id = ?", (orjson.dumps(key), key_id))
+
+    async def spend(
+        self,
+        bucket: str,
+        now: float,
+        rate: float | None,
+        burst: int,
+        quota: int | None,
+        window: int,
+        window_end: float,
+    ) -> Allowance:
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT tokens, at, window, used FROM buckets WHERE name = ?", (bucket,)
+            ).fetchone()
+            state = (
+                None if row is None else (float(row[0]), float(row[1]), int(row[2]), int(row[3]))
+            )
+            allowance, new = spend(state, now, rate, burst, quota, window, window_end)
+            db.execute(
+                "INSERT INTO buckets (name, tokens, at, window, used) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET tokens = excluded.tokens, at = excluded.at,"
+                " window = excluded.window, used = excluded.used",
+                (bucket, *new),
+            )
+        return allowance
+
+    async def queued_by(self, owner: str) -> int:
+        with self._errors():
+            (n,) = self.db.execute(
+                "SELECT count(*) FROM jobs WHERE owner = ? AND status = 'queued'", (owner,)
+            ).fetchone()
+        return int(n)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
@@ -26,6 +27,12 @@ LEAVE_TIMEOUT = 5.0
 _T = TypeVar("_T")
 
 
+def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
+    """What to check an HTTPS server's certificate against: ``ca_file`` (PEM), or the
+    system's trust store."""
+    return True if ca_file is None else ssl.create_default_context(cafile=ca_file)
+
+
 class HttpTransport:
     """A runner's link to a remote API server."""
 
@@ -36,6 +43,7 @@ class HttpTransport:
         *,
         timeout: float = 30.0,
         max_backoff: float = 5.0,
+        ca_file: str | None = None,
     ) -> None:
         self.server = server.rstrip("/")
         self.max_backoff = max_backoff
@@ -44,6 +52,7 @@ class HttpTransport:
             base_url=self.server,
             headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
             timeout=timeout,
+            verify=tls_verify(ca_file),
             # Every lane of every model in this process long-polls on its own connection
             # while others send events: no cap that would queue a lane behind idle polls.
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),

@@ -39,7 +39,7 @@ from modelport.errors import (
 from modelport.logs import configure as configure_logs
 from modelport.logs import took
 from modelport.model import Model
-from modelport.worker.http import HttpTransport
+from modelport.worker.http import HttpTransport, tls_verify
 from modelport.worker.runner import Runner, lanes, set_up
 
 log = logging.getLogger("modelport.worker")
@@ -66,12 +66,13 @@ def _child_main(
     log_level: str,
     log_format: str,
     device: str | None = None,
+    ca_file: str | None = None,
 ) -> None:
     if device is not None:  # before the model initializes CUDA
         os.environ["CUDA_VISIBLE_DEVICES"] = device
     configure_logs(log_level, log_format)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop
-    code = asyncio.run(_child(refs, server, token, name, slot, conn))
+    code = asyncio.run(_child(refs, server, token, name, slot, conn, ca_file))
     if code == _STOPPED_IN_SETUP:
         # setup() goes on in its thread, which nothing can interrupt; it holds no job.
         logging.shutdown()
@@ -102,8 +103,9 @@ async def _child(
     name: str,
     slot: int,
     conn: multiprocessing.connection.Connection,
+    ca_file: str | None = None,
 ) -> int:
-    transport = HttpTransport(server, token)
+    transport = HttpTransport(server, token, ca_file=ca_file)
     try:
         return await _serve(transport, refs, name, slot, conn)
     finally:
@@ -219,6 +221,7 @@ class Supervisor:
         log_level: str = "info",
         log_format: str = "text",
         devices: Sequence[str] = (),
+        ca_file: str | None = None,
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
@@ -228,6 +231,7 @@ class Supervisor:
         self.refs = refs
         self.server = server.rstrip("/")
         self.token = token
+        self.ca_file = ca_file
         self.processes = processes
         self.name = name or socket.gethostname()
         self.grace = grace
@@ -253,6 +257,7 @@ class Supervisor:
                 self.log_level,
                 self.log_format,
                 self.devices[index % len(self.devices)] if self.devices else None,
+                self.ca_file,
             ),
             name=f"modelport-worker-{index}",
         )
@@ -268,6 +273,7 @@ class Supervisor:
                     f"{self.server}/workers/{worker_id}",
                     headers={"authorization": f"Bearer {self.token}"},
                     timeout=5.0,
+                    verify=tls_verify(self.ca_file),
                 )
             except httpx.HTTPError as e:
                 log.warning(
@@ -393,15 +399,17 @@ def run_worker(
     log_level: str = "info",
     log_format: str = "text",
     devices: Sequence[str] = (),
+    ca_file: str | None = None,
 ) -> int:
     """Serve ``model`` for a remote API server from ``processes`` supervised processes.
 
     ``devices`` (GPU ids) are dealt out to the processes in turn, each process seeing only its
-    own (``CUDA_VISIBLE_DEVICES``). Blocks until SIGTERM or SIGINT, then drains (a second
-    signal stops at once). If the server refuses the worker for good (a wrong token, a spec
-    that differs from the endpoint's), raises its error (``Unauthorized``, ``Forbidden``,
-    ``Conflict``...) with the reason. A model class
-    defined in a script's ``__main__`` works when the script calls this under
+    own (``CUDA_VISIBLE_DEVICES``). ``token`` is the server's worker token or a worker key;
+    ``ca_file`` a PEM bundle to trust for an ``https://`` server (a private CA's). Blocks
+    until SIGTERM or SIGINT, then drains (a second signal stops at once). If the server
+    refuses the worker for good (a wrong token, a spec that differs from the endpoint's),
+    raises its error (``Unauthorized``, ``Forbidden``, ``Conflict``...) with the reason. A
+    model class defined in a script's ``__main__`` works when the script calls this under
     ``if __name__ == "__main__":``.
     """
     refs = model if isinstance(model, list) else [model]
@@ -415,5 +423,6 @@ def run_worker(
         log_level=log_level,
         log_format=log_format,
         devices=devices,
+        ca_file=ca_file,
     )
     return supervisor.run()
