@@ -99,7 +99,9 @@ def test_modelport_test_passes() -> None:
 
 def main(argv: Sequence[str]) -> int:
     """Write a new model: NAME.py, its TOML twin NAME.toml and test_NAME.py."""
-    parser = argparse.ArgumentParser(prog="modelport init", description=main.__doc__)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="modelport init", description=main.__doc__
+    )
     parser.add_argument("name", metavar="NAME", help="a Python module name: my_model")
     parser.add_argument("--dir", default=".", help="where to write (default: here)")
     parser.add_argument("--force", action="store_true", help="overwrite files that exist")

@@ -98,6 +98,7 @@ def main(argv: Sequence[str]) -> int:
     """Run a model on a stream of inputs on stdin (JSON lines or pickles), outputs on stdout."""
     target, endpoint, _ = target_and_rest("modelport pipe", argv)
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=f"modelport pipe {target}",
         description=(__doc__ or "").split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -52,7 +52,9 @@ def _guarded(run: Callable[[], int]) -> int:
 
 def endpoints(argv: Sequence[str]) -> int:
     """List a server's endpoints, with their state, workers online and queue depth."""
-    parser = argparse.ArgumentParser(prog="modelport endpoints", description=endpoints.__doc__)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="modelport endpoints", description=endpoints.__doc__
+    )
     _server_option(parser)
     parser.add_argument("--json", action="store_true", help="print the server's JSON")
     args = parser.parse_args(list(argv))
@@ -84,7 +86,7 @@ def endpoints(argv: Sequence[str]) -> int:
 
 
 def _endpoint_parser(prog: str, argv: Sequence[str]) -> tuple[Client, str, list[str]]:
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
     _server_option(pre)
     known, rest = pre.parse_known_args(list(argv))
     if not rest or rest[0].startswith("-"):
@@ -114,7 +116,9 @@ def _remote(
         client.close()
         raise
     parser = argparse.ArgumentParser(
-        prog=f"{prog} {name}", description=f"{what} on {server}. {spec.description}".strip()
+        allow_abbrev=False,
+        prog=f"{prog} {name}",
+        description=f"{what} on {server}. {spec.description}".strip(),
     )
     _server_option(parser)
     parser.add_argument("--quiet", action="store_true", help="show no progress on stderr")
@@ -187,7 +191,9 @@ def _follow(events: Any, quiet: bool) -> int:
 
 def jobs(argv: Sequence[str]) -> int:
     """Look at a job on a server: get, watch (follow its events) or cancel."""
-    parser = argparse.ArgumentParser(prog="modelport jobs", description=jobs.__doc__)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False, prog="modelport jobs", description=jobs.__doc__
+    )
     _server_option(parser)
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     for action, text in (

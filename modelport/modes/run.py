@@ -31,7 +31,7 @@ def target_and_rest(prog: str, argv: Sequence[str]) -> tuple[str, str | None, li
             file=sys.stderr,
         )
         raise SystemExit(2)
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(allow_abbrev=False, add_help=False)
     pre.add_argument("--endpoint")
     known, rest = pre.parse_known_args(argv[1:])
     return argv[0], known.endpoint, rest
@@ -71,6 +71,7 @@ def main(argv: Sequence[str]) -> int:
         console.error(e.message)
         return 2
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=f"modelport run {target}",
         description=f"Run the {local.spec.name!r} endpoint once, in this process, and print "
         "its output: text as it is, anything else as JSON (indented on a terminal). "

@@ -157,6 +157,7 @@ def main(argv: Sequence[str]) -> int:
     """Run a model on inputs made from its spec; exit 1 if any fails."""
     target, endpoint, _ = target_and_rest("modelport test", argv)
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog=f"modelport test {target}",
         description=(__doc__ or "").split("\n\n", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
