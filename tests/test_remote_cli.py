@@ -108,3 +108,23 @@ def test_jobs_watch_streams_and_cancel_stops(server: ServerProcess, tmp_path: Pa
     )
     with open(gate, "w") as fifo:  # let the model's thread go on
         fifo.write("go")
+
+
+def test_api_key_flag_and_environment(serve: Serve, tmp_path: Path) -> None:
+    store = f"sqlite:///{tmp_path}/keys.db"
+    made = modelport("keys", "create", "--scope", "client", "--name", "cli", "--store", store)
+    assert made.returncode == 0, made.err
+    secret = made.out.strip()
+    server = serve(["examples/echo/model.py", "--store", store, "--auth", "keys"])
+    server.start().wait_ready()
+    env = {"MODELPORT_URL": server.url, "MODELPORT_API_KEY": ""}
+    refused = modelport("predict", "echo", "--text", "x", env=env)
+    assert refused.returncode == 1, refused.err
+    assert refused.err == "modelport: error: an API key is required (Authorization: Bearer <key>)\n"
+    flagged = modelport("predict", "echo", "--text", "x", "--api-key", secret, env=env)
+    assert (flagged.returncode, flagged.out) == (0, '{"text":"x"}\n'), flagged.err
+    from_env = modelport("endpoints", env={**env, "MODELPORT_API_KEY": secret})
+    assert from_env.returncode == 0 and from_env.out.split()[5] == "echo", from_env.out
+    job = modelport("submit", "echo", "--text", "y", "--api-key", secret, env=env).out.strip()
+    got = modelport("jobs", "get", job, "--api-key", secret, env=env)
+    assert json.loads(got.out)["status"] in ("queued", "running", "succeeded")
