@@ -29,7 +29,7 @@ $(EMBEDDINGS_STAMP): pyproject.toml | $(BIN)/python
 
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH)
-	$(BIN)/pip install --quiet -e '.[server,redis,parquet,examples,media,video,embeddings,bench,dev]'
+	$(BIN)/pip install --quiet -e '.[server,redis,cli,parquet,examples,media,video,embeddings,bench,dev]'
 	touch $@ $(RUN_STAMP) $(EMBEDDINGS_STAMP)
 
 install: $(STAMP) browser

@@ -31,6 +31,7 @@ from modelport.errors import (
 from modelport.wire import Event, JobStatus
 
 if _typing.TYPE_CHECKING:
+    from modelport.function import endpoint
     from modelport.media import Audio, Image, Video
     from modelport.model import Model
     from modelport.server.app import create_app
@@ -51,6 +52,7 @@ _LAZY = {
     "Model": "modelport.model",
     "Settings": "modelport.settings",
     "create_app": "modelport.server.app",
+    "endpoint": "modelport.function",
     "run_worker": "modelport.worker.supervisor",
     "spec_from_toml": "modelport.spec",
 }
@@ -108,6 +110,7 @@ __all__ = [
     "Video",
     "__version__",
     "create_app",
+    "endpoint",
     "run_worker",
     "spec_from_toml",
 ]

@@ -33,7 +33,8 @@ _DEFAULTS = Limits()
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelport",
-        description="Serve Python models as typed, queued web APIs.",
+        description="Serve Python models as typed, queued web APIs, or run them without a "
+        "server (run, pipe).",
     )
     parser.add_argument("--version", action="version", version=f"modelport {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -244,6 +245,7 @@ def _parser() -> argparse.ArgumentParser:
         help="log lines as text or as one JSON object each (default: %(default)s)",
     )
     batch.add_parser(commands)
+    _add_modes(commands)
     from modelport import cli_keys
 
     cli_keys.add_parser(commands, DEFAULT_STORE)
@@ -433,9 +435,38 @@ def _watched(server: Server, args: argparse.Namespace) -> list[str]:
     return list(dict.fromkeys(str(f.resolve().parent) for f in files))
 
 
+def serve_mode(argv: Sequence[str]) -> int:
+    """Run the API server, with embedded workers for local models."""
+    return main(["serve", *argv])
+
+
+def worker_mode(argv: Sequence[str]) -> int:
+    """Serve models for a remote API server, pulling jobs over HTTP(S)."""
+    return main(["worker", *argv])
+
+
+_OWN = ("serve", "worker", "keys")
+"""The modes this module's parser handles itself; every other one parses its own arguments."""
+
+
+def _add_modes(commands: Any) -> None:
+    """List the other modes in ``modelport --help``; they are run before this parser."""
+    from modelport.modes import installed
+
+    for name, mode in installed().items():
+        if name not in _OWN:
+            commands.add_parser(name, help=mode.help(), add_help=False)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] not in _OWN and not argv[0].startswith("-"):
+        from modelport.modes import installed
+
+        mode = installed().get(argv[0])
+        if mode is not None:
+            return mode.load()(argv[1:])
+    parser = _parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()

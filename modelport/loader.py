@@ -16,13 +16,21 @@ from modelport.model import Model
 
 
 def load_models(target: str) -> list[type[Model]]:
-    """The Model classes a target names: one class, or every Model defined in the module."""
+    """The Model classes a target names: one class or function, or every Model (and every
+    function marked with ``@modelport.endpoint``) defined in the module."""
+    from modelport.function import is_endpoint, model_from_function
+
     module_ref, _, attr = target.partition(":")
     module = _import(module_ref)
     if attr:
         obj = getattr(module, attr, None)
+        if inspect.isfunction(obj):
+            return [model_from_function(obj)]
         if not (inspect.isclass(obj) and issubclass(obj, Model)):
-            raise SpecError(f"{target}: {attr!r} is not a modelport.Model subclass in {module_ref}")
+            raise SpecError(
+                f"{target}: {attr!r} is not a modelport.Model subclass or a function in"
+                f" {module_ref}"
+            )
         return [obj]
     found = [
         obj
@@ -32,6 +40,11 @@ def load_models(target: str) -> list[type[Model]]:
         and obj is not Model
         and obj.__module__ == module.__name__
         and not inspect.isabstract(obj)
+    ]
+    found += [
+        model_from_function(obj)
+        for obj in vars(module).values()
+        if is_endpoint(obj) and obj.__module__ == module.__name__
     ]
     if not found:
         raise SpecError(f"{target}: defines no modelport.Model subclass")

@@ -289,6 +289,15 @@ def test_the_model_test_block_passes_under_pytest(tmp_path: Path) -> None:
     assert "2 passed" in out, out
 
 
+@pytest.mark.e2e
+def test_the_run_without_a_server_block(tmp_path: Path) -> None:
+    out = run(block("sh", "modelport run examples/iris").text, workspace(tmp_path / "w"), 120)
+    lines = out.splitlines()
+    assert '"label":"setosa"' in lines[0], out
+    assert lines[1] == '{"text":"hi"}', out
+    assert lines[-1].startswith("9 cases, 0 failed"), out
+
+
 def test_the_toml_block_is_a_valid_endpoint(tmp_path: Path) -> None:
     path = tmp_path / "txt2img.toml"
     path.write_text(block("toml", "[endpoint]").text)

@@ -1,0 +1,148 @@
+"""A model run in this process, through the worker's own code path: the same validation as
+the server's submit, the same :class:`~modelport.worker.invoke.Invoker` call, the same check
+of the output against the endpoint's outputs. What ``run``, ``pipe`` and ``test`` share."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import sys
+import traceback
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from modelport.errors import InvalidRequest, ModelportError, invalid
+from modelport.model import Model
+from modelport.spec import EndpointSpec
+from modelport.wire import Event, LeasedJob
+from modelport.worker.events import EventBuffer
+from modelport.worker.invoke import Invoker
+
+OnEvent = Callable[[Event], None]
+
+
+@dataclass
+class Outcome:
+    """One input's answer: an output, or the error a client of the server would see."""
+
+    output: Any = None
+    error: str | None = None
+
+
+class _Sink(EventBuffer):
+    """Events handed straight to a callback on the model's own thread (nothing to send)."""
+
+    def __init__(self) -> None:
+        super().__init__(progress_interval=0.0)
+        self.on_event: OnEvent | None = None
+
+    def emit(self, event: Event, loop: asyncio.AbstractEventLoop) -> None:
+        if self.on_event is not None:
+            self.on_event(event)
+
+
+def validate(spec: EndpointSpec, data: Any) -> dict[str, Any]:
+    """An input as the server's submit validates it: same checks, same messages."""
+    if not isinstance(data, dict):
+        raise InvalidRequest(f"an input must be a JSON object, got {type(data).__name__}")
+    try:
+        parsed = spec.request_model.model_validate({"input": data})
+    except pydantic.ValidationError as e:
+        errors = e.errors(include_url=False, include_input=False)
+        raise invalid(errors, strip="input") from None
+    value: dict[str, Any] = parsed.input.model_dump()  # type: ignore[attr-defined]
+    return value
+
+
+def load_target(target: str, endpoint: str | None = None) -> type[Model]:
+    """The one model class a command-line target names (``--endpoint`` picks among several)."""
+    from modelport.loader import load_models
+
+    try:
+        classes = load_models(target)
+    except ModelportError:
+        raise
+    except Exception as e:  # the model file itself fails to import
+        if "--debug" in sys.argv:
+            traceback.print_exc()
+        text = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        raise ModelportError(f"{target}: cannot load it: {text}") from e
+    if endpoint is not None:
+        named = [c for c in classes if c.endpoint_name() == endpoint]
+        if not named:
+            names = ", ".join(c.endpoint_name() for c in classes)
+            raise ModelportError(f"{target}: no endpoint {endpoint!r} (it has {names})")
+        return named[0]
+    if len(classes) > 1:
+        names = ", ".join(c.endpoint_name() for c in classes)
+        raise ModelportError(f"{target} has several models ({names}): pick one with --endpoint")
+    return classes[0]
+
+
+class LocalModel:
+    """One model instance, set up once, called one input (or one batch) at a time."""
+
+    def __init__(self, cls: type[Model]) -> None:
+        self.cls = cls
+        self.spec: EndpointSpec = cls.spec()
+        self.model = cls()
+        self._sink = _Sink()
+        self._invoker = Invoker(self.model, self.spec, self._sink)
+        # The invoker hands its loop to the buffer only, and ours ignores it: never run,
+        # closed when this object goes (or at exit).
+        self._loop = asyncio.new_event_loop()
+        weakref.finalize(self, self._loop.close)
+        self._ids = itertools.count(1)
+        logging.getLogger("modelport").addHandler(logging.NullHandler())
+
+    @property
+    def batched(self) -> bool:
+        return self._invoker.batched
+
+    def setup(self) -> None:
+        self.model.setup()
+
+    def close(self) -> None:
+        self._loop.close()
+
+    def validate(self, data: Any) -> dict[str, Any]:
+        """The input as the server's submit validates it: same checks, same messages."""
+        return validate(self.spec, data)
+
+    def call(
+        self, inputs: Sequence[dict[str, Any]], on_event: OnEvent | None = None
+    ) -> list[Outcome]:
+        """Run validated inputs as one batch (``predict_batch``) or one by one (``predict``)."""
+        jobs = [
+            LeasedJob(f"local-{next(self._ids)}", self.spec.name, dict(x), 1, math.inf)
+            for x in inputs
+        ]
+        self._sink.on_event = on_event
+        try:
+            results = self._invoker.compute(jobs, self._loop)
+        finally:
+            self._sink.on_event = None
+        return [
+            Outcome(error=r.error) if r.error is not None else self._checked(r.output)
+            for r in results
+        ]
+
+    def _checked(self, output: Any) -> Outcome:
+        adapter = self.spec.output_adapter
+        if adapter is not None:
+            try:
+                adapter.validate_python(output)
+            except pydantic.ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "output"
+                return Outcome(
+                    error="the model's output does not match the endpoint's outputs: "
+                    f"{where}: {first['msg']}"
+                )
+        return Outcome(output=output)

@@ -1,0 +1,195 @@
+"""``modelport pipe TARGET``: inputs on stdin, one output per input on stdout, in order.
+
+JSON lines by default (blank lines are skipped); ``--format pickle`` reads a stream of
+pickled dicts and writes pickled outputs. An input that fails (not JSON, invalid, or the
+model raised) gets ``{"index": i, "error": "..."}`` in its place, ``i`` counting the inputs
+from 0, and the stream goes on. Inputs are read ``--batch-size`` at a time (the model's
+``max_batch_size`` by default), so memory stays bounded however long the stream is; a
+``predict_batch`` model gets each batch in one call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import select
+import sys
+from collections.abc import Iterator, Sequence
+from typing import IO, Any
+
+import orjson
+
+from modelport.errors import ModelportError
+from modelport.modes import console
+from modelport.modes.local import LocalModel, load_target
+from modelport.modes.run import common_options, target_and_rest
+
+_CHUNK = 1 << 16
+
+
+class Lines:
+    """The lines of a binary stream, read in large chunks; :meth:`waiting` says whether more
+    input is at hand without blocking (so output is flushed before the reader would wait)."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self._fd: int | None
+        try:
+            self._fd = stream.fileno()
+        except (OSError, ValueError):
+            self._fd = None
+        self._lines: list[bytes] = []
+        self._next = 0
+        self._tail = b""
+        self._eof = False
+
+    def waiting(self) -> bool:
+        if self._next < len(self._lines) or self._eof:
+            return True
+        if self._fd is None:
+            return True
+        ready, _, _ = select.select([self._fd], [], [], 0)
+        return bool(ready)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        while self._next >= len(self._lines):
+            if self._eof:
+                raise StopIteration
+            chunk = os.read(self._fd, _CHUNK) if self._fd is not None else self._stream.read(_CHUNK)
+            if not chunk:
+                self._eof = True
+                self._lines, self._next = ([self._tail] if self._tail.strip() else []), 0
+                self._tail = b""
+                continue
+            parts = (self._tail + chunk).split(b"\n")
+            self._tail = parts.pop()
+            self._lines, self._next = parts, 0
+        line = self._lines[self._next]
+        self._next += 1
+        return line
+
+
+def _json_inputs(lines: Lines) -> Iterator[tuple[Any, str | None]]:
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            yield orjson.loads(line), None
+        except orjson.JSONDecodeError as e:
+            yield None, f"not valid JSON: {e}"
+
+
+def _pickle_inputs(stream: IO[bytes]) -> Iterator[tuple[Any, str | None]]:
+    unpickler = pickle.Unpickler(stream)
+    while True:
+        try:
+            yield unpickler.load(), None
+        except EOFError:
+            return
+        except pickle.UnpicklingError as e:
+            raise ModelportError(f"stdin is not a stream of pickles: {e}") from None
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run a model on a stream of inputs on stdin (JSON lines or pickles), outputs on stdout."""
+    target, endpoint, _ = target_and_rest("modelport pipe", argv)
+    parser = argparse.ArgumentParser(
+        allow_abbrev=False,
+        prog=f"modelport pipe {target}",
+        description=(__doc__ or "").split("\n\n", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    common_options(parser, progress=False)
+    parser.add_argument(
+        "--format",
+        choices=["jsonl", "pickle"],
+        default="jsonl",
+        help="jsonl: one JSON object per line (default); pickle: a stream of pickled dicts, "
+        "ONLY for input you trust (unpickling runs code)",
+    )
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        metavar="N",
+        help="inputs per call of the model (default: its max_batch_size)",
+    )
+    args = parser.parse_args(list(argv[1:]))
+    console.debug_logging(args.debug)
+    try:
+        local = LocalModel(load_target(target, endpoint))
+    except ModelportError as e:
+        console.error(e.message)
+        return 2
+    size = args.batch_size or local.spec.max_batch_size
+    if size < 1:
+        parser.error("--batch-size must be at least 1")
+    try:
+        local.setup()
+    except Exception as e:
+        console.print_exception(e, args.debug)
+        return 1
+    try:
+        _pipe(local, args.format, size)
+    except BrokenPipeError:
+        # The reader went away (`| head`): done. Point stdout at /dev/null so the flush at
+        # exit does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+    except ModelportError as e:
+        console.error(e.message)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def _pipe(local: LocalModel, fmt: str, size: int) -> None:
+    stdin, out = sys.stdin.buffer, sys.stdout.buffer
+    lines = Lines(stdin)
+    items = _pickle_inputs(stdin) if fmt == "pickle" else _json_inputs(lines)
+    if fmt == "pickle":
+
+        def write(value: Any) -> None:
+            pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
+    else:
+
+        def write(value: Any) -> None:
+            out.write(console.dumps(value) + b"\n")
+
+    batch: list[tuple[int, Any, str | None]] = []
+    for index, (data, error) in enumerate(items):
+        batch.append((index, data, error))
+        if len(batch) >= size or (fmt == "jsonl" and not lines.waiting()):
+            _run_batch(local, batch, write)
+            batch = []
+            if fmt == "pickle" or not lines.waiting():
+                out.flush()
+    if batch:
+        _run_batch(local, batch, write)
+    out.flush()
+
+
+def _run_batch(local: LocalModel, batch: list[tuple[int, Any, str | None]], write: Any) -> None:
+    answers: dict[int, Any] = {}
+    valid: list[tuple[int, dict[str, Any]]] = []
+    for i, data, error in batch:
+        if error is not None:
+            answers[i] = {"index": i, "error": error}
+            continue
+        try:
+            valid.append((i, local.validate(data)))
+        except ModelportError as e:
+            answers[i] = {"index": i, "error": e.message}
+    if valid:
+        outcomes = local.call([x for _, x in valid])
+        for (i, _), outcome in zip(valid, outcomes, strict=True):
+            answers[i] = (
+                outcome.output if outcome.error is None else {"index": i, "error": outcome.error}
+            )
+    for i, _, _ in batch:
+        write(answers[i])
