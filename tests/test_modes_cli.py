@@ -423,6 +423,8 @@ def test_init_writes_a_model_its_toml_twin_and_a_passing_test(tmp_path: Path) ->
             "mypy",
             "--strict",
             "--no-incremental",
+            # As a user's mypy sees an installed modelport: checked, its own imports silent.
+            "--follow-imports=silent",
             "word_score.py",
             "test_word_score.py",
         ],
