@@ -100,7 +100,8 @@ class Leases:
 
         Events of jobs the worker no longer holds are dropped; returns the ids it holds.
         """
-        held = set(await self.heartbeat(worker_id, list(dict.fromkeys(e.job_id for e in events))))
+        job_ids = list(dict.fromkeys(e.job_id for e in events))
+        held = set(await self.heartbeat(worker_id, job_ids))
         kept = [e for e in events if e.job_id in held]
         latest = {e.job_id: e.data for e in kept if e.type == "progress"}
         if latest:
@@ -114,7 +115,7 @@ class Leases:
             await self.store.add_events(kept)
         for job_id in held:
             self.wakeups.changed(job_id)
-        return [e for e in dict.fromkeys(e.job_id for e in events) if e in held]
+        return [j for j in job_ids if j in held]
 
     async def finish(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
         """Record final outputs or errors; a result for a job no longer held is refused."""
