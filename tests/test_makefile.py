@@ -3,6 +3,7 @@ only what the demo serves, ``make run-embeddings`` adds torch, ``make test`` eve
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -14,9 +15,13 @@ EXTRAS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["option
 
 
 def plan(target: str, tmp_path: Path) -> list[str]:
+    # A clean environment for make: under a parent make (CI runs `make test`), MAKEFLAGS and
+    # MAKELEVEL would make this one a sub-make that prints "Entering/Leaving directory".
+    env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MAKELEVEL", "MFLAGS"}}
     done = subprocess.run(
-        ["make", "-n", target, f"VENV={tmp_path}/venv"],
+        ["make", "--no-print-directory", "-n", target, f"VENV={tmp_path}/venv"],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
         check=True,
