@@ -35,7 +35,7 @@ import pydantic_core
 from pydantic import ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
-from modelport.errors import SpecError
+from modelport.errors import SpecError, first_error
 from modelport.media import options as media_options
 from modelport.wire import INT_MAX as _INT_MAX
 from modelport.wire import INT_MIN as _INT_MIN
@@ -389,6 +389,20 @@ class EndpointSpec:
             return pydantic.TypeAdapter(_nullable(self.output, self.name + "_output"))
         return None
 
+    def output_error(self, output: Any) -> str | None:
+        """Why ``output`` does not match the declared outputs, or ``None`` when it does."""
+        adapter = self.output_adapter
+        if adapter is None:
+            return None
+        try:
+            adapter.validate_python(output)
+        except pydantic.ValidationError as e:
+            where = first_error(e.errors())
+            if not e.errors()[0]["loc"]:
+                where = f"output: {where}"
+            return f"the model's output does not match the endpoint's outputs: {where}"
+        return None
+
     def input_schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = self.request_model.model_fields[
             "input"
@@ -732,10 +746,7 @@ def _check_field(where: str, f: FieldSpec, out: list[Problem]) -> None:
         try:
             adapter.validate_json(raw, strict=True)
         except pydantic.ValidationError as e:
-            first = e.errors()[0]
-            at = ".".join(str(p) for p in first["loc"])
-            reason = f"{at}: {first['msg']}" if at else first["msg"]
-            out.append((where, f"{key} {value!r} is invalid: {reason}"))
+            out.append((where, f"{key} {value!r} is invalid: {first_error(e.errors())}"))
 
 
 def _annotation(f: FieldSpec, title: str) -> Any:

@@ -134,15 +134,5 @@ class LocalModel:
         ]
 
     def _checked(self, output: Any) -> Outcome:
-        adapter = self.spec.output_adapter
-        if adapter is not None:
-            try:
-                adapter.validate_python(output)
-            except pydantic.ValidationError as e:
-                first = e.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "output"
-                return Outcome(
-                    error="the model's output does not match the endpoint's outputs: "
-                    f"{where}: {first['msg']}"
-                )
-        return Outcome(output=output)
+        error = self.spec.output_error(output)
+        return Outcome(output=output) if error is None else Outcome(error=error)
