@@ -4,6 +4,7 @@ code): ``modelport test`` synthesizes files from the spec, ``run`` takes files a
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from pathlib import Path
@@ -18,6 +19,22 @@ pytestmark = pytest.mark.e2e
 
 DIGITS = "examples/digits/model.py"
 MEDIA = "tests/models/media_modes.py"
+
+
+def seven_png(directory: Path) -> Path:
+    """A handwritten 7 from scikit-learn's digits, as a 40x40 RGB PNG in ``directory``."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    pixels = (digits.images[list(digits.target).index(7)] / 16 * 255).astype(np.uint8)
+    path = directory / "seven.png"
+    Image.fromarray(pixels).resize((40, 40), Image.Resampling.NEAREST).convert("RGB").save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def seven(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return seven_png(tmp_path_factory.mktemp("digits"))
 
 
 def test_test_synthesizes_an_image_and_a_tone_for_the_examples() -> None:
@@ -83,3 +100,36 @@ def test_test_synthesizes_a_clip_or_says_it_needs_pyav(tmp_path: Path) -> None:
         "modelport: error: a video input needs PyAV, the video extra: "
         "pip install 'modelport[video]'\n"
     )
+
+
+def test_run_takes_a_media_file_as_a_path_stdin_or_a_data_url(seven: Path) -> None:
+    helped = modelport("run", DIGITS, "--help")
+    assert "--image FILE" in helped.out
+    assert "image file: a path, - for stdin, or a data URL; required" in " ".join(
+        helped.out.split()
+    )
+    by_path = modelport("run", DIGITS, "--image", str(seven), "--top-k", "1")
+    assert by_path.returncode == 0, by_path.err
+    assert json.loads(by_path.out) == {"digit": 7, "guesses": [{"digit": 7, "probability": 1.0}]}
+    missing = modelport("run", DIGITS, "--image", "nope.png")
+    assert missing.returncode == 2
+    assert "argument --image: cannot read nope.png: No such file or directory" in missing.err
+    not_image = modelport("run", DIGITS, "--image", DIGITS)
+    assert not_image.returncode == 2
+    assert (
+        not_image.err == "modelport: error: image: not a JPEG, PNG, WEBP, GIF, BMP or TIFF file\n"
+    )
+    empty = modelport("run", DIGITS, "--image", "-")
+    assert empty.returncode == 2
+    assert "argument --image: stdin is empty" in empty.err
+
+
+def test_run_takes_several_files_as_paths_data_urls_and_stdin(seven: Path, tmp_path: Path) -> None:
+    wide = tmp_path / "wide.jpg"
+    Image.new("RGB", (30, 10), "white").save(wide)
+    url = "data:image/png;base64," + base64.b64encode(seven.read_bytes()).decode()
+    proc = modelport(
+        "run", f"{MEDIA}:Sizes", "--images", str(wide), url, "-", stdin=seven.read_bytes()
+    )
+    assert proc.returncode == 0, proc.err
+    assert json.loads(proc.out) == [[30, 10], [40, 40], [40, 40]]
