@@ -133,3 +133,25 @@ def test_run_takes_several_files_as_paths_data_urls_and_stdin(seven: Path, tmp_p
     )
     assert proc.returncode == 0, proc.err
     assert json.loads(proc.out) == [[30, 10], [40, 40], [40, 40]]
+
+
+def test_pipe_raw_reads_one_file_from_stdin(seven: Path) -> None:
+    proc = modelport("pipe", DIGITS, "--raw", stdin=seven.read_bytes())
+    assert proc.returncode == 0, proc.err
+    (line,) = proc.out.splitlines()
+    assert json.loads(line)["digit"] == 7
+    refused = modelport("pipe", DIGITS, "--raw", stdin=b"not an image")
+    assert refused.returncode == 2
+    assert json.loads(refused.out) == {
+        "index": 0,
+        "error": "image: not a JPEG, PNG, WEBP, GIF, BMP or TIFF file",
+    }
+    failed = modelport("pipe", f"{MEDIA}:Misread", "--raw", stdin=seven.read_bytes())
+    assert failed.returncode == 1
+    assert json.loads(failed.out)["error"] == "TypeError: cannot unpack non-iterable int object"
+    for target, count in (("examples/echo/model.py", 0), (f"{MEDIA}:Narrow", 3)):
+        usage = modelport("pipe", target, "--raw", stdin=seven.read_bytes())
+        assert usage.returncode == 2
+        assert usage.out == ""
+        assert "--raw needs a model with exactly one media input" in usage.err
+        assert f"has {count}\n" in usage.err
