@@ -19,7 +19,7 @@ from starlette.requests import Request
 
 from modelport.errors import BadRequest, InvalidInput, PayloadTooLarge, invalid
 from modelport.media.codec import MediaLimits, format_of
-from modelport.media.prepare import has_media, prepare, single_media_input
+from modelport.media.prepare import has_media, prepare, refused, single_media_input
 from modelport.server.messages import read_body
 from modelport.settings import Limits
 from modelport.spec import EndpointSpec, FieldSpec, media_field
@@ -106,8 +106,7 @@ async def form_inputs(request: Request, spec: EndpointSpec, limit: int) -> dict[
     finally:
         await form.close()
     if problems:
-        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        raise InvalidInput(message, errors=problems)
+        raise refused(problems)
     return inputs
 
 
@@ -204,8 +203,7 @@ async def raw_inputs(request: Request, spec: EndpointSpec, body: bytes) -> dict[
         except ValueError as e:
             problems.append({"field": name, "message": str(e)})
     if problems:
-        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        raise InvalidInput(message, errors=problems)
+        raise refused(problems)
     return inputs
 
 

@@ -33,6 +33,12 @@ def has_media(spec: EndpointSpec, inputs: dict[str, Any]) -> bool:
     return any(inputs.get(k) is not None for k in spec.media_inputs)
 
 
+def refused(problems: list[dict[str, str]]) -> InvalidInput:
+    """The 422 for inputs that cannot be used: each field named with its reason."""
+    message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
+    return InvalidInput(message, errors=problems)
+
+
 def single_media_input(spec: EndpointSpec) -> str | None:
     """The endpoint's one media input (not a list), which a raw file body (or stdin) is;
     None unless it has exactly one."""
@@ -85,8 +91,7 @@ def _convert_all(
         except MediaError as e:
             problems.append({"field": where, "message": str(e)})
     if problems:
-        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        raise InvalidInput(message, errors=problems)
+        raise refused(problems)
     return urls
 
 

@@ -26,7 +26,7 @@ from modelport.errors import ModelportError
 from modelport.media.prepare import limits_of, single_media_input
 from modelport.modes import console
 from modelport.modes.local import LocalModel, load_target
-from modelport.modes.run import common_options, target_and_rest
+from modelport.modes.run import common_options, set_up, target_and_rest
 from modelport.settings import Limits
 
 _CHUNK = 1 << 16
@@ -140,10 +140,7 @@ def main(argv: Sequence[str]) -> int:
     size = args.batch_size or local.spec.max_batch_size
     if size < 1:
         parser.error("--batch-size must be at least 1")
-    try:
-        local.setup()
-    except Exception as e:
-        console.print_exception(e, args.debug)
+    if not set_up(local, args.debug):
         return 1
     try:
         _pipe(local, args.format, size)
@@ -178,10 +175,7 @@ def _raw(parser: argparse.ArgumentParser, local: LocalModel, args: argparse.Name
         write({"index": 0, "error": e.message})
         console.error(e.message)
         return 2
-    try:
-        local.setup()
-    except Exception as e:
-        console.print_exception(e, args.debug)
+    if not set_up(local, args.debug):
         return 1
     (outcome,) = local.call([inputs])
     if outcome.error is not None:
