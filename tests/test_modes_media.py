@@ -53,12 +53,15 @@ def test_test_fits_synthesized_media_inside_the_specs_bounds(tmp_path: Path) -> 
     the synthesized ones fit (size, mode, format, rate, channels, duration, bytes)."""
     proc = modelport("test", f"{MEDIA}:Narrow", "--json", "--count", "1")
     assert proc.returncode == 0, proc.out + proc.err
-    (case,) = json.loads(proc.out)["cases"]
-    assert case["ok"], case["errors"]
+    case, optional = json.loads(proc.out)["cases"]
+    assert case["ok"] and optional["ok"], case["errors"] + optional["errors"]
     shown = case["input"]
     assert shown["image"].startswith("<grey 100x60 LA WEBP image, ")
     assert shown["audio"].startswith("<1 s 440 Hz tone, 8000 Hz x2 FLAC, ")
     assert shown["blob"] == "<bytes, 8 bytes>"
+    assert "thumb" not in shown  # optional: the defaults case leaves it out, the next gives it
+    assert optional["name"].startswith('thumb="<grey 4x4 RGB JPEG image, ')
+    assert optional["input"]["thumb"].startswith("<grey 4x4 RGB JPEG image, ")
 
     small = tmp_path / "small.webp"
     Image.new("LA", (64, 64), (128, 255)).save(small)
@@ -85,7 +88,7 @@ def test_test_fails_a_broken_media_model() -> None:
     assert "TypeError: cannot unpack non-iterable int object" in proc.out
 
 
-def test_test_synthesizes_a_clip_or_says_it_needs_pyav(tmp_path: Path) -> None:
+def test_test_synthesizes_a_clip_or_says_why_it_cannot(tmp_path: Path) -> None:
     proc = modelport("test", f"{MEDIA}:Film", "--json", "--count", "1")
     assert proc.returncode == 0, proc.out + proc.err
     (case,) = json.loads(proc.out)["cases"]
@@ -94,10 +97,16 @@ def test_test_synthesizes_a_clip_or_says_it_needs_pyav(tmp_path: Path) -> None:
     (tmp_path / "av").mkdir()
     (tmp_path / "av" / "__init__.py").write_text("raise ImportError('no PyAV here')\n")
     path = os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])
+    mp3 = modelport("test", f"{MEDIA}:Podcast")
+    assert mp3.returncode == 2
+    assert mp3.err == (
+        "modelport: error: episode: cannot make a test file: it takes MP3 only, and modelport"
+        " writes WAV, FLAC, OGG\n"
+    )
     missing = modelport("test", f"{MEDIA}:Film", env={"PYTHONPATH": path})
     assert missing.returncode == 2
     assert missing.err == (
-        "modelport: error: a video input needs PyAV, the video extra: "
+        "modelport: error: video: a video input needs PyAV, the video extra: "
         "pip install 'modelport[video]'\n"
     )
 

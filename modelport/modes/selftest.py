@@ -14,7 +14,7 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,7 +23,7 @@ from modelport.media.options import MEDIA_TYPES
 from modelport.modes import console
 from modelport.modes.local import LocalModel, load_target
 from modelport.modes.run import common_options, target_and_rest
-from modelport.spec import EndpointSpec, FieldSpec
+from modelport.spec import EndpointSpec, FieldSpec, media_field
 
 _UNSET: Any = object()
 
@@ -139,7 +139,8 @@ def _writable(f: FieldSpec, formats: Sequence[str]) -> str:
         if fmt in formats:
             return fmt
     raise CannotSynthesize(
-        f"cannot make a {' or '.join(f.format or ())} file for a {f.type} input: give it an example"
+        f"cannot make a test file: it takes {' or '.join(f.format or ())} only, and modelport"
+        f" writes {', '.join(formats)}"
     )
 
 
@@ -242,6 +243,8 @@ def variants(f: FieldSpec) -> Iterator[tuple[str, Any]]:
         for label, n in (("min_length", f.min_length), ("max_length", f.max_length)):
             if n is not None:
                 yield label, [sample(f.items)] * n
+    if media_field(f) is not None and not f.required:
+        yield "file", sample(f) if f.type != "list" else [sample(f.items)]  # type: ignore[arg-type]
     if f.nullable:
         yield "null", None
 
@@ -249,12 +252,19 @@ def variants(f: FieldSpec) -> Iterator[tuple[str, Any]]:
 _NOTED = ("ge", "le", "min_length", "max_length")
 
 
+def _named(name: str, make: Callable[[FieldSpec], Any], f: FieldSpec) -> Any:
+    try:
+        return make(f)
+    except CannotSynthesize as e:
+        raise CannotSynthesize(f"{name}: {e.message}") from None
+
+
 def cases(spec: EndpointSpec) -> list[Case]:
     base = {}
     for name, f in spec.inputs.items():
         if not f.required:
             continue
-        value = sample(f)
+        value = _named(name, sample, f)
         if value is _UNSET:
             raise CannotSynthesize(
                 f"cannot make a value for {name!r} matching {f.pattern}: give it an example"
@@ -262,7 +272,7 @@ def cases(spec: EndpointSpec) -> list[Case]:
         base[name] = value
     out = [Case("defaults", base)]
     for name, f in spec.inputs.items():
-        for label, value in variants(f):
+        for label, value in _named(name, lambda f: list(variants(f)), f):
             if value is _UNSET:
                 continue
             text = console.dumps(shown(value)).decode()

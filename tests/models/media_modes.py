@@ -24,6 +24,7 @@ class Narrow(modelport.Model):
             sample_rate=8000, channels=2, min_duration=1.0, max_duration=1.5, format=["FLAC"]
         ),
         blob: bytes = Input(max_bytes=8),
+        thumb: modelport.Image = Input(default=None, size=(4, 4), format=["JPEG"]),
     ) -> dict[str, Any]:
         grey = np.asarray(image.getchannel(0))
         if grey.min() != grey.max():
@@ -32,6 +33,7 @@ class Narrow(modelport.Model):
             "image": [image.width, image.height, image.mode],
             "audio": [round(audio.duration, 3), audio.sample_rate, audio.channels],
             "blob": len(blob),
+            "thumb": None if thumb is None else [thumb.width, thumb.height],
         }
 
 
@@ -57,3 +59,10 @@ class Misread(modelport.Model):
     def predict(self, image: modelport.Image = Input(mode="L")) -> int:
         red, *_ = image.getpixel((0, 0))  # type: ignore[misc]
         return int(red)
+
+
+class Podcast(modelport.Model):
+    """Takes MP3 only, a format modelport reads but does not write."""
+
+    def predict(self, episode: modelport.Audio = Input(format=["MP3"])) -> float:
+        return episode.duration
