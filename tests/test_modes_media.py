@@ -158,7 +158,7 @@ def test_pipe_raw_reads_one_file_from_stdin(seven: Path) -> None:
     failed = modelport("pipe", f"{MEDIA}:Misread", "--raw", stdin=seven.read_bytes())
     assert failed.returncode == 1
     assert json.loads(failed.out)["error"] == "TypeError: cannot unpack non-iterable int object"
-    for target, count in (("examples/echo/model.py", 0), (f"{MEDIA}:Narrow", 3)):
+    for target, count in (("examples/echo/model.py", 0), (f"{MEDIA}:Narrow", 4)):
         usage = modelport("pipe", target, "--raw", stdin=seven.read_bytes())
         assert usage.returncode == 2
         assert usage.out == ""
