@@ -128,3 +128,22 @@ def test_api_key_flag_and_environment(serve: Serve, tmp_path: Path) -> None:
     job = modelport("submit", "echo", "--text", "y", "--api-key", secret, env=env).out.strip()
     got = modelport("jobs", "get", job, "--api-key", secret, env=env)
     assert json.loads(got.out)["status"] in ("queued", "running", "succeeded")
+
+
+def test_predict_sends_media_files(serve: Serve, tmp_path: Path) -> None:
+    """``--image`` takes a path or ``-`` (stdin), as ``run`` does; the server converts the
+    file (any size to the digits model's 8x8 greyscale) and refuses what is not an image."""
+    from tests.test_modes_media import seven_png
+
+    server = serve(["examples/digits/model.py", "--store", "memory://"]).start().wait_ready()
+    seven = seven_png(tmp_path)
+    env = {"MODELPORT_URL": server.url}
+    by_path = modelport("predict", "digits", "--image", str(seven), "--top-k", "1", env=env)
+    assert by_path.returncode == 0, by_path.err
+    assert json.loads(by_path.out) == {"digit": 7, "guesses": [{"digit": 7, "probability": 1.0}]}
+    on_stdin = modelport("predict", "digits", "--image", "-", stdin=seven.read_bytes(), env=env)
+    assert on_stdin.returncode == 0, on_stdin.err
+    assert json.loads(on_stdin.out)["digit"] == 7
+    refused = modelport("predict", "digits", "--image", "-", stdin=b"GIF89a no", env=env)
+    assert refused.returncode == 2
+    assert refused.err == "modelport: error: image: not a JPEG, PNG, WEBP, GIF, BMP or TIFF file\n"

@@ -112,8 +112,19 @@ class LocalModel:
         self._loop.close()
 
     def validate(self, data: Any) -> dict[str, Any]:
-        """The input as the server's submit validates it: same checks, same messages."""
-        return validate(self.spec, data)
+        """The input as the server's submit validates it: same checks, same messages, and
+        media (a file's bytes, a data URL) converted per the spec as the server does."""
+        inputs = validate(self.spec, data)
+        if not self.spec.media_inputs:
+            return inputs
+        from modelport.media.prepare import has_media, limits_of, prepare
+        from modelport.settings import Limits
+
+        return (
+            prepare(self.spec, inputs, limits_of(Limits()))
+            if has_media(self.spec, inputs)
+            else inputs
+        )
 
     def call(
         self, inputs: Sequence[dict[str, Any]], on_event: OnEvent | None = None

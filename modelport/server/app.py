@@ -40,6 +40,7 @@ from modelport.errors import (
 )
 from modelport.media import files as media_files
 from modelport.media import inputs as media_in
+from modelport.media.prepare import limits_of
 from modelport.model import Model
 from modelport.server import docs as doc_pages
 from modelport.server.admin import AdminRoutes
@@ -299,7 +300,7 @@ class Server:
         principal = principal_of(request)
         limits = await self.auth.admit(principal, name)  # a cache hit counts against it too
         if spec.media_inputs:
-            inputs = await media_in.normalise(spec, inputs, media_in.limits_of(self.settings))
+            inputs = await media_in.normalise(spec, inputs, limits_of(self.settings))
         hook = await self.broker.webhooks.check(
             parsed.webhook,  # type: ignore[attr-defined]
             parsed.webhook_events,  # type: ignore[attr-defined]
