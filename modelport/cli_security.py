@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import ModelportError
+from modelport.errors import InvalidInput, ModelportError
+from modelport.keys import parse_rate
 from modelport.settings import Limits
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
@@ -48,6 +49,15 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="a browser origin allowed to call the API, e.g. https://app.example "
         "(repeatable; default: none)",
+    )
+    serve.add_argument(
+        "--anonymous-rate",
+        default=os.environ.get("MODELPORT_ANONYMOUS_RATE"),
+        metavar="RATE",
+        help="with --auth none, submits allowed per client address, e.g. 20/s or 600/min "
+        "(a token bucket in the store, shared by every server; the address is the "
+        "X-Forwarded-For one from a --forwarded-allow-ips proxy) "
+        "(default: $MODELPORT_ANONYMOUS_RATE, else no limit)",
     )
     serve.add_argument(
         "--session-ttl",
@@ -141,6 +151,17 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.metrics_auth and args.auth != "keys":
         raise ModelportError("--metrics-auth needs --auth keys")
+    anonymous_rate = None
+    if args.anonymous_rate:
+        if args.auth != "none":
+            raise ModelportError(
+                "--anonymous-rate limits callers without a key: it needs --auth none"
+                " (with --auth keys, give each key a --rate)"
+            )
+        try:
+            anonymous_rate = parse_rate(args.anonymous_rate)
+        except InvalidInput as e:
+            raise ModelportError(f"--anonymous-{e.message}") from None
     if args.session_ttl <= 0:
         raise ModelportError("--session-ttl must be positive")
     for option in ("max_json_depth", "max_string_length", "max_list_length", "max_object_keys"):
@@ -153,6 +174,7 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         "auth": args.auth,
         "metrics_auth": args.metrics_auth,
         "session_ttl": args.session_ttl,
+        "anonymous_rate": anonymous_rate,
         "cors_origins": tuple(o.rstrip("/") for o in args.cors_origin),
         "max_json_depth": args.max_json_depth,
         "max_string_length": args.max_string_length,

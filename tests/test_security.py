@@ -428,6 +428,11 @@ def test_serve_refuses_an_open_network_bind_without_auth(tmp_path: Path) -> None
     token.write_text("")
     empty = modelport_cli("serve", target, "--worker-token-file", str(token))
     assert empty.returncode == 2 and "is empty" in empty.stderr
+    keyed = modelport_cli("serve", target, "--auth", "keys", "--anonymous-rate", "5/s")
+    assert keyed.returncode == 2 and "--anonymous-rate" in keyed.stderr
+    assert "--auth none" in keyed.stderr
+    bad = modelport_cli("serve", target, "--anonymous-rate", "lots")
+    assert bad.returncode == 2 and "--anonymous-rate 'lots'" in bad.stderr
 
 
 async def test_a_rate_with_a_burst_answers_429_with_ratelimit_headers(

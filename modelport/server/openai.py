@@ -23,7 +23,7 @@ from starlette.responses import Response
 
 from modelport.core import Broker
 from modelport.errors import ModelportError, NotFound, field_errors
-from modelport.server.auth import Auth, principal_of
+from modelport.server.auth import Auth, client_host, principal_of
 from modelport.server.limits import check_shape
 from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
@@ -156,7 +156,7 @@ class OpenAIRoutes:
         limits; the owner of the jobs it submits."""
         principal = principal_of(request)
         self.auth.check_endpoint(principal, spec.name)
-        await self.auth.admit(principal, spec.name)
+        await self.auth.admit(principal, spec.name, client_host(request))
         return principal.owner
 
     async def models(self, request: Request) -> Response:
