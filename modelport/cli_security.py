@@ -200,6 +200,34 @@ def add_worker_options(worker: argparse.ArgumentParser) -> None:
     )
 
 
+def add_api_key_options(parser: argparse.ArgumentParser, *, again: bool = False) -> None:
+    """``--api-key`` and its ``--api-key-file`` twin (``again``: on a subcommand, where
+    they are optional repeats of the parent's)."""
+    default: Any = argparse.SUPPRESS if again else None
+    parser.add_argument(
+        "--api-key",
+        default=default,
+        metavar="KEY",
+        help="the server's client API key (default: $MODELPORT_API_KEY); on a shared host "
+        "prefer --api-key-file, as every local user sees a command line",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        default=default if again else os.environ.get("MODELPORT_API_KEY_FILE"),
+        metavar="PATH",
+        help="read the API key from this file (default: $MODELPORT_API_KEY_FILE)",
+    )
+
+
+def api_key(args: argparse.Namespace) -> str | None:
+    """The key of ``--api-key``, else of ``--api-key-file``, else None (the client then
+    reads ``$MODELPORT_API_KEY``)."""
+    if getattr(args, "api_key", None):
+        return str(args.api_key)
+    path = getattr(args, "api_key_file", None)
+    return read_secret(path, "--api-key-file") if path else None
+
+
 def worker_token(args: argparse.Namespace) -> str | None:
     if args.token_file:
         return read_secret(args.token_file, "--token-file")
