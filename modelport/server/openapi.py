@@ -727,8 +727,10 @@ def _worker_paths(c: _Components, specs: dict[str, EndpointSpec]) -> dict[str, A
         "/workers": {
             "post": {
                 "summary": "Register a worker",
-                "description": "The worker lists the specs it serves; each must match the "
-                "server's spec of that endpoint, or is added when the server has none.",
+                "description": "The worker lists the specs it serves, each as `GET "
+                "/endpoints/{name}` shows it under `spec`; each must match the server's spec "
+                "of that endpoint, or is added when the server has none. A spec the server "
+                "cannot read is refused with 422 naming the rule it broke.",
                 "operationId": "register_worker",
                 "tags": ["workers"],
                 "security": auth,
