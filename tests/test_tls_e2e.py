@@ -230,8 +230,9 @@ def test_client_openai_and_a_remote_worker_over_https_with_keys(
 
 def test_a_trusted_proxy_names_the_client_and_an_untrusted_one_does_not(tmp_path: Path) -> None:
     """``--forwarded-allow-ips 127.0.0.2``: a request from 127.0.0.2 (the proxy) is from the
-    address its ``X-Forwarded-For`` names, in the access log and for the anonymous rate limit;
-    the same header from 127.0.0.1 is ignored, the peer's address counts."""
+    address its ``X-Forwarded-For`` names (and of the scheme of its ``X-Forwarded-Proto``), in
+    the access log and for the anonymous rate limit; the same headers from 127.0.0.1 are
+    ignored: the peer's address counts."""
     server = ServerProcess(
         [
             "tests/models/basic.py:Add",
@@ -272,6 +273,11 @@ def test_a_trusted_proxy_names_the_client_and_an_untrusted_one_does_not(tmp_path
         again = submit(direct, "198.51.100.2")  # not another client: the header is ignored
         assert again.status_code == 429, again.text
         assert "address 127.0.0.1 is over its rate" in again.json()["detail"]
+        # -Proto likewise: the index page's curl example is for the scheme the client used
+        page = {"Accept": "text/html", "X-Forwarded-Proto": "https"}
+        host = server.url.removeprefix("http://")
+        assert f"https://{host}/endpoints/add/jobs" in proxy.get("/", headers=page).text
+        assert f"http://{host}/endpoints/add/jobs" in direct.get("/", headers=page).text
         metrics = direct.get("/metrics").text
         assert 'modelport_key_requests_total{key="anonymous",outcome="rate"} 2.0' in metrics
 
