@@ -32,6 +32,7 @@ from typing import Any, Literal
 import annotated_types
 import pydantic
 import pydantic_core
+import typing_extensions
 from pydantic import ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
@@ -772,7 +773,9 @@ def _annotation(f: FieldSpec, title: str) -> Any:
         choices = tuple(f.choices or ())
         base = typing.Annotated[Literal[choices], pydantic.BeforeValidator(_exact_choice(choices))]
     elif f.type == "json":
-        base = typing.Annotated[pydantic.JsonValue, pydantic.AfterValidator(_storable)]
+        base = typing.Annotated[
+            pydantic.JsonValue, pydantic.AfterValidator(_storable), _STORABLE_SCHEMA
+        ]
     elif f.type == "list":
         assert f.items is not None
         base = typing.Annotated[
@@ -784,7 +787,10 @@ def _annotation(f: FieldSpec, title: str) -> Any:
             base = _model_for(title, f.properties)
         elif f.values is None or f.values == _JSON:  # any object: schema {"type": "object"}
             base = typing.Annotated[
-                dict[str, Any], Field(strict=True), pydantic.AfterValidator(_storable)
+                dict[str, Any],
+                Field(strict=True),
+                pydantic.AfterValidator(_storable),
+                _STORABLE_OBJECT_SCHEMA,
             ]
         else:
             values = _nullable(f.values, title + "_value")
@@ -803,6 +809,31 @@ def _annotation(f: FieldSpec, title: str) -> Any:
             pydantic.WrapValidator(_one_of(variants)),
         ]
     return base
+
+
+StorableJson = typing_extensions.TypeAliasType(
+    "StorableJson",
+    "bool | typing.Annotated[int, Field(ge=_INT_MIN, le=_INT_MAX)] | float | str"
+    " | list[StorableJson] | dict[str, StorableJson] | None",
+)
+"""The JSON the stores can keep, as a JSON Schema says it: integers within 64 bits."""
+
+
+@dataclass(frozen=True)
+class _SchemaOf:
+    """``Annotated`` metadata: document a value with the JSON Schema of another type (its
+    validation is left as it is)."""
+
+    annotation: Any
+
+    def __get_pydantic_json_schema__(
+        self, core: Any, handler: pydantic.GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        return handler(pydantic.TypeAdapter(self.annotation).core_schema)
+
+
+_STORABLE_SCHEMA = _SchemaOf(StorableJson)
+_STORABLE_OBJECT_SCHEMA = _SchemaOf(dict[str, StorableJson])
 
 
 def media_schema(f: FieldSpec) -> dict[str, Any]:
@@ -890,6 +921,11 @@ def _whole(value: Any) -> Any:
     if type(value) is float and value.is_integer():
         return int(value)
     return value
+
+
+WHOLE = pydantic.BeforeValidator(_whole)
+"""``Annotated`` metadata of an ``int`` with its bounds in one ``Field``: ``2.0`` is 2, as
+JSON Schema has it."""
 
 
 def _exact_choice(choices: tuple[Any, ...]) -> Callable[[Any], Any]:
