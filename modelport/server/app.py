@@ -44,6 +44,7 @@ from modelport.model import Model
 from modelport.server import docs as doc_pages
 from modelport.server.admin import AdminRoutes
 from modelport.server.auth import Auth, cors, principal_of
+from modelport.server.conversations import ConversationRoutes
 from modelport.server.index import IndexPage
 from modelport.server.limits import check_shape, nested_too_deep
 from modelport.server.local import LocalTransport
@@ -116,6 +117,7 @@ class Server:
             self.broker, self.settings, self.auth, check_serving=self.check_serving
         )
         self.index = IndexPage(self)
+        self.conversations = ConversationRoutes(self.broker.store, self._find_spec)
         self.runners: list[Runner] = []
         self._instances: list[list[Runner]] = []
         """The runners of each model instance (one per batch it may run at once)."""
@@ -452,6 +454,13 @@ class Server:
             Route("/keys", self.admin.keys, methods=["GET", "POST"]),
             Route("/keys/{id}", self.admin.delete_key, methods=["DELETE"]),
             Route("/sessions", self.admin.create_session, methods=["POST"]),
+            Route("/conversations", self.conversations.conversations, methods=["GET", "POST"]),
+            Route("/conversations/{id}", self.conversations.one, methods=["GET", "DELETE"]),
+            Route(
+                "/conversations/{id}/messages",
+                self.conversations.add_messages,
+                methods=["POST"],
+            ),
             Route("/workers", self.workers.register, methods=["POST"]),
             Route("/workers/{id}/lease", self.workers.lease, methods=["POST"]),
             Route("/workers/{id}/events", self.workers.events, methods=["POST"]),
