@@ -1,6 +1,7 @@
 """The web pages (``/``, ``/ui/{endpoint}``, ``/admin``): HTML rendered here, behaviour in
-the small ES modules of ``static/`` (built on the JavaScript client, ``static/modelport.js``,
-a copy of ``clients/js/src/index.js``), served from ``/ui/static`` with no CDN.
+the small ES modules of ``modelport/server/static/`` (built on the JavaScript client,
+``static/modelport.js``, a copy of ``clients/js/src/index.js``), served from ``/ui/static``
+with no CDN.
 
 Every page is sent with a strict Content-Security-Policy: scripts and styles only from this
 server's files, no inline script, no ``eval``, requests only to this origin. A page never
@@ -19,7 +20,7 @@ from starlette.responses import HTMLResponse
 from starlette.staticfiles import StaticFiles
 
 STATIC_PREFIX = "/ui/static"
-STATIC_DIR = Path(__file__).parent / "static"
+STATIC_DIR = Path(__file__).parent.parent / "static"
 
 POLICY = "; ".join(
     [
