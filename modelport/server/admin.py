@@ -73,13 +73,28 @@ class NewKey(pydantic.BaseModel):
 
 
 class NewSession(pydantic.BaseModel):
-    """``POST /sessions``: the endpoints the session may use (default: all of the key's)
-    and how long it lasts (default and most: the server's session TTL)."""
+    """``POST /sessions``: the endpoints the session may use (default: all of the key's),
+    how long it lasts (default and most: the server's session TTL), and its scope: an
+    ``admin`` session (made with an admin key, for the admin pages) may do what the key
+    may."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"scope": {"const": "admin"}}, "required": ["scope"]},
+            "then": {"properties": {"endpoints": {"type": "null"}}},
+        },
+    )
 
     endpoints: _Endpoints | None = None
     ttl: float | None = pydantic.Field(None, gt=0, le=30 * 86_400)
+    scope: Literal["client", "admin"] = "client"
+
+    @pydantic.model_validator(mode="after")
+    def _admin_everywhere(self) -> NewSession:
+        if self.scope == "admin" and self.endpoints is not None:
+            raise ValueError("an admin session is not limited to endpoints")
+        return self
 
 
 class AdminRoutes:
@@ -138,6 +153,8 @@ class AdminRoutes:
     async def create_session(self, request: Request) -> Response:
         principal = principal_of(request)
         body: NewSession = await self._parse(request, NewSession)
+        if body.scope == "admin" and principal.kind != "admin":
+            raise Forbidden("an admin session is made with an admin key")
         endpoints = principal.endpoints
         if body.endpoints is not None:
             outside = sorted(set(body.endpoints) - (endpoints or set(body.endpoints)))
@@ -147,10 +164,12 @@ class AdminRoutes:
         ttl = min(body.ttl or self.settings.session_ttl, self.settings.session_ttl)
         if principal.key is not None and principal.key.expires_at is not None:
             ttl = min(ttl, principal.key.expires_at - time.time())
-        token, expires = self.auth.session_token(principal, endpoints, ttl)
+        admin = body.scope == "admin"
+        token, expires = self.auth.session_token(principal, endpoints, ttl, admin=admin)
         return json_response(
             {
                 "token": token,
+                "scope": body.scope,
                 "expires_at": expires,
                 "endpoints": None if endpoints is None else sorted(endpoints),
                 "key_id": principal.id,
@@ -181,6 +200,7 @@ class CreatedKey(KeyInfo):
 
 class Session(pydantic.BaseModel):
     token: str = pydantic.Field(description="send as Authorization: Bearer <token>")
+    scope: Literal["client", "admin"]
     expires_at: float
     endpoints: list[str] | None
     key_id: str | None

@@ -42,9 +42,11 @@ from modelport.media import files as media_files
 from modelport.media import inputs as media_in
 from modelport.model import Model
 from modelport.server import docs as doc_pages
+from modelport.server import pages
 from modelport.server.admin import AdminRoutes
 from modelport.server.auth import Auth, cors, principal_of
 from modelport.server.conversations import ConversationRoutes
+from modelport.server.dashboard import Dashboard
 from modelport.server.index import IndexPage
 from modelport.server.limits import check_shape, nested_too_deep
 from modelport.server.local import LocalTransport
@@ -52,6 +54,7 @@ from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
 from modelport.server.openai import OpenAIRoutes
 from modelport.server.openapi import openapi
+from modelport.server.pages.views import Pages
 from modelport.server.problems import (
     EXCEPTION_HANDLERS,
     error_response,
@@ -118,6 +121,8 @@ class Server:
         )
         self.index = IndexPage(self)
         self.conversations = ConversationRoutes(self.broker.store, self._find_spec)
+        self.pages = Pages(self)
+        self.dashboard = Dashboard(self)
         self.runners: list[Runner] = []
         self._instances: list[list[Runner]] = []
         """The runners of each model instance (one per batch it may run at once)."""
@@ -188,9 +193,9 @@ class Server:
         await self.broker.sync_specs()
         principal = principal_of(request)
         specs = [s for s in self.broker.specs.values() if principal.may_use(s.name)]
-        return _json([await self._summary(s, depths) for s in specs])
+        return _json([await self.summary(s, depths) for s in specs])
 
-    async def _summary(
+    async def summary(
         self, spec: EndpointSpec, depths: dict[str, dict[str, int]]
     ) -> dict[str, Any]:
         depth = depths.get(spec.name, {})
@@ -249,7 +254,7 @@ class Server:
         spec = await self._find_spec(request.path_params["name"])
         depths = await self.broker.store.queue_depths()
         now = self.broker.clock()
-        body = await self._summary(spec, depths)
+        body = await self.summary(spec, depths)
         body.update(
             input_schema=spec.input_schema(),
             output_schema=spec.output_schema(),
@@ -466,6 +471,11 @@ class Server:
             Route("/workers/{id}/events", self.workers.events, methods=["POST"]),
             Route("/workers/{id}/results", self.workers.results, methods=["POST"]),
             Route("/workers/{id}", self.workers.leave, methods=["DELETE"]),
+            Route("/admin", self.pages.admin, methods=["GET"]),
+            Route("/admin/overview", self.dashboard.get, methods=["GET"]),
+            Route("/admin/events", self.dashboard.events, methods=["GET"]),
+            Mount(pages.STATIC_PREFIX, pages.static_files(), name="ui-static"),
+            Route("/ui/{name}", self.pages.playground, methods=["GET"]),
             Mount(
                 doc_pages.STATIC_PREFIX,
                 StaticFiles(directory=doc_pages.static_dir()),
