@@ -563,6 +563,38 @@ export class Client {
     return response.blob();
   }
 
+  /** The caller's chat conversations, the most recently changed first (without messages). */
+  conversations({ endpoint, signal } = {}) {
+    const query = endpoint === undefined ? "" : `?endpoint=${encodeURIComponent(endpoint)}`;
+    return this._json("GET", `/conversations${query}`, { signal });
+  }
+
+  /** Start a conversation with a chat endpoint, kept server side for this key or session. */
+  createConversation(endpoint, { title, messages, signal } = {}) {
+    const body = { endpoint };
+    if (title !== undefined) body.title = title;
+    if (messages !== undefined) body.messages = messages;
+    return this._json("POST", "/conversations", { body, signal });
+  }
+
+  /** One conversation with its messages. */
+  conversation(id, { signal } = {}) {
+    return this._json("GET", `/conversations/${encodeURIComponent(id)}`, { signal });
+  }
+
+  /** Add messages at the end of a conversation; resolves to the whole conversation. */
+  addMessages(id, messages, { signal } = {}) {
+    return this._json("POST", `/conversations/${encodeURIComponent(id)}/messages`, {
+      body: { messages },
+      signal,
+    });
+  }
+
+  /** Delete a conversation. */
+  async deleteConversation(id, { signal } = {}) {
+    await this._json("DELETE", `/conversations/${encodeURIComponent(id)}`, { signal });
+  }
+
   /**
    * A browser session (POST /sessions) made with this client's key: `{token, expires_at,
    * endpoints, key_id}`; give the token to a page as `sessionToken`.
