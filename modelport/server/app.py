@@ -54,6 +54,7 @@ from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
 from modelport.server.openai import OpenAIRoutes
 from modelport.server.openapi import openapi
+from modelport.server.pages.chat import ChatPage
 from modelport.server.pages.views import Pages
 from modelport.server.problems import (
     EXCEPTION_HANDLERS,
@@ -121,6 +122,7 @@ class Server:
         )
         self.index = IndexPage(self)
         self.conversations = ConversationRoutes(self.broker.store, self._find_spec)
+        self.chat = ChatPage(self)
         self.pages = Pages(self)
         self.dashboard = Dashboard(self)
         self.runners: list[Runner] = []
@@ -466,6 +468,7 @@ class Server:
                 self.conversations.add_messages,
                 methods=["POST"],
             ),
+            Route("/ui/{name}/chat", self.chat.get, methods=["GET"]),
             Route("/workers", self.workers.register, methods=["POST"]),
             Route("/workers/{id}/lease", self.workers.lease, methods=["POST"]),
             Route("/workers/{id}/events", self.workers.events, methods=["POST"]),
