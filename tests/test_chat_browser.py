@@ -20,25 +20,14 @@ import pytest
 
 from modelport.stores import store_from_url
 from tests.conftest import ROOT, ServerProcess
-from tests.test_docs_browser import CHROMIUM_ARGS, Page, _chromium, _missing
+from tests.test_docs_browser import Page, browser
+
+__all__ = ["browser"]  # the fixture, shared with the docs pages' tests
 
 pytestmark = pytest.mark.e2e
 
 SERVED = ["tests/models/chat.py", "examples/echo/model.py"]
 JOB_WAIT = 20_000  # ms
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("playwright is not installed (it is in the dev extra)")
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
