@@ -90,7 +90,7 @@ def field_html(name: str, schema: dict[str, Any], required: bool, nullable: bool
             f"{' selected' if choice == value else ''}>{e(_text(choice))}</option>"
             for choice in schema["enum"]
         )
-        if not required or nullable:
+        if nullable or (not required and "default" not in schema):
             options = '<option value="">(none)</option>' + options
         control = f"<select {attrs}>{options}</select>"
     elif kind == "boolean":
@@ -144,12 +144,12 @@ def field_html(name: str, schema: dict[str, Any], required: bool, nullable: bool
         hints.append("JSON")
         text = "" if value is None else orjson.dumps(value, option=orjson.OPT_INDENT_2).decode()
         control = f'<textarea rows="6" spellcheck="false" {attrs}>{e(text)}</textarea>'
-    required_mark = "" if not required else ' <span aria-hidden="true">*</span>'
+    marked = ' class="required"' if required else ""
     extra = ' data-nullable="true"' if nullable else ""
     if kind == "media":
         extra += f' data-media="{e(str(schema["contentMediaType"]))}"'
     return f"""<div class="field" data-field="{e(name)}" data-kind="{kind}"{extra}>
-<label for="{e(ident)}">{e(title)}{required_mark}</label>
+<label for="{e(ident)}"{marked}>{e(title)}</label>
 {control}
 <span class="hint" id="hint-{e(name)}">{e(" · ".join(hints))}</span>
 <span class="error" id="err-{e(name)}"></span>
