@@ -294,8 +294,11 @@ export class Job {
         await sleep(Math.min(2000, 100 * 2 ** failures), signal);
         continue;
       }
+      let got = false;
+      let broke = null;
       try {
         for await (const event of readEvents(response)) {
+          got = true;
           failures = 0;
           if (event.id !== null) last = event.id;
           if (FINAL.has(event.event)) {
@@ -307,7 +310,12 @@ export class Job {
         }
       } catch (e) {
         if (signal?.aborted || e instanceof SyntaxError) throw e;
-        if (++failures > RESUME_TRIES) throw new Unreachable(`the events of job ${this.id} broke off: ${e}`, { cause: e });
+        broke = e;
+      }
+      // A connection that ends (or breaks) before any event counts as a failure, so a
+      // server that keeps hanging up is given up on after RESUME_TRIES tries.
+      if (!got && ++failures > RESUME_TRIES) {
+        throw new Unreachable(`the events of job ${this.id} broke off: ${broke ?? "no events"}`, { cause: broke ?? undefined });
       }
       // The stream ended early: resume after the last stored event (0: after none, so
       // the state events already seen are not sent again).
