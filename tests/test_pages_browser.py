@@ -16,11 +16,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.conftest import (
-    ROOT,
-    WORKER_TOKEN,
-    ServerProcess,
-)
+from tests.conftest import ROOT, WORKER_TOKEN, ServerProcess, WorkerProcess, worker_args
 from tests.test_docs_browser import Page, browser
 
 __all__ = ["browser"]
@@ -333,3 +329,173 @@ def test_cancel_stops_a_running_job(page: Page, server: ServerProcess) -> None:
     assert job["status"] == "cancelled"
     assert job["progress"]["fraction"] < 1
     page.check_clean()
+
+
+def _store_of(server: ServerProcess) -> str:
+    return server.args[server.args.index("--store") + 1]
+
+
+def sign_in(p: Any, key: str) -> None:
+    p.locator("#login").wait_for()
+    p.get_by_label("API key").fill(key)
+    p.get_by_role("button", name="Sign in").click()
+
+
+def secrets_kept(p: Any) -> str:
+    """Everything the page keeps: its DOM, sessionStorage and localStorage."""
+    return str(
+        p.evaluate(
+            "() => document.documentElement.outerHTML + JSON.stringify(sessionStorage)"
+            " + JSON.stringify(localStorage)"
+        )
+    )
+
+
+def test_admin_shows_a_worker_joining_and_a_job_failing(
+    page: Page, server: ServerProcess, tmp_path: Path
+) -> None:
+    store = _store_of(server)
+    admin = _keys_create(store, "admin")
+    client_key = _keys_create(store, "client")
+    p = page.page
+    assert p.goto(server.url + "/admin").status == 200
+    assert p.locator("#dashboard").is_hidden()
+    sign_in(p, client_key)
+    p.wait_for_function("() => document.getElementById('login-error').textContent")
+    assert "admin key" in p.inner_text("#login-error")
+    sign_in(p, admin)
+    p.wait_for_selector('body[data-ready="true"]')
+    p.wait_for_function("() => document.getElementById('live').textContent.startsWith('Live')")
+    kept = secrets_kept(p)
+    assert admin not in kept and client_key not in kept
+    assert "mps_" in p.evaluate("() => JSON.stringify(sessionStorage)")
+
+    worker = WorkerProcess(
+        worker_args(server, "tests/models/basic.py:Fails"), tmp_path / "worker.log"
+    ).start()
+    try:
+        row = p.locator("#workers tbody tr", has_text="fails")
+        row.wait_for()
+        cells = row.locator("td").all_inner_texts()
+        assert cells[1] == "online" and cells[4] == "fails"
+        assert cells[2] and cells[3] == "cpu"  # host, device
+
+        failed = httpx.post(
+            server.url + "/endpoints/fails/jobs", json={"input": {"x": -1}}, timeout=30
+        ).json()
+        assert failed["status"] == "failed"
+        job_row = p.locator(f'#jobs tbody tr[data-job="{failed["id"]}"]')
+        job_row.wait_for()
+        assert job_row.locator(".state").inner_text() == "failed"
+        assert "must not be negative" in job_row.inner_text()
+        p.get_by_label("Status").select_option("succeeded")
+        job_row.wait_for(state="detached")
+        p.get_by_label("Status").select_option("failed")
+        job_row.get_by_role("button", name=failed["id"]).click()
+        p.wait_for_function("() => document.getElementById('job').textContent.includes('negative')")
+        assert p.locator("#job .state").inner_text() == "failed"
+        caption = p.locator("#chart-fails figcaption").first
+        p.wait_for_function(
+            "() => document.querySelector('#chart-fails figcaption')"
+            ".textContent.startsWith('Throughput: 0.017')"
+        )
+        assert caption.inner_text().startswith("Throughput: 0.017 jobs/s")
+        assert p.locator("#chart-fails svg polyline").count() >= 1
+    finally:
+        worker.stop()
+
+    queued = httpx.post(
+        server.url + "/endpoints/fails/jobs",
+        json={"input": {"x": 1}},
+        headers={"Prefer": "respond-async"},
+        timeout=30,
+    ).json()
+    assert queued["status"] == "queued"
+    p.get_by_label("Status").select_option("")
+    p.get_by_role("button", name=f"Cancel job {queued['id']}").click()
+    p.wait_for_function("() => document.getElementById('live').textContent.includes('cancelled')")
+    assert httpx.get(f"{server.url}/jobs/{queued['id']}", timeout=10).json()["status"] == (
+        "cancelled"
+    )
+
+    p.get_by_label("Name").fill("made-in-the-page")
+    p.get_by_label("Endpoints (comma-separated, empty: all)").fill("echo")
+    p.get_by_role("button", name="Create key").click()
+    secret = p.locator("#key-secret")
+    secret.wait_for()
+    key_row = p.locator("#keys tbody tr", has_text="made-in-the-page")
+    key_row.wait_for()
+    key_id = key_row.get_attribute("data-key")
+    assert key_row.locator("td").nth(3).inner_text() == "echo"
+    with httpx.Client(base_url=server.url, timeout=10) as http:
+        bearer = {"Authorization": f"Bearer {secret.inner_text()}"}
+        made = http.post("/sessions", json={}, headers=bearer)
+        assert made.status_code == 201, made.text
+        key_row.get_by_role("button", name=f"Revoke key {key_id}").click()
+        key_row.wait_for(state="detached")
+        listed = http.get("/keys", headers={"Authorization": f"Bearer {admin}"}).json()
+        assert key_id not in {k["id"] for k in listed}
+    page.check_clean()
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
+    root = tmp_path_factory.mktemp("keyed")
+    store = f"sqlite:///{root}/jobs.db"
+    key = _keys_create(store, "client", "--endpoints", "echo")
+    process = ServerProcess(
+        ["examples/echo/model.py", "--auth", "keys", "--store", store], root / "server.log"
+    )
+    try:
+        yield process.start().wait_ready(), key
+    finally:
+        process.stop()
+
+
+def test_under_auth_keys_a_page_works_with_a_session_and_refuses_without(
+    browser: Any, keyed: tuple[ServerProcess, str], tmp_path: Path
+) -> None:
+    server, key = keyed
+    opened = Page(browser, server)
+    p = opened.page
+    p.set_default_timeout(TIMEOUT)
+    try:
+        p.goto(server.url + "/ui/echo")
+        p.locator("#login").wait_for()  # GET /endpoints/echo answered 401
+        refused = p.evaluate(
+            """() => fetch('/endpoints/echo/jobs', {method: 'POST',
+                headers: {'content-type': 'application/json'},
+                body: JSON.stringify({input: {text: 'hi'}})}).then(r => r.status)"""
+        )
+        assert refused == 401
+        p.get_by_label("Text").fill("hello")
+        p.get_by_role("button", name="Run").click()
+        p.wait_for_function(
+            "() => document.getElementById('status').textContent.startsWith('Sign in')"
+        )
+        sign_in(p, key)
+        p.wait_for_selector("#login", state="hidden")
+        assert run(p).startswith("Succeeded")
+        assert p.inner_text("#output pre") == "hello"
+        assert key not in secrets_kept(p)
+        token = p.evaluate("() => sessionStorage.getItem('modelport.session.client')")
+        assert token.startswith("mps_")
+        assert "Bearer $MODELPORT_API_KEY" in p.inner_text("#code-curl")
+
+        p.reload()  # the session outlives a reload of the tab
+        p.wait_for_selector('body[data-ready="true"]')
+        assert p.locator("#login").is_hidden()
+        p.get_by_label("Text").fill("again")
+        assert run(p).startswith("Succeeded")
+
+        p.evaluate("() => sessionStorage.setItem('modelport.session.client', 'mps_forged.x')")
+        p.reload()
+        p.locator("#login").wait_for()
+        p.goto(server.url + "/admin")
+        sign_in(p, key)
+        p.wait_for_function("() => document.getElementById('login-error').textContent")
+        assert "admin key" in p.inner_text("#login-error")
+        opened.check_clean()
+    finally:
+        p.screenshot(path=str(tmp_path / "keyed.png"), full_page=True)
+        opened.context.close()

@@ -348,9 +348,14 @@ async function run(event) {
   message.textContent = "";
   preview.replaceChildren();
   output.replaceChildren();
+  if (keys && !api.sessionToken) {
+    setStatus("Sign in, then run again");
+    runButton.disabled = false;
+    api = await signIn();
+    return;
+  }
   setStatus("Submitting");
   try {
-    if (keys && !api.sessionToken) api = await signIn();
     current = await api.submit(endpoint, input);
     cancelButton.disabled = false;
     await follow(current, outputSchema);

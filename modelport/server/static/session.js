@@ -22,7 +22,14 @@ export function signOut(scope) {
  * "admin"); resolve with a client holding the session token. The key is cleared from the
  * field at once and kept nowhere.
  */
+const pending = {};
+
 export function signIn(scope = "client") {
+  pending[scope] ??= showSignIn(scope).finally(() => delete pending[scope]);
+  return pending[scope];
+}
+
+function showSignIn(scope) {
   const section = document.getElementById("login");
   const form = document.getElementById("login-form");
   const field = document.getElementById("login-key");
