@@ -57,12 +57,17 @@ def _open(page: Any, url: str) -> None:
     page.wait_for_function("() => document.body.dataset.ready === 'true'")
 
 
-def _send(page: Any, text: str, max_tokens: int, delay: float) -> None:
-    page.locator("details.settings summary").click()
+def _send(page: Any, text: str, max_tokens: int, delay: float, *, enter: bool = False) -> None:
+    settings = page.locator("details.settings")
+    if not settings.evaluate("d => d.open"):
+        settings.locator("summary").click()
     page.get_by_label("Max Tokens", exact=True).fill(str(max_tokens))
     page.get_by_label("Delay", exact=True).fill(str(delay))
     page.get_by_label("Message", exact=True).fill(text)
-    page.get_by_role("button", name="Send").click()
+    if enter:
+        page.get_by_label("Message", exact=True).press("Enter")
+    else:
+        page.get_by_role("button", name="Send").click()
 
 
 def _answer(page: Any) -> Any:
@@ -139,8 +144,15 @@ def test_chat_streams_measures_and_survives_a_reload(
     listed = p.locator("#conversation-list li")
     assert listed.count() >= 1
     assert "tell <b>me</b>" in listed.first.inner_text()
-    # A second turn sends the whole history.
-    _send(p, "again", 3, 0)
+    unlabelled = p.evaluate(
+        """() => [...document.querySelectorAll('input, textarea, select, button')]
+            .filter(e => !(e.labels?.length || e.getAttribute('aria-label')
+                           || (e.tagName === 'BUTTON' && e.textContent.trim())))
+            .map(e => e.outerHTML)"""
+    )
+    assert unlabelled == []
+    # A second turn, from the keyboard (Enter sends), carries the whole history.
+    _send(p, "again", 3, 0, enter=True)
     p.wait_for_function(
         "() => document.querySelectorAll('#messages li').length === 4 &&"
         " document.querySelector('#status').textContent.startsWith('Answered')",
