@@ -143,10 +143,12 @@ function settings() {
 async function send(text) {
   chatError.textContent = "";
   const user = { role: "user", content: text };
-  conversation = conversation
-    ? await call((c) => c.addMessages(conversation.id, [user]))
-    : await call((c) => c.createConversation(endpoint, { messages: [user] }));
+  const created = conversation === null;
+  conversation = created
+    ? await call((c) => c.createConversation(endpoint, { messages: [user] }))
+    : await call((c) => c.addMessages(conversation.id, [user]));
   localStorage.setItem(remembered, conversation.id);
+  if (created) await refreshList();
   $("chat-title").textContent = conversation.title;
   addMessage(user);
   const history = conversation.messages
