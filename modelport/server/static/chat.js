@@ -2,8 +2,8 @@
 // shown word by word, stopped by cancelling its job, measured (time to first token, tokens
 // per second), and kept on the server (/conversations) so a reload shows it again. Every
 // message, the model's included, is shown as text: nothing from it is parsed as HTML.
-import { InvalidInput, NotFound, Unauthorized } from "./modelport.js";
-import { client, signIn, signOut } from "./session.js";
+import { InvalidInput, NotFound } from "./modelport.js";
+import { client, withSession } from "./session.js";
 
 const endpoint = document.body.dataset.endpoint;
 const keys = document.body.dataset.auth === "keys";
@@ -19,7 +19,6 @@ const chatError = $("chat-error");
 const settingsForm = $("settings");
 const remembered = `modelport.chat.${endpoint}`;
 
-let api = client();
 let conversation = null;
 let running = null;
 
@@ -61,20 +60,8 @@ function addMessage(message) {
   return { item, body, meta };
 }
 
-// ---- the credential: a session token under --auth keys ----
-
-async function call(work) {
-  if (keys && !api.sessionToken) api = await signIn();
-  for (;;) {
-    try {
-      return await work(api);
-    } catch (e) {
-      if (!(e instanceof Unauthorized)) throw e;
-      signOut("client");
-      api = await signIn();
-    }
-  }
-}
+// The credential: under --auth keys a session token for the tab, asked for when needed.
+const call = (work) => withSession("client", work, { required: keys });
 
 // ---- conversations ----
 
@@ -166,7 +153,7 @@ async function send(text) {
     if (tokens > 1) out.tokens_per_second = (tokens - 1) / ((latest - first) / 1000 || Infinity);
     return out;
   };
-  const stream = api.stream(endpoint, { ...settings(), messages: history });
+  const stream = client().stream(endpoint, { ...settings(), messages: history });
   running = stream;
   stopButton.disabled = false;
   sendButton.disabled = true;
