@@ -28,6 +28,7 @@ SERVED = [
     "tests/models/stream.py",
     "tests/models/basic.py",
     "tests/models/media.py",
+    "tests/models/chat.py:Oneshot",
 ]
 
 

@@ -145,6 +145,11 @@ describe("stream and events", () => {
     assert.equal(await client.stream("ticker", { n: 3, every: 0 }).text(), "w0 w1 w2 ");
   });
 
+  test("text() of a model that returns its text whole is that text", async () => {
+    const messages = [{ role: "user", content: "abc def" }];
+    assert.equal(await client.stream("oneshot", { messages }).text(), "fed cba");
+  });
+
   test("events() resume after a given event id with nothing missed or repeated", async () => {
     const job = await client.submit("ticker", { n: 6, every: 0.02 });
     const first = await outputs(job.events(), 3);
