@@ -29,7 +29,7 @@ from tests.models.basic import Add, Shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "docs-worker-token"
-PAGES = {"/docs", "/redoc"}  # pages for people, not API operations
+PAGES = {"/docs", "/redoc", "/admin", "/ui/{name}"}  # pages for people, not API operations
 
 
 class Chat(modelport.Model):

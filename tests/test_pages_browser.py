@@ -40,7 +40,7 @@ TIMEOUT = 30_000
 def _keys_create(store: str, scope: str, *extra: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "modelport", "keys", "create", "--scope", scope, "--store", store]
-        + list(extra),
+        + [*extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
