@@ -38,9 +38,9 @@ TIMEOUT = 30_000
 
 
 def _keys_create(store: str, scope: str, *extra: str) -> str:
+    command = [sys.executable, "-m", "modelport", "keys", "create", "--scope", scope]
     done = subprocess.run(
-        [sys.executable, "-m", "modelport", "keys", "create", "--scope", scope, "--store", store]
-        + [*extra],
+        [*command, "--store", store, *extra],
         cwd=ROOT,
         capture_output=True,
         text=True,
