@@ -63,6 +63,7 @@ bench: $(STAMP) load-generator  ## benchmarks against plain FastAPI and LitServe
 	$(BIN)/python bench/queue.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/media.py
+	$(BIN)/python bench/chat_page.py
 
 # wrk drives the HTTP benchmarks when it is there (Debian's package); without it they use
 # their own asyncio load generator, which needs more CPU for the same load.

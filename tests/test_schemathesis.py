@@ -58,7 +58,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, str]]:
         server.stop()
 
 
-SECURITY_ROUTES = re.compile(r"^/(keys|sessions|workers|endpoints$|endpoints/add$)")
+SECURITY_ROUTES = re.compile(r"^/(keys|sessions|workers|conversations|endpoints$|endpoints/add$)")
 
 
 def test_the_security_routes_answer_as_documented(live: tuple[Any, str]) -> None:
@@ -78,3 +78,4 @@ def test_the_security_routes_answer_as_documented(live: tuple[Any, str]) -> None
         check()
         tested.append(f"{operation.method.upper()} {operation.path}")
     assert {"POST /keys", "GET /keys", "DELETE /keys/{id}", "POST /sessions"} <= set(tested)
+    assert {"POST /conversations", "POST /conversations/{id}/messages"} <= set(tested)

@@ -45,6 +45,7 @@ from modelport.server import docs as doc_pages
 from modelport.server import pages
 from modelport.server.admin import AdminRoutes
 from modelport.server.auth import Auth, cors, principal_of
+from modelport.server.conversations import ConversationRoutes
 from modelport.server.dashboard import Dashboard
 from modelport.server.index import IndexPage
 from modelport.server.limits import check_shape, nested_too_deep
@@ -53,6 +54,7 @@ from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
 from modelport.server.openai import OpenAIRoutes
 from modelport.server.openapi import openapi
+from modelport.server.pages.chat import ChatPage
 from modelport.server.pages.views import Pages
 from modelport.server.problems import (
     EXCEPTION_HANDLERS,
@@ -119,6 +121,8 @@ class Server:
             self.broker, self.settings, self.auth, check_serving=self.check_serving
         )
         self.index = IndexPage(self)
+        self.conversations = ConversationRoutes(self.broker.store, self._find_spec)
+        self.chat = ChatPage(self)
         self.pages = Pages(self)
         self.dashboard = Dashboard(self)
         self.runners: list[Runner] = []
@@ -457,6 +461,14 @@ class Server:
             Route("/keys", self.admin.keys, methods=["GET", "POST"]),
             Route("/keys/{id}", self.admin.delete_key, methods=["DELETE"]),
             Route("/sessions", self.admin.create_session, methods=["POST"]),
+            Route("/conversations", self.conversations.conversations, methods=["GET", "POST"]),
+            Route("/conversations/{id}", self.conversations.one, methods=["GET", "DELETE"]),
+            Route(
+                "/conversations/{id}/messages",
+                self.conversations.add_messages,
+                methods=["POST"],
+            ),
+            Route("/ui/{name}/chat", self.chat.get, methods=["GET"]),
             Route("/workers", self.workers.register, methods=["POST"]),
             Route("/workers/{id}/lease", self.workers.lease, methods=["POST"]),
             Route("/workers/{id}/events", self.workers.events, methods=["POST"]),

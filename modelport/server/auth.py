@@ -92,7 +92,7 @@ def area_of(path: str) -> str:
     """Which group of routes a path is in: ``client``, ``workers``, ``keys``, ``sessions``,
     ``metrics``, ``admin`` or ``open``."""
     first = path.split("/", 2)[1] if path.startswith("/") and len(path) > 1 else ""
-    if first in ("endpoints", "jobs", "v1"):
+    if first in ("endpoints", "jobs", "v1", "conversations"):
         return "client"
     if first == "admin" and path.rstrip("/") != "/admin":  # the page is open, its data not
         return "admin"

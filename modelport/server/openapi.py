@@ -21,6 +21,7 @@ from modelport.media.options import MIME_TYPES
 from modelport.server import schemas
 from modelport.server.admin import admin_paths
 from modelport.server.auth import API_KEY, area_of
+from modelport.server.conversations import conversation_paths
 from modelport.server.examples import input_example
 
 # The request models are the routes' own validators, so the documented bodies are exactly
@@ -252,6 +253,7 @@ def openapi(
     paths.update(_openai_paths(c, specs))
     paths.update(_worker_paths(c, specs))
     paths.update(admin_paths(c))
+    paths.update(conversation_paths(c))
     paths.update(_server_paths())
     _secure(paths, auth, metrics_auth)
     tags = {n: specs[n].description or specs[n].title for n in names}
@@ -263,6 +265,7 @@ def openapi(
         ("workers", "For remote workers: needs the worker token or a worker key"),
         ("keys", "API keys (admin keys only) and browser sessions"),
         ("admin", "The admin dashboard's data (admin keys or admin sessions only)"),
+        ("conversations", "Chat conversations kept for a browser's key"),
         ("server", "This index and this document"),
     ):
         tags.setdefault(tag, description)  # an endpoint named "jobs" shares that tag

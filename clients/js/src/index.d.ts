@@ -166,6 +166,27 @@ export interface Session {
   key_id: string | null;
 }
 
+export interface ChatMessage {
+  role: "system" | "user" | "assistant";
+  content: string;
+  job_id?: string;
+  status?: "succeeded" | "failed" | "cancelled" | "expired";
+  stats?: { ttft_ms?: number; tokens?: number; tokens_per_second?: number };
+}
+
+export interface ConversationInfo {
+  id: string;
+  endpoint: string;
+  title: string;
+  created_at: number;
+  updated_at: number;
+  message_count: number;
+}
+
+export interface Conversation extends ConversationInfo {
+  messages: ChatMessage[];
+}
+
 export class Client {
   /** `baseUrl`: the server; in a page it served, "" means the page's origin. */
   constructor(baseUrl?: string, options?: ClientOptions);
@@ -186,6 +207,14 @@ export class Client {
   /** A media value (data URL or file URL) as a Blob. */
   blob(value: string, options?: Signalled): Promise<Blob>;
   createSession(options?: { endpoints?: string[]; ttl?: number } & Signalled): Promise<Session>;
+  conversations(options?: { endpoint?: string } & Signalled): Promise<ConversationInfo[]>;
+  createConversation(
+    endpoint: string,
+    options?: { title?: string; messages?: ChatMessage[] } & Signalled,
+  ): Promise<Conversation>;
+  conversation(id: string, options?: Signalled): Promise<Conversation>;
+  addMessages(id: string, messages: ChatMessage[], options?: Signalled): Promise<Conversation>;
+  deleteConversation(id: string, options?: Signalled): Promise<void>;
 }
 
 export default Client;

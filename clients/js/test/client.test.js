@@ -292,6 +292,22 @@ describe("media", () => {
   });
 });
 
+describe("conversations", () => {
+  test("a conversation is kept for the key: created, read, added to, listed, deleted", async () => {
+    const made = await client.createConversation("chatter", { messages: [{ role: "user", content: "hi <b>" }] });
+    assert.equal(made.title, "hi <b>");
+    const answer = { role: "assistant", content: "w0 ", job_id: "j", status: "succeeded" };
+    assert.equal((await client.addMessages(made.id, [answer])).messages.length, 2);
+    assert.deepEqual((await client.conversation(made.id)).messages.at(-1), answer);
+    const listed = await client.conversations({ endpoint: "chatter" });
+    assert.equal(listed[0].id, made.id);
+    assert.equal(listed[0].message_count, 2);
+    await client.deleteConversation(made.id);
+    await assert.rejects(client.conversation(made.id), NotFound);
+    await assert.rejects(client.createConversation("echo"), InvalidInput);
+  });
+});
+
 describe("auth", () => {
   let limited;
   before(async () => {

@@ -294,8 +294,11 @@ export class Job {
         await sleep(Math.min(2000, 100 * 2 ** failures), signal);
         continue;
       }
+      let got = false;
+      let broke = null;
       try {
         for await (const event of readEvents(response)) {
+          got = true;
           failures = 0;
           if (event.id !== null) last = event.id;
           if (FINAL.has(event.event)) {
@@ -307,7 +310,12 @@ export class Job {
         }
       } catch (e) {
         if (signal?.aborted || e instanceof SyntaxError) throw e;
-        if (++failures > RESUME_TRIES) throw new Unreachable(`the events of job ${this.id} broke off: ${e}`, { cause: e });
+        broke = e;
+      }
+      // A connection that ends (or breaks) before any event counts as a failure, so a
+      // server that keeps hanging up is given up on after RESUME_TRIES tries.
+      if (!got && ++failures > RESUME_TRIES) {
+        throw new Unreachable(`the events of job ${this.id} broke off: ${broke ?? "no events"}`, { cause: broke ?? undefined });
       }
       // The stream ended early: resume after the last stored event (0: after none, so
       // the state events already seen are not sent again).
@@ -561,6 +569,38 @@ export class Client {
     const path = value.startsWith(this.baseUrl) ? value.slice(this.baseUrl.length) : value;
     const response = await this._fetch("GET", path, { accept: "*/*", signal });
     return response.blob();
+  }
+
+  /** The caller's chat conversations, the most recently changed first (without messages). */
+  conversations({ endpoint, signal } = {}) {
+    const query = endpoint === undefined ? "" : `?endpoint=${encodeURIComponent(endpoint)}`;
+    return this._json("GET", `/conversations${query}`, { signal });
+  }
+
+  /** Start a conversation with a chat endpoint, kept server side for this key or session. */
+  createConversation(endpoint, { title, messages, signal } = {}) {
+    const body = { endpoint };
+    if (title !== undefined) body.title = title;
+    if (messages !== undefined) body.messages = messages;
+    return this._json("POST", "/conversations", { body, signal });
+  }
+
+  /** One conversation with its messages. */
+  conversation(id, { signal } = {}) {
+    return this._json("GET", `/conversations/${encodeURIComponent(id)}`, { signal });
+  }
+
+  /** Add messages at the end of a conversation; resolves to the whole conversation. */
+  addMessages(id, messages, { signal } = {}) {
+    return this._json("POST", `/conversations/${encodeURIComponent(id)}/messages`, {
+      body: { messages },
+      signal,
+    });
+  }
+
+  /** Delete a conversation. */
+  async deleteConversation(id, { signal } = {}) {
+    await this._json("DELETE", `/conversations/${encodeURIComponent(id)}`, { signal });
   }
 
   /**
