@@ -30,7 +30,7 @@ from tests.models.basic import Add, Shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "docs-worker-token"
-PAGES = {"/docs", "/redoc", "/ui/{name}/chat"}  # pages for people, not API operations
+PAGES = {"/docs", "/redoc", "/admin", "/ui/{name}", "/ui/{name}/chat"}  # pages for people
 
 
 class Chat(modelport.Model):

@@ -221,7 +221,7 @@ def admin_paths(c: Any) -> dict[str, Any]:
     """The OpenAPI paths of these routes (``c`` collects the component schemas)."""
     refused = {
         "401": _problem("No key, or one unknown, revoked or expired"),
-        "403": _problem("Not an admin key"),
+        "403": _problem("Not an admin key (or admin session)"),
     }
     bad = {
         "400": _problem("The body is not JSON"),
@@ -276,11 +276,41 @@ def admin_paths(c: Any) -> dict[str, Any]:
                 },
             }
         },
+        "/admin/overview": {
+            "get": {
+                "summary": "The admin dashboard's overview",
+                "description": "Endpoints (state, queue, running), the last hour per endpoint"
+                " minute by minute (jobs succeeded and failed, throughput, mean latency, queue"
+                " depth; summed over every server sharing the store), workers, running and"
+                " queued jobs, and recently finished jobs with their errors.",
+                "operationId": "admin_overview",
+                "tags": ["admin"],
+                "responses": {
+                    "200": _answer("The overview", {"type": "object"}),
+                    **refused,
+                },
+            }
+        },
+        "/admin/events": {
+            "get": {
+                "summary": "The overview, live",
+                "description": "An SSE stream: an `overview` event (the document of"
+                " `GET /admin/overview`) every 2 seconds.",
+                "operationId": "admin_events",
+                "tags": ["admin"],
+                "responses": {
+                    "200": _answer("Server-sent events", {"type": "string"}, "text/event-stream"),
+                    **refused,
+                },
+            }
+        },
         "/sessions": {
             "post": {
                 "summary": "Make a browser session",
                 "description": "A signed token for a web page: the key's jobs, some of its "
-                "endpoints, for a while (at most the server's session TTL).",
+                "endpoints, for a while (at most the server's session TTL). With"
+                ' `"scope": "admin"` (an admin key only): an admin session, for the admin'
+                " pages.",
                 "operationId": "create_session",
                 "tags": ["keys"],
                 "requestBody": {

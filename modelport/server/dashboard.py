@@ -68,7 +68,7 @@ class Dashboard:
     async def get(self, request: Request) -> Response:
         return json_response(await self.overview())
 
-    async def events(self, request: Request) -> Response:
+    async def events(self, request: Request) -> EventStream:
         closing = self.server.broker.wakeups.closing
 
         async def lines() -> AsyncIterator[bytes]:

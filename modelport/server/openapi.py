@@ -264,6 +264,7 @@ def openapi(
         ("health", "Liveness, readiness and metrics"),
         ("workers", "For remote workers: needs the worker token or a worker key"),
         ("keys", "API keys (admin keys only) and browser sessions"),
+        ("admin", "The admin dashboard's data (admin keys or admin sessions only)"),
         ("conversations", "Chat conversations kept for a browser's key"),
         ("server", "This index and this document"),
     ):
@@ -324,7 +325,7 @@ def _secure(paths: dict[str, Any], auth: str, metrics_auth: bool) -> None:
                 operation["responses"].setdefault(
                     "403", _problem("A client or admin key: not accepted on worker routes")
                 )
-        needed = area in ("keys", "sessions") or (
+        needed = area in ("keys", "sessions", "admin") or (
             auth == "keys" and (area == "client" or (area == "metrics" and metrics_auth))
         )
         for operation in item.values():

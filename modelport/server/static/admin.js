@@ -33,7 +33,7 @@ const ago = (t) => {
 };
 const seconds = (s) => (s == null ? "" : s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`);
 
-/** One line chart of `values` (one per minute of the last hour), as SVG with a text label. */
+/** One bar chart of `values` (one per minute of the last hour), as SVG with a text label. */
 function chart(title, points, pick, unit, since, step) {
   const box = el("figure", { class: "chart" });
   const values = points.map((p) => [p.t, pick(p)]).filter(([, v]) => v != null);
@@ -48,8 +48,10 @@ function chart(title, points, pick, unit, since, step) {
   const name = svg("title");
   name.textContent = label;
   drawing.append(name);
-  if (values.length) {
-    drawing.append(svg("polyline", { points: values.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ") }));
+  const bar = width / 60;
+  for (const [t, v] of values) {
+    const top = y(v);
+    drawing.append(svg("rect", { x: x(t).toFixed(1), y: top.toFixed(1), width: (bar - 1).toFixed(1), height: (height - top).toFixed(1) }));
   }
   box.append(drawing, el("figcaption", { class: "hint" }, label));
   return box;

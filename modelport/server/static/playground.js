@@ -310,6 +310,9 @@ async function follow(job, outputSchema) {
         }
         case "succeeded":
           bar.value = 1;
+          if (data.progress?.message && data.progress.message !== message.textContent) {
+            message.textContent = data.progress.message;
+          }
           setStatus(`Succeeded in ${(data.compute_time ?? 0).toFixed(2)} s`);
           if (streamed === null || typeof data.output !== "string") {
             output.replaceChildren(await render(data.output, outputSchema, "output"));
