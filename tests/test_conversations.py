@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from modelport.keys import new_key
-from modelport.server.conversations import MAX_MESSAGES
+from modelport.server.conversations import MAX_BYTES, MAX_MESSAGES
 from modelport.settings import Settings
 from modelport.stores import JobStore, store_from_url
 from tests.conftest import AppFactory
@@ -128,6 +128,16 @@ async def test_a_conversation_holds_a_bounded_number_of_messages(app_factory: Ap
         f"/conversations/{r.json()['id']}/messages", json={"messages": [turn]}
     )
     assert more.status_code == 422 and f"at most {MAX_MESSAGES}" in more.json()["detail"]
+    # Nor more than MAX_BYTES in all: a body under the limit that would pass it is refused.
+    made = await app.http.post("/conversations", json={"endpoint": "chatter"})
+    big = {"role": "user", "content": "x" * 100_000}
+    path = f"/conversations/{made.json()['id']}/messages"
+    for _ in range(MAX_BYTES // 100_000 - 1):
+        assert (await app.http.post(path, json={"messages": [big]})).status_code == 200
+    refused = await app.http.post(path, json={"messages": [big, big]})
+    assert refused.status_code == 422 and "start a new one" in refused.json()["detail"]
+    kept = (await app.http.get(path.removesuffix("/messages"))).json()
+    assert len(kept["messages"]) == MAX_BYTES // 100_000 - 1
     assert (await app.http.get("/conversations/nope")).status_code == 404
 
 

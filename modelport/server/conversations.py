@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
+import orjson
 import pydantic
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,7 +32,8 @@ TTL = 30 * 86_400.0
 """Seconds a conversation is kept after its last change."""
 MAX_CONVERSATIONS = 100
 MAX_MESSAGES = 500
-MAX_BODY = 1024 * 1024
+MAX_BYTES = 1024 * 1024
+"""The most a conversation may hold, as stored (so a key keeps at most about 100 MiB)."""
 
 _Endpoint = Annotated[
     str, pydantic.StringConstraints(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -130,7 +132,7 @@ class ConversationRoutes:
         self.find_spec = find_spec
 
     async def _parse(self, request: Request, model: type[pydantic.BaseModel]) -> Any:
-        body = await read_body(request, MAX_BODY)
+        body = await read_body(request, MAX_BYTES)
         try:
             return model.model_validate_json(body)
         except pydantic.ValidationError as e:
@@ -143,6 +145,14 @@ class ConversationRoutes:
         return found
 
     async def _put(self, owner: str, conversation: dict[str, Any]) -> None:
+        size = len(orjson.dumps(conversation))
+        if size > MAX_BYTES:
+            message = (
+                f"the conversation would be {size} bytes; the limit is {MAX_BYTES}: start a new one"
+            )
+            raise InvalidInput(
+                f"messages: {message}", errors=[{"field": "messages", "message": message}]
+            )
         key = _key(owner, conversation["id"])
         await self.store.cache_put(key, conversation, TTL, _index(owner), MAX_CONVERSATIONS)
         ids = await self.store.cache_get(_index(owner))
