@@ -22,6 +22,7 @@ from modelport import Input, wire
 from modelport.loader import load_models
 from modelport.server.admin import NewKey, NewSession
 from modelport.server.app import Server, Settings
+from modelport.server.conversations import NewConversation, NewMessages
 from modelport.server.examples import input_example
 from modelport.server.openai import _ChatRequest, _EmbeddingRequest
 from modelport.server.openapi import at_most, openapi
@@ -31,7 +32,7 @@ from tests.models.basic import Add, Shapes
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "docs-worker-token"
-PAGES = {"/docs", "/redoc"}  # pages for people, not API operations
+PAGES = {"/docs", "/redoc", "/admin", "/ui/{name}", "/ui/{name}/chat"}  # pages for people
 
 
 class Chat(modelport.Model):
@@ -139,6 +140,8 @@ def _validate(operation_id: str, server: Server, body: bytes) -> None:
         "openai_embeddings": _EmbeddingRequest,
         "create_key": NewKey,
         "create_session": NewSession,
+        "create_conversation": NewConversation,
+        "add_conversation_messages": NewMessages,
     }
     messages: dict[str, type[Any]] = {
         "register_worker": wire.Registration,
@@ -164,7 +167,8 @@ async def test_every_example_body_is_accepted_by_the_route_s_own_model(
         if "example" in body:
             _validate(op["operationId"], server, orjson.dumps(body["example"]))
             checked += 1
-    assert checked == 13  # five submits, chat, embeddings, four worker routes, key, session
+    # five submits, chat, embeddings, four worker routes, key, session, two conversation routes
+    assert checked == 15
 
 
 async def test_endpoint_examples_run(http: httpx.AsyncClient, doc: dict[str, Any]) -> None:

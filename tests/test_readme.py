@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import shutil
 import signal
 import ssl
 import subprocess
@@ -230,6 +231,22 @@ def test_quickstart_python_client(demo: int, tmp_path: Path) -> None:
     lines = run(f"python3 {script}", tmp_path).strip().splitlines()
     assert "'label': 'setosa'" in lines[0]
     assert lines[1] == "succeeded virginica"
+
+
+@pytest.mark.e2e
+def test_the_javascript_client_block(demo: int, tmp_path: Path) -> None:
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed (Node.js 18 or later runs the JavaScript client)")
+    (tmp_path / "node_modules").mkdir()
+    (tmp_path / "node_modules" / "modelport").symlink_to(ROOT / "clients" / "js")
+    script = tmp_path / "readme.mjs"
+    script.write_text(local(block("js", "import { Client, InvalidInput").text, {8000: demo}))
+    out = run(f"{node} {script}", tmp_path).splitlines()
+    fractions = [float(line.split()[0]) for line in out if re.match(r"^[0-9.]+ ", line)]
+    assert fractions and all(0 < f <= 1 for f in fractions)  # the painter's previews
+    assert any(re.fullmatch(r"image/png \d+", line) for line in out), out
+    assert out[-1].strip(), "the streamed text is missing"
 
 
 @pytest.mark.e2e

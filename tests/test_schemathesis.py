@@ -158,6 +158,11 @@ def test_every_operation_answers_as_documented(live: Live) -> None:
         "GET /health/live",
         "GET /health/ready",
         "GET /metrics",
+        "POST /conversations",
+        "GET /conversations",
+        "GET /conversations/{id}",
+        "DELETE /conversations/{id}",
+        "POST /conversations/{id}/messages",
     }
     assert expected <= set(tested), expected - set(tested)
     assert time.monotonic() - started < 60, "the run is over its time bound"

@@ -71,6 +71,8 @@ class Broker:
         self.reaper = Reaper(self.leases, self.limits)
         self.clock = clock
         self._reaping: asyncio.Task[None] | None = None
+        self._counting: asyncio.Task[None] | None = None
+        self.stats = self.jobs.stats
         self.specs = self.registry.specs
         self.workers = self.registry.workers
         self.instance = self.wakeups.instance
@@ -121,6 +123,7 @@ class Broker:
         else:
             await self.reaper.recover_local_jobs()
         self._reaping = asyncio.create_task(self.reaper.run(), name="modelport-reaper")
+        self._counting = asyncio.create_task(self.stats.run(self.store), name="modelport-stats")
         await self.webhooks.start()
 
     def closing(self) -> None:
@@ -130,10 +133,11 @@ class Broker:
     async def stop(self) -> None:
         self.closing()
         await self.webhooks.stop()
-        if self._reaping is not None:
-            self._reaping.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reaping
+        for task in (self._reaping, self._counting):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         self.cache.close()
         await self.store.close()
 

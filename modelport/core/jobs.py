@@ -9,6 +9,7 @@ from typing import Any
 
 from modelport.core import transitions
 from modelport.core.registry import Registry
+from modelport.core.stats import Stats
 from modelport.core.tallies import Depth, Tallies
 from modelport.core.wakeups import Wakeups
 from modelport.errors import Conflict, InvalidInput, NotFound, Overloaded
@@ -40,6 +41,7 @@ class Jobs:
         self.metrics = metrics
         self.limits = limits
         self.clock = clock
+        self.stats = Stats(wakeups.instance)
 
     async def submit(
         self,
@@ -155,6 +157,7 @@ class Jobs:
 
     def finished(self, job: JobRecord) -> None:
         self.metrics.job_finished(job)
+        self.stats.finished(job)
         self.wakeups.finished(job)
 
     async def position(self, job: JobRecord) -> int | None:

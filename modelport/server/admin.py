@@ -85,13 +85,28 @@ class NewKey(pydantic.BaseModel):
 
 
 class NewSession(pydantic.BaseModel):
-    """``POST /sessions``: the endpoints the session may use (default: all of the key's)
-    and how long it lasts (default and most: the server's session TTL)."""
+    """``POST /sessions``: the endpoints the session may use (default: all of the key's),
+    how long it lasts (default and most: the server's session TTL), and its scope: an
+    ``admin`` session (made with an admin key, for the admin pages) may do what the key
+    may."""
 
-    model_config = pydantic.ConfigDict(extra="forbid")
+    model_config = pydantic.ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "if": {"properties": {"scope": {"const": "admin"}}, "required": ["scope"]},
+            "then": {"properties": {"endpoints": {"type": "null"}}},
+        },
+    )
 
     endpoints: _Endpoints | None = None
     ttl: float | None = pydantic.Field(None, gt=0, le=30 * 86_400)
+    scope: Literal["client", "admin"] = "client"
+
+    @pydantic.model_validator(mode="after")
+    def _admin_everywhere(self) -> NewSession:
+        if self.scope == "admin" and self.endpoints is not None:
+            raise ValueError("an admin session is not limited to endpoints")
+        return self
 
 
 class AdminRoutes:
@@ -151,6 +166,8 @@ class AdminRoutes:
     async def create_session(self, request: Request) -> Response:
         principal = principal_of(request)
         body: NewSession = await self._parse(request, NewSession)
+        if body.scope == "admin" and principal.kind != "admin":
+            raise Forbidden("an admin session is made with an admin key")
         endpoints = principal.endpoints
         if body.endpoints is not None:
             outside = sorted(set(body.endpoints) - (endpoints or set(body.endpoints)))
@@ -160,10 +177,12 @@ class AdminRoutes:
         ttl = min(body.ttl or self.settings.session_ttl, self.settings.session_ttl)
         if principal.key is not None and principal.key.expires_at is not None:
             ttl = min(ttl, principal.key.expires_at - time.time())
-        token, expires = self.auth.session_token(principal, endpoints, ttl)
+        admin = body.scope == "admin"
+        token, expires = self.auth.session_token(principal, endpoints, ttl, admin=admin)
         return json_response(
             {
                 "token": token,
+                "scope": body.scope,
                 "expires_at": expires,
                 "endpoints": None if endpoints is None else sorted(endpoints),
                 "key_id": principal.id,
@@ -194,6 +213,7 @@ class CreatedKey(KeyInfo):
 
 class Session(pydantic.BaseModel):
     token: str = pydantic.Field(description="send as Authorization: Bearer <token>")
+    scope: Literal["client", "admin"]
     expires_at: float
     endpoints: list[str] | None
     key_id: str | None
@@ -214,7 +234,7 @@ def admin_paths(c: Any) -> dict[str, Any]:
     """The OpenAPI paths of these routes (``c`` collects the component schemas)."""
     refused = {
         "401": _problem("No key, or one unknown, revoked or expired"),
-        "403": _problem("Not an admin key"),
+        "403": _problem("Not an admin key (or admin session)"),
     }
     bad = {
         "400": _problem("The body is not JSON"),
@@ -269,11 +289,41 @@ def admin_paths(c: Any) -> dict[str, Any]:
                 },
             }
         },
+        "/admin/overview": {
+            "get": {
+                "summary": "The admin dashboard's overview",
+                "description": "Endpoints (state, queue, running), the last hour per endpoint"
+                " minute by minute (jobs succeeded and failed, throughput, mean latency, queue"
+                " depth; summed over every server sharing the store), workers, running and"
+                " queued jobs, and recently finished jobs with their errors.",
+                "operationId": "admin_overview",
+                "tags": ["admin"],
+                "responses": {
+                    "200": _answer("The overview", {"type": "object"}),
+                    **refused,
+                },
+            }
+        },
+        "/admin/events": {
+            "get": {
+                "summary": "The overview, live",
+                "description": "An SSE stream: an `overview` event (the document of"
+                " `GET /admin/overview`) every 2 seconds.",
+                "operationId": "admin_events",
+                "tags": ["admin"],
+                "responses": {
+                    "200": _answer("Server-sent events", {"type": "string"}, "text/event-stream"),
+                    **refused,
+                },
+            }
+        },
         "/sessions": {
             "post": {
                 "summary": "Make a browser session",
                 "description": "A signed token for a web page: the key's jobs, some of its "
-                "endpoints, for a while (at most the server's session TTL).",
+                "endpoints, for a while (at most the server's session TTL). With"
+                ' `"scope": "admin"` (an admin key only): an admin session, for the admin'
+                " pages.",
                 "operationId": "create_session",
                 "tags": ["keys"],
                 "requestBody": {

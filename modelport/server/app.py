@@ -43,8 +43,11 @@ from modelport.media import inputs as media_in
 from modelport.media.prepare import limits_of
 from modelport.model import Model
 from modelport.server import docs as doc_pages
+from modelport.server import pages
 from modelport.server.admin import AdminRoutes
 from modelport.server.auth import Auth, client_host, cors, principal_of
+from modelport.server.conversations import ConversationRoutes
+from modelport.server.dashboard import Dashboard
 from modelport.server.index import IndexPage
 from modelport.server.limits import check_shape, nested_too_deep
 from modelport.server.local import LocalTransport
@@ -52,6 +55,8 @@ from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
 from modelport.server.openai import OpenAIRoutes
 from modelport.server.openapi import openapi
+from modelport.server.pages.chat import ChatPage
+from modelport.server.pages.views import Pages
 from modelport.server.problems import (
     EXCEPTION_HANDLERS,
     error_response,
@@ -117,6 +122,10 @@ class Server:
             self.broker, self.settings, self.auth, check_serving=self.check_serving
         )
         self.index = IndexPage(self)
+        self.conversations = ConversationRoutes(self.broker.store, self._find_spec)
+        self.chat = ChatPage(self)
+        self.pages = Pages(self)
+        self.dashboard = Dashboard(self)
         self.runners: list[Runner] = []
         self._instances: list[list[Runner]] = []
         """The runners of each model instance (one per batch it may run at once)."""
@@ -187,9 +196,9 @@ class Server:
         await self.broker.sync_specs()
         principal = principal_of(request)
         specs = [s for s in self.broker.specs.values() if principal.may_use(s.name)]
-        return _json([await self._summary(s, depths) for s in specs])
+        return _json([await self.summary(s, depths) for s in specs])
 
-    async def _summary(
+    async def summary(
         self, spec: EndpointSpec, depths: dict[str, dict[str, int]]
     ) -> dict[str, Any]:
         depth = depths.get(spec.name, {})
@@ -248,7 +257,7 @@ class Server:
         spec = await self._find_spec(request.path_params["name"])
         depths = await self.broker.store.queue_depths()
         now = self.broker.clock()
-        body = await self._summary(spec, depths)
+        body = await self.summary(spec, depths)
         body.update(
             input_schema=spec.input_schema(),
             output_schema=spec.output_schema(),
@@ -454,11 +463,24 @@ class Server:
             Route("/keys", self.admin.keys, methods=["GET", "POST"]),
             Route("/keys/{id}", self.admin.delete_key, methods=["DELETE"]),
             Route("/sessions", self.admin.create_session, methods=["POST"]),
+            Route("/conversations", self.conversations.conversations, methods=["GET", "POST"]),
+            Route("/conversations/{id}", self.conversations.one, methods=["GET", "DELETE"]),
+            Route(
+                "/conversations/{id}/messages",
+                self.conversations.add_messages,
+                methods=["POST"],
+            ),
+            Route("/ui/{name}/chat", self.chat.get, methods=["GET"]),
             Route("/workers", self.workers.register, methods=["POST"]),
             Route("/workers/{id}/lease", self.workers.lease, methods=["POST"]),
             Route("/workers/{id}/events", self.workers.events, methods=["POST"]),
             Route("/workers/{id}/results", self.workers.results, methods=["POST"]),
             Route("/workers/{id}", self.workers.leave, methods=["DELETE"]),
+            Route("/admin", self.pages.admin, methods=["GET"]),
+            Route("/admin/overview", self.dashboard.get, methods=["GET"]),
+            Route("/admin/events", self.dashboard.events, methods=["GET"]),
+            Mount(pages.STATIC_PREFIX, pages.static_files(), name="ui-static"),
+            Route("/ui/{name}", self.pages.playground, methods=["GET"]),
             Mount(
                 doc_pages.STATIC_PREFIX,
                 StaticFiles(directory=doc_pages.static_dir()),

@@ -96,10 +96,12 @@ def client_host(request: Request) -> str | None:
 
 def area_of(path: str) -> str:
     """Which group of routes a path is in: ``client``, ``workers``, ``keys``, ``sessions``,
-    ``metrics`` or ``open``."""
+    ``metrics``, ``admin`` or ``open``."""
     first = path.split("/", 2)[1] if path.startswith("/") and len(path) > 1 else ""
-    if first in ("endpoints", "jobs", "v1"):
+    if first in ("endpoints", "jobs", "v1", "conversations"):
         return "client"
+    if first == "admin" and path.rstrip("/") != "/admin":  # the page is open, its data not
+        return "admin"
     if first in ("workers", "keys", "sessions", "metrics"):
         return first
     return "open"
@@ -239,7 +241,7 @@ class Auth:
             return Forbidden(f"{kind} keys are not accepted on worker routes; use a worker key")
         if kind == "anonymous" and (area != "client" or self.mode == "keys"):
             return _unauthorized("an API key is required (Authorization: Bearer <key>)")
-        if area in ("keys", "metrics"):
+        if area in ("keys", "metrics", "admin"):
             return None if kind == "admin" else Forbidden("this route needs an admin key")
         if area == "sessions":
             if kind in ("client", "admin"):
@@ -330,20 +332,28 @@ class Auth:
         return headers
 
     def session_token(
-        self, principal: Principal, endpoints: frozenset[str] | None, ttl: float
+        self,
+        principal: Principal,
+        endpoints: frozenset[str] | None,
+        ttl: float,
+        *,
+        admin: bool = False,
     ) -> tuple[str, float]:
-        """A signed token for a browser: this principal's key, fewer endpoints, ``ttl`` s.
+        """A signed token for a browser: this principal's key, fewer endpoints, ``ttl`` s
+        (``admin``: an admin key's session, with its powers).
 
         Signed with the key's own hash, so every server checks it with what the store has,
         and revoking the key ends its sessions too.
         """
         assert principal.key is not None
         expires = time.time() + ttl
-        payload = {
+        payload: dict[str, Any] = {
             "k": principal.key.id,
             "e": None if endpoints is None else sorted(endpoints),
             "x": expires,
         }
+        if admin:
+            payload["s"] = "admin"
         body = base64.urlsafe_b64encode(orjson.dumps(payload)).rstrip(b"=").decode()
         return f"{SESSION_PREFIX}{body}.{_sign(principal.key.hash, body)}", expires
 
@@ -363,6 +373,10 @@ class Auth:
         now = time.time()
         if now >= expires or key.expired(now):
             return Principal("invalid", problem="the session has expired")
+        if payload.get("s") == "admin":
+            if key.scope != "admin":
+                return refused
+            return Principal("admin", key.id, None, key)
         allowed = None if endpoints is None else frozenset(map(str, endpoints))
         return Principal("session", key.id, allowed, key)
 

@@ -10,10 +10,11 @@ from urllib.parse import quote
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 
 from modelport._version import __version__
 from modelport.errors import ModelportError
+from modelport.server import pages
 from modelport.server.examples import input_example
 
 if TYPE_CHECKING:
@@ -55,6 +56,19 @@ def preferred(accept: str, offers: tuple[str, ...]) -> str:
     return best
 
 
+_SUMMARY = (
+    "name",
+    "title",
+    "description",
+    "kind",
+    "state",
+    "reason",
+    "workers_online",
+    "queue_depth",
+    "running",
+)
+
+
 class IndexPage:
     """The handler of ``GET /``."""
 
@@ -65,7 +79,7 @@ class IndexPage:
         body = await self.describe(request)
         vary = {"Vary": "Accept"}
         if preferred(request.headers.get("accept", ""), (JSON, HTML)) == HTML:
-            return HTMLResponse(_page(body, str(request.base_url).rstrip("/")), headers=vary)
+            return _page(request, body, str(request.base_url).rstrip("/"))
         return Response(orjson.dumps(body), headers=vary, media_type=JSON)
 
     async def describe(self, request: Request) -> dict[str, Any]:
@@ -77,19 +91,21 @@ class IndexPage:
             ready, detail = True, "ready"
         except ModelportError as e:
             ready, detail = False, e.message
-        endpoints = [
-            {
-                "name": spec.name,
-                "title": spec.title,
-                "description": spec.description,
-                "kind": spec.kind,
-                "workers_online": len(await broker.workers_online(spec.name)),
+        depths = await broker.store.queue_depths()
+        endpoints = []
+        for spec in sorted(broker.specs.values(), key=lambda s: s.name):
+            summary = await self.server.summary(spec, depths)
+            example = input_example(spec)
+            endpoint = {
+                **{k: summary[k] for k in _SUMMARY},
                 "url": f"{root}/endpoints/{spec.name}",
                 "submit": f"{root}/endpoints/{spec.name}/jobs",
-                "example": None if (example := input_example(spec)) is None else {"input": example},
+                "example": None if example is None else {"input": example},
+                "playground": f"{root}/ui/{spec.name}",
             }
-            for spec in sorted(broker.specs.values(), key=lambda s: s.name)
-        ]
+            if spec.kind == "chat":
+                endpoint["chat"] = f"{root}/ui/{spec.name}/chat"
+            endpoints.append(endpoint)
         links = {
             "docs": f"{root}/docs",
             "redoc": f"{root}/redoc",
@@ -110,24 +126,7 @@ class IndexPage:
         }
 
 
-_STYLE = """
-body { font: 16px/1.5 system-ui, sans-serif; margin: 0; color: #1f2328; background: #f6f8fa; }
-main { max-width: 52rem; margin: 0 auto; padding: 1.5rem; }
-h1 { margin: 0 0 .25rem; font-size: 1.75rem; } h1 small { color: #656d76; font-weight: 400; }
-nav a { margin-right: 1rem; }
-a { color: #0969da; }
-.status { display: inline-block; padding: 0 .5rem; border-radius: 1rem; font-size: .875rem; }
-.ready { background: #dafbe1; color: #1a7f37; } .waiting { background: #fff8c5; color: #9a6700; }
-section { background: #fff; border: 1px solid #d0d7de; border-radius: .5rem; padding: 1rem;
-  margin: 1rem 0; }
-h2 { margin: 0; font-size: 1.25rem; } .kind { color: #656d76; font-size: .875rem; }
-.meta { color: #656d76; font-size: .875rem; margin: .25rem 0; }
-pre { background: #f6f8fa; padding: .75rem; overflow-x: auto; border-radius: .375rem;
-  font-size: .8125rem; }
-"""
-
-
-def _page(body: dict[str, Any], origin: str) -> str:
+def _page(request: Request, body: dict[str, Any], origin: str) -> Response:
     e = html.escape
     links = body["links"]
     names = {
@@ -151,33 +150,27 @@ def _page(body: dict[str, Any], origin: str) -> str:
         if endpoint["example"] is not None:
             command = _curl(origin + endpoint["submit"], endpoint["example"])
             example = f"<pre><code>{e(command)}</code></pre>"
+        faces = f'<a href="{e(endpoint["playground"])}">Playground</a>'
+        if "chat" in endpoint:
+            faces += f' · <a href="{e(endpoint["chat"])}">Chat</a>'
+        state = endpoint["state"]
         sections.append(f"""<section id="endpoint-{e(name)}">
-<h2><a href="{e(docs)}">{e(name)}</a> <span class="kind">{e(endpoint["kind"])}</span></h2>
+<h2><a href="{e(docs)}">{e(name)}</a> <span class="kind">{e(endpoint["kind"])}</span>
+<span class="state state-{e(state)}" title="{e(endpoint["reason"] or "")}">{e(state)}</span></h2>
 <p>{e(endpoint["description"] or endpoint["title"] or "No description.")}</p>
 <p class="meta">{workers} worker{"" if workers == 1 else "s"} online ·
+{endpoint["queue_depth"]} queued · {endpoint["running"]} running ·
 <a href="{e(endpoint["url"])}">schemas and limits</a></p>
+<p class="pages">{faces}</p>
 {example}
 </section>""")
     count = len(body["endpoints"])
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>modelport</title>
-<style>{_STYLE}</style>
-</head>
-<body>
-<main>
-<h1>modelport <small>{e(body["version"])}</small></h1>
+    main = f"""<h1>modelport <small>{e(body["version"])}</small></h1>
 <p>{count} endpoint{"" if count == 1 else "s"} served here ·
 <span class="status {status}">{e(body["status"])}</span></p>
-<nav>{nav}</nav>
-{"".join(sections) or "<p>No endpoints yet.</p>"}
-</main>
-</body>
-</html>
-"""
+<nav aria-label="API">{nav}</nav>
+{"".join(sections) or "<p>No endpoints yet.</p>"}"""
+    return pages.render(request, "Endpoints", main, headers={"Vary": "Accept"})
 
 
 def _curl(url: str, body: dict[str, Any]) -> str:

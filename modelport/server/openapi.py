@@ -21,6 +21,7 @@ from modelport.media.options import MIME_TYPES
 from modelport.server import schemas
 from modelport.server.admin import admin_paths
 from modelport.server.auth import API_KEY, area_of
+from modelport.server.conversations import conversation_paths
 from modelport.server.examples import input_example
 
 # The request models are the routes' own validators, so the documented bodies are exactly
@@ -284,6 +285,7 @@ def openapi(
     paths.update(_openai_paths(c, specs))
     paths.update(_worker_paths(c, specs))
     paths.update(admin_paths(c))
+    paths.update(conversation_paths(c))
     paths.update(_server_paths())
     _secure(paths, auth, metrics_auth)
     tags = {n: specs[n].description or specs[n].title for n in names}
@@ -294,6 +296,8 @@ def openapi(
         ("health", "Liveness, readiness and metrics"),
         ("workers", "For remote workers: needs the worker token or a worker key"),
         ("keys", "API keys (admin keys only) and browser sessions"),
+        ("admin", "The admin dashboard's data (admin keys or admin sessions only)"),
+        ("conversations", "Chat conversations kept for a browser's key"),
         ("server", "This index and this document"),
     ):
         tags.setdefault(tag, description)  # an endpoint named "jobs" shares that tag
@@ -353,7 +357,7 @@ def _secure(paths: dict[str, Any], auth: str, metrics_auth: bool) -> None:
                 operation["responses"].setdefault(
                     "403", _problem("A client or admin key: not accepted on worker routes")
                 )
-        needed = area in ("keys", "sessions") or (
+        needed = area in ("keys", "sessions", "admin") or (
             auth == "keys" and (area == "client" or (area == "metrics" and metrics_auth))
         )
         for operation in item.values():

@@ -141,10 +141,18 @@ class IndexEndpoint(_Shape):
     title: str
     description: str
     kind: Literal["predict", "chat", "embedding"]
+    state: Literal["ready", "loading", "no-workers", "setup-failed"] = Field(
+        description="As `GET /endpoints` says."
+    )
+    reason: str | None
     workers_online: int
+    queue_depth: int
+    running: int
     url: str = Field(description="Its description: schemas, limits, workers.")
     submit: str = Field(description="Where jobs are submitted (POST).")
     example: dict[str, JsonValue] | None = Field(description="A body to submit there.")
+    playground: str = Field(description="Its playground: a web form to run it.")
+    chat: str | None = Field(None, description="Its chat page (chat endpoints only).")
 
 
 class Index(_Shape):
