@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 PORT ?= 8000
 
-.PHONY: install run run-embeddings test check bench load-generator browser clean
+.PHONY: install run run-embeddings test check bench load-generator browser node clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,7 +42,7 @@ run: $(RUN_STAMP)  ## serve the iris demo on http://127.0.0.1:8000 (installs onl
 run-embeddings: $(EMBEDDINGS_STAMP)  ## serve the torch example (all-MiniLM-L6-v2) on port 8000
 	$(BIN)/modelport serve examples/embeddings/model.py --port $(PORT)
 
-test: $(STAMP) browser  ## install everything and run every test
+test: $(STAMP) browser node  ## install everything and run every test
 	$(BIN)/pytest
 
 # mypy twice: the package, the examples and the bench models from the root; the benchmark
@@ -81,6 +81,14 @@ browser:
 		&& { $(APT_INSTALL) chromium >/dev/null \
 		     || { apt-get update -q >/dev/null && $(APT_INSTALL) chromium >/dev/null; }; }; } \
 		|| echo "chromium is not installed: the browser tests skip (and fail with CI=true)"
+
+# Node.js (18 or later) and npm run the JavaScript client's tests (clients/js) and npm pack.
+node:
+	@command -v node >/dev/null && command -v npm >/dev/null \
+		|| { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& { $(APT_INSTALL) nodejs npm >/dev/null \
+		     || { apt-get update -q >/dev/null && $(APT_INSTALL) nodejs npm >/dev/null; }; }; } \
+		|| echo "node is not installed: the JavaScript client's tests skip (and fail with CI=true)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.db *.db-wal *.db-shm *.db.lock

@@ -223,6 +223,15 @@ def test_a_conversation_can_be_deleted_and_a_non_chat_endpoint_has_no_chat_page(
         "n => document.querySelectorAll('#conversation-list li').length === n", arg=before - 1
     )
     assert p.locator("#messages li").count() == 0
+    # A chat model that returns its answer whole shows it too.
+    _open(p, server.url + "/ui/oneshot/chat")
+    p.get_by_label("Message", exact=True).fill("<i>abc</i>")
+    p.get_by_role("button", name="Send").click()
+    p.wait_for_function(
+        "() => document.querySelector('#status').textContent.startsWith('Answered')",
+        timeout=JOB_WAIT,
+    )
+    assert _answer(p).locator(".content").inner_text() == ">i/<cba>i<"
     assert httpx.get(server.url + "/ui/echo/chat", timeout=10).status_code == 404
     assert httpx.get(server.url + "/ui/nope/chat", timeout=10).status_code == 404
     page.check_clean()

@@ -28,6 +28,7 @@ SERVED = [
     "tests/models/stream.py",
     "tests/models/basic.py",
     "tests/models/media.py",
+    "tests/models/chat.py:Oneshot",
 ]
 
 
@@ -141,7 +142,13 @@ def test_the_python_package_ships_the_same_client_for_the_pages(tmp_path: Path) 
         "modelport/server/static/modelport.js differs from clients/js/src/index.js:"
         " cp clients/js/src/index.js modelport/server/static/modelport.js"
     )
-    build = "import sys; from setuptools import build_meta as b;print(b.build_wheel(sys.argv[1]))"
-    wheel = _run([sys.executable, "-c", build, str(tmp_path)], ROOT).strip().splitlines()[-1]
+    source = tmp_path / "src"  # built from a copy: nothing is written into the checkout
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(ROOT / name, source / name)
+    skip = shutil.ignore_patterns("*.pyc", "__pycache__")
+    shutil.copytree(ROOT / "modelport", source / "modelport", ignore=skip)
+    build = "import sys; from setuptools import build_meta as b; print(b.build_wheel(sys.argv[1]))"
+    wheel = _run([sys.executable, "-c", build, str(tmp_path)], source).strip().splitlines()[-1]
     with zipfile.ZipFile(tmp_path / wheel) as zipped:
         assert zipped.read("modelport/server/static/modelport.js") == SOURCE.read_bytes()

@@ -29,3 +29,13 @@ class Parrot(modelport.Model):
             if delay:
                 time.sleep(delay)
             yield ("" if i == 0 else " ") + words[i % len(words)]
+
+
+class Oneshot(modelport.Model):
+    """Answers at once, its text whole (no stream): the last user message reversed."""
+
+    kind = "chat"
+
+    def predict(self, messages: list[dict[str, Any]]) -> str:
+        said = [m for m in messages if m.get("role") == "user"]
+        return str(said[-1].get("content", ""))[::-1] if said else ""

@@ -424,7 +424,8 @@ export class Stream {
       if (event.event === "output") chunks.push(typeof event.data === "string" ? event.data : JSON.stringify(event.data));
     }
     if (this.final === null) throw new Unreachable("the stream ended before the job did");
-    outputOf(this.final);
+    const output = outputOf(this.final);
+    if (chunks.length === 0 && typeof output === "string") return output;  // returned whole
     return chunks.join("");
   }
 }

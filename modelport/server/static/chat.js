@@ -43,6 +43,11 @@ function showStats(stats) {
   $("tokens").textContent = stats?.tokens == null ? "-" : String(stats.tokens);
 }
 
+/** Keep the newest words in view (the log scrolls, not the page). */
+function stick() {
+  messages.scrollTop = messages.scrollHeight;
+}
+
 /** One message in the log; its text is set with textContent only. */
 function addMessage(message) {
   const item = el("li", { class: `message ${message.role}` });
@@ -56,7 +61,7 @@ function addMessage(message) {
   item.append(meta);
   if (message.job_id) item.dataset.job = message.job_id;
   messages.append(item);
-  item.scrollIntoView({ block: "end" });
+  stick();
   return { item, body, meta };
 }
 
@@ -150,7 +155,7 @@ async function send(text) {
   const stats = () => {
     const out = { tokens };
     if (first !== null) out.ttft_ms = first - started;
-    if (tokens > 1) out.tokens_per_second = (tokens - 1) / ((latest - first) / 1000 || Infinity);
+    if (tokens > 1 && latest > first) out.tokens_per_second = (tokens - 1) / ((latest - first) / 1000);
     return out;
   };
   const stream = client().stream(endpoint, { ...settings(), messages: history });
@@ -170,6 +175,7 @@ async function send(text) {
         latest = now;
         tokens += 1;
         answer.body.append(typeof event.data === "string" ? event.data : JSON.stringify(event.data));
+        stick();
         showStats(stats());
       } else if (["succeeded", "failed", "cancelled", "expired"].includes(event.event)) {
         status = event.event;
