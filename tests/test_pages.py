@@ -164,6 +164,8 @@ async def test_playground_page_escapes_the_spec_and_sends_a_strict_policy() -> N
         assert "<script>" not in r.text and 'type="module"' in r.text
         assert 'data-endpoint="add"' in r.text
         assert 'id="in-b"' in r.text and 'min="-100"' in r.text
+        # filled to run as it is: the default of b, and for a the example the docs show
+        assert re.search(r'id="in-a" [^>]*value="1.0"', r.text)
         missing = await http.get("/ui/nope")
         assert missing.status_code == 404
         assert missing.headers["content-type"].startswith("text/html")

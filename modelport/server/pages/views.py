@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
+from modelport.server.examples import input_example
 from modelport.server.pages import e, render, root_of
 from modelport.server.pages.forms import form_html
 
@@ -62,7 +63,7 @@ class Pages:
 <a href="{e(root)}/docs#/{e(name)}/submit_{e(name)}">API docs</a>{chat}</p>
 {login("This server needs an API key with access to this endpoint.")}
 <form id="playground" class="card" novalidate aria-describedby="form-error">
-{form_html(spec.input_schema())}
+{form_html(spec.input_schema(), input_example(spec))}
 <p class="error" id="form-error" role="alert"></p>
 <div class="actions">
 <button type="submit" class="primary" id="run">Run</button>
