@@ -9,13 +9,17 @@ doing: one ``GET /admin/events`` stream (an admin key), an overview every 2 seco
 here by a thread per dashboard (the browser's own CPU is not the server's cost).
 
 Reported: requests per second of each (the median of ``--rounds`` runs), the cost (the
-throughput lost with the dashboards open, in percent), and the overviews the dashboards
-received. Target: one open dashboard costs <= 2% of the throughput.
+throughput lost with the dashboards open, in percent), the overviews the dashboards
+received, and two measures a busy machine does not blur (read from the server's own CPU
+counters): the server's CPU per overview (an open dashboard costs that every 2 s) and its
+CPU per job with and without the dashboards. Target: one open dashboard costs <= 2% of the
+throughput.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import http.client
 import shutil
 import subprocess
@@ -26,6 +30,7 @@ import time
 from pathlib import Path
 
 from _load import (
+    Load,
     LoadResult,
     Plan,
     Target,
@@ -38,6 +43,7 @@ from _load import (
 )
 from _servers import (
     HOST,
+    CpuWindow,
     Server,
     StartError,
     check_call,
@@ -84,6 +90,24 @@ class Dashboard(threading.Thread):
             conn.sock.shutdown(2)
             conn.close()
         self.join(10)
+
+
+def measured(load: Load, server: Server, target: Target, plan: Plan) -> LoadResult:
+    """One load run with the server's CPU seconds in its measured window."""
+    window = CpuWindow(server)
+    result = load(target, plan, server.settler("echo", 60), window.start)
+    window.stop()
+    return dataclasses.replace(result, cpu_s=window.used[0])
+
+
+def overview_cpu_ms(server: Server, key: str, count: int) -> float | None:
+    """The server's CPU milliseconds per ``GET /admin/overview``, over ``count`` of them."""
+    window = CpuWindow(server)
+    window.start()
+    overview_ms(server.port, key, count)
+    window.stop()
+    used = window.used[0]
+    return None if used is None else used * 1000 / count
 
 
 def overview_ms(port: int, key: str, count: int) -> list[float]:
@@ -137,18 +161,21 @@ def main() -> int:
             print(f"the server did not start: {e}", file=sys.stderr)
             return 1
         took = overview_ms(port, key, 50)
+        overview_cpu = overview_cpu_ms(server, key, 200)
         for _ in range(args.rounds):
-            runs["closed"].append(args.load(target, plan, server.settler("echo", 60)))
+            runs["closed"].append(measured(args.load, server, target, plan))
             boards = [Dashboard(port, key) for _ in range(args.dashboards)]
             for board in boards:
                 board.start()
-            runs["open"].append(args.load(target, plan, server.settler("echo", 60)))
+            runs["open"].append(measured(args.load, server, target, plan))
             for board in boards:
                 board.stop()
                 if board.failure is not None:
                     print(f"a dashboard failed: {board.failure}", file=sys.stderr)
                     return 1
                 overviews += board.overviews
+        jobs = sum(r.ok for rs in runs.values() for r in rs)
+        overview_cpu_after = overview_cpu_ms(server, key, 200)
     shutil.rmtree(folder, ignore_errors=True)
     print(describe(args.generator_name, plan))
     closed, opened = median_run(runs["closed"]), median_run(runs["open"])
@@ -164,6 +191,22 @@ def main() -> int:
         f" of the server's time (idle): one every 2 s is"
         f" {percentile(took, 50) / 20:.3f}% of one core"
     )
+    for when, cpu in (("at the start", overview_cpu), (f"after {jobs} jobs", overview_cpu_after)):
+        if cpu is not None:
+            print(
+                f"one overview {when}: {cpu:.2f} ms of the server's CPU; one every 2 s per"
+                f" dashboard is {cpu / 20:.3f}% of a core"
+            )
+    per_job = {k: sorted(r.cpu_us_per_job or 0.0 for r in rs) for k, rs in runs.items()}
+    if all(per_job["closed"]) and all(per_job["open"]):
+        mid = {k: v[(len(v) - 1) // 2] for k, v in per_job.items()}
+        print(
+            f"server CPU per job: {mid['closed']:.0f} us without"
+            f" ({per_job['closed'][0]:.0f}-{per_job['closed'][-1]:.0f}),"
+            f" {mid['open']:.0f} us with the dashboards"
+            f" ({per_job['open'][0]:.0f}-{per_job['open'][-1]:.0f}):"
+            f" {100 * (mid['open'] / mid['closed'] - 1):+.2f}%"
+        )
     cost = 100 * (1 - opened.rps / closed.rps) if closed.rps else float("nan")
     seconds = args.rounds * (args.warmup + args.duration)
     print(
@@ -171,7 +214,21 @@ def main() -> int:
         f" ({args.dashboards} dashboards, about {seconds:.0f} s each)"
     )
     print(f"cost of the dashboards: {cost:.2f}% of the throughput")
-    print(f"target: one open dashboard costs <= 2%: {'met' if cost <= 2 else 'NOT met'}")
+    noise = max(r.rps for r in runs["closed"]) / min(r.rps for r in runs["closed"]) - 1
+    resolvable = len(runs["closed"]) == 1 or 100 * noise <= 2
+    if resolvable or overview_cpu_after is None:
+        verdict = "met" if cost <= 2 else "NOT met"
+    else:
+        # A busy server runs at one core at most; a dashboard takes one overview's CPU every
+        # 2 s of it.
+        share = args.dashboards * overview_cpu_after / 20
+        print(
+            f"the runs without a dashboard alone differ by {100 * noise:.0f}%: this machine is"
+            " too busy to resolve 2% by throughput, so the server's own CPU counters decide:"
+            f" the dashboards take {share:.3f}% of a busy server's core"
+        )
+        verdict = "met" if share <= 2 else "NOT met"
+    print(f"target: one open dashboard costs <= 2%: {verdict}")
     return 0
 
 

@@ -140,14 +140,19 @@ def test_index_lists_state_and_links_to_each_playground(page: Page, server: Serv
     endpoints = httpx.get(server.url + "/endpoints", timeout=10).json()
     for endpoint in endpoints:
         section = p.locator(f"#endpoint-{endpoint['name']}")
-        assert section.locator(".state").inner_text() == endpoint["state"] == "ready"
+        assert section.locator(".state").inner_text() == endpoint["state"]
+        # (a remote worker's endpoint, from the dashboard's test, has none once it left)
+        assert endpoint["state"] == "ready" or endpoint["name"] == "fails"
         assert f"{endpoint['queue_depth']} queued" in section.inner_text()
         link = section.get_by_role("link", name="Playground")
         assert link.get_attribute("href") == f"/ui/{endpoint['name']}"
     assert p.locator("#endpoint-textgen").get_by_role("link", name="Chat").count() == 1
-    p.locator("#endpoint-iris").get_by_role("link", name="Playground").click()
+    p.locator("#endpoint-echo").get_by_role("link", name="Playground").click()
     p.wait_for_selector('body[data-ready="true"]')
     assert p.inner_text("#state") == "ready"
+    record(page)
+    assert run(p).startswith("Succeeded")  # the form comes filled with a valid example
+    assert p.inner_text("#output pre") == p.get_by_label("Text").input_value() != ""
     page.check_clean()
 
 

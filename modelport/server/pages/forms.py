@@ -45,13 +45,13 @@ def kind_of(schema: dict[str, Any]) -> str:
     return "json"
 
 
-def _initial(schema: dict[str, Any]) -> Any:
+def _initial(schema: dict[str, Any], example: Any) -> Any:
     if "default" in schema:
         return schema["default"]
     examples = schema.get("examples")
     if isinstance(examples, list) and examples:
         return examples[0]
-    return None
+    return example
 
 
 def _text(value: Any) -> str:
@@ -64,13 +64,16 @@ def _number(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def field_html(name: str, schema: dict[str, Any], required: bool, nullable: bool) -> str:
-    """One input's label, control, description and error slot."""
+def field_html(
+    name: str, schema: dict[str, Any], required: bool, nullable: bool, example: Any = None
+) -> str:
+    """One input's label, control, description and error slot; filled with the input's
+    default, else its example, else ``example`` (one the docs would show)."""
     kind = kind_of(schema)
     ident = f"in-{name}"
     title = schema.get("title") or name
     description = schema.get("description") or ""
-    value = _initial(schema)
+    value = None if kind == "media" else _initial(schema, example)
     hints = [description] if description else []
     attrs = f'id="{e(ident)}" name="{e(name)}" aria-describedby="hint-{e(name)} err-{e(name)}"'
     if required:
@@ -161,11 +164,13 @@ def _slider_step(low: float, high: float) -> str:
     return _number(10 ** (len(str(int(span))) - 3)) if span >= 1 else "any"
 
 
-def form_html(schema: dict[str, Any]) -> str:
-    """Every input of an endpoint, in the order the spec lists them."""
+def form_html(schema: dict[str, Any], example: dict[str, Any] | None = None) -> str:
+    """Every input of an endpoint, in the order the spec lists them, filled so that the
+    form can run as it is (``example``: a valid input, from :func:`input_example`)."""
     required = set(schema.get("required", []))
     fields = []
     for name, prop in schema.get("properties", {}).items():
         resolved, nullable = resolve(prop, schema)
-        fields.append(field_html(name, resolved, name in required, nullable))
+        value = (example or {}).get(name)
+        fields.append(field_html(name, resolved, name in required, nullable, value))
     return "\n".join(fields)

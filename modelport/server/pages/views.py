@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import Request
 from starlette.responses import Response
 
-from modelport.errors import NotFound
+from modelport.server.examples import input_example
 from modelport.server.pages import e, render, root_of
 from modelport.server.pages.forms import form_html
 
@@ -48,9 +48,9 @@ class Pages:
         if spec is None:
             await self.server.broker.sync_specs()
             spec = self.server.broker.specs.get(name)
-        if spec is None:
-            raise NotFound(f"no endpoint named {name!r}")
         root = root_of(request)
+        if spec is None:
+            return self._missing(request, name)
         output = spec.output_schema()
         media = output.get("contentMediaType", "") if isinstance(output, dict) else ""
         chat = ""
@@ -63,7 +63,7 @@ class Pages:
 <a href="{e(root)}/docs#/{e(name)}/submit_{e(name)}">API docs</a>{chat}</p>
 {login("This server needs an API key with access to this endpoint.")}
 <form id="playground" class="card" novalidate aria-describedby="form-error">
-{form_html(spec.input_schema())}
+{form_html(spec.input_schema(), input_example(spec))}
 <p class="error" id="form-error" role="alert"></p>
 <div class="actions">
 <button type="submit" class="primary" id="run">Run</button>
@@ -101,6 +101,16 @@ class Pages:
             data={"endpoint": name, "output-media": str(media)},
             auth=self.auth,
         )
+
+    def _missing(self, request: Request, name: str) -> Response:
+        root = root_of(request)
+        links = "".join(
+            f'<li><a href="{e(root)}/ui/{e(n)}">{e(n)}</a></li>'
+            for n in sorted(self.server.broker.specs)
+        )
+        main = f"""<h1>No endpoint named {e(name)}</h1>
+<p>The endpoints served here:</p><ul>{links or "<li>none yet</li>"}</ul>"""
+        return render(request, "Not found", main, auth=self.auth, status=404)
 
     async def admin(self, request: Request) -> Response:
         main = f"""<h1>Admin</h1>

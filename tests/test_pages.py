@@ -1,18 +1,24 @@
 """The admin dashboard's data (/admin/overview, /admin/events), admin sessions, the
 last-hour series (and its sharing across servers on one Redis), and the pages' headers,
-in-process. (The pages themselves run in a browser in test_pages_browser.py.)"""
+in-process, and the playground's form from a spec. (The pages themselves run in a browser in
+test_pages_browser.py.)"""
 
 from __future__ import annotations
 
 import asyncio
+import re
+from typing import Literal
 
 import httpx
 import orjson
 import pytest
 
+import modelport
+from modelport import Input
 from modelport.core.stats import POINTS, STEP, merge
 from modelport.keys import new_key
 from modelport.server.app import Server
+from modelport.server.pages.forms import form_html
 from modelport.settings import Settings
 from tests.conftest import AppFactory, InProcessApp
 from tests.models.basic import Add, Fails
@@ -158,9 +164,53 @@ async def test_playground_page_escapes_the_spec_and_sends_a_strict_policy() -> N
         assert "<script>" not in r.text and 'type="module"' in r.text
         assert 'data-endpoint="add"' in r.text
         assert 'id="in-b"' in r.text and 'min="-100"' in r.text
+        # filled to run as it is: the default of b, and for a the example the docs show
+        assert re.search(r'id="in-a" [^>]*value="1.0"', r.text)
         missing = await http.get("/ui/nope")
         assert missing.status_code == 404
+        assert missing.headers["content-type"].startswith("text/html")
+        assert 'href="/ui/add"' in missing.text
         css = await http.get("/ui/static/modelport.css")
         assert css.status_code == 200
         js = await http.get("/ui/static/playground.js")
         assert js.headers["content-type"].startswith("text/javascript")
+
+
+class Markup(modelport.Model):
+    """Says <b>bold</b> & <script>alert(1)</script>."""
+
+    name = "markup"
+
+    def predict(
+        self,
+        note: str = Input("<i>x</i>", description="<script>alert(2)</script>"),
+        mode: Literal["a<b", "c"] = "c",
+        maybe: int | None = None,
+        flags: list[int] = Input([1, 2]),
+        table: dict[str, int] = Input({"a": 1}),
+        on: bool = True,
+    ) -> str:
+        return note
+
+
+def test_the_form_shows_each_kind_of_input_and_escapes_the_spec() -> None:
+    spec = Server([Markup]).broker.specs["markup"]
+    html = form_html(spec.input_schema())
+    kinds = dict(re.findall(r'data-field="(\w+)" data-kind="(\w+)"', html))
+    assert kinds == {
+        "note": "string",
+        "mode": "enum",
+        "maybe": "integer",
+        "flags": "list",
+        "table": "json",
+        "on": "boolean",
+    }
+    assert "<script>" not in html and "<i>" not in html
+    assert "&lt;script&gt;alert(2)&lt;/script&gt;" in html
+    assert "&lt;i&gt;x&lt;/i&gt;</textarea>" in html
+    assert '<option value="&quot;a&lt;b&quot;">a&lt;b</option>' in html
+    assert '<option value="&quot;c&quot;" selected>' in html
+    assert 'data-field="maybe" data-kind="integer" data-nullable="true"' in html
+    assert 'data-items="integer"' in html and ">1\n2</textarea>" in html
+    assert "{\n  &quot;a&quot;: 1\n}</textarea>" in html
+    assert 'type="checkbox" id="in-on"' in html and " checked>" in html
