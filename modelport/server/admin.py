@@ -312,7 +312,20 @@ def admin_paths(c: Any) -> dict[str, Any]:
                 "operationId": "admin_events",
                 "tags": ["admin"],
                 "responses": {
-                    "200": _answer("Server-sent events", {"type": "string"}, "text/event-stream"),
+                    "200": _answer(
+                        "Server-sent events",
+                        {  # one event, as tools read a stream (OpenAPI 3.2's itemSchema)
+                            "type": "object",
+                            "description": "An `overview` event: its `data` is the document "
+                            "GET /admin/overview answers, as JSON.",
+                            "required": ["event", "data"],
+                            "properties": {
+                                "event": {"const": "overview"},
+                                "data": {"type": "string", "contentMediaType": "application/json"},
+                            },
+                        },
+                        "text/event-stream",
+                    ),
                     **refused,
                 },
             }
