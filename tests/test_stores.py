@@ -22,6 +22,8 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "memory": lambda request, tmp: "memory://",
     "sqlite": lambda request, tmp: f"sqlite:///{tmp / 'jobs.db'}",
     "redis": lambda request, tmp: str(request.getfixturevalue("redis_url")),
+    "redis-cluster": lambda request, tmp: str(request.getfixturevalue("redis_cluster_url")),
+    "redis-sentinel": lambda request, tmp: str(request.getfixturevalue("redis_sentinel_url")),
 }
 
 QUEUED = frozenset({JobStatus.QUEUED})

@@ -1,5 +1,6 @@
 """Job stores, chosen by URL: ``memory://``, ``sqlite:///path/to/jobs.db``,
-``redis://host:6379/0?prefix=modelport:``."""
+``redis://host:6379/0?prefix=modelport:`` (also ``rediss://``, ``unix://``,
+``redis+sentinel://s1:26379,s2:26379/mymaster/0`` and ``redis+cluster://n1:7000,n2:7001``)."""
 
 from __future__ import annotations
 
@@ -26,11 +27,12 @@ def store_from_url(url: str) -> JobStore:
         if not path:
             raise SpecError(f"store URL {url!r}: give a file, e.g. sqlite:///modelport.db")
         return SqliteStore(Path(path))
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+sentinel", "redis+cluster"):
         from modelport.stores.redis import RedisStore
 
         return RedisStore(url)
     raise SpecError(
         f"store URL {url!r}: unknown scheme"
-        " (use memory://, sqlite:///file.db or redis://host:6379/0)"
+        " (use memory://, sqlite:///file.db, redis://host:6379/0,"
+        " redis+sentinel://host:26379,.../primary/0 or redis+cluster://host:7000,...)"
     )
