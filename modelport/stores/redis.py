@@ -615,7 +615,7 @@ class RedisStore:
         except (RedisError, OSError) as e:
             if task is not None and task.cancelling() > cancels:
                 raise asyncio.CancelledError from e
-            if isinstance(e, ResponseError) and str(e).startswith("OOM"):
+            if isinstance(e, ResponseError) and "> 'maxmemory'" in str(e):
                 # Redis refuses a script's first write, so a refused job was not written.
                 raise Unavailable(
                     f"redis store {self._safe_url()} is out of memory (its maxmemory);"
@@ -846,6 +846,24 @@ class RedisStore:
             if queued or running:
                 depths[ep] = {"queued": int(queued), "running": int(running)}
         return depths
+
+    async def queued_job_bytes(self) -> dict[str, float]:
+        # MEMORY USAGE of the 16 oldest queued jobs of each endpoint: what Redis really
+        # spends on one (hash overhead included), at a bounded cost per scrape.
+        endpoints = await self._endpoints()
+        async with self._errors():
+            sizes: dict[str, float] = {}
+            for ep in endpoints:
+                ids = await self.redis.zrange(self._key("q", ep), 0, 15)
+                if not ids:
+                    continue
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for i in ids:
+                        pipe.memory_usage(self._key("job", _text(i)))
+                    used = [int(n) for n in await pipe.execute() if n is not None]
+                if used:
+                    sizes[ep] = sum(used) / len(used)
+        return sizes
 
     async def oldest_queued(self, endpoint: str, limit: int) -> list[JobRecord]:
         async with self._errors():
