@@ -859,7 +859,7 @@ class RedisStore:
                     continue
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for i in ids:
-                        pipe.memory_usage(self._key("job", _text(i)))
+                        pipe.memory_usage(self._key("job", _text(i)), samples=0)
                     used = [int(n) for n in await pipe.execute() if n is not None]
                 if used:
                     sizes[ep] = sum(used) / len(used)
