@@ -169,9 +169,9 @@ def test_commands_per_job_match_the_capacity_model(
     per_phase = {
         p: _per_job(measured[p], HEARTBEATS if p in ("heartbeat", "event") else N) for p in PHASES
     }
-    for phase, counts in per_phase.items():
-        shown = ", ".join(f"{k} {v:.2f}" for k, v in counts.items() if v >= 0.01)
-        print(f"| {phase} | {sum(counts.values()):.2f} | {shown} |")
+    for phase, per_job in per_phase.items():
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in per_job.items() if v >= 0.01)
+        print(f"| {phase} | {sum(per_job.values()):.2f} | {shown} |")
     for what, value in notes.items():
         print(f"{what}: {value:.1f}")
     expected = documented()
