@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from modelport import Client
+from modelport.errors import Unavailable
 from modelport.stores import store_from_url
 from modelport.wire import Event, JobRecord, new_job_id
 from tests.conftest import Serve, Workers, online, wait_for, worker_args
@@ -79,6 +80,17 @@ def test_a_server_and_a_worker_run_on_the_cluster(
     wait_for(lambda: online(b, "sleepy") == 1, 60, "the worker, seen from the other server")
     with Client(b.url) as c:
         assert [c.predict("sleepy", n=n, seconds=0)["n"] for n in range(5)] == list(range(5))
+
+
+async def test_max_bytes_is_checked_on_the_primary_of_the_slot(redis_cluster_url: str) -> None:
+    store = store_from_url(redis_cluster_url + "&max_bytes=1000")
+    await store.open()
+    try:
+        with pytest.raises(Unavailable, match="over its bound of 1000"):
+            await store.insert(_job())
+        assert await store.queue_depths() == {}
+    finally:
+        await store.close()
 
 
 def test_cluster_urls_parse() -> None:

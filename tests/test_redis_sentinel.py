@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from modelport.errors import Unavailable
 from modelport.stores import store_from_url
 from modelport.wire import JobRecord, new_job_id
 from tests.conftest import RedisSentinels, Serve, Workers, online, wait_for, worker_args
@@ -102,21 +103,20 @@ def test_a_killed_primary_loses_no_acknowledged_job(
         assert _outcomes(b.url, job_id) == ["succeeded"]
 
 
-async def test_a_submit_waits_for_a_replica_and_says_so_when_none_confirms(
-    own_sentinels: RedisSentinels,
-) -> None:
-    store = store_from_url(own_sentinels.url + "?wait_timeout=500")
-    await store.open()
+async def test_a_submit_no_replica_confirms_is_refused(redis_sentinel_url: str) -> None:
+    one = store_from_url(redis_sentinel_url)  # WAIT for 1 replica: there is one
+    two = store_from_url(redis_sentinel_url + "&wait_replicas=2&wait_timeout=200")
+    await one.open()
+    await two.open()
     try:
         job = JobRecord(id=new_job_id(), endpoint="echo", created_at=1.0, input={"x": 1})
-        assert (await store.insert(job)).seq > 0  # the replica confirmed it
-        own_sentinels.replica.kill()
+        assert (await one.insert(job)).seq > 0
         late = JobRecord(id=new_job_id(), endpoint="echo", created_at=1.0, input={"x": 2})
-        with pytest.raises(Exception, match="0 of 1 replicas confirmed") as refused:
-            await store.insert(late)
-        assert type(refused.value).__name__ == "Unavailable"
+        with pytest.raises(Unavailable, match="1 of 2 replicas confirmed"):
+            await two.insert(late)
     finally:
-        await store.close()
+        await one.close()
+        await two.close()
 
 
 def test_sentinel_urls_parse_and_never_show_a_password(tmp_path: Any) -> None:

@@ -1,7 +1,14 @@
 """The shared store: Redis, for several API servers (processes or hosts) on one queue.
 
-``redis://host:6379/0?prefix=modelport:`` (also ``rediss://`` and ``unix://``). Every key
-starts with the prefix, so several deployments can share one Redis.
+``redis://host:6379/0?prefix=modelport:`` (also ``rediss://`` and ``unix://``), a
+Sentinel-watched primary ``redis+sentinel://s1:26379,s2:26379/mymaster/0`` (the store
+follows a failover) or a Cluster ``redis+cluster://n1:7000,n2:7001``. Every key starts
+with the prefix, so several deployments can share one Redis; on a cluster the prefix is a
+hash tag (``{modelport:}``), so a deployment's keys share one slot and every script's keys
+with them. Options in the URL's query (see :func:`parse_url`): ``password_file`` (else
+``$MODELPORT_STORE_PASSWORD``), ``sentinel_password_file``, ``wait_replicas`` and
+``wait_timeout`` (a submit is acknowledged once that many replicas hold it: ``WAIT``),
+``max_bytes`` (new jobs refused while Redis uses more memory), and redis-py's own.
 
 Layout, with ``P`` the prefix and ``E`` an endpoint name:
 
@@ -22,7 +29,8 @@ Layout, with ``P`` the prefix and ``E`` an endpoint name:
 Every change to a job is one Lua script, so it is atomic, and it moves the job between the
 three sorted sets as its status changes; the sets are therefore exact indexes, and the
 queue, the lease expiry scan and the purge never read a job they do not need. Changes are
-announced on the ``Pchanges`` channel (pub/sub), so waiters on other servers wake at once.
+announced on the ``Pchanges`` channel (pub/sub; sharded pub/sub on a cluster), so waiters
+on other servers wake at once.
 How durable the queue is across a Redis restart is the Redis server's own setting
 (``appendonly yes`` keeps every accepted job).
 """
@@ -575,11 +583,12 @@ class RedisStore:
             return
         now = time.monotonic()
         if now - self._memory_checked >= 1.0:
-            info = await self.redis.info("memory")
-            if self.cluster:  # one answer per node: the fullest one decides
-                self._memory_used = max(int(i["used_memory"]) for i in info.values())
+            if self.cluster:  # the primary holding this deployment's slot
+                node = self.redis.get_node_from_key(self._anchor[0])
+                info = await self.redis.info("memory", target_nodes=node)
             else:
-                self._memory_used = int(info["used_memory"])
+                info = await self.redis.info("memory")
+            self._memory_used = int(info["used_memory"])
             self._memory_checked = now
         if self._memory_used > limit:
             raise Unavailable(
