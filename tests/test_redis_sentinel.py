@@ -130,7 +130,7 @@ def test_sentinel_urls_parse_and_never_show_a_password(tmp_path: Any) -> None:
     assert target.hosts == [("127.0.0.1", 26379), ("::1", 26380)]
     assert (target.service, target.db, target.username) == ("mymaster", 2, "app")
     assert (target.password, target.wait_replicas, target.prefix) == ("s3cret", 2, "p:")
-    assert "s3cret" not in repr(store)
+    assert "s3cret" not in repr(store) and "s3cret" not in repr(target)
     with pytest.raises(Exception, match="name the monitored primary"):
         store_from_url("redis+sentinel://127.0.0.1:26379")
     with pytest.raises(Exception, match="HOST:PORT"):

@@ -373,14 +373,15 @@ class Target:
 
     kind: str
     """``redis`` (also ``rediss``, ``unix``), ``sentinel`` or ``cluster``."""
-    url: str
-    """For ``redis``: the URL redis-py is given (without modelport's options)."""
+    url: str = field(repr=False)
+    """For ``redis``: the URL redis-py is given (without modelport's options; it may hold
+    a password); else the URL without its password."""
     hosts: list[tuple[str, int]] = field(default_factory=list)
     service: str = ""
     db: int = 0
     username: str | None = None
-    password: str | None = None
-    sentinel_password: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
     options: dict[str, Any] = field(default_factory=dict)
     """redis-py connection options given in the query (``sentinel``, ``cluster``)."""
     prefix: str = DEFAULT_PREFIX
