@@ -124,12 +124,13 @@ def test_sentinel_urls_parse_and_never_show_a_password(tmp_path: Any) -> None:
     secret.write_text("s3cret\n")
     store = store_from_url(
         "redis+sentinel://app@127.0.0.1:26379,[::1]:26380/mymaster/2"
-        f"?password_file={secret}&wait_replicas=2&prefix=p:"
+        f"?password_file={secret}&sentinel_password_file={secret}&wait_replicas=2&prefix=p:"
     )
     target = store.target  # type: ignore[attr-defined]
     assert target.hosts == [("127.0.0.1", 26379), ("::1", 26380)]
     assert (target.service, target.db, target.username) == ("mymaster", 2, "app")
     assert (target.password, target.wait_replicas, target.prefix) == ("s3cret", 2, "p:")
+    assert target.sentinel_password == "s3cret"
     assert "s3cret" not in repr(store) and "s3cret" not in repr(target)
     with pytest.raises(Exception, match="name the monitored primary"):
         store_from_url("redis+sentinel://127.0.0.1:26379")
