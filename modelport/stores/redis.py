@@ -532,6 +532,8 @@ class RedisStore:
                 t.service, db=t.db, health_check_interval=30, **auth, **t.options
             )
         if t.kind == "cluster":
+            if not hasattr(RedisCluster, "pubsub"):  # async cluster pub/sub: redis-py 8
+                raise SpecError("redis+cluster:// needs redis-py 8 or later: pip install 'redis>=8'")
             nodes = [ClusterNode(host, port) for host, port in t.hosts]
             return RedisCluster(startup_nodes=nodes, **auth, **_TIMEOUTS, **t.options)
         given: dict[str, Any] = {"password": t.password} if t.password is not None else {}
