@@ -533,7 +533,8 @@ class RedisStore:
             )
         if t.kind == "cluster":
             if not hasattr(RedisCluster, "pubsub"):  # async cluster pub/sub: redis-py 8
-                raise SpecError("redis+cluster:// needs redis-py 8 or later: pip install 'redis>=8'")
+                needs = "pip install 'redis>=8'"
+                raise SpecError(f"redis+cluster:// needs redis-py 8 or later: {needs}")
             nodes = [ClusterNode(host, port) for host, port in t.hosts]
             return RedisCluster(startup_nodes=nodes, **auth, **_TIMEOUTS, **t.options)
         given: dict[str, Any] = {"password": t.password} if t.password is not None else {}
