@@ -4,7 +4,11 @@
     python bench/queue.py --jobs 2000 --only sqlite
 
 For each store (``sqlite``: a file in a scratch directory; ``redis``: a private
-``redis-server`` on a free loopback port, no persistence) an API server is started with no
+``redis-server`` on a free loopback port, no persistence; ``cluster``: a private Redis
+Cluster of three primaries made with ``redis-cli --cluster create``, the store URL
+``redis+cluster://``; one deployment's keys share one hash slot, so this row measures a
+cluster's overhead, not a spread of one queue over three primaries) an API server is
+started with no
 local model, a worker token and ``--config bench/models/queue_noop.toml``, so the endpoint
 takes jobs while no worker is connected. Then:
 
@@ -47,6 +51,7 @@ import json
 import os
 import platform
 import queue  # noqa: F401 -- the standard library's, loaded before anything else asks
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -72,6 +77,7 @@ from _servers import (
     group_usage,
     http_call,
     log_tail,
+    redis_client,
     redis_command,
     redis_used_memory,
     serve_command,
@@ -85,7 +91,7 @@ CONFIG = ROOT / "bench" / "models" / "queue_noop.toml"
 ENDPOINT = "queue_noop"
 PATH = f"/endpoints/{ENDPOINT}/jobs"
 BODY = b'{"input": {"n": 7, "text": "hello"}}'
-STORES = ("sqlite", "redis")
+STORES = ("sqlite", "redis", "cluster")
 POLL = 0.2
 
 
@@ -178,7 +184,7 @@ class Result:
                 "per_queued_job": self.per_job(self.rss_before, self.rss_after),
             },
             "store_bytes": {
-                "measure": "redis used_memory" if self.store == "redis" else "db + wal + shm",
+                "measure": "db + wal + shm" if self.store == "sqlite" else "redis used_memory",
                 "before": self.store_before,
                 "after_submit": self.store_after,
                 "per_queued_job": self.per_job(self.store_before, self.store_after),
@@ -409,6 +415,30 @@ def drain(server: Server, worker: Process, jobs: int, args: argparse.Namespace) 
     )
 
 
+def _cluster_ok(port: int) -> bool:
+    client = redis_client(port)
+    try:
+        return b"cluster_state:ok" in client.execute_command("CLUSTER", "INFO")
+    finally:
+        client.close()
+
+
+def create_cluster(ports: list[int], timeout: float) -> None:
+    """Join the nodes into a cluster of primaries; wait (bounded) until every node says ok."""
+    nodes = [f"{HOST}:{p}" for p in ports]
+    create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0"]
+    done = subprocess.run(
+        [*create, "--cluster-yes"], capture_output=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise StartError(f"redis-cli --cluster create: {done.stdout.decode(errors='replace')}")
+    deadline = time.monotonic() + timeout
+    while not all(_cluster_ok(p) for p in ports):
+        if time.monotonic() > deadline:
+            raise StartError(f"the cluster's state not ok after {timeout:.0f}s")
+        time.sleep(0.05)
+
+
 def measure(store: str, scratch: Path, args: argparse.Namespace) -> Result:
     """Start the store and the server, fill the queue, drain it, stop everything."""
     timeout = args.startup_timeout
@@ -419,7 +449,21 @@ def measure(store: str, scratch: Path, args: argparse.Namespace) -> Result:
 
         server_log, store_log, worker_log = log("server"), log("redis"), log("worker")
         store_size: Callable[[], int]
-        if store == "redis":
+        if store == "cluster":
+            ports = [free_port() for _ in range(3)]
+            try:
+                for i, node in enumerate(ports):
+                    argv = [*redis_command(node), "--dir", str(scratch)]
+                    argv += ["--cluster-enabled", "yes", "--cluster-port", str(free_port())]
+                    argv += ["--cluster-config-file", f"nodes-{node}.conf"]
+                    proc = stack.enter_context(Process(f"redis-server {i}", argv, store_log))
+                    wait_redis(node, proc, timeout)
+                create_cluster(ports, timeout)
+            except (StartError, OSError) as e:
+                raise StartError(f"{e}\n{log_tail(store_log)}") from None
+            url = "redis+cluster://" + ",".join(f"{HOST}:{p}" for p in ports)
+            store_size = lambda: sum(redis_used_memory(p) for p in ports)  # noqa: E731
+        elif store == "redis":
             redis_port = free_port()
             redis_argv = redis_command(redis_port)
             try:

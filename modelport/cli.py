@@ -77,7 +77,21 @@ def _parser() -> argparse.ArgumentParser:
         "--store",
         default=DEFAULT_STORE,
         help="job store URL: sqlite:///file.db (durable, one server; default: %(default)s), "
-        "redis://host:6379/0[?prefix=name:] (shared by several servers) or memory://",
+        "redis://host:6379/0[?prefix=name:] (shared by several servers; also rediss://, "
+        "redis+sentinel://s1:26379,s2:26379/primary/0, redis+cluster://n1:7000,n2:7001) "
+        "or memory://",
+    )
+    serve.add_argument(
+        "--store-password-file",
+        metavar="FILE",
+        help="the file holding the Redis (ACL user's) password, if the --store URL has none "
+        "(default: $MODELPORT_STORE_PASSWORD)",
+    )
+    serve.add_argument(
+        "--max-store-bytes",
+        type=int,
+        metavar="BYTES",
+        help="refuse new jobs (503 + Retry-After) while the redis store's memory is over BYTES",
     )
     serve.add_argument(
         "--log-level",
@@ -318,7 +332,12 @@ def _server(args: argparse.Namespace) -> Server:
         fetch_allow=args.fetch_allow,
         **security,
     )
-    return Server(models, specs, store=args.store, settings=settings)
+    from modelport.stores import store_options
+
+    store = store_options(
+        args.store, password_file=args.store_password_file, max_bytes=args.max_store_bytes
+    )
+    return Server(models, specs, store=store, settings=settings)
 
 
 def _pairs(flag: str, values: Sequence[str]) -> dict[str, str]:

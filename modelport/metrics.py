@@ -115,6 +115,12 @@ class Metrics:
         self.queue_depth = Gauge(
             "modelport_queue_depth", "Jobs waiting in the queue.", ["endpoint"], registry=r
         )
+        self.queued_job_bytes = Gauge(
+            "modelport_queued_job_bytes",
+            "Bytes one queued job takes in the store (mean of the oldest; 0: none queued).",
+            ["endpoint"],
+            registry=r,
+        )
         self.running = Gauge(
             "modelport_jobs_running", "Jobs leased to workers.", ["endpoint"], registry=r
         )
@@ -157,10 +163,15 @@ class Metrics:
             self._child("total_time", job.endpoint).observe(job.completed_at - job.created_at)
 
     def render(
-        self, depths: dict[str, dict[str, int]], workers: dict[str, int], endpoints: list[str]
+        self,
+        depths: dict[str, dict[str, int]],
+        workers: dict[str, int],
+        endpoints: list[str],
+        job_bytes: dict[str, float] | None = None,
     ) -> bytes:
         for name in endpoints:
             depth = depths.get(name, {})
+            self.queued_job_bytes.labels(name).set((job_bytes or {}).get(name, 0))
             self.queue_depth.labels(name).set(depth.get("queued", 0))
             self.running.labels(name).set(depth.get("running", 0))
             self.workers_online.labels(name).set(workers.get(name, 0))

@@ -291,34 +291,35 @@ def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 class RedisServer:
     """A private ``redis-server`` on a free loopback port, keeping nothing on disk."""
 
-    def __init__(self, log_path: Path, port: int | None = None) -> None:
+    def __init__(self, log_path: Path, port: int | None = None, extra: Sequence[str] = ()) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.log_path = log_path
+        self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
+
+    def command(self, binary: str) -> list[str]:
+        return [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.log_path.parent),
+            *self.extra,
+        ]
 
     def start(self, timeout: float = 20.0) -> RedisServer:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH")
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.log_path.parent),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+        self.proc = subprocess.Popen(self.command(binary), stdout=log, stderr=subprocess.STDOUT)
         log.close()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -367,6 +368,188 @@ def redis_url(redis_server: str) -> str:
     """The run's Redis, with a key prefix of this test's own."""
     separator = "&" if "?" in redis_server else "?"
     return f"{redis_server}{separator}prefix=test-{uuid.uuid4().hex[:12]}:"
+
+
+class SentinelProcess(RedisServer):
+    """A Redis Sentinel (``redis-server CONF --sentinel``) watching ``mymaster``."""
+
+    def __init__(self, log_path: Path, primary_port: int) -> None:
+        super().__init__(log_path)
+        self.conf = log_path.with_suffix(".conf")
+        # Short timings, so a failover takes seconds, not the default minutes.
+        self.conf.write_text(
+            f"port {self.port}\nbind 127.0.0.1\ndir {log_path.parent}\n"
+            f"sentinel monitor {SENTINEL_SERVICE} 127.0.0.1 {primary_port} 2\n"
+            f"sentinel down-after-milliseconds {SENTINEL_SERVICE} 800\n"
+            f"sentinel failover-timeout {SENTINEL_SERVICE} 4000\n"
+            f"sentinel parallel-syncs {SENTINEL_SERVICE} 1\n"
+        )
+
+    def command(self, binary: str) -> list[str]:
+        return [binary, str(self.conf), "--sentinel"]
+
+
+SENTINEL_SERVICE = "mymaster"
+
+
+def _redis_info(port: int, *command: str) -> Any:
+    import redis
+
+    with redis.Redis(host="127.0.0.1", port=port, socket_timeout=5) as r:
+        return r.execute_command(*command)
+
+
+class RedisSentinels:
+    """One primary, one replica and three sentinels on loopback, keeping nothing on disk."""
+
+    def __init__(self, root: Path) -> None:
+        self.primary = RedisServer(root / "primary.log")
+        self.replica = RedisServer(
+            root / "replica.log", extra=["--replicaof", "127.0.0.1", str(self.primary.port)]
+        )
+        self.sentinels = [
+            SentinelProcess(root / f"sentinel{i}.log", self.primary.port) for i in range(3)
+        ]
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        self.url = f"redis+sentinel://{hosts}/{SENTINEL_SERVICE}/0"
+
+    def start(self, timeout: float = 30.0) -> RedisSentinels:
+        for server in (self.primary, self.replica, *self.sentinels):
+            server.start()
+
+        def watching() -> bool:
+            # Each sentinel must know the replica and the two other sentinels, or it
+            # could not agree on (nor carry out) a failover.
+            for s in self.sentinels:
+                about = _redis_info(s.port, "SENTINEL", "MASTER", SENTINEL_SERVICE)
+                if about[b"num-slaves"] != b"1" or about[b"num-other-sentinels"] != b"2":
+                    return False
+            link = _redis_info(self.replica.port, "INFO", "replication")
+            return bool(link.get("master_link_status") == "up")
+
+        wait_for(watching, timeout, "sentinels watching a primary with its replica")
+        return self
+
+    def primary_port(self) -> int:
+        """The port of the primary the sentinels name now."""
+        _, port = _redis_info(
+            self.sentinels[0].port, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", SENTINEL_SERVICE
+        )
+        return int(port)
+
+    def kill(self) -> None:
+        for server in (*self.sentinels, self.replica, self.primary):
+            server.kill()
+
+
+class RedisClusterNodes:
+    """A Redis Cluster of three primaries (no replicas) on loopback ports."""
+
+    def __init__(self, root: Path) -> None:
+        self.nodes = []
+        for i in range(3):
+            (root / f"node{i}").mkdir()
+            log = root / f"node{i}" / "redis.log"
+            self.nodes.append(
+                RedisServer(
+                    log,
+                    # its bus port (by default port + 10000) free too
+                    extra=[
+                        *("--cluster-enabled", "yes", "--cluster-node-timeout", "2000"),
+                        *("--cluster-port", str(free_port())),
+                    ],
+                )
+            )
+        hosts = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        self.url = f"redis+cluster://{hosts}"
+
+    def start(self, timeout: float = 30.0) -> RedisClusterNodes:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not on PATH")
+        subprocess.run(
+            [
+                cli,
+                "--cluster",
+                "create",
+                *(f"127.0.0.1:{n.port}" for n in self.nodes),
+                *("--cluster-replicas", "0", "--cluster-yes"),
+            ],
+            check=True,
+            capture_output=True,
+            timeout=timeout,
+        )
+
+        def ok() -> bool:
+            return all(
+                b"cluster_state:ok" in _redis_info(n.port, "CLUSTER", "INFO") for n in self.nodes
+            )
+
+        wait_for(ok, timeout, "the cluster's state to be ok on every node")
+        return self
+
+    def kill(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+def _start_or_skip(start: Callable[[], Any], what: str) -> None:
+    """Start Redis processes; if they cannot start, fail under ``CI=true``, else skip."""
+    for binary in ("redis-server", "redis-cli"):
+        if shutil.which(binary) is None:
+            _redis_missing(f"no {binary} on PATH for {what}")
+    try:
+        start()
+    except (OSError, RuntimeError, TimeoutError, AssertionError, subprocess.SubprocessError) as e:
+        last = str(e).strip().splitlines()[-1:] or [type(e).__name__]
+        _redis_missing(f"{what} could not start: {last[0]}")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A ``redis+cluster://`` URL of three primaries for the whole run."""
+    cluster = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        _start_or_skip(cluster.start, "a Redis Cluster")
+        yield cluster.url
+    finally:
+        cluster.kill()
+
+
+@pytest.fixture
+def redis_cluster_url(redis_cluster: str) -> str:
+    """The run's cluster, with a key prefix (and so a hash slot) of this test's own."""
+    return f"{redis_cluster}?prefix=test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A ``redis+sentinel://`` URL (primary, replica, three sentinels) for the whole run."""
+    sentinels = RedisSentinels(tmp_path_factory.mktemp("redis-sentinel"))
+    try:
+        _start_or_skip(sentinels.start, "Redis Sentinel")
+        yield sentinels.url
+    finally:
+        sentinels.kill()
+
+
+@pytest.fixture
+def redis_sentinel_url(redis_sentinel: str) -> str:
+    """The run's Sentinel-watched primary, with a key prefix of this test's own."""
+    return f"{redis_sentinel}?prefix=test-{uuid.uuid4().hex[:12]}:"
+
+
+@pytest.fixture
+def own_sentinels(tmp_path: Path) -> Iterator[RedisSentinels]:
+    """Sentinel-watched Redis of this test's own, to kill the primary of."""
+    sentinels = RedisSentinels(tmp_path)
+    try:
+        _start_or_skip(sentinels.start, "Redis Sentinel")
+        yield sentinels
+    finally:
+        sentinels.kill()
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
     "memory": lambda request, tmp: "memory://",
     "sqlite": lambda request, tmp: f"sqlite:///{tmp / 'jobs.db'}",
     "redis": lambda request, tmp: str(request.getfixturevalue("redis_url")),
+    "redis-cluster": lambda request, tmp: str(request.getfixturevalue("redis_cluster_url")),
+    "redis-sentinel": lambda request, tmp: str(request.getfixturevalue("redis_sentinel_url")),
 }
 
 QUEUED = frozenset({JobStatus.QUEUED})
@@ -763,3 +765,14 @@ async def test_jobs_keep_their_owner_and_queued_jobs_count_per_owner(store: JobS
     cancel = {"status": JobStatus.CANCELLED, "completed_at": NOW}
     await store.update([Update(mine[2].id, QUEUED, cancel)])
     assert await store.queued_by("key_a") == 2
+
+
+async def test_queued_job_bytes_grow_with_the_input(store: JobStore) -> None:
+    assert await store.queued_job_bytes() == {}
+    await store.insert(job("small", input={"t": "x"}))
+    await store.insert(job("large", input={"t": "x" * 10_000}))
+    sizes = await store.queued_job_bytes()
+    assert set(sizes) == {"small", "large"}
+    assert sizes["large"] > 10_000 > sizes["small"]
+    await store.lease("large", "w1", 1, NOW, LEASE_UNTIL)
+    assert set(await store.queued_job_bytes()) == {"small"}

@@ -421,7 +421,8 @@ class Server:
         depths = await self.broker.store.queue_depths()
         names = sorted(self.broker.specs)
         workers = {name: len(await self.broker.workers_online(name)) for name in names}
-        body = self.broker.metrics.render(depths, workers, names)
+        job_bytes = await self.broker.store.queued_job_bytes()
+        body = self.broker.metrics.render(depths, workers, names, job_bytes)
         return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     async def openapi_json(self, request: Request) -> Response:

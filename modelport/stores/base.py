@@ -100,6 +100,10 @@ class JobStore(Protocol):
     async def queue_depths(self) -> dict[str, dict[str, int]]:
         """Per endpoint, the number of ``queued`` and ``running`` jobs."""
 
+    async def queued_job_bytes(self) -> dict[str, float]:
+        """Per endpoint with queued jobs, the bytes one queued job takes in the store (a
+        mean, possibly over a sample of the oldest)."""
+
     async def add_events(self, events: Sequence[Event]) -> list[Event]:
         """Append events to their jobs' logs; return them with ids (1, 2, ... per job)."""
 

@@ -144,6 +144,13 @@ class MemoryStore:
                 depths[j.endpoint][j.status.value] += 1
         return dict(depths)
 
+    async def queued_job_bytes(self) -> dict[str, float]:
+        sizes: dict[str, list[int]] = defaultdict(list)
+        for j in self._jobs.values():
+            if j.status is JobStatus.QUEUED:
+                sizes[j.endpoint].append(len(orjson.dumps(j.input)))
+        return {ep: sum(s) / len(s) for ep, s in sizes.items()}
+
     async def add_events(self, events: Sequence[Event]) -> list[Event]:
         stored = []
         for event in events:

@@ -1,7 +1,14 @@
 """The shared store: Redis, for several API servers (processes or hosts) on one queue.
 
-``redis://host:6379/0?prefix=modelport:`` (also ``rediss://`` and ``unix://``). Every key
-starts with the prefix, so several deployments can share one Redis.
+``redis://host:6379/0?prefix=modelport:`` (also ``rediss://`` and ``unix://``), a
+Sentinel-watched primary ``redis+sentinel://s1:26379,s2:26379/mymaster/0`` (the store
+follows a failover) or a Cluster ``redis+cluster://n1:7000,n2:7001``. Every key starts
+with the prefix, so several deployments can share one Redis; on a cluster the prefix is a
+hash tag (``{modelport:}``), so a deployment's keys share one slot and every script's keys
+with them. Options in the URL's query (see :func:`parse_url`): ``password_file`` (else
+``$MODELPORT_STORE_PASSWORD``), ``sentinel_password_file``, ``wait_replicas`` and
+``wait_timeout`` (a submit is acknowledged once that many replicas hold it: ``WAIT``),
+``max_bytes`` (new jobs refused while Redis uses more memory), and redis-py's own.
 
 Layout, with ``P`` the prefix and ``E`` an endpoint name:
 
@@ -22,7 +29,8 @@ Layout, with ``P`` the prefix and ``E`` an endpoint name:
 Every change to a job is one Lua script, so it is atomic, and it moves the job between the
 three sorted sets as its status changes; the sets are therefore exact indexes, and the
 queue, the lease expiry scan and the purge never read a job they do not need. Changes are
-announced on the ``Pchanges`` channel (pub/sub), so waiters on other servers wake at once.
+announced on the ``Pchanges`` channel (pub/sub; sharded pub/sub on a cluster), so waiters
+on other servers wake at once.
 How durable the queue is across a Redis restart is the Redis server's own setting
 (``appendonly yes`` keeps every accepted job).
 """
@@ -33,16 +41,22 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import orjson
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.connection import URL_QUERY_ARGUMENT_PARSERS
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from modelport.errors import Overloaded, Unavailable
+from modelport.errors import Overloaded, SpecError, Unavailable
 from modelport.keys import DAY, Allowance
 from modelport.stores.base import CHANGEABLE, Update, full_queue
 from modelport.wire import Event, JobRecord, JobStatus
@@ -50,6 +64,10 @@ from modelport.wire import Event, JobRecord, JobStatus
 log = logging.getLogger("modelport.stores.redis")
 
 DEFAULT_PREFIX = "modelport:"
+_MESSAGES = frozenset({"message", "smessage"})
+PASSWORD_ENV = "MODELPORT_STORE_PASSWORD"
+SENTINEL_PASSWORD_ENV = "MODELPORT_SENTINEL_PASSWORD"
+_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
 _MAX_INDEX = 2**63 - 1
 _JSON = frozenset({"input", "output", "progress"})
 _FLOAT = frozenset({"created_at", "started_at", "completed_at", "lease_until"})
@@ -306,18 +324,162 @@ def _decode(raw: Mapping[Any, Any]) -> JobRecord:
     return JobRecord(**fields)
 
 
-def _split_url(url: str) -> tuple[str, str]:
-    """The URL redis-py is given (without our ``prefix`` option) and the key prefix."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    prefix = DEFAULT_PREFIX
-    kept = []
-    for k, v in query:
-        if k == "prefix":
-            prefix = v
-        else:
-            kept.append((k, v))
-    return urlunsplit(parts._replace(query=urlencode(kept))), prefix
+def _secret(path: str | None, env: str, what: str) -> str | None:
+    """A secret from a file (first line, stripped) or else an environment variable."""
+    if path:
+        try:
+            return Path(path).read_text(encoding="utf-8").strip() or None
+        except OSError as e:
+            raise SpecError(f"store URL option {what}={path}: {e.strerror}") from None
+    return os.environ.get(env) or None
+
+
+def _int_option(options: dict[str, str], name: str, default: int | None) -> int | None:
+    text = options.pop(name, None)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise SpecError(f"store URL option {name}={text!r}: give a whole number") from None
+    if value < 0:
+        raise SpecError(f"store URL option {name}={text!r}: give 0 or more")
+    return value
+
+
+def _hosts(netloc: str, url: str) -> list[tuple[str, int]]:
+    hosts = []
+    for item in netloc.split(","):
+        host, _, port = item.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise SpecError(f"store URL {_redact(url)!r}: give HOST:PORT,HOST:PORT,... ({item!r})")
+        hosts.append((host.strip("[]"), int(port)))
+    return hosts
+
+
+def _redact(url: str) -> str:
+    """The URL without its password (for messages)."""
+    scheme, sep, rest = url.partition("://")
+    userinfo, at, hostpart = rest.rpartition("@")
+    if not at:
+        return url
+    user = userinfo.partition(":")[0]
+    return f"{scheme}{sep}{user}{':***' if ':' in userinfo else ''}@{hostpart}"
+
+
+@dataclass
+class Target:
+    """What a store URL names: one Redis, a Sentinel-watched primary, or a Cluster."""
+
+    kind: str
+    """``redis`` (also ``rediss``, ``unix``), ``sentinel`` or ``cluster``."""
+    url: str = field(repr=False)
+    """For ``redis``: the URL redis-py is given (without modelport's options; it may hold
+    a password); else the URL without its password."""
+    hosts: list[tuple[str, int]] = field(default_factory=list)
+    service: str = ""
+    db: int = 0
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    sentinel_password: str | None = field(default=None, repr=False)
+    options: dict[str, Any] = field(default_factory=dict)
+    """redis-py connection options given in the query (``sentinel``, ``cluster``)."""
+    prefix: str = DEFAULT_PREFIX
+    wait_replicas: int = 0
+    wait_timeout: int = 1000
+    max_bytes: int | None = None
+
+    def display(self) -> str:
+        """The target for messages: no user, no password, no options."""
+        if self.kind == "redis":
+            parts = urlsplit(self.url)
+            host = parts.hostname or ""
+            netloc = f"{host}:{parts.port}" if parts.port else host
+            return urlunsplit(parts._replace(netloc=netloc, query=""))
+        hosts = ",".join(f"{h}:{p}" for h, p in self.hosts)
+        tail = f"/{self.service}/{self.db}" if self.kind == "sentinel" else ""
+        return f"redis+{self.kind}://{hosts}{tail}"
+
+
+def parse_url(url: str) -> Target:
+    """Parse a store URL: ``redis[s]://[user:pass@]host:port/db``, ``unix://...``,
+    ``redis+sentinel://[user:pass@]s1:26379,s2:26379/service/db`` or
+    ``redis+cluster://[user:pass@]n1:7000,n2:7001``; options in the query:
+    ``prefix``, ``password_file``, ``sentinel_password_file``, ``wait_replicas``,
+    ``wait_timeout`` (ms), ``max_bytes``, and redis-py's own connection options."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise SpecError(f"store URL {_redact(url)!r}: give SCHEME://...")
+    body, _, query = rest.partition("?")
+    options = dict(parse_qsl(query, keep_blank_values=True))
+    prefix = options.pop("prefix", DEFAULT_PREFIX)
+    password_file = options.pop("password_file", None)
+    sentinel_password_file = options.pop("sentinel_password_file", None)
+    wait_timeout = _int_option(options, "wait_timeout", 1000)
+    max_bytes = _int_option(options, "max_bytes", None)
+    password = _secret(password_file, PASSWORD_ENV, "password_file")
+    kind = {"redis+sentinel": "sentinel", "redis+cluster": "cluster"}.get(scheme, "redis")
+    wait_replicas = _int_option(options, "wait_replicas", 1 if kind == "sentinel" else 0)
+    if kind == "cluster" and "{" not in prefix:
+        # every key of a deployment shares one hash slot, so every script's keys do
+        prefix = "{" + prefix + "}"
+    common = Target(
+        kind,
+        "",
+        prefix=prefix,
+        wait_replicas=wait_replicas or 0,
+        wait_timeout=wait_timeout or 0,
+        max_bytes=max_bytes,
+    )
+    if kind == "redis":
+        parts = urlsplit(url)
+        kept = urlencode(list(options.items()))
+        plain = urlunsplit(parts._replace(query=kept))
+        return replace(common, url=plain, password=password if parts.password is None else None)
+    netloc, _, path = body.partition("/")
+    userinfo, at, hostpart = netloc.rpartition("@")
+    username = password_in_url = None
+    if at:
+        user, colon, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password_in_url = unquote(secret) if colon else None
+    segments = [s for s in path.split("/") if s]
+    service, db = "", 0
+    if kind == "sentinel":
+        if not segments:
+            raise SpecError(
+                f"store URL {_redact(url)!r}: name the monitored primary,"
+                " e.g. redis+sentinel://s1:26379,s2:26379/mymaster/0"
+            )
+        service = unquote(segments[0])
+        if len(segments) > 1:
+            if not segments[1].isdigit():
+                raise SpecError(f"store URL {_redact(url)!r}: the database is a number")
+            db = int(segments[1])
+    elif segments:
+        raise SpecError(f"store URL {_redact(url)!r}: a cluster has one database; drop the path")
+    if kind == "cluster" and wait_replicas:
+        raise SpecError("store URL option wait_replicas is not supported on redis+cluster")
+    connection: dict[str, Any] = {}
+    for name, text in options.items():
+        parser = URL_QUERY_ARGUMENT_PARSERS.get(name)
+        try:
+            connection[name] = parser(text) if parser else text
+        except (TypeError, ValueError):
+            raise SpecError(f"store URL option {name}={text!r}: not a valid value") from None
+    return replace(
+        common,
+        url=_redact(url),
+        hosts=_hosts(hostpart, url),
+        service=service,
+        db=db,
+        username=username,
+        password=password_in_url if password_in_url is not None else password,
+        sentinel_password=_secret(
+            sentinel_password_file, SENTINEL_PASSWORD_ENV, "sentinel_password_file"
+        ),
+        options=connection,
+    )
 
 
 class RedisStore:
@@ -326,9 +488,17 @@ class RedisStore:
     shared = True
 
     def __init__(self, url: str, *, prefix: str | None = None) -> None:
-        self.url, url_prefix = _split_url(url)
-        self.prefix = url_prefix if prefix is None else prefix
-        self._redis: aioredis.Redis | None = None
+        self.target = parse_url(url)
+        self.url = self.target.url
+        self.prefix = self.target.prefix if prefix is None else prefix
+        self.cluster = self.target.kind == "cluster"
+        self._redis: Any = None
+        self._sentinel: Sentinel | None = None
+        self._memory_checked = 0.0
+        self._memory_used = 0
+        # Every script names one key of the deployment: a cluster routes it by that key's
+        # slot, and (the prefix holding a hash tag there) all its other keys share it.
+        self._anchor = [self._key("seq")]
         self._pending: list[tuple[JobRecord, int | None, asyncio.Future[JobRecord]]] = []
         self._callbacks: list[Callable[[str], None]] = []
         self._listener: asyncio.Task[None] | None = None
@@ -338,13 +508,10 @@ class RedisStore:
         return f"RedisStore({self._safe_url()!r}, prefix={self.prefix!r})"
 
     def _safe_url(self) -> str:
-        parts = urlsplit(self.url)
-        host = parts.hostname or ""
-        netloc = f"{host}:{parts.port}" if parts.port else host
-        return urlunsplit(parts._replace(netloc=netloc, query=""))
+        return self.target.display()
 
     @property
-    def redis(self) -> aioredis.Redis:
+    def redis(self) -> Any:
         if self._redis is None:
             raise Unavailable("the redis store is not open")
         return self._redis
@@ -352,10 +519,29 @@ class RedisStore:
     def _key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
 
+    def _connect(self) -> Any:
+        t = self.target
+        auth: dict[str, Any] = {"username": t.username, "password": t.password}
+        if t.kind == "sentinel":
+            sentinel = self._sentinel = Sentinel(
+                t.hosts,
+                sentinel_kwargs={"password": t.sentinel_password, **_TIMEOUTS},
+                **_TIMEOUTS,
+            )
+            return sentinel.master_for(
+                t.service, db=t.db, health_check_interval=30, **auth, **t.options
+            )
+        if t.kind == "cluster":
+            if not hasattr(RedisCluster, "pubsub"):  # async cluster pub/sub: redis-py 8
+                needs = "pip install 'redis>=8'"
+                raise SpecError(f"redis+cluster:// needs redis-py 8 or later: {needs}")
+            nodes = [ClusterNode(host, port) for host, port in t.hosts]
+            return RedisCluster(startup_nodes=nodes, **auth, **_TIMEOUTS, **t.options)
+        given: dict[str, Any] = {"password": t.password} if t.password is not None else {}
+        return aioredis.Redis.from_url(t.url, health_check_interval=30, **_TIMEOUTS, **given)
+
     async def open(self) -> None:
-        self._redis = aioredis.Redis.from_url(
-            self.url, socket_connect_timeout=5, socket_timeout=10, health_check_interval=30
-        )
+        self._redis = self._connect()
         r = self._redis
         self._insert = r.register_script(_INDEX + _INSERT)
         self._lease = r.register_script(_INDEX + _LEASE)
@@ -366,6 +552,54 @@ class RedisStore:
         self._claim = r.register_script(_CLAIM)
         self._spend = r.register_script(_INDEX + _SPEND)
         await self.ping()
+        await self._load_scripts()
+
+    async def _load_scripts(self) -> None:
+        """Load every script (on every primary of a cluster), for pipelines' EVALSHA."""
+        scripts = (self._insert, self._lease, self._extend, self._update, self._purge)
+        async with self._errors():
+            for script in (*scripts, self._cache_put, self._claim, self._spend):
+                await self.redis.script_load(script.script)
+
+    async def _pipeline(self, fill: Callable[[Any], None]) -> list[Any]:
+        """Fill a pipeline and run it. Its scripts go as bare EVALSHA: redis-py would
+        otherwise ask SCRIPT EXISTS first, a round trip more on every submit and result.
+        After NOSCRIPT (a restarted Redis, a promoted replica) no script of it ran: load
+        the scripts and run it once more."""
+        for attempt in (1, 2):
+            async with self.redis.pipeline(transaction=False) as pipe:
+                fill(pipe)
+                try:
+                    return list(await pipe.execute())
+                except NoScriptError:
+                    if attempt == 2:
+                        raise
+            await self._load_scripts()
+        raise AssertionError("unreachable")
+
+    def _evalsha(self, pipe: Any, script: Any, args: Sequence[Any]) -> None:
+        pipe.evalsha(script.sha, len(self._anchor), *self._anchor, *args)
+
+    async def _check_memory(self) -> None:
+        """Refuse new jobs while Redis holds more than ``max_bytes`` (sampled each second)."""
+        limit = self.target.max_bytes
+        if limit is None:
+            return
+        now = time.monotonic()
+        if now - self._memory_checked >= 1.0:
+            if self.cluster:  # the primary holding this deployment's slot
+                node = self.redis.get_node_from_key(self._anchor[0])
+                info = await self.redis.info("memory", target_nodes=node)
+            else:
+                info = await self.redis.info("memory")
+            self._memory_used = int(info["used_memory"])
+            self._memory_checked = now
+        if self._memory_used > limit:
+            raise Unavailable(
+                f"the redis store holds {self._memory_used} bytes, over its bound of {limit}"
+                " (--max-store-bytes); retry when workers have drained the queue",
+                retry_after=5,
+            )
 
     async def close(self) -> None:
         if self._listener is not None:
@@ -377,6 +611,12 @@ class RedisStore:
             task.cancel()
         if self._redis is not None:
             await self._redis.aclose()
+            if self._sentinel is not None:
+                # master_for's client does not own its pool, nor the sentinels' clients
+                await self._redis.connection_pool.disconnect()
+                for client in self._sentinel.sentinels:
+                    await client.aclose()
+                self._sentinel = None
             self._redis = None
 
     @contextlib.asynccontextmanager
@@ -391,6 +631,13 @@ class RedisStore:
         except (RedisError, OSError) as e:
             if task is not None and task.cancelling() > cancels:
                 raise asyncio.CancelledError from e
+            if isinstance(e, ResponseError) and "> 'maxmemory'" in str(e):
+                # Redis refuses a script's first write, so a refused job was not written.
+                raise Unavailable(
+                    f"redis store {self._safe_url()} is out of memory (its maxmemory);"
+                    " nothing was written; retry when workers have drained the queue",
+                    retry_after=5,
+                ) from e
             raise Unavailable(f"redis store {self._safe_url()}: {e}", retry_after=1) from e
         if task is not None and task.cancelling() > cancels:
             raise asyncio.CancelledError
@@ -438,12 +685,28 @@ class RedisStore:
             rows.append((job, args, done))
             if limit is not None:
                 limits[job.id] = limit
+        replicas = self.target.wait_replicas
+
+        def fill(pipe: Any) -> None:
+            for _, args, _ in rows:
+                self._evalsha(pipe, self._insert, args)
+            if replicas:
+                pipe.execute_command("WAIT", replicas, self.target.wait_timeout)
+
         try:
             async with self._errors():
-                async with self.redis.pipeline(transaction=False) as pipe:
-                    for _, args, _ in rows:
-                        await self._insert(args=args, client=pipe)
-                    answers = await pipe.execute()
+                await self._check_memory()
+                answers = await self._pipeline(fill)
+                if replicas:
+                    acked = int(answers.pop())
+                    if acked < replicas and any(int(a[0]) > 0 for a in answers):
+                        raise Unavailable(
+                            f"redis store {self._safe_url()}: {acked} of {replicas} replicas"
+                            f" confirmed the new jobs within {self.target.wait_timeout} ms"
+                            " (a failover may be under way); retry with the same"
+                            " Idempotency-Key",
+                            retry_after=1,
+                        )
                 existing = [a[1].decode() for a in answers if int(a[0]) == 0]
                 found = {}
                 if existing:
@@ -494,14 +757,16 @@ class RedisStore:
     ) -> list[JobRecord]:
         args: list[Any] = [self.prefix, endpoint, worker_id, limit, repr(now), repr(lease_until)]
         async with self._errors():
-            ids = await self._lease(args=args)
+            ids = await self._lease(keys=self._anchor, args=args)
         return await self._jobs(ids)
 
     async def extend(self, worker_id: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
         if not job_ids:
             return []
         async with self._errors():
-            held = await self._extend(args=[self.prefix, worker_id, repr(lease_until), *job_ids])
+            held = await self._extend(
+                keys=self._anchor, args=[self.prefix, worker_id, repr(lease_until), *job_ids]
+            )
         return [h.decode() for h in held]
 
     async def update(self, updates: Sequence[Update]) -> list[JobRecord | None]:
@@ -531,11 +796,14 @@ class RedisStore:
                     *deletes,
                 ]
             )
-        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+
+        def fill(pipe: Any) -> None:
             for args in calls:
-                await self._update(args=args, client=pipe)
+                self._evalsha(pipe, self._update, args)
                 pipe.hgetall(self._key("job", args[1]))
-            answers = await pipe.execute()
+
+        async with self._errors():
+            answers = await self._pipeline(fill)
         out: list[JobRecord | None] = []
         for matched, raw in zip(answers[::2], answers[1::2], strict=True):
             out.append(_decode(raw) if int(matched) and raw else None)
@@ -595,6 +863,24 @@ class RedisStore:
                 depths[ep] = {"queued": int(queued), "running": int(running)}
         return depths
 
+    async def queued_job_bytes(self) -> dict[str, float]:
+        # MEMORY USAGE of the 16 oldest queued jobs of each endpoint: what Redis really
+        # spends on one (hash overhead included), at a bounded cost per scrape.
+        endpoints = await self._endpoints()
+        async with self._errors():
+            sizes: dict[str, float] = {}
+            for ep in endpoints:
+                ids = await self.redis.zrange(self._key("q", ep), 0, 15)
+                if not ids:
+                    continue
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for i in ids:
+                        pipe.memory_usage(self._key("job", _text(i)), samples=0)
+                    used = [int(n) for n in await pipe.execute() if n is not None]
+                if used:
+                    sizes[ep] = sum(used) / len(used)
+        return sizes
+
     async def oldest_queued(self, endpoint: str, limit: int) -> list[JobRecord]:
         async with self._errors():
             ids = await self.redis.zrange(self._key("q", endpoint), 0, limit - 1)
@@ -605,7 +891,9 @@ class RedisStore:
         if not endpoints or limit <= 0:
             return 0
         async with self._errors():
-            n = await self._purge(args=[self.prefix, repr(completed_before), limit, *endpoints])
+            n = await self._purge(
+                keys=self._anchor, args=[self.prefix, repr(completed_before), limit, *endpoints]
+            )
         return int(n)
 
     async def add_events(self, events: Sequence[Event]) -> list[Event]:
@@ -717,7 +1005,7 @@ class RedisStore:
             repr(time.time()),
         ]
         async with self._errors():
-            present = await self._cache_put(args=args)
+            present = await self._cache_put(keys=self._anchor, args=args)
         return None if present is None else orjson.loads(present)
 
     async def cache_add(
@@ -751,7 +1039,9 @@ class RedisStore:
         self, now: float, limit: int, hold_until: float
     ) -> list[dict[str, Any]]:
         async with self._errors():
-            raws = await self._claim(args=[self.prefix, repr(now), limit, repr(hold_until)])
+            raws = await self._claim(
+                keys=self._anchor, args=[self.prefix, repr(now), limit, repr(hold_until)]
+            )
         return [{**orjson.loads(raw), "due": hold_until} for raw in raws]
 
     async def deliveries(self, job_id: str) -> list[dict[str, Any]]:
@@ -850,7 +1140,7 @@ class RedisStore:
             int(2 * DAY * 1000),
         ]
         async with self._errors():
-            allowed, retry, tokens, used = await self._spend(args=args)
+            allowed, retry, tokens, used = await self._spend(keys=self._anchor, args=args)
         return Allowance(bool(int(allowed)), float(retry), float(tokens), int(used))
 
     async def queued_by(self, owner: str) -> int:
@@ -859,7 +1149,10 @@ class RedisStore:
 
     async def publish(self, topic: str) -> None:
         async with self._errors():
-            await self.redis.publish(self._key("changes"), topic)
+            if self.cluster:  # sharded: only the node of the channel's slot carries it
+                await self.redis.spublish(self._key("changes"), topic)
+            else:
+                await self.redis.publish(self._key("changes"), topic)
 
     def subscribe(self, callback: Callable[[str], None]) -> None:
         self._callbacks.append(callback)
@@ -875,7 +1168,10 @@ class RedisStore:
         while True:
             try:
                 async with self.redis.pubsub(ignore_subscribe_messages=True) as pubsub:
-                    await pubsub.subscribe(channel)
+                    if self.cluster:
+                        await pubsub.ssubscribe(channel)
+                    else:
+                        await pubsub.subscribe(channel)
                     delay = 0.1
                     if lost:
                         lost = False
@@ -883,8 +1179,11 @@ class RedisStore:
                             callback("all")
                     while True:
                         # A bounded read (None when quiet), whatever the socket timeout.
-                        message = await pubsub.get_message(timeout=5.0)
-                        if message is None or message.get("type") != "message":
+                        if self.cluster:
+                            message = await pubsub.get_sharded_message(timeout=5.0)
+                        else:
+                            message = await pubsub.get_message(timeout=5.0)
+                        if message is None or message.get("type") not in _MESSAGES:
                             continue
                         data = message["data"]
                         text = data.decode() if isinstance(data, bytes) else str(data)

@@ -421,6 +421,14 @@ class SqliteStore:
             depths.setdefault(endpoint, {"queued": 0, "running": 0})[status] = n
         return depths
 
+    async def queued_job_bytes(self) -> dict[str, float]:
+        with self._errors():
+            rows = self.db.execute(
+                "SELECT endpoint, AVG(length(input)) FROM jobs WHERE status = 'queued'"
+                " GROUP BY endpoint"
+            ).fetchall()
+        return {endpoint: float(size) for endpoint, size in rows}
+
     async def add_events(self, events: Sequence[Event]) -> list[Event]:
         stored: list[Event] = []
         with self._transaction() as db:
