@@ -1,4 +1,5 @@
-"""The job a model thread is working on, so ``Model.progress`` can reach its runner."""
+"""The job a model thread is working on, so ``Model.progress`` (and an adapter's log lines)
+can reach its runner."""
 
 from __future__ import annotations
 
@@ -19,3 +20,20 @@ def report(fraction: float | None, message: str | None, data: dict[str, Any]) ->
     reporter: Reporter | None = getattr(_local, "reporter", None)
     if reporter is not None:
         reporter(fraction, message, data)
+
+
+Logger = Callable[[str, str, dict[str, Any]], None]
+"""Records a log line (level, message, fields such as ``stream``) of the current job."""
+
+
+def set_logger(logger: Logger | None) -> None:
+    _local.logger = logger
+
+
+def log(level: str, message: str, **fields: Any) -> bool:
+    """Record a log line as the current job's ``log`` event; False outside a job."""
+    logger: Logger | None = getattr(_local, "logger", None)
+    if logger is None:
+        return False
+    logger(level, message, fields)
+    return True

@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="TOML",
-        help="an endpoint spec (TOML) to serve without a local model; repeatable",
+        help="an endpoint spec (TOML): served by remote workers, or by this server for "
+        'kind = "http" or "subprocess" (an adapter); repeatable',
     )
     serve.add_argument(
         "--processes",
@@ -197,7 +198,14 @@ def _parser() -> argparse.ArgumentParser:
         "spec that differs) ends it with exit code 2.",
     )
     worker.add_argument(
-        "targets", nargs="+", metavar="TARGET", help="path/to/file.py[:Class] or module[:Class]"
+        "targets", nargs="*", metavar="TARGET", help="path/to/file.py[:Class] or module[:Class]"
+    )
+    worker.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="TOML",
+        help='an adapter\'s spec (kind = "http" or "subprocess") to serve; repeatable',
     )
     worker.add_argument(
         "--server", required=True, help="the API server's URL, e.g. http://host:8000"
@@ -269,10 +277,16 @@ def worker(args: argparse.Namespace) -> int:
         raise ModelportError(f"--devices: give GPU ids separated by commas, got {args.devices!r}")
     from modelport.loader import load_models
 
-    for target in args.targets:
+    targets = [*args.targets, *args.config]
+    if not targets:
+        raise ModelportError("give a model to serve: a TARGET, or --config TOML for an adapter")
+    for target in args.config:
+        if not target.endswith(".toml"):
+            raise ModelportError(f"--config {target}: expected a .toml file")
+    for target in targets:
         load_models(target)  # fail here, with a clear message, rather than in every child
     return run_worker(
-        list(args.targets),
+        targets,
         server=args.server,
         token=args.token,
         processes=args.processes,
@@ -297,8 +311,17 @@ def _server(args: argparse.Namespace) -> Server:
     from modelport.spec import spec_from_toml
 
     security = cli_security.serve_settings(args)
+    from modelport import adapters
+    from modelport.loader import adapter_from_toml
+
     models = [cls for target in args.targets for cls in load_models(target)]
     specs = [spec_from_toml(path) for path in args.config]
+    models += [
+        adapter_from_toml(path)
+        for path, s in zip(args.config, specs, strict=True)
+        if s.kind in adapters.KINDS
+    ]
+    specs = [s for s in specs if s.kind not in adapters.KINDS]
     if not models and not specs and not args.worker_token and args.auth != "keys":
         raise ModelportError(
             "nothing to serve: give a model file, --config TOML,"

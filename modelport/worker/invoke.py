@@ -2,8 +2,9 @@
 
 A ``predict_batch`` model gets the batch's inputs in one call; any other model gets
 ``predict(**input)`` once per job. A generator (sync or async) streams its chunks as output
-events; ``Model.progress`` reports through the :class:`EventBuffer`. A model error becomes
-the job's error (type and text, never a traceback).
+events, and its output is the chunks joined or listed, or the value it returns if not None;
+``Model.progress`` reports through the :class:`EventBuffer`. A model error becomes the job's
+error (type and text, never a traceback); a :class:`TransientError` requeues the job.
 """
 
 from __future__ import annotations
@@ -38,6 +39,12 @@ class JobAbandoned(Exception):
     """The job was cancelled or its lease lost while the model worked on it."""
 
 
+class TransientError(Exception):
+    """Raised by ``predict``: this attempt failed for a reason another attempt may not meet
+    (an upstream that could not be reached, a program that crashed); the job goes back to
+    the queue until its ``max_attempts``, then fails with this message."""
+
+
 def describe(exc: BaseException) -> str:
     """The message a client sees for a model error: type and text, never a traceback."""
     text = str(exc)
@@ -57,7 +64,7 @@ class Invoker:
         """Call the model for one batch (on the model thread) and turn its answers into results."""
         try:
             if self.batched:
-                context.set_reporter(self._reporter([j.id for j in jobs], loop))
+                self._bind([j.id for j in jobs], loop)
                 logs.job_id.set(",".join(j.id for j in jobs))
                 outputs = self.model.predict_batch([self._inputs(j.input) for j in jobs])
                 if not isinstance(outputs, list) or len(outputs) != len(jobs):
@@ -76,7 +83,7 @@ class Invoker:
                 Result(j.id, j.endpoint, j.attempt, error=describe(e), retry=retry) for j in jobs
             ]
         finally:
-            context.set_reporter(None)
+            self._bind(None, loop)
             logs.job_id.set(None)
         return [_result(j, out, self.spec) for j, out in zip(jobs, outputs, strict=True)]
 
@@ -98,11 +105,11 @@ class Invoker:
                     result = _result(job, self._one(job, loop), self.spec)
                 loop.call_soon_threadsafe(deliver, result)
         finally:
-            context.set_reporter(None)
+            self._bind(None, loop)
             logs.job_id.set(None)
 
     def _one(self, job: LeasedJob, loop: asyncio.AbstractEventLoop) -> Any:
-        context.set_reporter(self._reporter([job.id], loop))
+        self._bind([job.id], loop)
         logs.job_id.set(job.id)
         started = time.perf_counter()
 
@@ -124,6 +131,25 @@ class Invoker:
             return e
         finally:
             self.job_times.append(time.perf_counter() - started)
+
+    def _bind(self, job_ids: list[str] | None, loop: asyncio.AbstractEventLoop) -> None:
+        """Point ``Model.progress`` and ``context.log`` at these jobs (None: at none)."""
+        if job_ids is None:
+            context.set_reporter(None)
+            context.set_logger(None)
+            return
+        context.set_reporter(self._reporter(job_ids, loop))
+        context.set_logger(self._logger(job_ids, loop))
+
+    def _logger(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Logger:
+        """What ``context.log`` calls on the model thread: a ``log`` event for each job."""
+
+        def record(level: str, message: str, fields: dict[str, Any]) -> None:
+            data = {"level": level, "message": message, "time": time.time(), **fields}
+            for job_id in job_ids:
+                self.buffer.emit(Event(job_id, "log", data), loop)
+
+        return record
 
     def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
         """What ``Model.progress`` calls on the model thread for these jobs."""
@@ -191,7 +217,8 @@ class Claims:
 
 def _result(job: LeasedJob, output: Any, spec: EndpointSpec) -> Result:
     if isinstance(output, BaseException):
-        return Result(job.id, job.endpoint, job.attempt, error=describe(output))
+        retry = isinstance(output, TransientError)
+        return Result(job.id, job.endpoint, job.attempt, error=describe(output), retry=retry)
     try:
         if spec.media_outputs:
             output = media_outputs.encode_output(spec, output)
@@ -231,12 +258,17 @@ def _collect(output: Any, chunk: Callable[[Any], None]) -> Any:
         return output
     chunks = []
     try:
-        for value in output:
+        while True:
+            try:
+                value = next(output)
+            except StopIteration as end:
+                returned = end.value
+                break
             chunk(value)
             chunks.append(value)
     finally:
         output.close()
-    return _joined(chunks)
+    return _joined(chunks) if returned is None else returned
 
 
 async def _collect_async(output: Any, chunk: Callable[[Any], None]) -> Any:

@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from modelport.errors import NotFound
 from modelport.model import Model, concurrency_of
@@ -25,7 +25,7 @@ from modelport.worker.events import EventBuffer
 from modelport.worker.invoke import Claims, Invoker, JobAbandoned, describe
 from modelport.worker.transport import Transport
 
-__all__ = ["JobAbandoned", "Runner", "Transport", "describe", "lanes", "set_up"]
+__all__ = ["JobAbandoned", "Runner", "Transport", "describe", "lanes", "set_up", "tear_down"]
 
 log = logging.getLogger("modelport.worker")
 
@@ -33,6 +33,15 @@ HOLD_BUDGET = 0.002
 """Seconds of recent compute a one-at-a-time model leases at once (see ``_lease_size``)."""
 MAX_AHEAD = 64
 """The most jobs a one-at-a-time model holds at once."""
+
+
+class Health(Protocol):
+    """What a model with a health check (an HTTP adapter's ``health_url``) offers: whether it
+    can serve now, asked before each lease, and how often it is worth asking."""
+
+    interval: float
+
+    async def ok(self) -> bool: ...
 
 
 class Runner:
@@ -84,6 +93,11 @@ class Runner:
         if not self.ready.is_set():
             await self.setup()
             self.ready.set()
+        health: Health | None = getattr(self.model, "health", None)
+        if health is not None:
+            self.lease_wait = min(self.lease_wait, health.interval)
+            if not await self._until_healthy(health):
+                return
         await self._register()
         ahead: asyncio.Future[list[LeasedJob]] | None = None
         carried: list[Result] = []  # the results the lease in ``ahead`` delivers
@@ -96,6 +110,12 @@ class Runner:
                     self._prefetched = []
                 elif self._draining.is_set():
                     break
+                elif health is not None and not await health.ok():
+                    if results:
+                        await self._report(results)
+                        results = []
+                    await self._pause(health)
+                    continue
                 else:
                     # The last batch's results ride on the next lease request: one round trip.
                     jobs, results = await self._lease(results), []
@@ -140,6 +160,27 @@ class Runner:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ahead
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _until_healthy(self, health: Health) -> bool:
+        """Wait until ``health`` says the model can serve; False if draining began first."""
+        while not await health.ok():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(health.interval):
+                    await self._draining.wait()
+            if self._draining.is_set():
+                return False
+        return True
+
+    async def _pause(self, health: Health) -> None:
+        """Leave while the model cannot serve (it no longer counts as online, and takes no
+        jobs), and join again when it can."""
+        if self.worker_id is not None:
+            log.warning("%s is not healthy: not serving until it is", self.spec.name)
+            await self.transport.leave(self.worker_id)
+            self.worker_id = None
+        if await self._until_healthy(health):
+            log.info("%s is healthy again: serving", self.spec.name)
+            await self._register()
 
     def _described(self) -> dict[str, Any]:
         """The device and the model, for the worker registry (after ``setup()``; asked once,
@@ -382,3 +423,14 @@ async def set_up(runners: Sequence[Runner]) -> None:
     await runners[0].setup()
     for runner in runners:
         runner.ready.set()
+
+
+def tear_down(runners: Sequence[Runner]) -> None:
+    """Release what the shared model holds once its runners are done: a model with a
+    ``close()`` (an adapter's connections or programs) has it called, once."""
+    close = getattr(runners[0].model, "close", None) if runners else None
+    if callable(close):
+        try:
+            close()
+        except Exception:
+            log.exception("closing %s failed", runners[0].spec.name)
