@@ -972,7 +972,7 @@ def spec_from_toml(path: str | Path, *, name: str | None = None) -> EndpointSpec
     problems: list[Problem] = []
     flat = _flatten_toml(data, problems)
     try:
-        spec = spec_from_dict(flat, name=name)
+        spec = spec_from_dict(flat, name=name, runnable=True)
     except SpecError as e:
         problems += _problems_of(e)
     if problems:
@@ -1022,15 +1022,18 @@ _ENDPOINT_TYPES: dict[str, type] = {
 }
 
 
-def spec_from_dict(data: dict[str, Any], *, name: str | None = None) -> EndpointSpec:
+def spec_from_dict(
+    data: dict[str, Any], *, name: str | None = None, runnable: bool = False
+) -> EndpointSpec:
     """Build a spec from its dict form (TOML tables, or :meth:`EndpointSpec.to_dict`);
-    every mistake is reported at once."""
+    every mistake is reported at once. ``runnable``: an adapter's spec must say how to call
+    it (``url``, ``command``), as in a file to run, not only the contract a worker publishes."""
     problems: list[Problem] = []
     data = dict(data)
     kind = data.get("kind")
     adapter = None
     if kind in adapters.KINDS:
-        adapter = adapters.parse(kind, data, problems)
+        adapter = adapters.parse(kind, data, problems, required=runnable)
     for key in sorted(set(data) - _ENDPOINT_KEYS - set(_SECTIONS), key=str):
         owner = next((k for k, keys in adapters.KEYS.items() if key in keys), None)
         if owner is not None:

@@ -79,14 +79,19 @@ class SubprocessConfig:
 AdapterConfig = HttpConfig | SubprocessConfig
 
 
-def parse(kind: str, data: dict[str, Any], problems: list[Problem]) -> AdapterConfig | None:
+def parse(
+    kind: str, data: dict[str, Any], problems: list[Problem], *, required: bool
+) -> AdapterConfig | None:
     """Take ``kind``'s keys (and ``timeout``) out of ``data``; their mistakes go to
-    ``problems``. The other kind's keys are refused by name."""
+    ``problems``. The other kind's keys are refused by name. None when there are none and
+    they are not ``required`` (a spec as a worker publishes it: the contract only)."""
     raw = {k: data.pop(k) for k in (*KEYS[kind], "timeout") if k in data}
     other = next(k for k in KINDS if k != kind)
     for key in sorted(set(data) & set(KEYS[other])):
         problems.append((f"endpoint.{key}", f'only for kind = "{other}", not "{kind}"'))
         del data[key]
+    if not required and not raw.keys() - {"timeout"}:
+        return None
     before = len(problems)
     timeout = _seconds(raw, "timeout", None, problems)
     if kind == "http":

@@ -19,13 +19,14 @@ import logging
 import os
 import queue
 import re
+import selectors
 import signal
 import subprocess
 import threading
 import time
 import weakref
 from collections.abc import Generator
-from typing import IO, Any, ClassVar
+from typing import Any, ClassVar
 
 import orjson
 
@@ -58,7 +59,7 @@ _Line = tuple[str, Any, str]
 
 
 class Program:
-    """One running copy of the command, its output read by two threads into one queue."""
+    """One running copy of the command, its stdout and stderr read into one queue."""
 
     def __init__(self, config: SubprocessConfig, name: str) -> None:
         self.config = config
@@ -66,7 +67,7 @@ class Program:
         self.proc: subprocess.Popen[bytes] | None = None
         self.lines: queue.Queue[_Line] = queue.Queue()
         self.ready = False
-        self._readers: list[threading.Thread] = []
+        self._reader = threading.Thread()
 
     def start(self) -> None:
         c = self.config
@@ -84,33 +85,39 @@ class Program:
             raise SpecError(f"{self.name}: cannot start {c.command[0]!r}: {e.strerror}") from None
         self.lines = queue.Queue()
         self.ready = False
-        assert self.proc.stdout is not None and self.proc.stderr is not None
-        self._readers = [
-            threading.Thread(target=self._read, args=(self.proc.stdout, "out"), daemon=True),
-            threading.Thread(target=self._read, args=(self.proc.stderr, "err"), daemon=True),
-        ]
-        for reader in self._readers:
-            reader.start()
+        self._reader = threading.Thread(target=self._read, args=(self.proc,), daemon=True)
+        self._reader.start()
         _running.add(self)
 
-    def _read(self, stream: IO[bytes], source: str) -> None:
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        """Queue the program's lines, each stream's in order, and what it wrote to stderr
+        before a stdout line ahead of that line (one thread, stderr first when both have
+        data), so a job's log lines are in before its answer."""
+        assert proc.stdout is not None and proc.stderr is not None
         lines = self.lines
-        try:
-            for raw in stream:
-                text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-                if source == "err":
-                    lines.put(("err", None, text))
-                    continue
-                try:
-                    message = orjson.loads(raw)
-                except orjson.JSONDecodeError:
-                    message = None
-                lines.put(("out", message if isinstance(message, dict) else None, text))
-        except (OSError, ValueError):  # the pipe closed under us: the process is being stopped
-            pass
-        finally:
-            if source == "out":
-                lines.put(("eof", None, ""))
+        sources = {proc.stderr.fileno(): "err", proc.stdout.fileno(): "out"}
+        held = {fd: b"" for fd in sources}
+        with selectors.DefaultSelector() as selector:
+            for fd in sources:
+                selector.register(fd, selectors.EVENT_READ)
+            while held:
+                ready = [key.fd for key, _ in selector.select()]
+                for fd in sorted(ready, key=lambda fd: sources[fd] != "err"):
+                    try:
+                        data = os.read(fd, 65536)
+                    except OSError:
+                        data = b""
+                    if data:
+                        *complete, held[fd] = (held[fd] + data).split(b"\n")
+                        for raw in complete:
+                            lines.put(_line(sources[fd], raw))
+                        continue
+                    if held[fd]:
+                        lines.put(_line(sources[fd], held[fd]))
+                    selector.unregister(fd)
+                    del held[fd]
+                    if sources[fd] == "out":
+                        lines.put(("eof", None, ""))
 
     @property
     def running(self) -> bool:
@@ -127,8 +134,7 @@ class Program:
         with contextlib.suppress(OSError):
             proc.kill()
         code = proc.wait()
-        for reader in self._readers:
-            reader.join(timeout=5)
+        self._reader.join(timeout=5)
         for stream in (proc.stdin, proc.stdout, proc.stderr):
             if stream is not None:
                 with contextlib.suppress(OSError):
@@ -222,6 +228,17 @@ class Program:
                 held.append(line)
         for line in held:
             self.lines.put(line)
+
+
+def _line(source: str, raw: bytes) -> _Line:
+    text = raw.decode("utf-8", errors="replace").rstrip("\r")
+    if source == "err":
+        return ("err", None, text)
+    try:
+        message = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        message = None
+    return ("out", message if isinstance(message, dict) else None, text)
 
 
 def _log_line(text: str) -> None:
