@@ -172,18 +172,22 @@ def _answered(response: httpx.Response) -> str:
 
 
 def _output(response: httpx.Response, spec: EndpointSpec) -> Any:
-    """The answer as the job's output: JSON, or text for an endpoint whose output is text."""
+    """The answer as the job's output: JSON (an object's declared ``[outputs]`` fields), or
+    text for an endpoint whose output is text."""
     text_output = spec.output is not None and spec.output.type == "string"
     is_json = "json" in response.headers.get("content-type", "")
     if text_output and not is_json:
         return response.text
     try:
-        return response.json()
+        answer = response.json()
     except ValueError:
         body = " ".join(response.text.split())[:EXCERPT]
         raise UpstreamError(
             f"the upstream answered {response.status_code} with a body that is not JSON: {body}"
         ) from None
+    if spec.outputs is not None and isinstance(answer, dict):
+        return {k: v for k, v in answer.items() if k in spec.outputs}  # the declared fields
+    return answer
 
 
 def _value(text: str) -> Any:
