@@ -110,7 +110,7 @@ def _spec(scratch: Path, system: str, upstream_port: int, args: argparse.Namespa
         how = (
             'kind = "http"\n'
             f'url = "http://{HOST}:{upstream_port}/predict"\n'
-            f"concurrency = {args.connections}\n"
+            f"concurrency = {args.concurrency}\n"
         )
     else:
         how = (
@@ -160,8 +160,7 @@ def started(
         command = [*serve_command(port, f"sqlite:///{db}"), "--config", str(spec)]
         server = stack.enter_context(Server(system.name, command, port, log))
         server.wait_ready("/health/ready", timeout)
-        lanes = args.connections if system.name == "modelport-http" else args.processes
-        server.wait_workers(ENDPOINT, lanes, timeout)
+        server.wait_workers(ENDPOINT, 1, timeout)
         yield server
 
 
@@ -255,6 +254,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="copies of the echo program, direct and in modelport (default: %(default)s)",
     )
     parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        metavar="N",
+        help="the HTTP model's concurrency (default: --connections)",
+    )
+    parser.add_argument(
         "--only", metavar="NAME[,NAME]", help=f"systems to run, from: {', '.join(NAMES)}"
     )
     parser.add_argument("--check", action="store_true", help="exit 1 also when a target is missed")
@@ -262,6 +268,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     check_load_arguments(parser, args)
     if args.processes < 1:
         parser.error("--processes must be at least 1")
+    if args.concurrency is None:
+        args.concurrency = args.connections
+    elif not 1 <= args.concurrency <= 1024:
+        parser.error("--concurrency must be from 1 to 1024")
     if args.only:
         args.only = [n.strip() for n in args.only.split(",") if n.strip()]
         unknown = sorted(set(args.only) - set(NAMES))

@@ -23,6 +23,8 @@ class Adapter(Model):
     """An endpoint served by calling something else; built per spec by :func:`subclass`."""
 
     adapter_spec: ClassVar[EndpointSpec]
+    jobs_in_flight: ClassVar[int] = 1
+    """How many jobs the runner keeps running at once (see ``Runner.width``)."""
 
     @classmethod
     def spec(cls) -> EndpointSpec:
@@ -36,8 +38,8 @@ _A = TypeVar("_A", bound=Adapter)
 
 
 def subclass(base: type[_A], spec: EndpointSpec, **attributes: Any) -> type[_A]:
-    """``base`` serving ``spec``: one lane per request in flight (``concurrency`` or
-    ``processes``)."""
+    """``base`` serving ``spec``: one runner (one worker) with as many jobs in flight as
+    ``concurrency`` or ``processes`` says, each on its own thread."""
     return type(
         f"{base.__name__}[{spec.name}]",
         (base,),
@@ -45,7 +47,7 @@ def subclass(base: type[_A], spec: EndpointSpec, **attributes: Any) -> type[_A]:
             "adapter_spec": spec,
             "name": spec.name,
             "version": spec.version,
-            "concurrency": spec.adapter.lanes,
+            "jobs_in_flight": spec.adapter.lanes,
             "__module__": base.__module__,
             **attributes,
         },

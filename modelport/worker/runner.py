@@ -67,7 +67,10 @@ class Runner:
         self.metadata = metadata or {}
         self.ready = asyncio.Event()
         self.worker_id: str | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.name}")
+        self.width: int = getattr(model, "jobs_in_flight", 1)
+        """Jobs run at once, each on its own thread, leased as they go (an adapter's
+        ``concurrency`` or ``processes``); 1: one batch at a time."""
+        self._executor = ThreadPoolExecutor(self.width, thread_name_prefix=f"model-{self.name}")
         self._draining = asyncio.Event()
         self._long_poll: asyncio.Future[list[LeasedJob]] | None = None
         """The lease request waiting for work, which :meth:`drain` gives up at once."""
@@ -99,6 +102,12 @@ class Runner:
             if not await self._until_healthy(health):
                 return
         await self._register()
+        if self.width > 1:
+            try:
+                await self._run_concurrent(health)
+            finally:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            return
         ahead: asyncio.Future[list[LeasedJob]] | None = None
         carried: list[Result] = []  # the results the lease in ``ahead`` delivers
         sent: list[Result] = []  # the results ``sending`` delivers
@@ -160,6 +169,85 @@ class Runner:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ahead
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run_concurrent(self, health: Health | None) -> None:
+        """Keep up to :attr:`width` jobs running, each on its own thread: a lease asks for as
+        many as there is room for (a long poll that the first finished job does not wait
+        for), and each job's result is reported as soon as it is made."""
+        loop = asyncio.get_running_loop()
+        running: dict[asyncio.Future[list[Result]], LeasedJob] = {}
+        active: list[str] = []  # the running jobs' ids, which the pump heartbeats
+        lease: asyncio.Future[list[LeasedJob]] | None = None
+        pump = asyncio.create_task(self._pump(active))
+        try:
+            while True:
+                room = self.width - len(running)
+                if lease is None and room > 0 and not self._draining.is_set():
+                    if health is not None and not await health.ok():
+                        if not running:
+                            await self._pause(health)
+                            continue
+                    else:
+                        assert self.worker_id is not None
+                        lease = asyncio.ensure_future(
+                            self.transport.lease(self.worker_id, room, self.lease_wait, (), room)
+                        )
+                        self._long_poll = lease
+                waiting: set[asyncio.Future[Any]] = set(running)
+                if lease is not None:
+                    waiting.add(lease)
+                elif not running:
+                    if self._draining.is_set():
+                        break
+                    # unhealthy with nothing running: ask again after its interval
+                    await asyncio.sleep(health.interval if health is not None else 0.0)
+                    continue
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                results = [r for f in done if f in running for r in f.result()]
+                for f in done & running.keys():
+                    job = running.pop(f)
+                    active.remove(job.id)
+                    self._buffer.abandoned.discard(job.id)
+                if results:
+                    await self._send_events()  # a job's chunks go out before its result
+                    await self._report(results)
+                if lease is not None and lease in done:
+                    jobs = await self._leased(lease)
+                    lease = self._long_poll = None
+                    for job in jobs:
+                        active.append(job.id)
+                        future = loop.run_in_executor(
+                            self._executor, self._invoker.compute, [job], loop
+                        )
+                        running[future] = job
+        finally:
+            self._long_poll = None
+            if lease is not None:
+                lease.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await lease
+            if running:  # stopped with jobs in hand: their results still go out
+                await asyncio.wait(set(running))
+                results = [r for f in running if not f.cancelled() for r in f.result()]
+                with contextlib.suppress(Exception):
+                    await self._report(results)
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        if self.worker_id is not None:
+            await self.transport.leave(self.worker_id)
+
+    async def _leased(self, lease: asyncio.Future[list[LeasedJob]]) -> list[LeasedJob]:
+        """The jobs a finished lease brought (none if it was given up or the server forgot
+        this worker, which then registers again)."""
+        if lease.cancelled():
+            return []
+        try:
+            return lease.result()
+        except NotFound:
+            log.warning("the server does not know worker %s; registering again", self.worker_id)
+            await self._register()
+            return []
 
     async def _until_healthy(self, health: Health) -> bool:
         """Wait until ``health`` says the model can serve; False if draining began first."""
