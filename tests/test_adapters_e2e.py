@@ -96,6 +96,7 @@ def test_worker_runs_a_subprocess_model_for_a_remote_server(
         'kind = "subprocess"\n'
         f"command = {command}\n"
         f'cwd = "{PROGRAMS}"\n'
+        "processes = 2\n"
         "[inputs]\n"
         'text = { type = "string", required = true }\n'
         'mode = { type = "string", default = "echo" }\n'
@@ -104,6 +105,8 @@ def test_worker_runs_a_subprocess_model_for_a_remote_server(
     server.wait_ready()
     worker = workers(["--config", str(spec), "--server", server.url, "--token", TOKEN]).start()
     wait_for(lambda: online(server, "lines") == 1, 30, f"the worker\n{worker.logs()}")
+    pids = {submit(server.url, "lines", text=str(i))["output"]["pid"] for i in range(4)}  # type: ignore[index]
+    assert 1 <= len(pids) <= 2
     job = submit(server.url, "lines", text="from afar", mode="log")
     assert job["status"] == "succeeded"
     assert job["output"]["text"] == "from afar"  # type: ignore[index]
