@@ -37,3 +37,14 @@ def log(level: str, message: str, **fields: Any) -> bool:
         return False
     logger(level, message, fields)
     return True
+
+
+def set_checker(checker: Callable[[], None] | None) -> None:
+    _local.checker = checker
+
+
+def check() -> None:
+    """Raise if the current job was cancelled or its lease lost (``JobAbandoned``)."""
+    checker: Callable[[], None] | None = getattr(_local, "checker", None)
+    if checker is not None:
+        checker()

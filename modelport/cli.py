@@ -451,7 +451,13 @@ def _app(server: Server, args: argparse.Namespace) -> ASGIApp:
 
 def _watched(server: Server, args: argparse.Namespace) -> list[str]:
     """The folders of the served files: each model's source file and each --config TOML."""
-    files = [Path(inspect.getfile(type(r.model))) for r in server.runners]
+    from modelport.adapters.base import Adapter
+
+    files = [
+        Path(inspect.getfile(type(r.model)))
+        for r in server.runners
+        if not isinstance(r.model, Adapter)  # its file is a --config
+    ]
     files += [Path(path) for path in args.config]
     if not files:
         raise ModelportError("--reload watches the served files: give a model file or --config")

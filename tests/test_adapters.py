@@ -373,7 +373,7 @@ def test_mistakes_in_an_adapter_spec_are_named(
         spec_from_toml(path)
     fields = {err["field"]: err["message"] for err in e.value.errors}
     assert fields["endpoint.url"] == 'required for kind = "http"'
-    assert fields["endpoint.method"] == "use one of POST, PUT, PATCH, GET"
+    assert fields["endpoint.method"] == "use one of POST, PUT, PATCH"
     assert fields["endpoint.concurrency"] == "must be an integer from 1 to 1024, got 0"
     assert fields["endpoint.command"] == 'only for kind = "subprocess", not "http"'
     assert "endpoint.url_" in fields
@@ -406,3 +406,29 @@ def test_adapter_settings_stay_out_of_the_published_spec(tmp_path: Path) -> None
     assert "url" not in orjson.dumps(published).decode()
     assert published["timeout"] is None  # the adapter's own limit: a hang is retried, not failed
     assert spec.adapter.timeout == 3.0
+
+
+async def test_cancelling_a_running_subprocess_job_stops_its_program(
+    app_factory: AppFactory, tmp_path: Path
+) -> None:
+    app = await app_factory([lines_program(tmp_path, "stoppable")])
+    before = (await run(app, "stoppable", text="x"))["output"]["pid"]
+    r = await app.http.post(
+        "/endpoints/stoppable/jobs",
+        json={"input": {"mode": "hang"}},
+        headers={"prefer": "respond-async"},
+    )
+    job_id = r.json()["id"]
+
+    async def status() -> str:
+        return str((await app.http.get(f"/jobs/{job_id}")).json()["status"])
+
+    async def running() -> bool:
+        return await status() == "running"
+
+    await eventually(running, 10, "the job to start")
+    assert (await app.http.post(f"/jobs/{job_id}/cancel")).status_code == 200
+    after = await run(app, "stoppable", text="y")  # served once the program was stopped
+    assert after["status"] == "succeeded"
+    assert after["output"]["pid"] != before
+    assert await status() == "cancelled"

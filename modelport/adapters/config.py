@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 KINDS = ("http", "subprocess")
-METHODS = ("POST", "PUT", "PATCH", "GET")
+METHODS = ("POST", "PUT", "PATCH")
 MAX_CONCURRENCY = 1024
 
 HTTP_KEYS = (

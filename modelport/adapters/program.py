@@ -41,6 +41,8 @@ from modelport.worker.invoke import TransientError
 log = logging.getLogger("modelport.adapters")
 
 EXCERPT = 200
+CHECK_EVERY = 0.25
+"""Seconds between checks, while a program works, that its job was not cancelled."""
 _LEVEL = re.compile(r"^\W*(debug|info|warn(?:ing)?|error|critical|fatal)\b", re.IGNORECASE)
 _LEVELS = {"warn": "warning", "fatal": "critical"}
 
@@ -160,10 +162,15 @@ class Program:
                 pass  # it exited: its end of output says how
             deadline = self._deadline()
             while True:
-                timeout = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+                context.check()  # a cancelled job stops here; the program is restarted
+                wait = CHECK_EVERY
+                if deadline is not None:
+                    wait = min(wait, max(deadline - time.monotonic(), 0.0))
                 try:
-                    source, message, text = self.lines.get(timeout=timeout)
+                    source, message, text = self.lines.get(timeout=wait)
                 except queue.Empty:
+                    if deadline is None or time.monotonic() < deadline:
+                        continue
                     limit = self.config.timeout if self.ready else self.config.setup_timeout
                     raise ProgramFailed(
                         f"the program did not answer within {limit:g} s"

@@ -133,13 +133,16 @@ class Invoker:
             self.job_times.append(time.perf_counter() - started)
 
     def _bind(self, job_ids: list[str] | None, loop: asyncio.AbstractEventLoop) -> None:
-        """Point ``Model.progress`` and ``context.log`` at these jobs (None: at none)."""
+        """Point ``Model.progress``, ``context.log`` and ``context.check`` at these jobs
+        (None: at none)."""
         if job_ids is None:
             context.set_reporter(None)
             context.set_logger(None)
+            context.set_checker(None)
             return
         context.set_reporter(self._reporter(job_ids, loop))
         context.set_logger(self._logger(job_ids, loop))
+        context.set_checker(lambda: self._check(job_ids))
 
     def _logger(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Logger:
         """What ``context.log`` calls on the model thread: a ``log`` event for each job."""
