@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 Reporter = Callable[[float | None, str | None, dict[str, Any]], None]
@@ -26,13 +27,17 @@ Logger = Callable[[str, str, dict[str, Any]], None]
 """Records a log line (level, message, fields such as ``stream``) of the current job."""
 
 
+_logger: ContextVar[Logger | None] = ContextVar("modelport_job_logger", default=None)
+"""A context variable, not a thread's: a job run as a task on the event loop has one too."""
+
+
 def set_logger(logger: Logger | None) -> None:
-    _local.logger = logger
+    _logger.set(logger)
 
 
 def log(level: str, message: str, **fields: Any) -> bool:
     """Record a log line as the current job's ``log`` event; False outside a job."""
-    logger: Logger | None = getattr(_local, "logger", None)
+    logger = _logger.get()
     if logger is None:
         return False
     logger(level, message, fields)

@@ -23,16 +23,25 @@ from tests.upstreams import Upstream
 PROGRAMS = Path(__file__).resolve().parent / "programs"
 
 
-@pytest.fixture
-def upstream() -> Iterator[Upstream]:
+_LANES = [1]
+"""The ``concurrency`` of the HTTP models that do not set one: 1 runs each request on the
+model thread (``predict``), more on the event loop (``predict_async``)."""
+
+
+@pytest.fixture(params=[1, 3], ids=["on-a-thread", "on-the-loop"])
+def upstream(request: pytest.FixtureRequest) -> Iterator[Upstream]:
+    _LANES[0] = request.param
     service = Upstream().start()
     yield service
     service.stop()
+    _LANES[0] = 1
 
 
 def adapter(tmp_path: Path, name: str, endpoint: str, rest: str = "") -> type[Model]:
     """The model of an adapter declared in ``tmp_path/name.toml``."""
     path = tmp_path / f"{name}.toml"
+    if 'kind = "http"' in endpoint and "concurrency" not in endpoint:
+        endpoint += f"\nconcurrency = {_LANES[0]}"
     path.write_text(f"[endpoint]\nname = {name!r}\n{endpoint}\n{rest}")
     return adapter_from_toml(str(path))
 
@@ -200,15 +209,16 @@ async def test_streaming_upstreams_become_output_chunks(
     assert job["output"] == "cba"
 
 
+@pytest.mark.parametrize("lanes", [1, 3])
 async def test_an_upstream_that_dies_fails_its_jobs_after_the_retries(
-    app_factory: AppFactory, tmp_path: Path
+    app_factory: AppFactory, tmp_path: Path, lanes: int
 ) -> None:
     doomed = Upstream().start()
     model = adapter(
         tmp_path,
         "doomed",
         f'kind = "http"\nurl = "{doomed.url}/predict"\nretries = 1\nretry_backoff = 0.01\n'
-        "max_attempts = 2",
+        f"max_attempts = 2\nconcurrency = {lanes}",
         LABELLED,
     )
     app = await app_factory([model])

@@ -12,10 +12,11 @@ while it answers 2xx.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 import httpx
@@ -88,79 +89,152 @@ class HttpModel(Adapter):
     def setup(self) -> None:
         c = self.upstream
         connect = 10.0 if c.timeout is None else min(c.timeout, 10.0)
-        self.client = httpx.Client(
-            timeout=httpx.Timeout(c.timeout, connect=connect),
-            limits=httpx.Limits(
+        options: dict[str, Any] = {
+            "timeout": httpx.Timeout(c.timeout, connect=connect),
+            "limits": httpx.Limits(
                 max_connections=c.concurrency, max_keepalive_connections=c.concurrency
             ),
-            headers=self.headers,
-            trust_env=False,
-            follow_redirects=False,
-        )
+            "headers": self.headers,
+            "trust_env": False,
+            "follow_redirects": False,
+        }
+        self.client = httpx.Client(**options)
+        """For ``predict`` on a model thread (``modelport run``, ``pipe``)."""
+        self.async_client = httpx.AsyncClient(**options)
+        """For ``predict_async`` on the runner's event loop (served)."""
         if c.health_url is not None:
             self.health = HealthCheck(c.health_url, c.health_interval, self.headers)
 
     def info(self) -> dict[str, Any]:
         return {"adapter": "http", "concurrency": self.upstream.concurrency}
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
         """Close the connections to the upstream."""
-        client = getattr(self, "client", None)
-        if client is not None:
-            client.close()
+        if hasattr(self, "client"):
+            self.client.close()
+            await self.async_client.aclose()
 
     @called_as_is
     def predict(self, **inputs: Any) -> Any:
-        response = self._send(inputs)
-        try:
-            return _output(response, self.adapter_spec)
-        finally:
-            response.close()
+        return _output(self._send(inputs), self.adapter_spec)  # read and closed by send
 
     @called_as_is
     def predict_stream(self, **inputs: Any) -> Iterator[Any]:
         response = self._send(inputs, stream=True)
         try:
-            lines = response.iter_lines()
-            if "text/event-stream" in response.headers.get("content-type", ""):
-                yield from _events(lines)
-            else:
-                yield from (_value(line) for line in lines if line.strip())
+            chunks = _Chunks(response)
+            for line in response.iter_lines():
+                yield from chunks.feed(line)
+            yield from chunks.end()
         except httpx.HTTPError as e:
-            raise UpstreamError(f"the upstream's stream broke off: {_explain(e)}") from None
+            raise _broke_off(e) from None
         finally:
             response.close()
+
+    async def predict_async(self, **inputs: Any) -> Any:
+        """``predict`` on the event loop: no thread per request in flight."""
+        return _output(await self._asend(inputs), self.adapter_spec)
+
+    async def predict_stream_async(self, **inputs: Any) -> AsyncIterator[Any]:
+        response = await self._asend(inputs, stream=True)
+        try:
+            chunks = _Chunks(response)
+            async for line in response.aiter_lines():
+                for chunk in chunks.feed(line):
+                    yield chunk
+            for chunk in chunks.end():
+                yield chunk
+        except httpx.HTTPError as e:
+            raise _broke_off(e) from None
+        finally:
+            await response.aclose()
 
     def _send(self, inputs: dict[str, Any], *, stream: bool = False) -> httpx.Response:
         """The upstream's 2xx answer (its body not yet read when ``stream``), after retrying
         what may pass; raises for anything else."""
+        request = self.client.build_request(self.upstream.method, self.upstream.url, json=inputs)
+        for attempt in itertools.count(1):
+            try:
+                response = self.client.send(request, stream=stream)
+            except httpx.TransportError as e:
+                time.sleep(self._judge(attempt, e))
+                continue
+            if response.is_success:
+                return response
+            response.read()
+            response.close()
+            time.sleep(self._judge(attempt, response))
+        raise AssertionError("unreachable")
+
+    async def _asend(self, inputs: dict[str, Any], *, stream: bool = False) -> httpx.Response:
+        """:meth:`_send` on the event loop."""
+        client = self.async_client
+        request = client.build_request(self.upstream.method, self.upstream.url, json=inputs)
+        for attempt in itertools.count(1):
+            try:
+                response = await client.send(request, stream=stream)
+            except httpx.TransportError as e:
+                await asyncio.sleep(self._judge(attempt, e))
+                continue
+            if response.is_success:
+                return response
+            await response.aread()
+            await response.aclose()
+            await asyncio.sleep(self._judge(attempt, response))
+        raise AssertionError("unreachable")
+
+    def _judge(self, attempt: int, outcome: httpx.Response | httpx.TransportError) -> float:
+        """After a try that failed: the seconds to wait before the next one, or the error
+        to fail the job with. Connection errors and 502/503/504 are tried again."""
         c = self.upstream
         tries = c.retries + 1
-        for attempt in range(1, tries + 1):
-            why = ""
-            try:
-                request = self.client.build_request(c.method, c.url, json=inputs)
-                response = self.client.send(request, stream=stream)
-            except (httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
-                raise UpstreamError(
-                    f"the upstream did not answer within {c.timeout:g} s (timeout)"
-                ) from None
-            except httpx.TransportError as e:
-                why = f"cannot reach the upstream: {_explain(e)}"
-            else:
-                if response.is_success:
-                    return response
-                response.read()
-                response.close()
-                if response.status_code not in RETRY_STATUS:
-                    raise UpstreamError(_answered(response))
-                why = _answered(response)
-            if attempt == tries:
-                raise UpstreamUnavailable(f"{why} (tried {tries} times)")
-            log.warning("%s %s, try %d of %d: %s", c.method, c.url, attempt, tries, why)
-            context.log("warning", f"try {attempt} of {tries}: {why}; retrying", stream="http")
-            time.sleep(min(c.retry_backoff * 2 ** (attempt - 1), MAX_BACKOFF))
-        raise AssertionError("unreachable")
+        if isinstance(outcome, httpx.ReadTimeout | httpx.WriteTimeout | httpx.PoolTimeout):
+            raise UpstreamError(f"the upstream did not answer within {c.timeout:g} s (timeout)")
+        if isinstance(outcome, httpx.TransportError):
+            why = f"cannot reach the upstream: {_explain(outcome)}"
+        elif outcome.status_code in RETRY_STATUS:
+            why = _answered(outcome)
+        else:
+            raise UpstreamError(_answered(outcome))
+        if attempt >= tries:
+            raise UpstreamUnavailable(f"{why} (tried {tries} times)")
+        log.warning("%s %s, try %d of %d: %s", c.method, c.url, attempt, tries, why)
+        context.log("warning", f"try {attempt} of {tries}: {why}; retrying", stream="http")
+        return float(min(c.retry_backoff * 2 ** (attempt - 1), MAX_BACKOFF))
+
+
+class _Chunks:
+    """An answer's lines as output chunks: the data of each server-sent event (until
+    ``[DONE]``), or each JSON line."""
+
+    def __init__(self, response: httpx.Response) -> None:
+        self.sse = "text/event-stream" in response.headers.get("content-type", "")
+        self.data: list[str] = []
+        self.done = False
+
+    def feed(self, line: str) -> list[Any]:
+        if self.done:
+            return []
+        if not self.sse:
+            return [_value(line)] if line.strip() else []
+        if line.startswith("data:"):
+            self.data.append(line[5:].removeprefix(" "))
+        elif line == "":
+            return self.end()
+        return []
+
+    def end(self) -> list[Any]:
+        payload, self.data = "\n".join(self.data), []
+        if self.done or not payload:
+            return []
+        if payload == "[DONE]":
+            self.done = True
+            return []
+        return [_value(payload)]
+
+
+def _broke_off(e: httpx.HTTPError) -> UpstreamError:
+    return UpstreamError(f"the upstream's stream broke off: {_explain(e)}")
 
 
 def _answered(response: httpx.Response) -> str:
@@ -198,23 +272,6 @@ def _value(text: str) -> Any:
         return text
 
 
-def _events(lines: Iterator[str]) -> Iterator[Any]:
-    """The data of each server-sent event, until ``[DONE]`` or the end."""
-    data: list[str] = []
-    for line in lines:
-        if line == "":
-            if data:
-                payload = "\n".join(data)
-                data = []
-                if payload == "[DONE]":
-                    return
-                yield _value(payload)
-        elif line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-    if data and "\n".join(data) != "[DONE]":
-        yield _value("\n".join(data))
-
-
 def _explain(e: httpx.HTTPError) -> str:
     return str(e) or type(e).__name__
 
@@ -229,4 +286,5 @@ def http_model(spec: EndpointSpec, where: str = "") -> type[HttpModel]:
     attributes: dict[str, Any] = {"upstream": config, "headers": headers}
     if config.stream:
         attributes["predict"] = HttpModel.predict_stream
+        attributes["predict_async"] = HttpModel.predict_stream_async
     return subclass(HttpModel, spec, **attributes)

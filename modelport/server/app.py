@@ -167,7 +167,7 @@ class Server:
         try:
             await self._serve(group)
         finally:
-            tear_down(group)
+            await tear_down(group)
 
     async def _serve(self, group: list[Runner]) -> None:
         name = group[0].spec.name

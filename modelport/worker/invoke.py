@@ -132,6 +132,31 @@ class Invoker:
         finally:
             self.job_times.append(time.perf_counter() - started)
 
+    async def compute_async(self, job: LeasedJob) -> list[Result]:
+        """Call the model's ``predict_async`` (a coroutine or an async generator) for one
+        job, as a task on the event loop: for a model that waits on I/O with many jobs in
+        flight (an HTTP adapter), with no thread for each. ``context.log`` reaches the job;
+        ``Model.progress`` does not (it is for the model thread)."""
+        loop = asyncio.get_running_loop()
+        context.set_logger(self._logger([job.id], loop))
+        logs.job_id.set(job.id)
+        started = time.perf_counter()
+
+        def chunk(value: Any) -> None:
+            self._check([job.id])
+            self.buffer.emit(Event(job.id, "output", jsonable(value)), loop)
+
+        try:
+            output = await _collect_async(self.model.predict_async(**job.input), chunk)  # type: ignore[attr-defined]
+        except JobAbandoned as e:
+            output = e
+        except Exception as e:
+            log.exception("model %s failed on job %s", self.spec.name, job.id)
+            output = e
+        finally:
+            self.job_times.append(time.perf_counter() - started)
+        return [_result(job, output, self.spec)]
+
     def _bind(self, job_ids: list[str] | None, loop: asyncio.AbstractEventLoop) -> None:
         """Point ``Model.progress``, ``context.log`` and ``context.check`` at these jobs
         (None: at none)."""

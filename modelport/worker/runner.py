@@ -171,13 +171,15 @@ class Runner:
             self._executor.shutdown(wait=False, cancel_futures=True)
 
     async def _run_concurrent(self, health: Health | None) -> None:
-        """Keep up to :attr:`width` jobs running, each on its own thread: a lease asks for as
-        many as there is room for (a long poll that the first finished job does not wait
-        for), and each job's result is reported as soon as it is made."""
+        """Keep up to :attr:`width` jobs running, each on its own thread (or, for a model
+        with ``predict_async``, as a task on this loop): a lease asks for as many as there
+        is room for (a long poll that the first finished job does not wait for), and each
+        job's result is reported as soon as it is made."""
         loop = asyncio.get_running_loop()
         running: dict[asyncio.Future[list[Result]], LeasedJob] = {}
         active: list[str] = []  # the running jobs' ids, which the pump heartbeats
         lease: asyncio.Future[list[LeasedJob]] | None = None
+        on_loop = hasattr(self.model, "predict_async")
         pump = asyncio.create_task(self._pump(active))
         try:
             while True:
@@ -216,9 +218,13 @@ class Runner:
                     lease = self._long_poll = None
                     for job in jobs:
                         active.append(job.id)
-                        future = loop.run_in_executor(
-                            self._executor, self._invoker.compute, [job], loop
-                        )
+                        future: asyncio.Future[list[Result]]
+                        if on_loop:
+                            future = asyncio.ensure_future(self._invoker.compute_async(job))
+                        else:
+                            future = loop.run_in_executor(
+                                self._executor, self._invoker.compute, [job], loop
+                            )
                         running[future] = job
         finally:
             self._long_poll = None
@@ -513,12 +519,16 @@ async def set_up(runners: Sequence[Runner]) -> None:
         runner.ready.set()
 
 
-def tear_down(runners: Sequence[Runner]) -> None:
+async def tear_down(runners: Sequence[Runner]) -> None:
     """Release what the shared model holds once its runners are done: a model with a
-    ``close()`` (an adapter's connections or programs) has it called, once."""
-    close = getattr(runners[0].model, "close", None) if runners else None
-    if callable(close):
-        try:
-            close()
-        except Exception:
-            log.exception("closing %s failed", runners[0].spec.name)
+    ``close()`` or ``aclose()`` (an adapter's programs or connections) has it called, once."""
+    if not runners:
+        return
+    model = runners[0].model
+    try:
+        if hasattr(model, "aclose"):
+            await model.aclose()
+        elif hasattr(model, "close"):
+            model.close()
+    except Exception:
+        log.exception("closing %s failed", runners[0].spec.name)

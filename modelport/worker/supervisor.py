@@ -179,7 +179,7 @@ async def _serve(
         for future in (*tasks, *joining, stop):
             future.cancel()
         for group in instances:
-            tear_down(group)
+            await tear_down(group)
         # From here a SIGTERM ends the process as by default: the loop that would take it
         # is closing, and its wake-up pipe with it.
         loop.remove_signal_handler(signal.SIGTERM)
