@@ -33,6 +33,8 @@ log = logging.getLogger("modelport.adapters")
 RETRY_STATUS = frozenset({502, 503, 504})
 MAX_BACKOFF = 5.0
 EXCERPT = 200
+POOL_SIZE = 8
+"""The most connections of one of the event loop's connection pools."""
 """The most characters of an upstream's body quoted in a job's error."""
 
 
@@ -100,8 +102,16 @@ class HttpModel(Adapter):
         }
         self.client = httpx.Client(**options)
         """For ``predict`` on a model thread (``modelport run``, ``pipe``)."""
-        self.async_client = httpx.AsyncClient(**options)
+        # Several small pools, taken in turn: finding a free connection costs httpcore time
+        # in proportion to its pool's size, for every request.
+        shards = -(-c.concurrency // POOL_SIZE)
+        size = -(-c.concurrency // shards)
+        limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
+        self.async_clients = [
+            httpx.AsyncClient(**{**options, "limits": limits}) for _ in range(shards)
+        ]
         """For ``predict_async`` on the runner's event loop (served)."""
+        self._turn = itertools.count()
         if c.health_url is not None:
             self.health = HealthCheck(c.health_url, c.health_interval, self.headers)
 
@@ -112,7 +122,8 @@ class HttpModel(Adapter):
         """Close the connections to the upstream."""
         if hasattr(self, "client"):
             self.client.close()
-            await self.async_client.aclose()
+            for client in self.async_clients:
+                await client.aclose()
 
     @called_as_is
     def predict(self, **inputs: Any) -> Any:
@@ -168,7 +179,7 @@ class HttpModel(Adapter):
 
     async def _asend(self, inputs: dict[str, Any], *, stream: bool = False) -> httpx.Response:
         """:meth:`_send` on the event loop."""
-        client = self.async_client
+        client = self.async_clients[next(self._turn) % len(self.async_clients)]
         request = client.build_request(self.upstream.method, self.upstream.url, json=inputs)
         for attempt in itertools.count(1):
             try:
