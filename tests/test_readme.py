@@ -470,14 +470,6 @@ def test_the_media_curl_block(demo: int, tmp_path: Path) -> None:
     assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_every_block_is_run_by_a_test() -> None:
-    # Runs last in this file: the tests above claimed the blocks they ran.
-    for b in BLOCKS:
-        if any(b.lang == lang and b.first.startswith(first) for lang, first in NOT_RUN):
-            continue
-        assert b in CLAIMED, f"no test runs this README block:\n```{b.lang}\n{b.text}```"
-
-
 async def test_the_adapter_blocks_serve_an_upstream_and_a_program(
     app_factory: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -504,3 +496,11 @@ async def test_the_adapter_blocks_serve_an_upstream_and_a_program(
         assert upstream.headers[0]["authorization"] == "Bearer t0ken"
     finally:
         await asyncio.to_thread(upstream.stop)
+
+
+def test_every_block_is_run_by_a_test() -> None:
+    # Runs last in this file: the tests above claimed the blocks they ran.
+    for b in BLOCKS:
+        if any(b.lang == lang and b.first.startswith(first) for lang, first in NOT_RUN):
+            continue
+        assert b in CLAIMED, f"no test runs this README block:\n```{b.lang}\n{b.text}```"

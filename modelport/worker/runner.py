@@ -195,15 +195,11 @@ class Runner:
                             self.transport.lease(self.worker_id, room, self.lease_wait, (), room)
                         )
                         self._long_poll = lease
+                if lease is None and not running:
+                    break  # draining, and every job is done
                 waiting: set[asyncio.Future[Any]] = set(running)
                 if lease is not None:
                     waiting.add(lease)
-                elif not running:
-                    if self._draining.is_set():
-                        break
-                    # unhealthy with nothing running: ask again after its interval
-                    await asyncio.sleep(health.interval if health is not None else 0.0)
-                    continue
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
                 results = [r for f in done if f in running for r in f.result()]
                 for f in done & running.keys():
