@@ -85,9 +85,19 @@ def test_serve_runs_http_and_subprocess_models_from_toml(
     assert "reverse.js" not in orjson.dumps(described).decode()
 
 
-def test_worker_runs_a_subprocess_model_for_a_remote_server(
-    serve: Serve, workers: Workers, tmp_path: Path
+def test_worker_runs_adapters_for_a_remote_server(
+    serve: Serve, workers: Workers, upstream: Upstream, tmp_path: Path
 ) -> None:
+    http = tmp_path / "upstream.toml"
+    http.write_text(
+        "[endpoint]\n"
+        'name = "sentiment"\n'
+        'kind = "http"\n'
+        f'url = "{upstream.url}/predict"\n'
+        "concurrency = 2\n"
+        "[inputs]\n"
+        'text = { type = "string", required = true }\n'
+    )
     command = orjson.dumps([sys.executable, "lines.py"]).decode()
     spec = tmp_path / "lines.toml"
     spec.write_text(
@@ -103,8 +113,16 @@ def test_worker_runs_a_subprocess_model_for_a_remote_server(
     )
     server = serve(["--worker-token", TOKEN, "--store", f"sqlite:///{tmp_path}/s.db"]).start()
     server.wait_ready()
-    worker = workers(["--config", str(spec), "--server", server.url, "--token", TOKEN]).start()
-    wait_for(lambda: online(server, "lines") == 1, 30, f"the worker\n{worker.logs()}")
+    worker = workers(
+        ["--config", str(spec), "--config", str(http), "--server", server.url, "--token", TOKEN]
+    ).start()
+    wait_for(
+        lambda: online(server, "lines") == online(server, "sentiment") == 1,
+        30,
+        f"the worker\n{worker.logs()}",
+    )
+    answer = submit(server.url, "sentiment", text="far")["output"]
+    assert answer == {"label": "FAR", "length": 3}
     pids = {submit(server.url, "lines", text=str(i))["output"]["pid"] for i in range(4)}  # type: ignore[index]
     assert 1 <= len(pids) <= 2
     job = submit(server.url, "lines", text="from afar", mode="log")
