@@ -54,7 +54,7 @@ check: $(STAMP)  ## ruff + mypy
 	cd bench && MYPYPATH=..:apps ../$(BIN)/mypy --config-file ../pyproject.toml *.py apps/*.py
 
 bench: $(STAMP) load-generator  ## benchmarks against plain FastAPI and LitServe
-	$(BIN)/python bench/overhead.py --rounds 3
+	$(BIN)/python bench/overhead.py --rounds 3 --auth keys
 	$(BIN)/python bench/overhead.py --rounds 3 --connections 1
 	$(BIN)/python bench/batching.py
 	$(BIN)/python bench/scaling.py
@@ -63,6 +63,9 @@ bench: $(STAMP) load-generator  ## benchmarks against plain FastAPI and LitServe
 	$(BIN)/python bench/queue.py
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/media.py
+	$(BIN)/python bench/pipe.py
+	$(BIN)/python bench/batch.py
+	$(BIN)/python bench/adapters.py --rounds 3
 
 # wrk drives the HTTP benchmarks when it is there (Debian's package); without it they use
 # their own asyncio load generator, which needs more CPU for the same load.

@@ -74,7 +74,8 @@ LITSERVE_APP = ROOT / "bench" / "apps" / "litserve_stream.py"
 SYSTEMS = ("direct", "embedded", "remote", "litserve")
 BASELINE = "direct"
 TARGET_SYSTEM = "embedded"
-TARGET_ADDED_MS = 5.0
+# What each system may add to the model's own first chunk (p50), in ms (issue 11).
+TARGET_ADDED_MS = {"embedded": 1.0, "remote": 3.0}
 TARGET_RATE = 0.95
 STORES = ("sqlite", "memory")
 FINAL_EVENTS = {b"succeeded", b"failed", b"cancelled", b"expired"}
@@ -388,18 +389,24 @@ def measure(system: str, scratch: Path, settings: Settings, args: argparse.Names
 
 
 def verdicts(results: dict[str, Summary]) -> dict[str, Any]:
-    """The targets for embedded: added first-chunk p50 and chunk rate against direct."""
+    """The targets: first-chunk p50 added over direct by embedded and remote, and embedded's
+    chunk rate against direct's."""
     base, got = results.get(BASELINE), results.get(TARGET_SYSTEM)
-    if base is None or got is None:
+    if base is None:
         return {}
-    added = got.first_p50 - base.first_p50
-    rate = None if got.rate_p50 is None or base.rate_p50 is None else got.rate_p50 / base.rate_p50
-    return {
-        "added_first_chunk_p50_ms": added,
-        "added_met": added <= TARGET_ADDED_MS,
-        "rate_ratio": rate,
-        "rate_met": rate is not None and rate >= TARGET_RATE,
-    }
+    out: dict[str, Any] = {}
+    for name, target in TARGET_ADDED_MS.items():
+        if name in results:
+            added = results[name].first_p50 - base.first_p50
+            out[f"{name}_added_first_chunk_p50_ms"] = added
+            out[f"{name}_added_met"] = added <= target
+    if got is not None:
+        rate = (
+            None if got.rate_p50 is None or base.rate_p50 is None else got.rate_p50 / base.rate_p50
+        )
+        out["rate_ratio"] = rate
+        out["rate_met"] = rate is not None and rate >= TARGET_RATE
+    return out
 
 
 def report(
@@ -445,14 +452,18 @@ def report(
         )
     if v:
         lines.append("")
-        lines.append(
-            f"target: {TARGET_SYSTEM} adds <= {TARGET_ADDED_MS:g} ms to the first chunk (p50): "
-            f"{v['added_first_chunk_p50_ms']:+.2f} ms, {'met' if v['added_met'] else 'missed'}"
-        )
-        lines.append(
-            f"target: {TARGET_SYSTEM} streams >= {TARGET_RATE:g} x the model's chunk rate (p50): "
-            f"{fmt(v['rate_ratio'], '.3f')}, {'met' if v['rate_met'] else 'missed'}"
-        )
+        for name, target in TARGET_ADDED_MS.items():
+            if f"{name}_added_met" in v:
+                lines.append(
+                    f"target: {name} adds <= {target:g} ms to the first chunk (p50): "
+                    f"{v[f'{name}_added_first_chunk_p50_ms']:+.2f} ms, "
+                    f"{'met' if v[f'{name}_added_met'] else 'missed'}"
+                )
+        if "rate_met" in v:
+            lines.append(
+                f"target: {TARGET_SYSTEM} streams >= {TARGET_RATE:g} x the model's chunk rate "
+                f"(p50): {fmt(v['rate_ratio'], '.3f')}, {'met' if v['rate_met'] else 'missed'}"
+            )
     return "\n".join(lines)
 
 
@@ -568,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
             "verdicts": v,
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n")
-    missed = bool(v) and not (v["added_met"] and v["rate_met"])
+    missed = not all(met for key, met in v.items() if key.endswith("_met"))
     errors = any(r.errors for r in results.values())
     return 1 if failed or errors or (args.check and missed) else 0
 

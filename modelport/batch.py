@@ -21,7 +21,6 @@ import csv
 import functools
 import importlib
 import multiprocessing
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -32,6 +31,7 @@ from typing import Any, Protocol
 import orjson
 import pydantic
 
+from modelport import cli_security
 from modelport.errors import ModelportError
 from modelport.predictions import Prediction, TableWriter, input_key
 from modelport.spec import EndpointSpec, FieldSpec, spec_from_dict
@@ -658,11 +658,7 @@ def add_parser(commands: Any) -> None:
         "--endpoint", help="the endpoint (needed with --server, or a file of several)"
     )
     batch.add_argument("--server", help="compute through this API server's queue and workers")
-    batch.add_argument(
-        "--api-key",
-        default=os.environ.get("MODELPORT_API_KEY"),
-        help="the server's client API key (default: $MODELPORT_API_KEY)",
-    )
+    cli_security.add_api_key_options(batch)
     batch.add_argument("--batch-size", type=int, default=None, help="rows per predict_batch call")
     batch.add_argument(
         "--processes", type=int, default=1, help="model processes computing at once (local)"
@@ -742,7 +738,7 @@ def _run(args: argparse.Namespace, progress: Callable[[int], Progress]) -> Summa
                 args.endpoint,
                 Path(args.paths[0]),
                 args.out,
-                api_key=args.api_key,
+                api_key=cli_security.api_key(args),
                 max_in_flight=args.max_in_flight,
                 input_format=args.input_format,
                 output_format=args.output_format,

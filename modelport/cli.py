@@ -357,10 +357,7 @@ def _pairs(flag: str, values: Sequence[str]) -> dict[str, str]:
 def _webhook_secret(path: str | None) -> str | None:
     if path is None:
         return os.environ.get("MODELPORT_WEBHOOK_SECRET") or None
-    try:
-        return Path(path).read_text(encoding="utf-8").strip() or None
-    except OSError as e:
-        raise ModelportError(f"--webhook-secret-file {path}: {e.strerror}") from None
+    return cli_security.read_secret(path, "--webhook-secret-file")
 
 
 def _hosts(text: str) -> tuple[str, ...]:

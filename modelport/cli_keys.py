@@ -10,6 +10,7 @@ import json
 import sys
 from typing import Any
 
+from modelport.cli_security import read_secret
 from modelport.errors import ModelportError
 from modelport.keys import SCOPES, ApiKey, new_key, parse_duration
 from modelport.stores import store_from_url
@@ -47,6 +48,13 @@ def add_parser(commands: Any, default_store: str) -> None:
     create.add_argument("--quota", default=None, help="requests per UTC day, e.g. 10000/day")
     create.add_argument(
         "--max-queued", type=int, default=None, metavar="N", help="queued jobs at once"
+    )
+    create.add_argument(
+        "--webhook-secret-file",
+        default=None,
+        metavar="PATH",
+        help="sign the webhooks of this key's jobs with the secret in this file (whsec_ and "
+        "base64) instead of the server's",
     )
     listing = verbs.add_parser("list", help="list the keys (never their secrets)")
     revoke = verbs.add_parser("revoke", help="revoke a key by its id")
@@ -101,6 +109,11 @@ async def _create(store: Any, args: argparse.Namespace) -> int:
         burst=args.burst,
         quota=args.quota,
         max_queued=args.max_queued,
+        webhook_secret=(
+            read_secret(args.webhook_secret_file, "--webhook-secret-file")
+            if args.webhook_secret_file
+            else None
+        ),
     )
     await store.put_key(key.to_dict())
     if args.json:

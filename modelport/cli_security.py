@@ -10,7 +10,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from modelport.errors import ModelportError
+from modelport.errors import InvalidInput, ModelportError
+from modelport.keys import parse_rate
 from modelport.settings import Limits
 
 LOOPBACK_NAMES = frozenset({"localhost", "ip6-localhost"})
@@ -48,6 +49,15 @@ def add_serve_options(serve: argparse.ArgumentParser) -> None:
         metavar="ORIGIN",
         help="a browser origin allowed to call the API, e.g. https://app.example "
         "(repeatable; default: none)",
+    )
+    serve.add_argument(
+        "--anonymous-rate",
+        default=os.environ.get("MODELPORT_ANONYMOUS_RATE"),
+        metavar="RATE",
+        help="with --auth none, submits allowed per client address, e.g. 20/s or 600/min "
+        "(a token bucket in the store, shared by every server; the address is the "
+        "X-Forwarded-For one from a --forwarded-allow-ips proxy) "
+        "(default: $MODELPORT_ANONYMOUS_RATE, else no limit)",
     )
     serve.add_argument(
         "--session-ttl",
@@ -141,6 +151,17 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.metrics_auth and args.auth != "keys":
         raise ModelportError("--metrics-auth needs --auth keys")
+    anonymous_rate = None
+    if args.anonymous_rate:
+        if args.auth != "none":
+            raise ModelportError(
+                "--anonymous-rate limits callers without a key: it needs --auth none"
+                " (with --auth keys, give each key a --rate)"
+            )
+        try:
+            anonymous_rate = parse_rate(args.anonymous_rate)
+        except InvalidInput as e:
+            raise ModelportError(f"--anonymous-{e.message}") from None
     if args.session_ttl <= 0:
         raise ModelportError("--session-ttl must be positive")
     for option in ("max_json_depth", "max_string_length", "max_list_length", "max_object_keys"):
@@ -153,6 +174,7 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         "auth": args.auth,
         "metrics_auth": args.metrics_auth,
         "session_ttl": args.session_ttl,
+        "anonymous_rate": anonymous_rate,
         "cors_origins": tuple(o.rstrip("/") for o in args.cors_origin),
         "max_json_depth": args.max_json_depth,
         "max_string_length": args.max_string_length,
@@ -176,6 +198,34 @@ def add_worker_options(worker: argparse.ArgumentParser) -> None:
         help="read the token (or worker key) from this file "
         "(default: $MODELPORT_WORKER_TOKEN_FILE)",
     )
+
+
+def add_api_key_options(parser: argparse.ArgumentParser, *, again: bool = False) -> None:
+    """``--api-key`` and its ``--api-key-file`` twin (``again``: on a subcommand, where
+    they are optional repeats of the parent's)."""
+    default: Any = argparse.SUPPRESS if again else None
+    parser.add_argument(
+        "--api-key",
+        default=default,
+        metavar="KEY",
+        help="the server's client API key (default: $MODELPORT_API_KEY); on a shared host "
+        "prefer --api-key-file, as every local user sees a command line",
+    )
+    parser.add_argument(
+        "--api-key-file",
+        default=default if again else os.environ.get("MODELPORT_API_KEY_FILE"),
+        metavar="PATH",
+        help="read the API key from this file (default: $MODELPORT_API_KEY_FILE)",
+    )
+
+
+def api_key(args: argparse.Namespace) -> str | None:
+    """The key of ``--api-key``, else of ``--api-key-file``, else None (the client then
+    reads ``$MODELPORT_API_KEY``)."""
+    if getattr(args, "api_key", None):
+        return str(args.api_key)
+    path = getattr(args, "api_key_file", None)
+    return read_secret(path, "--api-key-file") if path else None
 
 
 def worker_token(args: argparse.Namespace) -> str | None:

@@ -262,6 +262,13 @@ def field_errors(
     return fields
 
 
+def first_error(errors: Iterable[Mapping[str, Any]]) -> str:
+    """pydantic's first error in one line, ``where: why`` (only ``why`` at the top level)."""
+    first = next(iter(errors))
+    where = ".".join(str(p) for p in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
+
+
 def invalid(errors: Iterable[Mapping[str, Any]], *, strip: str | None = None) -> InvalidRequest:
     """The error for a body pydantic refused: :class:`BadRequest` when it is not JSON at all,
     else :class:`InvalidInput` listing every field."""

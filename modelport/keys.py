@@ -30,6 +30,10 @@ _UNITS = {"s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "hour": 360
 _RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*/\s*([a-z]+)\s*$")
 _NAME = re.compile(r"^[A-Za-z0-9_.:@ -]{1,100}$")
 _ENDPOINT = re.compile(r"^[A-Za-z0-9_.-]{1,100}$")
+WEBHOOK_SECRET_PATTERN = (
+    r"^whsec_(?:[A-Za-z0-9+/]{4}){8,256}(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+)
+"""A key's own webhook secret: ``whsec_`` and the base64 of 24 to 768 bytes."""
 
 
 def new_secret() -> str:
@@ -103,6 +107,9 @@ class ApiKey:
     """Jobs of this key that may wait in queues at once."""
     created_at: float = field(default_factory=time.time)
     last_used: float | None = None
+    webhook_secret: str | None = None
+    """What the webhooks of this key's jobs are signed with instead of the server's secret
+    (kept as given, since signing needs it; never listed)."""
 
     @property
     def limited(self) -> bool:
@@ -125,9 +132,9 @@ class ApiKey:
         return cls(**{k: v for k, v in data.items() if k in _FIELDS})
 
     def public(self) -> dict[str, Any]:
-        """The key as listed: everything but its hash."""
+        """The key as listed: everything but its hash and its webhook secret."""
         body = self.to_dict()
-        del body["hash"]
+        del body["hash"], body["webhook_secret"]
         return body
 
 
@@ -144,6 +151,7 @@ def new_key(
     burst: int | None = None,
     quota: str | int | None = None,
     max_queued: int | None = None,
+    webhook_secret: str | None = None,
     now: float | None = None,
 ) -> tuple[ApiKey, str]:
     """A new key and its secret (shown once; only its hash is kept)."""
@@ -182,6 +190,8 @@ def new_key(
         raise InvalidInput(
             "burst: give a rate too", errors=[{"field": "burst", "message": "needs a rate"}]
         )
+    if webhook_secret is not None:
+        _check_webhook_secret(scope, webhook_secret)
     secret = new_secret()
     key = ApiKey(
         id=key_id,
@@ -195,8 +205,21 @@ def new_key(
         quota=parse_quota(quota) if isinstance(quota, str) else quota,
         max_queued=max_queued,
         created_at=time.time() if now is None else now,
+        webhook_secret=webhook_secret,
     )
     return key, secret
+
+
+def _check_webhook_secret(scope: str, secret: str) -> None:
+    message = None
+    if scope == "worker":
+        message = "a worker key submits no jobs, so it sends no webhooks"
+    elif not re.fullmatch(WEBHOOK_SECRET_PATTERN, secret):
+        message = "give a Standard Webhooks secret: whsec_ and the base64 of 24 to 768 bytes"
+    if message is not None:
+        raise InvalidInput(
+            f"webhook_secret: {message}", errors=[{"field": "webhook_secret", "message": message}]
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,10 @@ class Settings(Limits):
     session_ttl: float = 3600.0
     """The longest a browser session made with ``POST /sessions`` lasts, in seconds."""
     cors_origins: tuple[str, ...] = ()
+    anonymous_rate: float | None = None
+    """Submits per second allowed to each client address without a key (a token bucket in
+    the store, of ``ceil(rate)`` at once, keyed by the address uvicorn reports, which is the
+    ``X-Forwarded-For`` one from a trusted proxy); None: no limit."""
     """Browser origins allowed to call the API (CORS); none by default."""
     precomputed: dict[str, str] = field(default_factory=dict)
     """Per endpoint name, a predictions table to answer from (overrides the spec's)."""

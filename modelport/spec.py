@@ -32,11 +32,12 @@ from typing import Any, Literal
 import annotated_types
 import pydantic
 import pydantic_core
+import typing_extensions
 from pydantic import ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
 from modelport.adapters import config as adapters
-from modelport.errors import SpecError
+from modelport.errors import SpecError, first_error
 from modelport.media import options as media_options
 from modelport.wire import INT_MAX as _INT_MAX
 from modelport.wire import INT_MIN as _INT_MIN
@@ -395,6 +396,20 @@ class EndpointSpec:
             return pydantic.TypeAdapter(_nullable(self.output, self.name + "_output"))
         return None
 
+    def output_error(self, output: Any) -> str | None:
+        """Why ``output`` does not match the declared outputs, or ``None`` when it does."""
+        adapter = self.output_adapter
+        if adapter is None:
+            return None
+        try:
+            adapter.validate_python(output)
+        except pydantic.ValidationError as e:
+            where = first_error(e.errors())
+            if not e.errors()[0]["loc"]:
+                where = f"output: {where}"
+            return f"the model's output does not match the endpoint's outputs: {where}"
+        return None
+
     def input_schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = self.request_model.model_fields[
             "input"
@@ -738,10 +753,7 @@ def _check_field(where: str, f: FieldSpec, out: list[Problem]) -> None:
         try:
             adapter.validate_json(raw, strict=True)
         except pydantic.ValidationError as e:
-            first = e.errors()[0]
-            at = ".".join(str(p) for p in first["loc"])
-            reason = f"{at}: {first['msg']}" if at else first["msg"]
-            out.append((where, f"{key} {value!r} is invalid: {reason}"))
+            out.append((where, f"{key} {value!r} is invalid: {first_error(e.errors())}"))
 
 
 def _annotation(f: FieldSpec, title: str) -> Any:
@@ -767,7 +779,9 @@ def _annotation(f: FieldSpec, title: str) -> Any:
         choices = tuple(f.choices or ())
         base = typing.Annotated[Literal[choices], pydantic.BeforeValidator(_exact_choice(choices))]
     elif f.type == "json":
-        base = typing.Annotated[pydantic.JsonValue, pydantic.AfterValidator(_storable)]
+        base = typing.Annotated[
+            pydantic.JsonValue, pydantic.AfterValidator(_storable), _STORABLE_SCHEMA
+        ]
     elif f.type == "list":
         assert f.items is not None
         base = typing.Annotated[
@@ -779,7 +793,10 @@ def _annotation(f: FieldSpec, title: str) -> Any:
             base = _model_for(title, f.properties)
         elif f.values is None or f.values == _JSON:  # any object: schema {"type": "object"}
             base = typing.Annotated[
-                dict[str, Any], Field(strict=True), pydantic.AfterValidator(_storable)
+                dict[str, Any],
+                Field(strict=True),
+                pydantic.AfterValidator(_storable),
+                _STORABLE_OBJECT_SCHEMA,
             ]
         else:
             values = _nullable(f.values, title + "_value")
@@ -798,6 +815,31 @@ def _annotation(f: FieldSpec, title: str) -> Any:
             pydantic.WrapValidator(_one_of(variants)),
         ]
     return base
+
+
+StorableJson = typing_extensions.TypeAliasType(
+    "StorableJson",
+    "bool | typing.Annotated[int, Field(ge=_INT_MIN, le=_INT_MAX)] | float | str"
+    " | list[StorableJson] | dict[str, StorableJson] | None",
+)
+"""The JSON the stores can keep, as a JSON Schema says it: integers within 64 bits."""
+
+
+@dataclass(frozen=True)
+class _SchemaOf:
+    """``Annotated`` metadata: document a value with the JSON Schema of another type (its
+    validation is left as it is)."""
+
+    annotation: Any
+
+    def __get_pydantic_json_schema__(
+        self, core: Any, handler: pydantic.GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        return handler(pydantic.TypeAdapter(self.annotation).core_schema)
+
+
+_STORABLE_SCHEMA = _SchemaOf(StorableJson)
+_STORABLE_OBJECT_SCHEMA = _SchemaOf(dict[str, StorableJson])
 
 
 def media_schema(f: FieldSpec) -> dict[str, Any]:
@@ -885,6 +927,11 @@ def _whole(value: Any) -> Any:
     if type(value) is float and value.is_integer():
         return int(value)
     return value
+
+
+WHOLE = pydantic.BeforeValidator(_whole)
+"""``Annotated`` metadata of an ``int`` with its bounds in one ``Field``: ``2.0`` is 2, as
+JSON Schema has it."""
 
 
 def _exact_choice(choices: tuple[Any, ...]) -> Callable[[Any], Any]:

@@ -86,16 +86,6 @@ class JobRecord:
             body["queue_position"] = queue_position
         return body
 
-    def for_worker(self) -> dict[str, Any]:
-        """The job as a worker receives it in a lease."""
-        return {
-            "id": self.id,
-            "endpoint": self.endpoint,
-            "input": self.input,
-            "attempt": self.attempts,
-            "lease_until": self.lease_until,
-        }
-
 
 def _span(start: float | None, end: float | None) -> float | None:
     if start is None or end is None:

@@ -99,7 +99,7 @@ def openai_error(response: httpx.Response, status: int) -> dict[str, Any]:
     return error
 
 
-# ---- resume ids
+# Resume ids
 
 
 BAD_IDS = ["²", "١٢", "1" * 5000, str(2**64), str(2**63), "-1", "+1", " 1", "1.0", "0x10", ""]
@@ -127,7 +127,7 @@ async def test_the_largest_resume_id_streams_to_the_end(http: httpx.AsyncClient)
         assert "event: succeeded" in r.text, r.text
 
 
-# ---- worker specs and serving settings
+# Worker specs and serving settings
 
 
 BIG = 2**70
@@ -210,7 +210,7 @@ def test_a_model_class_with_a_nan_setting_is_refused() -> None:
         Waits.spec()
 
 
-# ---- Accept
+# Accept
 
 
 @pytest.mark.parametrize(
@@ -240,7 +240,7 @@ async def test_accept_q_values_decide_whether_a_submit_streams(
         assert r.json()["output"] == {"sum": 2.0}
 
 
-# ---- the OpenAPI document and the server agree
+# The OpenAPI document and the server agree
 
 
 async def test_idempotency_key_bounds_in_the_schema_are_the_servers(
@@ -276,7 +276,7 @@ async def test_an_integer_written_as_2_0_is_the_integer_2(http: httpx.AsyncClien
         assert problem(r, 422)["errors"][0]["field"] == "x"
 
 
-# ---- /v1
+# /v1
 
 
 CHAT = {"model": "chat", "messages": [{"role": "user", "content": "hi"}]}
@@ -337,7 +337,7 @@ async def test_v1_chat_with_a_failed_setup_is_503_with_retry_after(
     assert int(r.headers["retry-after"]) >= 1
 
 
-# ---- shutdown
+# Shutdown
 
 
 async def test_a_server_on_redis_stops_at_once_right_after_its_models_joined(

@@ -116,3 +116,11 @@ print("blocked", sorted(blocked))
     assert lines[:4] == ["ready iris", "ready echo", "ready txt2img", "ready textgen"]
     # The block did block something of each extra left out.
     assert all(name in lines[-1] for name in ("'redis'", "'torch'", "'litserve'", "'pytest'"))
+
+
+def test_make_bench_runs_every_benchmark(tmp_path: Path) -> None:
+    """Each script in bench/ (not the _helpers) is a step of ``make bench``, pipe.py too."""
+    ran = {c.split("bench/", 1)[1].split()[0] for c in plan("bench", tmp_path) if " bench/" in c}
+    scripts = {p.name for p in (ROOT / "bench").glob("*.py") if not p.name.startswith("_")}
+    assert "pipe.py" in ran
+    assert ran == scripts

@@ -4,6 +4,7 @@ routes' own validators, and the server's real answers matching the documented sc
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from modelport.server.admin import NewKey, NewSession
 from modelport.server.app import Server, Settings
 from modelport.server.examples import input_example
 from modelport.server.openai import _ChatRequest, _EmbeddingRequest
-from modelport.server.openapi import openapi
+from modelport.server.openapi import at_most, openapi
+from modelport.server.streaming import MAX_EVENT_ID, parse_event_id
 from modelport.spec import EndpointSpec, FieldSpec, spec_from_toml
 from tests.models.basic import Add, Shapes
 
@@ -392,3 +394,22 @@ def test_names_that_collide_still_give_one_valid_document() -> None:
     chat = doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]
     chat_schema = schemas[chat["application/json"]["schema"]["$ref"].rsplit("/", 1)[1]]
     assert "messages" in chat_schema["properties"]
+
+
+@pytest.mark.parametrize("limit", [0, 7, 9, 10, 99, 100, 305, 1000, MAX_EVENT_ID])
+def test_the_event_id_pattern_takes_exactly_the_ids_the_server_takes(limit: int) -> None:
+    pattern = re.compile(at_most(limit))
+    edges = [0, 1, 9, 10, 99, 100, limit - 1, limit, limit + 1, limit * 10, limit + 10**5]
+    for n in {*range(min(limit + 2, 1200)), *(e for e in edges if e >= 0)}:
+        for text in (str(n), "00" + str(n)):
+            assert bool(pattern.fullmatch(text)) is (n <= limit), text
+    for text in ("", "-1", "1.5", "x", "1e3", "٣"):
+        assert pattern.fullmatch(text) is None
+    ids = re.compile(at_most(MAX_EVENT_ID))
+    for text in (str(MAX_EVENT_ID), str(MAX_EVENT_ID + 1), "0" * 30 + "5"):
+        accepted = True
+        try:
+            parse_event_id(text)
+        except modelport.errors.BadRequest:
+            accepted = False
+        assert bool(ids.fullmatch(text)) is accepted, text

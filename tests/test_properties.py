@@ -48,7 +48,7 @@ def mostly(valid: st.SearchStrategy[Any], wild: st.SearchStrategy[Any]) -> st.Se
     return st.sampled_from([False, True, True, True]).flatmap(lambda ok: valid if ok else wild)
 
 
-# ---- resume ids
+# Resume ids
 
 
 @BOUNDED
@@ -75,7 +75,7 @@ def test_integers_parse_exactly_within_64_bits(n: int, zeros: int) -> None:
             parse_event_id(raw)
 
 
-# ---- Accept
+# Accept
 
 
 media = st.sampled_from(
@@ -125,7 +125,7 @@ def test_any_accept_header_is_negotiated_without_error(header: str) -> None:
     assert negotiate(header) in (None, "sse", "jsonl")
 
 
-# ---- endpoint specs
+# Endpoint specs
 
 
 def valid_field() -> st.SearchStrategy[dict[str, Any]]:
@@ -213,7 +213,7 @@ def test_a_spec_is_refused_with_a_spec_error_or_works_everywhere(data: dict[str,
     assert 1 <= spec.max_batch_size <= 1024
 
 
-# ---- the worker routes
+# The worker routes
 
 
 TOKEN = "wt"

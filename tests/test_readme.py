@@ -198,7 +198,7 @@ def sentiment(port: int) -> Any:
     return r.json()["output"]
 
 
-# ---- the demo `make run` serves, and the blocks that call it
+# The demo `make run` serves, and the blocks that call it
 
 
 @pytest.fixture(scope="module")
@@ -255,7 +255,7 @@ def test_openai_sdk_block(demo: int, tmp_path: Path) -> None:
     assert len(streamed.split()) >= 8, out
 
 
-# ---- writing a model
+# Writing a model
 
 
 async def test_write_a_model_example(tmp_path: Path, app_factory: AppFactory) -> None:
@@ -323,7 +323,7 @@ def test_serving_a_toml_file_with_no_local_model(tmp_path: Path) -> None:
         assert r.status_code == 202 and r.json()["status"] == "queued", r.text
 
 
-# ---- remote workers and Redis
+# Remote workers and Redis
 
 
 @pytest.mark.e2e

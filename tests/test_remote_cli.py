@@ -110,14 +110,19 @@ def test_jobs_watch_streams_and_cancel_stops(server: ServerProcess, tmp_path: Pa
         fifo.write("go")
 
 
-def test_api_key_flag_and_environment(serve: Serve, tmp_path: Path) -> None:
+def test_api_key_flag_file_and_environment(serve: Serve, tmp_path: Path) -> None:
+    """The key by ``--api-key``, ``$MODELPORT_API_KEY``, and off the command line by
+    ``--api-key-file`` or ``$MODELPORT_API_KEY_FILE`` (``jobs`` and ``batch --server`` too);
+    a missing file is named."""
     store = f"sqlite:///{tmp_path}/keys.db"
     made = modelport("keys", "create", "--scope", "client", "--name", "cli", "--store", store)
     assert made.returncode == 0, made.err
     secret = made.out.strip()
+    key_file = tmp_path / "app.key"
+    key_file.write_text(made.out)  # as `modelport keys create > app.key` leaves it
     server = serve(["examples/echo/model.py", "--store", store, "--auth", "keys"])
     server.start().wait_ready()
-    env = {"MODELPORT_URL": server.url, "MODELPORT_API_KEY": ""}
+    env = {"MODELPORT_URL": server.url, "MODELPORT_API_KEY": "", "MODELPORT_API_KEY_FILE": ""}
     refused = modelport("predict", "echo", "--text", "x", env=env)
     assert refused.returncode == 1, refused.err
     assert refused.err == "modelport: error: an API key is required (Authorization: Bearer <key>)\n"
@@ -125,6 +130,42 @@ def test_api_key_flag_and_environment(serve: Serve, tmp_path: Path) -> None:
     assert (flagged.returncode, flagged.out) == (0, '{"text":"x"}\n'), flagged.err
     from_env = modelport("endpoints", env={**env, "MODELPORT_API_KEY": secret})
     assert from_env.returncode == 0 and from_env.out.split()[5] == "echo", from_env.out
-    job = modelport("submit", "echo", "--text", "y", "--api-key", secret, env=env).out.strip()
-    got = modelport("jobs", "get", job, "--api-key", secret, env=env)
+    job = modelport(
+        "submit", "echo", "--text", "y", env={**env, "MODELPORT_API_KEY_FILE": str(key_file)}
+    )
+    assert job.returncode == 0, job.err
+    got = modelport("jobs", "get", job.out.strip(), "--api-key-file", str(key_file), env=env)
     assert json.loads(got.out)["status"] in ("queued", "running", "succeeded")
+    missing = modelport("endpoints", "--api-key-file", str(tmp_path / "nope"), env=env)
+    assert missing.returncode == 1
+    assert f"--api-key-file {tmp_path / 'nope'}: No such file" in missing.err
+    (tmp_path / "inputs.jsonl").write_text('{"text": "a"}\n{"text": "b"}\n')
+    out = tmp_path / "out.jsonl"
+    batch = modelport(
+        "batch",
+        *("--server", server.url, "--endpoint", "echo", str(tmp_path / "inputs.jsonl")),
+        *("--out", str(out), "--no-progress", "--api-key-file", str(key_file)),
+        env=env,
+    )
+    assert batch.returncode == 0, batch.err
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert sorted(r["output"]["text"] for r in rows) == ["a", "b"]
+
+
+def test_predict_sends_media_files(serve: Serve, tmp_path: Path) -> None:
+    """``--image`` takes a path or ``-`` (stdin), as ``run`` does; the server converts the
+    file (any size to the digits model's 8x8 greyscale) and refuses what is not an image."""
+    from tests.test_modes_media import seven_png
+
+    server = serve(["examples/digits/model.py", "--store", "memory://"]).start().wait_ready()
+    seven = seven_png(tmp_path)
+    env = {"MODELPORT_URL": server.url}
+    by_path = modelport("predict", "digits", "--image", str(seven), "--top-k", "1", env=env)
+    assert by_path.returncode == 0, by_path.err
+    assert json.loads(by_path.out) == {"digit": 7, "guesses": [{"digit": 7, "probability": 1.0}]}
+    on_stdin = modelport("predict", "digits", "--image", "-", stdin=seven.read_bytes(), env=env)
+    assert on_stdin.returncode == 0, on_stdin.err
+    assert json.loads(on_stdin.out)["digit"] == 7
+    refused = modelport("predict", "digits", "--image", "-", stdin=b"GIF89a no", env=env)
+    assert refused.returncode == 2
+    assert refused.err == "modelport: error: image: not a JPEG, PNG, WEBP, GIF, BMP or TIFF file\n"

@@ -3,6 +3,8 @@ store: every route against every credential."""
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import json
 import os
 import subprocess
@@ -382,8 +384,22 @@ def modelport_cli(
     )
 
 
+async def _stored_key(url: str, key_id: str) -> dict[str, Any]:
+    store = store_from_url(url)
+    await store.open()
+    try:
+        key = await store.get_key(key_id)
+    finally:
+        await store.close()
+    assert key is not None
+    return key
+
+
 def test_keys_cli_creates_lists_and_revokes(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'keys.db'}"
+    hook_secret = "whsec_" + base64.b64encode(b"a key's own webhook secret, 32 B").decode()
+    hook_file = tmp_path / "hook.secret"
+    hook_file.write_text(hook_secret + "\n")
     made = modelport_cli(
         "keys",
         "create",
@@ -397,6 +413,8 @@ def test_keys_cli_creates_lists_and_revokes(tmp_path: Path) -> None:
         "10000/day",
         "--name",
         "app1",
+        "--webhook-secret-file",
+        str(hook_file),
         "--store",
         url,
     )
@@ -404,13 +422,30 @@ def test_keys_cli_creates_lists_and_revokes(tmp_path: Path) -> None:
     secret = made.stdout.strip()
     assert secret.startswith("mp_") and "\n" not in secret
     assert "shown only once" in made.stderr
+    assert hook_secret not in made.stdout + made.stderr
     listed = modelport_cli("keys", "list", "--store", url)
     assert listed.returncode == 0
     assert "app1" in listed.stdout and "iris,textgen" in listed.stdout
     assert "20/s" in listed.stdout and "10000/day" in listed.stdout
     assert secret not in listed.stdout + listed.stderr
-    (key,) = json.loads(modelport_cli("keys", "list", "--json", "--store", url).stdout)
+    as_json = modelport_cli("keys", "list", "--json", "--store", url).stdout
+    (key,) = json.loads(as_json)
     assert key["name"] == "app1" and "hash" not in key
+    assert hook_secret not in as_json + listed.stdout and "webhook_secret" not in key
+    stored = asyncio.run(_stored_key(url, key["id"]))
+    assert stored["webhook_secret"] == hook_secret  # kept to sign with, never shown
+    hook_file.write_text("whsec_dG9vIHNob3J0")
+    weak = modelport_cli(
+        "keys",
+        "create",
+        "--scope",
+        "client",
+        "--webhook-secret-file",
+        str(hook_file),
+        "--store",
+        url,
+    )
+    assert weak.returncode == 2 and "webhook_secret: give a Standard Webhooks" in weak.stderr
     gone = modelport_cli("keys", "revoke", key["id"], "--store", url)
     assert gone.returncode == 0, gone.stderr
     again = modelport_cli("keys", "revoke", key["id"], "--store", url)
@@ -428,6 +463,11 @@ def test_serve_refuses_an_open_network_bind_without_auth(tmp_path: Path) -> None
     token.write_text("")
     empty = modelport_cli("serve", target, "--worker-token-file", str(token))
     assert empty.returncode == 2 and "is empty" in empty.stderr
+    keyed = modelport_cli("serve", target, "--auth", "keys", "--anonymous-rate", "5/s")
+    assert keyed.returncode == 2 and "--anonymous-rate" in keyed.stderr
+    assert "--auth none" in keyed.stderr
+    bad = modelport_cli("serve", target, "--anonymous-rate", "lots")
+    assert bad.returncode == 2 and "--anonymous-rate 'lots'" in bad.stderr
 
 
 async def test_a_rate_with_a_burst_answers_429_with_ratelimit_headers(

@@ -177,3 +177,25 @@ def test_reload_restarts_when_the_model_file_changes(serve: Serve, tmp_path: Pat
     assert f"restarting on changes to *.py and *.toml in {tmp_path}" in server.logs()
     server.stop()
     assert server.proc is not None and server.proc.returncode == 0
+
+
+def test_a_crash_ends_an_embedded_models_server_and_run(serve: Serve) -> None:
+    """What the README says (Remote workers): an embedded model runs in the API server's
+    process, so its crash (here os._exit, as a segfault) ends the server; ``run`` ends too.
+    ``modelport worker`` restarts a crashed model process (tests/test_remote_e2e.py)."""
+    exits = "tests/models/modes.py:Exits"
+    ran = subprocess.run(
+        [sys.executable, "-m", "modelport", "run", exits, "--text", "crash"],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+    )
+    assert ran.returncode == 3 and ran.stdout == b""
+    server = serve([exits, "--store", "memory://"]).start().wait_ready()
+    assert server.proc is not None
+    with httpx.Client(base_url=server.url, timeout=30) as http:
+        fine = http.post("/endpoints/exits/jobs", json={"input": {"text": "fine"}})
+        assert fine.json()["output"] == "fine"
+        with pytest.raises(httpx.TransportError):
+            http.post("/endpoints/exits/jobs", json={"input": {"text": "crash"}})
+    assert server.proc.wait(timeout=30) == 3

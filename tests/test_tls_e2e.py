@@ -226,3 +226,71 @@ def test_client_openai_and_a_remote_worker_over_https_with_keys(
         assert secret not in everything, f"the {scope} key's secret leaked"
         assert digest not in everything, f"the {scope} key's hash leaked"
     assert keys["client"][2] in everything  # key ids are not secret: the listing shows them
+
+
+def test_a_trusted_proxy_names_the_client_and_an_untrusted_one_does_not(tmp_path: Path) -> None:
+    """``--forwarded-allow-ips 127.0.0.2``: a request from 127.0.0.2 (the proxy) is from the
+    address its ``X-Forwarded-For`` names (and of the scheme of its ``X-Forwarded-Proto``), in
+    the access log and for the anonymous rate limit; the same headers from 127.0.0.1 are
+    ignored: the peer's address counts."""
+    server = ServerProcess(
+        [
+            "tests/models/basic.py:Add",
+            "--store",
+            "memory://",
+            "--forwarded-allow-ips",
+            "127.0.0.2",
+            "--anonymous-rate",
+            "1/h",  # a bucket of one submit per address
+        ],
+        tmp_path / "server.log",
+    )
+    server.start().wait_ready()
+    proxy = httpx.Client(
+        base_url=server.url,
+        transport=httpx.HTTPTransport(local_address="127.0.0.2"),
+        timeout=10,
+    )
+    direct = httpx.Client(base_url=server.url, timeout=10)
+    try:
+
+        def submit(http: httpx.Client, forwarded: str) -> httpx.Response:
+            return http.post(
+                "/endpoints/add/jobs",
+                json={"input": {"a": 1}},
+                headers={"X-Forwarded-For": forwarded, "Prefer": "respond-async"},
+            )
+
+        assert submit(proxy, "203.0.113.7").status_code == 202
+        refused = submit(proxy, "203.0.113.7")
+        assert refused.status_code == 429, refused.text
+        assert "address 203.0.113.7 is over its rate" in refused.json()["detail"]
+        assert int(refused.headers["retry-after"]) > 0
+        assert refused.headers["ratelimit-policy"] == '"burst";q=1;w=3600'
+        assert submit(proxy, "203.0.113.8").status_code == 202  # another client's bucket
+
+        assert submit(direct, "198.51.100.1").status_code == 202  # 127.0.0.1's bucket
+        again = submit(direct, "198.51.100.2")  # not another client: the header is ignored
+        assert again.status_code == 429, again.text
+        assert "address 127.0.0.1 is over its rate" in again.json()["detail"]
+        # -Proto likewise: the index page's curl example is for the scheme the client used
+        page = {"Accept": "text/html", "X-Forwarded-Proto": "https"}
+        host = server.url.removeprefix("http://")
+        assert f"https://{host}/endpoints/add/jobs" in proxy.get("/", headers=page).text
+        assert f"http://{host}/endpoints/add/jobs" in direct.get("/", headers=page).text
+        metrics = direct.get("/metrics").text
+        assert 'modelport_key_requests_total{key="anonymous",outcome="rate"} 2.0' in metrics
+
+        def logged() -> bool:
+            return server.logs().count('"POST /endpoints/add/jobs HTTP/1.1"') >= 5
+
+        wait_for(logged, 10, f"five access log lines:\n{server.logs()}")
+        lines = [line for line in server.logs().splitlines() if "POST /endpoints" in line]
+        assert sum("203.0.113.7:" in line for line in lines) == 2
+        assert any("203.0.113.8:" in line for line in lines)
+        assert sum("127.0.0.1:" in line for line in lines) == 2
+        assert not any("198.51.100." in line or "127.0.0.2:" in line for line in lines)
+    finally:
+        proxy.close()
+        direct.close()
+        server.stop()

@@ -8,16 +8,18 @@ import http.server
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from modelport.core.webhooks import signature
 from modelport.errors import ModelportError
+from modelport.keys import new_key
 from modelport.server.app import Server
 from modelport.settings import Settings
 from tests.conftest import AppFactory, Serve, eventually, free_port
@@ -330,3 +332,53 @@ async def test_a_job_run_through_another_server_on_redis_is_delivered_once(
     for body in completed:
         hook = (await front.http.get(f"/jobs/{body['id']}")).json()["webhook"]
         assert sorted(d["event"] for d in hook["deliveries"]) == ["completed", "started"]
+
+
+KEY_SECRET = "whsec_" + base64.b64encode(b"the secret of one key, 32 bytes!").decode()
+
+
+async def test_a_key_with_its_own_webhook_secret_signs_its_jobs_webhooks(
+    app_factory: AppFactory, receiver: Receiver
+) -> None:
+    app = await app_factory([Add], settings=replace(settings(receiver), auth="keys"))
+    store = app.server.broker.store
+    admin, admin_secret = new_key("admin", name="ops")
+    await store.put_key(admin.to_dict())
+    as_admin = {"Authorization": f"Bearer {admin_secret}"}
+    made = await app.http.post(
+        "/keys",
+        json={"scope": "client", "name": "own-hooks", "webhook_secret": KEY_SECRET},
+        headers=as_admin,
+    )
+    assert made.status_code == 201, made.text
+    plain = await app.http.post("/keys", json={"scope": "client"}, headers=as_admin)
+    listed = await app.http.get("/keys", headers=as_admin)
+    for r in (made, plain, listed):
+        assert KEY_SECRET not in r.text and "webhook_secret" not in r.text
+    for sent, why in (
+        ({"scope": "worker", "webhook_secret": KEY_SECRET}, "a worker key submits no jobs"),
+        ({"scope": "client", "webhook_secret": "whsec_c2hvcnQ="}, "webhook_secret"),
+        ({"scope": "client", "webhook_secret": "not base64"}, "webhook_secret"),
+    ):
+        refused = await app.http.post("/keys", json=sent, headers=as_admin)
+        assert refused.status_code == 422, refused.text
+        assert why in refused.text and refused.json()["errors"][0]["field"] == "webhook_secret"
+
+    ids = {}
+    for name, created in (("own", made), ("plain", plain)):
+        r = await app.http.post(
+            "/endpoints/add/jobs",
+            json={"input": {"a": 2}, "webhook": receiver.url, "webhook_events": ["completed"]},
+            headers={"Authorization": f"Bearer {created.json()['key']}"},
+        )
+        assert r.status_code == 200, r.text
+        ids[r.json()["id"]] = name
+    await until("both jobs' webhooks", lambda: len(receiver.received) == 2)
+    signers = {"own": Webhook(KEY_SECRET), "plain": Webhook(SECRET)}
+    for headers, body in receiver.received:
+        job_id = orjson.loads(body)["id"]
+        mine, other = ids[job_id], {"own": "plain", "plain": "own"}[ids[job_id]]
+        assert signers[mine].verify(body, headers)["id"] == job_id
+        with pytest.raises(WebhookVerificationError):
+            signers[other].verify(body, headers)
+    assert sorted(ids.values()) == ["own", "plain"]

@@ -7,8 +7,6 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 
-import pydantic
-
 from modelport.core import transitions
 from modelport.core.jobs import Jobs
 from modelport.core.registry import Registry, Worker
@@ -174,18 +172,7 @@ class Leases:
             storable(r.output)
         except ValueError as e:
             return f"the model's output cannot be stored: {e}"
-        adapter = self.registry.spec(r.endpoint).output_adapter
-        if adapter is None:
-            return None
-        try:
-            adapter.validate_python(r.output)
-        except pydantic.ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "output"
-            return (
-                f"the model's output does not match the endpoint's outputs: {where}: {first['msg']}"
-            )
-        return None
+        return self.registry.spec(r.endpoint).output_error(r.output)
 
     async def release(self, worker_id: str, job_ids: Sequence[str]) -> None:
         """Put jobs a worker never started back at the front of the queue, attempt uncounted."""

@@ -4,7 +4,8 @@ A submit may name a ``webhook`` and the ``webhook_events`` it wants (``started``
 ``progress``, ``output``, ``log``, ``completed``; all by default). Each delivery's body is
 the job as ``GET /jobs/{id}`` shows it, signed the Standard Webhooks way: headers
 ``webhook-id``, ``webhook-timestamp`` and ``webhook-signature: v1,<base64 HMAC-SHA256 of
-"{id}.{timestamp}.{body}">``. Intermediate events (progress, output, log) are sent at most
+"{id}.{timestamp}.{body}">``, with the secret of the key that submitted the job if it has
+one, else the server's. Intermediate events (progress, output, log) are sent at most
 every :data:`THROTTLE` seconds per job, the last one always; ``started`` and ``completed``
 once each. Deliveries wait in the store and are retried with backoff, by whichever server
 claims them, so a restart loses none; a delivery never blocks or fails its job.
@@ -346,6 +347,7 @@ class Webhooks:
             {
                 "id": "msg_" + secrets.token_hex(12),
                 "job_id": job.id,
+                "owner": job.owner,
                 "event": kind,
                 "url": watch.url,
                 "body": job.public(),
@@ -395,12 +397,20 @@ class Webhooks:
                 async with asyncio.timeout(RETRY_BASE):  # retries come due with time
                     await self._kick.wait()
 
+    async def _secret_of(self, owner: str | None) -> bytes:
+        """The secret a job's webhooks are signed with: its key's own, else the server's."""
+        assert self.secret is not None
+        key = None if owner is None else await self.store.get_key(owner)
+        own = None if key is None else key.get("webhook_secret")
+        return secret_key(own) if own else self.secret
+
     async def _deliver(self, delivery: dict[str, Any]) -> None:
         assert self.secret is not None and self._http is not None
         started = time.time()
         attempt: dict[str, Any] = {"at": started}
         try:
             await self.allow.check(delivery["url"])
+            secret = await self._secret_of(delivery.get("owner"))
             body = orjson.dumps(delivery["body"])
             stamp = int(started)
             response = await self._http.post(
@@ -411,7 +421,7 @@ class Webhooks:
                     "user-agent": "modelport-webhooks",
                     "webhook-id": delivery["id"],
                     "webhook-timestamp": str(stamp),
-                    "webhook-signature": signature(self.secret, delivery["id"], stamp, body),
+                    "webhook-signature": signature(secret, delivery["id"], stamp, body),
                     "modelport-event": delivery["event"],
                 },
             )

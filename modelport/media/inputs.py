@@ -18,8 +18,8 @@ from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from modelport.errors import BadRequest, InvalidInput, PayloadTooLarge, invalid
-from modelport.media.codec import MediaError, MediaLimits, convert, format_of, parse_string
-from modelport.media.fetch import FetchPolicy, fetch
+from modelport.media.codec import MediaLimits, format_of
+from modelport.media.prepare import has_media, prepare, refused, single_media_input
 from modelport.server.messages import read_body
 from modelport.settings import Limits
 from modelport.spec import EndpointSpec, FieldSpec, media_field
@@ -35,16 +35,6 @@ def is_form(content_type: str) -> bool:
 
 def is_media(content_type: str) -> bool:
     return content_type.startswith(MEDIA_PREFIXES) or content_type == "application/octet-stream"
-
-
-def limits_of(settings: Limits) -> MediaLimits:
-    return MediaLimits(
-        max_pixels=settings.max_image_pixels,
-        max_duration=settings.max_audio_duration,
-        max_bytes=settings.max_body_size,
-        fetch_allow=tuple(settings.fetch_allow),
-        fetch_timeout=settings.fetch_timeout,
-    )
 
 
 async def parse_upload(
@@ -67,28 +57,9 @@ async def normalise(
     spec: EndpointSpec, inputs: dict[str, Any], limits: MediaLimits
 ) -> dict[str, Any]:
     """``inputs`` with every media value converted per the spec, as a data URL."""
-    jobs: list[tuple[str, FieldSpec, Any, int | None]] = []
-    for key, f in spec.media_inputs.items():
-        value = inputs.get(key)
-        if value is None:
-            continue
-        media = media_field(f)
-        assert media is not None
-        if isinstance(value, list):
-            jobs += [(key, media, item, i) for i, item in enumerate(value)]
-        else:
-            jobs.append((key, media, value, None))
-    if not jobs:
+    if not has_media(spec, inputs):
         return inputs
-    converted = await anyio.to_thread.run_sync(_convert_all, jobs, limits, limiter=_limiter())
-    out = dict(inputs)
-    for (key, _, _, index), url in zip(jobs, converted, strict=True):
-        if index is None:
-            out[key] = url
-        else:
-            out[key] = [*out[key]] if out[key] is inputs.get(key) else out[key]
-            out[key][index] = url
-    return out
+    return await anyio.to_thread.run_sync(prepare, spec, inputs, limits, limiter=_limiter())
 
 
 _LIMITERS: dict[int, anyio.CapacityLimiter] = {}
@@ -104,34 +75,6 @@ def _limiter() -> anyio.CapacityLimiter:
         _LIMITERS.clear()  # a new loop (tests start many): the old ones are gone
         _LIMITERS[key] = anyio.CapacityLimiter(max(2, os.cpu_count() or 1))
     return _LIMITERS[key]
-
-
-def _convert_all(
-    jobs: list[tuple[str, FieldSpec, Any, int | None]], limits: MediaLimits
-) -> list[str]:
-    problems: list[dict[str, str]] = []
-    urls: list[str] = []
-    for key, f, value, index in jobs:
-        where = key if index is None else f"{key}.{index}"
-        try:
-            if isinstance(value, bytes):
-                data = value
-            elif value.startswith(("http://", "https://")):
-                data = fetch(value, _policy(f, limits))
-            else:
-                data = parse_string(value)[0]
-            urls.append(convert(data, f, limits).data_url())
-        except MediaError as e:
-            problems.append({"field": where, "message": str(e)})
-    if problems:
-        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        raise InvalidInput(message, errors=problems)
-    return urls
-
-
-def _policy(f: FieldSpec, limits: MediaLimits) -> FetchPolicy:
-    most = min(f.max_bytes or limits.max_bytes, limits.max_bytes)
-    return FetchPolicy(limits.fetch_allow, max_bytes=most, timeout=limits.fetch_timeout)
 
 
 async def form_inputs(request: Request, spec: EndpointSpec, limit: int) -> dict[str, Any]:
@@ -163,8 +106,7 @@ async def form_inputs(request: Request, spec: EndpointSpec, limit: int) -> dict[
     finally:
         await form.close()
     if problems:
-        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        raise InvalidInput(message, errors=problems)
+        raise refused(problems)
     return inputs
 
 
@@ -230,14 +172,13 @@ def _typed(f: FieldSpec, text: str) -> Any:
 async def raw_inputs(request: Request, spec: EndpointSpec, body: bytes) -> dict[str, Any]:
     """A raw media body for an endpoint with one media input; the other inputs come from
     the query string."""
-    singles = [k for k, f in spec.media_inputs.items() if f.type != "list"]
-    if len(spec.media_inputs) != 1 or not singles:
+    key = single_media_input(spec)
+    if key is None:
         raise BadRequest(
             "a raw media body needs an endpoint with exactly one file input (image, audio,"
             " video or bytes);"
             f" {spec.name!r} has {len(spec.media_inputs)}: send JSON or a multipart form"
         )
-    (key,) = singles
     f = spec.media_inputs[key]
     content_type = request.headers.get("content-type", "")
     fmt = format_of(content_type)
@@ -262,8 +203,7 @@ async def raw_inputs(request: Request, spec: EndpointSpec, body: bytes) -> dict[
         except ValueError as e:
             problems.append({"field": name, "message": str(e)})
     if problems:
-        message = "; ".join(f"{p['field']}: {p['message']}" for p in problems)
-        raise InvalidInput(message, errors=problems)
+        raise refused(problems)
     return inputs
 
 

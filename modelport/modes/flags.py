@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from modelport.spec import EndpointSpec, FieldSpec
+from modelport.spec import EndpointSpec, FieldSpec, media_field
 
 INPUTS_TITLE = "inputs"
 
@@ -35,8 +36,14 @@ def add_input_flags(parser: argparse.ArgumentParser, spec: EndpointSpec) -> dict
             "default": argparse.SUPPRESS,
             "help": help_text(f),
         }
+        media = media_field(f)
         if f.type == "boolean":
             options["action"] = argparse.BooleanOptionalAction
+        elif media is not None:
+            options["type"] = read_media
+            options["metavar"] = "FILE"
+            if f.type == "list":
+                options["nargs"] = "+"
         else:
             options["type"] = converter(f)
             options["metavar"] = _metavar(f)
@@ -67,7 +74,11 @@ def help_text(f: FieldSpec) -> str:
 
 def describe_type(f: FieldSpec) -> str:
     """``float, 0 <= x <= 10``, ``one of 'a', 'b'``, ``JSON list of string, at most 4``."""
-    if f.type == "selection":
+    media = media_field(f)
+    if media is not None:
+        text = _media_kind(media) + (" files" if f.type == "list" else " file")
+        text += ": a path, - for stdin, or a data URL"
+    elif f.type == "selection":
         text = "one of " + ", ".join(json.dumps(c) for c in f.choices or ())
     elif f.type in ("list", "object", "union", "json"):
         text = "JSON " + _json_kind(f)
@@ -95,6 +106,11 @@ def describe_type(f: FieldSpec) -> str:
     return text
 
 
+def _media_kind(f: FieldSpec) -> str:
+    kind = "" if f.type == "bytes" else f.type
+    return f"{'/'.join(f.format)} {kind}".strip() if f.format else kind or "any"
+
+
 def _json_kind(f: FieldSpec) -> str:
     if f.type == "list":
         return "list" + (f" of {_json_kind(f.items) if f.items else 'any'}")
@@ -115,6 +131,26 @@ def _metavar(f: FieldSpec) -> str:
     if f.type == "selection":
         return "{" + ",".join(str(c) for c in f.choices or ()) + "}"
     return {"integer": "INT", "float": "NUMBER", "string": "TEXT"}.get(f.type, "JSON")
+
+
+def read_media(text: str) -> bytes | str:
+    """A media flag's value: a file's path (its bytes), ``-`` (all of stdin), or a data URL
+    or http(s) URL passed on as it is; converting it is left to the spec, as on a server."""
+    if text.startswith(("data:", "http://", "https://")):
+        return text
+    if text == "-":
+        data = sys.stdin.buffer.read()
+        if not data:
+            raise argparse.ArgumentTypeError("stdin is empty (and it can be read only once)")
+        return data
+    try:
+        with open(text, "rb") as file:
+            return file.read()
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {e.strerror}") from None
+
+
+read_media.__name__ = "file"
 
 
 def converter(f: FieldSpec) -> Callable[[str], Any]:

@@ -112,8 +112,19 @@ class LocalModel:
         self._loop.close()
 
     def validate(self, data: Any) -> dict[str, Any]:
-        """The input as the server's submit validates it: same checks, same messages."""
-        return validate(self.spec, data)
+        """The input as the server's submit validates it: same checks, same messages, and
+        media (a file's bytes, a data URL) converted per the spec as the server does."""
+        inputs = validate(self.spec, data)
+        if not self.spec.media_inputs:
+            return inputs
+        from modelport.media.prepare import has_media, limits_of, prepare
+        from modelport.settings import Limits
+
+        return (
+            prepare(self.spec, inputs, limits_of(Limits()))
+            if has_media(self.spec, inputs)
+            else inputs
+        )
 
     def call(
         self, inputs: Sequence[dict[str, Any]], on_event: OnEvent | None = None
@@ -134,15 +145,5 @@ class LocalModel:
         ]
 
     def _checked(self, output: Any) -> Outcome:
-        adapter = self.spec.output_adapter
-        if adapter is not None:
-            try:
-                adapter.validate_python(output)
-            except pydantic.ValidationError as e:
-                first = e.errors()[0]
-                where = ".".join(str(p) for p in first["loc"]) or "output"
-                return Outcome(
-                    error="the model's output does not match the endpoint's outputs: "
-                    f"{where}: {first['msg']}"
-                )
-        return Outcome(output=output)
+        error = self.spec.output_error(output)
+        return Outcome(output=output) if error is None else Outcome(error=error)

@@ -1,11 +1,13 @@
 """``modelport pipe TARGET``: inputs on stdin, one output per input on stdout, in order.
 
 JSON lines by default (blank lines are skipped); ``--format pickle`` reads a stream of
-pickled dicts and writes pickled outputs. An input that fails (not JSON, invalid, or the
-model raised) gets ``{"index": i, "error": "..."}`` in its place, ``i`` counting the inputs
-from 0, and the stream goes on. Inputs are read ``--batch-size`` at a time (the model's
-``max_batch_size`` by default), so memory stays bounded however long the stream is; a
-``predict_batch`` model gets each batch in one call.
+pickled dicts and writes pickled outputs; ``--raw`` reads the whole of stdin as one file,
+for a model with one media input (``modelport pipe classify.py --raw < cat.jpg``). An
+input that fails (not JSON, invalid, or the model raised) gets ``{"index": i, "error":
+"..."}`` in its place, ``i`` counting the inputs from 0, and the stream goes on. Inputs are
+read ``--batch-size`` at a time (the model's ``max_batch_size`` by default), so memory
+stays bounded however long the stream is; a ``predict_batch`` model gets each batch in one
+call.
 """
 
 from __future__ import annotations
@@ -15,15 +17,17 @@ import os
 import pickle
 import select
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 import orjson
 
 from modelport.errors import ModelportError
+from modelport.media.prepare import limits_of, single_media_input
 from modelport.modes import console
 from modelport.modes.local import LocalModel, load_target
-from modelport.modes.run import common_options, target_and_rest
+from modelport.modes.run import common_options, set_up, target_and_rest
+from modelport.settings import Limits
 
 _CHUNK = 1 << 16
 
@@ -117,6 +121,13 @@ def main(argv: Sequence[str]) -> int:
         metavar="N",
         help="inputs per call of the model (default: its max_batch_size)",
     )
+    parser.add_argument(
+        "--raw",
+        action="store_true",
+        help="read the whole of stdin as the model's one media input (an image, a recording,"
+        " a file) and run it once; its other inputs take their defaults. Exit 1 if the model"
+        " failed, 2 if the file was refused",
+    )
     args = parser.parse_args(list(argv[1:]))
     console.debug_logging(args.debug)
     try:
@@ -124,13 +135,12 @@ def main(argv: Sequence[str]) -> int:
     except ModelportError as e:
         console.error(e.message)
         return 2
+    if args.raw:
+        return _raw(parser, local, args)
     size = args.batch_size or local.spec.max_batch_size
     if size < 1:
         parser.error("--batch-size must be at least 1")
-    try:
-        local.setup()
-    except Exception as e:
-        console.print_exception(e, args.debug)
+    if not set_up(local, args.debug):
         return 1
     try:
         _pipe(local, args.format, size)
@@ -148,10 +158,35 @@ def main(argv: Sequence[str]) -> int:
     return 0
 
 
-def _pipe(local: LocalModel, fmt: str, size: int) -> None:
-    stdin, out = sys.stdin.buffer, sys.stdout.buffer
-    lines = Lines(stdin)
-    items = _pickle_inputs(stdin) if fmt == "pickle" else _json_inputs(lines)
+def _raw(parser: argparse.ArgumentParser, local: LocalModel, args: argparse.Namespace) -> int:
+    """One media file on stdin, one output (or error line) on stdout."""
+    key = single_media_input(local.spec)
+    if key is None:
+        parser.error(
+            "--raw needs a model with exactly one media input (image, audio, video or bytes);"
+            f" {local.spec.name!r} has {len(local.spec.media_inputs)}"
+        )
+    limit = limits_of(Limits()).max_bytes
+    data = sys.stdin.buffer.read(limit + 1)  # one byte over is refused by the conversion
+    write = _writer(args.format, sys.stdout.buffer)
+    try:
+        inputs = local.validate({key: data})
+    except ModelportError as e:
+        write({"index": 0, "error": e.message})
+        console.error(e.message)
+        return 2
+    if not set_up(local, args.debug):
+        return 1
+    (outcome,) = local.call([inputs])
+    if outcome.error is not None:
+        write({"index": 0, "error": outcome.error})
+        console.error(f"the model failed: {outcome.error}")
+        return 1
+    write(outcome.output)
+    return 0
+
+
+def _writer(fmt: str, out: IO[bytes]) -> Callable[[Any], None]:
     if fmt == "pickle":
 
         def write(value: Any) -> None:
@@ -161,6 +196,14 @@ def _pipe(local: LocalModel, fmt: str, size: int) -> None:
         def write(value: Any) -> None:
             out.write(console.dumps(value) + b"\n")
 
+    return write
+
+
+def _pipe(local: LocalModel, fmt: str, size: int) -> None:
+    stdin, out = sys.stdin.buffer, sys.stdout.buffer
+    lines = Lines(stdin)
+    items = _pickle_inputs(stdin) if fmt == "pickle" else _json_inputs(lines)
+    write = _writer(fmt, out)
     batch: list[tuple[int, Any, str | None]] = []
     for index, (data, error) in enumerate(items):
         batch.append((index, data, error))

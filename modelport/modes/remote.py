@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from modelport.cli_security import add_api_key_options, api_key
 from modelport.client import Client
 from modelport.errors import InvalidRequest, ModelportError, NotFound
 from modelport.modes import console
@@ -32,9 +33,7 @@ def _server_option(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="the API server (default: $MODELPORT_URL or %(default)s)",
     )
-    parser.add_argument(
-        "--api-key", metavar="KEY", help="the server's API key (default: $MODELPORT_API_KEY)"
-    )
+    add_api_key_options(parser)
 
 
 def _guarded(run: Callable[[], int]) -> int:
@@ -60,7 +59,7 @@ def endpoints(argv: Sequence[str]) -> int:
     args = parser.parse_args(list(argv))
 
     def run() -> int:
-        with Client(args.server, api_key=args.api_key) as client:
+        with Client(args.server, api_key=api_key(args)) as client:
             found = client.endpoints()
         if args.json:
             console.write_output(found, sys.stdout)
@@ -102,7 +101,7 @@ def _endpoint_parser(prog: str, argv: Sequence[str]) -> tuple[Client, str, list[
             file=sys.stderr,
         )
         raise SystemExit(2)
-    return Client(known.server, api_key=known.api_key), rest[0], rest[1:]
+    return Client(known.server, api_key=api_key(known)), rest[0], rest[1:]
 
 
 def _remote(
@@ -204,13 +203,13 @@ def jobs(argv: Sequence[str]) -> int:
         sub = actions.add_parser(action, help=text, description=text)
         sub.add_argument("job_id", metavar="JOB_ID")
         sub.add_argument("--server", default=argparse.SUPPRESS, metavar="URL", help="as above")
-        sub.add_argument("--api-key", default=argparse.SUPPRESS, metavar="KEY", help="as above")
+        add_api_key_options(sub, again=True)
         if action == "watch":
             sub.add_argument("--quiet", action="store_true", help="show no progress on stderr")
     args = parser.parse_args(list(argv))
 
     def run() -> int:
-        with Client(args.server, api_key=args.api_key) as client:
+        with Client(args.server, api_key=api_key(args)) as client:
             try:
                 job = client.job(args.job_id)
             except NotFound as e:

@@ -48,6 +48,16 @@ def common_options(parser: argparse.ArgumentParser, *, progress: bool = True) ->
     )
 
 
+def set_up(local: LocalModel, debug: bool) -> bool:
+    """Run the model's ``setup()``; False (the error on stderr) if it raised."""
+    try:
+        local.setup()
+    except Exception as e:
+        console.print_exception(e, debug)
+        return False
+    return True
+
+
 def read_json_object(path: str) -> dict[str, Any]:
     try:
         raw = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()  # noqa: SIM115
@@ -93,10 +103,7 @@ def main(argv: Sequence[str]) -> int:
     except ModelportError as e:
         console.error(e.message)
         return 2
-    try:
-        local.setup()
-    except Exception as e:
-        console.print_exception(e, args.debug)
+    if not set_up(local, args.debug):
         return 1
     return _predict(local, inputs, args.quiet)
 

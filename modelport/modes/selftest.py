@@ -14,15 +14,16 @@ import re
 import statistics
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from modelport.errors import ModelportError
+from modelport.media.options import MEDIA_TYPES
 from modelport.modes import console
 from modelport.modes.local import LocalModel, load_target
 from modelport.modes.run import common_options, target_and_rest
-from modelport.spec import EndpointSpec, FieldSpec
+from modelport.spec import EndpointSpec, FieldSpec, media_field
 
 _UNSET: Any = object()
 
@@ -45,7 +46,7 @@ class Case:
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
-            "input": self.input,
+            "input": shown(self.input),
             "ok": self.ok,
             "errors": self.errors,
             "seconds": [round(s, 6) for s in self.seconds],
@@ -77,7 +78,10 @@ def _string(f: FieldSpec, length: int | None = None) -> str | Any:
 
 
 def sample(f: FieldSpec) -> Any:
-    """One valid value for ``f`` (its example, default, or one made from its type)."""
+    """One valid value for ``f`` (its example, default, or one made from its type; a file
+    made for it for media)."""
+    if f.type in MEDIA_TYPES:
+        return media_sample(f)
     if f.example is not None:
         return f.example
     if not f.required and f.default is not None:
@@ -103,6 +107,122 @@ def sample(f: FieldSpec) -> Any:
     return "sample"  # any JSON value
 
 
+class Synthesized(bytes):
+    """A synthesized file: its bytes, and what it is for the report."""
+
+    label: str
+
+    def __new__(cls, data: bytes, label: str) -> Synthesized:
+        out = super().__new__(cls, data)
+        out.label = label
+        return out
+
+
+def shown(value: Any) -> Any:
+    """``value`` as the report shows it: synthesized files by their description."""
+    if isinstance(value, Synthesized):
+        return f"<{value.label}, {len(value)} bytes>"
+    if isinstance(value, list):
+        return [shown(v) for v in value]
+    if isinstance(value, dict):
+        return {k: shown(v) for k, v in value.items()}
+    return value
+
+
+def _within(want: float, low: float | None, high: float | None) -> float:
+    return min(max(want, low if low is not None else want), high if high is not None else want)
+
+
+def _writable(f: FieldSpec, formats: Sequence[str]) -> str:
+    """The first format the field accepts that modelport can write."""
+    for fmt in f.format or formats:
+        if fmt in formats:
+            return fmt
+    raise CannotSynthesize(
+        f"cannot make a test file: it takes {' or '.join(f.format or ())} only, and modelport"
+        f" writes {', '.join(formats)}"
+    )
+
+
+def media_sample(f: FieldSpec) -> Synthesized:
+    """A small file the field accepts as it is (no resizing needed): a solid grey image, a
+    440 Hz tone, a grey clip, or a few bytes, written in a format the field allows."""
+    if f.type == "bytes":
+        return Synthesized(b"modelport test\n"[: f.max_bytes or None], "bytes")
+    if f.type == "image":
+        return _grey_image(f)
+    if f.type == "audio":
+        return _tone(f)
+    return _clip(f)
+
+
+def _size(f: FieldSpec, want: tuple[int, int]) -> tuple[int, int]:
+    if f.size is not None:
+        return f.size[0], f.size[1]
+    low: Sequence[int | None] = f.min_size or (None, None)
+    high: Sequence[int | None] = f.max_size or (None, None)
+    return int(_within(want[0], low[0], high[0])), int(_within(want[1], low[1], high[1]))
+
+
+def _grey_image(f: FieldSpec) -> Synthesized:
+    from PIL import Image as PILImage
+
+    from modelport.media.codec import encode_image
+    from modelport.media.options import IMAGE_WRITE_FORMATS
+
+    width, height = _size(f, (64, 64))
+    mode = f.mode or "RGB"
+    image = PILImage.new("RGB", (width, height), (128, 128, 128)).convert(mode)
+    fmt = _writable(f, IMAGE_WRITE_FORMATS)
+    data = encode_image(image, FieldSpec(type="image", format=[fmt], quality=95)).data
+    return Synthesized(data, f"grey {width}x{height} {mode} {fmt} image")
+
+
+def _seconds(f: FieldSpec) -> float:
+    return _within(0.5, f.min_duration, f.max_duration)
+
+
+def _tone(f: FieldSpec) -> Synthesized:
+    import numpy as np
+
+    from modelport.media.audio import Audio
+    from modelport.media.codec import encode_audio
+    from modelport.media.options import AUDIO_WRITE_FORMATS
+
+    rate, channels, seconds = f.sample_rate or 16000, f.channels or 1, _seconds(f)
+    t = np.arange(int(np.ceil(rate * seconds)), dtype=np.float32) / rate
+    samples = (0.5 * np.sin(2 * np.pi * 440.0 * t)).astype(np.float32)
+    if channels > 1:
+        samples = np.repeat(samples[:, None], channels, axis=1)
+    fmt = _writable(f, AUDIO_WRITE_FORMATS)
+    data = encode_audio(Audio(samples, rate), FieldSpec(type="audio", format=[fmt])).data
+    return Synthesized(data, f"{seconds:g} s 440 Hz tone, {rate} Hz x{channels} {fmt}")
+
+
+def _clip(f: FieldSpec) -> Synthesized:
+    try:
+        import av  # noqa: F401
+    except ImportError:
+        raise CannotSynthesize(
+            "a video input needs PyAV, the video extra: pip install 'modelport[video]'"
+        ) from None
+    import numpy as np
+
+    from modelport.media.video import Video, encode_video
+
+    fmt = _writable(f, ("MKV", "MP4", "MOV", "WEBM"))
+    fps, seconds = f.fps or 10.0, _seconds(f)
+    count = max(1, int(fps * seconds))
+    if f.max_frames is not None:
+        count = min(count, f.max_frames)
+    width, height = _size(f, (64, 48))
+    frames = np.full((count, height, width, 3), 128, dtype=np.uint8)
+    queued = fmt == "MKV"  # lossless FFV1 in Matroska, what a converted input is
+    written = FieldSpec(type="video", format=["MP4" if fmt == "MOV" else fmt])
+    data = encode_video(Video(frames, fps), written, queued=queued).data
+    return Synthesized(data, f"grey {width}x{height} clip, {count} frames at {fps:g} fps, {fmt}")
+
+
 def variants(f: FieldSpec) -> Iterator[tuple[str, Any]]:
     """The edge values of one input, each named."""
     if f.type in ("integer", "float"):
@@ -123,6 +243,8 @@ def variants(f: FieldSpec) -> Iterator[tuple[str, Any]]:
         for label, n in (("min_length", f.min_length), ("max_length", f.max_length)):
             if n is not None:
                 yield label, [sample(f.items)] * n
+    if media_field(f) is not None and not f.required:
+        yield "file", sample(f) if f.type != "list" else [sample(f.items)]  # type: ignore[arg-type]
     if f.nullable:
         yield "null", None
 
@@ -130,12 +252,19 @@ def variants(f: FieldSpec) -> Iterator[tuple[str, Any]]:
 _NOTED = ("ge", "le", "min_length", "max_length")
 
 
+def _named(name: str, make: Callable[[FieldSpec], Any], f: FieldSpec) -> Any:
+    try:
+        return make(f)
+    except CannotSynthesize as e:
+        raise CannotSynthesize(f"{name}: {e.message}") from None
+
+
 def cases(spec: EndpointSpec) -> list[Case]:
     base = {}
     for name, f in spec.inputs.items():
         if not f.required:
             continue
-        value = sample(f)
+        value = _named(name, sample, f)
         if value is _UNSET:
             raise CannotSynthesize(
                 f"cannot make a value for {name!r} matching {f.pattern}: give it an example"
@@ -143,13 +272,13 @@ def cases(spec: EndpointSpec) -> list[Case]:
         base[name] = value
     out = [Case("defaults", base)]
     for name, f in spec.inputs.items():
-        for label, value in variants(f):
+        for label, value in _named(name, lambda f: list(variants(f)), f):
             if value is _UNSET:
                 continue
-            shown = console.dumps(value).decode()
-            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            text = console.dumps(shown(value)).decode()
+            text = text if len(text) <= 40 else text[:37] + "..."
             note = f" ({label})" if label in _NOTED else ""
-            out.append(Case(f"{name}={shown}{note}", {**base, name: value}))
+            out.append(Case(f"{name}={text}{note}", {**base, name: value}))
     return out
 
 

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from modelport.errors import Forbidden, NotFound, invalid
-from modelport.keys import ApiKey, new_key, parse_duration
+from modelport.keys import WEBHOOK_SECRET_PATTERN, ApiKey, new_key, parse_duration
 from modelport.server.auth import Auth, principal_of
 from modelport.server.messages import json_response, read_body
 from modelport.settings import Settings
@@ -44,6 +44,10 @@ class NewKey(pydantic.BaseModel):
                     "if": {"properties": {"scope": {"const": "admin"}}},
                     "then": {"properties": {"endpoints": {"type": "null"}}},
                 },
+                {  # a worker key submits no jobs, so it sends no webhooks
+                    "if": {"properties": {"scope": {"const": "worker"}}},
+                    "then": {"properties": {"webhook_secret": {"type": "null"}}},
+                },
                 {  # a burst is the size of a rate's bucket
                     "if": {"properties": {"burst": {"type": "integer"}}, "required": ["burst"]},
                     "then": {"properties": {"rate": {"type": "string"}}, "required": ["rate"]},
@@ -70,6 +74,14 @@ class NewKey(pydantic.BaseModel):
         pydantic.Field(None, examples=["10000/day"])
     )
     max_queued: int | None = pydantic.Field(None, ge=1, le=1_000_000_000)
+    webhook_secret: (
+        Annotated[str, pydantic.StringConstraints(pattern=WEBHOOK_SECRET_PATTERN)] | None
+    ) = pydantic.Field(
+        None,
+        description="sign the webhooks of this key's jobs with this secret instead of the "
+        "server's (whsec_ and the base64 of 24 to 768 bytes; never shown back)",
+        json_schema_extra={"writeOnly": True},
+    )
 
 
 class NewSession(pydantic.BaseModel):
@@ -120,6 +132,7 @@ class AdminRoutes:
             burst=body.burst,
             quota=body.quota,
             max_queued=body.max_queued,
+            webhook_secret=body.webhook_secret,
         )
         await self.store.put_key(key.to_dict())
         return json_response({**key.public(), "key": secret}, 201, {"Location": f"/keys/{key.id}"})

@@ -40,10 +40,11 @@ from modelport.errors import (
 )
 from modelport.media import files as media_files
 from modelport.media import inputs as media_in
+from modelport.media.prepare import limits_of
 from modelport.model import Model
 from modelport.server import docs as doc_pages
 from modelport.server.admin import AdminRoutes
-from modelport.server.auth import Auth, cors, principal_of
+from modelport.server.auth import Auth, client_host, cors, principal_of
 from modelport.server.index import IndexPage
 from modelport.server.limits import check_shape, nested_too_deep
 from modelport.server.local import LocalTransport
@@ -303,9 +304,10 @@ class Server:
         # media values are bounded by their own limits (bytes, pixels, duration), not as text
         check_shape({k: v for k, v in inputs.items() if k not in spec.media_inputs}, self.settings)
         principal = principal_of(request)
-        limits = await self.auth.admit(principal, name)  # a cache hit counts against it too
+        # a cache hit counts against the limits too
+        limits = await self.auth.admit(principal, name, client_host(request))
         if spec.media_inputs:
-            inputs = await media_in.normalise(spec, inputs, media_in.limits_of(self.settings))
+            inputs = await media_in.normalise(spec, inputs, limits_of(self.settings))
         hook = await self.broker.webhooks.check(
             parsed.webhook,  # type: ignore[attr-defined]
             parsed.webhook_events,  # type: ignore[attr-defined]

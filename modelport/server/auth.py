@@ -88,6 +88,12 @@ def principal_of(request: Request) -> Principal:
     return found if isinstance(found, Principal) else ANONYMOUS
 
 
+def client_host(request: Request) -> str | None:
+    """The caller's address: the peer's, or the ``X-Forwarded-For`` one when the peer is a
+    proxy trusted by ``--forwarded-allow-ips`` (uvicorn's proxy headers put it there)."""
+    return request.client.host if request.client else None
+
+
 def area_of(path: str) -> str:
     """Which group of routes a path is in: ``client``, ``workers``, ``keys``, ``sessions``,
     ``metrics`` or ``open``."""
@@ -115,6 +121,7 @@ class Auth:
         self.worker_token = settings.worker_token
         self.metrics_auth = settings.metrics_auth
         self.session_ttl = settings.session_ttl
+        self.anonymous_rate = settings.anonymous_rate
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._touched: dict[str, float] = {}
         self._principals: dict[str, Principal] = {}
@@ -253,12 +260,21 @@ class Auth:
         if not principal.may_use(endpoint):
             raise Forbidden(f"this key may not use the endpoint {endpoint!r}")
 
-    async def admit(self, principal: Principal, endpoint: str) -> dict[str, str]:
-        """Count one submit against the principal's key: its queued-jobs cap, rate and
-        daily quota. Raise :class:`RateLimited` over a limit; else the RateLimit headers."""
+    async def admit(
+        self, principal: Principal, endpoint: str, client: str | None = None
+    ) -> dict[str, str]:
+        """Count one submit against the principal's key (its queued-jobs cap, rate and daily
+        quota) or, for an anonymous caller, against the bucket of its address ``client``.
+        Raise :class:`RateLimited` over a limit; else the RateLimit headers."""
         key = principal.key
         if key is None:
-            return {}
+            if principal.kind != "anonymous" or self.anonymous_rate is None:
+                return {}
+            burst = max(1, math.ceil(self.anonymous_rate))
+            where = client or "unknown"
+            return await self._spend(
+                "anon:" + where, "anonymous", f"address {where}", self.anonymous_rate, burst, None
+            )
         if key.max_queued is not None:
             queued = await self.store.queued_by(key.id)
             if queued >= key.max_queued:
@@ -271,35 +287,46 @@ class Auth:
         if not key.limited:
             self.metrics.key_request(key.id, "accepted")
             return {}
+        return await self._spend(
+            key.id, key.id, f"key {key.id}", key.rate, key.bucket_size, key.quota
+        )
+
+    async def _spend(
+        self,
+        bucket: str,
+        label: str,
+        who: str,
+        rate: float | None,
+        burst: int,
+        quota: int | None,
+    ) -> dict[str, str]:
+        """Take one request from a bucket in the store; ``label`` names it in the metrics."""
         now = time.time()
         window = int(now // DAY)
         window_end = (window + 1) * DAY
-        burst = key.bucket_size
-        allowance = await self.store.spend(
-            key.id, now, key.rate, burst, key.quota, window, window_end
-        )
+        allowance = await self.store.spend(bucket, now, rate, burst, quota, window, window_end)
         policies, states = [], []
-        if key.rate is not None:
-            refill = max(1, math.ceil(burst / key.rate))
+        if rate is not None:
+            refill = max(1, math.ceil(burst / rate))
             policies.append(f'"burst";q={burst};w={refill}')
-            full_in = max(0, math.ceil((burst - allowance.tokens) / key.rate))
+            full_in = max(0, math.ceil((burst - allowance.tokens) / rate))
             states.append(f'"burst";r={max(0, math.floor(allowance.tokens))};t={full_in}')
-        if key.quota is not None:
-            policies.append(f'"daily";q={key.quota};w={int(DAY)}')
-            left = max(0, key.quota - allowance.used)
+        if quota is not None:
+            policies.append(f'"daily";q={quota};w={int(DAY)}')
+            left = max(0, quota - allowance.used)
             states.append(f'"daily";r={left};t={max(0, math.ceil(window_end - now))}')
         headers = {"RateLimit-Policy": ", ".join(policies), "RateLimit": ", ".join(states)}
         if not allowance.allowed:
-            daily = key.quota is not None and allowance.used >= key.quota
+            daily = quota is not None and allowance.used >= quota
             over = "daily quota" if daily else "rate"
-            self.metrics.key_request(key.id, "quota" if daily else "rate")
+            self.metrics.key_request(label, "quota" if daily else "rate")
             err = RateLimited(
-                f"key {key.id} is over its {over}; retry in {math.ceil(allowance.retry_after)} s",
+                f"{who} is over its {over}; retry in {math.ceil(allowance.retry_after)} s",
                 retry_after=max(1, math.ceil(allowance.retry_after)),
             )
             err.headers.update(headers)
             raise err
-        self.metrics.key_request(key.id, "accepted")
+        self.metrics.key_request(label, "accepted")
         return headers
 
     def session_token(

@@ -14,7 +14,7 @@ import contextlib
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
 import pydantic
@@ -23,14 +23,14 @@ from starlette.responses import Response
 
 from modelport.core import Broker
 from modelport.errors import ModelportError, NotFound, field_errors
-from modelport.server.auth import Auth, principal_of
+from modelport.server.auth import Auth, client_host, principal_of
 from modelport.server.limits import check_shape
 from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
 from modelport.server.streaming import SSE, EventStream, job_events
 from modelport.settings import Limits
-from modelport.spec import EndpointSpec
-from modelport.wire import JobRecord, JobStatus
+from modelport.spec import WHOLE, EndpointSpec
+from modelport.wire import INT_MAX, JobRecord, JobStatus
 
 _ERROR_TYPES = {
     400: "invalid_request_error",
@@ -95,19 +95,27 @@ class _ChatRequest(pydantic.BaseModel):
     model_config = pydantic.ConfigDict(extra="allow", strict=True)
     model: str
     messages: list[_Message] = pydantic.Field(min_length=1)
-    max_tokens: int | None = pydantic.Field(default=None, ge=1)
-    max_completion_tokens: int | None = pydantic.Field(default=None, ge=1)
+    max_tokens: Annotated[int, pydantic.Field(ge=1, le=INT_MAX), WHOLE] | None = None
+    max_completion_tokens: Annotated[int, pydantic.Field(ge=1, le=INT_MAX), WHOLE] | None = None
     temperature: float | None = pydantic.Field(default=None, ge=0, le=2)
     stop: str | list[str] | None = None
     stream: bool = False
-    n: int = pydantic.Field(default=1, ge=1, le=1)
+    n: Annotated[int, pydantic.Field(ge=1, le=1), WHOLE] = 1
 
 
 class _EmbeddingRequest(pydantic.BaseModel):
     # Strict, as the native routes are: "3" is not an integer, nor "yes" a boolean.
     model_config = pydantic.ConfigDict(extra="allow", strict=True)
     model: str
-    input: str | list[str] = pydantic.Field(min_length=1)
+    input: str | list[str] = pydantic.Field(
+        min_length=1,
+        json_schema_extra={  # the bound of each member, which pydantic leaves out of a union
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "items": {"type": "string"}, "minItems": 1},
+            ]
+        },
+    )
     encoding_format: str = pydantic.Field(default="float", pattern="^(float|base64)$")
 
 
@@ -156,7 +164,7 @@ class OpenAIRoutes:
         limits; the owner of the jobs it submits."""
         principal = principal_of(request)
         self.auth.check_endpoint(principal, spec.name)
-        await self.auth.admit(principal, spec.name)
+        await self.auth.admit(principal, spec.name, client_host(request))
         return principal.owner
 
     async def models(self, request: Request) -> Response:

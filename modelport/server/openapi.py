@@ -9,7 +9,7 @@ Each endpoint's submit route carries a realistic example body (:mod:`.examples`)
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, get_args
 
 import pydantic
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -26,6 +26,7 @@ from modelport.server.examples import input_example
 # The request models are the routes' own validators, so the documented bodies are exactly
 # what is accepted.
 from modelport.server.openai import _ChatRequest, _EmbeddingRequest
+from modelport.server.streaming import MAX_EVENT_ID
 from modelport.spec import EndpointSpec, media_field
 
 _REF = "#/components/schemas/"
@@ -143,10 +144,41 @@ def _param(name: str) -> dict[str, Any]:
     return {"$ref": f"#/components/parameters/{name}"}
 
 
+def at_most(limit: int) -> str:
+    """A pattern of the whole numbers from 0 to ``limit`` (leading zeros allowed), so the
+    document says exactly which ids the server takes."""
+    digits = str(limit)
+    parts = [f"[0-9]{{1,{len(digits) - 1}}}"] if len(digits) > 1 else []
+    for i, d in enumerate(digits):
+        low = 1 if i == 0 and len(digits) > 1 else 0
+        if int(d) > low:
+            rest = len(digits) - i - 1
+            parts.append(
+                digits[:i] + f"[{low}-{int(d) - 1}]" + (f"[0-9]{{{rest}}}" if rest else "")
+            )
+    parts.append(digits)
+    return "^0*(" + "|".join(parts) + ")$"
+
+
+EVENT_ID_PATTERN = at_most(MAX_EVENT_ID)
+
+
 _RETRY_AFTER = {"Retry-After": {"$ref": "#/components/headers/Retry-After"}}
 _STREAMS = {
     "text/event-stream": {
-        "schema": {"type": "string"},
+        "schema": {  # one event, as tools read a stream (and OpenAPI 3.2's itemSchema)
+            "type": "object",
+            "description": "One event: its `event` name, its `data` as JSON, and for stored "
+            "events their `id` (resume after it with Last-Event-ID).",
+            "required": ["event", "data"],
+            "properties": {
+                "event": {
+                    "enum": list(get_args(schemas.StreamEvent.model_fields["event"].annotation))
+                },
+                "data": {"type": "string", "contentMediaType": "application/json"},
+                "id": {"type": "string", "pattern": EVENT_ID_PATTERN},
+            },
+        },
         "example": 'id: 0\nevent: queued\ndata: {"id": "...", "queue_position": 0}\n\n',
     },
     "application/jsonl": {
@@ -208,14 +240,14 @@ def _parameters(specs: dict[str, EndpointSpec]) -> dict[str, Any]:
                 "Resume after this event id (what an EventSource sends itself): a whole number"
                 " from 0 to 9223372036854775807."
             ),
-            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            "schema": {"type": "string", "pattern": EVENT_ID_PATTERN},
         },
         "After": {
             "name": "after",
             "in": "query",
             "required": False,
             "description": "Resume after this event id, as `Last-Event-ID` does (0 to 2**63 - 1).",
-            "schema": {"type": "string", "pattern": "^[0-9]+$"},
+            "schema": {"type": "string", "pattern": EVENT_ID_PATTERN},
         },
     }
 
@@ -651,7 +683,13 @@ def _openai_paths(c: _Components, specs: dict[str, EndpointSpec]) -> dict[str, A
                         "description": "The completion, or its chunks as Server-Sent Events",
                         "content": {
                             "application/json": {"schema": c.model(schemas.ChatCompletion)},
-                            "text/event-stream": {"schema": {"type": "string"}},
+                            "text/event-stream": {
+                                "schema": {  # one event: a chunk's JSON, or [DONE]
+                                    "type": "object",
+                                    "required": ["data"],
+                                    "properties": {"data": {"type": "string"}},
+                                }
+                            },
                         },
                     },
                     **errors,
@@ -689,8 +727,10 @@ def _worker_paths(c: _Components, specs: dict[str, EndpointSpec]) -> dict[str, A
         "/workers": {
             "post": {
                 "summary": "Register a worker",
-                "description": "The worker lists the specs it serves; each must match the "
-                "server's spec of that endpoint, or is added when the server has none.",
+                "description": "The worker lists the specs it serves, each as `GET "
+                "/endpoints/{name}` shows it under `spec`; each must match the server's spec "
+                "of that endpoint, or is added when the server has none. A spec the server "
+                "cannot read is refused with 422 naming the rule it broke.",
                 "operationId": "register_worker",
                 "tags": ["workers"],
                 "security": auth,

@@ -24,6 +24,7 @@ import pydantic
 
 from modelport import _context as context
 from modelport import logs
+from modelport.errors import first_error
 from modelport.media import outputs as media_outputs
 from modelport.model import Model
 from modelport.spec import EndpointSpec
@@ -196,9 +197,7 @@ class Invoker:
                 try:
                     self.spec.progress_model.model_validate(declared)
                 except pydantic.ValidationError as e:
-                    first = e.errors()[0]
-                    where = ".".join(str(p) for p in first["loc"])
-                    raise ValueError(f"progress field {where}: {first['msg']}") from None
+                    raise ValueError(f"progress field {first_error(e.errors())}") from None
             update = {"fraction": fraction, "message": message, "data": data}
             for job_id in job_ids:
                 self.buffer.emit(Event(job_id, "progress", update), loop)

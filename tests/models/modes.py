@@ -3,6 +3,7 @@ streaming, failures, a batched model that counts its setups."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from typing import Any, Literal
@@ -92,6 +93,15 @@ class Broken(modelport.Model):
 class Fails(modelport.Model):
     def predict(self, text: str = "") -> str:
         raise ValueError(f"cannot read {text!r}")
+
+
+class Exits(modelport.Model):
+    """Ends its process on "crash", as a segfault in native code would."""
+
+    def predict(self, text: str) -> str:
+        if text == "crash":
+            os._exit(3)
+        return text
 
 
 class Picky(modelport.Model):
