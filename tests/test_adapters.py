@@ -442,3 +442,26 @@ async def test_cancelling_a_running_subprocess_job_stops_its_program(
     assert after["status"] == "succeeded"
     assert after["output"]["pid"] != before
     assert await status() == "cancelled"
+
+
+async def test_a_program_that_cannot_start_leaves_its_endpoint_refusing_jobs(
+    app_factory: AppFactory, tmp_path: Path
+) -> None:
+    model = adapter(
+        tmp_path,
+        "missing",
+        'kind = "subprocess"\ncommand = ["no-such-program-here", "x"]',
+        '[inputs]\ntext = { type = "string", required = true }\n',
+    )
+    app = await app_factory([model], ready=False)
+
+    async def failed() -> bool:
+        r = await app.http.get("/endpoints/missing")
+        return bool(r.json()["state"] == "setup-failed")
+
+    await eventually(failed, 10, "the setup failure")
+    reason = (await app.http.get("/endpoints/missing")).json()["reason"]
+    assert "cannot start 'no-such-program-here': No such file or directory" in reason
+    r = await app.http.post("/endpoints/missing/jobs", json={"input": {"text": "x"}})
+    assert r.status_code == 503
+    assert "cannot start 'no-such-program-here'" in r.json()["detail"]
