@@ -173,14 +173,12 @@ class Runner:
     async def _run_concurrent(self, health: Health | None) -> None:
         """Keep up to :attr:`width` jobs running, each on its own thread (or, for a model
         with ``predict_async``, as a task on this loop): a lease asks for as many as there
-        is room for (a long poll that the first finished job does not wait for). Results
-        ride on the next lease when there is room for one, else go at once."""
+        is room for (a long poll that the first finished job does not wait for), and each
+        job's result is reported as soon as it is made."""
         loop = asyncio.get_running_loop()
         running: dict[asyncio.Future[list[Result]], LeasedJob] = {}
         active: list[str] = []  # the running jobs' ids, which the pump heartbeats
         lease: asyncio.Future[list[LeasedJob]] | None = None
-        results: list[Result] = []  # made, not sent yet
-        carried: list[Result] = []  # sent with the lease in flight
         on_loop = hasattr(self.model, "predict_async")
         pump = asyncio.create_task(self._pump(active))
         try:
@@ -189,40 +187,31 @@ class Runner:
                 if lease is None and room > 0 and not self._draining.is_set():
                     if health is not None and not await health.ok():
                         if not running:
-                            if results:
-                                await self._report(results)
-                                results = []
                             await self._pause(health)
                             continue
                     else:
                         assert self.worker_id is not None
                         lease = asyncio.ensure_future(
-                            self.transport.lease(
-                                self.worker_id, room, self.lease_wait, results, room
-                            )
+                            self.transport.lease(self.worker_id, room, self.lease_wait, (), room)
                         )
                         self._long_poll = lease
-                        carried, results = results, []
-                if results:  # no lease to ride on now: they go at once
-                    await self._report(results)
-                    results = []
                 if lease is None and not running:
                     break  # draining, and every job is done
                 waiting: set[asyncio.Future[Any]] = set(running)
                 if lease is not None:
                     waiting.add(lease)
                 done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                results = [r for f in done if f in running for r in f.result()]
                 for f in done & running.keys():
                     job = running.pop(f)
                     active.remove(job.id)
                     self._buffer.abandoned.discard(job.id)
-                    results += f.result()
                 if results:
                     await self._send_events()  # a job's chunks go out before its result
+                    await self._report(results)
                 if lease is not None and lease in done:
-                    jobs = await self._leased(lease, carried)
+                    jobs = await self._leased(lease)
                     lease = self._long_poll = None
-                    carried = []
                     for job in jobs:
                         active.append(job.id)
                         future: asyncio.Future[list[Result]]
@@ -241,33 +230,25 @@ class Runner:
                     await lease
             if running:  # stopped with jobs in hand: their results still go out
                 await asyncio.wait(set(running))
-                results += [r for f in running if not f.cancelled() for r in f.result()]
-            if carried or results:  # a repeat of one that arrived is accepted
+                results = [r for f in running if not f.cancelled() for r in f.result()]
                 with contextlib.suppress(Exception):
-                    await self._report(carried + results)
+                    await self._report(results)
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
         if self.worker_id is not None:
             await self.transport.leave(self.worker_id)
 
-    async def _leased(
-        self, lease: asyncio.Future[list[LeasedJob]], carried: list[Result]
-    ) -> list[LeasedJob]:
-        """The jobs a finished lease brought: none if it was given up or the server forgot
-        this worker (which then registers again), and the results it carried are sent again
-        (a repeat of one that arrived is accepted)."""
+    async def _leased(self, lease: asyncio.Future[list[LeasedJob]]) -> list[LeasedJob]:
+        """The jobs a finished lease brought (none if it was given up or the server forgot
+        this worker, which then registers again)."""
         if lease.cancelled():
-            if carried:
-                await self._report(carried)
             return []
         try:
             return lease.result()
         except NotFound:
             log.warning("the server does not know worker %s; registering again", self.worker_id)
             await self._register()
-            if carried:
-                await self._report(carried)
             return []
 
     async def _until_healthy(self, health: Health) -> bool:
