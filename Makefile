@@ -66,6 +66,8 @@ bench: $(STAMP) load-generator  ## benchmarks against plain FastAPI and LitServe
 	$(BIN)/python bench/pipe.py
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/chat_page.py
+	$(BIN)/python bench/admin_page.py
+	$(BIN)/python bench/adapters.py --rounds 3
 
 # wrk drives the HTTP benchmarks when it is there (Debian's package); without it they use
 # their own asyncio load generator, which needs more CPU for the same load.

@@ -57,7 +57,8 @@ def _parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="TOML",
-        help="an endpoint spec (TOML) to serve without a local model; repeatable",
+        help="an endpoint spec (TOML): served by remote workers, or by this server for "
+        'kind = "http" or "subprocess" (an adapter); repeatable',
     )
     serve.add_argument(
         "--processes",
@@ -211,7 +212,14 @@ def _parser() -> argparse.ArgumentParser:
         "spec that differs) ends it with exit code 2.",
     )
     worker.add_argument(
-        "targets", nargs="+", metavar="TARGET", help="path/to/file.py[:Class] or module[:Class]"
+        "targets", nargs="*", metavar="TARGET", help="path/to/file.py[:Class] or module[:Class]"
+    )
+    worker.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        metavar="TOML",
+        help='an adapter\'s spec (kind = "http" or "subprocess") to serve; repeatable',
     )
     worker.add_argument(
         "--server", required=True, help="the API server's URL, e.g. http://host:8000"
@@ -283,10 +291,16 @@ def worker(args: argparse.Namespace) -> int:
         raise ModelportError(f"--devices: give GPU ids separated by commas, got {args.devices!r}")
     from modelport.loader import load_models
 
-    for target in args.targets:
+    targets = [*args.targets, *args.config]
+    if not targets:
+        raise ModelportError("give a model to serve: a TARGET, or --config TOML for an adapter")
+    for target in args.config:
+        if not target.endswith(".toml"):
+            raise ModelportError(f"--config {target}: expected a .toml file")
+    for target in targets:
         load_models(target)  # fail here, with a clear message, rather than in every child
     return run_worker(
-        list(args.targets),
+        targets,
         server=args.server,
         token=args.token,
         processes=args.processes,
@@ -311,8 +325,17 @@ def _server(args: argparse.Namespace) -> Server:
     from modelport.spec import spec_from_toml
 
     security = cli_security.serve_settings(args)
+    from modelport import adapters
+    from modelport.loader import adapter_from_toml
+
     models = [cls for target in args.targets for cls in load_models(target)]
     specs = [spec_from_toml(path) for path in args.config]
+    models += [
+        adapter_from_toml(path)
+        for path, s in zip(args.config, specs, strict=True)
+        if s.kind in adapters.KINDS
+    ]
+    specs = [s for s in specs if s.kind not in adapters.KINDS]
     if not models and not specs and not args.worker_token and args.auth != "keys":
         raise ModelportError(
             "nothing to serve: give a model file, --config TOML,"
@@ -444,7 +467,13 @@ def _app(server: Server, args: argparse.Namespace) -> ASGIApp:
 
 def _watched(server: Server, args: argparse.Namespace) -> list[str]:
     """The folders of the served files: each model's source file and each --config TOML."""
-    files = [Path(inspect.getfile(type(r.model))) for r in server.runners]
+    from modelport.adapters.base import Adapter
+
+    files = [
+        Path(inspect.getfile(type(r.model)))
+        for r in server.runners
+        if not isinstance(r.model, Adapter)  # its file is a --config
+    ]
     files += [Path(path) for path in args.config]
     if not files:
         raise ModelportError("--reload watches the served files: give a model file or --config")

@@ -1,4 +1,5 @@
-"""Find models from command-line targets: ``file.py[:Class]`` or ``package.module[:Class]``."""
+"""Find models from command-line targets: ``file.py[:Class]``, ``package.module[:Class]``, or
+an adapter's ``spec.toml``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def load_models(target: str) -> list[type[Model]]:
     function marked with ``@modelport.endpoint``) defined in the module."""
     from modelport.function import is_endpoint, model_from_function
 
+    if target.endswith(".toml"):
+        return [adapter_from_toml(target)]
     module_ref, _, attr = target.partition(":")
     module = _import(module_ref)
     if attr:
@@ -49,6 +52,21 @@ def load_models(target: str) -> list[type[Model]]:
     if not found:
         raise SpecError(f"{target}: defines no modelport.Model subclass")
     return found
+
+
+def adapter_from_toml(path: str) -> type[Model]:
+    """The model of a TOML-declared adapter (``kind = "http"`` or ``"subprocess"``)."""
+    from modelport import adapters
+    from modelport.spec import spec_from_toml
+
+    spec = spec_from_toml(path)
+    if spec.kind not in adapters.KINDS:
+        raise SpecError(
+            f"{path}: kind = {spec.kind!r} names no model to run; a TOML file runs as an"
+            ' adapter with kind = "http" or "subprocess" (give a model file, or serve the'
+            " spec with modelport serve --config for remote workers)"
+        )
+    return adapters.model_class(spec, where=f"{path}: ")
 
 
 _FILE_MODULE = "modelport_user_"

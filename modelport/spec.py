@@ -36,6 +36,7 @@ import typing_extensions
 from pydantic import ConfigDict, Field, create_model
 from pydantic.fields import FieldInfo
 
+from modelport.adapters import config as adapters
 from modelport.errors import SpecError, first_error
 from modelport.media import options as media_options
 from modelport.wire import INT_MAX as _INT_MAX
@@ -60,7 +61,8 @@ FieldType = Literal[
 ]
 FIELD_TYPES: tuple[str, ...] = typing.get_args(FieldType)
 SCALAR_TYPES = ("string", "integer", "float", "boolean", "selection", "json")
-KINDS = ("predict", "chat", "embedding")
+KINDS = ("predict", "chat", "embedding", "http", "subprocess")
+"""``http`` and ``subprocess`` endpoints are adapters: see :mod:`modelport.adapters`."""
 WebhookEvent = Literal["started", "progress", "output", "log", "completed"]
 WEBHOOK_EVENTS: tuple[str, ...] = typing.get_args(WebhookEvent)
 
@@ -329,6 +331,10 @@ class EndpointSpec:
     precomputed: str | None = None
     fallback: bool = True
     output: FieldSpec | None = None
+    adapter: Any = field(default=None, compare=False, repr=False)
+    """For ``kind = "http"`` or ``"subprocess"``: how to call it (an
+    :data:`modelport.adapters.config.AdapterConfig`). Not part of the contract: it stays
+    where the adapter runs, out of :meth:`to_dict`."""
 
     def __post_init__(self) -> None:
         out = self.output
@@ -491,7 +497,7 @@ typo (or NaN, or 1e308) is refused at start instead of misbehaving later."""
 _POSITIVE = frozenset({"lease_duration", "max_queue_time", "timeout", "result_ttl", "cache_ttl"})
 """Keys whose lower bound is excluded: zero seconds would mean at once, never useful."""
 _SECTIONS = ("inputs", "outputs", "output", "progress")
-_ENDPOINT_KEYS = {f.name for f in fields(EndpointSpec)} - set(_SECTIONS)
+_ENDPOINT_KEYS = {f.name for f in fields(EndpointSpec)} - set(_SECTIONS) - {"adapter"}
 _FIELD_KEYS = {f.name for f in fields(FieldSpec)} | {"min", "max"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
 _TYPE_SYNONYMS = {
@@ -1013,13 +1019,17 @@ def spec_from_toml(path: str | Path, *, name: str | None = None) -> EndpointSpec
     problems: list[Problem] = []
     flat = _flatten_toml(data, problems)
     try:
-        spec = spec_from_dict(flat, name=name)
+        spec = spec_from_dict(flat, name=name, runnable=True)
     except SpecError as e:
         problems += _problems_of(e)
     if problems:
         raise spec_error(problems, str(path))
     if spec.precomputed is not None and not Path(spec.precomputed).is_absolute():
         spec = dataclasses.replace(spec, precomputed=str(path.parent / spec.precomputed))
+    if spec.kind == "subprocess" and spec.adapter is not None:
+        # The program runs where its file is: ``command = ["node", "reverse.js"]`` beside it.
+        cwd = path.parent / (spec.adapter.cwd or ".")
+        spec.adapter = dataclasses.replace(spec.adapter, cwd=str(cwd))
     return spec
 
 
@@ -1059,13 +1069,24 @@ _ENDPOINT_TYPES: dict[str, type] = {
 }
 
 
-def spec_from_dict(data: dict[str, Any], *, name: str | None = None) -> EndpointSpec:
+def spec_from_dict(
+    data: dict[str, Any], *, name: str | None = None, runnable: bool = False
+) -> EndpointSpec:
     """Build a spec from its dict form (TOML tables, or :meth:`EndpointSpec.to_dict`);
-    every mistake is reported at once."""
+    every mistake is reported at once. ``runnable``: an adapter's spec must say how to call
+    it (``url``, ``command``), as in a file to run, not only the contract a worker publishes."""
     problems: list[Problem] = []
     data = dict(data)
+    kind = data.get("kind")
+    adapter = None
+    if kind in adapters.KINDS:
+        adapter = adapters.parse(kind, data, problems, required=runnable)
     for key in sorted(set(data) - _ENDPOINT_KEYS - set(_SECTIONS), key=str):
-        problems.append((f"endpoint.{key}", _unknown("key", str(key), _ENDPOINT_KEYS)))
+        owner = next((k for k, keys in adapters.KEYS.items() if key in keys), None)
+        if owner is not None:
+            problems.append((f"endpoint.{key}", f'only for kind = "{owner}"'))
+        else:
+            problems.append((f"endpoint.{key}", _unknown("key", str(key), _ENDPOINT_KEYS)))
         del data[key]
     if name is not None and not data.get("name"):
         data["name"] = name
@@ -1119,6 +1140,7 @@ def spec_from_dict(data: dict[str, Any], *, name: str | None = None) -> Endpoint
             outputs=groups["outputs"],
             progress=groups["progress"] or {},
             output=output,
+            adapter=adapter,
         ),
     )
 

@@ -9,6 +9,7 @@ serve`` line without ``--port``, a ``--port``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -484,6 +485,34 @@ def test_the_media_curl_block(demo: int, tmp_path: Path) -> None:
     assert digits["status"] == "succeeded" and len(digits["output"]["guesses"]) == 3
     assert abs(loudness["output"]["pitch_hz"] - 220) < 2
     assert (tmp_path / "out.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_the_adapter_blocks_serve_an_upstream_and_a_program(
+    app_factory: AppFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelport.loader import adapter_from_toml
+    from tests.upstreams import Upstream
+
+    upstream = Upstream().start()
+    try:
+        monkeypatch.setenv("SENTIMENT_TOKEN", "t0ken")
+        http = tmp_path / "upstream.toml"
+        http.write_text(block("toml", "# upstream.toml").text.replace("9000", str(upstream.port)))
+        (tmp_path / "reverse.toml").write_text(block("toml", "# reverse.toml").text)
+        (tmp_path / "reverse.py").write_text(block("python", "# reverse.py").text)
+        models = [adapter_from_toml(str(http)), adapter_from_toml(str(tmp_path / "reverse.toml"))]
+        app = await app_factory(models)
+        for endpoint, given, output in (
+            ("sentiment", {"text": "good"}, {"label": "GOOD"}),  # its declared outputs
+            ("reverse", {"text": "abc"}, {"text": "cba"}),
+        ):
+            r = await app.http.post(
+                f"/endpoints/{endpoint}/jobs", json={"input": given}, headers={"prefer": "wait=20"}
+            )
+            assert r.json()["output"] == output, r.text
+        assert upstream.headers[0]["authorization"] == "Bearer t0ken"
+    finally:
+        await asyncio.to_thread(upstream.stop)
 
 
 def test_every_block_is_run_by_a_test() -> None:

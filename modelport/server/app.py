@@ -69,7 +69,7 @@ from modelport.settings import Settings
 from modelport.spec import EndpointSpec
 from modelport.stores import JobStore, store_from_url
 from modelport.wire import JobRecord
-from modelport.worker.runner import Runner, lanes, set_up
+from modelport.worker.runner import Runner, lanes, set_up, tear_down
 
 __all__ = ["Server", "Settings", "create_app"]
 
@@ -174,6 +174,12 @@ class Server:
             await self.broker.stop()
 
     async def _run(self, group: list[Runner]) -> None:
+        try:
+            await self._serve(group)
+        finally:
+            await tear_down(group)
+
+    async def _serve(self, group: list[Runner]) -> None:
         name = group[0].spec.name
         try:
             # One setup() at a time: imports of heavy libraries racing in two threads can

@@ -402,7 +402,7 @@ def _submit(c: _Components, spec: EndpointSpec | None) -> dict[str, Any]:
     job = {"allOf": [{"$ref": _REF + "Job"}, {"properties": {"output": output}}]}
     example = input_example(spec)
     description = spec.description
-    if spec.kind != "predict":
+    if spec.kind in ("chat", "embedding"):
         description += f"\n\nAlso served in OpenAI's shape: see the `{_OPENAI}` routes."
     body = _body(request_ref, None if example is None else {"input": example})
     body["content"].update(_uploads(spec))

@@ -2,8 +2,9 @@
 
 A ``predict_batch`` model gets the batch's inputs in one call; any other model gets
 ``predict(**input)`` once per job. A generator (sync or async) streams its chunks as output
-events; ``Model.progress`` reports through the :class:`EventBuffer`. A model error becomes
-the job's error (type and text, never a traceback).
+events, and its output is the chunks joined or listed, or the value it returns if not None;
+``Model.progress`` reports through the :class:`EventBuffer`. A model error becomes the job's
+error (type and text, never a traceback); a :class:`TransientError` requeues the job.
 """
 
 from __future__ import annotations
@@ -39,6 +40,12 @@ class JobAbandoned(Exception):
     """The job was cancelled or its lease lost while the model worked on it."""
 
 
+class TransientError(Exception):
+    """Raised by ``predict``: this attempt failed for a reason another attempt may not meet
+    (an upstream that could not be reached, a program that crashed); the job goes back to
+    the queue until its ``max_attempts``, then fails with this message."""
+
+
 def describe(exc: BaseException) -> str:
     """The message a client sees for a model error: type and text, never a traceback."""
     text = str(exc)
@@ -58,7 +65,7 @@ class Invoker:
         """Call the model for one batch (on the model thread) and turn its answers into results."""
         try:
             if self.batched:
-                context.set_reporter(self._reporter([j.id for j in jobs], loop))
+                self._bind([j.id for j in jobs], loop)
                 logs.job_id.set(",".join(j.id for j in jobs))
                 outputs = self.model.predict_batch([self._inputs(j.input) for j in jobs])
                 if not isinstance(outputs, list) or len(outputs) != len(jobs):
@@ -77,7 +84,7 @@ class Invoker:
                 Result(j.id, j.endpoint, j.attempt, error=describe(e), retry=retry) for j in jobs
             ]
         finally:
-            context.set_reporter(None)
+            self._bind(None, loop)
             logs.job_id.set(None)
         return [_result(j, out, self.spec) for j, out in zip(jobs, outputs, strict=True)]
 
@@ -99,11 +106,11 @@ class Invoker:
                     result = _result(job, self._one(job, loop), self.spec)
                 loop.call_soon_threadsafe(deliver, result)
         finally:
-            context.set_reporter(None)
+            self._bind(None, loop)
             logs.job_id.set(None)
 
     def _one(self, job: LeasedJob, loop: asyncio.AbstractEventLoop) -> Any:
-        context.set_reporter(self._reporter([job.id], loop))
+        self._bind([job.id], loop)
         logs.job_id.set(job.id)
         started = time.perf_counter()
 
@@ -125,6 +132,53 @@ class Invoker:
             return e
         finally:
             self.job_times.append(time.perf_counter() - started)
+
+    async def compute_async(self, job: LeasedJob) -> list[Result]:
+        """Call the model's ``predict_async`` (a coroutine or an async generator) for one
+        job, as a task on the event loop: for a model that waits on I/O with many jobs in
+        flight (an HTTP adapter), with no thread for each. ``context.log`` reaches the job;
+        ``Model.progress`` does not (it is for the model thread)."""
+        loop = asyncio.get_running_loop()
+        context.set_logger(self._logger([job.id], loop))
+        logs.job_id.set(job.id)
+        started = time.perf_counter()
+
+        def chunk(value: Any) -> None:
+            self._check([job.id])
+            self.buffer.emit(Event(job.id, "output", jsonable(value)), loop)
+
+        try:
+            output = await _collect_async(self.model.predict_async(**job.input), chunk)  # type: ignore[attr-defined]
+        except JobAbandoned as e:
+            output = e
+        except Exception as e:
+            log.exception("model %s failed on job %s", self.spec.name, job.id)
+            output = e
+        finally:
+            self.job_times.append(time.perf_counter() - started)
+        return [_result(job, output, self.spec)]
+
+    def _bind(self, job_ids: list[str] | None, loop: asyncio.AbstractEventLoop) -> None:
+        """Point ``Model.progress``, ``context.log`` and ``context.check`` at these jobs
+        (None: at none)."""
+        if job_ids is None:
+            context.set_reporter(None)
+            context.set_logger(None)
+            context.set_checker(None)
+            return
+        context.set_reporter(self._reporter(job_ids, loop))
+        context.set_logger(self._logger(job_ids, loop))
+        context.set_checker(lambda: self._check(job_ids))
+
+    def _logger(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Logger:
+        """What ``context.log`` calls on the model thread: a ``log`` event for each job."""
+
+        def record(level: str, message: str, fields: dict[str, Any]) -> None:
+            data = {"level": level, "message": message, "time": time.time(), **fields}
+            for job_id in job_ids:
+                self.buffer.emit(Event(job_id, "log", data), loop)
+
+        return record
 
     def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
         """What ``Model.progress`` calls on the model thread for these jobs."""
@@ -190,7 +244,8 @@ class Claims:
 
 def _result(job: LeasedJob, output: Any, spec: EndpointSpec) -> Result:
     if isinstance(output, BaseException):
-        return Result(job.id, job.endpoint, job.attempt, error=describe(output))
+        retry = isinstance(output, TransientError)
+        return Result(job.id, job.endpoint, job.attempt, error=describe(output), retry=retry)
     try:
         if spec.media_outputs:
             output = media_outputs.encode_output(spec, output)
@@ -230,12 +285,17 @@ def _collect(output: Any, chunk: Callable[[Any], None]) -> Any:
         return output
     chunks = []
     try:
-        for value in output:
+        while True:
+            try:
+                value = next(output)
+            except StopIteration as end:
+                returned = end.value
+                break
             chunk(value)
             chunks.append(value)
     finally:
         output.close()
-    return _joined(chunks)
+    return _joined(chunks) if returned is None else returned
 
 
 async def _collect_async(output: Any, chunk: Callable[[Any], None]) -> Any:

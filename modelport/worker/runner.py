@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from modelport.errors import NotFound
 from modelport.model import Model, concurrency_of
@@ -25,7 +25,7 @@ from modelport.worker.events import EventBuffer
 from modelport.worker.invoke import Claims, Invoker, JobAbandoned, describe
 from modelport.worker.transport import Transport
 
-__all__ = ["JobAbandoned", "Runner", "Transport", "describe", "lanes", "set_up"]
+__all__ = ["JobAbandoned", "Runner", "Transport", "describe", "lanes", "set_up", "tear_down"]
 
 log = logging.getLogger("modelport.worker")
 
@@ -33,6 +33,15 @@ HOLD_BUDGET = 0.002
 """Seconds of recent compute a one-at-a-time model leases at once (see ``_lease_size``)."""
 MAX_AHEAD = 64
 """The most jobs a one-at-a-time model holds at once."""
+
+
+class Health(Protocol):
+    """What a model with a health check (an HTTP adapter's ``health_url``) offers: whether it
+    can serve now, asked before each lease, and how often it is worth asking."""
+
+    interval: float
+
+    async def ok(self) -> bool: ...
 
 
 class Runner:
@@ -58,7 +67,10 @@ class Runner:
         self.metadata = metadata or {}
         self.ready = asyncio.Event()
         self.worker_id: str | None = None
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"model-{self.name}")
+        self.width: int = getattr(model, "jobs_in_flight", 1)
+        """Jobs run at once, each on its own thread, leased as they go (an adapter's
+        ``concurrency`` or ``processes``); 1: one batch at a time."""
+        self._executor = ThreadPoolExecutor(self.width, thread_name_prefix=f"model-{self.name}")
         self._draining = asyncio.Event()
         self._long_poll: asyncio.Future[list[LeasedJob]] | None = None
         """The lease request waiting for work, which :meth:`drain` gives up at once."""
@@ -84,7 +96,18 @@ class Runner:
         if not self.ready.is_set():
             await self.setup()
             self.ready.set()
+        health: Health | None = getattr(self.model, "health", None)
+        if health is not None:
+            self.lease_wait = min(self.lease_wait, health.interval)
+            if not await self._until_healthy(health):
+                return
         await self._register()
+        if self.width > 1:
+            try:
+                await self._run_concurrent(health)
+            finally:
+                self._executor.shutdown(wait=False, cancel_futures=True)
+            return
         ahead: asyncio.Future[list[LeasedJob]] | None = None
         carried: list[Result] = []  # the results the lease in ``ahead`` delivers
         sent: list[Result] = []  # the results ``sending`` delivers
@@ -96,6 +119,12 @@ class Runner:
                     self._prefetched = []
                 elif self._draining.is_set():
                     break
+                elif health is not None and not await health.ok():
+                    if results:
+                        await self._report(results)
+                        results = []
+                    await self._pause(health)
+                    continue
                 else:
                     # The last batch's results ride on the next lease request: one round trip.
                     jobs, results = await self._lease(results), []
@@ -140,6 +169,108 @@ class Runner:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await ahead
             self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _run_concurrent(self, health: Health | None) -> None:
+        """Keep up to :attr:`width` jobs running, each on its own thread (or, for a model
+        with ``predict_async``, as a task on this loop): a lease asks for as many as there
+        is room for (a long poll that the first finished job does not wait for), and each
+        job's result is reported as soon as it is made."""
+        loop = asyncio.get_running_loop()
+        running: dict[asyncio.Future[list[Result]], LeasedJob] = {}
+        active: list[str] = []  # the running jobs' ids, which the pump heartbeats
+        lease: asyncio.Future[list[LeasedJob]] | None = None
+        on_loop = hasattr(self.model, "predict_async")
+        pump = asyncio.create_task(self._pump(active))
+        try:
+            while True:
+                room = self.width - len(running)
+                if lease is None and room > 0 and not self._draining.is_set():
+                    if health is not None and not await health.ok():
+                        if not running:
+                            await self._pause(health)
+                            continue
+                    else:
+                        assert self.worker_id is not None
+                        lease = asyncio.ensure_future(
+                            self.transport.lease(self.worker_id, room, self.lease_wait, (), room)
+                        )
+                        self._long_poll = lease
+                if lease is None and not running:
+                    break  # draining, and every job is done
+                waiting: set[asyncio.Future[Any]] = set(running)
+                if lease is not None:
+                    waiting.add(lease)
+                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                results = [r for f in done if f in running for r in f.result()]
+                for f in done & running.keys():
+                    job = running.pop(f)
+                    active.remove(job.id)
+                    self._buffer.abandoned.discard(job.id)
+                if results:
+                    await self._send_events()  # a job's chunks go out before its result
+                    await self._report(results)
+                if lease is not None and lease in done:
+                    jobs = await self._leased(lease)
+                    lease = self._long_poll = None
+                    for job in jobs:
+                        active.append(job.id)
+                        future: asyncio.Future[list[Result]]
+                        if on_loop:
+                            future = asyncio.ensure_future(self._invoker.compute_async(job))
+                        else:
+                            future = loop.run_in_executor(
+                                self._executor, self._invoker.compute, [job], loop
+                            )
+                        running[future] = job
+        finally:
+            self._long_poll = None
+            if lease is not None:
+                lease.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await lease
+            if running:  # stopped with jobs in hand: their results still go out
+                await asyncio.wait(set(running))
+                results = [r for f in running if not f.cancelled() for r in f.result()]
+                with contextlib.suppress(Exception):
+                    await self._report(results)
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        if self.worker_id is not None:
+            await self.transport.leave(self.worker_id)
+
+    async def _leased(self, lease: asyncio.Future[list[LeasedJob]]) -> list[LeasedJob]:
+        """The jobs a finished lease brought (none if it was given up or the server forgot
+        this worker, which then registers again)."""
+        if lease.cancelled():
+            return []
+        try:
+            return lease.result()
+        except NotFound:
+            log.warning("the server does not know worker %s; registering again", self.worker_id)
+            await self._register()
+            return []
+
+    async def _until_healthy(self, health: Health) -> bool:
+        """Wait until ``health`` says the model can serve; False if draining began first."""
+        while not await health.ok():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(health.interval):
+                    await self._draining.wait()
+            if self._draining.is_set():
+                return False
+        return True
+
+    async def _pause(self, health: Health) -> None:
+        """Leave while the model cannot serve (it no longer counts as online, and takes no
+        jobs), and join again when it can."""
+        if self.worker_id is not None:
+            log.warning("%s is not healthy: not serving until it is", self.spec.name)
+            await self.transport.leave(self.worker_id)
+            self.worker_id = None
+        if await self._until_healthy(health):
+            log.info("%s is healthy again: serving", self.spec.name)
+            await self._register()
 
     def _described(self) -> dict[str, Any]:
         """The device and the model, for the worker registry (after ``setup()``; asked once,
@@ -382,3 +513,18 @@ async def set_up(runners: Sequence[Runner]) -> None:
     await runners[0].setup()
     for runner in runners:
         runner.ready.set()
+
+
+async def tear_down(runners: Sequence[Runner]) -> None:
+    """Release what the shared model holds once its runners are done: a model with a
+    ``close()`` or ``aclose()`` (an adapter's programs or connections) has it called, once."""
+    if not runners:
+        return
+    model = runners[0].model
+    try:
+        if hasattr(model, "aclose"):
+            await model.aclose()
+        elif hasattr(model, "close"):
+            model.close()
+    except Exception:
+        log.exception("closing %s failed", runners[0].spec.name)

@@ -40,7 +40,7 @@ from modelport.logs import configure as configure_logs
 from modelport.logs import took
 from modelport.model import Model
 from modelport.worker.http import HttpTransport, tls_verify
-from modelport.worker.runner import Runner, lanes, set_up
+from modelport.worker.runner import Runner, lanes, set_up, tear_down
 
 log = logging.getLogger("modelport.worker")
 
@@ -178,6 +178,8 @@ async def _serve(
     finally:
         for future in (*tasks, *joining, stop):
             future.cancel()
+        for group in instances:
+            await tear_down(group)
         # From here a SIGTERM ends the process as by default: the loop that would take it
         # is closing, and its wake-up pipe with it.
         loop.remove_signal_handler(signal.SIGTERM)
