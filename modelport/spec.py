@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import annotated_types
+import orjson
 import pydantic
 import pydantic_core
 from pydantic import ConfigDict, Field, create_model
@@ -973,6 +974,35 @@ def spec_from_toml(path: str | Path, *, name: str | None = None) -> EndpointSpec
         raise spec_error(problems, str(path))
     if spec.precomputed is not None and not Path(spec.precomputed).is_absolute():
         spec = dataclasses.replace(spec, precomputed=str(path.parent / spec.precomputed))
+    return spec
+
+
+def spec_from_document(text: str, *, toml: bool, name: str) -> EndpointSpec:
+    """A spec sent to the server (``PUT /endpoints/{name}``): a TOML file's text, or JSON in
+    the same shape (``{"endpoint": {...}, "inputs": {...}}``) or flat (``to_dict()``'s).
+    Its name, if it has one, must be ``name``; mistakes are all reported at once."""
+    problems: list[Problem] = []
+    data: Any
+    try:
+        data = tomllib.loads(text) if toml else orjson.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError) as e:
+        raise SpecError(f"not valid {'TOML' if toml else 'JSON'}: {e}") from None
+    if not isinstance(data, dict):
+        raise SpecError("the spec must be a table (a JSON object)")
+    if toml or isinstance(data.get("endpoint"), dict):
+        data = _flatten_toml(data, problems)
+    given = data.get("name")
+    if given is not None and given != name:
+        problems.append(("endpoint.name", f"{given!r} differs from the URL's {name!r}"))
+    if data.get("precomputed") is not None:
+        problems.append(("endpoint.precomputed", "a table is given at start, not at run time"))
+        del data["precomputed"]
+    try:
+        spec = spec_from_dict({**data, "name": name})
+    except SpecError as e:
+        problems += _problems_of(e)
+    if problems:
+        raise spec_error(problems)
     return spec
 
 

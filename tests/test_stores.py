@@ -177,6 +177,19 @@ async def test_lease_respects_the_endpoint(store: JobStore) -> None:
     assert ids(await store.lease("a", "w1", 5, NOW, LEASE_UNTIL)) == ids(a)
 
 
+async def test_lease_of_one_revision_passes_over_the_others_in_order(store: JobStore) -> None:
+    jobs = [await store.insert(job(input={"n": i}, revision=1 + i % 2)) for i in range(6)]
+    assert [j.revision for j in jobs] == [1, 2, 1, 2, 1, 2]
+    assert (await store.get(jobs[1].id)).revision == 2  # type: ignore[union-attr]
+    second = await store.lease("echo", "w2", 2, NOW, LEASE_UNTIL, revision=2)
+    assert ids(second) == [jobs[1].id, jobs[3].id]
+    assert all(j.revision == 2 for j in second)
+    assert await store.lease("echo", "w3", 5, NOW, LEASE_UNTIL, revision=3) == []
+    assert ids(await store.lease("echo", "w1", 5, NOW, LEASE_UNTIL, revision=1)) == ids(jobs[0::2])
+    assert ids(await store.lease("echo", "w2", 5, NOW, LEASE_UNTIL)) == [jobs[5].id]
+    assert (await store.queue_depths())["echo"] == {"queued": 0, "running": 6}
+
+
 async def test_a_leased_job_is_not_leased_twice(store: JobStore) -> None:
     jobs = await insert(store, 4)
     batches = await asyncio.gather(

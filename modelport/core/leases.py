@@ -11,9 +11,10 @@ import pydantic
 
 from modelport.core import transitions
 from modelport.core.jobs import Jobs
-from modelport.core.registry import Registry, Worker
+from modelport.core.registry import Worker
 from modelport.errors import Conflict
 from modelport.settings import Limits
+from modelport.spec import EndpointSpec
 from modelport.stores.base import JobStore, Update
 from modelport.wire import Event, JobRecord, JobStatus, LeasedJob, Result, storable
 
@@ -61,31 +62,39 @@ class Leases:
         self, worker: Worker, jobs: list[JobRecord], max_jobs: int, batches: int, deadline: float
     ) -> None:
         loop = asyncio.get_running_loop()
-        specs = self.registry.specs
         window_end: float | None = None
         while not self.wakeups.closing.done() and worker.id in self.registry.workers:
             signals = [self.wakeups.work_future(name) for name in worker.info.endpoints]
             signals.append(self.wakeups.closing)
             for name in worker.info.endpoints:
-                spec = specs[name]
+                revision = worker.revisions.get(name)
+                spec = self.registry.spec_of(name, revision)
+                if spec is None or not self.registry.takes_work(name):
+                    continue  # deleted, disabled, or a revision no longer kept
                 room = min(max_jobs, spec.max_batch_size * batches) - len(jobs)
                 if room <= 0 or (jobs and jobs[0].endpoint != name):
                     continue
                 now = self.clock()
-                got = await self.store.lease(name, worker.id, room, now, now + spec.lease_duration)
+                until = now + spec.lease_duration
+                got = await self.store.lease(name, worker.id, room, now, until, revision)
                 if got:
                     self.tallies.depth(name).value -= len(got)
                     self.metrics.batch_leased(name, len(got))
                     if window_end is None:
                         window_end = loop.time() + spec.max_batch_wait
                     jobs += got
-            full = min(max_jobs, specs[jobs[0].endpoint].max_batch_size * batches) if jobs else 0
+            first = self._spec(worker, jobs[0].endpoint) if jobs else None
+            full = min(max_jobs, first.max_batch_size * batches) if first is not None else 0
             if jobs and len(jobs) >= full:
                 break
             remaining = (window_end if window_end is not None else deadline) - loop.time()
             if remaining <= 0:
                 break
             await asyncio.wait(signals, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+
+    def _spec(self, worker: Worker, endpoint: str) -> EndpointSpec | None:
+        """The spec of the revision of ``endpoint`` this worker serves."""
+        return self.registry.spec_of(endpoint, worker.revisions.get(endpoint))
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
         """Extend the leases of jobs the worker still holds; return those ids."""
@@ -124,8 +133,11 @@ class Leases:
         for r in results:
             if r.endpoint not in worker.info.endpoints:
                 raise Conflict(f"worker {worker_id} does not serve endpoint {r.endpoint!r}")
-        results = await _files(self.store, self.registry, results, self.jobs.limits)
-        stored = await self.store.update([self._outcome(worker_id, r, now) for r in results])
+        specs = {r.endpoint: self._spec(worker, r.endpoint) for r in results}
+        results = await _files(self.store, specs, results, self.jobs.limits)
+        stored = await self.store.update(
+            [self._outcome(worker_id, r, now, specs[r.endpoint]) for r in results]
+        )
         finished = [job for job in stored if job is not None and job.status.final]
         for job in stored:
             if job is None:
@@ -157,35 +169,14 @@ class Leases:
             return job.status is JobStatus.SUCCEEDED and job.output == r.output
         return job.status is JobStatus.FAILED and job.error == r.error
 
-    def _outcome(self, worker_id: str, r: Result, now: float) -> Update:
-        error = r.error if r.error is not None else self._check_output(r)
+    def _outcome(self, worker_id: str, r: Result, now: float, spec: EndpointSpec | None) -> Update:
+        error = r.error if r.error is not None else _check_output(r, spec)
         if error is None:
             return transitions.succeed(r.job_id, worker_id, r.attempt, r.output, now)
-        if (
-            r.error is not None
-            and r.retry
-            and r.attempt < self.registry.spec(r.endpoint).max_attempts
-        ):
+        attempts = spec.max_attempts if spec is not None else 1
+        if r.error is not None and r.retry and r.attempt < attempts:
             return transitions.retry(r.job_id, worker_id, r.attempt, error)
         return transitions.fail(r.job_id, worker_id, r.attempt, error, now)
-
-    def _check_output(self, r: Result) -> str | None:
-        try:
-            storable(r.output)
-        except ValueError as e:
-            return f"the model's output cannot be stored: {e}"
-        adapter = self.registry.spec(r.endpoint).output_adapter
-        if adapter is None:
-            return None
-        try:
-            adapter.validate_python(r.output)
-        except pydantic.ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "output"
-            return (
-                f"the model's output does not match the endpoint's outputs: {where}: {first['msg']}"
-            )
-        return None
 
     async def release(self, worker_id: str, job_ids: Sequence[str]) -> None:
         """Put jobs a worker never started back at the front of the queue, attempt uncounted."""
@@ -233,13 +224,38 @@ class Leases:
             self.wakeups.new_work(updated.endpoint)
 
 
+def _check_output(r: Result, spec: EndpointSpec | None) -> str | None:
+    """Why the output cannot be kept (not JSON the store keeps, or not the outputs that
+    the spec of the revision the worker serves declares), or None."""
+    try:
+        storable(r.output)
+    except ValueError as e:
+        return f"the model's output cannot be stored: {e}"
+    adapter = spec.output_adapter if spec is not None else None
+    if adapter is None:
+        return None
+    try:
+        adapter.validate_python(r.output)
+    except pydantic.ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "output"
+        return f"the model's output does not match the endpoint's outputs: {where}: {first['msg']}"
+    return None
+
+
 async def _files(
-    store: JobStore, registry: Registry, results: Sequence[Result], limits: Limits
+    store: JobStore,
+    specs: dict[str, EndpointSpec | None],
+    results: Sequence[Result],
+    limits: Limits,
 ) -> Sequence[Result]:
     """Large media outputs become files of their jobs (not kept inline in the records)."""
-    specs = {r.endpoint: registry.spec(r.endpoint) for r in results}
-    if not any(s.media_outputs for s in specs.values()):
+    if not any(s is not None and s.media_outputs for s in specs.values()):
         return results
     from modelport.media.blobs import offload
 
-    return [(await offload(store, specs[r.endpoint], [r], limits))[0] for r in results]
+    out = []
+    for r in results:
+        spec = specs[r.endpoint]
+        out.append(r if spec is None else (await offload(store, spec, [r], limits))[0])
+    return out

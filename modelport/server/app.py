@@ -35,6 +35,7 @@ from modelport.errors import (
     InvalidInput,
     ModelportError,
     NotFound,
+    SpecError,
     Unavailable,
     invalid,
 )
@@ -60,7 +61,7 @@ from modelport.server.problems import (
 from modelport.server.streaming import event_stream, resume_point, stream_format
 from modelport.server.workers import WorkerRoutes
 from modelport.settings import Settings
-from modelport.spec import EndpointSpec
+from modelport.spec import EndpointSpec, spec_from_document
 from modelport.stores import JobStore, store_from_url
 from modelport.wire import JobRecord
 from modelport.worker.runner import Runner, lanes, set_up
@@ -199,6 +200,9 @@ class Server:
             "title": spec.title,
             "description": spec.description,
             "version": spec.version,
+            "revision": self.broker.registry.endpoints[spec.name].revision
+            if spec.name in self.broker.registry.endpoints
+            else 1,
             "kind": spec.kind,
             "state": state,
             "reason": reason,
@@ -209,7 +213,11 @@ class Server:
 
     def _state(self, name: str, online: int) -> tuple[str, str | None]:
         """Whether an endpoint can run jobs now (``ready``), soon (``loading``), once a
-        worker joins (``no-workers``), or not until a healthy one does (``setup-failed``)."""
+        worker joins (``no-workers``), or not until a healthy one does (``setup-failed``);
+        or whether an admin stopped it (``disabled``, ``deleting``)."""
+        endpoint = self.broker.registry.endpoints.get(name)
+        if endpoint is not None and endpoint.state != "enabled":
+            return endpoint.state, endpoint.reason
         if online:
             return "ready", None
         if name in self.setup_errors:
@@ -245,6 +253,9 @@ class Server:
 
     async def get_endpoint(self, request: Request) -> Response:
         spec = await self._find_spec(request.path_params["name"])
+        return _json(await self._endpoint_body(spec))
+
+    async def _endpoint_body(self, spec: EndpointSpec) -> dict[str, Any]:
         depths = await self.broker.store.queue_depths()
         now = self.broker.clock()
         body = await self._summary(spec, depths)
@@ -270,11 +281,71 @@ class Server:
         table = self.broker.cache.tables.get(spec.name)
         if table is not None:
             body["precomputed"] = table.report()
-        return _json(body)
+        endpoint = self.broker.registry.endpoints.get(spec.name)
+        if endpoint is not None and endpoint.earlier:
+            body["earlier_revisions"] = sorted(endpoint.earlier)
+        return body
+
+    async def put_endpoint(self, request: Request) -> Response:
+        """``PUT /endpoints/{name}``: add the endpoint, or replace it as its next revision."""
+        self.auth.check_admin(principal_of(request))
+        name = request.path_params["name"]
+        if not _NAME.match(name):
+            raise BadRequest(f"endpoint names are letters, digits, '-', '_' and '.': {name!r}")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in _SPEC_TYPES:
+            raise BadRequest(
+                f"send the spec as application/toml or application/json, not {content_type!r}"
+            )
+        body = await read_body(request, self.settings.max_body_size)
+        try:
+            spec = spec_from_document(
+                body.decode("utf-8", "replace"), toml=_SPEC_TYPES[content_type], name=name
+            )
+        except SpecError as e:
+            raise InvalidInput(e.message, errors=e.errors) from None
+        _, new = await self.broker.put_endpoint(spec)
+        response = await self._endpoint_body(spec)
+        status = 201 if new else 200
+        return _json(response, status, {"Location": f"/endpoints/{name}"} if new else None)
+
+    async def disable_endpoint(self, request: Request) -> Response:
+        return await self._switch(request, enabled=False)
+
+    async def enable_endpoint(self, request: Request) -> Response:
+        return await self._switch(request, enabled=True)
+
+    async def _switch(self, request: Request, *, enabled: bool) -> Response:
+        self.auth.check_admin(principal_of(request))
+        spec = await self._find_spec(request.path_params["name"])
+        reason = None
+        body = await read_body(request, self.settings.max_body_size)
+        if body.strip() and not enabled:
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError as e:
+                raise BadRequest(f"the body is not JSON: {e}") from None
+            reason = data.get("reason") if isinstance(data, dict) else None
+            if not isinstance(reason, str | None) or len(reason or "") > 500:
+                message = "reason: a text of at most 500 characters"
+                raise InvalidInput(message, errors=[{"field": "reason", "message": message}])
+        await self.broker.set_endpoint_state(spec.name, enabled, reason)
+        return _json(await self._endpoint_body(spec))
+
+    async def delete_endpoint(self, request: Request) -> Response:
+        self.auth.check_admin(principal_of(request))
+        spec = await self._find_spec(request.path_params["name"])
+        drain = request.query_params.get("drain", "true").lower()
+        if drain not in ("true", "false", "1", "0"):
+            raise BadRequest(f"drain must be true or false, not {drain!r}")
+        result = await self.broker.delete_endpoint(spec.name, drain=drain in ("true", "1"))
+        return _json(result, 200 if result["state"] == "deleted" else 202)
 
     async def submit(self, request: Request) -> Response:
         name = request.path_params["name"]
         spec = await self._find_spec(name)
+        self.broker.registry.check_open(name)
+        revision = self.broker.registry.revision(name)
         await self.check_serving(name)
         content_type = request.headers.get("content-type", "")
         if media_in.is_form(content_type) or media_in.is_media(content_type):
@@ -310,6 +381,7 @@ class Server:
             idempotency_key=key,
             owner=principal.owner,
             own_job=fmt is not None or hook is not None,
+            revision=revision,
         )
         extra = {**limits, X_CACHE: answer.cache} if answer.cache is not None else limits
         if answer.body is not None:
@@ -436,6 +508,10 @@ class Server:
             Route("/endpoints/{name}/jobs", self.submit, methods=["POST"]),
             Route("/endpoints", self.list_endpoints, methods=["GET"]),
             Route("/endpoints/{name}", self.get_endpoint, methods=["GET"]),
+            Route("/endpoints/{name}", self.put_endpoint, methods=["PUT"]),
+            Route("/endpoints/{name}", self.delete_endpoint, methods=["DELETE"]),
+            Route("/endpoints/{name}/disable", self.disable_endpoint, methods=["POST"]),
+            Route("/endpoints/{name}/enable", self.enable_endpoint, methods=["POST"]),
             Route("/jobs/{id}", self.get_job, methods=["GET"]),
             Route("/jobs/{id}/events", self.job_events, methods=["GET"]),
             Route("/jobs/{id}/files/{name}", self.job_file, methods=["GET"]),
@@ -486,6 +562,14 @@ def _envelope_error(body: bytes) -> InvalidInput | None:
     return InvalidInput(message, errors=[{"field": "input", "message": message}])
 
 
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_SPEC_TYPES = {
+    "application/toml": True,
+    "text/toml": True,
+    "application/x-toml": True,
+    "application/json": False,
+}
+"""The content types of a spec sent to ``PUT /endpoints/{name}``: True for TOML."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _SUBMIT_PATH = re.compile(r"^/endpoints/([^/]+)/jobs$")
 

@@ -74,9 +74,16 @@ class JobStore(Protocol):
     async def get(self, job_id: str) -> JobRecord | None: ...
 
     async def lease(
-        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+        self,
+        endpoint: str,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        revision: int | None = None,
     ) -> list[JobRecord]:
-        """Move up to ``limit`` oldest queued jobs of ``endpoint`` to running for ``worker_id``.
+        """Move up to ``limit`` oldest queued jobs of ``endpoint`` to running for ``worker_id``
+        (with ``revision``: only jobs of that revision, passing over the others).
 
         Each leased job has ``attempts`` incremented, ``started_at`` set to ``now`` and
         ``lease_until`` set; the jobs come back in queue order.

@@ -75,21 +75,33 @@ class MemoryStore:
         return None if job is None else copy.deepcopy(job)
 
     async def lease(
-        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+        self,
+        endpoint: str,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        revision: int | None = None,
     ) -> list[JobRecord]:
         queue = self._queues.get(endpoint)
         leased: list[JobRecord] = []
+        passed: list[tuple[int, str]] = []
         while queue and len(leased) < limit:
-            _, job_id = heapq.heappop(queue)
-            job = self._jobs[job_id]
+            entry = heapq.heappop(queue)
+            job = self._jobs[entry[1]]
             if job.status is not JobStatus.QUEUED:
                 continue  # cancelled or expired while queued: dropped lazily
+            if revision is not None and job.revision != revision:
+                passed.append(entry)
+                continue
             job.status = JobStatus.RUNNING
             job.worker_id = worker_id
             job.attempts += 1
             job.started_at = now
             job.lease_until = lease_until
             leased.append(copy.deepcopy(job))
+        for entry in passed:
+            heapq.heappush(queue, entry)  # type: ignore[arg-type]
         return leased
 
     async def extend(self, worker_id: str, job_ids: Sequence[str], lease_until: float) -> list[str]:

@@ -53,7 +53,7 @@ DEFAULT_PREFIX = "modelport:"
 _MAX_INDEX = 2**63 - 1
 _JSON = frozenset({"input", "output", "progress"})
 _FLOAT = frozenset({"created_at", "started_at", "completed_at", "lease_until"})
-_INT = frozenset({"seq", "attempts", "max_attempts"})
+_INT = frozenset({"seq", "attempts", "max_attempts", "revision"})
 _FIELDS = (
     "id",
     "endpoint",
@@ -72,6 +72,7 @@ _FIELDS = (
     "lease_until",
     "idempotency_key",
     "owner",
+    "revision",
 )
 
 # The helpers every script shares: keep a job's index entries true to its status.
@@ -169,10 +170,27 @@ end
 return out
 """
 
-# ARGV: prefix, endpoint, worker, limit, now, lease_until. Returns the leased ids in order.
+# ARGV: prefix, endpoint, worker, limit, now, lease_until[, revision]. Returns the leased ids
+# in order.
 _LEASE = """
 local ep, worker, now, lease_until = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
-local popped = redis.call('ZPOPMIN', P .. 'q:' .. ep, tonumber(ARGV[4]))
+local limit, revision = tonumber(ARGV[4]), ARGV[7]
+local popped = {}
+if revision == nil or revision == '' then
+  popped = redis.call('ZPOPMIN', P .. 'q:' .. ep, limit)
+else
+  -- Only jobs of one revision: pass over the others (at most the first 10000 queued).
+  local queued = redis.call('ZRANGE', P .. 'q:' .. ep, 0, 9999)
+  for _, id in ipairs(queued) do
+    if #popped >= 2 * limit then break end
+    local rev = redis.call('HGET', P .. 'job:' .. id, 'revision') or '1'
+    if rev == revision then
+      redis.call('ZREM', P .. 'q:' .. ep, id)
+      popped[#popped + 1] = id
+      popped[#popped + 1] = 0
+    end
+  end
+end
 local ids = {}
 for i = 1, #popped, 2 do
   local id = popped[i]
@@ -490,9 +508,17 @@ class RedisStore:
         return [j for j in await self._get_many(ids) if j is not None]
 
     async def lease(
-        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+        self,
+        endpoint: str,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        revision: int | None = None,
     ) -> list[JobRecord]:
         args: list[Any] = [self.prefix, endpoint, worker_id, limit, repr(now), repr(lease_until)]
+        if revision is not None:
+            args.append(str(revision))
         async with self._errors():
             ids = await self._lease(args=args)
         return await self._jobs(ids)

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker_id TEXT,
     lease_until REAL,
     idempotency_key TEXT,
-    owner TEXT
+    owner TEXT,
+    revision INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (endpoint, status, seq);
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
@@ -143,7 +144,8 @@ depth less the jobs behind it (a job just submitted has few behind it)."""
 
 _COLUMNS = (
     "seq, id, endpoint, status, input, output, error, progress, created_at, started_at,"
-    " completed_at, attempts, max_attempts, worker_id, lease_until, idempotency_key, owner"
+    " completed_at, attempts, max_attempts, worker_id, lease_until, idempotency_key, owner,"
+    " revision"
 )
 _JSON = frozenset({"input", "output", "progress"})
 
@@ -175,6 +177,7 @@ def _row(r: tuple[Any, ...]) -> JobRecord:
         lease_until=r[14],
         idempotency_key=r[15],
         owner=r[16],
+        revision=r[17],
     )
 
 
@@ -212,6 +215,8 @@ class SqliteStore:
             columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
             if "owner" not in columns:  # a file from before jobs had owners
                 db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+            if "revision" not in columns:  # a file from before endpoints had revisions
+                db.execute("ALTER TABLE jobs ADD COLUMN revision INTEGER NOT NULL DEFAULT 1")
             db.executescript(_OWNER_INDEX)
             db.executescript(f"BEGIN IMMEDIATE; {_RECOUNT} COMMIT;")
             self._db = db
@@ -297,7 +302,8 @@ class SqliteStore:
                 return Overloaded(full_queue(job.endpoint, depth, limit))
         cur = db.execute(
             "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts,"
-            " max_attempts, idempotency_key, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " max_attempts, idempotency_key, owner, revision)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 job.endpoint,
@@ -308,6 +314,7 @@ class SqliteStore:
                 job.max_attempts,
                 job.idempotency_key,
                 job.owner,
+                job.revision,
             ),
         )
         assert cur.lastrowid is not None
@@ -320,15 +327,23 @@ class SqliteStore:
         return None if row is None else _row(row)
 
     async def lease(
-        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+        self,
+        endpoint: str,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        revision: int | None = None,
     ) -> list[JobRecord]:
+        which = "" if revision is None else " AND revision = ?"
+        args = (endpoint,) if revision is None else (endpoint, revision)
         with self._transaction() as db:
             rows = db.execute(
                 "UPDATE jobs SET status = 'running', worker_id = ?, attempts = attempts + 1,"
                 " started_at = ?, lease_until = ? WHERE seq IN (SELECT seq FROM jobs"
-                " WHERE endpoint = ? AND status = 'queued' ORDER BY seq LIMIT ?)"
+                f" WHERE endpoint = ? AND status = 'queued'{which} ORDER BY seq LIMIT ?)"
                 f" RETURNING {_COLUMNS}",
-                (worker_id, now, lease_until, endpoint, limit),
+                (worker_id, now, lease_until, *args, limit),
             ).fetchall()
         return sorted((_row(r) for r in rows), key=lambda j: j.seq)
 
