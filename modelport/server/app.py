@@ -243,6 +243,8 @@ class Server:
         try:
             return await self.broker.find_spec(name)
         except NotFound:
+            if name in self.broker.registry.deleted:
+                raise  # it says when and how to define it again
             names = sorted(self.broker.specs)
             close = difflib.get_close_matches(name, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -319,7 +321,10 @@ class Server:
         self.auth.check_admin(principal_of(request))
         spec = await self._find_spec(request.path_params["name"])
         reason = None
-        body = await read_body(request, self.settings.max_body_size)
+        has_body = request.headers.get("content-length", "0") != "0" or (
+            "transfer-encoding" in request.headers
+        )
+        body = await read_body(request, self.settings.max_body_size) if has_body else b""
         if body.strip() and not enabled:
             try:
                 data = orjson.loads(body)
@@ -438,7 +443,10 @@ class Server:
         respond_async, wait = _prefer(request, 0.0, self.settings.max_wait)
         job = await self.broker.wait(job_id, 0.0 if respond_async else wait)
         if "accept" in request.headers:
-            spec = await self._find_spec(job.endpoint)
+            try:
+                spec = await self.broker.find_spec(job.endpoint)
+            except NotFound:  # the endpoint was deleted since: the job is still there
+                return await self._job_response(job)
             binary = await media_files.binary_answer(request, self.broker.store, spec, job)
             if binary is not None:
                 return binary

@@ -236,6 +236,7 @@ def openapi(
         schemas.StreamEvent,
         schemas.EndpointSummary,
         schemas.EndpointDetail,
+        schemas.EndpointDeletion,
         schemas.Live,
         schemas.Ready,
         schemas.Index,
@@ -469,6 +470,48 @@ def _client_paths(c: _Components) -> dict[str, Any]:
                     ),
                     "404": _problem("No endpoint of that name"),
                 },
+            },
+            **_endpoint_admin(),
+        },
+        "/endpoints/{name}/disable": {
+            "post": {
+                "summary": "Disable an endpoint",
+                "description": "Submits answer 503 with the reason until it is enabled again;"
+                " queued jobs wait. Needs an admin key when the server uses keys.",
+                "operationId": "disable_endpoint",
+                "tags": ["endpoints"],
+                "parameters": [_param("EndpointName")],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"reason": {"type": "string", "maxLength": 500}},
+                            },
+                            "example": {"reason": "retraining until 14:00"},
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json({"$ref": _REF + "EndpointDetail"}, "The endpoint, disabled"),
+                    **_ADMIN_REFUSALS,
+                    "422": _problem("The reason is not a text of at most 500 characters"),
+                },
+            }
+        },
+        "/endpoints/{name}/enable": {
+            "post": {
+                "summary": "Enable a disabled endpoint",
+                "description": "Its queued jobs run again. Needs an admin key when the server"
+                " uses keys.",
+                "operationId": "enable_endpoint",
+                "tags": ["endpoints"],
+                "parameters": [_param("EndpointName")],
+                "responses": {
+                    "200": _json({"$ref": _REF + "EndpointDetail"}, "The endpoint, enabled"),
+                    **_ADMIN_REFUSALS,
+                },
             }
         },
         "/jobs/{id}": {
@@ -536,6 +579,93 @@ def _client_paths(c: _Components) -> dict[str, Any]:
                     "409": _problem("The job already finished"),
                 },
             }
+        },
+    }
+
+
+_ADMIN_REFUSALS = {
+    "400": _problem("The body is not JSON"),
+    "403": _problem("Not an admin key"),
+    "404": _problem("No endpoint of that name"),
+    "413": _problem("The body is over the server's limit"),
+}
+_SPEC_EXAMPLE = """\
+[endpoint]
+description = "Reverses a text"
+[inputs]
+text = { type = "string", required = true }
+[outputs]
+text = { type = "string" }
+"""
+
+
+def _endpoint_admin() -> dict[str, Any]:
+    """``PUT`` and ``DELETE /endpoints/{name}``: endpoints at run time."""
+    detail = {"$ref": _REF + "EndpointDetail"}
+    deletion = {"$ref": _REF + "EndpointDeletion"}
+    return {
+        "put": {
+            "summary": "Add or replace an endpoint",
+            "description": "The spec as a TOML file (`content-type: application/toml`, the"
+            " sections of a `--config` file) or as JSON in the same shape. A new name is added"
+            " (201); a spec that differs from the endpoint's becomes its next revision (200):"
+            " jobs already queued keep the revision their input was validated against and run"
+            " only on workers of it (or fail saying so once none is left). Workers that bring"
+            " the spec serve it; `GET /endpoints`, `/openapi.json` and `/docs` show it at once"
+            " on every server sharing the store. Needs an admin key when the server uses keys.",
+            "operationId": "put_endpoint",
+            "tags": ["endpoints"],
+            "parameters": [_param("EndpointName")],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/toml": {
+                        "schema": {"type": "string"},
+                        "example": _SPEC_EXAMPLE,
+                    },
+                    "application/json": {
+                        "schema": {"type": "object"},
+                        "example": {
+                            "endpoint": {"description": "Reverses a text"},
+                            "inputs": {"text": {"type": "string", "required": True}},
+                        },
+                    },
+                },
+            },
+            "responses": {
+                "200": _json(detail, "The endpoint, replaced (or unchanged: the same spec)"),
+                "201": _json(detail, "The endpoint, added"),
+                "400": _problem("Not TOML or JSON, or a name that is not letters and digits"),
+                "403": _problem("Not an admin key"),
+                "413": _problem("The body is over the server's limit"),
+                "422": _problem("The spec is wrong: every key at fault, with the reason"),
+            },
+        },
+        "delete": {
+            "summary": "Delete an endpoint",
+            "description": "Submits answer 503 at once; queued and running jobs finish first"
+            " (202 until they have), or with `drain=false` are cancelled. Then the endpoint is"
+            " gone (200), and a worker bringing its spec is refused until it is put again."
+            " Needs an admin key when the server uses keys.",
+            "operationId": "delete_endpoint",
+            "tags": ["endpoints"],
+            "parameters": [
+                _param("EndpointName"),
+                {
+                    "name": "drain",
+                    "in": "query",
+                    "required": False,
+                    "description": "`false`: cancel the queued and running jobs now",
+                    "schema": {"type": "string", "enum": ["true", "false", "1", "0"]},
+                },
+            ],
+            "responses": {
+                "200": _json(deletion, "The endpoint is deleted"),
+                "202": _json(deletion, "Its jobs are finishing; then it is deleted"),
+                "400": _problem("drain is not true or false"),
+                "403": _problem("Not an admin key"),
+                "404": _problem("No endpoint of that name"),
+            },
         },
     }
 

@@ -56,6 +56,10 @@ class Job(_Shape):
     progress: Progress | None = None
     attempts: int = Field(description="Times a worker has started the job.")
     worker: str | None = Field(description="The worker that ran (or runs) the job.")
+    revision: int = Field(
+        description="The revision of the endpoint's spec the input was validated against;"
+        " only a worker serving that revision runs the job."
+    )
     created_at: float = Field(description="Unix time the job was accepted.")
     started_at: float | None
     completed_at: float | None
@@ -78,6 +82,9 @@ class Worker(_Shape):
     last_seen: float
     max_batch_size: int
     metadata: dict[str, JsonValue]
+    revisions: dict[str, int] = Field(
+        description="The revision of each endpoint's spec the worker serves."
+    )
     jobs_done: int
     mean_compute_time: float | None
 
@@ -89,11 +96,19 @@ class EndpointSummary(_Shape):
     title: str
     description: str
     version: str
+    revision: int = Field(
+        description="1 when the endpoint is defined, one more each time PUT /endpoints/{name}"
+        " replaces its spec."
+    )
     kind: Literal["predict", "chat", "embedding"]
-    state: Literal["ready", "loading", "no-workers", "setup-failed"] = Field(
-        description="Whether it runs jobs now: a worker is online (ready), a local model's"
-        " setup() is running (loading), no worker serves it yet (no-workers: jobs wait), or"
-        " its only workers failed setup() (setup-failed: submits answer 503)."
+    state: Literal["ready", "loading", "no-workers", "setup-failed", "disabled", "deleting"] = (
+        Field(
+            description="Whether it runs jobs now: a worker is online (ready), a local model's"
+            " setup() is running (loading), no worker serves it yet (no-workers: jobs wait),"
+            " its only workers failed setup() (setup-failed: submits answer 503), an admin"
+            " disabled it (disabled: submits answer 503, queued jobs wait) or is deleting it"
+            " (deleting: submits answer 503, queued and running jobs finish first)."
+        )
     )
     reason: str | None = Field(description="Why it is not ready; null when it is.")
     workers_online: int
@@ -119,6 +134,20 @@ class EndpointDetail(EndpointSummary):
     limits: Limits
     workers: list[Worker]
     spec: dict[str, Any] = Field(description="The spec a remote worker must match.")
+    earlier_revisions: list[int] | None = Field(
+        None,
+        description="Earlier revisions still kept: their workers run the jobs validated"
+        " against them.",
+    )
+
+
+class EndpointDeletion(_Shape):
+    """Where a deletion is: ``deleting`` until its queued and running jobs are done."""
+
+    name: str
+    state: Literal["deleting", "deleted"]
+    queued: int = Field(description="Jobs still queued (they run first, unless drain=false).")
+    running: int
 
 
 class Live(_Shape):
