@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import schemathesis
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 from hypothesis import HealthCheck, given, settings
 
 from modelport.keys import new_key
@@ -78,3 +79,35 @@ def test_the_security_routes_answer_as_documented(live: tuple[Any, str]) -> None
         check()
         tested.append(f"{operation.method.upper()} {operation.path}")
     assert {"POST /keys", "GET /keys", "DELETE /keys/{id}", "POST /sessions"} <= set(tested)
+
+
+RUNTIME_ROUTES = re.compile(r"^/endpoints/\{name\}(/disable|/enable)?$")
+
+
+def test_the_run_time_endpoint_routes_answer_as_documented(live: tuple[Any, str]) -> None:
+    """Last in the module: it may delete or replace the server's endpoints. A spec's rules
+    (a default within its bounds, known types) go beyond a JSON Schema, so a spec that
+    breaks them may be refused (422) though the document's schema allows it."""
+    schema, secret = live
+    headers = {"Authorization": f"Bearer {secret}"}
+    tested = []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        if not RUNTIME_ROUTES.match(operation.path):
+            continue
+
+        @given(operation.as_strategy())
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+        def check(case: Any) -> None:
+            case.call_and_validate(
+                headers=headers, timeout=10, excluded_checks=[positive_data_acceptance]
+            )
+
+        check()
+        tested.append(f"{operation.method.upper()} {operation.path}")
+    assert {
+        "PUT /endpoints/{name}",
+        "DELETE /endpoints/{name}",
+        "POST /endpoints/{name}/disable",
+        "POST /endpoints/{name}/enable",
+    } <= set(tested)

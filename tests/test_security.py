@@ -89,6 +89,10 @@ ANONYMOUS = ("none", "bad", "expired", "revoked")
 CLIENT_ROUTES = ("owner", "stranger", "fails-only", "admin")
 
 
+ADMIN_ENDPOINT_ROUTES = ("put_endpoint", "disable_endpoint", "enable_endpoint", "delete_endpoint")
+"""Endpoints at run time: an admin key's routes (run in this order: added, then deleted)."""
+
+
 def expected(route: str, who: str) -> int:
     """The status each credential gets on each route: the table of the security model."""
     open_routes = {"live": 200, "ready": 200, "metrics": 200, "openapi": 200, "docs": 200}
@@ -106,6 +110,8 @@ def expected(route: str, who: str) -> int:
             if (who == "admin")
             else 403
         )
+    if route in ADMIN_ENDPOINT_ROUTES:
+        return (201 if route == "put_endpoint" else 200) if who == "admin" else 403
     if route == "session":
         return 201
     if route in ("endpoint", "submit") and who == "fails-only":
@@ -144,6 +150,10 @@ async def test_every_route_against_every_credential(keyed: Deployment) -> None:
             {"model": "add", "messages": [{"role": "user", "content": "hi"}]},
             {},
         ),
+        "put_endpoint": ("PUT", "/endpoints/extra", {"inputs": {"x": {"type": "integer"}}}, {}),
+        "disable_endpoint": ("POST", "/endpoints/extra/disable", {"reason": "test"}, {}),
+        "enable_endpoint": ("POST", "/endpoints/extra/enable", None, {}),
+        "delete_endpoint": ("DELETE", "/endpoints/extra?drain=false", None, {}),
         "create_key": ("POST", "/keys", {"scope": "client", "name": "made"}, {}),
         "list_keys": ("GET", "/keys", None, {}),
         "delete_key": ("DELETE", "/keys/key_0000000000000000", None, {}),

@@ -51,7 +51,7 @@ from modelport.server.local import LocalTransport
 from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
 from modelport.server.openai import OpenAIRoutes
-from modelport.server.openapi import openapi
+from modelport.server.openapi import ENDPOINT_NAME, openapi
 from modelport.server.problems import (
     EXCEPTION_HANDLERS,
     error_response,
@@ -570,7 +570,7 @@ def _envelope_error(body: bytes) -> InvalidInput | None:
     return InvalidInput(message, errors=[{"field": "input", "message": message}])
 
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_NAME = re.compile(ENDPOINT_NAME)
 _SPEC_TYPES = {
     "application/toml": True,
     "text/toml": True,

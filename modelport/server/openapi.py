@@ -583,6 +583,8 @@ def _client_paths(c: _Components) -> dict[str, Any]:
     }
 
 
+ENDPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+"""The names ``PUT /endpoints/{name}`` accepts."""
 _ADMIN_REFUSALS = {
     "400": _problem("The body is not JSON"),
     "403": _problem("Not an admin key"),
@@ -615,7 +617,15 @@ def _endpoint_admin() -> dict[str, Any]:
             " on every server sharing the store. Needs an admin key when the server uses keys.",
             "operationId": "put_endpoint",
             "tags": ["endpoints"],
-            "parameters": [_param("EndpointName")],
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "description": "Letters, digits, '-', '_' and '.'",
+                    "schema": {"type": "string", "pattern": ENDPOINT_NAME, "maxLength": 100},
+                }
+            ],
             "requestBody": {
                 "required": True,
                 "content": {
