@@ -16,6 +16,7 @@ import pytest
 
 from modelport.errors import Overloaded, Unavailable
 from modelport.stores import JobStore, Update, store_from_url
+from modelport.stores.base import LogBounds
 from modelport.wire import Event, JobRecord, JobStatus, new_job_id
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
@@ -776,3 +777,46 @@ async def test_jobs_keep_their_owner_and_queued_jobs_count_per_owner(store: JobS
     cancel = {"status": JobStatus.CANCELLED, "completed_at": NOW}
     await store.update([Update(mine[2].id, QUEUED, cancel)])
     assert await store.queued_by("key_a") == 2
+
+
+def log_line(job_id: str, message: str, level: str = "info", at: float = NOW) -> dict[str, Any]:
+    return {"job_id": job_id, "level": level, "message": message, "time": at, "stream": "stdout"}
+
+
+async def test_logs_are_kept_per_endpoint_with_ids_and_filtered(store: JobStore) -> None:
+    bounds = LogBounds()
+    await store.add_logs("a", [log_line("j1", "one"), log_line("j2", "two", "error")], bounds, NOW)
+    await store.add_logs("a", [log_line("j1", "three", "warning", NOW + 1)], bounds, NOW)
+    await store.add_logs("b", [log_line("j3", "other")], bounds, NOW)
+    lines = await store.logs("a")
+    assert [(e["id"], e["message"]) for e in lines] == [(1, "one"), (2, "two"), (3, "three")]
+    assert lines[0] == {**log_line("j1", "one"), "id": 1}
+    assert [e["message"] for e in await store.logs("a", job_id="j1")] == ["one", "three"]
+    assert [e["message"] for e in await store.logs("a", level=30)] == ["two", "three"]
+    assert [e["message"] for e in await store.logs("a", since=NOW + 0.5)] == ["three"]
+    assert [e["message"] for e in await store.logs("a", limit=2)] == ["two", "three"]
+    assert [e["message"] for e in await store.logs("b")] == ["other"]
+    assert await store.logs("c") == []
+    assert await store.delete_logs("a") == 3
+    assert await store.logs("a") == []
+    assert [e["message"] for e in await store.logs("b")] == ["other"]
+    await store.add_logs("a", [log_line("j1", "after")], bounds, NOW)
+    assert [(e["id"], e["message"]) for e in await store.logs("a")] == [(4, "after")]
+
+
+async def test_logs_are_bounded_by_count_bytes_and_age(store: JobStore) -> None:
+    by_count = LogBounds(max_entries=5)
+    for i in range(3):
+        await store.add_logs("n", [log_line("j", f"{i}.{k}") for k in range(4)], by_count, NOW)
+    assert [e["message"] for e in await store.logs("n")] == ["1.3", "2.0", "2.1", "2.2", "2.3"]
+    by_bytes = LogBounds(max_bytes=3 * (100 + 64))
+    for i in range(10):
+        await store.add_logs("b", [log_line("j", f"{i}" * 100)], by_bytes, NOW)
+    assert [e["message"][0] for e in await store.logs("b")] == ["7", "8", "9"]
+    by_age = LogBounds(max_age=60)
+    await store.add_logs("t", [log_line("j", "old", at=NOW - 100)], by_age, NOW - 90)
+    await store.add_logs("t", [log_line("j", "new")], by_age, NOW)
+    assert [e["message"] for e in await store.logs("t")] == ["new"]
+    huge = LogBounds(max_bytes=1000)
+    await store.add_logs("h", [log_line("j", "x" * 5000)], huge, NOW)
+    assert await store.logs("h") == []  # one line over the whole bound is not kept either

@@ -17,6 +17,8 @@ Layout, with ``P`` the prefix and ``E`` an endpoint name:
 - ``Poq:<owner>``   set: the queued jobs of one API key
 - ``Pkeys``, ``Pkeyhash``, ``Pkeyused``  hashes: API keys by id, key ids by hash, last uses
 - ``Pb:<bucket>``   hash: a rate-limit bucket (tokens, last refill, quota window and count)
+- ``Plog:E``        list: the endpoint's log lines, ``id\ttime\tsize\tjson``, oldest first;
+  ``Plogn:E`` hash: its last id and the bytes it holds
 - ``Pseq``, ``Pendpoints``, ``Pworkers`` + ``Pw:<id>``, channel ``Pchanges``
 
 Every change to a job is one Lua script, so it is atomic, and it moves the job between the
@@ -44,7 +46,14 @@ from redis.exceptions import RedisError
 
 from modelport.errors import Overloaded, Unavailable
 from modelport.keys import DAY, Allowance
-from modelport.stores.base import CHANGEABLE, Update, full_queue
+from modelport.stores.base import (
+    CHANGEABLE,
+    LogBounds,
+    Update,
+    full_queue,
+    log_matches,
+    log_size,
+)
 from modelport.wire import Event, JobRecord, JobStatus
 
 log = logging.getLogger("modelport.stores.redis")
@@ -268,6 +277,29 @@ redis.call('PEXPIRE', key, ARGV[9])
 return {allowed, string.format('%.17g', retry), string.format('%.17g', tokens), used}
 """
 
+# ARGV: prefix, endpoint, max entries, max bytes, oldest time, then (time, size, json) per
+# line. Appends the lines with the next ids, then drops the oldest beyond the bounds.
+_ADD_LOGS = """
+local P, ep = ARGV[1], ARGV[2]
+local max_n, max_bytes, oldest = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local list, totals = P .. 'log:' .. ep, P .. 'logn:' .. ep
+local bytes = tonumber(redis.call('HGET', totals, 'bytes') or '0')
+for i = 6, #ARGV, 3 do
+  local id = redis.call('HINCRBY', totals, 'last', 1)
+  redis.call('RPUSH', list, id .. '\t' .. ARGV[i] .. '\t' .. ARGV[i + 1] .. '\t' .. ARGV[i + 2])
+  bytes = bytes + tonumber(ARGV[i + 1])
+end
+local n = redis.call('LLEN', list)
+while n > 0 do
+  local first = redis.call('LINDEX', list, 0)
+  local _, _, at, size = string.find(first, '^%d+\t([^\t]+)\t(%d+)\t')
+  if n <= max_n and bytes <= max_bytes and tonumber(at) >= oldest then break end
+  redis.call('LPOP', list)
+  n, bytes = n - 1, bytes - tonumber(size)
+end
+redis.call('HSET', totals, 'bytes', bytes)
+"""
+
 # ARGV: prefix, completed_before, limit, endpoints... Returns the number of jobs deleted.
 _PURGE = """
 local before, limit = ARGV[2], tonumber(ARGV[3])
@@ -383,6 +415,7 @@ class RedisStore:
         self._cache_put = r.register_script(_CACHE_PUT)
         self._claim = r.register_script(_CLAIM)
         self._spend = r.register_script(_INDEX + _SPEND)
+        self._add_logs = r.register_script(_ADD_LOGS)
         await self.ping()
 
     async def close(self) -> None:
@@ -882,6 +915,49 @@ class RedisStore:
     async def queued_by(self, owner: str) -> int:
         async with self._errors():
             return int(await self.redis.scard(self._key("oq", owner)))
+
+    async def add_logs(
+        self, endpoint: str, entries: Sequence[dict[str, Any]], bounds: LogBounds, now: float
+    ) -> None:
+        args: list[Any] = [
+            self.prefix,
+            endpoint,
+            bounds.max_entries,
+            bounds.max_bytes,
+            repr(now - bounds.max_age),
+        ]
+        for entry in entries:
+            args += [repr(float(entry["time"])), log_size(entry), orjson.dumps(entry)]
+        async with self._errors():
+            await self._add_logs(args=args)
+
+    async def logs(
+        self,
+        endpoint: str,
+        *,
+        since: float | None = None,
+        job_id: str | None = None,
+        level: int = 0,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        async with self._errors():
+            raw = await self.redis.lrange(self._key("log", endpoint), 0, -1)
+        found = []
+        for line in raw:
+            log_id, _, _, data = line.split(b"\t", 3)
+            entry = {**orjson.loads(data), "id": int(log_id)}
+            if log_matches(entry, since, job_id, level):
+                found.append(entry)
+        return found[-limit:] if limit else []
+
+    async def delete_logs(self, endpoint: str) -> int:
+        list_key = self._key("log", endpoint)
+        async with self._errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.llen(list_key)
+            pipe.delete(list_key)
+            pipe.hset(self._key("logn", endpoint), "bytes", 0)
+            n, _, _ = await pipe.execute()
+        return int(n)
 
     async def publish(self, topic: str) -> None:
         async with self._errors():
