@@ -944,7 +944,7 @@ class RedisStore:
             raw = await self.redis.lrange(self._key("log", endpoint), 0, -1)
         found = []
         for line in raw:
-            log_id, _, _, data = line.split(b"\t", 3)
+            log_id, _, _, data = _text(line).split("\t", 3)
             entry = {**orjson.loads(data), "id": int(log_id)}
             if log_matches(entry, since, job_id, level):
                 found.append(entry)
