@@ -49,7 +49,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": _utc(record.created),
+            "time": iso_time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -67,14 +67,15 @@ class JsonFormatter(logging.Formatter):
 
     def access(self, created: float, message: str, fields: Any, rid: str | None) -> str:
         """An access log line, as :meth:`format` writes its record."""
-        entry = {"time": _utc(created), "level": "info", "logger": access_log.name}
+        entry = {"time": iso_time(created), "level": "info", "logger": access_log.name}
         entry["message"] = message
         if rid is not None:
             entry["request_id"] = rid
         return orjson.dumps({**entry, **fields}).decode()
 
 
-def _utc(created: float) -> str:
+def iso_time(created: float) -> str:
+    """Unix seconds as an ISO 8601 UTC time with milliseconds: ``2026-01-02T03:04:05.678Z``."""
     millis = int((created - int(created)) * 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{millis:03d}Z"
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import pydantic
 
@@ -15,7 +16,7 @@ from modelport.core.registry import Worker
 from modelport.errors import Conflict
 from modelport.settings import Limits
 from modelport.spec import EndpointSpec
-from modelport.stores.base import JobStore, Update
+from modelport.stores.base import LOG_LEVELS, JobStore, Update
 from modelport.wire import Event, JobRecord, JobStatus, LeasedJob, Result, storable
 
 log = logging.getLogger("modelport.core")
@@ -92,6 +93,31 @@ class Leases:
                 break
             await asyncio.wait(signals, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
 
+    async def _keep_logs(self, worker: Worker, events: Sequence[Event]) -> None:
+        """Log lines into their endpoints' logs (bounded there), each as the shared contract
+        shapes it; the job's event keeps the same shape for its stream."""
+        endpoints: dict[str, str] = {}
+        lines: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            if event.type != "log":
+                continue
+            endpoint = endpoints.get(event.job_id)
+            if endpoint is None:
+                if len(worker.info.endpoints) == 1:
+                    endpoint = worker.info.endpoints[0]
+                else:
+                    job = await self.store.get(event.job_id)
+                    if job is None:
+                        continue
+                    endpoint = job.endpoint
+                endpoints[event.job_id] = endpoint
+            event.data = log_line(event.data, self.clock())
+            entry = {"job_id": event.job_id, **event.data, "worker": worker.id}
+            lines.setdefault(endpoint, []).append(entry)
+        now = self.clock()
+        for endpoint, entries in lines.items():
+            await self.store.add_logs(endpoint, entries, self.jobs.limits.log_bounds, now)
+
     def _spec(self, worker: Worker, endpoint: str) -> EndpointSpec | None:
         """The spec of the revision of ``endpoint`` this worker serves."""
         return self.registry.spec_of(endpoint, worker.revisions.get(endpoint))
@@ -112,6 +138,8 @@ class Leases:
         job_ids = list(dict.fromkeys(e.job_id for e in events))
         held = set(await self.heartbeat(worker_id, job_ids))
         kept = [e for e in events if e.job_id in held]
+        if any(e.type == "log" for e in kept):
+            await self._keep_logs(self.registry.worker(worker_id), kept)
         latest = {e.job_id: e.data for e in kept if e.type == "progress"}
         if latest:
             await self.store.update(
@@ -222,6 +250,30 @@ class Leases:
             self.metrics.job_requeued(updated.endpoint)
             self.wakeups.changed(updated.id)
             self.wakeups.new_work(updated.endpoint)
+
+
+MAX_LOG_LINE = 8192
+"""Characters of one log line kept (the rest is cut, saying so)."""
+_STREAMS = frozenset({"stdout", "stderr", "logging"})
+
+
+def log_line(data: Any, now: float) -> dict[str, Any]:
+    """A log event's data as the contract shapes it (``level``, ``message``, ``time``,
+    ``stream``), whatever a worker sent: unknown levels are ``info``, long lines are cut."""
+    raw = data if isinstance(data, dict) else {"message": data}
+    level = str(raw.get("level", "info")).lower()
+    message = raw.get("message")
+    message = message if isinstance(message, str) else "" if message is None else str(message)
+    if len(message) > MAX_LOG_LINE:
+        message = message[:MAX_LOG_LINE] + f"... [{len(message) - MAX_LOG_LINE} characters cut]"
+    at = raw.get("time")
+    stream = raw.get("stream")
+    return {
+        "level": level if level in LOG_LEVELS else "info",
+        "message": message,
+        "time": float(at) if isinstance(at, int | float) and not isinstance(at, bool) else now,
+        "stream": stream if stream in _STREAMS else "logging",
+    }
 
 
 def _check_output(r: Result, spec: EndpointSpec | None) -> str | None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import difflib
 import itertools
 import logging
+import math
 import re
 import secrets
 import time
@@ -63,6 +65,7 @@ from modelport.server.workers import WorkerRoutes
 from modelport.settings import Settings
 from modelport.spec import EndpointSpec, spec_from_document
 from modelport.stores import JobStore, store_from_url
+from modelport.stores.base import LOG_LEVELS
 from modelport.wire import JobRecord
 from modelport.worker.runner import Runner, lanes, set_up
 
@@ -459,6 +462,36 @@ class Server:
         fmt = stream_format(request) or "sse"
         return event_stream(self.broker, job_id, fmt, after=after)
 
+    async def job_logs(self, request: Request) -> Response:
+        """``GET /jobs/{id}/logs``: what the job's model printed and logged (as long as its
+        endpoint's log keeps it)."""
+        job = await self.broker.get(await self._visible(request))
+        query = _log_query(request)
+        lines = await self.broker.store.logs(
+            job.endpoint, job_id=job.id, since=query.since, level=query.level, limit=query.limit
+        )
+        return _logs_response(request, lines)
+
+    async def endpoint_logs(self, request: Request) -> Response:
+        """``GET /endpoints/{name}/logs?since=&job=&level=&limit=``: its models' log lines,
+        oldest first (JSON, or ``Accept: text/plain``). An admin's, when keys are on: the
+        lines come from every caller's jobs."""
+        self.auth.check_admin(principal_of(request))
+        spec = await self._find_spec(request.path_params["name"])
+        query = _log_query(request)
+        job = request.query_params.get("job")
+        lines = await self.broker.store.logs(
+            spec.name, since=query.since, job_id=job, level=query.level, limit=query.limit
+        )
+        return _logs_response(request, lines)
+
+    async def delete_endpoint_logs(self, request: Request) -> Response:
+        self.auth.check_admin(principal_of(request))
+        spec = await self._find_spec(request.path_params["name"])
+        return _json(
+            {"endpoint": spec.name, "deleted": await self.broker.store.delete_logs(spec.name)}
+        )
+
     async def job_file(self, request: Request) -> Response:
         job = await self.broker.get(await self._visible(request))
         return await media_files.file_response(self.broker.store, job, request.path_params["name"])
@@ -523,6 +556,9 @@ class Server:
             Route("/jobs/{id}", self.get_job, methods=["GET"]),
             Route("/jobs/{id}/events", self.job_events, methods=["GET"]),
             Route("/jobs/{id}/files/{name}", self.job_file, methods=["GET"]),
+            Route("/jobs/{id}/logs", self.job_logs, methods=["GET"]),
+            Route("/endpoints/{name}/logs", self.endpoint_logs, methods=["GET"]),
+            Route("/endpoints/{name}/logs", self.delete_endpoint_logs, methods=["DELETE"]),
             Route("/jobs/{id}/cancel", self.cancel_job, methods=["POST"]),
             Route("/health/live", self.live, methods=["GET"]),
             Route("/health/ready", self.ready, methods=["GET"]),
@@ -553,6 +589,46 @@ class Server:
         app.state.server = self
         front = FrontDoor(app, self)
         return cors(front, self.settings.cors_origins) if self.settings.cors_origins else front
+
+
+@dataclasses.dataclass(frozen=True)
+class _LogQuery:
+    since: float | None
+    level: int
+    limit: int
+
+
+def _log_query(request: Request) -> _LogQuery:
+    """``since`` (Unix seconds), ``level`` (that level and above), ``limit`` (the newest N)."""
+    params = request.query_params
+    since = None
+    if "since" in params:
+        try:
+            since = float(params["since"])
+        except ValueError:
+            raise BadRequest(f"since: Unix time in seconds, not {params['since']!r}") from None
+        if not math.isfinite(since):
+            raise BadRequest(f"since: Unix time in seconds, not {params['since']!r}")
+    level = params.get("level", "debug").lower()
+    if level not in LOG_LEVELS:
+        raise BadRequest(f"level: one of {', '.join(LOG_LEVELS)}, not {level!r}")
+    limit = params.get("limit", "1000")
+    if not limit.isdigit() or not 1 <= int(limit) <= 10_000:
+        raise BadRequest(f"limit: a whole number from 1 to 10000, not {limit!r}")
+    return _LogQuery(since, LOG_LEVELS[level], int(limit))
+
+
+def _logs_response(request: Request, lines: list[dict[str, Any]]) -> Response:
+    """Log lines as JSON, or as text (``Accept: text/plain``): one line each."""
+    accept = request.headers.get("accept", "")
+    if "text/plain" in accept and "application/json" not in accept:
+        text = "".join(
+            f"{logs.iso_time(e['time'])} {e['level'].upper():<8} {e['job_id']} {e['stream']}:"
+            f" {e['message']}\n"
+            for e in lines
+        )
+        return Response(text, media_type="text/plain; charset=utf-8")
+    return _json(lines)
 
 
 def _envelope_error(body: bytes) -> InvalidInput | None:
