@@ -81,7 +81,7 @@ def test_the_security_routes_answer_as_documented(live: tuple[Any, str]) -> None
     assert {"POST /keys", "GET /keys", "DELETE /keys/{id}", "POST /sessions"} <= set(tested)
 
 
-RUNTIME_ROUTES = re.compile(r"^/endpoints/\{name\}(/disable|/enable)?$")
+RUNTIME_ROUTES = re.compile(r"^/endpoints/\{name\}(/disable|/enable|/logs)?$|^/jobs/\{id\}/logs$")
 
 
 def test_the_run_time_endpoint_routes_answer_as_documented(live: tuple[Any, str]) -> None:
@@ -110,4 +110,7 @@ def test_the_run_time_endpoint_routes_answer_as_documented(live: tuple[Any, str]
         "DELETE /endpoints/{name}",
         "POST /endpoints/{name}/disable",
         "POST /endpoints/{name}/enable",
+        "GET /endpoints/{name}/logs",
+        "DELETE /endpoints/{name}/logs",
+        "GET /jobs/{id}/logs",
     } <= set(tested)

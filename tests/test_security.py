@@ -89,7 +89,14 @@ ANONYMOUS = ("none", "bad", "expired", "revoked")
 CLIENT_ROUTES = ("owner", "stranger", "fails-only", "admin")
 
 
-ADMIN_ENDPOINT_ROUTES = ("put_endpoint", "disable_endpoint", "enable_endpoint", "delete_endpoint")
+ADMIN_ENDPOINT_ROUTES = (
+    "put_endpoint",
+    "disable_endpoint",
+    "enable_endpoint",
+    "delete_endpoint",
+    "endpoint_logs",
+    "delete_logs",
+)
 """Endpoints at run time: an admin key's routes (run in this order: added, then deleted)."""
 
 
@@ -116,7 +123,7 @@ def expected(route: str, who: str) -> int:
         return 201
     if route in ("endpoint", "submit") and who == "fails-only":
         return 403
-    if route in ("job", "events", "cancel"):
+    if route in ("job", "events", "cancel", "job_logs"):
         if who in ("stranger", "fails-only"):
             return 404  # another key's job does not exist for it
         return 409 if route == "cancel" else 200  # the job already succeeded
@@ -154,6 +161,9 @@ async def test_every_route_against_every_credential(keyed: Deployment) -> None:
         "disable_endpoint": ("POST", "/endpoints/extra/disable", {"reason": "test"}, {}),
         "enable_endpoint": ("POST", "/endpoints/extra/enable", None, {}),
         "delete_endpoint": ("DELETE", "/endpoints/extra?drain=false", None, {}),
+        "job_logs": ("GET", f"/jobs/{job_id}/logs", None, {}),
+        "endpoint_logs": ("GET", "/endpoints/add/logs", None, {}),
+        "delete_logs": ("DELETE", "/endpoints/add/logs", None, {}),
         "create_key": ("POST", "/keys", {"scope": "client", "name": "made"}, {}),
         "list_keys": ("GET", "/keys", None, {}),
         "delete_key": ("DELETE", "/keys/key_0000000000000000", None, {}),

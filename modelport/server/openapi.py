@@ -237,6 +237,8 @@ def openapi(
         schemas.EndpointSummary,
         schemas.EndpointDetail,
         schemas.EndpointDeletion,
+        schemas.LogLine,
+        schemas.LogsDeleted,
         schemas.Live,
         schemas.Ready,
         schemas.Index,
@@ -541,6 +543,62 @@ def _client_paths(c: _Components) -> dict[str, Any]:
                 },
             }
         },
+        "/jobs/{id}/logs": {
+            "get": {
+                "summary": "A job's log",
+                "description": "What its model printed (stdout, stderr) and logged while it"
+                " worked on the job, as long as its endpoint's log keeps it. `Accept:"
+                " text/plain` for one line each.",
+                "operationId": "job_logs",
+                "tags": ["jobs"],
+                "parameters": [_param("JobId"), *_LOG_PARAMS],
+                "responses": {
+                    "200": _LOGS,
+                    "400": _problem("A query parameter is wrong (it is named)"),
+                    "404": _problem("No such job"),
+                },
+            }
+        },
+        "/endpoints/{name}/logs": {
+            "get": {
+                "summary": "An endpoint's log",
+                "description": "What its models printed and logged, oldest first, bounded in"
+                " lines, bytes and age (`--log-max-entries`, `--log-max-bytes`,"
+                " `--log-max-age`). `Accept: text/plain` for one line each. Needs an admin key"
+                " when the server uses keys (the lines come from every caller's jobs).",
+                "operationId": "endpoint_logs",
+                "tags": ["endpoints"],
+                "parameters": [
+                    _param("EndpointName"),
+                    {
+                        "name": "job",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only this job's lines",
+                        "schema": {"type": "string"},
+                    },
+                    *_LOG_PARAMS,
+                ],
+                "responses": {
+                    "200": _LOGS,
+                    "400": _problem("A query parameter is wrong (it is named)"),
+                    "403": _problem("Not an admin key"),
+                    "404": _problem("No endpoint of that name"),
+                },
+            },
+            "delete": {
+                "summary": "Delete an endpoint's log",
+                "description": "Needs an admin key when the server uses keys.",
+                "operationId": "delete_endpoint_logs",
+                "tags": ["endpoints"],
+                "parameters": [_param("EndpointName")],
+                "responses": {
+                    "200": _json({"$ref": _REF + "LogsDeleted"}, "How many lines were deleted"),
+                    "403": _problem("Not an admin key"),
+                    "404": _problem("No endpoint of that name"),
+                },
+            },
+        },
         "/jobs/{id}/files/{name}": {
             "get": {
                 "summary": "Get a media file of a job",
@@ -583,6 +641,39 @@ def _client_paths(c: _Components) -> dict[str, Any]:
     }
 
 
+_LOG_PARAMS = [
+    {
+        "name": "since",
+        "in": "query",
+        "required": False,
+        "description": "Only lines written at this Unix time or later",
+        "schema": {"type": "number"},
+    },
+    {
+        "name": "level",
+        "in": "query",
+        "required": False,
+        "description": "Only lines of this level or a higher one",
+        "schema": {"type": "string", "enum": ["debug", "info", "warning", "error", "critical"]},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "The newest lines, at most this many (1000 by default)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 10_000},
+    },
+]
+_LOGS = {
+    "description": "The lines, oldest first",
+    "content": {
+        "application/json": {"schema": {"type": "array", "items": {"$ref": _REF + "LogLine"}}},
+        "text/plain": {
+            "schema": {"type": "string"},
+            "example": "2026-01-02T03:04:05.678Z INFO     0190c5... stdout: loading weights\n",
+        },
+    },
+}
 ENDPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 """The names ``PUT /endpoints/{name}`` accepts."""
 _ADMIN_REFUSALS = {

@@ -141,6 +141,23 @@ class EndpointDetail(EndpointSummary):
     )
 
 
+class LogLine(_Shape):
+    """One line a model printed (stdout, stderr) or logged while it worked on a job."""
+
+    id: int = Field(description="1, 2, ... over the endpoint's log")
+    job_id: str
+    level: Literal["debug", "info", "warning", "error", "critical"]
+    message: str
+    time: float = Field(description="Unix time it was written")
+    stream: Literal["stdout", "stderr", "logging"]
+    worker: str = Field(description="The worker whose model wrote it")
+
+
+class LogsDeleted(_Shape):
+    endpoint: str
+    deleted: int = Field(description="How many lines were deleted")
+
+
 class EndpointDeletion(_Shape):
     """Where a deletion is: ``deleting`` until its queued and running jobs are done."""
 

@@ -46,30 +46,35 @@ class _Job:
     def __init__(self, job_ids: Sequence[str], emit: Emit) -> None:
         self.job_ids = list(job_ids)
         self.emit = emit
-        self.sent = 0
-        self.left_out = 0
+        self.lines = 0
         self.tail: deque[tuple[str, str, float, str]] = deque(maxlen=TAIL)
         self.partial: dict[str, str] = {}
 
     def write(self, stream: str, text: str) -> None:
-        pending = self.partial.pop(stream, "") + text
-        *lines, rest = pending.split("\n")
-        for line in lines:
-            self.line(_LEVELS[stream], line, stream)
-        if rest:
+        # print() writes its text, then "\n": the common cases need no split.
+        if text == "\n":
+            self.line(_LEVELS[stream], self.partial.pop(stream, ""), stream)
+            return
+        if "\n" not in text:
+            rest = self.partial.get(stream, "") + text
             if len(rest) > MAX_LINE:
+                del self.partial[stream]
                 self.line(_LEVELS[stream], rest, stream)
             else:
                 self.partial[stream] = rest
+            return
+        *lines, rest = (self.partial.pop(stream, "") + text).split("\n")
+        for line in lines:
+            self.line(_LEVELS[stream], line, stream)
+        if rest:
+            self.partial[stream] = rest
 
     def line(self, level: str, message: str, stream: str) -> None:
-        if self.sent < HEAD:
-            self.sent += 1
+        self.lines += 1
+        if self.lines > HEAD:
+            self.tail.append((level, message, time.time(), stream))
+        else:
             self._send(level, message, time.time(), stream)
-            return
-        if len(self.tail) == TAIL:
-            self.left_out += 1
-        self.tail.append((level, message, time.time(), stream))
 
     def _send(self, level: str, message: str, at: float, stream: str) -> None:
         if len(message) > MAX_LINE:
@@ -82,9 +87,10 @@ class _Job:
         for stream, rest in list(self.partial.items()):
             self.line(_LEVELS[stream], rest, stream)
         self.partial.clear()
-        if self.left_out:
+        left_out = self.lines - HEAD - len(self.tail)
+        if left_out > 0:
             note = (
-                f"{self.left_out} lines left out: a job's log keeps its first {HEAD} lines"
+                f"{left_out} lines left out: a job's log keeps its first {HEAD} lines"
                 f" and its last {TAIL}"
             )
             self._send("warning", note, time.time(), "logging")
