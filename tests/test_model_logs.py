@@ -45,7 +45,8 @@ async def test_prints_stderr_and_logging_become_the_job_s_log(app_factory: AppFa
     everything = (await http.get("/endpoints/chatty/logs")).json()
     assert len(everything) == 10
     mine = (await http.get("/endpoints/chatty/logs", params={"job": other["id"]})).json()
-    assert [e["message"] for e in mine][0] == "starting yo"
+    assert {e["job_id"] for e in mine} == {other["id"]} and len(mine) == 5
+    assert mine[0]["message"] == "starting yo"
     worse = (await http.get("/endpoints/chatty/logs", params={"level": "warning"})).json()
     assert {e["level"] for e in worse} == {"warning", "error"} and len(worse) == 6
     errors = (await http.get("/endpoints/chatty/logs", params={"level": "ERROR"})).json()
@@ -135,12 +136,15 @@ def test_capturing_costs_a_chatty_job_little(capsys: Any) -> None:
             total += sum(range(2000))  # some work for each 100-byte line
             print(f"step {i:6d} total {total:20d} " + "x" * 60)
 
+    def keep(job_id: str, data: dict[str, Any]) -> None:
+        sink.write(data["message"])
+
     def timed(captured: bool) -> float:
         sink.seek(0)
         sink.truncate()
         started = time.thread_time()
         if captured:
-            with capture.capturing(["job"], lambda job_id, data: sink.write(data["message"])):
+            with capture.capturing(["job"], keep):
                 job()
         else:
             job()
