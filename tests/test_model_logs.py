@@ -193,3 +193,17 @@ def test_a_remote_worker_process_ships_its_model_s_logs(serve: Serve, workers: W
 def test_log_bounds_default_to_a_week_of_at_most_16_mib() -> None:
     bounds = Settings().log_bounds
     assert bounds == LogBounds(10_000, 16 * 1024 * 1024, 7 * 86_400.0)
+
+
+async def test_two_servers_over_redis_share_the_logs(
+    app_factory: AppFactory, redis_url: str
+) -> None:
+    a = await app_factory([Chatty], store=redis_url)
+    b = await app_factory(store=redis_url)
+    job = (await b.http.post("/endpoints/chatty/jobs", json={"input": {"word": "ab"}}, headers=WAIT))
+    assert job.json()["status"] == "succeeded", job.text
+    on_b = (await b.http.get(f"/jobs/{job.json()['id']}/logs")).json()
+    assert [e["message"] for e in on_b][:1] == ["starting ab"]
+    assert (await a.http.get("/endpoints/chatty/logs")).json() == on_b
+    assert (await b.http.delete("/endpoints/chatty/logs")).json()["deleted"] == 5
+    assert (await a.http.get("/endpoints/chatty/logs")).json() == []
