@@ -329,6 +329,10 @@ class EndpointSpec:
     precomputed: str | None = None
     fallback: bool = True
     output: FieldSpec | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """What the model declares about itself (TOML ``[metadata]``, ``Model.metadata``):
+    ``training_args``, ``metrics``, ``labels`` and any other JSON; shown by
+    ``GET /endpoints/{name}/metadata`` and in the OpenAPI description."""
 
     def __post_init__(self) -> None:
         out = self.output
@@ -361,6 +365,8 @@ class EndpointSpec:
         }
         if self.output is not None:  # only when set, so specs without one read as before
             body["output"] = self.output.to_dict()
+        if self.metadata:  # the same
+            body["metadata"] = self.metadata
         return body
 
     @cached_property
@@ -476,7 +482,7 @@ _SERVING_BOUNDS: dict[str, tuple[type, float, float]] = {
 typo (or NaN, or 1e308) is refused at start instead of misbehaving later."""
 _POSITIVE = frozenset({"lease_duration", "max_queue_time", "timeout", "result_ttl", "cache_ttl"})
 """Keys whose lower bound is excluded: zero seconds would mean at once, never useful."""
-_SECTIONS = ("inputs", "outputs", "output", "progress")
+_SECTIONS = ("inputs", "outputs", "output", "progress", "metadata")
 _ENDPOINT_KEYS = {f.name for f in fields(EndpointSpec)} - set(_SECTIONS)
 _FIELD_KEYS = {f.name for f in fields(FieldSpec)} | {"min", "max"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -1071,6 +1077,16 @@ def spec_from_dict(data: dict[str, Any], *, name: str | None = None) -> Endpoint
             if parsed is not None:
                 group[str(key)] = parsed
         groups[section] = group
+    metadata = data.pop("metadata", None) or {}
+    if not isinstance(metadata, dict):
+        problems.append(("[metadata]", "must be a table"))
+        metadata = {}
+    try:
+        _storable(metadata)
+        orjson.dumps(metadata)
+    except (TypeError, ValueError) as e:
+        problems.append(("[metadata]", f"must be JSON: {e}"))
+        metadata = {}
     output = None
     if data.get("output") is not None:
         output = _field_from_dict("output", data.pop("output"), problems)
@@ -1102,6 +1118,7 @@ def spec_from_dict(data: dict[str, Any], *, name: str | None = None) -> Endpoint
             outputs=groups["outputs"],
             progress=groups["progress"] or {},
             output=output,
+            metadata=metadata,
         ),
     )
 

@@ -200,7 +200,7 @@ async def test_two_servers_over_redis_share_the_logs(
 ) -> None:
     a = await app_factory([Chatty], store=redis_url)
     b = await app_factory(store=redis_url)
-    job = (await b.http.post("/endpoints/chatty/jobs", json={"input": {"word": "ab"}}, headers=WAIT))
+    job = await b.http.post("/endpoints/chatty/jobs", json={"input": {"word": "ab"}}, headers=WAIT)
     assert job.json()["status"] == "succeeded", job.text
     on_b = (await b.http.get(f"/jobs/{job.json()['id']}/logs")).json()
     assert [e["message"] for e in on_b][:1] == ["starting ab"]

@@ -121,7 +121,7 @@ def expected(route: str, who: str) -> int:
         return (201 if route == "put_endpoint" else 200) if who == "admin" else 403
     if route == "session":
         return 201
-    if route in ("endpoint", "submit") and who == "fails-only":
+    if route in ("endpoint", "submit", "metadata") and who == "fails-only":
         return 403
     if route in ("job", "events", "cancel", "job_logs"):
         if who in ("stranger", "fails-only"):
@@ -130,6 +130,7 @@ def expected(route: str, who: str) -> int:
     return {
         "endpoints": 200,
         "endpoint": 200,
+        "metadata": 200,
         "submit": 200,
         "models": 200,
         "chat": 404,  # no chat endpoint: the model is not found
@@ -146,6 +147,7 @@ async def test_every_route_against_every_credential(keyed: Deployment) -> None:
     routes: dict[str, tuple[str, str, Any, dict[str, str]]] = {
         "endpoints": ("GET", "/endpoints", None, {}),
         "endpoint": ("GET", "/endpoints/add", None, {}),
+        "metadata": ("GET", "/endpoints/add/metadata", None, {}),
         "submit": ("POST", "/endpoints/add/jobs", {"input": {"a": 2}}, {}),
         "job": ("GET", f"/jobs/{job_id}", None, {}),
         "events": ("GET", f"/jobs/{job_id}/events", None, {"accept": "application/jsonl"}),

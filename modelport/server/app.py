@@ -282,6 +282,7 @@ class Server:
                 if spec.name in w.info.endpoints
             ],
             spec=spec.to_dict(),
+            metadata=spec.metadata,
         )
         table = self.broker.cache.tables.get(spec.name)
         if table is not None:
@@ -290,6 +291,35 @@ class Server:
         if endpoint is not None and endpoint.earlier:
             body["earlier_revisions"] = sorted(endpoint.earlier)
         return body
+
+    async def endpoint_metadata(self, request: Request) -> Response:
+        """``GET /endpoints/{name}/metadata``: what the model declares, and each worker's."""
+        spec = await self._find_spec(request.path_params["name"])
+        now = self.broker.clock()
+        workers = [
+            {
+                "id": w.id,
+                "name": w.info.name,
+                "state": w.public(now, self.broker.offline_after)["state"],
+                "revision": w.revisions.get(spec.name, 1),
+                "model": w.info.metadata.get("model") or {},
+                "device": w.info.metadata.get("device"),
+            }
+            for w in await self.broker.all_workers()
+            if spec.name in w.info.endpoints
+        ]
+        models = {orjson.dumps(w["model"], option=orjson.OPT_SORT_KEYS) for w in workers}
+        return _json(
+            {
+                "name": spec.name,
+                "version": spec.version,
+                "revision": self.broker.registry.revision(spec.name),
+                "description": spec.description,
+                "metadata": spec.metadata,
+                "workers": workers,
+                "workers_differ": len(models) > 1,
+            }
+        )
 
     async def put_endpoint(self, request: Request) -> Response:
         """``PUT /endpoints/{name}``: add the endpoint, or replace it as its next revision."""
@@ -429,6 +459,9 @@ class Server:
     ) -> Response:
         position = None if job.status.final else await self.broker.position(job)
         body = job.public(queue_position=position)
+        made_by = self.broker.registry.spec_of(job.endpoint, job.revision)
+        if made_by is not None:
+            body["model_version"] = made_by.version
         spec = self.broker.specs.get(job.endpoint)
         if spec is not None and spec.media_inputs:
             body["input"] = media_files.linked_inputs(spec, job)
@@ -551,6 +584,7 @@ class Server:
             Route("/endpoints/{name}", self.get_endpoint, methods=["GET"]),
             Route("/endpoints/{name}", self.put_endpoint, methods=["PUT"]),
             Route("/endpoints/{name}", self.delete_endpoint, methods=["DELETE"]),
+            Route("/endpoints/{name}/metadata", self.endpoint_metadata, methods=["GET"]),
             Route("/endpoints/{name}/disable", self.disable_endpoint, methods=["POST"]),
             Route("/endpoints/{name}/enable", self.enable_endpoint, methods=["POST"]),
             Route("/jobs/{id}", self.get_job, methods=["GET"]),

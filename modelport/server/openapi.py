@@ -238,6 +238,7 @@ def openapi(
         schemas.EndpointDetail,
         schemas.EndpointDeletion,
         schemas.LogLine,
+        schemas.EndpointMetadata,
         schemas.LogsDeleted,
         schemas.Live,
         schemas.Ready,
@@ -368,7 +369,7 @@ def _submit(c: _Components, spec: EndpointSpec | None) -> dict[str, Any]:
     request_ref = c.add(f"{key}Request", request, {})
     job = {"allOf": [{"$ref": _REF + "Job"}, {"properties": {"output": output}}]}
     example = input_example(spec)
-    description = spec.description
+    description = spec.description + _model_card(spec)
     if spec.kind != "predict":
         description += f"\n\nAlso served in OpenAI's shape: see the `{_OPENAI}` routes."
     body = _body(request_ref, None if example is None else {"input": example})
@@ -401,6 +402,26 @@ def _submit(c: _Components, spec: EndpointSpec | None) -> dict[str, Any]:
             ),
         },
     }
+
+
+def _model_card(spec: EndpointSpec) -> str:
+    """What the model declares (``[metadata]``), as Markdown for the endpoint's description."""
+    meta = spec.metadata
+    if not meta:
+        return ""
+    lines = [f"\n\n**Model** version {spec.version}"]
+    labels = meta.get("labels")
+    if isinstance(labels, list) and labels:
+        lines.append("- labels: " + ", ".join(f"`{label}`" for label in labels[:50]))
+    for key, title in (("metrics", "metrics"), ("training_args", "training arguments")):
+        value = meta.get(key)
+        if isinstance(value, dict) and value:
+            lines.append(f"- {title}: " + ", ".join(f"`{k}` = {v}" for k, v in value.items()))
+    rest = sorted(set(meta) - {"labels", "metrics", "training_args"})
+    for key in rest:
+        lines.append(f"- {key}: {meta[key]}")
+    lines.append(f"\n`GET /endpoints/{spec.name}/metadata` has it all, with each worker's.")
+    return "\n".join(lines)
 
 
 def _uploads(spec: EndpointSpec) -> dict[str, Any]:
@@ -474,6 +495,21 @@ def _client_paths(c: _Components) -> dict[str, Any]:
                 },
             },
             **_endpoint_admin(),
+        },
+        "/endpoints/{name}/metadata": {
+            "get": {
+                "summary": "What an endpoint's model declares",
+                "description": "Its version, description and `[metadata]` (training"
+                " arguments, metrics, labels...), and what each worker's model says of itself"
+                " (`Model.info()`), with whether the workers differ.",
+                "operationId": "endpoint_metadata",
+                "tags": ["endpoints"],
+                "parameters": [_param("EndpointName")],
+                "responses": {
+                    "200": _json({"$ref": _REF + "EndpointMetadata"}, "The model's metadata"),
+                    "404": _problem("No endpoint of that name"),
+                },
+            }
         },
         "/endpoints/{name}/disable": {
             "post": {

@@ -60,6 +60,9 @@ class Job(_Shape):
         description="The revision of the endpoint's spec the input was validated against;"
         " only a worker serving that revision runs the job."
     )
+    model_version: str | None = Field(
+        None, description="The version of the model (of that revision) that runs it."
+    )
     created_at: float = Field(description="Unix time the job was accepted.")
     started_at: float | None
     completed_at: float | None
@@ -134,10 +137,42 @@ class EndpointDetail(EndpointSummary):
     limits: Limits
     workers: list[Worker]
     spec: dict[str, Any] = Field(description="The spec a remote worker must match.")
+    metadata: dict[str, JsonValue] = Field(
+        description="What the model declares: training_args, metrics, labels, ..."
+    )
     earlier_revisions: list[int] | None = Field(
         None,
         description="Earlier revisions still kept: their workers run the jobs validated"
         " against them.",
+    )
+
+
+class WorkerModel(_Shape):
+    """One worker's model, as the worker described it when it joined."""
+
+    id: str
+    name: str
+    state: Literal["online", "offline"]
+    revision: int = Field(description="The revision of the endpoint's spec it serves")
+    model: dict[str, JsonValue] = Field(
+        description="Its class, version and what its Model.info() returned"
+    )
+    device: JsonValue = None
+
+
+class EndpointMetadata(_Shape):
+    """What an endpoint's model declares, and what each worker's model says of itself."""
+
+    name: str
+    version: str
+    revision: int
+    description: str
+    metadata: dict[str, JsonValue] = Field(
+        description="The spec's [metadata]: training_args, metrics, labels, ..."
+    )
+    workers: list[WorkerModel]
+    workers_differ: bool = Field(
+        description="Whether the workers' models describe themselves differently"
     )
 
 
