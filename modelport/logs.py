@@ -148,14 +148,43 @@ def configure(level: str = "info", fmt: str = "text") -> None:
         atexit.register(sys.stdout.close)
 
 
-class LineWriter(io.TextIOBase):
+class StreamWrapper(io.TextIOBase):
+    """A text stream in front of another (``sys.stdout``, ``sys.stderr``): it says what the
+    stream beneath says of itself (a terminal? its file descriptor, encoding, buffer)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return self.stream.errors
+
+    @property
+    def buffer(self) -> Any:
+        return getattr(self.stream, "buffer", None)
+
+
+class LineWriter(StreamWrapper):
     """A text stream that passes on whole lines only, each in one write, under the lock the
     log handler holds. A thread's unfinished line waits for its end (or for :meth:`close`),
     so a ``print(..., end="")`` from a model's thread and a log record from another thread
     come out on lines of their own, however the streams are buffered."""
 
     def __init__(self, stream: TextIO, limit: int = 64 * 1024) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self.limit = limit
         self._partial: dict[int, str] = {}
 
@@ -184,27 +213,6 @@ class LineWriter(io.TextIOBase):
                 self.stream.write(rest + "\n")
             self._partial.clear()
             self.stream.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return self.stream.encoding
-
-    @property
-    def errors(self) -> str | None:  # type: ignore[override]
-        return self.stream.errors
-
-    @property
-    def buffer(self) -> Any:
-        return getattr(self.stream, "buffer", None)
 
 
 access_log = logging.getLogger("modelport.access")

@@ -17,7 +17,6 @@ subprocesses) are not seen.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import sys
 import threading
@@ -25,6 +24,8 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TextIO
+
+from modelport.logs import StreamWrapper
 
 HEAD = 500
 """Lines of one job sent as they come."""
@@ -99,12 +100,12 @@ class _Job:
         self.tail.clear()
 
 
-class _Stream(io.TextIOBase):
+class _Stream(StreamWrapper):
     """``sys.stdout`` or ``sys.stderr``: writes go on to the stream beneath, and become log
     lines of the jobs the writing thread works on."""
 
     def __init__(self, stream: TextIO, name: str) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self.name = name
 
     def write(self, text: str) -> int:
@@ -115,30 +116,6 @@ class _Stream(io.TextIOBase):
 
     def flush(self) -> None:
         self.stream.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return self.stream.encoding
-
-    @property
-    def errors(self) -> str | None:  # type: ignore[override]
-        return self.stream.errors
-
-    @property
-    def buffer(self) -> Any:
-        return getattr(self.stream, "buffer", None)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.stream, name)
 
 
 class _Handler(logging.Handler):
