@@ -66,6 +66,8 @@ class JobRecord:
     revision: int = 1
     """The revision of the endpoint's spec the input was validated against; only a worker
     serving that revision runs the job (see ``PUT /endpoints/{name}``)."""
+    model_version: str | None = None
+    """The version of the model of that revision: the one that runs the job."""
 
     def public(self, *, queue_position: int | None = None) -> dict[str, Any]:
         """The job as clients see it: no lease bookkeeping."""
@@ -80,6 +82,7 @@ class JobRecord:
             "attempts": self.attempts,
             "worker": self.worker_id,
             "revision": self.revision,
+            "model_version": self.model_version,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "completed_at": self.completed_at,

@@ -179,9 +179,13 @@ async def test_lease_respects_the_endpoint(store: JobStore) -> None:
 
 
 async def test_lease_of_one_revision_passes_over_the_others_in_order(store: JobStore) -> None:
-    jobs = [await store.insert(job(input={"n": i}, revision=1 + i % 2)) for i in range(6)]
+    jobs = [
+        await store.insert(job(input={"n": i}, revision=1 + i % 2, model_version=f"v{1 + i % 2}"))
+        for i in range(6)
+    ]
     assert [j.revision for j in jobs] == [1, 2, 1, 2, 1, 2]
-    assert (await store.get(jobs[1].id)).revision == 2  # type: ignore[union-attr]
+    got = await store.get(jobs[1].id)
+    assert got is not None and (got.revision, got.model_version) == (2, "v2")
     second = await store.lease("echo", "w2", 2, NOW, LEASE_UNTIL, revision=2)
     assert ids(second) == [jobs[1].id, jobs[3].id]
     assert all(j.revision == 2 for j in second)
@@ -517,6 +521,26 @@ async def test_sqlite_recounts_a_file_written_before_it_kept_counts(tmp_path: Pa
         assert await second.queue_depths() == {"echo": {"queued": 2, "running": 1}}
         await insert(second, 1)
         assert await second.queue_depths() == {"echo": {"queued": 3, "running": 1}}
+    finally:
+        await second.close()
+
+
+async def test_sqlite_reads_a_file_written_before_jobs_had_revisions(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    first = store_from_url(f"sqlite:///{path}")
+    await first.open()
+    (old,) = await insert(first, 1)
+    await first.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(
+            "ALTER TABLE jobs DROP COLUMN revision; ALTER TABLE jobs DROP COLUMN model_version;"
+        )
+    second = store_from_url(f"sqlite:///{path}")
+    await second.open()
+    try:
+        got = await second.get(old.id)
+        assert got is not None and (got.revision, got.model_version) == (1, None)
+        assert ids(await second.lease("echo", "w", 5, NOW, LEASE_UNTIL, revision=1)) == [old.id]
     finally:
         await second.close()
 

@@ -69,6 +69,7 @@ class Jobs:
             idempotency_key=idempotency_key,
             owner=owner,
             revision=revision,
+            model_version=(self.registry.spec_of(endpoint, revision) or spec).version,
         )
         depth.inflight += 1
         try:

@@ -459,9 +459,6 @@ class Server:
     ) -> Response:
         position = None if job.status.final else await self.broker.position(job)
         body = job.public(queue_position=position)
-        made_by = self.broker.registry.spec_of(job.endpoint, job.revision)
-        if made_by is not None:
-            body["model_version"] = made_by.version
         spec = self.broker.specs.get(job.endpoint)
         if spec is not None and spec.media_inputs:
             body["input"] = media_files.linked_inputs(spec, job)

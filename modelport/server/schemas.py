@@ -61,7 +61,7 @@ class Job(_Shape):
         " only a worker serving that revision runs the job."
     )
     model_version: str | None = Field(
-        None, description="The version of the model (of that revision) that runs it."
+        description="The version of the model (of that revision) that runs it."
     )
     created_at: float = Field(description="Unix time the job was accepted.")
     started_at: float | None

@@ -82,6 +82,7 @@ _FIELDS = (
     "idempotency_key",
     "owner",
     "revision",
+    "model_version",
 )
 
 # The helpers every script shares: keep a job's index entries true to its status.

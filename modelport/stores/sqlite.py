@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_until REAL,
     idempotency_key TEXT,
     owner TEXT,
-    revision INTEGER NOT NULL DEFAULT 1
+    revision INTEGER NOT NULL DEFAULT 1,
+    model_version TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (endpoint, status, seq);
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
@@ -169,7 +170,7 @@ depth less the jobs behind it (a job just submitted has few behind it)."""
 _COLUMNS = (
     "seq, id, endpoint, status, input, output, error, progress, created_at, started_at,"
     " completed_at, attempts, max_attempts, worker_id, lease_until, idempotency_key, owner,"
-    " revision"
+    " revision, model_version"
 )
 _JSON = frozenset({"input", "output", "progress"})
 
@@ -202,6 +203,7 @@ def _row(r: tuple[Any, ...]) -> JobRecord:
         idempotency_key=r[15],
         owner=r[16],
         revision=r[17],
+        model_version=r[18],
     )
 
 
@@ -241,6 +243,8 @@ class SqliteStore:
                 db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
             if "revision" not in columns:  # a file from before endpoints had revisions
                 db.execute("ALTER TABLE jobs ADD COLUMN revision INTEGER NOT NULL DEFAULT 1")
+            if "model_version" not in columns:
+                db.execute("ALTER TABLE jobs ADD COLUMN model_version TEXT")
             db.executescript(_OWNER_INDEX)
             db.executescript(f"BEGIN IMMEDIATE; {_RECOUNT} COMMIT;")
             self._db = db
@@ -326,8 +330,8 @@ class SqliteStore:
                 return Overloaded(full_queue(job.endpoint, depth, limit))
         cur = db.execute(
             "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts,"
-            " max_attempts, idempotency_key, owner, revision)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " max_attempts, idempotency_key, owner, revision, model_version)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 job.endpoint,
@@ -339,6 +343,7 @@ class SqliteStore:
                 job.idempotency_key,
                 job.owner,
                 job.revision,
+                job.model_version,
             ),
         )
         assert cur.lastrowid is not None
