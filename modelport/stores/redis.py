@@ -189,16 +189,23 @@ local popped = {}
 if revision == nil or revision == '' then
   popped = redis.call('ZPOPMIN', P .. 'q:' .. ep, limit)
 else
-  -- Only jobs of one revision: pass over the others (at most the first 10000 queued).
-  local queued = redis.call('ZRANGE', P .. 'q:' .. ep, 0, 9999)
-  for _, id in ipairs(queued) do
-    if #popped >= 2 * limit then break end
-    local rev = redis.call('HGET', P .. 'job:' .. id, 'revision') or '1'
-    if rev == revision then
-      redis.call('ZREM', P .. 'q:' .. ep, id)
-      popped[#popped + 1] = id
-      popped[#popped + 1] = 0
+  -- Only jobs of one revision: pass over the others (looking at most 10000 deep).
+  local start, taken = 0, {}
+  while #taken < limit and start < 10000 do
+    local queued = redis.call('ZRANGE', P .. 'q:' .. ep, start, start + 99)
+    if #queued == 0 then break end
+    for _, id in ipairs(queued) do
+      if #taken >= limit then break end
+      if (redis.call('HGET', P .. 'job:' .. id, 'revision') or '1') == revision then
+        taken[#taken + 1] = id
+      end
     end
+    start = start + 100
+  end
+  for _, id in ipairs(taken) do
+    redis.call('ZREM', P .. 'q:' .. ep, id)
+    popped[#popped + 1] = id
+    popped[#popped + 1] = 0
   end
 end
 local ids = {}
