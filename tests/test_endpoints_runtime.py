@@ -15,7 +15,17 @@ from modelport.model import Model
 from modelport.server.local import LocalTransport
 from modelport.settings import Settings
 from modelport.worker.runner import Runner, lanes, set_up
-from tests.conftest import AppFactory, InProcessApp, eventually
+from tests.conftest import (
+    WORKER_TOKEN,
+    AppFactory,
+    InProcessApp,
+    Serve,
+    Workers,
+    eventually,
+    online,
+    wait_for,
+    worker_args,
+)
 from tests.models.versioned import ReverseV1, ReverseV2
 
 BOUND = 30.0
@@ -390,3 +400,42 @@ async def test_two_servers_over_redis_follow_every_change_at_once(
         "/workers", json={"name": "w", "endpoints": [ReverseV2.spec().to_dict()]}, headers=WORKER
     )
     assert refused.status_code == 409 and "was deleted" in refused.text
+
+
+def test_replaced_with_worker_processes_no_job_is_lost_or_answered_by_another_version(
+    serve: Serve, workers: Workers
+) -> None:
+    """End to end: a real server, an endpoint put over HTTP, replaced under load while a
+    worker process of each revision serves it, then deleted."""
+    server = serve(["--store", "memory://", "--worker-token", WORKER_TOKEN]).start().wait_ready()
+    url = server.url
+    created = httpx.put(f"{url}/endpoints/reverse", json=ReverseV1.spec().to_dict(), timeout=10)
+    assert created.status_code == 201, created.text
+    workers(worker_args(server, "tests/models/versioned.py:ReverseV1")).start()
+    wait_for(lambda: online(server, "reverse") == 1, 60, "the revision 1 worker")
+    ids = []
+
+    def submit(n: int, **extra: Any) -> None:
+        for i in range(n):
+            body = {"input": {"text": f"t{len(ids)}", "pause": 0.01, **extra}}
+            r = httpx.post(f"{url}/endpoints/reverse/jobs", json=body, headers=ASYNC, timeout=10)
+            assert r.status_code == 202, r.text
+            ids.append(r.json()["id"])
+
+    submit(30)
+    replaced = httpx.put(f"{url}/endpoints/reverse", json=ReverseV2.spec().to_dict(), timeout=10)
+    assert replaced.json()["revision"] == 2, replaced.text
+    submit(15, upper=True)
+    workers(worker_args(server, "tests/models/versioned.py:ReverseV2")).start()
+    submit(15, upper=True)
+    jobs = []
+    for job_id in ids:
+        r = httpx.get(f"{url}/jobs/{job_id}", headers={"Prefer": "wait=30"}, timeout=40)
+        jobs.append(r.json())
+    assert [j["status"] for j in jobs] == ["succeeded"] * 60, [j for j in jobs if j["error"]]
+    for job in jobs:
+        assert job["output"]["version"] == job["model_version"] == str(job["revision"]), job
+    assert [j["revision"] for j in jobs] == [1] * 30 + [2] * 30
+    deleted = httpx.delete(f"{url}/endpoints/reverse", timeout=10)
+    assert deleted.json()["state"] == "deleted", deleted.text
+    assert httpx.get(f"{url}/endpoints", timeout=10).json() == []
