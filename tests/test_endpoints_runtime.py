@@ -413,10 +413,10 @@ def test_replaced_with_worker_processes_no_job_is_lost_or_answered_by_another_ve
     assert created.status_code == 201, created.text
     workers(worker_args(server, "tests/models/versioned.py:ReverseV1")).start()
     wait_for(lambda: online(server, "reverse") == 1, 60, "the revision 1 worker")
-    ids = []
+    ids: list[str] = []
 
     def submit(n: int, **extra: Any) -> None:
-        for i in range(n):
+        for _ in range(n):
             body = {"input": {"text": f"t{len(ids)}", "pause": 0.01, **extra}}
             r = httpx.post(f"{url}/endpoints/reverse/jobs", json=body, headers=ASYNC, timeout=10)
             assert r.status_code == 202, r.text
