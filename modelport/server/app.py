@@ -257,6 +257,7 @@ class Server:
             ) from None
 
     async def get_endpoint(self, request: Request) -> Response:
+        await self.broker.sync_specs()  # replaced, disabled or deleted on another server
         spec = await self._find_spec(request.path_params["name"])
         return _json(await self._endpoint_body(spec))
 
@@ -294,6 +295,7 @@ class Server:
 
     async def endpoint_metadata(self, request: Request) -> Response:
         """``GET /endpoints/{name}/metadata``: what the model declares, and each worker's."""
+        await self.broker.sync_specs()
         spec = await self._find_spec(request.path_params["name"])
         now = self.broker.clock()
         workers = [
