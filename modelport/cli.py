@@ -149,6 +149,27 @@ def _parser() -> argparse.ArgumentParser:
         help="delete finished jobs after this long (default: %(default)s)",
     )
     serve.add_argument(
+        "--log-max-entries",
+        type=int,
+        default=_DEFAULTS.log_max_entries,
+        metavar="N",
+        help="log lines of models kept per endpoint (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-max-bytes",
+        type=int,
+        default=_DEFAULTS.log_max_bytes,
+        metavar="BYTES",
+        help="bytes of models' log lines kept per endpoint (default: %(default)s)",
+    )
+    serve.add_argument(
+        "--log-max-age",
+        type=float,
+        default=_DEFAULTS.log_max_age,
+        metavar="SECONDS",
+        help="delete models' log lines after this long (default: %(default)s)",
+    )
+    serve.add_argument(
         "--access-log",
         action=argparse.BooleanOptionalAction,
         default=True,
@@ -349,6 +370,9 @@ def _server(args: argparse.Namespace) -> Server:
         max_queue_time=args.max_queue_time,
         timeout=args.timeout,
         result_ttl=args.result_ttl,
+        log_max_entries=args.log_max_entries,
+        log_max_bytes=args.log_max_bytes,
+        log_max_age=args.log_max_age,
         precomputed=_pairs("--precomputed", args.precomputed),
         webhook_allow=tuple(args.webhook_allow),
         webhook_secret=_webhook_secret(args.webhook_secret_file),

@@ -49,7 +49,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": _utc(record.created),
+            "time": iso_time(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -67,14 +67,15 @@ class JsonFormatter(logging.Formatter):
 
     def access(self, created: float, message: str, fields: Any, rid: str | None) -> str:
         """An access log line, as :meth:`format` writes its record."""
-        entry = {"time": _utc(created), "level": "info", "logger": access_log.name}
+        entry = {"time": iso_time(created), "level": "info", "logger": access_log.name}
         entry["message"] = message
         if rid is not None:
             entry["request_id"] = rid
         return orjson.dumps({**entry, **fields}).decode()
 
 
-def _utc(created: float) -> str:
+def iso_time(created: float) -> str:
+    """Unix seconds as an ISO 8601 UTC time with milliseconds: ``2026-01-02T03:04:05.678Z``."""
     millis = int((created - int(created)) * 1000)
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{millis:03d}Z"
 
@@ -147,14 +148,43 @@ def configure(level: str = "info", fmt: str = "text") -> None:
         atexit.register(sys.stdout.close)
 
 
-class LineWriter(io.TextIOBase):
+class StreamWrapper(io.TextIOBase):
+    """A text stream in front of another (``sys.stdout``, ``sys.stderr``): it says what the
+    stream beneath says of itself (a terminal? its file descriptor, encoding, buffer)."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.stream.encoding
+
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return self.stream.errors
+
+    @property
+    def buffer(self) -> Any:
+        return getattr(self.stream, "buffer", None)
+
+
+class LineWriter(StreamWrapper):
     """A text stream that passes on whole lines only, each in one write, under the lock the
     log handler holds. A thread's unfinished line waits for its end (or for :meth:`close`),
     so a ``print(..., end="")`` from a model's thread and a log record from another thread
     come out on lines of their own, however the streams are buffered."""
 
     def __init__(self, stream: TextIO, limit: int = 64 * 1024) -> None:
-        self.stream = stream
+        super().__init__(stream)
         self.limit = limit
         self._partial: dict[int, str] = {}
 
@@ -183,27 +213,6 @@ class LineWriter(io.TextIOBase):
                 self.stream.write(rest + "\n")
             self._partial.clear()
             self.stream.flush()
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return self.stream.isatty()
-
-    def fileno(self) -> int:
-        return self.stream.fileno()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return self.stream.encoding
-
-    @property
-    def errors(self) -> str | None:  # type: ignore[override]
-        return self.stream.errors
-
-    @property
-    def buffer(self) -> Any:
-        return getattr(self.stream, "buffer", None)
 
 
 access_log = logging.getLogger("modelport.access")

@@ -82,6 +82,10 @@ class Model:
     """A table of precomputed predictions (a ``modelport batch`` SQLite output) answered from."""
     fallback: ClassVar[bool] = _SPEC_DEFAULTS["fallback"]
     """Whether an input missing from the ``precomputed`` table goes to the model (else 404)."""
+    metadata: ClassVar[dict[str, Any]] = {}
+    """What the model declares about itself: ``training_args``, ``metrics``, ``labels`` and
+    any other JSON (merged over a TOML config's ``[metadata]``); ``GET
+    /endpoints/{name}/metadata`` shows it with each worker's :meth:`info`."""
     concurrency: ClassVar[int] = 1
     """Batches one model instance runs at once, each on its own thread, in the API server
     (embedded) and in each worker process; ``setup()`` still runs once. Raise it only for a
@@ -149,6 +153,7 @@ class Model:
             for key, value in settings.items():
                 if value != getattr(Model, key):
                     setattr(spec, key, value)
+            spec.metadata = {**spec.metadata, **cls.metadata}
             check_spec(spec)
             if cls.predict is not Model.predict:
                 disagreements = config_disagreements(cls.predict, spec)
@@ -172,6 +177,7 @@ class Model:
             title=cls.title,
             kind=cls.kind,
             where=_name(cls),
+            metadata=dict(cls.metadata),
             **settings,
         )
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from modelport.stores.base import LogBounds
+
 
 @dataclass
 class Limits:
@@ -45,9 +47,20 @@ class Limits:
     URLs are refused. Non-public addresses only for hosts listed by exact name."""
     fetch_timeout: float = 10.0
     """Seconds one URL fetch may take, redirects included."""
+    log_max_entries: int = 10_000
+    """Log lines of models kept per endpoint (the oldest dropped first)."""
+    log_max_bytes: int = 16 * 1024 * 1024
+    """Bytes of log text kept per endpoint (the oldest lines dropped first)."""
+    log_max_age: float = 7 * 86_400.0
+    """Seconds a model's log line is kept."""
     max_inline_media: int | None = 256 * 1024
     """A media output longer than this (as a data URL) is stored as a file of its job and
     the output carries its URL, ``/jobs/{id}/files/{name}``; None keeps every one inline."""
+
+    @property
+    def log_bounds(self) -> LogBounds:
+        """What each endpoint's log keeps."""
+        return LogBounds(self.log_max_entries, self.log_max_bytes, self.log_max_age)
 
 
 @dataclass

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import annotated_types
+import orjson
 import pydantic
 import pydantic_core
 import typing_extensions
@@ -331,6 +332,10 @@ class EndpointSpec:
     precomputed: str | None = None
     fallback: bool = True
     output: FieldSpec | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    """What the model declares about itself (TOML ``[metadata]``, ``Model.metadata``):
+    ``training_args``, ``metrics``, ``labels`` and any other JSON; shown by
+    ``GET /endpoints/{name}/metadata`` and in the OpenAPI description."""
     adapter: Any = field(default=None, compare=False, repr=False)
     """For ``kind = "http"`` or ``"subprocess"``: how to call it (an
     :data:`modelport.adapters.config.AdapterConfig`). Not part of the contract: it stays
@@ -367,6 +372,8 @@ class EndpointSpec:
         }
         if self.output is not None:  # only when set, so specs without one read as before
             body["output"] = self.output.to_dict()
+        if self.metadata:  # the same
+            body["metadata"] = self.metadata
         return body
 
     @cached_property
@@ -496,7 +503,7 @@ _SERVING_BOUNDS: dict[str, tuple[type, float, float]] = {
 typo (or NaN, or 1e308) is refused at start instead of misbehaving later."""
 _POSITIVE = frozenset({"lease_duration", "max_queue_time", "timeout", "result_ttl", "cache_ttl"})
 """Keys whose lower bound is excluded: zero seconds would mean at once, never useful."""
-_SECTIONS = ("inputs", "outputs", "output", "progress")
+_SECTIONS = ("inputs", "outputs", "output", "progress", "metadata")
 _ENDPOINT_KEYS = {f.name for f in fields(EndpointSpec)} - set(_SECTIONS) - {"adapter"}
 _FIELD_KEYS = {f.name for f in fields(FieldSpec)} | {"min", "max"}
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
@@ -1033,6 +1040,35 @@ def spec_from_toml(path: str | Path, *, name: str | None = None) -> EndpointSpec
     return spec
 
 
+def spec_from_document(text: str, *, toml: bool, name: str) -> EndpointSpec:
+    """A spec sent to the server (``PUT /endpoints/{name}``): a TOML file's text, or JSON in
+    the same shape (``{"endpoint": {...}, "inputs": {...}}``) or flat (``to_dict()``'s).
+    Its name, if it has one, must be ``name``; mistakes are all reported at once."""
+    problems: list[Problem] = []
+    data: Any
+    try:
+        data = tomllib.loads(text) if toml else orjson.loads(text)
+    except (tomllib.TOMLDecodeError, ValueError) as e:
+        raise SpecError(f"not valid {'TOML' if toml else 'JSON'}: {e}") from None
+    if not isinstance(data, dict):
+        raise SpecError("the spec must be a table (a JSON object)")
+    if toml or isinstance(data.get("endpoint"), dict):
+        data = _flatten_toml(data, problems)
+    given = data.get("name")
+    if given is not None and given != name:
+        problems.append(("endpoint.name", f"{given!r} differs from the URL's {name!r}"))
+    if data.get("precomputed") is not None:
+        problems.append(("endpoint.precomputed", "a table is given at start, not at run time"))
+        del data["precomputed"]
+    try:
+        spec = spec_from_dict({**data, "name": name})
+    except SpecError as e:
+        problems += _problems_of(e)
+    if problems:
+        raise spec_error(problems)
+    return spec
+
+
 def _flatten_toml(data: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
     sections = ("endpoint", *_SECTIONS)
     for key in data:
@@ -1109,6 +1145,16 @@ def spec_from_dict(
             if parsed is not None:
                 group[str(key)] = parsed
         groups[section] = group
+    metadata = data.pop("metadata", None) or {}
+    if not isinstance(metadata, dict):
+        problems.append(("[metadata]", "must be a table"))
+        metadata = {}
+    try:
+        _storable(metadata)
+        orjson.dumps(metadata)
+    except (TypeError, ValueError) as e:
+        problems.append(("[metadata]", f"must be JSON: {e}"))
+        metadata = {}
     output = None
     if data.get("output") is not None:
         output = _field_from_dict("output", data.pop("output"), problems)
@@ -1140,6 +1186,7 @@ def spec_from_dict(
             outputs=groups["outputs"],
             progress=groups["progress"] or {},
             output=output,
+            metadata=metadata,
             adapter=adapter,
         ),
     )

@@ -63,6 +63,11 @@ class JobRecord:
     idempotency_key: str | None = None
     owner: str | None = None
     """The id of the API key that submitted the job (None without keys)."""
+    revision: int = 1
+    """The revision of the endpoint's spec the input was validated against; only a worker
+    serving that revision runs the job (see ``PUT /endpoints/{name}``)."""
+    model_version: str | None = None
+    """The version of the model of that revision: the one that runs the job."""
 
     def public(self, *, queue_position: int | None = None) -> dict[str, Any]:
         """The job as clients see it: no lease bookkeeping."""
@@ -76,6 +81,8 @@ class JobRecord:
             "progress": self.progress,
             "attempts": self.attempts,
             "worker": self.worker_id,
+            "revision": self.revision,
+            "model_version": self.model_version,
             "created_at": self.created_at,
             "started_at": self.started_at,
             "completed_at": self.completed_at,

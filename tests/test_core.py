@@ -60,9 +60,15 @@ class Watched(MemoryStore):
             self._looked[task].set()
 
     async def lease(
-        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+        self,
+        endpoint: str,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        revision: int | None = None,
     ) -> list[JobRecord]:
-        leased = await super().lease(endpoint, worker_id, limit, now, lease_until)
+        leased = await super().lease(endpoint, worker_id, limit, now, lease_until, revision)
         self._note()
         return leased
 

@@ -27,7 +27,7 @@ from modelport.server.examples import input_example
 from modelport.server.openai import _ChatRequest, _EmbeddingRequest
 from modelport.server.openapi import at_most, openapi
 from modelport.server.streaming import MAX_EVENT_ID, parse_event_id
-from modelport.spec import EndpointSpec, FieldSpec, spec_from_toml
+from modelport.spec import EndpointSpec, FieldSpec, spec_from_document, spec_from_toml
 from tests.models.basic import Add, Shapes
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,7 +128,7 @@ async def test_every_operation_has_request_and_response_schemas(doc: dict[str, A
             assert response["description"], (method, path, status)
             if status != "204":
                 assert all("schema" in m for m in response["content"].values()), (path, status)
-        if method == "POST" and op["operationId"] != "cancel_job":  # the only bodiless POST
+        if method == "POST" and op["operationId"] not in ("cancel_job", "enable_endpoint"):
             body = op["requestBody"]["content"]["application/json"]
             assert "schema" in body and "example" in body, f"{method} {path}: no example body"
 
@@ -149,7 +149,11 @@ def _validate(operation_id: str, server: Server, body: bytes) -> None:
         "worker_events": wire.EventsRequest,
         "worker_results": wire.ResultsRequest,
     }
-    if operation_id in models:
+    if operation_id == "put_endpoint":
+        spec_from_document(body.decode(), toml=False, name="example")
+    elif operation_id == "disable_endpoint":
+        assert isinstance(orjson.loads(body)["reason"], str)
+    elif operation_id in models:
         models[operation_id].model_validate_json(body)
     elif operation_id in messages:
         wire.decode(messages[operation_id], body)
@@ -167,8 +171,13 @@ async def test_every_example_body_is_accepted_by_the_route_s_own_model(
         if "example" in body:
             _validate(op["operationId"], server, orjson.dumps(body["example"]))
             checked += 1
-    # five submits, chat, embeddings, four worker routes, key, session, two conversation routes
-    assert checked == 15
+        toml = op.get("requestBody", {}).get("content", {}).get("application/toml", {})
+        if "example" in toml:
+            spec_from_document(toml["example"], toml=True, name="example")
+            checked += 1
+    # five submits, chat, embeddings, four worker routes, key, session, two conversation
+    # routes, put (JSON and TOML), disable
+    assert checked == 18
 
 
 async def test_endpoint_examples_run(http: httpx.AsyncClient, doc: dict[str, Any]) -> None:

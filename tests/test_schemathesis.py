@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -92,6 +93,10 @@ LOOSE = {"POST /workers"}
 the README's, checked by the server with messages naming the rule), not as a JSON Schema
 precise enough for every schema-valid body to be a valid spec: refusing one (422) is right."""
 
+RUNTIME_ROUTES = re.compile(r"^/endpoints/\{name\}(/disable|/enable|/logs)?$|^/jobs/\{id\}/logs$")
+"""The run-time endpoint routes: those that change endpoints (PUT, POST, DELETE) may delete
+or replace the server's, so they run last, in a test of their own."""
+
 ENDLESS = {"GET /admin/events"}
 """Streams that never end by themselves (a dashboard's live feed): each call would run to the
 client's timeout. tests/test_pages.py reads that stream and checks its events."""
@@ -126,7 +131,8 @@ def test_every_operation_answers_as_documented(live: Live) -> None:
     tested, failures = [], []
     for result in live.schema.get_all_operations():
         operation = result.ok()
-        if f"{operation.method.upper()} {operation.path}" in ENDLESS:
+        changes = operation.method.upper() != "GET" and RUNTIME_ROUTES.match(operation.path)
+        if changes or f"{operation.method.upper()} {operation.path}" in ENDLESS:
             continue
         security = operation.definition.raw.get("security") or [{}]
         headers = next((credentials[name] for name in security[0] if name in credentials), {})
@@ -172,3 +178,34 @@ def test_every_operation_answers_as_documented(live: Live) -> None:
     }
     assert expected <= set(tested), expected - set(tested)
     assert time.monotonic() - started < 60, "the run is over its time bound"
+
+
+def test_the_run_time_endpoint_routes_answer_as_documented(live: Live) -> None:
+    """Last in the module: it may delete or replace the server's endpoints. A spec's rules
+    (a default within its bounds, known types) go beyond a JSON Schema, so a spec that
+    breaks them may be refused (422) though the document's schema allows it."""
+    headers = {"Authorization": f"Bearer {live.admin}"}
+    tested = []
+    for result in live.schema.get_all_operations():
+        operation = result.ok()
+        if not RUNTIME_ROUTES.match(operation.path):
+            continue
+
+        @given(operation.as_strategy())
+        @settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+        def check(case: Any) -> None:
+            case.call_and_validate(
+                headers=headers, timeout=10, excluded_checks=[positive_data_acceptance]
+            )
+
+        check()
+        tested.append(f"{operation.method.upper()} {operation.path}")
+    assert {
+        "PUT /endpoints/{name}",
+        "DELETE /endpoints/{name}",
+        "POST /endpoints/{name}/disable",
+        "POST /endpoints/{name}/enable",
+        "GET /endpoints/{name}/logs",
+        "DELETE /endpoints/{name}/logs",
+        "GET /jobs/{id}/logs",
+    } <= set(tested)

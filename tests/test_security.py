@@ -91,6 +91,17 @@ ANONYMOUS = ("none", "bad", "expired", "revoked")
 CLIENT_ROUTES = ("owner", "stranger", "fails-only", "admin")
 
 
+ADMIN_ENDPOINT_ROUTES = (
+    "put_endpoint",
+    "disable_endpoint",
+    "enable_endpoint",
+    "delete_endpoint",
+    "endpoint_logs",
+    "delete_logs",
+)
+"""Endpoints at run time: an admin key's routes (run in this order: added, then deleted)."""
+
+
 def expected(route: str, who: str) -> int:
     """The status each credential gets on each route: the table of the security model."""
     open_routes = {"live": 200, "ready": 200, "metrics": 200, "openapi": 200, "docs": 200}
@@ -108,17 +119,20 @@ def expected(route: str, who: str) -> int:
             if (who == "admin")
             else 403
         )
+    if route in ADMIN_ENDPOINT_ROUTES:
+        return (201 if route == "put_endpoint" else 200) if who == "admin" else 403
     if route == "session":
         return 201
-    if route in ("endpoint", "submit") and who == "fails-only":
+    if route in ("endpoint", "submit", "metadata") and who == "fails-only":
         return 403
-    if route in ("job", "events", "cancel"):
+    if route in ("job", "events", "cancel", "job_logs"):
         if who in ("stranger", "fails-only"):
             return 404  # another key's job does not exist for it
         return 409 if route == "cancel" else 200  # the job already succeeded
     return {
         "endpoints": 200,
         "endpoint": 200,
+        "metadata": 200,
         "submit": 200,
         "models": 200,
         "chat": 404,  # no chat endpoint: the model is not found
@@ -135,6 +149,7 @@ async def test_every_route_against_every_credential(keyed: Deployment) -> None:
     routes: dict[str, tuple[str, str, Any, dict[str, str]]] = {
         "endpoints": ("GET", "/endpoints", None, {}),
         "endpoint": ("GET", "/endpoints/add", None, {}),
+        "metadata": ("GET", "/endpoints/add/metadata", None, {}),
         "submit": ("POST", "/endpoints/add/jobs", {"input": {"a": 2}}, {}),
         "job": ("GET", f"/jobs/{job_id}", None, {}),
         "events": ("GET", f"/jobs/{job_id}/events", None, {"accept": "application/jsonl"}),
@@ -146,6 +161,13 @@ async def test_every_route_against_every_credential(keyed: Deployment) -> None:
             {"model": "add", "messages": [{"role": "user", "content": "hi"}]},
             {},
         ),
+        "put_endpoint": ("PUT", "/endpoints/extra", {"inputs": {"x": {"type": "integer"}}}, {}),
+        "disable_endpoint": ("POST", "/endpoints/extra/disable", {"reason": "test"}, {}),
+        "enable_endpoint": ("POST", "/endpoints/extra/enable", None, {}),
+        "delete_endpoint": ("DELETE", "/endpoints/extra?drain=false", None, {}),
+        "job_logs": ("GET", f"/jobs/{job_id}/logs", None, {}),
+        "endpoint_logs": ("GET", "/endpoints/add/logs", None, {}),
+        "delete_logs": ("DELETE", "/endpoints/add/logs", None, {}),
         "create_key": ("POST", "/keys", {"scope": "client", "name": "made"}, {}),
         "list_keys": ("GET", "/keys", None, {}),
         "delete_key": ("DELETE", "/keys/key_0000000000000000", None, {}),

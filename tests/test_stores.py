@@ -16,6 +16,7 @@ import pytest
 
 from modelport.errors import Overloaded, Unavailable
 from modelport.stores import JobStore, Update, store_from_url
+from modelport.stores.base import LogBounds
 from modelport.wire import Event, JobRecord, JobStatus, new_job_id
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
@@ -177,6 +178,23 @@ async def test_lease_respects_the_endpoint(store: JobStore) -> None:
     assert ids(await store.lease("b", "w1", 5, NOW, LEASE_UNTIL)) == ids(b)
     assert await store.lease("c", "w1", 5, NOW, LEASE_UNTIL) == []
     assert ids(await store.lease("a", "w1", 5, NOW, LEASE_UNTIL)) == ids(a)
+
+
+async def test_lease_of_one_revision_passes_over_the_others_in_order(store: JobStore) -> None:
+    jobs = [
+        await store.insert(job(input={"n": i}, revision=1 + i % 2, model_version=f"v{1 + i % 2}"))
+        for i in range(6)
+    ]
+    assert [j.revision for j in jobs] == [1, 2, 1, 2, 1, 2]
+    got = await store.get(jobs[1].id)
+    assert got is not None and (got.revision, got.model_version) == (2, "v2")
+    second = await store.lease("echo", "w2", 2, NOW, LEASE_UNTIL, revision=2)
+    assert ids(second) == [jobs[1].id, jobs[3].id]
+    assert all(j.revision == 2 for j in second)
+    assert await store.lease("echo", "w3", 5, NOW, LEASE_UNTIL, revision=3) == []
+    assert ids(await store.lease("echo", "w1", 5, NOW, LEASE_UNTIL, revision=1)) == ids(jobs[0::2])
+    assert ids(await store.lease("echo", "w2", 5, NOW, LEASE_UNTIL)) == [jobs[5].id]
+    assert (await store.queue_depths())["echo"] == {"queued": 0, "running": 6}
 
 
 async def test_a_leased_job_is_not_leased_twice(store: JobStore) -> None:
@@ -509,6 +527,26 @@ async def test_sqlite_recounts_a_file_written_before_it_kept_counts(tmp_path: Pa
         await second.close()
 
 
+async def test_sqlite_reads_a_file_written_before_jobs_had_revisions(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    first = store_from_url(f"sqlite:///{path}")
+    await first.open()
+    (old,) = await insert(first, 1)
+    await first.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(
+            "ALTER TABLE jobs DROP COLUMN revision; ALTER TABLE jobs DROP COLUMN model_version;"
+        )
+    second = store_from_url(f"sqlite:///{path}")
+    await second.open()
+    try:
+        got = await second.get(old.id)
+        assert got is not None and (got.revision, got.model_version) == (1, None)
+        assert ids(await second.lease("echo", "w", 5, NOW, LEASE_UNTIL, revision=1)) == [old.id]
+    finally:
+        await second.close()
+
+
 async def redis_store(url: str) -> JobStore:
     s = store_from_url(url)
     await s.open()
@@ -776,3 +814,46 @@ async def test_queued_job_bytes_grow_with_the_input(store: JobStore) -> None:
     assert sizes["large"] > 10_000 > sizes["small"]
     await store.lease("large", "w1", 1, NOW, LEASE_UNTIL)
     assert set(await store.queued_job_bytes()) == {"small"}
+
+
+def log_line(job_id: str, message: str, level: str = "info", at: float = NOW) -> dict[str, Any]:
+    return {"job_id": job_id, "level": level, "message": message, "time": at, "stream": "stdout"}
+
+
+async def test_logs_are_kept_per_endpoint_with_ids_and_filtered(store: JobStore) -> None:
+    bounds = LogBounds()
+    await store.add_logs("a", [log_line("j1", "one"), log_line("j2", "two", "error")], bounds, NOW)
+    await store.add_logs("a", [log_line("j1", "three", "warning", NOW + 1)], bounds, NOW)
+    await store.add_logs("b", [log_line("j3", "other")], bounds, NOW)
+    lines = await store.logs("a")
+    assert [(e["id"], e["message"]) for e in lines] == [(1, "one"), (2, "two"), (3, "three")]
+    assert lines[0] == {**log_line("j1", "one"), "id": 1}
+    assert [e["message"] for e in await store.logs("a", job_id="j1")] == ["one", "three"]
+    assert [e["message"] for e in await store.logs("a", level=30)] == ["two", "three"]
+    assert [e["message"] for e in await store.logs("a", since=NOW + 0.5)] == ["three"]
+    assert [e["message"] for e in await store.logs("a", limit=2)] == ["two", "three"]
+    assert [e["message"] for e in await store.logs("b")] == ["other"]
+    assert await store.logs("c") == []
+    assert await store.delete_logs("a") == 3
+    assert await store.logs("a") == []
+    assert [e["message"] for e in await store.logs("b")] == ["other"]
+    await store.add_logs("a", [log_line("j1", "after")], bounds, NOW)
+    assert [(e["id"], e["message"]) for e in await store.logs("a")] == [(4, "after")]
+
+
+async def test_logs_are_bounded_by_count_bytes_and_age(store: JobStore) -> None:
+    by_count = LogBounds(max_entries=5)
+    for i in range(3):
+        await store.add_logs("n", [log_line("j", f"{i}.{k}") for k in range(4)], by_count, NOW)
+    assert [e["message"] for e in await store.logs("n")] == ["1.3", "2.0", "2.1", "2.2", "2.3"]
+    by_bytes = LogBounds(max_bytes=3 * (100 + 64))
+    for i in range(10):
+        await store.add_logs("b", [log_line("j", f"{i}" * 100)], by_bytes, NOW)
+    assert [e["message"][0] for e in await store.logs("b")] == ["7", "8", "9"]
+    by_age = LogBounds(max_age=60)
+    await store.add_logs("t", [log_line("j", "old", at=NOW - 100)], by_age, NOW - 90)
+    await store.add_logs("t", [log_line("j", "new")], by_age, NOW)
+    assert [e["message"] for e in await store.logs("t")] == ["new"]
+    huge = LogBounds(max_bytes=1000)
+    await store.add_logs("h", [log_line("j", "x" * 5000)], huge, NOW)
+    assert await store.logs("h") == []  # one line over the whole bound is not kept either

@@ -30,6 +30,7 @@ UPDATES: dict[str, Callable[[JobRecord], Update]] = {
     "release": transitions.release,
     "cancel": lambda j: transitions.cancel(j.id, NOW),
     "expire": lambda j: transitions.expire(j, 5.0, NOW),
+    "refuse": lambda j: transitions.refuse(j, "its endpoint's revision is gone", NOW),
 }
 """Every move but ``lease`` (a store verb of its own), as the update for a given job."""
 
@@ -46,7 +47,7 @@ def record(status: JobStatus) -> JobRecord:
 
 
 def test_the_table_whole() -> None:
-    assert {(Q, R), (R, S), (R, F), (R, Q), (Q, C), (R, C), (Q, E)} == ALLOWED
+    assert {(Q, R), (R, S), (R, F), (R, Q), (Q, C), (R, C), (Q, E), (Q, F)} == ALLOWED
     assert set(MOVES) == {"lease", *UPDATES}
     for name, move in MOVES.items():
         assert name == "lease" or callable(getattr(transitions, name)), name

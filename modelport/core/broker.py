@@ -4,6 +4,7 @@
     jobs         the client's verbs: submit, get, wait, cancel, position, ETA
     cache        in front of the queue: precomputed tables and the result cache
     webhooks     jobs' events POSTed to their subscribers, from a queue in the store
+    endpoints    endpoints at run time: put (a new revision), disable, enable, delete
     leases       the worker's verbs: lease, heartbeat, events, finish, release, leave
     reaper       the time limits: lease expiry, queue time, timeouts, result TTLs
     wakeups      futures for waiters here, announcements for the other servers
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from modelport.core.cache import ResultCache
+from modelport.core.endpoints import Endpoints
 from modelport.core.jobs import Jobs
 from modelport.core.leases import Leases
 from modelport.core.reaper import Reaper
@@ -68,7 +70,9 @@ class Broker:
         self.leases = Leases(self.jobs)
         self.cache = ResultCache(self.jobs)
         self.webhooks = Webhooks(self.jobs)
-        self.reaper = Reaper(self.leases, self.limits)
+        self.endpoints = Endpoints(self.jobs)
+        self.reaper = Reaper(self.leases, self.limits, self.endpoints)
+        self.wakeups.on_endpoints = self.registry.sync_specs
         self.clock = clock
         self._reaping: asyncio.Task[None] | None = None
         self._counting: asyncio.Task[None] | None = None
@@ -88,6 +92,9 @@ class Broker:
         self.local_worker_id = self.registry.local_worker_id
         self.all_workers = self.registry.all_workers
         self.workers_online = self.registry.workers_online
+        self.put_endpoint = self.endpoints.put
+        self.set_endpoint_state = self.endpoints.set_state
+        self.delete_endpoint = self.endpoints.delete
         self.submit = self.jobs.submit
         self.answer = self.cache.submit
         self.get = self.jobs.get
@@ -117,8 +124,9 @@ class Broker:
 
     async def start(self) -> None:
         await self.store.open()
+        await self.registry.publish_specs()
+        await self.registry.load()  # the endpoints added at run time (here before a restart)
         if self.store.shared:
-            await self.registry.publish_specs()
             self.store.subscribe(self.wakeups.on_message)
         else:
             await self.reaper.recover_local_jobs()

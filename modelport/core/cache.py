@@ -99,6 +99,7 @@ class ResultCache:
         idempotency_key: str | None = None,
         owner: str | None = None,
         own_job: bool = False,
+        revision: int | None = None,
     ) -> Answer:
         """Answer from the table or the cache if they can, else submit a job.
 
@@ -108,10 +109,12 @@ class ResultCache:
         is answered with the job of another.
         """
         spec = await self.jobs.registry.find_spec(endpoint)
+        if revision is None:
+            revision = self.jobs.registry.revision(endpoint)
         table = self.tables.get(endpoint)
         if own_job or idempotency_key is not None or (table is None and spec.cache_ttl is None):
             job = await self.jobs.submit(
-                endpoint, inputs, idempotency_key=idempotency_key, owner=owner
+                endpoint, inputs, idempotency_key=idempotency_key, owner=owner, revision=revision
             )
             return Answer(job)
         digest = input_key(inputs)
@@ -120,9 +123,12 @@ class ResultCache:
             if answer is not None:
                 return answer
         if spec.cache_ttl is None:
-            return Answer(await self.jobs.submit(endpoint, inputs, owner=owner), cache=MISS)
-        key = f"{spec.name}:{spec.version}:{digest}" + (f":{owner}" if owner else "")
-        return await self._cached(spec, key, inputs, owner)
+            job = await self.jobs.submit(endpoint, inputs, owner=owner, revision=revision)
+            return Answer(job, cache=MISS)
+        # A replaced endpoint (revision 2 on) does not answer from its earlier revision's cache.
+        version = spec.version if revision <= 1 else f"{spec.version}@{revision}"
+        key = f"{spec.name}:{version}:{digest}" + (f":{owner}" if owner else "")
+        return await self._cached(spec, key, inputs, owner, revision)
 
     def _precomputed(self, spec: EndpointSpec, table: Precomputed, digest: str) -> Answer | None:
         problem = table.problem
@@ -150,7 +156,12 @@ class ResultCache:
         )
 
     async def _cached(
-        self, spec: EndpointSpec, key: str, inputs: dict[str, Any], owner: str | None
+        self,
+        spec: EndpointSpec,
+        key: str,
+        inputs: dict[str, Any],
+        owner: str | None,
+        revision: int,
     ) -> Answer:
         ttl = spec.cache_ttl or 0.0
         while True:
@@ -166,7 +177,7 @@ class ResultCache:
             done = asyncio.get_running_loop().create_future()
             self._pending[key] = done
             try:
-                job = await self.jobs.submit(spec.name, inputs, owner=owner)
+                job = await self.jobs.submit(spec.name, inputs, owner=owner, revision=revision)
                 # Another server may have made an entry meanwhile; this job then runs uncached.
                 await self.store.cache_add(
                     key, {"job": job.id}, ttl, spec.name, spec.cache_max_entries

@@ -50,10 +50,15 @@ class Jobs:
         *,
         idempotency_key: str | None = None,
         owner: str | None = None,
+        revision: int | None = None,
     ) -> JobRecord:
         """Queue a job. ``owner`` is the id of the API key submitting it; its idempotency
-        keys are its own (another key's same key is another job)."""
+        keys are its own (another key's same key is another job). ``revision`` is that of
+        the spec the input was validated against (default: the current one)."""
         spec = await self.registry.find_spec(endpoint)
+        self.registry.check_open(endpoint)
+        if revision is None:
+            revision = self.registry.revision(endpoint)
         depth, limit = await self._check_room(spec)
         if owner is not None and idempotency_key is not None:
             idempotency_key = f"{owner}/{idempotency_key}"
@@ -65,6 +70,8 @@ class Jobs:
             max_attempts=spec.max_attempts,
             idempotency_key=idempotency_key,
             owner=owner,
+            revision=revision,
+            model_version=(self.registry.spec_of(endpoint, revision) or spec).version,
         )
         depth.inflight += 1
         try:

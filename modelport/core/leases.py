@@ -6,13 +6,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from modelport.core import transitions
 from modelport.core.jobs import Jobs
-from modelport.core.registry import Registry, Worker
+from modelport.core.registry import Worker
 from modelport.errors import Conflict
 from modelport.settings import Limits
-from modelport.stores.base import JobStore, Update
+from modelport.spec import EndpointSpec
+from modelport.stores.base import LOG_LEVELS, JobStore, Update
 from modelport.wire import Event, JobRecord, JobStatus, LeasedJob, Result, storable
 
 log = logging.getLogger("modelport.core")
@@ -59,31 +61,64 @@ class Leases:
         self, worker: Worker, jobs: list[JobRecord], max_jobs: int, batches: int, deadline: float
     ) -> None:
         loop = asyncio.get_running_loop()
-        specs = self.registry.specs
         window_end: float | None = None
         while not self.wakeups.closing.done() and worker.id in self.registry.workers:
             signals = [self.wakeups.work_future(name) for name in worker.info.endpoints]
             signals.append(self.wakeups.closing)
             for name in worker.info.endpoints:
-                spec = specs[name]
+                revision = worker.revisions.get(name)
+                spec = self.registry.spec_of(name, revision)
+                if spec is None or not self.registry.takes_work(name):
+                    continue  # deleted, disabled, or a revision no longer kept
                 room = min(max_jobs, spec.max_batch_size * batches) - len(jobs)
                 if room <= 0 or (jobs and jobs[0].endpoint != name):
                     continue
                 now = self.clock()
-                got = await self.store.lease(name, worker.id, room, now, now + spec.lease_duration)
+                until = now + spec.lease_duration
+                got = await self.store.lease(name, worker.id, room, now, until, revision)
                 if got:
                     self.tallies.depth(name).value -= len(got)
                     self.metrics.batch_leased(name, len(got))
                     if window_end is None:
                         window_end = loop.time() + spec.max_batch_wait
                     jobs += got
-            full = min(max_jobs, specs[jobs[0].endpoint].max_batch_size * batches) if jobs else 0
+            first = self._spec(worker, jobs[0].endpoint) if jobs else None
+            full = min(max_jobs, first.max_batch_size * batches) if first is not None else 0
             if jobs and len(jobs) >= full:
                 break
             remaining = (window_end if window_end is not None else deadline) - loop.time()
             if remaining <= 0:
                 break
             await asyncio.wait(signals, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+
+    async def _keep_logs(self, worker: Worker, events: Sequence[Event]) -> None:
+        """Log lines into their endpoints' logs (bounded there), each as the shared contract
+        shapes it; the job's event keeps the same shape for its stream."""
+        endpoints: dict[str, str] = {}
+        lines: dict[str, list[dict[str, Any]]] = {}
+        for event in events:
+            if event.type != "log":
+                continue
+            endpoint = endpoints.get(event.job_id)
+            if endpoint is None:
+                if len(worker.info.endpoints) == 1:
+                    endpoint = worker.info.endpoints[0]
+                else:
+                    job = await self.store.get(event.job_id)
+                    if job is None:
+                        continue
+                    endpoint = job.endpoint
+                endpoints[event.job_id] = endpoint
+            event.data = log_line(event.data, self.clock())
+            entry = {"job_id": event.job_id, **event.data, "worker": worker.id}
+            lines.setdefault(endpoint, []).append(entry)
+        now = self.clock()
+        for endpoint, entries in lines.items():
+            await self.store.add_logs(endpoint, entries, self.jobs.limits.log_bounds, now)
+
+    def _spec(self, worker: Worker, endpoint: str) -> EndpointSpec | None:
+        """The spec of the revision of ``endpoint`` this worker serves."""
+        return self.registry.spec_of(endpoint, worker.revisions.get(endpoint))
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
         """Extend the leases of jobs the worker still holds; return those ids."""
@@ -101,6 +136,8 @@ class Leases:
         job_ids = list(dict.fromkeys(e.job_id for e in events))
         held = set(await self.heartbeat(worker_id, job_ids))
         kept = [e for e in events if e.job_id in held]
+        if any(e.type == "log" for e in kept):
+            await self._keep_logs(self.registry.worker(worker_id), kept)
         latest = {e.job_id: e.data for e in kept if e.type == "progress"}
         if latest:
             await self.store.update(
@@ -122,8 +159,11 @@ class Leases:
         for r in results:
             if r.endpoint not in worker.info.endpoints:
                 raise Conflict(f"worker {worker_id} does not serve endpoint {r.endpoint!r}")
-        results = await _files(self.store, self.registry, results, self.jobs.limits)
-        stored = await self.store.update([self._outcome(worker_id, r, now) for r in results])
+        specs = {r.endpoint: self._spec(worker, r.endpoint) for r in results}
+        results = await _files(self.store, specs, results, self.jobs.limits)
+        stored = await self.store.update(
+            [self._outcome(worker_id, r, now, specs[r.endpoint]) for r in results]
+        )
         finished = [job for job in stored if job is not None and job.status.final]
         for job in stored:
             if job is None:
@@ -155,24 +195,14 @@ class Leases:
             return job.status is JobStatus.SUCCEEDED and job.output == r.output
         return job.status is JobStatus.FAILED and job.error == r.error
 
-    def _outcome(self, worker_id: str, r: Result, now: float) -> Update:
-        error = r.error if r.error is not None else self._check_output(r)
+    def _outcome(self, worker_id: str, r: Result, now: float, spec: EndpointSpec | None) -> Update:
+        error = r.error if r.error is not None else _check_output(r, spec)
         if error is None:
             return transitions.succeed(r.job_id, worker_id, r.attempt, r.output, now)
-        if (
-            r.error is not None
-            and r.retry
-            and r.attempt < self.registry.spec(r.endpoint).max_attempts
-        ):
+        attempts = spec.max_attempts if spec is not None else 1
+        if r.error is not None and r.retry and r.attempt < attempts:
             return transitions.retry(r.job_id, worker_id, r.attempt, error)
         return transitions.fail(r.job_id, worker_id, r.attempt, error, now)
-
-    def _check_output(self, r: Result) -> str | None:
-        try:
-            storable(r.output)
-        except ValueError as e:
-            return f"the model's output cannot be stored: {e}"
-        return self.registry.spec(r.endpoint).output_error(r.output)
 
     async def release(self, worker_id: str, job_ids: Sequence[str]) -> None:
         """Put jobs a worker never started back at the front of the queue, attempt uncounted."""
@@ -220,13 +250,53 @@ class Leases:
             self.wakeups.new_work(updated.endpoint)
 
 
+MAX_LOG_LINE = 8192
+"""Characters of one log line kept (the rest is cut, saying so)."""
+_STREAMS = frozenset({"stdout", "stderr", "logging"})
+
+
+def log_line(data: Any, now: float) -> dict[str, Any]:
+    """A log event's data as the contract shapes it (``level``, ``message``, ``time``,
+    ``stream``), whatever a worker sent: unknown levels are ``info``, long lines are cut."""
+    raw = data if isinstance(data, dict) else {"message": data}
+    level = str(raw.get("level", "info")).lower()
+    message = raw.get("message")
+    message = message if isinstance(message, str) else "" if message is None else str(message)
+    if len(message) > MAX_LOG_LINE:
+        message = message[:MAX_LOG_LINE] + f"... [{len(message) - MAX_LOG_LINE} characters cut]"
+    at = raw.get("time")
+    stream = raw.get("stream")
+    return {
+        "level": level if level in LOG_LEVELS else "info",
+        "message": message,
+        "time": float(at) if isinstance(at, int | float) and not isinstance(at, bool) else now,
+        "stream": stream if stream in _STREAMS else "logging",
+    }
+
+
+def _check_output(r: Result, spec: EndpointSpec | None) -> str | None:
+    """Why the output cannot be kept (not JSON the store keeps, or not the outputs that
+    the spec of the revision the worker serves declares), or None."""
+    try:
+        storable(r.output)
+    except ValueError as e:
+        return f"the model's output cannot be stored: {e}"
+    return None if spec is None else spec.output_error(r.output)
+
+
 async def _files(
-    store: JobStore, registry: Registry, results: Sequence[Result], limits: Limits
+    store: JobStore,
+    specs: dict[str, EndpointSpec | None],
+    results: Sequence[Result],
+    limits: Limits,
 ) -> Sequence[Result]:
     """Large media outputs become files of their jobs (not kept inline in the records)."""
-    specs = {r.endpoint: registry.spec(r.endpoint) for r in results}
-    if not any(s.media_outputs for s in specs.values()):
+    if not any(s is not None and s.media_outputs for s in specs.values()):
         return results
     from modelport.media.blobs import offload
 
-    return [(await offload(store, specs[r.endpoint], [r], limits))[0] for r in results]
+    out = []
+    for r in results:
+        spec = specs[r.endpoint]
+        out.append(r if spec is None else (await offload(store, spec, [r], limits))[0])
+    return out

@@ -8,6 +8,7 @@ import asyncio
 import logging
 
 from modelport.core import transitions
+from modelport.core.endpoints import Endpoints
 from modelport.core.leases import Leases
 from modelport.core.registry import LOCAL_PREFIX
 from modelport.settings import Limits
@@ -32,8 +33,9 @@ def stop_if_cancelled() -> None:
 
 
 class Reaper:
-    def __init__(self, leases: Leases, limits: Limits) -> None:
+    def __init__(self, leases: Leases, limits: Limits, endpoints: Endpoints) -> None:
         self.leases = leases
+        self.endpoints = endpoints
         self.jobs = leases.jobs
         self.store = leases.store
         self.registry = leases.registry
@@ -49,6 +51,8 @@ class Reaper:
             self.jobs.metrics.lease_lost(job.endpoint)
             await self.leases.lost(job, f"the lease of worker {job.worker_id} expired")
             handled += 1
+        await self.endpoints.refuse_orphans()
+        await self.endpoints.settle_all()
         specs = list(self.registry.specs.values())
         for spec in specs:
             limit = spec.max_queue_time or self.limits.max_queue_time

@@ -5,6 +5,7 @@ the store :class:`~modelport.stores.base.Update` for it.
       │  ▲              │ ├────fail / time_out──▶ failed
       │  └─retry/requeue/release─┘ │
       ├──expire──▶ expired         │
+      ├──refuse──▶ failed          │
       └──cancel──▶ cancelled ◀─────┘ (cancel)
 
 These functions are the only code that knows which fields a move sets or clears; the broker
@@ -51,6 +52,7 @@ MOVES: dict[str, Move] = {
         _move("release", {RUNNING}, QUEUED, attempt_counted=False),
         _move("cancel", {QUEUED, RUNNING}, JobStatus.CANCELLED),
         _move("expire", {QUEUED}, JobStatus.EXPIRED),
+        _move("refuse", {QUEUED}, JobStatus.FAILED),
     )
 }
 
@@ -112,9 +114,9 @@ def release(job: JobRecord) -> Update:
     return _held("release", job.id, job.worker_id, job.attempts, changes)
 
 
-def cancel(job_id: str, now: float) -> Update:
-    """The client cancelled the job, queued or running."""
-    changes = _final(JobStatus.CANCELLED, now, error="cancelled by the client")
+def cancel(job_id: str, now: float, why: str = "cancelled by the client") -> Update:
+    """The client (or an admin deleting its endpoint) cancelled the job, queued or running."""
+    changes = _final(JobStatus.CANCELLED, now, error=why)
     return Update(job_id, MOVES["cancel"].sources, changes)
 
 
@@ -123,6 +125,12 @@ def expire(job: JobRecord, limit: float, now: float) -> Update:
     error = f"no worker started the job within {limit:g} s (max_queue_time)"
     changes = {"status": JobStatus.EXPIRED, "completed_at": now, "error": error}
     return Update(job.id, MOVES["expire"].sources, changes, attempt=0)
+
+
+def refuse(job: JobRecord, why: str, now: float) -> Update:
+    """A queued job no worker can run any more (its endpoint's revision is gone): failed."""
+    changes = {"status": JobStatus.FAILED, "completed_at": now, "error": why}
+    return Update(job.id, MOVES["refuse"].sources, changes, attempt=job.attempts)
 
 
 def lost(job: JobRecord, why: str, now: float) -> Update:

@@ -2,7 +2,8 @@
 result, a stream for its job's next change, a long poll for new work), woken by futures,
 never by polling; and the topics told to the other servers sharing the store.
 
-Topics: ``q:ENDPOINT`` (new work), ``j:JOB_ID`` (the job changed), ``all`` (the store lost
+Topics: ``q:ENDPOINT`` (new work), ``j:JOB_ID`` (the job changed), ``e:ENDPOINT`` (the
+endpoint was added, replaced, disabled, enabled or deleted), ``all`` (the store lost
 announcements: everyone looks again).
 """
 
@@ -36,6 +37,8 @@ class Wakeups:
         self._tasks: set[asyncio.Future[None]] = set()
         self.observers: list[Callable[[str], None]] = []
         """Told the id of each job that changed here (its webhooks look at it)."""
+        self.on_endpoints: Callable[[], Coroutine[Any, Any, None]] | None = None
+        """Reads the endpoints again when another server changed one."""
 
     @property
     def closing(self) -> asyncio.Future[None]:
@@ -88,6 +91,12 @@ class Wakeups:
         """New work for ``endpoint``: wake its long polls here and on the other servers."""
         self._wake_queue(endpoint)
         self._announce("q:" + endpoint)
+
+    def endpoints_changed(self, endpoint: str) -> None:
+        """An endpoint was added, replaced, disabled, enabled or deleted: its long polls
+        look again here, and the other servers read the endpoints again."""
+        self._wake_queue(endpoint)
+        self._announce("e:" + endpoint)
 
     def finished(self, job: JobRecord) -> None:
         """The job is final: answer whoever waits for it."""
@@ -148,14 +157,25 @@ class Wakeups:
         for line in lines:
             kind, _, key = line.partition(":")
             if kind == "all":
+                if self.on_endpoints is not None:
+                    self.background(self.on_endpoints())
                 for name in list(self._signals):
                     self._wake_queue(name)
                 for job_id in list(self._done) + list(self._watchers):
                     self._wake_job(job_id)
             elif kind == "q":
                 self._wake_queue(key)
+            elif kind == "e":
+                if self.on_endpoints is not None:
+                    self.background(self._endpoints_then_wake(self.on_endpoints, key))
             elif kind == "j":
                 self._wake_job(key)
+
+    async def _endpoints_then_wake(
+        self, reload: Callable[[], Coroutine[Any, Any, None]], endpoint: str
+    ) -> None:
+        await reload()
+        self._wake_queue(endpoint)
 
 
 def _discard(table: dict[str, list[_F]], key: str, fut: _F) -> None:

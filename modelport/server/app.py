@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import difflib
 import itertools
 import logging
+import math
 import re
 import secrets
 import time
@@ -35,6 +37,7 @@ from modelport.errors import (
     InvalidInput,
     ModelportError,
     NotFound,
+    SpecError,
     Unavailable,
     invalid,
 )
@@ -54,7 +57,7 @@ from modelport.server.local import LocalTransport
 from modelport.server.messages import json_response as _json
 from modelport.server.messages import read_body
 from modelport.server.openai import OpenAIRoutes
-from modelport.server.openapi import openapi
+from modelport.server.openapi import ENDPOINT_NAME, openapi
 from modelport.server.pages.chat import ChatPage
 from modelport.server.pages.views import Pages
 from modelport.server.problems import (
@@ -66,8 +69,9 @@ from modelport.server.problems import (
 from modelport.server.streaming import event_stream, resume_point, stream_format
 from modelport.server.workers import WorkerRoutes
 from modelport.settings import Settings
-from modelport.spec import EndpointSpec
+from modelport.spec import EndpointSpec, spec_from_document
 from modelport.stores import JobStore, store_from_url
+from modelport.stores.base import LOG_LEVELS
 from modelport.wire import JobRecord
 from modelport.worker.runner import Runner, lanes, set_up, tear_down
 
@@ -215,6 +219,9 @@ class Server:
             "title": spec.title,
             "description": spec.description,
             "version": spec.version,
+            "revision": self.broker.registry.endpoints[spec.name].revision
+            if spec.name in self.broker.registry.endpoints
+            else 1,
             "kind": spec.kind,
             "state": state,
             "reason": reason,
@@ -225,7 +232,11 @@ class Server:
 
     def _state(self, name: str, online: int) -> tuple[str, str | None]:
         """Whether an endpoint can run jobs now (``ready``), soon (``loading``), once a
-        worker joins (``no-workers``), or not until a healthy one does (``setup-failed``)."""
+        worker joins (``no-workers``), or not until a healthy one does (``setup-failed``);
+        or whether an admin stopped it (``disabled``, ``deleting``)."""
+        endpoint = self.broker.registry.endpoints.get(name)
+        if endpoint is not None and endpoint.state != "enabled":
+            return endpoint.state, endpoint.reason
         if online:
             return "ready", None
         if name in self.setup_errors:
@@ -251,6 +262,8 @@ class Server:
         try:
             return await self.broker.find_spec(name)
         except NotFound:
+            if name in self.broker.registry.deleted:
+                raise  # it says when and how to define it again
             names = sorted(self.broker.specs)
             close = difflib.get_close_matches(name, names, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -260,7 +273,11 @@ class Server:
             ) from None
 
     async def get_endpoint(self, request: Request) -> Response:
+        await self.broker.sync_specs()  # replaced, disabled or deleted on another server
         spec = await self._find_spec(request.path_params["name"])
+        return _json(await self._endpoint_body(spec))
+
+    async def _endpoint_body(self, spec: EndpointSpec) -> dict[str, Any]:
         depths = await self.broker.store.queue_depths()
         now = self.broker.clock()
         body = await self.summary(spec, depths)
@@ -282,15 +299,109 @@ class Server:
                 if spec.name in w.info.endpoints
             ],
             spec=spec.to_dict(),
+            metadata=spec.metadata,
         )
         table = self.broker.cache.tables.get(spec.name)
         if table is not None:
             body["precomputed"] = table.report()
-        return _json(body)
+        endpoint = self.broker.registry.endpoints.get(spec.name)
+        if endpoint is not None and endpoint.earlier:
+            body["earlier_revisions"] = sorted(endpoint.earlier)
+        return body
+
+    async def endpoint_metadata(self, request: Request) -> Response:
+        """``GET /endpoints/{name}/metadata``: what the model declares, and each worker's."""
+        await self.broker.sync_specs()
+        spec = await self._find_spec(request.path_params["name"])
+        now = self.broker.clock()
+        workers = [
+            {
+                "id": w.id,
+                "name": w.info.name,
+                "state": w.public(now, self.broker.offline_after)["state"],
+                "revision": w.revisions.get(spec.name, 1),
+                "model": w.info.metadata.get("model") or {},
+                "device": w.info.metadata.get("device"),
+            }
+            for w in await self.broker.all_workers()
+            if spec.name in w.info.endpoints
+        ]
+        models = {orjson.dumps(w["model"], option=orjson.OPT_SORT_KEYS) for w in workers}
+        return _json(
+            {
+                "name": spec.name,
+                "version": spec.version,
+                "revision": self.broker.registry.revision(spec.name),
+                "description": spec.description,
+                "metadata": spec.metadata,
+                "workers": workers,
+                "workers_differ": len(models) > 1,
+            }
+        )
+
+    async def put_endpoint(self, request: Request) -> Response:
+        """``PUT /endpoints/{name}``: add the endpoint, or replace it as its next revision."""
+        self.auth.check_admin(principal_of(request))
+        name = request.path_params["name"]
+        if not _NAME.match(name):
+            raise BadRequest(f"endpoint names are letters, digits, '-', '_' and '.': {name!r}")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type not in _SPEC_TYPES:
+            raise BadRequest(
+                f"send the spec as application/toml or application/json, not {content_type!r}"
+            )
+        body = await read_body(request, self.settings.max_body_size)
+        try:
+            spec = spec_from_document(
+                body.decode("utf-8", "replace"), toml=_SPEC_TYPES[content_type], name=name
+            )
+        except SpecError as e:
+            raise InvalidInput(e.message, errors=e.errors) from None
+        _, new = await self.broker.put_endpoint(spec)
+        response = await self._endpoint_body(spec)
+        status = 201 if new else 200
+        return _json(response, status, {"Location": f"/endpoints/{name}"} if new else None)
+
+    async def disable_endpoint(self, request: Request) -> Response:
+        return await self._switch(request, enabled=False)
+
+    async def enable_endpoint(self, request: Request) -> Response:
+        return await self._switch(request, enabled=True)
+
+    async def _switch(self, request: Request, *, enabled: bool) -> Response:
+        self.auth.check_admin(principal_of(request))
+        spec = await self._find_spec(request.path_params["name"])
+        reason = None
+        has_body = request.headers.get("content-length", "0") != "0" or (
+            "transfer-encoding" in request.headers
+        )
+        body = await read_body(request, self.settings.max_body_size) if has_body else b""
+        if body.strip() and not enabled:
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError as e:
+                raise BadRequest(f"the body is not JSON: {e}") from None
+            reason = data.get("reason") if isinstance(data, dict) else None
+            if not isinstance(reason, str | None) or len(reason or "") > 500:
+                message = "reason: a text of at most 500 characters"
+                raise InvalidInput(message, errors=[{"field": "reason", "message": message}])
+        await self.broker.set_endpoint_state(spec.name, enabled, reason)
+        return _json(await self._endpoint_body(spec))
+
+    async def delete_endpoint(self, request: Request) -> Response:
+        self.auth.check_admin(principal_of(request))
+        spec = await self._find_spec(request.path_params["name"])
+        drain = request.query_params.get("drain", "true").lower()
+        if drain not in ("true", "false", "1", "0"):
+            raise BadRequest(f"drain must be true or false, not {drain!r}")
+        result = await self.broker.delete_endpoint(spec.name, drain=drain in ("true", "1"))
+        return _json(result, 200 if result["state"] == "deleted" else 202)
 
     async def submit(self, request: Request) -> Response:
         name = request.path_params["name"]
         spec = await self._find_spec(name)
+        self.broker.registry.check_open(name)
+        revision = self.broker.registry.revision(name)
         await self.check_serving(name)
         content_type = request.headers.get("content-type", "")
         if media_in.is_form(content_type) or media_in.is_media(content_type):
@@ -327,6 +438,7 @@ class Server:
             idempotency_key=key,
             owner=principal.owner,
             own_job=fmt is not None or hook is not None,
+            revision=revision,
         )
         extra = {**limits, X_CACHE: answer.cache} if answer.cache is not None else limits
         if answer.body is not None:
@@ -383,7 +495,10 @@ class Server:
         respond_async, wait = _prefer(request, 0.0, self.settings.max_wait)
         job = await self.broker.wait(job_id, 0.0 if respond_async else wait)
         if "accept" in request.headers:
-            spec = await self._find_spec(job.endpoint)
+            try:
+                spec = await self.broker.find_spec(job.endpoint)
+            except NotFound:  # the endpoint was deleted since: the job is still there
+                return await self._job_response(job)
             binary = await media_files.binary_answer(request, self.broker.store, spec, job)
             if binary is not None:
                 return binary
@@ -395,6 +510,36 @@ class Server:
         await self.broker.get(job_id)  # a 404 before the stream starts
         fmt = stream_format(request) or "sse"
         return event_stream(self.broker, job_id, fmt, after=after)
+
+    async def job_logs(self, request: Request) -> Response:
+        """``GET /jobs/{id}/logs``: what the job's model printed and logged (as long as its
+        endpoint's log keeps it)."""
+        job = await self.broker.get(await self._visible(request))
+        query = _log_query(request)
+        lines = await self.broker.store.logs(
+            job.endpoint, job_id=job.id, since=query.since, level=query.level, limit=query.limit
+        )
+        return _logs_response(request, lines)
+
+    async def endpoint_logs(self, request: Request) -> Response:
+        """``GET /endpoints/{name}/logs?since=&job=&level=&limit=``: its models' log lines,
+        oldest first (JSON, or ``Accept: text/plain``). An admin's, when keys are on: the
+        lines come from every caller's jobs."""
+        self.auth.check_admin(principal_of(request))
+        spec = await self._find_spec(request.path_params["name"])
+        query = _log_query(request)
+        job = request.query_params.get("job")
+        lines = await self.broker.store.logs(
+            spec.name, since=query.since, job_id=job, level=query.level, limit=query.limit
+        )
+        return _logs_response(request, lines)
+
+    async def delete_endpoint_logs(self, request: Request) -> Response:
+        self.auth.check_admin(principal_of(request))
+        spec = await self._find_spec(request.path_params["name"])
+        return _json(
+            {"endpoint": spec.name, "deleted": await self.broker.store.delete_logs(spec.name)}
+        )
 
     async def job_file(self, request: Request) -> Response:
         job = await self.broker.get(await self._visible(request))
@@ -454,9 +599,17 @@ class Server:
             Route("/endpoints/{name}/jobs", self.submit, methods=["POST"]),
             Route("/endpoints", self.list_endpoints, methods=["GET"]),
             Route("/endpoints/{name}", self.get_endpoint, methods=["GET"]),
+            Route("/endpoints/{name}", self.put_endpoint, methods=["PUT"]),
+            Route("/endpoints/{name}", self.delete_endpoint, methods=["DELETE"]),
+            Route("/endpoints/{name}/metadata", self.endpoint_metadata, methods=["GET"]),
+            Route("/endpoints/{name}/disable", self.disable_endpoint, methods=["POST"]),
+            Route("/endpoints/{name}/enable", self.enable_endpoint, methods=["POST"]),
             Route("/jobs/{id}", self.get_job, methods=["GET"]),
             Route("/jobs/{id}/events", self.job_events, methods=["GET"]),
             Route("/jobs/{id}/files/{name}", self.job_file, methods=["GET"]),
+            Route("/jobs/{id}/logs", self.job_logs, methods=["GET"]),
+            Route("/endpoints/{name}/logs", self.endpoint_logs, methods=["GET"]),
+            Route("/endpoints/{name}/logs", self.delete_endpoint_logs, methods=["DELETE"]),
             Route("/jobs/{id}/cancel", self.cancel_job, methods=["POST"]),
             Route("/health/live", self.live, methods=["GET"]),
             Route("/health/ready", self.ready, methods=["GET"]),
@@ -502,6 +655,46 @@ class Server:
         return cors(front, self.settings.cors_origins) if self.settings.cors_origins else front
 
 
+@dataclasses.dataclass(frozen=True)
+class _LogQuery:
+    since: float | None
+    level: int
+    limit: int
+
+
+def _log_query(request: Request) -> _LogQuery:
+    """``since`` (Unix seconds), ``level`` (that level and above), ``limit`` (the newest N)."""
+    params = request.query_params
+    since = None
+    if "since" in params:
+        try:
+            since = float(params["since"])
+        except ValueError:
+            raise BadRequest(f"since: Unix time in seconds, not {params['since']!r}") from None
+        if not math.isfinite(since):
+            raise BadRequest(f"since: Unix time in seconds, not {params['since']!r}")
+    level = params.get("level", "debug").lower()
+    if level not in LOG_LEVELS:
+        raise BadRequest(f"level: one of {', '.join(LOG_LEVELS)}, not {level!r}")
+    limit = params.get("limit", "1000")
+    if not limit.isdigit() or not 1 <= int(limit) <= 10_000:
+        raise BadRequest(f"limit: a whole number from 1 to 10000, not {limit!r}")
+    return _LogQuery(since, LOG_LEVELS[level], int(limit))
+
+
+def _logs_response(request: Request, lines: list[dict[str, Any]]) -> Response:
+    """Log lines as JSON, or as text (``Accept: text/plain``): one line each."""
+    accept = request.headers.get("accept", "")
+    if "text/plain" in accept and "application/json" not in accept:
+        text = "".join(
+            f"{logs.iso_time(e['time'])} {e['level'].upper():<8} {e['job_id']} {e['stream']}:"
+            f" {e['message']}\n"
+            for e in lines
+        )
+        return Response(text, media_type="text/plain; charset=utf-8")
+    return _json(lines)
+
+
 def _envelope_error(body: bytes) -> InvalidInput | None:
     """The first mistake of users of other servers: the inputs sent bare, not under "input"."""
     try:
@@ -517,6 +710,14 @@ def _envelope_error(body: bytes) -> InvalidInput | None:
     return InvalidInput(message, errors=[{"field": "input", "message": message}])
 
 
+_NAME = re.compile(ENDPOINT_NAME)
+_SPEC_TYPES = {
+    "application/toml": True,
+    "text/toml": True,
+    "application/x-toml": True,
+    "application/json": False,
+}
+"""The content types of a spec sent to ``PUT /endpoints/{name}``: True for TOML."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _SUBMIT_PATH = re.compile(r"^/endpoints/([^/]+)/jobs$")
 

@@ -257,6 +257,13 @@ class Auth:
                 return Forbidden(f"this key may not use the endpoint {name!r}")
         return None
 
+    def check_admin(self, principal: Principal) -> None:
+        """Refuse (403) a change to the server's endpoints or logs to anyone but an admin
+        key; without keys (``--auth none``) anyone who may submit may make it."""
+        if principal.kind == "admin" or (principal.kind == "anonymous" and self.mode != "keys"):
+            return
+        raise Forbidden("this route needs an admin key")
+
     def check_endpoint(self, principal: Principal, endpoint: str) -> None:
         """Refuse (403) an endpoint outside the principal's list."""
         if not principal.may_use(endpoint):

@@ -269,6 +269,10 @@ def openapi(
         schemas.StreamEvent,
         schemas.EndpointSummary,
         schemas.EndpointDetail,
+        schemas.EndpointDeletion,
+        schemas.LogLine,
+        schemas.EndpointMetadata,
+        schemas.LogsDeleted,
         schemas.Live,
         schemas.Ready,
         schemas.Index,
@@ -401,7 +405,7 @@ def _submit(c: _Components, spec: EndpointSpec | None) -> dict[str, Any]:
     request_ref = c.add(f"{key}Request", request, {})
     job = {"allOf": [{"$ref": _REF + "Job"}, {"properties": {"output": output}}]}
     example = input_example(spec)
-    description = spec.description
+    description = spec.description + _model_card(spec)
     if spec.kind in ("chat", "embedding"):
         description += f"\n\nAlso served in OpenAI's shape: see the `{_OPENAI}` routes."
     body = _body(request_ref, None if example is None else {"input": example})
@@ -434,6 +438,26 @@ def _submit(c: _Components, spec: EndpointSpec | None) -> dict[str, Any]:
             ),
         },
     }
+
+
+def _model_card(spec: EndpointSpec) -> str:
+    """What the model declares (``[metadata]``), as Markdown for the endpoint's description."""
+    meta = spec.metadata
+    if not meta:
+        return ""
+    lines = [f"\n\n**Model** version {spec.version}"]
+    labels = meta.get("labels")
+    if isinstance(labels, list) and labels:
+        lines.append("- labels: " + ", ".join(f"`{label}`" for label in labels[:50]))
+    for key, title in (("metrics", "metrics"), ("training_args", "training arguments")):
+        value = meta.get(key)
+        if isinstance(value, dict) and value:
+            lines.append(f"- {title}: " + ", ".join(f"`{k}` = {v}" for k, v in value.items()))
+    rest = sorted(set(meta) - {"labels", "metrics", "training_args"})
+    for key in rest:
+        lines.append(f"- {key}: {meta[key]}")
+    lines.append(f"\n`GET /endpoints/{spec.name}/metadata` has it all, with each worker's.")
+    return "\n".join(lines)
 
 
 def _uploads(spec: EndpointSpec) -> dict[str, Any]:
@@ -505,6 +529,63 @@ def _client_paths(c: _Components) -> dict[str, Any]:
                     ),
                     "404": _problem("No endpoint of that name"),
                 },
+            },
+            **_endpoint_admin(),
+        },
+        "/endpoints/{name}/metadata": {
+            "get": {
+                "summary": "What an endpoint's model declares",
+                "description": "Its version, description and `[metadata]` (training"
+                " arguments, metrics, labels...), and what each worker's model says of itself"
+                " (`Model.info()`), with whether the workers differ.",
+                "operationId": "endpoint_metadata",
+                "tags": ["endpoints"],
+                "parameters": [_param("EndpointName")],
+                "responses": {
+                    "200": _json({"$ref": _REF + "EndpointMetadata"}, "The model's metadata"),
+                    "404": _problem("No endpoint of that name"),
+                },
+            }
+        },
+        "/endpoints/{name}/disable": {
+            "post": {
+                "summary": "Disable an endpoint",
+                "description": "Submits answer 503 with the reason until it is enabled again;"
+                " queued jobs wait. Needs an admin key when the server uses keys.",
+                "operationId": "disable_endpoint",
+                "tags": ["endpoints"],
+                "parameters": [_param("EndpointName")],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        "application/json": {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"reason": {"type": "string", "maxLength": 500}},
+                            },
+                            "example": {"reason": "retraining until 14:00"},
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json({"$ref": _REF + "EndpointDetail"}, "The endpoint, disabled"),
+                    **_ADMIN_REFUSALS,
+                    "422": _problem("The reason is not a text of at most 500 characters"),
+                },
+            }
+        },
+        "/endpoints/{name}/enable": {
+            "post": {
+                "summary": "Enable a disabled endpoint",
+                "description": "Its queued jobs run again. Needs an admin key when the server"
+                " uses keys.",
+                "operationId": "enable_endpoint",
+                "tags": ["endpoints"],
+                "parameters": [_param("EndpointName")],
+                "responses": {
+                    "200": _json({"$ref": _REF + "EndpointDetail"}, "The endpoint, enabled"),
+                    **_ADMIN_REFUSALS,
+                },
             }
         },
         "/jobs/{id}": {
@@ -533,6 +614,62 @@ def _client_paths(c: _Components) -> dict[str, Any]:
                     "404": _problem("No such job"),
                 },
             }
+        },
+        "/jobs/{id}/logs": {
+            "get": {
+                "summary": "A job's log",
+                "description": "What its model printed (stdout, stderr) and logged while it"
+                " worked on the job, as long as its endpoint's log keeps it. `Accept:"
+                " text/plain` for one line each.",
+                "operationId": "job_logs",
+                "tags": ["jobs"],
+                "parameters": [_param("JobId"), *_LOG_PARAMS],
+                "responses": {
+                    "200": _LOGS,
+                    "400": _problem("A query parameter is wrong (it is named)"),
+                    "404": _problem("No such job"),
+                },
+            }
+        },
+        "/endpoints/{name}/logs": {
+            "get": {
+                "summary": "An endpoint's log",
+                "description": "What its models printed and logged, oldest first, bounded in"
+                " lines, bytes and age (`--log-max-entries`, `--log-max-bytes`,"
+                " `--log-max-age`). `Accept: text/plain` for one line each. Needs an admin key"
+                " when the server uses keys (the lines come from every caller's jobs).",
+                "operationId": "endpoint_logs",
+                "tags": ["endpoints"],
+                "parameters": [
+                    _param("EndpointName"),
+                    {
+                        "name": "job",
+                        "in": "query",
+                        "required": False,
+                        "description": "Only this job's lines",
+                        "schema": {"type": "string"},
+                    },
+                    *_LOG_PARAMS,
+                ],
+                "responses": {
+                    "200": _LOGS,
+                    "400": _problem("A query parameter is wrong (it is named)"),
+                    "403": _problem("Not an admin key"),
+                    "404": _problem("No endpoint of that name"),
+                },
+            },
+            "delete": {
+                "summary": "Delete an endpoint's log",
+                "description": "Needs an admin key when the server uses keys.",
+                "operationId": "delete_endpoint_logs",
+                "tags": ["endpoints"],
+                "parameters": [_param("EndpointName")],
+                "responses": {
+                    "200": _json({"$ref": _REF + "LogsDeleted"}, "How many lines were deleted"),
+                    "403": _problem("Not an admin key"),
+                    "404": _problem("No endpoint of that name"),
+                },
+            },
         },
         "/jobs/{id}/files/{name}": {
             "get": {
@@ -572,6 +709,136 @@ def _client_paths(c: _Components) -> dict[str, Any]:
                     "409": _problem("The job already finished"),
                 },
             }
+        },
+    }
+
+
+_LOG_PARAMS = [
+    {
+        "name": "since",
+        "in": "query",
+        "required": False,
+        "description": "Only lines written at this Unix time or later",
+        "schema": {"type": "number"},
+    },
+    {
+        "name": "level",
+        "in": "query",
+        "required": False,
+        "description": "Only lines of this level or a higher one",
+        "schema": {"type": "string", "enum": ["debug", "info", "warning", "error", "critical"]},
+    },
+    {
+        "name": "limit",
+        "in": "query",
+        "required": False,
+        "description": "The newest lines, at most this many (1000 by default)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 10_000},
+    },
+]
+_LOGS = {
+    "description": "The lines, oldest first",
+    "content": {
+        "application/json": {"schema": {"type": "array", "items": {"$ref": _REF + "LogLine"}}},
+        "text/plain": {
+            "schema": {"type": "string"},
+            "example": "2026-01-02T03:04:05.678Z INFO     0190c5... stdout: loading weights\n",
+        },
+    },
+}
+ENDPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+"""The names ``PUT /endpoints/{name}`` accepts."""
+_ADMIN_REFUSALS = {
+    "400": _problem("The body is not JSON"),
+    "403": _problem("Not an admin key"),
+    "404": _problem("No endpoint of that name"),
+    "413": _problem("The body is over the server's limit"),
+}
+_SPEC_EXAMPLE = """\
+[endpoint]
+description = "Reverses a text"
+[inputs]
+text = { type = "string", required = true }
+[outputs]
+text = { type = "string" }
+"""
+
+
+def _endpoint_admin() -> dict[str, Any]:
+    """``PUT`` and ``DELETE /endpoints/{name}``: endpoints at run time."""
+    detail = {"$ref": _REF + "EndpointDetail"}
+    deletion = {"$ref": _REF + "EndpointDeletion"}
+    return {
+        "put": {
+            "summary": "Add or replace an endpoint",
+            "description": "The spec as a TOML file (`content-type: application/toml`, the"
+            " sections of a `--config` file) or as JSON in the same shape. A new name is added"
+            " (201); a spec that differs from the endpoint's becomes its next revision (200):"
+            " jobs already queued keep the revision their input was validated against and run"
+            " only on workers of it (or fail saying so once none is left). Workers that bring"
+            " the spec serve it; `GET /endpoints`, `/openapi.json` and `/docs` show it at once"
+            " on every server sharing the store. Needs an admin key when the server uses keys.",
+            "operationId": "put_endpoint",
+            "tags": ["endpoints"],
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "description": "Letters, digits, '-', '_' and '.'",
+                    "schema": {"type": "string", "pattern": ENDPOINT_NAME, "maxLength": 100},
+                }
+            ],
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/toml": {
+                        "schema": {"type": "string"},
+                        "example": _SPEC_EXAMPLE,
+                    },
+                    "application/json": {
+                        "schema": {"type": "object"},
+                        "example": {
+                            "endpoint": {"description": "Reverses a text"},
+                            "inputs": {"text": {"type": "string", "required": True}},
+                        },
+                    },
+                },
+            },
+            "responses": {
+                "200": _json(detail, "The endpoint, replaced (or unchanged: the same spec)"),
+                "201": _json(detail, "The endpoint, added"),
+                "400": _problem("Not TOML or JSON, or a name that is not letters and digits"),
+                "403": _problem("Not an admin key"),
+                "413": _problem("The body is over the server's limit"),
+                "422": _problem("The spec is wrong: every key at fault, with the reason"),
+            },
+        },
+        "delete": {
+            "summary": "Delete an endpoint",
+            "description": "Submits answer 503 at once; queued and running jobs finish first"
+            " (202 until they have), or with `drain=false` are cancelled. Then the endpoint is"
+            " gone (200), and a worker bringing its spec is refused until it is put again."
+            " Needs an admin key when the server uses keys.",
+            "operationId": "delete_endpoint",
+            "tags": ["endpoints"],
+            "parameters": [
+                _param("EndpointName"),
+                {
+                    "name": "drain",
+                    "in": "query",
+                    "required": False,
+                    "description": "`false`: cancel the queued and running jobs now",
+                    "schema": {"type": "string", "enum": ["true", "false", "1", "0"]},
+                },
+            ],
+            "responses": {
+                "200": _json(deletion, "The endpoint is deleted"),
+                "202": _json(deletion, "Its jobs are finishing; then it is deleted"),
+                "400": _problem("drain is not true or false"),
+                "403": _problem("Not an admin key"),
+                "404": _problem("No endpoint of that name"),
+            },
         },
     }
 

@@ -56,6 +56,13 @@ class Job(_Shape):
     progress: Progress | None = None
     attempts: int = Field(description="Times a worker has started the job.")
     worker: str | None = Field(description="The worker that ran (or runs) the job.")
+    revision: int = Field(
+        description="The revision of the endpoint's spec the input was validated against;"
+        " only a worker serving that revision runs the job."
+    )
+    model_version: str | None = Field(
+        description="The version of the model (of that revision) that runs it."
+    )
     created_at: float = Field(description="Unix time the job was accepted.")
     started_at: float | None
     completed_at: float | None
@@ -78,6 +85,9 @@ class Worker(_Shape):
     last_seen: float
     max_batch_size: int
     metadata: dict[str, JsonValue]
+    revisions: dict[str, int] = Field(
+        description="The revision of each endpoint's spec the worker serves."
+    )
     jobs_done: int
     mean_compute_time: float | None
 
@@ -89,11 +99,19 @@ class EndpointSummary(_Shape):
     title: str
     description: str
     version: str
+    revision: int = Field(
+        description="1 when the endpoint is defined, one more each time PUT /endpoints/{name}"
+        " replaces its spec."
+    )
     kind: Literal["predict", "chat", "embedding"]
-    state: Literal["ready", "loading", "no-workers", "setup-failed"] = Field(
-        description="Whether it runs jobs now: a worker is online (ready), a local model's"
-        " setup() is running (loading), no worker serves it yet (no-workers: jobs wait), or"
-        " its only workers failed setup() (setup-failed: submits answer 503)."
+    state: Literal["ready", "loading", "no-workers", "setup-failed", "disabled", "deleting"] = (
+        Field(
+            description="Whether it runs jobs now: a worker is online (ready), a local model's"
+            " setup() is running (loading), no worker serves it yet (no-workers: jobs wait),"
+            " its only workers failed setup() (setup-failed: submits answer 503), an admin"
+            " disabled it (disabled: submits answer 503, queued jobs wait) or is deleting it"
+            " (deleting: submits answer 503, queued and running jobs finish first)."
+        )
     )
     reason: str | None = Field(description="Why it is not ready; null when it is.")
     workers_online: int
@@ -119,6 +137,69 @@ class EndpointDetail(EndpointSummary):
     limits: Limits
     workers: list[Worker]
     spec: dict[str, Any] = Field(description="The spec a remote worker must match.")
+    metadata: dict[str, JsonValue] = Field(
+        description="What the model declares: training_args, metrics, labels, ..."
+    )
+    earlier_revisions: list[int] | None = Field(
+        None,
+        description="Earlier revisions still kept: their workers run the jobs validated"
+        " against them.",
+    )
+
+
+class WorkerModel(_Shape):
+    """One worker's model, as the worker described it when it joined."""
+
+    id: str
+    name: str
+    state: Literal["online", "offline"]
+    revision: int = Field(description="The revision of the endpoint's spec it serves")
+    model: dict[str, JsonValue] = Field(
+        description="Its class, version and what its Model.info() returned"
+    )
+    device: JsonValue = None
+
+
+class EndpointMetadata(_Shape):
+    """What an endpoint's model declares, and what each worker's model says of itself."""
+
+    name: str
+    version: str
+    revision: int
+    description: str
+    metadata: dict[str, JsonValue] = Field(
+        description="The spec's [metadata]: training_args, metrics, labels, ..."
+    )
+    workers: list[WorkerModel]
+    workers_differ: bool = Field(
+        description="Whether the workers' models describe themselves differently"
+    )
+
+
+class LogLine(_Shape):
+    """One line a model printed (stdout, stderr) or logged while it worked on a job."""
+
+    id: int = Field(description="1, 2, ... over the endpoint's log")
+    job_id: str
+    level: Literal["debug", "info", "warning", "error", "critical"]
+    message: str
+    time: float = Field(description="Unix time it was written")
+    stream: Literal["stdout", "stderr", "logging"]
+    worker: str = Field(description="The worker whose model wrote it")
+
+
+class LogsDeleted(_Shape):
+    endpoint: str
+    deleted: int = Field(description="How many lines were deleted")
+
+
+class EndpointDeletion(_Shape):
+    """Where a deletion is: ``deleting`` until its queued and running jobs are done."""
+
+    name: str
+    state: Literal["deleting", "deleted"]
+    queued: int = Field(description="Jobs still queued (they run first, unless drain=false).")
+    running: int
 
 
 class Live(_Shape):

@@ -107,7 +107,12 @@ class WorkerRoutes:
             "joined again" if rejoined else "joined",
             ", ".join(info.endpoints),
         )
-        held = {s.name: self.broker.specs[s.name].to_dict() for s in specs}
+        held = {
+            s.name: (
+                self.broker.registry.spec_of(s.name, worker.revisions.get(s.name)) or s
+            ).to_dict()
+            for s in specs
+        }
         return _answer(wire.Registered(worker.id, held), 201)
 
     async def lease(self, request: Request) -> Response:

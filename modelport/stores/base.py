@@ -49,6 +49,34 @@ class Update:
         )
 
 
+LOG_LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40, "critical": 50}
+"""The levels of a model's log lines, by rank (a query for ``warning`` gets errors too)."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogBounds:
+    """What an endpoint's log keeps: the newest ``max_entries`` lines, of at most
+    ``max_bytes`` of message text in all, none older than ``max_age`` seconds."""
+
+    max_entries: int = 10_000
+    max_bytes: int = 16 * 1024 * 1024
+    max_age: float = 7 * 86_400.0
+
+
+def log_size(entry: dict[str, Any]) -> int:
+    """What a log line counts against ``max_bytes``: its message, plus a little for the rest."""
+    return len(entry["message"]) + 64
+
+
+def log_matches(entry: dict[str, Any], since: float | None, job_id: str | None, level: int) -> bool:
+    """Whether a stored log line answers a :meth:`JobStore.logs` query."""
+    return (
+        (since is None or entry["time"] >= since)
+        and (job_id is None or entry["job_id"] == job_id)
+        and LOG_LEVELS.get(entry["level"], 0) >= level
+    )
+
+
 class JobStore(Protocol):
     """Where jobs live. Every method is atomic on its own."""
 
@@ -74,9 +102,16 @@ class JobStore(Protocol):
     async def get(self, job_id: str) -> JobRecord | None: ...
 
     async def lease(
-        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+        self,
+        endpoint: str,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        revision: int | None = None,
     ) -> list[JobRecord]:
-        """Move up to ``limit`` oldest queued jobs of ``endpoint`` to running for ``worker_id``.
+        """Move up to ``limit`` oldest queued jobs of ``endpoint`` to running for ``worker_id``
+        (with ``revision``: only jobs of that revision, passing over the others).
 
         Each leased job has ``attempts`` incremented, ``started_at`` set to ``now`` and
         ``lease_until`` set; the jobs come back in queue order.
@@ -213,3 +248,25 @@ class JobStore(Protocol):
 
     async def queued_by(self, owner: str) -> int:
         """How many queued jobs this owner has."""
+
+    async def add_logs(
+        self, endpoint: str, entries: Sequence[dict[str, Any]], bounds: LogBounds, now: float
+    ) -> None:
+        """Append log lines (``job_id``, ``level``, ``message``, ``time``, ``stream``) to an
+        endpoint's log, each given the next ``id`` (1, 2, ... per endpoint); then drop the
+        oldest lines beyond the bounds (and those older than ``now - bounds.max_age``)."""
+
+    async def logs(
+        self,
+        endpoint: str,
+        *,
+        since: float | None = None,
+        job_id: str | None = None,
+        level: int = 0,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        """An endpoint's log lines, oldest first: those at ``time >= since``, of one job, of
+        a level ranked ``level`` or above (:data:`LOG_LEVELS`); the newest ``limit``."""
+
+    async def delete_logs(self, endpoint: str) -> int:
+        """Forget an endpoint's log; how many lines there were."""

@@ -6,7 +6,7 @@ import copy
 import dataclasses
 import heapq
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -14,7 +14,7 @@ import orjson
 
 from modelport.errors import Overloaded
 from modelport.keys import Allowance, Bucket, spend
-from modelport.stores.base import Update, full_queue
+from modelport.stores.base import LogBounds, Update, full_queue, log_matches, log_size
 from modelport.wire import Event, JobRecord, JobStatus
 
 
@@ -38,6 +38,9 @@ class MemoryStore:
         """Per group, its keys in the order they were stored (oldest first)."""
         self._api_keys: dict[str, dict[str, Any]] = {}
         self._buckets: dict[str, Bucket] = {}
+        self._logs: dict[str, deque[dict[str, Any]]] = defaultdict(deque)
+        self._log_bytes: dict[str, int] = defaultdict(int)
+        self._log_ids: dict[str, int] = defaultdict(int)
 
     async def open(self) -> None:
         pass
@@ -75,21 +78,33 @@ class MemoryStore:
         return None if job is None else copy.deepcopy(job)
 
     async def lease(
-        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+        self,
+        endpoint: str,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        revision: int | None = None,
     ) -> list[JobRecord]:
         queue = self._queues.get(endpoint)
         leased: list[JobRecord] = []
+        passed: list[tuple[int, str]] = []
         while queue and len(leased) < limit:
-            _, job_id = heapq.heappop(queue)
-            job = self._jobs[job_id]
+            entry = heapq.heappop(queue)
+            job = self._jobs[entry[1]]
             if job.status is not JobStatus.QUEUED:
                 continue  # cancelled or expired while queued: dropped lazily
+            if revision is not None and job.revision != revision:
+                passed.append(entry)
+                continue
             job.status = JobStatus.RUNNING
             job.worker_id = worker_id
             job.attempts += 1
             job.started_at = now
             job.lease_until = lease_until
             leased.append(copy.deepcopy(job))
+        for entry in passed:
+            heapq.heappush(queue, entry)  # type: ignore[arg-type]
         return leased
 
     async def extend(self, worker_id: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
@@ -336,3 +351,36 @@ class MemoryStore:
         return sum(
             1 for j in self._jobs.values() if j.owner == owner and j.status is JobStatus.QUEUED
         )
+
+    async def add_logs(
+        self, endpoint: str, entries: Sequence[dict[str, Any]], bounds: LogBounds, now: float
+    ) -> None:
+        lines = self._logs[endpoint]
+        for entry in entries:
+            self._log_ids[endpoint] += 1
+            lines.append({**entry, "id": self._log_ids[endpoint]})
+            self._log_bytes[endpoint] += log_size(entry)
+        oldest = now - bounds.max_age
+        while lines and (
+            len(lines) > bounds.max_entries
+            or self._log_bytes[endpoint] > bounds.max_bytes
+            or lines[0]["time"] < oldest
+        ):
+            self._log_bytes[endpoint] -= log_size(lines.popleft())
+
+    async def logs(
+        self,
+        endpoint: str,
+        *,
+        since: float | None = None,
+        job_id: str | None = None,
+        level: int = 0,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        found = [e for e in self._logs.get(endpoint, ()) if log_matches(e, since, job_id, level)]
+        return copy.deepcopy(found[-limit:] if limit else [])
+
+    async def delete_logs(self, endpoint: str) -> int:
+        lines = self._logs.pop(endpoint, deque())
+        self._log_bytes.pop(endpoint, None)
+        return len(lines)

@@ -24,6 +24,8 @@ Layout, with ``P`` the prefix and ``E`` an endpoint name:
 - ``Poq:<owner>``   set: the queued jobs of one API key
 - ``Pkeys``, ``Pkeyhash``, ``Pkeyused``  hashes: API keys by id, key ids by hash, last uses
 - ``Pb:<bucket>``   hash: a rate-limit bucket (tokens, last refill, quota window and count)
+- ``Plog:E``        list: the endpoint's log lines, ``id\ttime\tsize\tjson``, oldest first;
+  ``Plogn:E`` hash: its last id and the bytes it holds
 - ``Pseq``, ``Pendpoints``, ``Pworkers`` + ``Pw:<id>``, channel ``Pchanges``
 
 Every change to a job is one Lua script, so it is atomic, and it moves the job between the
@@ -58,7 +60,14 @@ from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from modelport.errors import Overloaded, SpecError, Unavailable
 from modelport.keys import DAY, Allowance
-from modelport.stores.base import CHANGEABLE, Update, full_queue
+from modelport.stores.base import (
+    CHANGEABLE,
+    LogBounds,
+    Update,
+    full_queue,
+    log_matches,
+    log_size,
+)
 from modelport.wire import Event, JobRecord, JobStatus
 
 log = logging.getLogger("modelport.stores.redis")
@@ -71,7 +80,7 @@ _TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
 _MAX_INDEX = 2**63 - 1
 _JSON = frozenset({"input", "output", "progress"})
 _FLOAT = frozenset({"created_at", "started_at", "completed_at", "lease_until"})
-_INT = frozenset({"seq", "attempts", "max_attempts"})
+_INT = frozenset({"seq", "attempts", "max_attempts", "revision"})
 _FIELDS = (
     "id",
     "endpoint",
@@ -90,6 +99,8 @@ _FIELDS = (
     "lease_until",
     "idempotency_key",
     "owner",
+    "revision",
+    "model_version",
 )
 
 # The helpers every script shares: keep a job's index entries true to its status.
@@ -187,10 +198,34 @@ end
 return out
 """
 
-# ARGV: prefix, endpoint, worker, limit, now, lease_until. Returns the leased ids in order.
+# ARGV: prefix, endpoint, worker, limit, now, lease_until[, revision]. Returns the leased ids
+# in order.
 _LEASE = """
 local ep, worker, now, lease_until = ARGV[2], ARGV[3], ARGV[5], ARGV[6]
-local popped = redis.call('ZPOPMIN', P .. 'q:' .. ep, tonumber(ARGV[4]))
+local limit, revision = tonumber(ARGV[4]), ARGV[7]
+local popped = {}
+if revision == nil or revision == '' then
+  popped = redis.call('ZPOPMIN', P .. 'q:' .. ep, limit)
+else
+  -- Only jobs of one revision: pass over the others (looking at most 10000 deep).
+  local start, taken = 0, {}
+  while #taken < limit and start < 10000 do
+    local queued = redis.call('ZRANGE', P .. 'q:' .. ep, start, start + 99)
+    if #queued == 0 then break end
+    for _, id in ipairs(queued) do
+      if #taken >= limit then break end
+      if (redis.call('HGET', P .. 'job:' .. id, 'revision') or '1') == revision then
+        taken[#taken + 1] = id
+      end
+    end
+    start = start + 100
+  end
+  for _, id in ipairs(taken) do
+    redis.call('ZREM', P .. 'q:' .. ep, id)
+    popped[#popped + 1] = id
+    popped[#popped + 1] = 0
+  end
+end
 local ids = {}
 for i = 1, #popped, 2 do
   local id = popped[i]
@@ -266,6 +301,29 @@ redis.call('HSET', key, 'tokens', string.format('%.17g', tokens), 'at', ARGV[3],
            'window', window, 'used', used)
 redis.call('PEXPIRE', key, ARGV[9])
 return {allowed, string.format('%.17g', retry), string.format('%.17g', tokens), used}
+"""
+
+# ARGV: prefix, endpoint, max entries, max bytes, oldest time, then (time, size, json) per
+# line. Appends the lines with the next ids, then drops the oldest beyond the bounds.
+_ADD_LOGS = """
+local P, ep = ARGV[1], ARGV[2]
+local max_n, max_bytes, oldest = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local list, totals = P .. 'log:' .. ep, P .. 'logn:' .. ep
+local bytes = tonumber(redis.call('HGET', totals, 'bytes') or '0')
+for i = 6, #ARGV, 3 do
+  local id = redis.call('HINCRBY', totals, 'last', 1)
+  redis.call('RPUSH', list, id .. '\t' .. ARGV[i] .. '\t' .. ARGV[i + 1] .. '\t' .. ARGV[i + 2])
+  bytes = bytes + tonumber(ARGV[i + 1])
+end
+local n = redis.call('LLEN', list)
+while n > 0 do
+  local first = redis.call('LINDEX', list, 0)
+  local _, _, at, size = string.find(first, '^%d+\t([^\t]+)\t(%d+)\t')
+  if n <= max_n and bytes <= max_bytes and tonumber(at) >= oldest then break end
+  redis.call('LPOP', list)
+  n, bytes = n - 1, bytes - tonumber(size)
+end
+redis.call('HSET', totals, 'bytes', bytes)
 """
 
 # ARGV: prefix, completed_before, limit, endpoints... Returns the number of jobs deleted.
@@ -551,6 +609,7 @@ class RedisStore:
         self._cache_put = r.register_script(_CACHE_PUT)
         self._claim = r.register_script(_CLAIM)
         self._spend = r.register_script(_INDEX + _SPEND)
+        self._add_logs = r.register_script(_ADD_LOGS)
         await self.ping()
         await self._load_scripts()
 
@@ -753,9 +812,17 @@ class RedisStore:
         return [j for j in await self._get_many(ids) if j is not None]
 
     async def lease(
-        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+        self,
+        endpoint: str,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        revision: int | None = None,
     ) -> list[JobRecord]:
         args: list[Any] = [self.prefix, endpoint, worker_id, limit, repr(now), repr(lease_until)]
+        if revision is not None:
+            args.append(str(revision))
         async with self._errors():
             ids = await self._lease(keys=self._anchor, args=args)
         return await self._jobs(ids)
@@ -1146,6 +1213,49 @@ class RedisStore:
     async def queued_by(self, owner: str) -> int:
         async with self._errors():
             return int(await self.redis.scard(self._key("oq", owner)))
+
+    async def add_logs(
+        self, endpoint: str, entries: Sequence[dict[str, Any]], bounds: LogBounds, now: float
+    ) -> None:
+        args: list[Any] = [
+            self.prefix,
+            endpoint,
+            bounds.max_entries,
+            bounds.max_bytes,
+            repr(now - bounds.max_age),
+        ]
+        for entry in entries:
+            args += [repr(float(entry["time"])), log_size(entry), orjson.dumps(entry)]
+        async with self._errors():
+            await self._add_logs(args=args)
+
+    async def logs(
+        self,
+        endpoint: str,
+        *,
+        since: float | None = None,
+        job_id: str | None = None,
+        level: int = 0,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        async with self._errors():
+            raw = await self.redis.lrange(self._key("log", endpoint), 0, -1)
+        found = []
+        for line in raw:
+            log_id, _, _, data = _text(line).split("\t", 3)
+            entry = {**orjson.loads(data), "id": int(log_id)}
+            if log_matches(entry, since, job_id, level):
+                found.append(entry)
+        return found[-limit:] if limit else []
+
+    async def delete_logs(self, endpoint: str) -> int:
+        list_key = self._key("log", endpoint)
+        async with self._errors(), self.redis.pipeline(transaction=True) as pipe:
+            pipe.llen(list_key)
+            pipe.delete(list_key)
+            pipe.hset(self._key("logn", endpoint), "bytes", 0)
+            n, _, _ = await pipe.execute()
+        return int(n)
 
     async def publish(self, topic: str) -> None:
         async with self._errors():

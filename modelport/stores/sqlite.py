@@ -20,7 +20,14 @@ import orjson
 
 from modelport.errors import Overloaded, Unavailable
 from modelport.keys import Allowance, spend
-from modelport.stores.base import CHANGEABLE, Update, full_queue
+from modelport.stores.base import (
+    CHANGEABLE,
+    LOG_LEVELS,
+    LogBounds,
+    Update,
+    full_queue,
+    log_size,
+)
 from modelport.wire import Event, JobRecord, JobStatus
 
 _SCHEMA = """
@@ -41,7 +48,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker_id TEXT,
     lease_until REAL,
     idempotency_key TEXT,
-    owner TEXT
+    owner TEXT,
+    revision INTEGER NOT NULL DEFAULT 1,
+    model_version TEXT
 );
 CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (endpoint, status, seq);
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
@@ -103,6 +112,23 @@ CREATE TABLE IF NOT EXISTS buckets (
     window INTEGER NOT NULL,
     used INTEGER NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS logs (
+    endpoint TEXT NOT NULL,
+    id INTEGER NOT NULL,
+    job_id TEXT NOT NULL,
+    time REAL NOT NULL,
+    level INTEGER NOT NULL,
+    size INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (endpoint, id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS logs_job ON logs (job_id);
+CREATE TABLE IF NOT EXISTS log_totals (
+    endpoint TEXT PRIMARY KEY,
+    last_id INTEGER NOT NULL,
+    n INTEGER NOT NULL,
+    bytes INTEGER NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS counts (
     endpoint TEXT NOT NULL,
     status TEXT NOT NULL,
@@ -143,7 +169,8 @@ depth less the jobs behind it (a job just submitted has few behind it)."""
 
 _COLUMNS = (
     "seq, id, endpoint, status, input, output, error, progress, created_at, started_at,"
-    " completed_at, attempts, max_attempts, worker_id, lease_until, idempotency_key, owner"
+    " completed_at, attempts, max_attempts, worker_id, lease_until, idempotency_key, owner,"
+    " revision, model_version"
 )
 _JSON = frozenset({"input", "output", "progress"})
 
@@ -175,6 +202,8 @@ def _row(r: tuple[Any, ...]) -> JobRecord:
         lease_until=r[14],
         idempotency_key=r[15],
         owner=r[16],
+        revision=r[17],
+        model_version=r[18],
     )
 
 
@@ -212,6 +241,10 @@ class SqliteStore:
             columns = {r[1] for r in db.execute("PRAGMA table_info(jobs)")}
             if "owner" not in columns:  # a file from before jobs had owners
                 db.execute("ALTER TABLE jobs ADD COLUMN owner TEXT")
+            if "revision" not in columns:  # a file from before endpoints had revisions
+                db.execute("ALTER TABLE jobs ADD COLUMN revision INTEGER NOT NULL DEFAULT 1")
+            if "model_version" not in columns:
+                db.execute("ALTER TABLE jobs ADD COLUMN model_version TEXT")
             db.executescript(_OWNER_INDEX)
             db.executescript(f"BEGIN IMMEDIATE; {_RECOUNT} COMMIT;")
             self._db = db
@@ -297,7 +330,8 @@ class SqliteStore:
                 return Overloaded(full_queue(job.endpoint, depth, limit))
         cur = db.execute(
             "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts,"
-            " max_attempts, idempotency_key, owner) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " max_attempts, idempotency_key, owner, revision, model_version)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 job.endpoint,
@@ -308,6 +342,8 @@ class SqliteStore:
                 job.max_attempts,
                 job.idempotency_key,
                 job.owner,
+                job.revision,
+                job.model_version,
             ),
         )
         assert cur.lastrowid is not None
@@ -320,15 +356,23 @@ class SqliteStore:
         return None if row is None else _row(row)
 
     async def lease(
-        self, endpoint: str, worker_id: str, limit: int, now: float, lease_until: float
+        self,
+        endpoint: str,
+        worker_id: str,
+        limit: int,
+        now: float,
+        lease_until: float,
+        revision: int | None = None,
     ) -> list[JobRecord]:
+        which = "" if revision is None else " AND revision = ?"
+        args = (endpoint,) if revision is None else (endpoint, revision)
         with self._transaction() as db:
             rows = db.execute(
                 "UPDATE jobs SET status = 'running', worker_id = ?, attempts = attempts + 1,"
                 " started_at = ?, lease_until = ? WHERE seq IN (SELECT seq FROM jobs"
-                " WHERE endpoint = ? AND status = 'queued' ORDER BY seq LIMIT ?)"
+                f" WHERE endpoint = ? AND status = 'queued'{which} ORDER BY seq LIMIT ?)"
                 f" RETURNING {_COLUMNS}",
-                (worker_id, now, lease_until, endpoint, limit),
+                (worker_id, now, lease_until, *args, limit),
             ).fetchall()
         return sorted((_row(r) for r in rows), key=lambda j: j.seq)
 
@@ -714,4 +758,80 @@ class SqliteStore:
             (n,) = self.db.execute(
                 "SELECT count(*) FROM jobs WHERE owner = ? AND status = 'queued'", (owner,)
             ).fetchone()
+        return int(n)
+
+    async def add_logs(
+        self, endpoint: str, entries: Sequence[dict[str, Any]], bounds: LogBounds, now: float
+    ) -> None:
+        if not entries:
+            return
+        with self._transaction() as db:
+            row = db.execute(
+                "SELECT last_id, n, bytes FROM log_totals WHERE endpoint = ?", (endpoint,)
+            ).fetchone()
+            last, n, size = row if row is not None else (0, 0, 0)
+            rows = []
+            for entry in entries:
+                last += 1
+                rows.append(
+                    (
+                        endpoint,
+                        last,
+                        entry["job_id"],
+                        entry["time"],
+                        LOG_LEVELS.get(entry["level"], 0),
+                        log_size(entry),
+                        orjson.dumps(entry),
+                    )
+                )
+                n, size = n + 1, size + log_size(entry)
+            db.executemany("INSERT INTO logs VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            cutoff = None
+            oldest = now - bounds.max_age
+            first = db.execute(
+                "SELECT time FROM logs WHERE endpoint = ? ORDER BY id LIMIT 1", (endpoint,)
+            ).fetchone()
+            if n > bounds.max_entries or size > bounds.max_bytes or first[0] < oldest:
+                for log_id, at, bytes_ in db.execute(
+                    "SELECT id, time, size FROM logs WHERE endpoint = ? ORDER BY id", (endpoint,)
+                ):
+                    if n <= bounds.max_entries and size <= bounds.max_bytes and at >= oldest:
+                        break
+                    cutoff, n, size = log_id, n - 1, size - bytes_
+            if cutoff is not None:
+                db.execute("DELETE FROM logs WHERE endpoint = ? AND id <= ?", (endpoint, cutoff))
+            db.execute(
+                "INSERT INTO log_totals VALUES (?, ?, ?, ?) ON CONFLICT (endpoint) DO UPDATE"
+                " SET last_id = excluded.last_id, n = excluded.n, bytes = excluded.bytes",
+                (endpoint, last, n, size),
+            )
+
+    async def logs(
+        self,
+        endpoint: str,
+        *,
+        since: float | None = None,
+        job_id: str | None = None,
+        level: int = 0,
+        limit: int = 1000,
+    ) -> list[dict[str, Any]]:
+        where, args = "endpoint = ? AND level >= ?", [endpoint, level]
+        if since is not None:
+            where, args = where + " AND time >= ?", [*args, since]
+        if job_id is not None:
+            where, args = where + " AND job_id = ?", [*args, job_id]
+        with self._errors():
+            rows = self.db.execute(
+                f"SELECT id, data FROM logs WHERE {where} ORDER BY id DESC LIMIT ?",
+                (*args, limit),
+            ).fetchall()
+        return [{**orjson.loads(data), "id": log_id} for log_id, data in reversed(rows)]
+
+    async def delete_logs(self, endpoint: str) -> int:
+        with self._transaction() as db:
+            (n,) = db.execute(
+                "SELECT count(*) FROM logs WHERE endpoint = ?", (endpoint,)
+            ).fetchone()
+            db.execute("DELETE FROM logs WHERE endpoint = ?", (endpoint,))
+            db.execute("UPDATE log_totals SET n = 0, bytes = 0 WHERE endpoint = ?", (endpoint,))
         return int(n)

@@ -29,6 +29,7 @@ from modelport.media import outputs as media_outputs
 from modelport.model import Model
 from modelport.spec import EndpointSpec
 from modelport.wire import Event, LeasedJob, Result
+from modelport.worker import capture
 from modelport.worker.events import EventBuffer
 
 log = logging.getLogger("modelport.worker")
@@ -67,7 +68,8 @@ class Invoker:
             if self.batched:
                 self._bind([j.id for j in jobs], loop)
                 logs.job_id.set(",".join(j.id for j in jobs))
-                outputs = self.model.predict_batch([self._inputs(j.input) for j in jobs])
+                with capture.capturing([j.id for j in jobs], self._log(loop)):
+                    outputs = self.model.predict_batch([self._inputs(j.input) for j in jobs])
                 if not isinstance(outputs, list) or len(outputs) != len(jobs):
                     got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
                     raise TypeError(
@@ -119,7 +121,8 @@ class Invoker:
             self.buffer.emit(Event(job.id, "output", jsonable(value)), loop)
 
         try:
-            output = _collect(self.model.predict(**job.input), chunk)
+            with capture.capturing([job.id], self._log(loop)):
+                output = _collect(self.model.predict(**job.input), chunk)
             text = self.spec.output is not None and self.spec.output.type == "string"
             if text and isinstance(output, list) and not output:
                 return ""  # an Iterator[str] that yielded nothing wrote the empty text
@@ -179,6 +182,14 @@ class Invoker:
                 self.buffer.emit(Event(job_id, "log", data), loop)
 
         return record
+
+    def _log(self, loop: asyncio.AbstractEventLoop) -> capture.Emit:
+        """What a job's printed and logged lines are sent with."""
+
+        def emit(job_id: str, data: dict[str, Any]) -> None:
+            self.buffer.emit(Event(job_id, "log", data), loop)
+
+        return emit
 
     def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
         """What ``Model.progress`` calls on the model thread for these jobs."""
