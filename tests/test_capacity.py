@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -121,15 +122,21 @@ async def _heartbeats(server: ServerProcess, probe: Probe) -> dict[str, tuple[Co
         await transport.aclose()
 
 
+@pytest.fixture
+def probe(own_redis: RedisServer) -> Iterator[Probe]:
+    counting = Probe(own_redis.port)
+    yield counting
+    counting.redis.close()
+
+
 def test_commands_per_job_match_the_capacity_model(
-    own_redis: RedisServer, serve: Serve, workers: Workers
+    own_redis: RedisServer, serve: Serve, workers: Workers, probe: Probe
 ) -> None:
     (server,) = api_servers(serve, own_redis.url, 1)
     first = workers(worker_args(server, SLEEPY)).start()  # defines the endpoint, and leaves
     wait_for(lambda: online(server, "sleepy") == 1, 60, "the worker")
     first.stop()
     wait_for(lambda: online(server, "sleepy") == 0, 60, "the worker gone")
-    probe = Probe(own_redis.port)
     measured: dict[str, Counter[str]] = {}
     notes: dict[str, Any] = {}
 

@@ -74,6 +74,10 @@ async def wait_all(urls: list[str], job_ids: list[str], timeout: float) -> list[
                     except httpx.TransportError:
                         k += 1
                         continue
+                    if r.status_code == 503 and "retry-after" in r.headers:
+                        # The store is switching (a Sentinel failover): back off as told.
+                        await asyncio.sleep(min(float(r.headers["retry-after"]), 2.0))
+                        continue
                     assert r.status_code == 200, r.text
                     if r.json()["status"] in ("succeeded", "failed", "cancelled", "expired"):
                         return dict(r.json())
