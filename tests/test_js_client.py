@@ -29,6 +29,7 @@ SERVED = [
     "tests/models/basic.py",
     "tests/models/media.py",
     "tests/models/chat.py:Oneshot",
+    "tests/models/chatty.py",
 ]
 
 
@@ -72,7 +73,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
 
 def test_node_suite_passes_against_a_real_server(server: tuple[ServerProcess, str]) -> None:
     """predict, submit/wait, stream, resume (given and after a cut connection), cancel,
-    typed errors, media in and out, keys and sessions: clients/js/test/*.test.js."""
+    typed errors, media in and out, keys and sessions, endpoints put, disabled, enabled and
+    drained, logs and metadata: clients/js/test/*.test.js."""
     node = _tool("node")
     process, admin = server
     done = subprocess.run(
