@@ -98,6 +98,9 @@ export function fromProblem(
   headers?: Headers,
 ): ModelportError;
 
+/** The Server-Sent Events of a fetch Response, as they arrive (`data` parsed as JSON). */
+export function readEvents(response: Response): AsyncGenerator<JobEvent, void, undefined>;
+
 export function isFile(value: unknown): value is FileInput;
 export function dataUrlToBlob(url: string): Blob;
 

@@ -140,8 +140,11 @@ export function dataUrlToBlob(url) {
   return new Blob([bytes], { type });
 }
 
-/** One job's events as they arrive: `{event, type, data, id}` (id is null for state events). */
-async function* readEvents(response) {
+/**
+ * The Server-Sent Events of a fetch Response as they arrive, each `{event, type, data, id}`
+ * (`data` parsed as JSON; `id` null when the server sent none, as for a job's state events).
+ */
+export async function* readEvents(response) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
