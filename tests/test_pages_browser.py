@@ -459,6 +459,10 @@ def test_admin_shows_a_worker_joining_and_a_job_failing(
 RUNTIME_SPEC = """\
 [endpoint]
 description = "Put at run time by a test"
+version = "2.3"
+
+[metadata]
+labels = ["<cat>", "dog"]
 
 [inputs]
 word = { type = "string", required = true }
@@ -550,8 +554,16 @@ def test_admin_disables_enables_drains_and_shows_logs(
         httpx.post(server.url + "/endpoints/chatty/enable", timeout=10)
     again = httpx.post(
         server.url + "/endpoints/chatty/jobs", json={"input": {"word": "x"}}, timeout=30
-    )
-    assert again.json()["output"] == "X"
+    ).json()
+    assert again["output"] == "X"
+    finished = p.locator(f'#jobs tbody tr[data-job="{again["id"]}"]')
+    finished.wait_for()
+    assert finished.locator("td").all_inner_texts()[1:5] == [
+        "chatty",
+        str(again["revision"]),
+        again["model_version"],
+        "succeeded",
+    ]
 
     put = httpx.put(
         server.url + "/endpoints/ephemeral",
@@ -569,6 +581,22 @@ def test_admin_disables_enables_drains_and_shows_logs(
     assert queued["status"] == "queued"  # no worker serves it
     ephemeral = p.locator("#chart-ephemeral")
     ephemeral.wait_for()  # it appears on the dashboard live
+    job_row = p.locator(f'#jobs tbody tr[data-job="{queued["id"]}"]')
+    job_row.wait_for()
+    assert job_row.locator("td").all_inner_texts()[1:5] == ["ephemeral", "1", "2.3", "queued"]
+    ephemeral.get_by_role("button", name="Details of ephemeral").click()
+    detail = p.locator("#endpoint-detail")
+    detail.locator("h3").wait_for()
+    assert detail.locator("h3").inner_text() == "ephemeral · version 2.3 · revision 1"
+    assert json.loads(detail.locator("pre.metadata").inner_text()) == {"labels": ["<cat>", "dog"]}
+    assert "No worker serves it now." in detail.inner_text()
+    card.get_by_role("button", name="Details of chatty").click()
+    p.wait_for_function(
+        "() => document.querySelector('#endpoint-detail h3')?.textContent.startsWith('chatty')"
+    )
+    cells = detail.locator("table tbody tr").first.locator("td").all_inner_texts()
+    assert cells[1:3] == ["online", "1"]
+    p.screenshot(path=str(tmp_path / "admin-details.png"), full_page=True)
     ephemeral.get_by_role("button", name="Drain ephemeral").click()
     ephemeral.get_by_role("button", name="Confirm: drain ephemeral").click()
     text_of(p, "#chart-ephemeral .state", "deleting")

@@ -160,7 +160,8 @@ running jobs are done.</p>
 <input type="text" id="job-id"></div><button type="button" id="open-job">Open</button>
 </div>
 <table id="jobs"><thead><tr><th scope="col">Job</th><th scope="col">Endpoint</th>
-<th scope="col">Status</th><th scope="col">Duration</th><th scope="col">Error</th>
+<th scope="col">Revision</th><th scope="col">Model version</th><th scope="col">Status</th>
+<th scope="col">Duration</th><th scope="col">Error</th>
 <th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
 <tbody></tbody></table>
 <div id="job" class="card" hidden aria-live="polite"></div></section>

@@ -61,7 +61,16 @@ function drawJobs(view) {
         actions.append(el("button", { type: "button", "data-cancel": j.id, "aria-label": `Cancel job ${j.id}` }, "Cancel"));
       }
       const duration = j.duration ?? (j.started_at ? view.time - j.started_at : null);
-      const tr = row([open, j.endpoint, el("span", { class: `state state-${j.status}` }, j.status), seconds(duration), j.error ?? "", actions]);
+      const tr = row([
+        open,
+        j.endpoint,
+        j.revision == null ? "" : String(j.revision),
+        j.model_version ?? "",
+        el("span", { class: `state state-${j.status}` }, j.status),
+        seconds(duration),
+        j.error ?? "",
+        actions,
+      ]);
       tr.dataset.job = j.id;
       return tr;
     }),
@@ -153,6 +162,8 @@ async function openJob(id) {
     const facts = el("pre", {}, JSON.stringify(
       {
         endpoint: d.endpoint,
+        revision: d.revision,
+        model_version: d.model_version,
         attempts: d.attempts,
         worker: d.worker,
         queue_time: d.queue_time,
