@@ -37,6 +37,9 @@ function chart(title, points, pick, unit, since, step) {
   return box;
 }
 
+/** Milliseconds a card keeps the state a control answered, until an overview shows it. */
+const HOLD = 5000;
+
 const json = (value) => JSON.stringify(value ?? {}, null, 2);
 
 export class EndpointsPanel {
@@ -48,6 +51,7 @@ export class EndpointsPanel {
     this.act = act;
     this.say = say;
     this.cards = new Map();
+    this.gone = new Map();  // endpoint → until when an overview may still list it (drained)
     this.logsOf = null;
     this.logsShown = null;
     this.loadingLogs = false;
@@ -62,19 +66,29 @@ export class EndpointsPanel {
     });
   }
 
-  /** Draw an overview: add, update and remove the cards, and refresh the logs shown. */
+  /**
+   * Draw an overview: add, update and remove the cards, and refresh the logs shown. An
+   * overview made just before a control's change is not let undo it on the page: for a
+   * few seconds, until one shows the change, a card keeps the state the control answered.
+   */
   draw(view) {
     const charts = $("charts");
-    const names = new Set(view.endpoints.map((e) => e.name));
+    const now = performance.now();
+    for (const [name, until] of this.gone) if (until < now) this.gone.delete(name);
+    const shown = view.endpoints.filter((e) => !this.gone.has(e.name));
+    const names = new Set(shown.map((e) => e.name));
     for (const [name, card] of this.cards) {
       if (!names.has(name)) this.forget(name, card);
     }
     let previous = null;
-    for (const endpoint of view.endpoints) {
+    for (const endpoint of shown) {
       const card = this.cards.get(endpoint.name) ?? this.make(endpoint.name);
       const expected = previous ? previous.nextElementSibling : charts.firstElementChild;
       if (card.box !== expected) charts.insertBefore(card.box, expected);
-      this.update(card, endpoint);
+      const held = card.held;
+      if (held && (held.state === endpoint.state || held.until < now)) card.held = null;
+      if (card.held) this.update(card, { ...endpoint, state: held.state, reason: held.reason });
+      else this.update(card, endpoint);
       const points = view.series[endpoint.name] ?? [];
       card.figures.replaceChildren(
         chart("Throughput", points, (p) => p.throughput, "jobs/s", view.since, view.step),
@@ -145,16 +159,18 @@ export class EndpointsPanel {
 
   /** Show an endpoint's state, reason and queue (from an overview or a control's answer). */
   update(card, endpoint) {
+    card.last = endpoint;
     const { state } = endpoint;
     card.state.textContent = state;
     card.state.className = `state state-${state}`;
+    const stopped = state === "disabled" || state === "deleting";
     card.reason.textContent = endpoint.reason ?? "";
+    card.reason.className = stopped ? "reason stopped" : "reason";
     card.reason.hidden = !endpoint.reason;
     const workers = endpoint.workers_online;
     card.meta.textContent =
       `${endpoint.queue_depth} queued · ${endpoint.running} running · ${workers} worker${workers === 1 ? "" : "s"} online` +
       (endpoint.revision > 1 ? ` · revision ${endpoint.revision}` : "");
-    const stopped = state === "disabled" || state === "deleting";
     card.reasonField.hidden = card.disable.hidden = stopped;
     card.enable.hidden = state !== "disabled";
     if (state === "deleting") card.confirm.hidden = true;
@@ -167,7 +183,9 @@ export class EndpointsPanel {
     const buttons = [...card.box.querySelectorAll("button")];
     for (const button of buttons) button.disabled = true;
     try {
-      return await this.act(work);
+      const done = await this.act(work);
+      card.held = { state: done.state, reason: done.reason ?? null, until: performance.now() + HOLD };
+      return done;
     } catch (e) {
       card.error.textContent = e.message || String(e);
       return null;
@@ -198,14 +216,14 @@ export class EndpointsPanel {
     const done = await this.control(card, (c) => c.deleteEndpoint(card.name));
     if (done === null) return;
     if (done.state === "deleted") {
+      this.gone.set(card.name, performance.now() + HOLD);
       this.forget(card.name, card);
       this.say(`${card.name} deleted`);
       $("endpoints-title").focus();
       return;
     }
     card.confirm.hidden = true;
-    card.state.textContent = "deleting";
-    card.state.className = "state state-deleting";
+    this.update(card, { ...card.last, state: "deleting", reason: null });
     this.say(`${card.name} is draining: ${done.queued} queued and ${done.running} running jobs finish first`);
   }
 
