@@ -55,6 +55,7 @@ export class EndpointsPanel {
     this.logsOf = null;
     this.logsShown = null;
     this.loadingLogs = false;
+    this.logsAgain = false;
     for (const id of ["logs-level", "logs-job", "logs-limit"]) {
       $(id).addEventListener("change", () => this.loadLogs());
     }
@@ -240,7 +241,11 @@ export class EndpointsPanel {
   /** Read the shown endpoint's newest lines with the chosen filters (again on each overview). */
   async loadLogs() {
     const name = this.logsOf;
-    if (name === null || this.loadingLogs) return;
+    if (name === null) return;
+    if (this.loadingLogs) {
+      this.logsAgain = true;  // the filters may have changed meanwhile: read once more after
+      return;
+    }
     const level = $("logs-level").value;
     const filters = { level, limit: $("logs-limit").value.trim() || undefined };
     const job = $("logs-job").value.trim();
@@ -277,6 +282,10 @@ export class EndpointsPanel {
       tell(e.message || String(e));
     } finally {
       this.loadingLogs = false;
+      if (this.logsAgain) {
+        this.logsAgain = false;
+        this.loadLogs();
+      }
     }
   }
 
