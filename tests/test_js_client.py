@@ -124,7 +124,7 @@ def test_npm_pack_makes_a_package_that_installs_offline_and_imports(tmp_path: Pa
 
 def _exported(text: str, declarations: bool) -> set[str]:
     kinds = "class|function" if declarations else "class|function|const"
-    return set(re.findall(rf"^export (?:{kinds}) (\w+)", text, re.M))
+    return set(re.findall(rf"^export (?:async )?(?:{kinds})\*? (\w+)", text, re.M))
 
 
 def test_typescript_declarations_name_every_export_and_the_versions_agree() -> None:
@@ -134,6 +134,7 @@ def test_typescript_declarations_name_every_export_and_the_versions_agree() -> N
     ts = _exported((PACKAGE / "src" / "index.d.ts").read_text(), declarations=True)
     assert js == ts
     assert {"Client", "Job", "Stream", "InvalidInput", "Unreachable", "fromProblem"} <= js
+    assert "readEvents" in js  # an async generator function
     assert json.loads((PACKAGE / "package.json").read_text())["version"] == __version__
 
 
