@@ -675,6 +675,30 @@ def test_under_auth_keys_a_page_works_with_a_session_and_refuses_without(
         sign_in(p, key)
         p.wait_for_function("() => document.getElementById('login-error').textContent")
         assert "admin key" in p.inner_text("#login-error")
+
+        # an admin session (the page holds no key) may stop an endpoint; the client key
+        # itself may not, and is refused while it is stopped
+        bearer = {"Authorization": f"Bearer {key}"}
+        refused = httpx.post(f"{server.url}/endpoints/echo/disable", headers=bearer, timeout=10)
+        assert refused.status_code == 403
+        admin = _keys_create(_store_of(server), "admin")
+        sign_in(p, admin)
+        p.wait_for_selector('body[data-ready="true"]')
+        card = p.locator("#chart-echo")
+        card.get_by_label("Reason to disable echo").fill("moving racks")
+        card.get_by_role("button", name="Disable echo").click()
+        text_of(p, "#chart-echo .state", "disabled")
+        submit = httpx.post(
+            f"{server.url}/endpoints/echo/jobs",
+            json={"input": {"text": "x"}},
+            headers=bearer,
+            timeout=10,
+        )
+        assert submit.status_code == 503
+        assert submit.json()["detail"].endswith("disabled: moving racks")
+        card.get_by_role("button", name="Enable echo").click()
+        text_of(p, "#chart-echo .state", "ready")
+        assert admin not in secrets_kept(p)
         opened.check_clean()
     finally:
         p.screenshot(path=str(tmp_path / "keyed.png"), full_page=True)
