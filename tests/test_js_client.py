@@ -29,6 +29,7 @@ SERVED = [
     "tests/models/basic.py",
     "tests/models/media.py",
     "tests/models/chat.py:Oneshot",
+    "tests/models/chatty.py",
 ]
 
 
@@ -72,7 +73,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerPro
 
 def test_node_suite_passes_against_a_real_server(server: tuple[ServerProcess, str]) -> None:
     """predict, submit/wait, stream, resume (given and after a cut connection), cancel,
-    typed errors, media in and out, keys and sessions: clients/js/test/*.test.js."""
+    typed errors, media in and out, keys and sessions, endpoints put, disabled, enabled and
+    drained, logs and metadata: clients/js/test/*.test.js."""
     node = _tool("node")
     process, admin = server
     done = subprocess.run(
@@ -122,7 +124,7 @@ def test_npm_pack_makes_a_package_that_installs_offline_and_imports(tmp_path: Pa
 
 def _exported(text: str, declarations: bool) -> set[str]:
     kinds = "class|function" if declarations else "class|function|const"
-    return set(re.findall(rf"^export (?:{kinds}) (\w+)", text, re.M))
+    return set(re.findall(rf"^export (?:async )?(?:{kinds})\*? (\w+)", text, re.M))
 
 
 def test_typescript_declarations_name_every_export_and_the_versions_agree() -> None:
@@ -132,6 +134,7 @@ def test_typescript_declarations_name_every_export_and_the_versions_agree() -> N
     ts = _exported((PACKAGE / "src" / "index.d.ts").read_text(), declarations=True)
     assert js == ts
     assert {"Client", "Job", "Stream", "InvalidInput", "Unreachable", "fromProblem"} <= js
+    assert "readEvents" in js  # an async generator function
     assert json.loads((PACKAGE / "package.json").read_text())["version"] == __version__
 
 

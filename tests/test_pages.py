@@ -89,6 +89,10 @@ async def test_overview_counts_jobs_and_lists_failures(app_factory: AppFactory) 
     recent = {j["id"]: j for j in view["recent"]}
     assert "must not be negative" in recent[failed["id"]]["error"]
     assert recent[failed["id"]]["status"] == "failed"
+    for job_id, job in recent.items():  # what made each answer
+        record = (await app.http.get(f"/jobs/{job_id}")).json()
+        assert job["revision"] == record["revision"] == 1
+        assert job["model_version"] == record["model_version"] is not None
     workers = {w["name"] for w in view["workers"]}
     assert len(workers) == 2 and all(w["state"] == "online" for w in view["workers"])
     assert {tuple(w["endpoints"]) for w in view["workers"]} == {("add",), ("fails",)}

@@ -39,6 +39,7 @@ EXAMPLES = [  # the `make run` set, and a model that answers a picture with a pi
     "examples/painter/model.py",
     "examples/audio/model.py",
     "tests/models/pages.py",
+    "tests/models/chatty.py",
 ]
 TIMEOUT = 30_000
 """Milliseconds a page may take to show what a test waits for."""
@@ -455,6 +456,168 @@ def test_admin_shows_a_worker_joining_and_a_job_failing(
     page.check_clean()
 
 
+RUNTIME_SPEC = """\
+[endpoint]
+description = "Put at run time by a test"
+version = "2.3"
+
+[metadata]
+labels = ["<cat>", "dog"]
+
+[inputs]
+word = { type = "string", required = true }
+"""
+
+
+def text_of(p: Any, selector: str, expected: str) -> None:
+    """Wait until the element shows exactly ``expected``."""
+    p.wait_for_function(
+        "([s, t]) => document.querySelector(s)?.textContent === t", arg=[selector, expected]
+    )
+
+
+def test_admin_disables_enables_drains_and_shows_logs(
+    page: Page, server: ServerProcess, tmp_path: Path
+) -> None:
+    """Disable an endpoint with a reason from /admin: submits get 503 with it and its
+    playground shows it; enable it; read its model's log lines, filtered by job and level;
+    drain an endpoint put at run time and see it leave the dashboard and the index. What
+    the model printed and the reason are shown as text."""
+    admin = _keys_create(_store_of(server), "admin")
+    word = "<b>bold</b>"
+    done = httpx.post(
+        server.url + "/endpoints/chatty/jobs", json={"input": {"word": word}}, timeout=30
+    ).json()
+    assert done["status"] == "succeeded"
+    p = page.page
+    p.goto(server.url + "/admin")
+    sign_in(p, admin)
+    p.wait_for_selector('body[data-ready="true"]')
+    card = p.locator("#chart-chatty")
+    card.locator(".state").wait_for()
+
+    card.get_by_role("button", name="Logs of chatty").click()
+    p.get_by_label("Job id (empty: all)").fill(done["id"])
+    p.get_by_label("Job id (empty: all)").press("Tab")
+    lines = p.locator("#log-lines tbody tr")
+    p.wait_for_function("() => document.querySelectorAll('#log-lines tbody tr').length === 5")
+    assert lines.first.locator("td").nth(4).inner_text() == f"starting {word}"
+    assert [lines.nth(i).get_attribute("data-level") for i in range(5)] == [
+        "info",
+        "warning",
+        "warning",
+        "error",
+        "info",
+    ]
+    p.get_by_label("Level").select_option("error")
+    p.wait_for_function("() => document.querySelectorAll('#log-lines tbody tr').length === 1")
+    assert lines.first.locator("td").nth(4).inner_text() == f"bad {word}"
+    assert p.locator("#log-lines b").count() == 0
+    assert "1 line of chatty, error and above" in p.inner_text("#logs-status")
+
+    reason = "retraining <i>now</i>"
+    try:
+        card.get_by_label("Reason to disable chatty").fill(reason)
+        card.get_by_role("button", name="Disable chatty").click()
+        text_of(p, "#chart-chatty .state", "disabled")
+        assert card.locator(".reason").inner_text() == reason
+        assert card.locator("i").count() == 0
+        assert card.get_by_role("button", name="Enable chatty").is_visible()
+        assert card.get_by_role("button", name="Disable chatty").is_hidden()
+        p.screenshot(path=str(tmp_path / "admin-disabled.png"), full_page=True)
+        refused = httpx.post(
+            server.url + "/endpoints/chatty/jobs", json={"input": {"word": "x"}}, timeout=30
+        )
+        assert refused.status_code == 503
+        assert refused.json()["detail"] == f"endpoint 'chatty' is disabled: {reason}"
+        assert int(refused.headers["retry-after"]) >= 1
+
+        p.goto(server.url + "/ui/chatty")  # the same tab: its admin session stays
+        p.wait_for_selector('body[data-ready="true"]')
+        assert p.inner_text("#state") == "disabled"
+        assert p.inner_text("#state-detail").endswith(f" · {reason}")
+        with p.expect_response(lambda r: r.url.endswith("/endpoints/chatty/jobs")) as answer:
+            p.get_by_role("button", name="Run").click()
+        assert answer.value.status == 503
+        text_of(p, "#status", "Not taking jobs now")
+        assert p.inner_text("#form-error") == f"endpoint 'chatty' is disabled: {reason}"
+        assert p.locator("#form-error i").count() == 0
+
+        p.goto(server.url + "/admin")
+        p.wait_for_selector('body[data-ready="true"]')
+        text_of(p, "#chart-chatty .state", "disabled")  # live from the overview
+        card.get_by_role("button", name="Enable chatty").click()
+        text_of(p, "#chart-chatty .state", "ready")
+        assert card.locator(".reason").is_hidden()
+        assert card.get_by_label("Reason to disable chatty").is_visible()
+    finally:
+        httpx.post(server.url + "/endpoints/chatty/enable", timeout=10)
+    again = httpx.post(
+        server.url + "/endpoints/chatty/jobs", json={"input": {"word": "x"}}, timeout=30
+    ).json()
+    assert again["output"] == "X"
+    finished = p.locator(f'#jobs tbody tr[data-job="{again["id"]}"]')
+    finished.wait_for()
+    assert finished.locator("td").all_inner_texts()[1:5] == [
+        "chatty",
+        str(again["revision"]),
+        again["model_version"],
+        "succeeded",
+    ]
+
+    put = httpx.put(
+        server.url + "/endpoints/ephemeral",
+        content=RUNTIME_SPEC,
+        headers={"content-type": "application/toml"},
+        timeout=10,
+    )
+    assert put.status_code == 201, put.text
+    queued = httpx.post(
+        server.url + "/endpoints/ephemeral/jobs",
+        json={"input": {"word": "w"}},
+        headers={"Prefer": "respond-async"},
+        timeout=10,
+    ).json()
+    assert queued["status"] == "queued"  # no worker serves it
+    ephemeral = p.locator("#chart-ephemeral")
+    ephemeral.wait_for()  # it appears on the dashboard live
+    job_row = p.locator(f'#jobs tbody tr[data-job="{queued["id"]}"]')
+    job_row.wait_for()
+    assert job_row.locator("td").all_inner_texts()[1:5] == ["ephemeral", "1", "2.3", "queued"]
+    ephemeral.get_by_role("button", name="Details of ephemeral").click()
+    detail = p.locator("#endpoint-detail")
+    detail.locator("h3").wait_for()
+    assert detail.locator("h3").inner_text() == "ephemeral · version 2.3 · revision 1"
+    assert json.loads(detail.locator("pre.metadata").inner_text()) == {"labels": ["<cat>", "dog"]}
+    assert "No worker serves it now." in detail.inner_text()
+    card.get_by_role("button", name="Details of chatty").click()
+    p.wait_for_function(
+        "() => document.querySelector('#endpoint-detail h3')?.textContent.startsWith('chatty')"
+    )
+    cells = detail.locator("table tbody tr").first.locator("td").all_inner_texts()
+    assert cells[1:3] == ["online", "1"]
+    p.screenshot(path=str(tmp_path / "admin-details.png"), full_page=True)
+    ephemeral.get_by_role("button", name="Drain ephemeral").click()
+    ephemeral.get_by_role("button", name="Confirm: drain ephemeral").click()
+    text_of(p, "#chart-ephemeral .state", "deleting")
+    assert "draining: 1 queued and 0 running" in p.inner_text("#endpoints-status")
+    refused = httpx.post(
+        server.url + "/endpoints/ephemeral/jobs", json={"input": {"word": "w"}}, timeout=10
+    )
+    assert refused.status_code == 503
+    assert "being deleted" in refused.json()["detail"]
+    assert httpx.get(f"{server.url}/jobs/{queued['id']}", timeout=10).json()["status"] == (
+        "queued"
+    )  # draining: the queued job may still run; once it is cancelled nothing is left
+    httpx.post(f"{server.url}/jobs/{queued['id']}/cancel", timeout=10).raise_for_status()
+    ephemeral.wait_for(state="detached")
+    assert httpx.get(server.url + "/endpoints/ephemeral", timeout=10).status_code == 404
+    p.goto(server.url + "/")
+    assert p.locator("#endpoint-chatty").count() == 1
+    assert p.locator("#endpoint-ephemeral").count() == 0
+    page.check_clean()
+
+
 @pytest.fixture(scope="module")
 def keyed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerProcess, str]]:
     root = tmp_path_factory.mktemp("keyed")
@@ -512,6 +675,30 @@ def test_under_auth_keys_a_page_works_with_a_session_and_refuses_without(
         sign_in(p, key)
         p.wait_for_function("() => document.getElementById('login-error').textContent")
         assert "admin key" in p.inner_text("#login-error")
+
+        # an admin session (the page holds no key) may stop an endpoint; the client key
+        # itself may not, and is refused while it is stopped
+        bearer = {"Authorization": f"Bearer {key}"}
+        refused = httpx.post(f"{server.url}/endpoints/echo/disable", headers=bearer, timeout=10)
+        assert refused.status_code == 403
+        admin = _keys_create(_store_of(server), "admin")
+        sign_in(p, admin)
+        p.wait_for_selector('body[data-ready="true"]')
+        card = p.locator("#chart-echo")
+        card.get_by_label("Reason to disable echo").fill("moving racks")
+        card.get_by_role("button", name="Disable echo").click()
+        text_of(p, "#chart-echo .state", "disabled")
+        submit = httpx.post(
+            f"{server.url}/endpoints/echo/jobs",
+            json={"input": {"text": "x"}},
+            headers=bearer,
+            timeout=10,
+        )
+        assert submit.status_code == 503
+        assert submit.json()["detail"].endswith("disabled: moving racks")
+        card.get_by_role("button", name="Enable echo").click()
+        text_of(p, "#chart-echo .state", "ready")
+        assert admin not in secrets_kept(p)
         opened.check_clean()
     finally:
         p.screenshot(path=str(tmp_path / "keyed.png"), full_page=True)

@@ -87,6 +87,8 @@ class Stats:
                 "completed_at": job.completed_at,
                 "duration": None if job.completed_at is None else job.completed_at - job.created_at,
                 "error": None if job.error is None else job.error[:300],
+                "revision": job.revision,
+                "model_version": job.model_version,
             }
         )
 

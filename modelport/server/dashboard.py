@@ -80,12 +80,23 @@ class Dashboard:
         return EventStream(lines(), SSE)
 
 
+_BRIEF = (
+    "id",
+    "endpoint",
+    "status",
+    "worker",
+    "created_at",
+    "started_at",
+    "revision",
+    "model_version",
+)
+"""The fields of a job the dashboard lists (with its progress and the start of its error)."""
+
+
 def _brief(job: dict[str, Any]) -> dict[str, Any]:
     """A job as the dashboard lists it: no input or output (they may be large)."""
     progress = job.get("progress") or {}
-    return {
-        k: job.get(k) for k in ("id", "endpoint", "status", "worker", "created_at", "started_at")
-    } | {
+    return {k: job.get(k) for k in _BRIEF} | {
         "progress": {k: progress.get(k) for k in ("fraction", "message")} if progress else None,
         "error": None if job.get("error") is None else str(job["error"])[:300],
     }

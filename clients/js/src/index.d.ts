@@ -98,6 +98,9 @@ export function fromProblem(
   headers?: Headers,
 ): ModelportError;
 
+/** The Server-Sent Events of a fetch Response, as they arrive (`data` parsed as JSON). */
+export function readEvents(response: Response): AsyncGenerator<JobEvent, void, undefined>;
+
 export function isFile(value: unknown): value is FileInput;
 export function dataUrlToBlob(url: string): Blob;
 
@@ -109,6 +112,36 @@ export interface WaitOptions extends Signalled {
   /** Seconds; TimedOut after. */
   timeout?: number;
   onProgress?: (progress: Progress, job: Job) => void;
+}
+
+export type LogLevel = "debug" | "info" | "warning" | "error" | "critical";
+
+/** One line a model printed (`stdout`, `stderr`) or logged (`logging`) while on a job. */
+export interface LogLine {
+  /** Unix time in seconds. */
+  time: number;
+  level: LogLevel;
+  job_id: string;
+  stream: string;
+  message: string;
+}
+
+export interface LogFilter {
+  /** That level and above. */
+  level?: LogLevel;
+  /** Unix time in seconds. */
+  since?: number;
+  /** The newest this many (1 to 10000; the server's default 1000). */
+  limit?: number;
+}
+
+/** What DELETE /endpoints/{name} answers. */
+export interface Deletion {
+  name: string;
+  /** "deleting" while its jobs finish, "deleted" once it is gone. */
+  state: "deleting" | "deleted";
+  queued: number;
+  running: number;
 }
 
 export class Job {
@@ -127,6 +160,8 @@ export class Job {
   cancel(options?: Signalled): Promise<Job>;
   /** Events to the final one; `after` resumes after that stored event id. */
   events(options?: { after?: number } & Signalled): AsyncGenerator<JobEvent, void, undefined>;
+  /** What the job's model printed and logged. */
+  logs(options?: LogFilter & Signalled): Promise<LogLine[]>;
   /** A media output as a Blob (a data URL decoded, or /jobs/{id}/files/{name} fetched). */
   outputBlob(name?: string, index?: number, options?: Signalled): Promise<Blob>;
 }
@@ -196,6 +231,17 @@ export class Client {
   timeout: number;
   endpoints(options?: Signalled): Promise<Array<Record<string, any>>>;
   endpoint(name: string, options?: Signalled): Promise<Record<string, any>>;
+  /** Add an endpoint or replace it (next revision): TOML text, or the same as an object. */
+  putEndpoint(name: string, spec: string | Record<string, unknown>, options?: Signalled): Promise<Record<string, any>>;
+  /** Refuse new jobs (503 with the reason) until enabled; queued jobs wait. */
+  disableEndpoint(name: string, options?: { reason?: string } & Signalled): Promise<Record<string, any>>;
+  enableEndpoint(name: string, options?: Signalled): Promise<Record<string, any>>;
+  /** Delete: queued and running jobs finish first (`drain`, default true) or are cancelled. */
+  deleteEndpoint(name: string, options?: { drain?: boolean } & Signalled): Promise<Deletion>;
+  /** The model's declared metadata and each worker's model. */
+  endpointMetadata(name: string, options?: Signalled): Promise<Record<string, any>>;
+  /** The endpoint's log lines, oldest first. */
+  endpointLogs(name: string, options?: LogFilter & { job?: string } & Signalled): Promise<LogLine[]>;
   submit(endpoint: string, input?: Input, options?: { idempotencyKey?: string } & Signalled): Promise<Job>;
   predict<T = unknown>(
     endpoint: string,

@@ -140,8 +140,11 @@ export function dataUrlToBlob(url) {
   return new Blob([bytes], { type });
 }
 
-/** One job's events as they arrive: `{event, type, data, id}` (id is null for state events). */
-async function* readEvents(response) {
+/**
+ * The Server-Sent Events of a fetch Response as they arrive, each `{event, type, data, id}`
+ * (`data` parsed as JSON; `id` null when the server sent none, as for a job's state events).
+ */
+export async function* readEvents(response) {
   const reader = response.body.getReader();
   const decoder = new TextDecoder();
   let buffer = "";
@@ -324,6 +327,12 @@ export class Job {
     }
   }
 
+  /** What the job's model printed and logged: `[{time, level, job_id, stream, message}]`. */
+  logs({ level, since, limit, signal } = {}) {
+    const query = logQuery({ level, since, limit });
+    return this.client._json("GET", `/jobs/${encodeURIComponent(this.id)}/logs${query}`, { signal });
+  }
+
   /**
    * A media output as a Blob: the whole output (`name` undefined), the output field `name`,
    * or item `index` of a list; a data URL is decoded here, a large one fetched from
@@ -335,6 +344,16 @@ export class Job {
     if (typeof value !== "string") throw new TypeError(`not a media output: ${typeof value}`);
     return this.client.blob(value, { signal });
   }
+}
+
+/** The query of a logs route: only the filters given. */
+function logQuery(filters) {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(filters)) {
+    if (value !== undefined && value !== null) query.set(name, String(value));
+  }
+  const text = query.toString();
+  return text ? `?${text}` : "";
 }
 
 function outputOf(data) {
@@ -517,6 +536,51 @@ export class Client {
   /** One endpoint: JSON Schemas of its inputs and outputs, limits and workers. */
   endpoint(name, { signal } = {}) {
     return this._json("GET", `/endpoints/${encodeURIComponent(name)}`, { signal });
+  }
+
+  /**
+   * Add an endpoint, or make `spec` its next revision (PUT /endpoints/{name}): a TOML
+   * document's text (the sections of a --config file), or the same as an object. Resolves
+   * to the endpoint. An admin's, when the server has keys.
+   */
+  putEndpoint(name, spec, { signal } = {}) {
+    const headers = typeof spec === "string" ? { "content-type": "application/toml" } : {};
+    return this._json("PUT", `/endpoints/${encodeURIComponent(name)}`, { body: spec, headers, signal });
+  }
+
+  /** Refuse new jobs (503 with `reason`) until enabled; queued jobs wait. Resolves to the endpoint. */
+  disableEndpoint(name, { reason, signal } = {}) {
+    const body = reason === undefined || reason === null ? {} : { reason };
+    return this._json("POST", `/endpoints/${encodeURIComponent(name)}/disable`, { body, signal });
+  }
+
+  /** Take jobs again; the queued ones run. Resolves to the endpoint. */
+  enableEndpoint(name, { signal } = {}) {
+    return this._json("POST", `/endpoints/${encodeURIComponent(name)}/enable`, { signal });
+  }
+
+  /**
+   * Delete an endpoint: new jobs are refused at once; its queued and running jobs finish
+   * first (`drain`, the default) or are cancelled. Resolves to `{name, state, queued,
+   * running}`: `state` is "deleting" until they are done, then "deleted".
+   */
+  deleteEndpoint(name, { drain = true, signal } = {}) {
+    const query = drain ? "" : "?drain=false";
+    return this._json("DELETE", `/endpoints/${encodeURIComponent(name)}${query}`, { signal });
+  }
+
+  /** What the endpoint's model declares (`metadata`) and each of its workers' models. */
+  endpointMetadata(name, { signal } = {}) {
+    return this._json("GET", `/endpoints/${encodeURIComponent(name)}/metadata`, { signal });
+  }
+
+  /**
+   * The endpoint's log lines, oldest first: `level` and above, since a Unix time, of one
+   * `job`, the newest `limit`. An admin's, when the server has keys.
+   */
+  endpointLogs(name, { level, since, job, limit, signal } = {}) {
+    const query = logQuery({ level, since, job, limit });
+    return this._json("GET", `/endpoints/${encodeURIComponent(name)}/logs${query}`, { signal });
   }
 
   /** Queue a job and return at once with its handle. */

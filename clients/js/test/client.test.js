@@ -1,12 +1,13 @@
 // The JavaScript client against a real modelport server (started by tests/test_js_client.py):
-// MODELPORT_URL serves examples/echo, tests/models/stream.py, basic.py and media.py under
-// --auth keys; MODELPORT_ADMIN_KEY is an admin key of it.
+// MODELPORT_URL serves examples/echo, tests/models/stream.py, basic.py, media.py and chatty.py
+// under --auth keys; MODELPORT_ADMIN_KEY is an admin key of it.
 import assert from "node:assert/strict";
 import http from "node:http";
 import { before, describe, test } from "node:test";
 import zlib from "node:zlib";
 
 import {
+  BadRequest,
   Client,
   Conflict,
   Forbidden,
@@ -19,6 +20,7 @@ import {
   RateLimited,
   TimedOut,
   Unauthorized,
+  Unavailable,
   Unreachable,
 } from "modelport";
 
@@ -361,5 +363,80 @@ describe("auth", () => {
     const mine = await browser.submit("ticker", { n: 1, every: 0 });
     await assert.rejects(client.job(mine.id), NotFound);
     await assert.rejects(new Client(URL_, { apiKey: limited }).createSession({ endpoints: ["add"] }), Forbidden);
+  });
+});
+
+describe("endpoints at run time", () => {
+  let admin;
+  before(() => {
+    admin = new Client(URL_, { apiKey: ADMIN });
+  });
+  const spec = '[endpoint]\ndescription = "Put from JS"\n\n[inputs]\nword = { type = "string", required = true }\n';
+
+  test("put, disable with a reason (submits get 503 with it), enable, drain", async () => {
+    const name = `js-runtime-${Date.now()}`;
+    const made = await admin.putEndpoint(name, spec);
+    assert.equal(made.name, name);
+    assert.equal(made.description, "Put from JS");
+    assert.equal(made.revision, 1);
+    assert.equal((await admin.putEndpoint(name, { ...made.spec })).revision, 1);  // the same spec, as JSON
+    await assert.rejects(client.disableEndpoint(name), Forbidden);  // a client key
+
+    const disabled = await admin.disableEndpoint(name, { reason: "retraining <now>" });
+    assert.equal(disabled.state, "disabled");
+    assert.equal(disabled.reason, "retraining <now>");
+    const refused = await client.submit(name, { word: "a" }).catch((e) => e);
+    assert.ok(refused instanceof Unavailable, String(refused));
+    assert.equal(refused.status, 503);
+    assert.match(refused.message, /disabled: retraining <now>$/);
+    assert.ok(Number.isInteger(refused.retryAfter) && refused.retryAfter >= 1);
+    const listed = (await client.endpoints()).find((e) => e.name === name);
+    assert.deepEqual([listed.state, listed.reason], ["disabled", "retraining <now>"]);
+
+    assert.equal((await admin.enableEndpoint(name)).state, "no-workers");  // taking jobs; none runs them
+    const queued = await client.submit(name, { word: "b" });  // no worker serves it: it waits
+    assert.equal(queued.status, "queued");
+    const draining = await admin.deleteEndpoint(name);
+    assert.deepEqual(draining, { name, state: "deleting", queued: 1, running: 0 });
+    await assert.rejects(client.submit(name, { word: "c" }), Unavailable);
+    assert.equal((await queued.refresh()).status, "queued");  // draining: it may still run
+    const gone = await admin.deleteEndpoint(name, { drain: false });
+    assert.equal(gone.state, "deleted");
+    assert.equal((await queued.refresh()).status, "cancelled");
+    await assert.rejects(admin.endpoint(name), NotFound);
+    await assert.rejects(admin.enableEndpoint(name), NotFound);
+  });
+
+  test("a job's and an endpoint's logs, filtered by level, job and limit", async () => {
+    const job = await client.submit("chatty", { word: "js" });
+    await job.wait({ timeout: 20 });
+    assert.equal(job.output, "JS");
+    const said = (lines) => lines.map((l) => [l.level, l.stream, l.message]);
+    assert.deepEqual(said(await job.logs({ level: "error" })), [["error", "logging", "bad js"]]);
+    const all = await job.logs();
+    assert.equal(all.length, 5);
+    assert.ok(all.every((l) => l.job_id === job.id && typeof l.time === "number"));
+    const mine = await admin.endpointLogs("chatty", { job: job.id, level: "warning" });
+    assert.deepEqual(said(mine), [
+      ["warning", "stderr", "on stderr js"],
+      ["warning", "logging", "careful with js"],
+      ["error", "logging", "bad js"],
+    ]);
+    assert.deepEqual(said(await admin.endpointLogs("chatty", { job: job.id, limit: 1 })), [
+      ["info", "stdout", "no newline at the end"],
+    ]);
+    await assert.rejects(client.endpointLogs("chatty"), Forbidden);  // an admin's, with keys
+    const bad = await admin.endpointLogs("chatty", { level: "loud" }).catch((e) => e);
+    assert.ok(bad instanceof BadRequest, String(bad));
+    assert.match(bad.message, /level: one of/);
+  });
+
+  test("an endpoint's metadata names its workers' models", async () => {
+    const found = await client.endpointMetadata("chatty");
+    assert.equal(found.name, "chatty");
+    assert.equal(found.revision, 1);
+    assert.equal(found.workers.length, 1);
+    assert.equal(found.workers_differ, false);
+    await assert.rejects(client.endpointMetadata("nope"), NotFound);
   });
 });

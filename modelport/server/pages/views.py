@@ -118,8 +118,31 @@ class Pages:
 <div id="dashboard" hidden>
 <p class="meta"><span id="live" role="status" aria-live="polite">Connecting…</span>
 <button type="button" id="logout">Sign out</button></p>
-<section aria-labelledby="endpoints-title"><h2 id="endpoints-title">Endpoints</h2>
-<div id="charts" class="charts"></div></section>
+<section aria-labelledby="endpoints-title"><h2 id="endpoints-title" tabindex="-1">Endpoints</h2>
+<p class="hint">Disable refuses new jobs (503 with the reason) while the queued ones wait;
+enable takes them again; drain refuses new jobs and deletes the endpoint once its queued and
+running jobs are done.</p>
+<p id="endpoints-status" role="status" aria-live="polite"></p>
+<div id="charts" class="charts"></div>
+<div id="endpoint-detail" class="card" hidden aria-live="polite"></div>
+<div id="logs" class="card" hidden>
+<h3 id="logs-title">Logs</h3>
+<div class="filters">
+<div class="field"><label for="logs-level">Level</label><select id="logs-level">
+<option value="debug">debug and above</option><option value="info">info and above</option>
+<option value="warning">warning and above</option><option value="error">error and above</option>
+<option value="critical">critical</option></select></div>
+<div class="field"><label for="logs-job">Job id (empty: all)</label>
+<input type="text" id="logs-job"></div>
+<div class="field"><label for="logs-limit">Newest lines</label>
+<input type="number" id="logs-limit" min="1" max="10000" value="200"></div>
+<button type="button" id="logs-close">Close logs</button>
+</div>
+<p id="logs-status" class="meta" role="status" aria-live="polite"></p>
+<table id="log-lines"><thead><tr><th scope="col">Time (UTC)</th><th scope="col">Level</th>
+<th scope="col">Job</th><th scope="col">Stream</th><th scope="col">Message</th></tr></thead>
+<tbody></tbody></table>
+</div></section>
 <section aria-labelledby="workers-title"><h2 id="workers-title">Workers</h2>
 <table id="workers"><thead><tr><th scope="col">Name</th><th scope="col">State</th>
 <th scope="col">Host</th><th scope="col">Device</th><th scope="col">Endpoints</th>
@@ -137,7 +160,8 @@ class Pages:
 <input type="text" id="job-id"></div><button type="button" id="open-job">Open</button>
 </div>
 <table id="jobs"><thead><tr><th scope="col">Job</th><th scope="col">Endpoint</th>
-<th scope="col">Status</th><th scope="col">Duration</th><th scope="col">Error</th>
+<th scope="col">Revision</th><th scope="col">Model version</th><th scope="col">Status</th>
+<th scope="col">Duration</th><th scope="col">Error</th>
 <th scope="col"><span class="visually-hidden">Actions</span></th></tr></thead>
 <tbody></tbody></table>
 <div id="job" class="card" hidden aria-live="polite"></div></section>

@@ -2,94 +2,22 @@
 // then follows /admin/events (an SSE stream of overviews) and draws the charts and tables
 // from it by hand, as SVG and DOM text. Jobs are opened and cancelled, keys created and
 // revoked, through the same public routes (and JS client) as any other client.
-import { Unauthorized } from "./modelport.js";
+import { EndpointsPanel } from "./admin-endpoints.js";
+import { $, el, row } from "./dom.js";
+import { readEvents, Unauthorized } from "./modelport.js";
 import { client, signIn, signOut } from "./session.js";
 
-const $ = (id) => document.getElementById(id);
 const board = $("dashboard");
 const live = $("live");
 let api = client("admin");
 let last = null;
 let stop = null;
 
-function el(tag, attrs = {}, text) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-const SVG = "http://www.w3.org/2000/svg";
-
-function svg(tag, attrs = {}) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  return node;
-}
-
 const ago = (t) => {
   const s = Math.max(0, Date.now() / 1000 - t);
   return s < 90 ? `${Math.round(s)} s ago` : `${Math.round(s / 60)} min ago`;
 };
 const seconds = (s) => (s == null ? "" : s < 1 ? `${Math.round(s * 1000)} ms` : `${s.toFixed(2)} s`);
-
-/** One bar chart of `values` (one per minute of the last hour), as SVG with a text label. */
-function chart(title, points, pick, unit, since, step) {
-  const box = el("figure", { class: "chart" });
-  const values = points.map((p) => [p.t, pick(p)]).filter(([, v]) => v != null);
-  const latest = values.length ? values[values.length - 1][1] : null;
-  const top = Math.max(1e-9, ...values.map(([, v]) => v));
-  const width = 600;
-  const height = 100;
-  const x = (t) => ((t - since) / (step * 60)) * width;
-  const y = (v) => height - 4 - (v / top) * (height - 8);
-  const label = `${title}: ${latest == null ? "no data" : `${+latest.toFixed(3)} ${unit}`} (peak ${+top.toFixed(3)})`;
-  const drawing = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": label, preserveAspectRatio: "none" });
-  const name = svg("title");
-  name.textContent = label;
-  drawing.append(name);
-  const bar = width / 60;
-  for (const [t, v] of values) {
-    const top = y(v);
-    drawing.append(svg("rect", { x: x(t).toFixed(1), y: top.toFixed(1), width: (bar - 1).toFixed(1), height: (height - top).toFixed(1) }));
-  }
-  box.append(drawing, el("figcaption", { class: "hint" }, label));
-  return box;
-}
-
-function drawCharts(view) {
-  const charts = $("charts");
-  charts.replaceChildren();
-  for (const endpoint of view.endpoints) {
-    const points = view.series[endpoint.name] ?? [];
-    const card = el("div", { class: "card", id: `chart-${endpoint.name}` });
-    const head = el("h3", {}, `${endpoint.name} `);
-    head.append(el("span", { class: `state state-${endpoint.state}` }, endpoint.state));
-    card.append(head);
-    card.append(
-      el(
-        "p",
-        { class: "meta" },
-        `${endpoint.queue_depth} queued · ${endpoint.running} running · ${endpoint.workers_online} workers online`,
-      ),
-    );
-    card.append(chart("Throughput", points, (p) => p.throughput, "jobs/s", view.since, view.step));
-    card.append(chart("Latency", points, (p) => p.latency, "s", view.since, view.step));
-    card.append(chart("Queue depth", points, (p) => p.queued, "jobs", view.since, view.step));
-    charts.append(card);
-  }
-}
-
-function row(cells) {
-  const tr = el("tr");
-  for (const cell of cells) {
-    const td = el("td");
-    if (cell instanceof Node) td.append(cell);
-    else td.textContent = cell ?? "";
-    tr.append(td);
-  }
-  return tr;
-}
 
 function drawWorkers(view) {
   const body = $("workers").tBodies[0];
@@ -133,7 +61,16 @@ function drawJobs(view) {
         actions.append(el("button", { type: "button", "data-cancel": j.id, "aria-label": `Cancel job ${j.id}` }, "Cancel"));
       }
       const duration = j.duration ?? (j.started_at ? view.time - j.started_at : null);
-      const tr = row([open, j.endpoint, el("span", { class: `state state-${j.status}` }, j.status), seconds(duration), j.error ?? "", actions]);
+      const tr = row([
+        open,
+        j.endpoint,
+        j.revision == null ? "" : String(j.revision),
+        j.model_version ?? "",
+        el("span", { class: `state state-${j.status}` }, j.status),
+        seconds(duration),
+        j.error ?? "",
+        actions,
+      ]);
       tr.dataset.job = j.id;
       return tr;
     }),
@@ -142,32 +79,10 @@ function drawJobs(view) {
 
 function draw(view) {
   last = view;
-  drawCharts(view);
+  endpoints.draw(view);
   drawWorkers(view);
   drawJobs(view);
   live.textContent = `Live · updated ${new Date(view.time * 1000).toLocaleTimeString()}`;
-}
-
-async function* sse(response) {
-  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = "";
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done) return;
-    buffer += value;
-    let cut;
-    while ((cut = buffer.indexOf("\n\n")) >= 0) {
-      const block = buffer.slice(0, cut);
-      buffer = buffer.slice(cut + 2);
-      let event = "message";
-      const data = [];
-      for (const line of block.split("\n")) {
-        if (line.startsWith("event: ")) event = line.slice(7);
-        else if (line.startsWith("data: ")) data.push(line.slice(6));
-      }
-      if (data.length) yield { event, data: JSON.parse(data.join("\n")) };
-    }
-  }
 }
 
 async function reauthenticate() {
@@ -178,24 +93,26 @@ async function reauthenticate() {
   board.hidden = false;
 }
 
-/** Follow the overviews; on a broken stream try again (waiting longer each time, at most 10 s). */
+/**
+ * Follow the overviews until a new sign-in stops it; on a broken stream try again
+ * (waiting longer each time, at most 10 s).
+ */
 async function follow() {
+  const mine = (stop = new AbortController());
   let failures = 0;
-  for (;;) {
-    stop = new AbortController();
+  while (!mine.signal.aborted) {
     try {
-      const response = await api._fetch("GET", "/admin/events", { accept: "text/event-stream", signal: stop.signal });
-      for await (const message of sse(response)) {
+      const response = await api._fetch("GET", "/admin/events", { accept: "text/event-stream", signal: mine.signal });
+      for await (const message of readEvents(response)) {
         failures = 0;
         if (message.event === "overview") draw(message.data);
       }
     } catch (e) {
+      if (mine.signal.aborted) return;
       if (e instanceof Unauthorized) {
-        await reauthenticate();
-        await loadKeys();
-        continue;
+        signInAgain();
+        return;
       }
-      if (stop.signal.aborted) return;
       live.textContent = `Disconnected (${e.message}); reconnecting`;
     }
     failures += 1;
@@ -203,18 +120,50 @@ async function follow() {
   }
 }
 
+let again = null;
+
+/** Sign in again (the session expired or was revoked, or the user signed out), then follow anew. */
+function signInAgain() {
+  again ??= (async () => {
+    await reauthenticate();
+    await loadKeys();
+    follow();
+  })().finally(() => {
+    again = null;
+  });
+  return again;
+}
+
+/** Run `work(client)` with the admin session, signing in again when the server asks to. */
+async function act(work) {
+  for (;;) {
+    try {
+      return await work(api);
+    } catch (e) {
+      if (!(e instanceof Unauthorized)) throw e;
+      await signInAgain();
+    }
+  }
+}
+
+const endpoints = new EndpointsPanel(act, (text) => {
+  $("endpoints-status").textContent = text;
+});
+
 async function openJob(id) {
   const box = $("job");
   box.hidden = false;
   box.replaceChildren(el("p", {}, `Loading job ${id}`));
   try {
-    const job = await api.job(id);
+    const job = await act((c) => c.job(id));
     const d = job.data;
     const title = el("h3", {}, `Job ${d.id} `);
     title.append(el("span", { class: `state state-${d.status}` }, d.status));
     const facts = el("pre", {}, JSON.stringify(
       {
         endpoint: d.endpoint,
+        revision: d.revision,
+        model_version: d.model_version,
         attempts: d.attempts,
         worker: d.worker,
         queue_time: d.queue_time,
@@ -237,7 +186,7 @@ async function openJob(id) {
 
 async function cancelJob(id) {
   try {
-    const job = await api.job(id);
+    const job = await act((c) => c.job(id));
     await job.cancel();
     live.textContent = `Job ${id} cancelled`;
   } catch (e) {
@@ -300,11 +249,7 @@ for (const id of ["filter-endpoint", "filter-status"]) {
   $(id).addEventListener("change", () => last && drawJobs(last));
 }
 $("new-key").addEventListener("submit", createKey);
-$("logout").addEventListener("click", async () => {
-  await reauthenticate();
-  await loadKeys();
-  follow();
-});
+$("logout").addEventListener("click", signInAgain);
 
 async function main() {
   if (!api.sessionToken) api = await signIn("admin");

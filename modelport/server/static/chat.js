@@ -2,12 +2,12 @@
 // shown word by word, stopped by cancelling its job, measured (time to first token, tokens
 // per second), and kept on the server (/conversations) so a reload shows it again. Every
 // message, the model's included, is shown as text: nothing from it is parsed as HTML.
+import { $, el, pairSliders } from "./dom.js";
 import { InvalidInput, NotFound } from "./modelport.js";
 import { client, withSession } from "./session.js";
 
 const endpoint = document.body.dataset.endpoint;
 const keys = document.body.dataset.auth === "keys";
-const $ = (id) => document.getElementById(id);
 const list = $("conversation-list");
 const messages = $("messages");
 const statusLine = $("status");
@@ -21,13 +21,6 @@ const remembered = `modelport.chat.${endpoint}`;
 
 let conversation = null;
 let running = null;
-
-function el(tag, attrs = {}, text) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function say(text) {
   statusLine.textContent = text;
@@ -260,15 +253,7 @@ $("new-chat").addEventListener("click", async () => {
   prompt.focus();
 });
 
-for (const range of document.querySelectorAll("input[type=range][data-for]")) {
-  const number = $(range.dataset.for);
-  range.addEventListener("input", () => {
-    number.value = range.value;
-  });
-  number.addEventListener("input", () => {
-    range.value = number.value;
-  });
-}
+pairSliders(document);
 
 async function start() {
   const id = localStorage.getItem(remembered);

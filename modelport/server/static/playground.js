@@ -2,12 +2,12 @@
 // submitted with the JavaScript client, its queue position, progress, previews, streamed
 // text and output shown as they come. Every value from the model is shown as text (or as
 // a media element), never parsed as HTML.
-import { InvalidInput, Unauthorized } from "./modelport.js";
+import { $, el, pairSliders } from "./dom.js";
+import { InvalidInput, Unauthorized, Unavailable } from "./modelport.js";
 import { client, origin, signIn, signOut } from "./session.js";
 
 const endpoint = document.body.dataset.endpoint;
 const keys = document.body.dataset.auth === "keys";
-const $ = (id) => document.getElementById(id);
 const form = $("playground");
 const runButton = $("run");
 const cancelButton = $("cancel");
@@ -21,13 +21,6 @@ const formError = $("form-error");
 let api = client();
 let current = null;
 let urls = [];
-
-function el(tag, attrs = {}, text) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
 
 function objectUrl(blob) {
   const url = URL.createObjectURL(blob);
@@ -370,6 +363,11 @@ async function run(event) {
       signOut("client");
       setStatus("Sign in, then run again");
       api = await signIn();
+    } else if (e instanceof Unavailable) {
+      // disabled or being deleted (with the admin's reason), or its model cannot run
+      setStatus("Not taking jobs now");
+      formError.textContent = e.message;
+      await describe().catch(() => {});
     } else {
       setStatus("Error");
       formError.textContent = e.message || String(e);
@@ -401,8 +399,10 @@ async function describe() {
       state.textContent = info.state;
       state.className = `state state-${info.state}`;
       const workers = info.workers_online;
+      const stopped = info.state === "disabled" || info.state === "deleting";
       $("state-detail").textContent =
-        `${workers} worker${workers === 1 ? "" : "s"} online · ${info.queue_depth} queued · ${info.running} running`;
+        `${workers} worker${workers === 1 ? "" : "s"} online · ${info.queue_depth} queued · ${info.running} running` +
+        (stopped && info.reason ? ` · ${info.reason}` : "");
       return;
     } catch (e) {
       if (!(e instanceof Unauthorized)) throw e;
@@ -412,16 +412,7 @@ async function describe() {
   }
 }
 
-for (const range of form.querySelectorAll('input[type="range"]')) {
-  const number = $(range.dataset.for);
-  range.addEventListener("input", () => {
-    number.value = range.value;
-    updateCode();
-  });
-  number.addEventListener("input", () => {
-    if (number.value !== "") range.value = number.value;
-  });
-}
+pairSliders(form, updateCode);
 for (const field of form.querySelectorAll('.field[data-kind="media"]')) {
   const name = field.dataset.field;
   const picker = $(`in-${name}`);
