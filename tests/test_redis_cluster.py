@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from typing import Any
 
 import pytest
 import redis
@@ -13,37 +14,95 @@ import redis
 from modelport import Client
 from modelport.errors import Unavailable
 from modelport.stores import store_from_url
-from modelport.wire import Event, JobRecord, new_job_id
+from modelport.stores.base import Update
+from modelport.wire import Event, JobRecord, JobStatus, new_job_id
 from tests.conftest import Serve, Workers, online, wait_for, worker_args
 from tests.test_scale_e2e import api_servers
 
 
 def _job(endpoint: str = "echo") -> JobRecord:
-    return JobRecord(id=new_job_id(), endpoint=endpoint, created_at=1.0, input={"x": 1})
+    return JobRecord(id=new_job_id(endpoint), endpoint=endpoint, created_at=1.0, input={"x": 1})
 
 
-async def test_a_deployment_keeps_its_keys_in_one_slot(redis_cluster_url: str) -> None:
+def _keys_by_node(url: str, prefix: str) -> dict[int, dict[str, int]]:
+    """Every key of a deployment on each node (by port), with its hash slot."""
+    hosts = url.removeprefix("redis+cluster://").partition("?")[0].split(",")
+    found: dict[int, dict[str, int]] = {}
+    for host in hosts:
+        port = int(host.rpartition(":")[2])
+        with redis.Redis(host="127.0.0.1", port=port) as node:
+            keys = [k.decode() for k in node.scan_iter(match=f"{prefix}*", count=1000)]
+            found[port] = {k: int(node.cluster("KEYSLOT", k)) for k in keys}
+    return found
+
+
+async def _serve(store: Any, endpoint: str) -> str:
+    """One job of ``endpoint`` through the store's job path: insert, event, lease, result."""
+    job = await store.insert(_job(endpoint))
+    await store.add_events([Event(job.id, "log", {"line": "hi"}, 0, 1.0)])
+    (held,) = await store.lease(endpoint, "w1", 1, 2.0, 60.0)
+    assert held.id == job.id
+    assert await store.extend("w1", [job.id], 90.0) == [job.id]
+    done = {"status": JobStatus.SUCCEEDED, "output": {"ok": endpoint}, "completed_at": 3.0}
+    running = frozenset({JobStatus.RUNNING})
+    (updated,) = await store.update([Update(job.id, running, done, worker_id="w1")])
+    assert updated is not None and updated.output == {"ok": endpoint}
+    assert [e.data for e in await store.events(job.id)] == [{"line": "hi"}]
+    return str(job.id)
+
+
+async def test_endpoints_spread_over_the_primaries(redis_cluster_url: str) -> None:
+    """Each endpoint's queue, jobs and events share a hash slot of its own; two endpoints
+    on different primaries both serve jobs, and the deployment's own keys keep theirs."""
     store = store_from_url(redis_cluster_url)
     await store.open()
     try:
-        for endpoint in ("a", "b"):
-            job = await store.insert(_job(endpoint))
-            await store.add_events([Event(job.id, "log", {"line": "hi"}, 0, 1.0)])
-            await store.lease(endpoint, "w1", 1, 2.0, 60.0)
-            assert (await store.get(job.id)) is not None
+        nodes: dict[str, str] = {}  # a node's name -> an endpoint whose slot it holds
+        for i in range(64):  # bounded: 64 names over 3 primaries
+            endpoint = f"ep{i}"
+            node = store.redis.get_node_from_key(store._slot(endpoint) + "seq")  # type: ignore[attr-defined]
+            nodes.setdefault(node.name, endpoint)
+            if len(nodes) == 2:
+                break
+        first, second = nodes.values()
+        served = [await _serve(store, ep) for ep in (first, second)]
+        assert await store.queue_depths() == {}
+        assert await store.purge(10.0, 10) == 2  # a script per slot
+        assert [await store.get(job_id) for job_id in served] == [None, None]
+        ids = {ep: await _serve(store, ep) for ep in (first, second)}
         prefix = store.prefix  # type: ignore[attr-defined]
-        assert prefix.startswith("{") and prefix.endswith("}")
     finally:
         await store.close()
-    hosts = redis_cluster_url.removeprefix("redis+cluster://").partition("?")[0].split(",")
-    slots: set[int] = set()
-    holders = 0
-    for host in hosts:
-        with redis.Redis(host="127.0.0.1", port=int(host.rpartition(":")[2])) as node:
-            keys = list(node.scan_iter(match=f"{prefix}*"))
-            holders += bool(keys)
-            slots |= {int(node.cluster("KEYSLOT", k)) for k in keys}
-    assert len(slots) == 1 and holders == 1, (slots, holders)
+    found = _keys_by_node(redis_cluster_url, prefix[:-1])
+    holder = {ep: [p for p, keys in found.items() if any(ids[ep] in k for k in keys)] for ep in ids}
+    assert len(holder[first]) == len(holder[second]) == 1, holder
+    assert holder[first] != holder[second]
+    slots = set()
+    for ep, job_id in ids.items():
+        (port,) = holder[ep]
+        mine = {k: slot for k, slot in found[port].items() if job_id in k or k.endswith(f":{ep}")}
+        assert {k.partition("}")[2].split(":")[0] for k in mine} == {"job", "ev", "d"}, mine
+        assert len(set(mine.values())) == 1, mine
+        slots |= set(mine.values())
+    shared = {slot for keys in found.values() for k, slot in keys.items() if k.startswith(prefix)}
+    assert len(shared) == 1 and shared.isdisjoint(slots), (shared, slots)
+
+
+async def test_a_tagged_prefix_keeps_a_deployment_in_one_slot(redis_cluster_url: str) -> None:
+    """A prefix with its own hash tag pins every key of the deployment to its slot."""
+    base, _, name = redis_cluster_url.partition("?prefix=")
+    url = f"{base}?prefix={{{name.removesuffix(':')}}}:"
+    store = store_from_url(url)
+    await store.open()
+    try:
+        for endpoint in ("a", "b", "c"):
+            await _serve(store, endpoint)
+        prefix = store.prefix  # type: ignore[attr-defined]
+    finally:
+        await store.close()
+    found = _keys_by_node(url, prefix)
+    slots = {slot for keys in found.values() for slot in keys.values()}
+    assert len(slots) == 1 and sum(bool(keys) for keys in found.values()) == 1, found
 
 
 async def test_announcements_reach_other_servers_over_sharded_pubsub(
