@@ -1,23 +1,28 @@
-"""Redis Cluster: one deployment's keys share one hash slot (so every Lua script is
-legal there), announcements go over sharded pub/sub, and a server runs on it unchanged.
-The store contract suite runs on the cluster too (``redis-cluster`` in test_stores.py)."""
+"""Redis Cluster: a deployment spreads over the primaries by endpoint (each endpoint's keys
+in a hash slot of their own, the deployment's in another, so every Lua script stays in one
+slot), announcements go over sharded pub/sub, and a server runs on it unchanged. The store
+contract suite runs on the cluster too (``redis-cluster`` in test_stores.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import uuid
+from collections import Counter
 from typing import Any
 
 import pytest
 import redis
+from redis.cluster import RedisCluster
 
 from modelport import Client
 from modelport.errors import Unavailable
 from modelport.stores import store_from_url
 from modelport.stores.base import Update
-from modelport.wire import Event, JobRecord, JobStatus, new_job_id
+from modelport.wire import Event, JobRecord, JobStatus, endpoint_shard, new_job_id
 from tests.conftest import Serve, Workers, online, wait_for, worker_args
-from tests.test_scale_e2e import api_servers
+from tests.test_capacity import DOC, SLEEPY
+from tests.test_scale_e2e import api_servers, submit_all, wait_all
 
 
 def _job(endpoint: str = "echo") -> JobRecord:
@@ -164,3 +169,71 @@ def test_cluster_urls_parse() -> None:
         store_from_url("redis+cluster://127.0.0.1:7000/3")
     with pytest.raises(Exception, match="wait_replicas"):
         store_from_url("redis+cluster://127.0.0.1:7000?wait_replicas=1")
+
+
+SPLIT_JOBS = 100
+_NOT_JOBS = frozenset({"info", "cluster", "command", "hello"})
+
+
+def _commands(port: int) -> Counter[str]:
+    """Every command a node has run, but the probes' own (INFO), the clients' cluster
+    topology reads (CLUSTER, COMMAND) and connection handshakes (HELLO): no job's."""
+    with redis.Redis(host="127.0.0.1", port=port) as node:
+        stats = node.info("commandstats")
+    return Counter(
+        {
+            name.removeprefix("cmdstat_"): int(v["calls"])
+            for name, v in stats.items()
+            if name.removeprefix("cmdstat_").partition("|")[0] not in _NOT_JOBS
+        }
+    )
+
+
+def documented_split() -> dict[str, float]:
+    """Commands per short job on each slot, from docs/capacity.md's cluster table."""
+    found = {}
+    for line in DOC.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells and cells[0] in ("endpoint's slot", "deployment's slot"):
+            found[cells[0]] = float(cells[1])
+    assert len(found) == 2, f"{DOC} lacks the cluster table"
+    return found
+
+
+@pytest.mark.e2e
+def test_a_short_job_runs_on_its_endpoints_slot(
+    redis_cluster: str, serve: Serve, workers: Workers
+) -> None:
+    """Measured on a real server and worker: what a short job (submit, run, read) costs the
+    endpoint's primary and the deployment's, as docs/capacity.md says within 20%."""
+    hosts = redis_cluster.removeprefix("redis+cluster://").split(",")
+    host, _, port = hosts[0].rpartition(":")
+    with RedisCluster(host=host, port=int(port)) as cluster:
+        for i in range(64):  # bounded: a prefix whose two slots are on different primaries
+            name = f"split-{uuid.uuid4().hex[:8]}-{i}:"
+            home = cluster.get_node_from_key(f"{{{name}}}seq").port
+            queue = cluster.get_node_from_key(f"{{{name}/{endpoint_shard('sleepy')}}}seq").port
+            if home != queue:
+                break
+    assert home != queue
+    (server,) = api_servers(serve, f"{redis_cluster}?prefix={name}", 1)
+    first = workers(worker_args(server, SLEEPY)).start()  # defines the endpoint, and leaves
+    wait_for(lambda: online(server, "sleepy") == 1, 60, "the worker")
+    first.stop()
+    wait_for(lambda: online(server, "sleepy") == 0, 60, "the worker gone")
+
+    before = {p: _commands(p) for p in (home, queue)}
+    inputs = [{"n": n, "seconds": 0} for n in range(SPLIT_JOBS)]
+    answers = asyncio.run(submit_all([server.url], "sleepy", inputs, concurrency=16))
+    assert Counter(r.status_code for r in answers) == {202: SPLIT_JOBS}
+    workers(worker_args(server, SLEEPY)).start()
+    ids = [r.json()["id"] for r in answers]
+    finals = asyncio.run(wait_all([server.url], ids, 60))
+    assert Counter(f["status"] for f in finals) == {"succeeded": SPLIT_JOBS}
+    per_job = {
+        slot: sum((_commands(p) - before[p]).values()) / SPLIT_JOBS
+        for slot, p in (("endpoint's slot", queue), ("deployment's slot", home))
+    }
+    print(per_job)
+    for slot, expected in documented_split().items():
+        assert abs(per_job[slot] - expected) <= 0.2 * expected, (slot, per_job, expected)

@@ -3,14 +3,27 @@
 ``redis://host:6379/0?prefix=modelport:`` (also ``rediss://`` and ``unix://``), a
 Sentinel-watched primary ``redis+sentinel://s1:26379,s2:26379/mymaster/0`` (the store
 follows a failover) or a Cluster ``redis+cluster://n1:7000,n2:7001``. Every key starts
-with the prefix, so several deployments can share one Redis; on a cluster the prefix is a
-hash tag (``{modelport:}``), so a deployment's keys share one slot and every script's keys
-with them. Options in the URL's query (see :func:`parse_url`): ``password_file`` (else
+with the prefix, so several deployments can share one Redis.
+
+On a cluster a deployment spreads over the primaries by endpoint: the deployment's own
+keys (API keys, rate buckets, workers, specs, cache, webhooks, the index of endpoints,
+the announcements channel) carry the hash tag ``{P}`` (``{modelport:}``), and each
+endpoint's keys (queue, jobs, leases, events, logs, idempotency keys) the tag ``{P/S}`` of
+its shard ``S`` (:func:`modelport.wire.endpoint_shard`, 3 hex digits: endpoints whose
+names hash alike share a slot). A job id ends with its endpoint's shard
+(:func:`modelport.wire.new_job_id`), so the store finds a job's keys from its id alone,
+with no lookup. Every script works in one slot: a job's changes in its endpoint's, the
+rate buckets, cache and webhook claims in the deployment's. A prefix that holds its own
+hash tag (``?prefix={app}:``) keeps the whole deployment in that one slot, as on one Redis.
+Options in the URL's query (see :func:`parse_url`): ``password_file`` (else
 ``$MODELPORT_STORE_PASSWORD``), ``sentinel_password_file``, ``wait_replicas`` and
 ``wait_timeout`` (a submit is acknowledged once that many replicas hold it: ``WAIT``),
 ``max_bytes`` (new jobs refused while Redis uses more memory), and redis-py's own.
 
-Layout, with ``P`` the prefix and ``E`` an endpoint name:
+Layout, with ``P`` the prefix and ``E`` an endpoint name; the keys of a job or an endpoint
+(``job``, ``q``, ``r``, ``d``, ``key``, ``ev``, ``blob``, ``oq``, ``seq``, ``log``) begin,
+on a spread cluster, with ``{P/S}`` instead (``S`` its endpoint's shard), so ``seq``
+numbers each shard's queues and ``oq`` counts an owner's queued jobs per shard:
 
 - ``Pjob:<id>``     hash: the job's fields (a missing field is ``None``; JSON ones encoded)
 - ``Pq:E``          sorted set: the queued jobs of ``E``, scored by ``seq`` (FIFO)
@@ -30,7 +43,10 @@ Layout, with ``P`` the prefix and ``E`` an endpoint name:
 
 Every change to a job is one Lua script, so it is atomic, and it moves the job between the
 three sorted sets as its status changes; the sets are therefore exact indexes, and the
-queue, the lease expiry scan and the purge never read a job they do not need. Changes are
+queue, the lease expiry scan and the purge never read a job they do not need. No script
+spans endpoints: extending a worker's leases and purging run a script per slot, and the
+expiry scan reads each endpoint's running set and then ends each expired job by its own
+compare-and-set script, so a job keeps exactly one outcome however its slots fail. Changes are
 announced on the ``Pchanges`` channel (pub/sub; sharded pub/sub on a cluster), so waiters
 on other servers wake at once.
 How durable the queue is across a Redis restart is the Redis server's own setting
@@ -78,6 +94,8 @@ PASSWORD_ENV = "MODELPORT_STORE_PASSWORD"
 SENTINEL_PASSWORD_ENV = "MODELPORT_SENTINEL_PASSWORD"
 _TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
 _MAX_INDEX = 2**63 - 1
+_REINDEX = 5.0
+"""Seconds a process goes without writing an endpoint it submits to into ``Pendpoints``."""
 _JSON = frozenset({"input", "output", "progress"})
 _FLOAT = frozenset({"created_at", "started_at", "completed_at", "lease_until"})
 _INT = frozenset({"seq", "attempts", "max_attempts", "revision"})
@@ -580,6 +598,9 @@ class RedisStore:
         self._callbacks: list[Callable[[str], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._indexed: dict[str, float] = {}
+        """The endpoints this process submitted to or leased from, and when it last wrote
+        each into ``Pendpoints`` (monotonic; ``-inf``: not yet)."""
 
     def __repr__(self) -> str:
         return f"RedisStore({self._safe_url()!r}, prefix={self.prefix!r})"
@@ -830,12 +851,12 @@ class RedisStore:
         if not rows:
             return
         replicas = self.target.wait_replicas
-        endpoints = sorted({job.endpoint for job, _, _ in rows})
+        now = time.monotonic()
+        stale = self._stale({job.endpoint for job, _, _ in rows}, now)
 
         def fill(pipe: Any) -> None:
-            # The deployment's index of endpoints (for the expiry scan, depths and purge) is
-            # in another slot than the queues: written first, a job is never unindexed.
-            pipe.sadd(self._key("endpoints"), *endpoints)
+            if stale:
+                pipe.sadd(self._key("endpoints"), *sorted(stale))
             for _, args, _ in rows:
                 self._evalsha(pipe, self._insert, args)
             if replicas:
@@ -844,7 +865,10 @@ class RedisStore:
         try:
             async with self._errors():
                 await self._check_memory()
-                answers = (await self._pipeline(fill))[1:]
+                answers = await self._pipeline(fill)
+                if stale:
+                    answers.pop(0)
+                    self._indexed.update(dict.fromkeys(stale, now))
                 if replicas:
                     acked = int(answers.pop())
                     if acked < replicas and any(int(a[0]) > 0 for a in answers):
@@ -909,6 +933,7 @@ class RedisStore:
         lease_until: float,
         revision: int | None = None,
     ) -> list[JobRecord]:
+        self._indexed.setdefault(endpoint, -math.inf)  # see _stale
         slot = self._slot(endpoint)
         args: list[Any] = [slot, endpoint, worker_id, limit, repr(now), repr(lease_until)]
         if revision is not None:
@@ -973,9 +998,26 @@ class RedisStore:
             out.append(_decode(raw) if int(matched) and raw else None)
         return out
 
+    def _stale(self, endpoints: set[str], now: float) -> set[str]:
+        """Which of these endpoints (and of the others this process knows) to write into
+        ``Pendpoints`` now. That index of endpoints (for the expiry scan, depths, purge)
+        is in another slot than their queues on a cluster, so no script can keep it: a
+        submit writes its endpoint before its job, and every process writes again every
+        few seconds the endpoints it submits to or leases from, so an index lost (a Redis
+        restarted empty, a failover that lost the write) is soon whole again."""
+        for ep in endpoints:
+            self._indexed.setdefault(ep, -math.inf)
+        return {ep for ep, at in self._indexed.items() if now - at >= _REINDEX}
+
     async def _endpoints(self) -> list[str]:
-        async with self._errors():
-            names = await self.redis.smembers(self._key("endpoints"))
+        now = time.monotonic()
+        stale = self._stale(set(), now)
+        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+            if stale:
+                pipe.sadd(self._key("endpoints"), *sorted(stale))
+            pipe.smembers(self._key("endpoints"))
+            *_, names = await pipe.execute()
+        self._indexed.update(dict.fromkeys(stale, now))
         return sorted(_text(n) for n in names)
 
     async def expired(self, now: float, limit: int) -> list[JobRecord]:
