@@ -56,20 +56,27 @@ async def _serve(store: Any, endpoint: str) -> str:
     return str(job.id)
 
 
+def _apart(store: Any) -> tuple[str, str]:
+    """Two endpoint names whose slots are on different primaries."""
+    nodes: dict[str, str] = {}  # a node's name -> an endpoint whose slot it holds
+    for i in range(64):  # bounded: 64 names over 3 primaries
+        endpoint = f"ep{i}"
+        nodes.setdefault(
+            store.redis.get_node_from_key(store._slot(endpoint) + "seq").name, endpoint
+        )
+        if len(nodes) == 2:
+            break
+    first, second = nodes.values()
+    return first, second
+
+
 async def test_endpoints_spread_over_the_primaries(redis_cluster_url: str) -> None:
     """Each endpoint's queue, jobs and events share a hash slot of its own; two endpoints
     on different primaries both serve jobs, and the deployment's own keys keep theirs."""
     store = store_from_url(redis_cluster_url)
     await store.open()
     try:
-        nodes: dict[str, str] = {}  # a node's name -> an endpoint whose slot it holds
-        for i in range(64):  # bounded: 64 names over 3 primaries
-            endpoint = f"ep{i}"
-            node = store.redis.get_node_from_key(store._slot(endpoint) + "seq")  # type: ignore[attr-defined]
-            nodes.setdefault(node.name, endpoint)
-            if len(nodes) == 2:
-                break
-        first, second = nodes.values()
+        first, second = _apart(store)
         served = [await _serve(store, ep) for ep in (first, second)]
         assert await store.queue_depths() == {}
         assert await store.purge(10.0, 10) == 2  # a script per slot
@@ -91,6 +98,32 @@ async def test_endpoints_spread_over_the_primaries(redis_cluster_url: str) -> No
         slots |= set(mine.values())
     shared = {slot for keys in found.values() for k, slot in keys.items() if k.startswith(prefix)}
     assert len(shared) == 1 and shared.isdisjoint(slots), (shared, slots)
+
+
+async def test_a_primary_without_the_scripts_runs_none_twice(redis_cluster_url: str) -> None:
+    """A pipeline spans primaries: when one has lost the scripts (a restart, a promoted
+    replica), only its commands run again, so each submit and result happens once."""
+    store = store_from_url(redis_cluster_url)
+    await store.open()
+    try:
+        first, second = _apart(store)
+        port = store.redis.get_node_from_key(store._slot(second) + "seq").port  # type: ignore[attr-defined]
+        with redis.Redis(host="127.0.0.1", port=port) as node:
+            node.script_flush()
+            a, b = await asyncio.gather(store.insert(_job(first)), store.insert(_job(second)))
+            assert (a.seq, b.seq) == (1, 1)  # each slot's first job, inserted once
+            for job in (a, b):
+                assert (await store.get(job.id)).seq == 1  # type: ignore[union-attr]
+            leased = [(await store.lease(ep, "w1", 5, 2.0, 60.0))[0] for ep in (first, second)]
+            assert [j.id for j in leased] == [a.id, b.id]
+            node.script_flush()
+            running = frozenset({JobStatus.RUNNING})
+            done = {"status": JobStatus.SUCCEEDED, "output": 1, "completed_at": 3.0}
+            updates = [Update(j.id, running, done, worker_id="w1", attempt=1) for j in leased]
+            results = await store.update(updates)  # a second run would not match: None
+            assert [r.status if r else None for r in results] == [JobStatus.SUCCEEDED] * 2
+    finally:
+        await store.close()
 
 
 async def test_a_tagged_prefix_keeps_a_deployment_in_one_slot(redis_cluster_url: str) -> None:
