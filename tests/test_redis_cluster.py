@@ -19,7 +19,7 @@ from modelport import Client
 from modelport.errors import Unavailable
 from modelport.stores import store_from_url
 from modelport.stores.base import Update
-from modelport.wire import Event, JobRecord, JobStatus, endpoint_shard, new_job_id
+from modelport.wire import Event, JobRecord, JobStatus, endpoint_shard, job_shard, new_job_id
 from tests.conftest import Serve, Workers, online, wait_for, worker_args
 from tests.test_capacity import DOC, SLEEPY
 from tests.test_scale_e2e import api_servers, submit_all, wait_all
@@ -270,3 +270,18 @@ def test_a_short_job_runs_on_its_endpoints_slot(
     print(per_job)
     for slot, expected in documented_split().items():
         assert abs(per_job[slot] - expected) <= 0.2 * expected, (slot, per_job, expected)
+
+
+def test_job_ids_name_their_endpoints_shard() -> None:
+    """The store finds a job's slot from its id: the id ends with its endpoint's shard,
+    keeps its length and its order by time; ids it did not make name no shard."""
+    ids = [new_job_id(ep) for ep in ("echo", "echo", "other")]
+    assert [len(i) for i in ids] == [28, 28, 28] and ids[0] != ids[1]
+    assert [job_shard(i) for i in ids] == [endpoint_shard(e) for e in ("echo", "echo", "other")]
+    assert endpoint_shard("echo") != endpoint_shard("other")
+    assert ids[0][:12] <= ids[2][:12]
+    assert [job_shard(i) for i in ("nope", ids[0].upper(), ids[0] + "0")] == [None] * 3
+    store = store_from_url("redis+cluster://127.0.0.1:7000?prefix=app:")
+    home = store._home(ids[0])  # type: ignore[attr-defined]
+    assert home == store._slot("echo") == f"{{app:/{endpoint_shard('echo')}}}"  # type: ignore[attr-defined]
+    assert store._home("nope") == "{app:}"  # type: ignore[attr-defined]
