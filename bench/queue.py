@@ -6,9 +6,9 @@
 For each store (``sqlite``: a file in a scratch directory; ``redis``: a private
 ``redis-server`` on a free loopback port, no persistence; ``cluster``: a private Redis
 Cluster of three primaries made with ``redis-cli --cluster create``, the store URL
-``redis+cluster://``; one deployment's keys share one hash slot, so this row measures a
-cluster's overhead, not a spread of one queue over three primaries) an API server is
-started with no
+``redis+cluster://``; one endpoint's keys share one hash slot, and this row has one
+endpoint, so it measures a cluster's overhead, not a spread over three primaries) an API
+server is started with no
 local model, a worker token and ``--config bench/models/queue_noop.toml``, so the endpoint
 takes jobs while no worker is connected. Then:
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import math
 import secrets
+import string
 import time
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -36,9 +38,32 @@ class JobStatus(StrEnum):
 FINAL = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED})
 
 
-def new_job_id() -> str:
-    """A job id that sorts by creation time: 12 hex digits of milliseconds + 64 random bits."""
-    return f"{int(time.time() * 1000):012x}{secrets.token_hex(8)}"
+SHARDS = 4096
+"""How many shards endpoints are spread over (a Redis Cluster store keeps each shard's
+queues and jobs in a hash slot of its own; see :func:`endpoint_shard`)."""
+
+
+def endpoint_shard(endpoint: str) -> str:
+    """The shard of an endpoint's queue and jobs: 3 hex digits, the same in every process."""
+    return f"{zlib.crc32(endpoint.encode()) % SHARDS:03x}"
+
+
+def new_job_id(endpoint: str) -> str:
+    """A job id that sorts by creation time and names its endpoint's shard: 12 hex digits
+    of milliseconds, 52 random bits, then :func:`endpoint_shard` (3 hex digits), so a store
+    finds a job's keys from its id alone."""
+    return f"{int(time.time() * 1000):012x}{secrets.token_hex(7)[:13]}{endpoint_shard(endpoint)}"
+
+
+def job_shard(job_id: str) -> str | None:
+    """The endpoint shard a job id names, or ``None`` for an id :func:`new_job_id` did not
+    make (such a job is found nowhere but in the deployment's own keys)."""
+    if len(job_id) != 28 or not set(job_id) <= _HEX:
+        return None
+    return job_id[-3:]
+
+
+_HEX = frozenset(string.hexdigits.lower())
 
 
 @dataclass(slots=True)

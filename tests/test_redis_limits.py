@@ -37,7 +37,9 @@ async def test_redis_out_of_memory_refuses_a_job_and_writes_none_of_it(
         accepted: list[str] = []
         refused = None
         for _ in range(500):  # ~4 MB at most: far past the 400 kB allowed
-            job = JobRecord(id=new_job_id(), endpoint="echo", created_at=1.0, input={"t": TEXT})
+            job = JobRecord(
+                id=new_job_id("echo"), endpoint="echo", created_at=1.0, input={"t": TEXT}
+            )
             try:
                 accepted.append((await store.insert(job)).id)
             except Unavailable as e:

@@ -109,9 +109,9 @@ async def test_a_submit_no_replica_confirms_is_refused(redis_sentinel_url: str) 
     await one.open()
     await two.open()
     try:
-        job = JobRecord(id=new_job_id(), endpoint="echo", created_at=1.0, input={"x": 1})
+        job = JobRecord(id=new_job_id("echo"), endpoint="echo", created_at=1.0, input={"x": 1})
         assert (await one.insert(job)).seq > 0
-        late = JobRecord(id=new_job_id(), endpoint="echo", created_at=1.0, input={"x": 2})
+        late = JobRecord(id=new_job_id("echo"), endpoint="echo", created_at=1.0, input={"x": 2})
         with pytest.raises(Unavailable, match="1 of 2 replicas confirmed"):
             await two.insert(late)
     finally:

@@ -63,7 +63,9 @@ async def test_rediss_with_an_acl_user_and_the_password_from_the_environment(
     store = store_from_url(tls_redis.url)
     await store.open()
     try:
-        job = await store.insert(JobRecord(id=new_job_id(), endpoint="e", input={}, created_at=1.0))
+        job = await store.insert(
+            JobRecord(id=new_job_id("e"), endpoint="e", input={}, created_at=1.0)
+        )
         assert (await store.get(job.id)) is not None
     finally:
         await store.close()

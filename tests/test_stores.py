@@ -46,7 +46,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 def job(endpoint: str = "echo", **fields: Any) -> JobRecord:
     fields.setdefault("input", {"x": 1})
-    return JobRecord(id=new_job_id(), endpoint=endpoint, created_at=NOW - 10, **fields)
+    return JobRecord(id=new_job_id(endpoint), endpoint=endpoint, created_at=NOW - 10, **fields)
 
 
 async def insert(store: JobStore, n: int, endpoint: str = "echo") -> list[JobRecord]:
@@ -73,8 +73,10 @@ async def test_insert_assigns_increasing_seq(store: JobStore) -> None:
     assert seqs == sorted(seqs)
     assert len(set(seqs)) == 3
     assert seqs[0] > 0
-    other = await store.insert(job("other"))
-    assert other.seq > seqs[-1]
+    other = await store.insert(job("other"))  # ordered within its own queue
+    assert other.seq > 0
+    later = await store.insert(job())
+    assert later.seq > seqs[-1]
 
 
 async def test_inserted_job_reads_back_equal(store: JobStore) -> None:
@@ -576,8 +578,8 @@ async def test_redis_announcements_reach_the_other_servers(redis_url: str) -> No
 
 
 async def test_redis_prefixes_keep_deployments_apart(redis_server: str) -> None:
-    a = await redis_store(redis_server + "?prefix=deploy-a-" + new_job_id() + ":")
-    b = await redis_store(redis_server + "?prefix=deploy-b-" + new_job_id() + ":")
+    a = await redis_store(redis_server + "?prefix=deploy-a-" + new_job_id("x") + ":")
+    b = await redis_store(redis_server + "?prefix=deploy-b-" + new_job_id("x") + ":")
     try:
         stored = await a.insert(job())
         assert await b.get(stored.id) is None

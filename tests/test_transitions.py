@@ -37,7 +37,7 @@ UPDATES: dict[str, Callable[[JobRecord], Update]] = {
 
 def record(status: JobStatus) -> JobRecord:
     """A job as it is in ``status`` after the usual way there (leased once by WORKER)."""
-    job = JobRecord(id=new_job_id(), endpoint="echo", input={"x": 1}, created_at=NOW - 10)
+    job = JobRecord(id=new_job_id("echo"), endpoint="echo", input={"x": 1}, created_at=NOW - 10)
     if status is not Q and status is not E:
         job.attempts, job.worker_id, job.started_at, job.lease_until = 1, WORKER, NOW - 5, NOW + 60
     job.status = status
@@ -103,7 +103,7 @@ def test_lost_requeues_while_attempts_remain_then_fails() -> None:
 
 async def put_in(target: JobStore, status: JobStatus) -> JobRecord:
     """A stored job brought to ``status`` the way the broker would."""
-    job = await target.insert(JobRecord(id=new_job_id(), endpoint="echo", input={"x": 1}))
+    job = await target.insert(JobRecord(id=new_job_id("echo"), endpoint="echo", input={"x": 1}))
     if status is Q:
         return job
     if status is E:

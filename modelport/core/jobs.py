@@ -63,7 +63,7 @@ class Jobs:
         if owner is not None and idempotency_key is not None:
             idempotency_key = f"{owner}/{idempotency_key}"
         job = JobRecord(
-            id=new_job_id(),
+            id=new_job_id(endpoint),
             endpoint=endpoint,
             input=inputs,
             created_at=self.clock(),

@@ -91,7 +91,9 @@ class JobStore(Protocol):
         """Return if the store answers; raise :class:`modelport.errors.Unavailable` if not."""
 
     async def insert(self, job: JobRecord, limit: int | None = None) -> JobRecord:
-        """Store a new queued job and give it its queue ``seq``.
+        """Store a new queued job and give it its queue ``seq``: greater than that of every
+        earlier job of its endpoint (its queue's order; a store spread over several hash
+        slots numbers each slot's endpoints apart, so ``seq`` orders nothing across them).
 
         If another job of the same endpoint has the same ``idempotency_key``, store nothing
         and return that job instead. With ``limit``, store nothing and raise

@@ -3,14 +3,27 @@
 ``redis://host:6379/0?prefix=modelport:`` (also ``rediss://`` and ``unix://``), a
 Sentinel-watched primary ``redis+sentinel://s1:26379,s2:26379/mymaster/0`` (the store
 follows a failover) or a Cluster ``redis+cluster://n1:7000,n2:7001``. Every key starts
-with the prefix, so several deployments can share one Redis; on a cluster the prefix is a
-hash tag (``{modelport:}``), so a deployment's keys share one slot and every script's keys
-with them. Options in the URL's query (see :func:`parse_url`): ``password_file`` (else
+with the prefix, so several deployments can share one Redis.
+
+On a cluster a deployment spreads over the primaries by endpoint: the deployment's own
+keys (API keys, rate buckets, workers, specs, cache, webhooks, the index of endpoints,
+the announcements channel) carry the hash tag ``{P}`` (``{modelport:}``), and each
+endpoint's keys (queue, jobs, leases, events, logs, idempotency keys) the tag ``{P/S}`` of
+its shard ``S`` (:func:`modelport.wire.endpoint_shard`, 3 hex digits: endpoints whose
+names hash alike share a slot). A job id ends with its endpoint's shard
+(:func:`modelport.wire.new_job_id`), so the store finds a job's keys from its id alone,
+with no lookup. Every script works in one slot: a job's changes in its endpoint's, the
+rate buckets, cache and webhook claims in the deployment's. A prefix that holds its own
+hash tag (``?prefix={app}:``) keeps the whole deployment in that one slot, as on one Redis.
+Options in the URL's query (see :func:`parse_url`): ``password_file`` (else
 ``$MODELPORT_STORE_PASSWORD``), ``sentinel_password_file``, ``wait_replicas`` and
 ``wait_timeout`` (a submit is acknowledged once that many replicas hold it: ``WAIT``),
 ``max_bytes`` (new jobs refused while Redis uses more memory), and redis-py's own.
 
-Layout, with ``P`` the prefix and ``E`` an endpoint name:
+Layout, with ``P`` the prefix and ``E`` an endpoint name; the keys of a job or an endpoint
+(``job``, ``q``, ``r``, ``d``, ``key``, ``ev``, ``blob``, ``oq``, ``seq``, ``log``) begin,
+on a spread cluster, with ``{P/S}`` instead (``S`` its endpoint's shard), so ``seq``
+numbers each shard's queues and ``oq`` counts an owner's queued jobs per shard:
 
 - ``Pjob:<id>``     hash: the job's fields (a missing field is ``None``; JSON ones encoded)
 - ``Pq:E``          sorted set: the queued jobs of ``E``, scored by ``seq`` (FIFO)
@@ -30,7 +43,10 @@ Layout, with ``P`` the prefix and ``E`` an endpoint name:
 
 Every change to a job is one Lua script, so it is atomic, and it moves the job between the
 three sorted sets as its status changes; the sets are therefore exact indexes, and the
-queue, the lease expiry scan and the purge never read a job they do not need. Changes are
+queue, the lease expiry scan and the purge never read a job they do not need. No script
+spans endpoints: extending a worker's leases and purging run a script per slot, and the
+expiry scan reads each endpoint's running set and then ends each expired job by its own
+compare-and-set script, so a job keeps exactly one outcome however its slots fail. Changes are
 announced on the ``Pchanges`` channel (pub/sub; sharded pub/sub on a cluster), so waiters
 on other servers wake at once.
 How durable the queue is across a Redis restart is the Redis server's own setting
@@ -68,7 +84,7 @@ from modelport.stores.base import (
     log_matches,
     log_size,
 )
-from modelport.wire import Event, JobRecord, JobStatus
+from modelport.wire import Event, JobRecord, JobStatus, endpoint_shard, job_shard
 
 log = logging.getLogger("modelport.stores.redis")
 
@@ -78,6 +94,8 @@ PASSWORD_ENV = "MODELPORT_STORE_PASSWORD"
 SENTINEL_PASSWORD_ENV = "MODELPORT_SENTINEL_PASSWORD"
 _TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
 _MAX_INDEX = 2**63 - 1
+_REINDEX = 5.0
+"""Seconds a process goes without writing an endpoint it submits to into ``Pendpoints``."""
 _JSON = frozenset({"input", "output", "progress"})
 _FLOAT = frozenset({"created_at", "started_at", "completed_at", "lease_until"})
 _INT = frozenset({"seq", "attempts", "max_attempts", "revision"})
@@ -148,7 +166,6 @@ if ikey ~= '' then redis.call('SET', ikey_key, id) end
 local seq = redis.call('INCR', P .. 'seq')
 local key = P .. 'job:' .. id
 redis.call('HSET', key, 'seq', seq, unpack(ARGV, 6))
-redis.call('SADD', P .. 'endpoints', ep)
 redis.call('ZADD', P .. 'q:' .. ep, seq, id)
 local owner = redis.call('HGET', key, 'owner')
 if owner then redis.call('SADD', P .. 'oq:' .. owner, id) end
@@ -446,6 +463,9 @@ class Target:
     wait_replicas: int = 0
     wait_timeout: int = 1000
     max_bytes: int | None = None
+    spread: bool = False
+    """Whether each endpoint shard's keys get a hash tag of their own (a cluster whose
+    prefix the user did not tag): a deployment spreads over the cluster's primaries."""
 
     def display(self) -> str:
         """The target for messages: no user, no password, no options."""
@@ -478,8 +498,9 @@ def parse_url(url: str) -> Target:
     password = _secret(password_file, PASSWORD_ENV, "password_file")
     kind = {"redis+sentinel": "sentinel", "redis+cluster": "cluster"}.get(scheme, "redis")
     wait_replicas = _int_option(options, "wait_replicas", 1 if kind == "sentinel" else 0)
-    if kind == "cluster" and "{" not in prefix:
-        # every key of a deployment shares one hash slot, so every script's keys do
+    spread = kind == "cluster" and "{" not in prefix
+    if spread:
+        # the deployment's own keys share one hash slot; each endpoint shard has its own
         prefix = "{" + prefix + "}"
     common = Target(
         kind,
@@ -488,6 +509,7 @@ def parse_url(url: str) -> Target:
         wait_replicas=wait_replicas or 0,
         wait_timeout=wait_timeout or 0,
         max_bytes=max_bytes,
+        spread=spread,
     )
     if kind == "redis":
         parts = urlsplit(url)
@@ -540,6 +562,20 @@ def parse_url(url: str) -> Target:
     )
 
 
+class _Commands:
+    """Stands in for a pipeline while it is filled: records the commands, to run them (or
+    some of them again) on a real one."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple[Any, ...], dict[str, Any]]] = []
+
+    def __getattr__(self, name: str) -> Callable[..., None]:
+        def record(*args: Any, **kwargs: Any) -> None:
+            self.calls.append((name, args, kwargs))
+
+        return record
+
+
 class RedisStore:
     """Jobs in Redis, shared by every API server given the same URL and prefix."""
 
@@ -550,17 +586,21 @@ class RedisStore:
         self.url = self.target.url
         self.prefix = self.target.prefix if prefix is None else prefix
         self.cluster = self.target.kind == "cluster"
+        self._spread = self.target.spread and prefix is None
         self._redis: Any = None
         self._sentinel: Sentinel | None = None
         self._memory_checked = 0.0
         self._memory_used = 0
-        # Every script names one key of the deployment: a cluster routes it by that key's
-        # slot, and (the prefix holding a hash tag there) all its other keys share it.
-        self._anchor = [self._key("seq")]
+        # Every script names one key of the slot it works in (see _on): a cluster routes
+        # it by that key, and all the keys the script touches share its hash tag.
+        self._anchor = self._on(self.prefix)
         self._pending: list[tuple[JobRecord, int | None, asyncio.Future[JobRecord]]] = []
         self._callbacks: list[Callable[[str], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._indexed: dict[str, float] = {}
+        """The endpoints this process submitted to or leased from, and when it last wrote
+        each into ``Pendpoints`` (monotonic; ``-inf``: not yet)."""
 
     def __repr__(self) -> str:
         return f"RedisStore({self._safe_url()!r}, prefix={self.prefix!r})"
@@ -575,7 +615,43 @@ class RedisStore:
         return self._redis
 
     def _key(self, *parts: str) -> str:
+        """A deployment-wide key: API keys, rate buckets, workers, specs, cache, webhooks."""
         return self.prefix + ":".join(parts)
+
+    def _slot(self, endpoint: str) -> str:
+        """The prefix of an endpoint's keys (queue, jobs, events, logs). On a cluster it is
+        a hash tag of the endpoint's shard, so endpoints spread over the primaries while each
+        endpoint's scripts touch one slot; else the deployment's prefix."""
+        return self._shard_prefix(endpoint_shard(endpoint)) if self._spread else self.prefix
+
+    def _home(self, job_id: str) -> str:
+        """The prefix of a job's keys, found from its id alone (it names its endpoint's
+        shard: :func:`modelport.wire.new_job_id`)."""
+        shard = job_shard(job_id) if self._spread else None
+        return self.prefix if shard is None else self._shard_prefix(shard)
+
+    def _shard_prefix(self, shard: str) -> str:
+        return f"{self.prefix[:-1]}/{shard}}}"
+
+    def _jkey(self, kind: str, job_id: str, *rest: str) -> str:
+        """A key of one job, beside its endpoint's queue."""
+        return self._home(job_id) + ":".join((kind, job_id, *rest))
+
+    def _ekey(self, kind: str, endpoint: str) -> str:
+        """A key of one endpoint, in its shard's slot."""
+        return self._slot(endpoint) + f"{kind}:{endpoint}"
+
+    def _slots(self, endpoints: Sequence[str]) -> dict[str, list[str]]:
+        """Endpoints by the prefix of their slot (one group unless spread)."""
+        groups: dict[str, list[str]] = {}
+        for ep in endpoints:
+            groups.setdefault(self._slot(ep), []).append(ep)
+        return groups
+
+    @staticmethod
+    def _on(prefix: str) -> list[str]:
+        """The key a script in the slot of ``prefix`` names, for a cluster to route it."""
+        return [prefix + "seq"]
 
     def _connect(self) -> Any:
         t = self.target
@@ -623,21 +699,38 @@ class RedisStore:
     async def _pipeline(self, fill: Callable[[Any], None]) -> list[Any]:
         """Fill a pipeline and run it. Its scripts go as bare EVALSHA: redis-py would
         otherwise ask SCRIPT EXISTS first, a round trip more on every submit and result.
-        After NOSCRIPT (a restarted Redis, a promoted replica) no script of it ran: load
-        the scripts and run it once more."""
+        After NOSCRIPT (a restarted Redis, a promoted replica) load the scripts and run
+        once more every command but the scripts that did run: on a cluster the pipeline
+        spans primaries, and a script that ran on one must not run twice."""
+        commands = _Commands()
+        fill(commands)
+        answers: list[Any] = [None] * len(commands.calls)
+        todo = list(range(len(commands.calls)))
         for attempt in (1, 2):
             async with self.redis.pipeline(transaction=False) as pipe:
-                fill(pipe)
-                try:
-                    return list(await pipe.execute())
-                except NoScriptError:
-                    if attempt == 2:
-                        raise
+                for i in todo:
+                    name, args, kwargs = commands.calls[i]
+                    getattr(pipe, name)(*args, **kwargs)
+                replies = await pipe.execute(raise_on_error=False)
+            for i, reply in zip(todo, replies, strict=True):
+                answers[i] = reply
+            missing = [a for a in answers if isinstance(a, NoScriptError)]
+            if not missing or attempt == 2:
+                break
+            todo = [
+                i
+                for i, a in enumerate(answers)
+                if commands.calls[i][0] != "evalsha" or isinstance(a, NoScriptError)
+            ]
             await self._load_scripts()
-        raise AssertionError("unreachable")
+        for answer in answers:
+            if isinstance(answer, Exception):
+                raise answer
+        return answers
 
     def _evalsha(self, pipe: Any, script: Any, args: Sequence[Any]) -> None:
-        pipe.evalsha(script.sha, len(self._anchor), *self._anchor, *args)
+        """Queue a script whose first argument is the prefix of the slot it works in."""
+        pipe.evalsha(script.sha, 1, *self._on(args[0]), *args)
 
     async def _check_memory(self) -> None:
         """Refuse new jobs while Redis holds more than ``max_bytes`` (sampled each second)."""
@@ -646,12 +739,14 @@ class RedisStore:
             return
         now = time.monotonic()
         if now - self._memory_checked >= 1.0:
-            if self.cluster:  # the primary holding this deployment's slot
-                node = self.redis.get_node_from_key(self._anchor[0])
-                info = await self.redis.info("memory", target_nodes=node)
+            if self.cluster:  # the fullest primary (a deployment spreads over them all)
+                used = []
+                for node in self.redis.get_primaries():
+                    info = await self.redis.info("memory", target_nodes=node)
+                    used.append(int(info["used_memory"]))
+                self._memory_used = max(used)
             else:
-                info = await self.redis.info("memory")
-            self._memory_used = int(info["used_memory"])
+                self._memory_used = int((await self.redis.info("memory"))["used_memory"])
             self._memory_checked = now
         if self._memory_used > limit:
             raise Unavailable(
@@ -727,8 +822,14 @@ class RedisStore:
         limits: dict[str, int] = {}
         for job, limit, done in pending:
             try:
+                slot = self._slot(job.endpoint)
+                if self._home(job.id) != slot:
+                    raise ValueError(
+                        f"job id {job.id!r} does not name the shard of endpoint"
+                        f" {job.endpoint!r}: make it with new_job_id(endpoint)"
+                    )
                 args: list[Any] = [
-                    self.prefix,
+                    slot,
                     job.id,
                     job.endpoint,
                     job.idempotency_key or "",
@@ -741,12 +842,21 @@ class RedisStore:
             except TypeError as e:  # one unstorable input must not fail its neighbours
                 done.set_exception(ValueError(f"input cannot be stored as JSON: {e}"))
                 continue
+            except ValueError as e:
+                done.set_exception(e)
+                continue
             rows.append((job, args, done))
             if limit is not None:
                 limits[job.id] = limit
+        if not rows:
+            return
         replicas = self.target.wait_replicas
+        now = time.monotonic()
+        stale = self._stale({job.endpoint for job, _, _ in rows}, now)
 
         def fill(pipe: Any) -> None:
+            if stale:
+                pipe.sadd(self._key("endpoints"), *sorted(stale))
             for _, args, _ in rows:
                 self._evalsha(pipe, self._insert, args)
             if replicas:
@@ -756,6 +866,9 @@ class RedisStore:
             async with self._errors():
                 await self._check_memory()
                 answers = await self._pipeline(fill)
+                if stale:
+                    answers.pop(0)
+                    self._indexed.update(dict.fromkeys(stale, now))
                 if replicas:
                     acked = int(answers.pop())
                     if acked < replicas and any(int(a[0]) > 0 for a in answers):
@@ -798,13 +911,13 @@ class RedisStore:
             return []
         async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hgetall(self._key("job", job_id))
+                pipe.hgetall(self._jkey("job", job_id))
             raws = await pipe.execute()
         return [_decode(raw) if raw else None for raw in raws]
 
     async def get(self, job_id: str) -> JobRecord | None:
         async with self._errors():
-            raw = await self.redis.hgetall(self._key("job", job_id))
+            raw = await self.redis.hgetall(self._jkey("job", job_id))
         return _decode(raw) if raw else None
 
     async def _jobs(self, job_ids: Any) -> list[JobRecord]:
@@ -820,21 +933,30 @@ class RedisStore:
         lease_until: float,
         revision: int | None = None,
     ) -> list[JobRecord]:
-        args: list[Any] = [self.prefix, endpoint, worker_id, limit, repr(now), repr(lease_until)]
+        self._indexed.setdefault(endpoint, -math.inf)  # see _stale
+        slot = self._slot(endpoint)
+        args: list[Any] = [slot, endpoint, worker_id, limit, repr(now), repr(lease_until)]
         if revision is not None:
             args.append(str(revision))
         async with self._errors():
-            ids = await self._lease(keys=self._anchor, args=args)
+            ids = await self._lease(keys=self._on(slot), args=args)
         return await self._jobs(ids)
 
     async def extend(self, worker_id: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
         if not job_ids:
             return []
+        homes: dict[str, list[str]] = {}
+        for job_id in job_ids:  # one script per slot: each slot's leases change at once
+            homes.setdefault(self._home(job_id), []).append(job_id)
+
+        def fill(pipe: Any) -> None:
+            for home, ids in homes.items():
+                self._evalsha(pipe, self._extend, [home, worker_id, repr(lease_until), *ids])
+
         async with self._errors():
-            held = await self._extend(
-                keys=self._anchor, args=[self.prefix, worker_id, repr(lease_until), *job_ids]
-            )
-        return [h.decode() for h in held]
+            answers = await self._pipeline(fill)
+        held = {_text(h) for batch in answers for h in batch}
+        return [i for i in job_ids if i in held]
 
     async def update(self, updates: Sequence[Update]) -> list[JobRecord | None]:
         if not updates:
@@ -853,7 +975,7 @@ class RedisStore:
                     sets += [name, _encode(name, value)]
             calls.append(
                 [
-                    self.prefix,
+                    self._home(u.job_id),
                     u.job_id,
                     ",".join(s.value for s in u.expect),
                     u.worker_id or "",
@@ -867,7 +989,7 @@ class RedisStore:
         def fill(pipe: Any) -> None:
             for args in calls:
                 self._evalsha(pipe, self._update, args)
-                pipe.hgetall(self._key("job", args[1]))
+                pipe.hgetall(self._jkey("job", args[1]))
 
         async with self._errors():
             answers = await self._pipeline(fill)
@@ -876,9 +998,26 @@ class RedisStore:
             out.append(_decode(raw) if int(matched) and raw else None)
         return out
 
+    def _stale(self, endpoints: set[str], now: float) -> set[str]:
+        """Which of these endpoints (and of the others this process knows) to write into
+        ``Pendpoints`` now. That index of endpoints (for the expiry scan, depths, purge)
+        is in another slot than their queues on a cluster, so no script can keep it: a
+        submit writes its endpoint before its job, and every process writes again every
+        few seconds the endpoints it submits to or leases from, so an index lost (a Redis
+        restarted empty, a failover that lost the write) is soon whole again."""
+        for ep in endpoints:
+            self._indexed.setdefault(ep, -math.inf)
+        return {ep for ep, at in self._indexed.items() if now - at >= _REINDEX}
+
     async def _endpoints(self) -> list[str]:
-        async with self._errors():
-            names = await self.redis.smembers(self._key("endpoints"))
+        now = time.monotonic()
+        stale = self._stale(set(), now)
+        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+            if stale:
+                pipe.sadd(self._key("endpoints"), *sorted(stale))
+            pipe.smembers(self._key("endpoints"))
+            *_, names = await pipe.execute()
+        self._indexed.update(dict.fromkeys(stale, now))
         return sorted(_text(n) for n in names)
 
     async def expired(self, now: float, limit: int) -> list[JobRecord]:
@@ -886,7 +1025,7 @@ class RedisStore:
         async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
             for ep in endpoints:
                 pipe.zrange(
-                    self._key("r", ep),
+                    self._ekey("r", ep),
                     "-inf",
                     f"({now!r}",
                     byscore=True,
@@ -903,7 +1042,7 @@ class RedisStore:
         endpoints = await self._endpoints()
         async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
             for ep in endpoints:
-                pipe.zrange(self._key("r", ep), 0, -1)
+                pipe.zrange(self._ekey("r", ep), 0, -1)
             found = await pipe.execute()
         jobs = await self._jobs([i for batch in found for i in batch])
         return [
@@ -914,15 +1053,15 @@ class RedisStore:
 
     async def position(self, job: JobRecord) -> int:
         async with self._errors():
-            n = await self.redis.zcount(self._key("q", job.endpoint), "-inf", f"({job.seq}")
+            n = await self.redis.zcount(self._ekey("q", job.endpoint), "-inf", f"({job.seq}")
         return int(n)
 
     async def queue_depths(self) -> dict[str, dict[str, int]]:
         endpoints = await self._endpoints()
         async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
             for ep in endpoints:
-                pipe.zcard(self._key("q", ep))
-                pipe.zcard(self._key("r", ep))
+                pipe.zcard(self._ekey("q", ep))
+                pipe.zcard(self._ekey("r", ep))
             counts = await pipe.execute()
         depths: dict[str, dict[str, int]] = {}
         for ep, queued, running in zip(endpoints, counts[::2], counts[1::2], strict=True):
@@ -937,12 +1076,12 @@ class RedisStore:
         async with self._errors():
             sizes: dict[str, float] = {}
             for ep in endpoints:
-                ids = await self.redis.zrange(self._key("q", ep), 0, 15)
+                ids = await self.redis.zrange(self._ekey("q", ep), 0, 15)
                 if not ids:
                     continue
                 async with self.redis.pipeline(transaction=False) as pipe:
                     for i in ids:
-                        pipe.memory_usage(self._key("job", _text(i)), samples=0)
+                        pipe.memory_usage(self._jkey("job", _text(i)), samples=0)
                     used = [int(n) for n in await pipe.execute() if n is not None]
                 if used:
                     sizes[ep] = sum(used) / len(used)
@@ -950,25 +1089,28 @@ class RedisStore:
 
     async def oldest_queued(self, endpoint: str, limit: int) -> list[JobRecord]:
         async with self._errors():
-            ids = await self.redis.zrange(self._key("q", endpoint), 0, limit - 1)
+            ids = await self.redis.zrange(self._ekey("q", endpoint), 0, limit - 1)
         return await self._jobs(ids)
 
     async def purge(self, completed_before: float, limit: int, endpoint: str | None = None) -> int:
         endpoints = [endpoint] if endpoint is not None else await self._endpoints()
         if not endpoints or limit <= 0:
             return 0
+        deleted = 0
         async with self._errors():
-            n = await self._purge(
-                keys=self._anchor, args=[self.prefix, repr(completed_before), limit, *endpoints]
-            )
-        return int(n)
+            for slot, names in self._slots(endpoints).items():  # a script per slot
+                if deleted >= limit:
+                    break
+                args = [slot, repr(completed_before), limit - deleted, *names]
+                deleted += int(await self._purge(keys=self._on(slot), args=args))
+        return deleted
 
     async def add_events(self, events: Sequence[Event]) -> list[Event]:
         if not events:
             return []
         async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
             for e in events:
-                pipe.rpush(self._key("ev", e.job_id), orjson.dumps([e.type, e.data, e.time]))
+                pipe.rpush(self._jkey("ev", e.job_id), orjson.dumps([e.type, e.data, e.time]))
             lengths = await pipe.execute()
         return [
             Event(e.job_id, e.type, e.data, int(n), e.time)
@@ -980,7 +1122,7 @@ class RedisStore:
             return []
         stop = min(after + limit - 1, _MAX_INDEX)  # Redis list indexes are 64-bit signed
         async with self._errors():
-            raws = await self.redis.lrange(self._key("ev", job_id), after, stop)
+            raws = await self.redis.lrange(self._jkey("ev", job_id), after, stop)
         out = []
         for n, raw in enumerate(raws, start=after + 1):
             kind, data, at = orjson.loads(raw)
@@ -998,7 +1140,7 @@ class RedisStore:
         self, job_id: str, name: str, mime: str, data: bytes, ttl: float | None
     ) -> None:
         # purge's script does not know blobs: they expire on their own, after the job would
-        key = self._key("blob", job_id, name)
+        key = self._jkey("blob", job_id, name)
         async with self._errors(), self.redis.pipeline(transaction=True) as pipe:
             pipe.hset(key, mapping={"mime": mime, "data": data})
             if ttl is not None:
@@ -1007,7 +1149,7 @@ class RedisStore:
 
     async def get_blob(self, job_id: str, name: str) -> tuple[str, bytes] | None:
         async with self._errors():
-            found = await self.redis.hmget(self._key("blob", job_id, name), ["mime", "data"])
+            found = await self.redis.hmget(self._jkey("blob", job_id, name), ["mime", "data"])
         if found[0] is None or found[1] is None:
             return None
         mime, data = found
@@ -1211,14 +1353,19 @@ class RedisStore:
         return Allowance(bool(int(allowed)), float(retry), float(tokens), int(used))
 
     async def queued_by(self, owner: str) -> int:
-        async with self._errors():
-            return int(await self.redis.scard(self._key("oq", owner)))
+        # each slot holds the owner's queued jobs of its endpoints
+        slots = list(self._slots(await self._endpoints())) if self._spread else [self.prefix]
+        async with self._errors(), self.redis.pipeline(transaction=False) as pipe:
+            for slot in slots:
+                pipe.scard(f"{slot}oq:{owner}")
+            return sum(int(n) for n in await pipe.execute())
 
     async def add_logs(
         self, endpoint: str, entries: Sequence[dict[str, Any]], bounds: LogBounds, now: float
     ) -> None:
+        slot = self._slot(endpoint)
         args: list[Any] = [
-            self.prefix,
+            slot,
             endpoint,
             bounds.max_entries,
             bounds.max_bytes,
@@ -1227,7 +1374,7 @@ class RedisStore:
         for entry in entries:
             args += [repr(float(entry["time"])), log_size(entry), orjson.dumps(entry)]
         async with self._errors():
-            await self._add_logs(args=args)
+            await self._add_logs(keys=self._on(slot), args=args)
 
     async def logs(
         self,
@@ -1239,7 +1386,7 @@ class RedisStore:
         limit: int = 1000,
     ) -> list[dict[str, Any]]:
         async with self._errors():
-            raw = await self.redis.lrange(self._key("log", endpoint), 0, -1)
+            raw = await self.redis.lrange(self._ekey("log", endpoint), 0, -1)
         found = []
         for line in raw:
             log_id, _, _, data = _text(line).split("\t", 3)
@@ -1249,11 +1396,11 @@ class RedisStore:
         return found[-limit:] if limit else []
 
     async def delete_logs(self, endpoint: str) -> int:
-        list_key = self._key("log", endpoint)
+        list_key = self._ekey("log", endpoint)
         async with self._errors(), self.redis.pipeline(transaction=True) as pipe:
             pipe.llen(list_key)
             pipe.delete(list_key)
-            pipe.hset(self._key("logn", endpoint), "bytes", 0)
+            pipe.hset(self._ekey("logn", endpoint), "bytes", 0)
             n, _, _ = await pipe.execute()
         return int(n)
 
