@@ -107,10 +107,15 @@ class HttpModel(Adapter):
         shards = -(-c.concurrency // POOL_SIZE)
         size = -(-c.concurrency // shards)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        self.async_clients = [
-            httpx.AsyncClient(**{**options, "limits": limits}) for _ in range(shards)
+        self.transports = [
+            httpx.AsyncHTTPTransport(limits=limits, trust_env=False) for _ in range(shards)
         ]
-        """For ``predict_async`` on the runner's event loop (served)."""
+        self.async_clients = [
+            httpx.AsyncClient(**{**options, "transport": transport})
+            for transport in self.transports
+        ]
+        """For ``predict_async`` on the runner's event loop (served): each builds requests
+        (headers, timeout) for its transport, which sends them (see :meth:`_asend`)."""
         self._turn = itertools.count()
         if c.health_url is not None:
             self.health = HealthCheck(c.health_url, c.health_interval, self.headers)
@@ -178,19 +183,30 @@ class HttpModel(Adapter):
         raise AssertionError("unreachable")
 
     async def _asend(self, inputs: dict[str, Any], *, stream: bool = False) -> httpx.Response:
-        """:meth:`_send` on the event loop."""
-        client = self.async_clients[next(self._turn) % len(self.async_clients)]
+        """:meth:`_send` on the event loop. The request goes to the transport itself: the
+        client's cookies, auth and redirect layers (none of which an upstream call uses)
+        cost about a fifth of httpx's time per request."""
+        shard = next(self._turn) % len(self.async_clients)
+        client, transport = self.async_clients[shard], self.transports[shard]
         request = client.build_request(self.upstream.method, self.upstream.url, json=inputs)
         for attempt in itertools.count(1):
             try:
-                response = await client.send(request, stream=stream)
+                response = await transport.handle_async_request(request)
             except httpx.TransportError as e:
                 await asyncio.sleep(self._judge(attempt, e))
                 continue
+            response.request = request
+            if response.is_success and stream:
+                return response
+            try:
+                await response.aread()
+            except httpx.TransportError as e:
+                await response.aclose()
+                await asyncio.sleep(self._judge(attempt, e))
+                continue
+            await response.aclose()
             if response.is_success:
                 return response
-            await response.aread()
-            await response.aclose()
             await asyncio.sleep(self._judge(attempt, response))
         raise AssertionError("unreachable")
 

@@ -32,7 +32,7 @@ log = logging.getLogger("modelport.worker")
 HOLD_BUDGET = 0.002
 """Seconds of recent compute a one-at-a-time model leases at once (see ``_lease_size``)."""
 MAX_AHEAD = 64
-"""The most jobs a one-at-a-time model holds at once."""
+"""The most jobs a runner holds unstarted at once."""
 
 
 class Health(Protocol):
@@ -303,7 +303,7 @@ class Runner:
         times = self._invoker.job_times
         if not running or not times:
             return 0
-        return min(self.width, MAX_AHEAD, int(running * HOLD_BUDGET / max(max(times), 1e-6)))
+        return min(MAX_AHEAD, int(running * HOLD_BUDGET / max(max(times), 1e-6)))
 
     async def _deliver(self, results: list[Result]) -> None:
         await self._send_events()  # a job's chunks go out before its result
