@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 import httpx
+import orjson
 
 from modelport import _context as context
 from modelport.adapters.base import Adapter, called_as_is, subclass
@@ -114,8 +115,13 @@ class HttpModel(Adapter):
             httpx.AsyncClient(**{**options, "transport": transport})
             for transport in self.transports
         ]
-        """For ``predict_async`` on the runner's event loop (served): each builds requests
-        (headers, timeout) for its transport, which sends them (see :meth:`_asend`)."""
+        """For ``predict_async`` on the runner's event loop (served): requests are built
+        once parsed (see :meth:`_asend`) and sent by their transports."""
+        self._url = httpx.URL(c.url)
+        self._request_headers = httpx.Headers(
+            {**self.async_clients[0].headers, "content-type": "application/json"}
+        )
+        self._timeout = options["timeout"].as_dict()
         self._turn = itertools.count()
         if c.health_url is not None:
             self.health = HealthCheck(c.health_url, c.health_interval, self.headers)
@@ -183,12 +189,18 @@ class HttpModel(Adapter):
         raise AssertionError("unreachable")
 
     async def _asend(self, inputs: dict[str, Any], *, stream: bool = False) -> httpx.Response:
-        """:meth:`_send` on the event loop. The request goes to the transport itself: the
-        client's cookies, auth and redirect layers (none of which an upstream call uses)
-        cost about a fifth of httpx's time per request."""
-        shard = next(self._turn) % len(self.async_clients)
-        client, transport = self.async_clients[shard], self.transports[shard]
-        request = client.build_request(self.upstream.method, self.upstream.url, json=inputs)
+        """:meth:`_send` on the event loop. The request is built from the URL and headers
+        parsed once, and goes to the transport itself: the client's URL merging, cookies,
+        auth and redirect layers (none of which an upstream call uses) cost about a quarter
+        of httpx's time per request."""
+        transport = self.transports[next(self._turn) % len(self.transports)]
+        request = httpx.Request(
+            self.upstream.method,
+            self._url,
+            headers=self._request_headers,
+            content=_body(inputs),
+            extensions={"timeout": self._timeout},
+        )
         for attempt in itertools.count(1):
             try:
                 response = await transport.handle_async_request(request)
@@ -289,6 +301,13 @@ def _output(response: httpx.Response, spec: EndpointSpec) -> Any:
     if spec.outputs is not None and isinstance(answer, dict):
         return {k: v for k, v in answer.items() if k in spec.outputs}  # the declared fields
     return answer
+
+
+def _body(inputs: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(inputs)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits
+        return json.dumps(inputs, separators=(",", ":")).encode()
 
 
 def _value(text: str) -> Any:

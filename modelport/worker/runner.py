@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import statistics
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -298,12 +299,13 @@ class Runner:
 
     def _ahead(self, running: int) -> int:
         """How many jobs beyond the free lanes to lease: as many as the running ones finish
-        in :data:`HOLD_BUDGET` seconds, judged by the slowest recent job (none while the
-        jobs are not quick)."""
+        in :data:`HOLD_BUDGET` seconds, judged by the median recent job (none while the jobs
+        are not quick; a job slower than that has the held ones handed back)."""
         times = self._invoker.job_times
         if not running or not times:
             return 0
-        return min(MAX_AHEAD, int(running * HOLD_BUDGET / max(max(times), 1e-6)))
+        typical = statistics.median(times)
+        return min(MAX_AHEAD, int(running * HOLD_BUDGET / max(typical, 1e-6)))
 
     async def _deliver(self, results: list[Result]) -> None:
         await self._send_events()  # a job's chunks go out before its result
