@@ -251,7 +251,7 @@ class Runner:
                             continue
                     else:
                         assert self.worker_id is not None
-                        size = room + self._ahead(len(running))
+                        size = room + self._ahead()
                         lease = asyncio.ensure_future(
                             self.transport.lease(self.worker_id, size, self.lease_wait, (), size)
                         )
@@ -297,15 +297,15 @@ class Runner:
         if self.worker_id is not None:
             await self.transport.leave(self.worker_id)
 
-    def _ahead(self, running: int) -> int:
-        """How many jobs beyond the free lanes to lease: as many as the running ones finish
-        in :data:`HOLD_BUDGET` seconds, judged by the median recent job (none while the jobs
+    def _ahead(self) -> int:
+        """How many jobs beyond the free lanes to lease: as many as the lanes finish in
+        :data:`HOLD_BUDGET` seconds, judged by the median recent job (none while the jobs
         are not quick; a job slower than that has the held ones handed back)."""
         times = self._invoker.job_times
-        if not running or not times:
+        if not times:
             return 0
         typical = statistics.median(times)
-        return min(MAX_AHEAD, int(running * HOLD_BUDGET / max(typical, 1e-6)))
+        return min(MAX_AHEAD, int(self.width * HOLD_BUDGET / max(typical, 1e-6)))
 
     async def _deliver(self, results: list[Result]) -> None:
         await self._send_events()  # a job's chunks go out before its result
