@@ -31,7 +31,7 @@ __all__ = ["JobAbandoned", "Runner", "Transport", "describe", "lanes", "set_up",
 log = logging.getLogger("modelport.worker")
 
 HOLD_BUDGET = 0.002
-"""Seconds of recent compute a one-at-a-time model leases at once (see ``_lease_size``)."""
+"""Seconds of recent compute a runner leases ahead at once (see ``_lease_size``, ``_ahead``)."""
 MAX_AHEAD = 64
 """The most jobs a runner holds unstarted at once."""
 
@@ -174,11 +174,11 @@ class Runner:
     async def _run_concurrent(self, health: Health | None) -> None:
         """Keep up to :attr:`width` jobs running, each on its own thread (or, for a model
         with ``predict_async``, as a task on this loop). A lease asks for as many jobs as
-        there is room for, plus as many as the running ones finish in about
-        :data:`HOLD_BUDGET` seconds (held, they start as lanes free up, so one round trip
-        serves several); it is a long poll that no finishing job waits for. Results are
-        reported as jobs finish: at once, or with the others that finish while a report is
-        under way, in one request."""
+        there is room for, plus as many as the lanes finish in about :data:`HOLD_BUDGET`
+        seconds (held, they start as lanes free up, so one round trip serves several, and go
+        back to the queue if no job finishes for that long); it is a long poll that no
+        finishing job waits for. Results are reported as jobs finish: at once, or with the
+        others that finish while a report is under way, in one request."""
         loop = asyncio.get_running_loop()
         on_loop = hasattr(self.model, "predict_async")
         running: dict[asyncio.Future[list[Result]], LeasedJob] = {}
