@@ -1,24 +1,28 @@
-"""The job a model thread is working on, so ``Model.progress`` (and an adapter's log lines)
-can reach its runner."""
+"""The job a model thread (or, for a model with ``predict_async``, a task on the runner's
+loop) is working on, so ``Model.progress`` (and an adapter's log lines and chunks) can reach
+its runner.
+
+Context variables: a thread of the runner's pool keeps what was set on it until it is set
+again, as a thread-local would; a task has its own.
+"""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
 Reporter = Callable[[float | None, str | None, dict[str, Any]], None]
 
-_local = threading.local()
+_reporter: ContextVar[Reporter | None] = ContextVar("modelport_job_reporter", default=None)
 
 
 def set_reporter(reporter: Reporter | None) -> None:
-    _local.reporter = reporter
+    _reporter.set(reporter)
 
 
 def report(fraction: float | None, message: str | None, data: dict[str, Any]) -> None:
-    reporter: Reporter | None = getattr(_local, "reporter", None)
+    reporter = _reporter.get()
     if reporter is not None:
         reporter(fraction, message, data)
 
@@ -28,7 +32,6 @@ Logger = Callable[[str, str, dict[str, Any]], None]
 
 
 _logger: ContextVar[Logger | None] = ContextVar("modelport_job_logger", default=None)
-"""A context variable, not a thread's: a job run as a task on the event loop has one too."""
 
 
 def set_logger(logger: Logger | None) -> None:
@@ -44,12 +47,32 @@ def log(level: str, message: str, **fields: Any) -> bool:
     return True
 
 
+_checker: ContextVar[Callable[[], None] | None] = ContextVar("modelport_job_checker", default=None)
+
+
 def set_checker(checker: Callable[[], None] | None) -> None:
-    _local.checker = checker
+    _checker.set(checker)
 
 
 def check() -> None:
     """Raise if the current job was cancelled or its lease lost (``JobAbandoned``)."""
-    checker: Callable[[], None] | None = getattr(_local, "checker", None)
+    checker = _checker.get()
     if checker is not None:
         checker()
+
+
+_chunker: ContextVar[Callable[[Any], None] | None] = ContextVar(
+    "modelport_job_chunker", default=None
+)
+
+
+def set_chunker(chunker: Callable[[Any], None] | None) -> None:
+    _chunker.set(chunker)
+
+
+def chunk(value: Any) -> None:
+    """Stream ``value`` as an output chunk of the current job (for a ``predict_async`` whose
+    output is not its chunks joined: a program's answer)."""
+    chunker = _chunker.get()
+    if chunker is not None:
+        chunker(value)

@@ -191,6 +191,13 @@ def _parser() -> argparse.ArgumentParser:
         " addresses only for hosts named exactly (default: fetch nothing)",
     )
     serve.add_argument(
+        "--allow-runtime-adapters",
+        action="store_true",
+        help='let PUT /endpoints/{name} add kind = "http" and "subprocess" endpoints, '
+        "which this server then runs: anyone allowed to put endpoints (an admin key with "
+        "--auth keys) can make it start any program (default: refused with 403)",
+    )
+    serve.add_argument(
         "--precomputed",
         action="append",
         default=[],
@@ -357,10 +364,12 @@ def _server(args: argparse.Namespace) -> Server:
         if s.kind in adapters.KINDS
     ]
     specs = [s for s in specs if s.kind not in adapters.KINDS]
-    if not models and not specs and not args.worker_token and args.auth != "keys":
+    later = args.worker_token or args.auth == "keys" or args.allow_runtime_adapters
+    if not models and not specs and not later:  # workers or endpoints to come
         raise ModelportError(
             "nothing to serve: give a model file, --config TOML,"
-            " or --worker-token (or --auth keys and worker keys) for remote workers"
+            " --worker-token (or --auth keys and worker keys) for remote workers,"
+            " or --allow-runtime-adapters for endpoints put at run time"
         )
     settings = Settings(
         max_body_size=args.max_body_size,
@@ -377,6 +386,7 @@ def _server(args: argparse.Namespace) -> Server:
         webhook_allow=tuple(args.webhook_allow),
         webhook_secret=_webhook_secret(args.webhook_secret_file),
         fetch_allow=args.fetch_allow,
+        allow_runtime_adapters=args.allow_runtime_adapters,
         **security,
     )
     from modelport.stores import store_options

@@ -151,6 +151,12 @@ def serve_settings(args: argparse.Namespace) -> dict[str, Any]:
         )
     if args.metrics_auth and args.auth != "keys":
         raise ModelportError("--metrics-auth needs --auth keys")
+    if args.allow_runtime_adapters and args.auth != "keys" and not is_loopback(args.host):
+        raise ModelportError(
+            f"refusing --allow-runtime-adapters on {args.host} with --auth none: anyone who"
+            " reaches the port could make the server start a program. Use --auth keys (only"
+            " admin keys may put endpoints)"
+        )
     anonymous_rate = None
     if args.anonymous_rate:
         if args.auth != "none":

@@ -89,3 +89,6 @@ class Settings(Limits):
     (loopback and private addresses only when listed); none: no webhooks."""
     webhook_secret: str | None = None
     """The secret webhooks are signed with (``whsec_<base64>`` or any text)."""
+    allow_runtime_adapters: bool = False
+    """Whether ``PUT /endpoints/{name}`` may add ``kind = "http"`` and ``"subprocess"``
+    endpoints, which the server then runs (a program named in a request: off by default)."""

@@ -1040,10 +1040,11 @@ def spec_from_toml(path: str | Path, *, name: str | None = None) -> EndpointSpec
     return spec
 
 
-def spec_from_document(text: str, *, toml: bool, name: str) -> EndpointSpec:
+def spec_from_document(text: str, *, toml: bool, name: str, runnable: bool = False) -> EndpointSpec:
     """A spec sent to the server (``PUT /endpoints/{name}``): a TOML file's text, or JSON in
     the same shape (``{"endpoint": {...}, "inputs": {...}}``) or flat (``to_dict()``'s).
-    Its name, if it has one, must be ``name``; mistakes are all reported at once."""
+    Its name, if it has one, must be ``name``; mistakes are all reported at once.
+    ``runnable`` as :func:`spec_from_dict` takes it."""
     problems: list[Problem] = []
     data: Any
     try:
@@ -1061,7 +1062,7 @@ def spec_from_document(text: str, *, toml: bool, name: str) -> EndpointSpec:
         problems.append(("endpoint.precomputed", "a table is given at start, not at run time"))
         del data["precomputed"]
     try:
-        spec = spec_from_dict({**data, "name": name})
+        spec = spec_from_dict({**data, "name": name}, runnable=runnable)
     except SpecError as e:
         problems += _problems_of(e)
     if problems:

@@ -16,7 +16,9 @@ import pytest
 from modelport.errors import SpecError
 from modelport.loader import adapter_from_toml, load_models
 from modelport.model import Model
+from modelport.modes.local import LocalModel
 from modelport.spec import spec_from_toml
+from modelport.wire import Event
 from tests.conftest import AppFactory, InProcessApp, eventually
 from tests.upstreams import Upstream
 
@@ -352,6 +354,27 @@ async def test_a_hung_program_is_killed_after_the_timeout(
     after = await run(app, "hangs", text="y")
     assert after["status"] == "succeeded"
     assert after["output"]["pid"] != before
+
+
+def test_a_program_runs_on_a_model_thread_without_a_server(tmp_path: Path) -> None:
+    """``modelport run``/``pipe`` call ``predict`` on their own thread: the program's lines
+    are read by a thread there, with the same protocol as served."""
+    local = LocalModel(lines_program(tmp_path, "direct", "timeout = 0.5"))
+    local.setup()
+    try:
+        seen: list[Event] = []
+        [out] = local.call([local.validate({"text": "a b", "mode": "stream"})], seen.append)
+        assert out.error is None and out.output["text"] == "a b"
+        assert [e.data for e in seen if e.type == "output"] == ["a", "b"]
+        [out] = local.call([local.validate({"text": "x", "mode": "error"})])
+        assert out.error == "ProgramError: cannot do 'x'"
+        [out] = local.call([local.validate({"text": "x", "mode": "hang"})])
+        assert out.error is not None and "did not answer within 0.5 s" in out.error
+        [out] = local.call([local.validate({"text": "after"})])
+        assert out.error is None and out.output["text"] == "after"
+    finally:
+        local.model.close()  # type: ignore[attr-defined]
+        local.close()
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")

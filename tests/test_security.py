@@ -490,6 +490,9 @@ def test_serve_refuses_an_open_network_bind_without_auth(tmp_path: Path) -> None
     assert "--auth none" in keyed.stderr
     bad = modelport_cli("serve", target, "--anonymous-rate", "lots")
     assert bad.returncode == 2 and "--anonymous-rate 'lots'" in bad.stderr
+    anyone = modelport_cli("serve", "--allow-runtime-adapters", "--host", "0.0.0.0", "--insecure")
+    assert anyone.returncode == 2 and "--allow-runtime-adapters" in anyone.stderr
+    assert "--auth keys" in anyone.stderr
 
 
 async def test_a_rate_with_a_burst_answers_429_with_ratelimit_headers(

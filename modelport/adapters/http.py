@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any, ClassVar
 
 import httpx
+import orjson
 
 from modelport import _context as context
 from modelport.adapters.base import Adapter, called_as_is, subclass
@@ -107,10 +108,20 @@ class HttpModel(Adapter):
         shards = -(-c.concurrency // POOL_SIZE)
         size = -(-c.concurrency // shards)
         limits = httpx.Limits(max_connections=size, max_keepalive_connections=size)
-        self.async_clients = [
-            httpx.AsyncClient(**{**options, "limits": limits}) for _ in range(shards)
+        self.transports = [
+            httpx.AsyncHTTPTransport(limits=limits, trust_env=False) for _ in range(shards)
         ]
-        """For ``predict_async`` on the runner's event loop (served)."""
+        self.async_clients = [
+            httpx.AsyncClient(**{**options, "transport": transport})
+            for transport in self.transports
+        ]
+        """For ``predict_async`` on the runner's event loop (served): requests are built
+        once parsed (see :meth:`_asend`) and sent by their transports."""
+        self._url = httpx.URL(c.url)
+        self._request_headers = httpx.Headers(
+            {**self.async_clients[0].headers, "content-type": "application/json"}
+        )
+        self._timeout = options["timeout"].as_dict()
         self._turn = itertools.count()
         if c.health_url is not None:
             self.health = HealthCheck(c.health_url, c.health_interval, self.headers)
@@ -178,19 +189,36 @@ class HttpModel(Adapter):
         raise AssertionError("unreachable")
 
     async def _asend(self, inputs: dict[str, Any], *, stream: bool = False) -> httpx.Response:
-        """:meth:`_send` on the event loop."""
-        client = self.async_clients[next(self._turn) % len(self.async_clients)]
-        request = client.build_request(self.upstream.method, self.upstream.url, json=inputs)
+        """:meth:`_send` on the event loop. The request is built from the URL and headers
+        parsed once, and goes to the transport itself: the client's URL merging, cookies,
+        auth and redirect layers (none of which an upstream call uses) cost about a quarter
+        of httpx's time per request."""
+        transport = self.transports[next(self._turn) % len(self.transports)]
+        request = httpx.Request(
+            self.upstream.method,
+            self._url,
+            headers=self._request_headers,
+            content=_body(inputs),
+            extensions={"timeout": self._timeout},
+        )
         for attempt in itertools.count(1):
             try:
-                response = await client.send(request, stream=stream)
+                response = await transport.handle_async_request(request)
             except httpx.TransportError as e:
                 await asyncio.sleep(self._judge(attempt, e))
                 continue
+            response.request = request
+            if response.is_success and stream:
+                return response
+            try:
+                await response.aread()
+            except httpx.TransportError as e:
+                await response.aclose()
+                await asyncio.sleep(self._judge(attempt, e))
+                continue
+            await response.aclose()
             if response.is_success:
                 return response
-            await response.aread()
-            await response.aclose()
             await asyncio.sleep(self._judge(attempt, response))
         raise AssertionError("unreachable")
 
@@ -273,6 +301,13 @@ def _output(response: httpx.Response, spec: EndpointSpec) -> Any:
     if spec.outputs is not None and isinstance(answer, dict):
         return {k: v for k, v in answer.items() if k in spec.outputs}  # the declared fields
     return answer
+
+
+def _body(inputs: dict[str, Any]) -> bytes:
+    try:
+        return orjson.dumps(inputs)
+    except orjson.JSONEncodeError:  # an integer beyond 64 bits
+        return json.dumps(inputs, separators=(",", ":")).encode()
 
 
 def _value(text: str) -> Any:

@@ -31,6 +31,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from modelport import logs
+from modelport.adapters import KINDS as ADAPTER_KINDS
 from modelport.core import Broker
 from modelport.errors import (
     BadRequest,
@@ -47,6 +48,7 @@ from modelport.media.prepare import limits_of
 from modelport.model import Model
 from modelport.server import docs as doc_pages
 from modelport.server import pages
+from modelport.server.adapters import RuntimeAdapters
 from modelport.server.admin import AdminRoutes
 from modelport.server.auth import Auth, client_host, cors, principal_of
 from modelport.server.conversations import ConversationRoutes
@@ -146,6 +148,10 @@ class Server:
         self._tasks: list[asyncio.Task[None]] = []
         self._setup_lock = asyncio.Lock()
         self.setup_errors: dict[str, str] = {}
+        self.adapters = RuntimeAdapters(
+            self.broker, self.runners, self._run, allowed=self.settings.allow_runtime_adapters
+        )
+        """HTTP and subprocess endpoints put at run time, which this server runs."""
 
     def _add(self, spec: EndpointSpec) -> None:
         if spec.name in self.broker.specs:
@@ -170,6 +176,7 @@ class Server:
         try:
             yield
         finally:
+            await self.adapters.stop()
             for task in self._tasks:
                 task.cancel()
             for task in self._tasks:
@@ -185,6 +192,7 @@ class Server:
 
     async def _serve(self, group: list[Runner]) -> None:
         name = group[0].spec.name
+        self.setup_errors.pop(name, None)
         try:
             # One setup() at a time: imports of heavy libraries racing in two threads can
             # see each other half-initialized (torch and scipy do).
@@ -351,13 +359,18 @@ class Server:
                 f"send the spec as application/toml or application/json, not {content_type!r}"
             )
         body = await read_body(request, self.settings.max_body_size)
+        text, toml = body.decode("utf-8", "replace"), _SPEC_TYPES[content_type]
+        adapter = None
         try:
-            spec = spec_from_document(
-                body.decode("utf-8", "replace"), toml=_SPEC_TYPES[content_type], name=name
-            )
+            spec = spec_from_document(text, toml=toml, name=name)
+            if spec.kind in ADAPTER_KINDS:
+                self.adapters.check(spec)
+                spec = spec_from_document(text, toml=toml, name=name, runnable=True)
+                adapter = self.adapters.model(spec)
         except SpecError as e:
             raise InvalidInput(e.message, errors=e.errors) from None
         _, new = await self.broker.put_endpoint(spec)
+        self.adapters.put(spec, adapter)
         response = await self._endpoint_body(spec)
         status = 201 if new else 200
         return _json(response, status, {"Location": f"/endpoints/{name}"} if new else None)
@@ -395,6 +408,7 @@ class Server:
         if drain not in ("true", "false", "1", "0"):
             raise BadRequest(f"drain must be true or false, not {drain!r}")
         result = await self.broker.delete_endpoint(spec.name, drain=drain in ("true", "1"))
+        self.adapters.deleted(spec.name, removed=result["state"] == "deleted")
         return _json(result, 200 if result["state"] == "deleted" else 202)
 
     async def submit(self, request: Request) -> Response:

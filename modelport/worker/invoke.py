@@ -120,6 +120,7 @@ class Invoker:
             self._check([job.id])
             self.buffer.emit(Event(job.id, "output", jsonable(value)), loop)
 
+        context.set_chunker(chunk)
         try:
             with capture.capturing([job.id], self._log(loop)):
                 output = _collect(self.model.predict(**job.input), chunk)
@@ -139,10 +140,10 @@ class Invoker:
     async def compute_async(self, job: LeasedJob) -> list[Result]:
         """Call the model's ``predict_async`` (a coroutine or an async generator) for one
         job, as a task on the event loop: for a model that waits on I/O with many jobs in
-        flight (an HTTP adapter), with no thread for each. ``context.log`` reaches the job;
-        ``Model.progress`` does not (it is for the model thread)."""
+        flight (an adapter), with no thread for each. ``context.log``, ``context.check``,
+        ``context.chunk`` and ``Model.progress`` reach the job (the task has its own)."""
         loop = asyncio.get_running_loop()
-        context.set_logger(self._logger([job.id], loop))
+        self._bind([job.id], loop)
         logs.job_id.set(job.id)
         started = time.perf_counter()
 
@@ -150,6 +151,7 @@ class Invoker:
             self._check([job.id])
             self.buffer.emit(Event(job.id, "output", jsonable(value)), loop)
 
+        context.set_chunker(chunk)
         try:
             output = await _collect_async(self.model.predict_async(**job.input), chunk)  # type: ignore[attr-defined]
         except JobAbandoned as e:
@@ -168,6 +170,7 @@ class Invoker:
             context.set_reporter(None)
             context.set_logger(None)
             context.set_checker(None)
+            context.set_chunker(None)
             return
         context.set_reporter(self._reporter(job_ids, loop))
         context.set_logger(self._logger(job_ids, loop))

@@ -12,6 +12,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import statistics
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -30,9 +31,9 @@ __all__ = ["JobAbandoned", "Runner", "Transport", "describe", "lanes", "set_up",
 log = logging.getLogger("modelport.worker")
 
 HOLD_BUDGET = 0.002
-"""Seconds of recent compute a one-at-a-time model leases at once (see ``_lease_size``)."""
+"""Seconds of recent compute a runner leases ahead at once (see ``_lease_size``, ``_ahead``)."""
 MAX_AHEAD = 64
-"""The most jobs a one-at-a-time model holds at once."""
+"""The most jobs a runner holds unstarted at once."""
 
 
 class Health(Protocol):
@@ -172,72 +173,149 @@ class Runner:
 
     async def _run_concurrent(self, health: Health | None) -> None:
         """Keep up to :attr:`width` jobs running, each on its own thread (or, for a model
-        with ``predict_async``, as a task on this loop): a lease asks for as many as there
-        is room for (a long poll that the first finished job does not wait for), and each
-        job's result is reported as soon as it is made."""
+        with ``predict_async``, as a task on this loop). A lease asks for as many jobs as
+        there is room for, plus as many as the lanes finish in about :data:`HOLD_BUDGET`
+        seconds (held, they start as lanes free up, so one round trip serves several, and go
+        back to the queue if no job finishes for that long); it is a long poll that no
+        finishing job waits for. Results are reported as jobs finish: at once, or with the
+        others that finish while a report is under way, in one request."""
         loop = asyncio.get_running_loop()
-        running: dict[asyncio.Future[list[Result]], LeasedJob] = {}
-        active: list[str] = []  # the running jobs' ids, which the pump heartbeats
-        lease: asyncio.Future[list[LeasedJob]] | None = None
         on_loop = hasattr(self.model, "predict_async")
+        running: dict[asyncio.Future[list[Result]], LeasedJob] = {}
+        held: collections.deque[LeasedJob] = collections.deque()  # leased, not started yet
+        active: list[str] = []  # the ids of the jobs held or running, which the pump heartbeats
+        finished: list[Result] = []  # not reported yet
+        reporting: list[Result] = []  # being reported by ``sending``
+        sending: asyncio.Future[None] | None = None
+        lease: asyncio.Future[list[LeasedJob]] | None = None
+        wake = asyncio.Event()
+        last_done = since = loop.time()  # when a running job last finished; a lease came
         pump = asyncio.create_task(self._pump(active))
+
+        def ended(future: asyncio.Future[list[Result]]) -> None:
+            nonlocal last_done
+            job = running.pop(future)
+            active.remove(job.id)
+            self._buffer.abandoned.discard(job.id)
+            if not future.cancelled():
+                finished.extend(future.result())
+            last_done = loop.time()
+            wake.set()
+
+        def start(job: LeasedJob) -> None:
+            future: asyncio.Future[list[Result]]
+            if on_loop:
+                future = asyncio.ensure_future(self._invoker.compute_async(job))
+            else:
+                future = loop.run_in_executor(self._executor, self._invoker.compute, [job], loop)
+            running[future] = job
+            future.add_done_callback(ended)
+
+        async def hand_back(jobs: list[LeasedJob]) -> None:
+            for job in jobs:
+                active.remove(job.id)
+            assert self.worker_id is not None
+            await self.transport.release(self.worker_id, [j.id for j in jobs])
+
+        def woken(_: object) -> None:
+            wake.set()
+
         try:
             while True:
-                room = self.width - len(running)
+                while held and len(running) < self.width:
+                    start(held.popleft())
+                if sending is not None and sending.done():
+                    sending.result()  # a failed report stops the runner (reported below)
+                    sending, reporting = None, []
+                if finished and sending is None:
+                    reporting, finished = finished, []
+                    sending = asyncio.ensure_future(self._deliver(reporting))
+                    sending.add_done_callback(woken)
+                room = self.width - len(running) - len(held)
+                if held and self._draining.is_set():
+                    rest = list(held)
+                    held.clear()
+                    await hand_back(rest)
+                elif held and loop.time() - max(last_done, since) > HOLD_BUDGET:
+                    # The running jobs got slow: another worker may start these sooner.
+                    rest = list(held)
+                    held.clear()
+                    await hand_back(rest)
                 if lease is None and room > 0 and not self._draining.is_set():
                     if health is not None and not await health.ok():
-                        if not running:
+                        if not running and not held:
+                            if finished or sending is not None:
+                                await self._flush(sending, finished)
+                                sending, reporting, finished = None, [], []
                             await self._pause(health)
                             continue
                     else:
                         assert self.worker_id is not None
+                        size = room + self._ahead()
                         lease = asyncio.ensure_future(
-                            self.transport.lease(self.worker_id, room, self.lease_wait, (), room)
+                            self.transport.lease(self.worker_id, size, self.lease_wait, (), size)
                         )
+                        lease.add_done_callback(woken)
                         self._long_poll = lease
-                if lease is None and not running:
-                    break  # draining, and every job is done
-                waiting: set[asyncio.Future[Any]] = set(running)
-                if lease is not None:
-                    waiting.add(lease)
-                done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-                results = [r for f in done if f in running for r in f.result()]
-                for f in done & running.keys():
-                    job = running.pop(f)
-                    active.remove(job.id)
-                    self._buffer.abandoned.discard(job.id)
-                if results:
-                    await self._send_events()  # a job's chunks go out before its result
-                    await self._report(results)
-                if lease is not None and lease in done:
+                if lease is None and not running and not held and sending is None:
+                    if not finished:
+                        break  # draining, and every job is done and reported
+                    continue
+                if held:  # look again when they would have waited too long
+                    loop.call_at(max(last_done, since) + HOLD_BUDGET, wake.set)
+                await wake.wait()
+                wake.clear()
+                if lease is not None and lease.done():
                     jobs = await self._leased(lease)
                     lease = self._long_poll = None
+                    since = loop.time()
                     for job in jobs:
                         active.append(job.id)
-                        future: asyncio.Future[list[Result]]
-                        if on_loop:
-                            future = asyncio.ensure_future(self._invoker.compute_async(job))
-                        else:
-                            future = loop.run_in_executor(
-                                self._executor, self._invoker.compute, [job], loop
-                            )
-                        running[future] = job
+                    held.extend(jobs)
         finally:
             self._long_poll = None
             if lease is not None:
                 lease.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await lease
+            if held:
+                with contextlib.suppress(Exception):
+                    await hand_back(list(held))
             if running:  # stopped with jobs in hand: their results still go out
                 await asyncio.wait(set(running))
-                results = [r for f in running if not f.cancelled() for r in f.result()]
+            if sending is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sending
+                if not sending.cancelled() and sending.exception() is None:
+                    reporting = []
+            if reporting or finished:  # a repeat of one that arrived is accepted
                 with contextlib.suppress(Exception):
-                    await self._report(results)
+                    await self._report(reporting + finished)
             pump.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await pump
         if self.worker_id is not None:
             await self.transport.leave(self.worker_id)
+
+    def _ahead(self) -> int:
+        """How many jobs beyond the free lanes to lease: as many as the lanes finish in
+        :data:`HOLD_BUDGET` seconds, judged by the median recent job (none while the jobs
+        are not quick; a job slower than that has the held ones handed back)."""
+        times = self._invoker.job_times
+        if not times:
+            return 0
+        typical = statistics.median(times)
+        return min(MAX_AHEAD, int(self.width * HOLD_BUDGET / max(typical, 1e-6)))
+
+    async def _deliver(self, results: list[Result]) -> None:
+        await self._send_events()  # a job's chunks go out before its result
+        await self._report(results)
+
+    async def _flush(self, sending: asyncio.Future[None] | None, results: list[Result]) -> None:
+        if sending is not None:
+            await sending
+        if results:
+            await self._deliver(results)
 
     async def _leased(self, lease: asyncio.Future[list[LeasedJob]]) -> list[LeasedJob]:
         """The jobs a finished lease brought (none if it was given up or the server forgot
