@@ -16,7 +16,8 @@ import logging
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import orjson
@@ -35,6 +36,7 @@ from modelport.worker.events import EventBuffer
 log = logging.getLogger("modelport.worker")
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_UNCAPTURED = nullcontext()
 
 
 class JobAbandoned(Exception):
@@ -111,9 +113,36 @@ class Invoker:
             self._bind(None, loop)
             logs.job_id.set(None)
 
+    def compute_unwatched(
+        self, jobs: Iterable[LeasedJob], loop: asyncio.AbstractEventLoop
+    ) -> Iterator[Result]:
+        """Each job's result in turn, as :meth:`compute` makes them for a model without
+        ``predict_batch``, for jobs whose events nobody receives (``modelport pipe``): the
+        same calls, checks and results, with the contexts bound once for all the jobs and no
+        log lines made of what the model prints (it still reaches the streams)."""
+        ids: list[str] = []
+        context.set_logger(self._logger(ids, loop))
+        context.set_checker(lambda: self._check(ids))
+        capture.install()
+        try:
+            for job in jobs:
+                ids[:] = (job.id,)
+                context.set_reporter(self._reporter([job.id], loop))
+                logs.job_id.set(job.id)
+                yield _result(job, self._predict(job, loop, _UNCAPTURED), self.spec)
+        finally:
+            self._bind(None, loop)
+            logs.job_id.set(None)
+
     def _one(self, job: LeasedJob, loop: asyncio.AbstractEventLoop) -> Any:
         self._bind([job.id], loop)
         logs.job_id.set(job.id)
+        return self._predict(job, loop, capture.capturing([job.id], self._log(loop)))
+
+    def _predict(
+        self, job: LeasedJob, loop: asyncio.AbstractEventLoop, captured: AbstractContextManager[Any]
+    ) -> Any:
+        """``predict`` on one job, inside ``captured``: its output, or the exception it raised."""
         started = time.perf_counter()
 
         def chunk(value: Any) -> None:
@@ -121,7 +150,7 @@ class Invoker:
             self.buffer.emit(Event(job.id, "output", jsonable(value)), loop)
 
         try:
-            with capture.capturing([job.id], self._log(loop)):
+            with captured:
                 output = _collect(self.model.predict(**job.input), chunk)
             text = self.spec.output is not None and self.spec.output.type == "string"
             if text and isinstance(output, list) and not output:
@@ -193,14 +222,16 @@ class Invoker:
 
     def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
         """What ``Model.progress`` calls on the model thread for these jobs."""
-        previews = media_outputs.Previews(self.buffer.progress_interval)
+        previews: list[media_outputs.Previews] = []  # made on the first media report
 
         def report(fraction: float | None, message: str | None, data: dict[str, Any]) -> None:
             self._check(job_ids)
             if fraction is not None and not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
             if "preview" in data or (data and self.spec.media_outputs):
-                data = previews.encode(self.spec, data, final=fraction == 1.0)
+                if not previews:
+                    previews.append(media_outputs.Previews(self.buffer.progress_interval))
+                data = previews[0].encode(self.spec, data, final=fraction == 1.0)
             if data:
                 declared = data
                 if "preview" in data and "preview" not in self.spec.progress:
