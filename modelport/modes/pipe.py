@@ -147,8 +147,8 @@ def main(argv: Sequence[str]) -> int:
     size = args.batch_size or local.spec.max_batch_size
     if size < 1:
         parser.error("--batch-size must be at least 1")
-    out = sys.stdout.buffer
-    if not isinstance(out, io.BufferedIOBase):  # python -u, PYTHONUNBUFFERED: flushed below
+    out: IO[bytes] = sys.stdout.buffer
+    if isinstance(out, io.RawIOBase):  # python -u, PYTHONUNBUFFERED: flushed as said below
         out = open(out.fileno(), "wb", closefd=False)  # noqa: SIM115
     with _prints_to_stderr():
         if not set_up(local, args.debug):

@@ -121,13 +121,11 @@ class Invoker:
         same calls, checks and results, with the contexts bound once for all the jobs and no
         log lines made of what the model prints (it still reaches the streams)."""
         ids: list[str] = []
-        context.set_logger(self._logger(ids, loop))
-        context.set_checker(lambda: self._check(ids))
+        self._bind(ids, loop)
         capture.install()
         try:
             for job in jobs:
                 ids[:] = (job.id,)
-                context.set_reporter(self._reporter([job.id], loop))
                 logs.job_id.set(job.id)
                 yield _result(job, self._predict(job, loop, _UNCAPTURED), self.spec)
         finally:
@@ -222,16 +220,17 @@ class Invoker:
 
     def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
         """What ``Model.progress`` calls on the model thread for these jobs."""
-        previews: list[media_outputs.Previews] = []  # made on the first media report
+        previews: dict[str, media_outputs.Previews] = {}  # of the job at hand, made on its first
 
         def report(fraction: float | None, message: str | None, data: dict[str, Any]) -> None:
             self._check(job_ids)
             if fraction is not None and not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
             if "preview" in data or (data and self.spec.media_outputs):
-                if not previews:
-                    previews.append(media_outputs.Previews(self.buffer.progress_interval))
-                data = previews[0].encode(self.spec, data, final=fraction == 1.0)
+                if job_ids[0] not in previews:  # the ids change when bound for many jobs
+                    previews.clear()
+                    previews[job_ids[0]] = media_outputs.Previews(self.buffer.progress_interval)
+                data = previews[job_ids[0]].encode(self.spec, data, final=fraction == 1.0)
             if data:
                 declared = data
                 if "preview" in data and "preview" not in self.spec.progress:
