@@ -17,7 +17,7 @@ import threading
 import time
 import types
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from typing import Any
 
 import orjson
@@ -36,7 +36,6 @@ from modelport.worker.events import EventBuffer
 log = logging.getLogger("modelport.worker")
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
-_UNCAPTURED = nullcontext()
 
 
 class JobAbandoned(Exception):
@@ -127,7 +126,7 @@ class Invoker:
             for job in jobs:
                 ids[:] = (job.id,)
                 logs.job_id.set(job.id)
-                yield _result(job, self._predict(job, loop, _UNCAPTURED), self.spec)
+                yield _result(job, self._predict(job, loop, None), self.spec)
         finally:
             self._bind(None, loop)
             logs.job_id.set(None)
@@ -138,9 +137,13 @@ class Invoker:
         return self._predict(job, loop, capture.capturing([job.id], self._log(loop)))
 
     def _predict(
-        self, job: LeasedJob, loop: asyncio.AbstractEventLoop, captured: AbstractContextManager[Any]
+        self,
+        job: LeasedJob,
+        loop: asyncio.AbstractEventLoop,
+        captured: AbstractContextManager[Any] | None,
     ) -> Any:
-        """``predict`` on one job, inside ``captured``: its output, or the exception it raised."""
+        """``predict`` on one job, inside ``captured`` if given: its output, or the exception
+        it raised."""
         started = time.perf_counter()
 
         def chunk(value: Any) -> None:
@@ -148,8 +151,11 @@ class Invoker:
             self.buffer.emit(Event(job.id, "output", jsonable(value)), loop)
 
         try:
-            with captured:
+            if captured is None:
                 output = _collect(self.model.predict(**job.input), chunk)
+            else:
+                with captured:
+                    output = _collect(self.model.predict(**job.input), chunk)
             text = self.spec.output is not None and self.spec.output.type == "string"
             if text and isinstance(output, list) and not output:
                 return ""  # an Iterator[str] that yielded nothing wrote the empty text
