@@ -7,7 +7,7 @@ input that fails (not JSON, invalid, or the model raised) gets ``{"index": i, "e
 "..."}`` in its place, ``i`` counting the inputs from 0, and the stream goes on. Inputs are
 read ``--batch-size`` at a time (the model's ``max_batch_size`` by default), so memory
 stays bounded however long the stream is; a ``predict_batch`` model gets each batch in one
-call.
+call. What the model prints goes to stderr: stdout holds only the outputs.
 """
 
 from __future__ import annotations
