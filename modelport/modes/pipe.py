@@ -36,7 +36,7 @@ _CHUNK = 1 << 16
 _GROUP = 1024
 """Lines at hand run as one group by a model without ``predict_batch``."""
 _FLUSH_EVERY = 0.05
-"""Seconds at most between flushes of the outputs made while a group runs."""
+"""Seconds after a flush before an output written while a group runs is flushed with it."""
 
 
 class Lines:
@@ -252,8 +252,8 @@ def _run_batch(
     out: IO[bytes],
 ) -> None:
     """The inputs of ``batch`` validated and run, their outputs (or error lines) written in
-    order, each as soon as it is made; what is written is flushed at least every
-    :data:`_FLUSH_EVERY` seconds while a slow model works through the batch."""
+    order, each as soon as it is made, and flushed with it once :data:`_FLUSH_EVERY`
+    seconds have passed since the last flush (a slow model's outputs come out one by one)."""
     checked = iter(local.validate_many([d for _, d, error in batch if error is None]))
     problems: list[str | None] = []  # each input's error, or None: its outcome is the model's
     valid: list[dict[str, Any]] = []
