@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import io
 import os
 import pickle
@@ -153,6 +154,10 @@ def main(argv: Sequence[str]) -> int:
     with _prints_to_stderr():
         if not set_up(local, args.debug):
             return 1
+        # What is loaded by now (modules, the model) lives as long as the process: kept out
+        # of the collector's sight, so the collections a long stream's many small objects
+        # set off do not scan it again and again.
+        gc.freeze()
         try:
             _pipe(local, args.format, size, out)
         except BrokenPipeError:
