@@ -13,6 +13,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import math
 import threading
 import time
 import types
@@ -36,6 +37,8 @@ from modelport.worker.events import EventBuffer
 log = logging.getLogger("modelport.worker")
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
+"""Types of output that are never a generator or a coroutine."""
 
 
 class JobAbandoned(Exception):
@@ -311,7 +314,25 @@ def jsonable(value: Any) -> Any:
     pydantic models included)."""
     if isinstance(value, str | int | float | bool) or value is None:
         return value
+    if type(value) is dict and all(map(_flat, value.items())):
+        return dict(value)  # what the round trip below would make of it, made faster
     return orjson.loads(orjson.dumps(value, default=_encode, option=_JSON_OPTIONS))
+
+
+def _flat(item: tuple[Any, Any]) -> bool:
+    """Whether a dict item is one orjson writes and reads back as it is: an ASCII text key
+    and an ASCII text, bool, None, finite float or 64-bit int value."""
+    key, value = item
+    if type(key) is not str or not key.isascii():
+        return False
+    kind = type(value)
+    if kind is str:
+        return value.isascii()  # type: ignore[no-any-return]
+    if kind is bool or value is None:
+        return True
+    if kind is int:
+        return -(1 << 63) <= value < 1 << 64  # type: ignore[no-any-return]
+    return kind is float and math.isfinite(value)
 
 
 def _encode(value: Any) -> Any:
@@ -326,6 +347,8 @@ def _collect(output: Any, chunk: Callable[[Any], None]) -> Any:
 
     The output is the chunks joined (text) or listed. A coroutine is run to its value.
     """
+    if type(output) in _PLAIN:
+        return output
     if inspect.isasyncgen(output) or inspect.iscoroutine(output):
         return asyncio.run(_collect_async(output, chunk))
     if not isinstance(output, types.GeneratorType):
