@@ -63,6 +63,7 @@ class Invoker:
         self.spec = spec
         self.buffer = buffer
         self.batched = type(model).predict_batch is not Model.predict_batch
+        self._text = spec.output is not None and spec.output.type == "string"
         self.job_times: collections.deque[float] = collections.deque(maxlen=32)
         """Seconds each of the latest one-at-a-time ``predict`` calls took."""
 
@@ -122,12 +123,12 @@ class Invoker:
         ``predict_batch``, for jobs whose events nobody receives (``modelport pipe``): the
         same calls, checks and results, with the contexts bound once for all the jobs and no
         log lines made of what the model prints (it still reaches the streams)."""
-        ids: list[str] = []
+        ids = [""]  # the job at hand
         self._bind(ids, loop)
         capture.install()
         try:
             for job in jobs:
-                ids[:] = (job.id,)
+                ids[0] = job.id
                 logs.job_id.set(job.id)
                 yield _result(job, self._predict(job, loop, None), self.spec)
         finally:
@@ -159,8 +160,7 @@ class Invoker:
             else:
                 with captured:
                     output = _collect(self.model.predict(**job.input), chunk)
-            text = self.spec.output is not None and self.spec.output.type == "string"
-            if text and isinstance(output, list) and not output:
+            if isinstance(output, list) and not output and self._text:
                 return ""  # an Iterator[str] that yielded nothing wrote the empty text
             return output
         except JobAbandoned as e:
