@@ -23,6 +23,7 @@ IRIS = "examples/iris/model.py"
 ECHO = "examples/echo/model.py"
 KINDS = "tests/models/modes.py:Kinds"
 FLAKY = "tests/models/modes.py:Flaky"
+CHATTY = "tests/models/modes.py:Chatty"
 IRIS_FLAGS = ["--sepal-length", "5.1", "--sepal-width", "3.5", "--petal-length", "1.4"]
 
 
@@ -209,6 +210,28 @@ def test_pipe_keeps_order_and_reports_errors_in_place() -> None:
     assert out[4] == {"text": "B"}
     assert len(out) == 5
     assert proc.err.count("setup") == 1
+
+
+def test_pipe_one_at_a_time_model_prints_to_stderr_and_fails_inputs_in_place() -> None:
+    texts = ["a", "boom", "over", "b", "c"] * 300  # more than one group of lines at hand
+    lines = "".join(json.dumps({"text": t}) + "\n" for t in texts) + '{"txt": 1}\n'
+    proc = modelport("pipe", CHATTY, "--batch-size", "1", stdin=lines)
+    assert proc.returncode == 0, proc.err
+    out = [json.loads(line) for line in proc.out.splitlines()]  # only the outputs: JSON
+    assert len(out) == len(texts) + 1
+    for i, (text, got) in enumerate(zip(texts, out, strict=False)):
+        if text == "boom":
+            assert got == {"index": i, "error": "ValueError: it went boom"}
+        elif text == "over":
+            error = "ValueError: progress fraction must be between 0 and 1, got 2.0"
+            assert got == {"index": i, "error": error}
+        else:
+            assert got == {"text": text.upper()}
+    assert out[-1] == {
+        "index": len(texts),
+        "error": "text: Field required; txt: unknown field 'txt'",
+    }
+    assert proc.err.count("working on b\n") == 300  # what it prints goes to stderr
 
 
 def test_pipe_batches_through_predict_batch() -> None:

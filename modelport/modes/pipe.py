@@ -7,16 +7,20 @@ input that fails (not JSON, invalid, or the model raised) gets ``{"index": i, "e
 "..."}`` in its place, ``i`` counting the inputs from 0, and the stream goes on. Inputs are
 read ``--batch-size`` at a time (the model's ``max_batch_size`` by default), so memory
 stays bounded however long the stream is; a ``predict_batch`` model gets each batch in one
-call.
+call. What the model prints goes to stderr: stdout holds only the outputs.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
+import io
 import os
 import pickle
 import select
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
@@ -30,6 +34,10 @@ from modelport.modes.run import common_options, set_up, target_and_rest
 from modelport.settings import Limits
 
 _CHUNK = 1 << 16
+_GROUP = 1024
+"""Lines at hand run as one group by a model without ``predict_batch``."""
+_FLUSH_EVERY = 0.05
+"""Seconds after a flush before an output written while a group runs is flushed with it."""
 
 
 class Lines:
@@ -140,22 +148,40 @@ def main(argv: Sequence[str]) -> int:
     size = args.batch_size or local.spec.max_batch_size
     if size < 1:
         parser.error("--batch-size must be at least 1")
-    if not set_up(local, args.debug):
-        return 1
-    try:
-        _pipe(local, args.format, size)
-    except BrokenPipeError:
-        # The reader went away (`| head`): done. Point stdout at /dev/null so the flush at
-        # exit does not raise again.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return 0
-    except ModelportError as e:
-        console.error(e.message)
-        return 2
-    except KeyboardInterrupt:
-        return 130
+    out: IO[bytes] = sys.stdout.buffer
+    if isinstance(out, io.RawIOBase):  # python -u, PYTHONUNBUFFERED: flushed as said below
+        out = open(out.fileno(), "wb", closefd=False)  # noqa: SIM115
+    with _prints_to_stderr():
+        if not set_up(local, args.debug):
+            return 1
+        # What is loaded by now (modules, the model) lives as long as the process: kept out
+        # of the collector's sight, so the collections a long stream's many small objects
+        # set off do not scan it again and again.
+        gc.freeze()
+        try:
+            _pipe(local, args.format, size, out)
+        except BrokenPipeError:
+            # The reader went away (`| head`): done. Point stdout at /dev/null so the flush
+            # at exit does not raise again.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, out.fileno())
+            return 0
+        except ModelportError as e:
+            console.error(e.message)
+            return 2
+        except KeyboardInterrupt:
+            return 130
     return 0
+
+
+@contextlib.contextmanager
+def _prints_to_stderr() -> Iterator[None]:
+    """While the model runs, what it prints goes to stderr: stdout is for its outputs."""
+    stdout, sys.stdout = sys.stdout, sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = stdout
 
 
 def _raw(parser: argparse.ArgumentParser, local: LocalModel, args: argparse.Namespace) -> int:
@@ -175,9 +201,10 @@ def _raw(parser: argparse.ArgumentParser, local: LocalModel, args: argparse.Name
         write({"index": 0, "error": e.message})
         console.error(e.message)
         return 2
-    if not set_up(local, args.debug):
-        return 1
-    (outcome,) = local.call([inputs])
+    with _prints_to_stderr():
+        if not set_up(local, args.debug):
+            return 1
+        (outcome,) = local.call([inputs])
     if outcome.error is not None:
         write({"index": 0, "error": outcome.error})
         console.error(f"the model failed: {outcome.error}")
@@ -199,40 +226,58 @@ def _writer(fmt: str, out: IO[bytes]) -> Callable[[Any], None]:
     return write
 
 
-def _pipe(local: LocalModel, fmt: str, size: int) -> None:
-    stdin, out = sys.stdin.buffer, sys.stdout.buffer
+def _pipe(local: LocalModel, fmt: str, size: int, out: IO[bytes]) -> None:
+    stdin = sys.stdin.buffer
     lines = Lines(stdin)
     items = _pickle_inputs(stdin) if fmt == "pickle" else _json_inputs(lines)
     write = _writer(fmt, out)
-    batch: list[tuple[int, Any, str | None]] = []
-    for index, (data, error) in enumerate(items):
-        batch.append((index, data, error))
-        if len(batch) >= size or (fmt == "jsonl" and not lines.waiting()):
-            _run_batch(local, batch, write)
-            batch = []
-            if fmt == "pickle" or not lines.waiting():
-                out.flush()
-    if batch:
-        _run_batch(local, batch, write)
+    # A predict_batch model gets `size` inputs a call; any other model runs the lines at
+    # hand one by one, a group of them sharing the per-call costs (validation, set-up).
+    bound = size if local.batched or fmt == "pickle" else max(size, _GROUP)
+    index = 0
+    for data, error in items:
+        batch = [(index, data, error)]
+        index += 1
+        while len(batch) < bound and (fmt == "pickle" or lines.waiting()):
+            item = next(items, None)
+            if item is None:
+                break
+            batch.append((index, *item))
+            index += 1
+        _run_batch(local, batch, write, out)
+        if fmt == "pickle" or not lines.waiting():
+            out.flush()
     out.flush()
 
 
-def _run_batch(local: LocalModel, batch: list[tuple[int, Any, str | None]], write: Any) -> None:
-    answers: dict[int, Any] = {}
-    valid: list[tuple[int, dict[str, Any]]] = []
-    for i, data, error in batch:
-        if error is not None:
-            answers[i] = {"index": i, "error": error}
+def _run_batch(
+    local: LocalModel,
+    batch: list[tuple[int, Any, str | None]],
+    write: Callable[[Any], None],
+    out: IO[bytes],
+) -> None:
+    """The inputs of ``batch`` validated and run, their outputs (or error lines) written in
+    order, each as soon as it is made, and flushed with it once :data:`_FLUSH_EVERY`
+    seconds have passed since the last flush (a slow model's outputs come out one by one)."""
+    checked = iter(local.validate_many([d for _, d, error in batch if error is None]))
+    problems: list[str | None] = []  # each input's error, or None: its outcome is the model's
+    valid: list[dict[str, Any]] = []
+    for _, _, error in batch:
+        if error is None:
+            value = next(checked)
+            if isinstance(value, ModelportError):
+                error = value.message
+            else:
+                valid.append(value)
+        problems.append(error)
+    outcomes = local.call_each(valid)
+    flushed = time.monotonic()
+    for (i, _, _), problem in zip(batch, problems, strict=True):
+        if problem is not None:
+            write({"index": i, "error": problem})
             continue
-        try:
-            valid.append((i, local.validate(data)))
-        except ModelportError as e:
-            answers[i] = {"index": i, "error": e.message}
-    if valid:
-        outcomes = local.call([x for _, x in valid])
-        for (i, _), outcome in zip(valid, outcomes, strict=True):
-            answers[i] = (
-                outcome.output if outcome.error is None else {"index": i, "error": outcome.error}
-            )
-    for i, _, _ in batch:
-        write(answers[i])
+        outcome = next(outcomes)
+        write(outcome.output if outcome.error is None else {"index": i, "error": outcome.error})
+        if time.monotonic() - flushed >= _FLUSH_EVERY:
+            out.flush()
+            flushed = time.monotonic()

@@ -13,10 +13,12 @@ import asyncio
 import collections
 import inspect
 import logging
+import math
 import threading
 import time
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import orjson
@@ -35,6 +37,8 @@ from modelport.worker.events import EventBuffer
 log = logging.getLogger("modelport.worker")
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
+"""Types of output that are never a generator or a coroutine."""
 
 
 class JobAbandoned(Exception):
@@ -59,6 +63,7 @@ class Invoker:
         self.spec = spec
         self.buffer = buffer
         self.batched = type(model).predict_batch is not Model.predict_batch
+        self._text = spec.output is not None and spec.output.type == "string"
         self.job_times: collections.deque[float] = collections.deque(maxlen=32)
         """Seconds each of the latest one-at-a-time ``predict`` calls took."""
 
@@ -111,9 +116,38 @@ class Invoker:
             self._bind(None, loop)
             logs.job_id.set(None)
 
+    def compute_unwatched(
+        self, jobs: Iterable[LeasedJob], loop: asyncio.AbstractEventLoop
+    ) -> Iterator[Result]:
+        """Each job's result in turn, as :meth:`compute` makes them for a model without
+        ``predict_batch``, for jobs whose events nobody receives (``modelport pipe``): the
+        same calls, checks and results, with the contexts bound once for all the jobs and no
+        log lines made of what the model prints (it still reaches the streams)."""
+        ids = [""]  # the job at hand
+        self._bind(ids, loop)
+        capture.install()
+        try:
+            for job in jobs:
+                ids[0] = job.id
+                logs.job_id.set(job.id)
+                yield _result(job, self._predict(job, loop, None), self.spec)
+        finally:
+            self._bind(None, loop)
+            logs.job_id.set(None)
+
     def _one(self, job: LeasedJob, loop: asyncio.AbstractEventLoop) -> Any:
         self._bind([job.id], loop)
         logs.job_id.set(job.id)
+        return self._predict(job, loop, capture.capturing([job.id], self._log(loop)))
+
+    def _predict(
+        self,
+        job: LeasedJob,
+        loop: asyncio.AbstractEventLoop,
+        captured: AbstractContextManager[Any] | None,
+    ) -> Any:
+        """``predict`` on one job, inside ``captured`` if given: its output, or the exception
+        it raised."""
         started = time.perf_counter()
 
         def chunk(value: Any) -> None:
@@ -122,10 +156,12 @@ class Invoker:
 
         context.set_chunker(chunk)
         try:
-            with capture.capturing([job.id], self._log(loop)):
+            if captured is None:
                 output = _collect(self.model.predict(**job.input), chunk)
-            text = self.spec.output is not None and self.spec.output.type == "string"
-            if text and isinstance(output, list) and not output:
+            else:
+                with captured:
+                    output = _collect(self.model.predict(**job.input), chunk)
+            if isinstance(output, list) and not output and self._text:
                 return ""  # an Iterator[str] that yielded nothing wrote the empty text
             return output
         except JobAbandoned as e:
@@ -196,14 +232,17 @@ class Invoker:
 
     def _reporter(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Reporter:
         """What ``Model.progress`` calls on the model thread for these jobs."""
-        previews = media_outputs.Previews(self.buffer.progress_interval)
+        previews: dict[str, media_outputs.Previews] = {}  # of the job at hand, made on its first
 
         def report(fraction: float | None, message: str | None, data: dict[str, Any]) -> None:
             self._check(job_ids)
             if fraction is not None and not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
             if "preview" in data or (data and self.spec.media_outputs):
-                data = previews.encode(self.spec, data, final=fraction == 1.0)
+                if job_ids[0] not in previews:  # the ids change when bound for many jobs
+                    previews.clear()
+                    previews[job_ids[0]] = media_outputs.Previews(self.buffer.progress_interval)
+                data = previews[job_ids[0]].encode(self.spec, data, final=fraction == 1.0)
             if data:
                 declared = data
                 if "preview" in data and "preview" not in self.spec.progress:
@@ -278,7 +317,25 @@ def jsonable(value: Any) -> Any:
     pydantic models included)."""
     if isinstance(value, str | int | float | bool) or value is None:
         return value
+    if type(value) is dict and all(map(_flat, value.items())):
+        return dict(value)  # what the round trip below would make of it, made faster
     return orjson.loads(orjson.dumps(value, default=_encode, option=_JSON_OPTIONS))
+
+
+def _flat(item: tuple[Any, Any]) -> bool:
+    """Whether a dict item is one orjson writes and reads back as it is: an ASCII text key
+    and an ASCII text, bool, None, finite float or 64-bit int value."""
+    key, value = item
+    if type(key) is not str or not key.isascii():
+        return False
+    kind = type(value)
+    if kind is str:
+        return value.isascii()  # type: ignore[no-any-return]
+    if kind is bool or value is None:
+        return True
+    if kind is int:
+        return -(1 << 63) <= value < 1 << 64  # type: ignore[no-any-return]
+    return kind is float and math.isfinite(value)
 
 
 def _encode(value: Any) -> Any:
@@ -293,6 +350,8 @@ def _collect(output: Any, chunk: Callable[[Any], None]) -> Any:
 
     The output is the chunks joined (text) or listed. A coroutine is run to its value.
     """
+    if type(output) in _PLAIN:
+        return output
     if inspect.isasyncgen(output) or inspect.iscoroutine(output):
         return asyncio.run(_collect_async(output, chunk))
     if not isinstance(output, types.GeneratorType):

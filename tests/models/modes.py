@@ -3,6 +3,7 @@ streaming, failures, a batched model that counts its setups."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -111,3 +112,16 @@ class Picky(modelport.Model):
         if steps == 50:
             raise OverflowError("too many steps")
         return {"steps": steps}
+
+
+class Chatty(modelport.Model):
+    """Prints and logs as it works (no ``predict_batch``); fails on "boom" and reports a
+    progress fraction out of bounds on "over"."""
+
+    def predict(self, text: str) -> dict[str, str]:
+        print(f"working on {text}")
+        logging.getLogger("chatty").warning("logged %s", text)
+        if text == "boom":
+            raise ValueError("it went boom")
+        self.progress(2.0 if text == "over" else 0.5, "halfway")
+        return {"text": text.upper()}
