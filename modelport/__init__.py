@@ -1,15 +1,15 @@
 """modelport: turn a Python model into a typed, queued, scalable web API.
 
-``import modelport`` loads the client, the errors and the wire types; the rest (the model
+``import modelport`` loads the errors and the wire types; the rest (the client, the model
 SDK, the server, the worker) loads on first use of one of its names, so a program that only
-calls a server stays light.
+calls a server loads the client, the errors and the wire, and a command that runs a model
+locally (``modelport run``, ``pipe``) does not load the HTTP client at all.
 """
 
 import importlib as _importlib
 import typing as _typing
 
 from modelport._version import __version__
-from modelport.client import AsyncClient, AsyncJob, Client, Job
 from modelport.errors import (
     BadRequest,
     Conflict,
@@ -31,6 +31,7 @@ from modelport.errors import (
 from modelport.wire import Event, JobStatus
 
 if _typing.TYPE_CHECKING:
+    from modelport.client import AsyncClient, AsyncJob, Client, Job
     from modelport.function import endpoint
     from modelport.media import Audio, Image, Video
     from modelport.model import Model
@@ -40,6 +41,10 @@ if _typing.TYPE_CHECKING:
     from modelport.worker.supervisor import run_worker
 
 _LAZY = {
+    "AsyncClient": "modelport.client",
+    "AsyncJob": "modelport.client",
+    "Client": "modelport.client",
+    "Job": "modelport.client",
     "Audio": "modelport.media",
     "Image": "modelport.media",
     "Media": "modelport.spec",

@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
-import httpx
-
 from modelport.media.codec import MediaError
 
 MAX_REDIRECTS = 5
@@ -97,6 +95,8 @@ def _get(
     deadline: float,
 ) -> tuple[int, str | None, bytes] | None:
     """One GET to the checked address (the Host header and TLS name are the host's)."""
+    import httpx  # here: a server that fetches nothing, and the local modes, never load it
+
     parts = urlsplit(url)
     netloc = f"[{address}]" if ":" in address else address
     target = parts._replace(netloc=f"{netloc}:{port}").geturl()
