@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +53,10 @@ class Prediction:
     created_at: float
 
 
+HOT_ROWS = 4096
+"""Rows a table keeps in memory once found (the least recently asked for go first)."""
+
+
 class Table:
     """A predictions table opened read-only, for lookups by input hash."""
 
@@ -60,6 +65,8 @@ class Table:
         if not self.path.is_file():
             raise ModelportError(f"precomputed table {self.path}: no such file")
         self._db: sqlite3.Connection | None = None
+        self._hot: OrderedDict[tuple[str, str], Prediction] = OrderedDict()
+        """The latest rows found, newest last: popular inputs are answered without a query."""
         try:
             rows = self.db.execute(
                 "SELECT model_version, endpoint, count(*) FROM predictions"
@@ -86,16 +93,24 @@ class Table:
 
     def get(self, key: str, model_version: str) -> Prediction | None:
         """The successful prediction of this version for the input with this hash."""
+        hot = self._hot.get((key, model_version))
+        if hot is not None:
+            self._hot.move_to_end((key, model_version))
+            return hot
         row = self.db.execute(
             "SELECT key, row, endpoint, model_version, input, output, error, created_at"
             " FROM predictions WHERE key = ? AND model_version = ? AND error IS NULL",
             (key, model_version),
         ).fetchone()
         if row is None:
-            return None
-        return Prediction(
+            return None  # not kept: a batch run may still be adding rows to the file
+        found = Prediction(
             row[0], row[1], row[2], row[3], orjson.loads(row[4]), orjson.loads(row[5]), None, row[7]
         )
+        self._hot[(key, model_version)] = found
+        if len(self._hot) > HOT_ROWS:
+            self._hot.popitem(last=False)
+        return found
 
     def close(self) -> None:
         """Close the file (a later lookup opens it again)."""
