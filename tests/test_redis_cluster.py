@@ -6,7 +6,6 @@ contract suite runs on the cluster too (``redis-cluster`` in test_stores.py)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections import Counter
 from typing import Any
@@ -23,6 +22,7 @@ from modelport.wire import Event, JobRecord, JobStatus, endpoint_shard, job_shar
 from tests.conftest import Serve, Workers, online, wait_for, worker_args
 from tests.test_capacity import DOC, SLEEPY
 from tests.test_scale_e2e import api_servers, submit_all, wait_all
+from tests.test_stores import announcements_reach_the_other
 
 
 def _job(endpoint: str = "echo") -> JobRecord:
@@ -149,23 +149,7 @@ async def test_announcements_reach_other_servers_over_sharded_pubsub(
     first, second = store_from_url(redis_cluster_url), store_from_url(redis_cluster_url)
     await first.open()
     await second.open()
-    try:
-        heard: asyncio.Queue[str] = asyncio.Queue()
-        second.subscribe(heard.put_nowait)
-        async with asyncio.timeout(10):  # subscribed in the background: publish until heard
-            while heard.empty():
-                await first.publish("q:echo")
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(0.05):
-                        await heard.get()
-                        break
-        await first.publish("j:abc")
-        async with asyncio.timeout(5):
-            while (topic := await heard.get()) != "j:abc":
-                assert topic == "q:echo"
-    finally:
-        await first.close()
-        await second.close()
+    await announcements_reach_the_other(first, second)
 
 
 @pytest.mark.e2e

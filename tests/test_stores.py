@@ -556,7 +556,11 @@ async def redis_store(url: str) -> JobStore:
 
 
 async def test_redis_announcements_reach_the_other_servers(redis_url: str) -> None:
-    first, second = await redis_store(redis_url), await redis_store(redis_url)
+    await announcements_reach_the_other(await redis_store(redis_url), await redis_store(redis_url))
+
+
+async def announcements_reach_the_other(first: JobStore, second: JobStore) -> None:
+    """What ``first`` publishes, ``second`` hears (both open; both closed after)."""
     try:
         heard: asyncio.Queue[str] = asyncio.Queue()
         second.subscribe(heard.put_nowait)
