@@ -394,7 +394,9 @@ def _server(args: argparse.Namespace) -> Server:
     store = store_options(
         args.store, password_file=args.store_password_file, max_bytes=args.max_store_bytes
     )
-    return Server(models, specs, store=store, settings=settings)
+    server = Server(models, specs, store=store, settings=settings)
+    server.freeze_heap = True  # the process is the server's alone
+    return server
 
 
 def _pairs(flag: str, values: Sequence[str]) -> dict[str, str]:

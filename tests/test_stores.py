@@ -549,6 +549,46 @@ async def test_sqlite_reads_a_file_written_before_jobs_had_revisions(tmp_path: P
         await second.close()
 
 
+async def test_sqlite_queue_indexes_hold_queued_jobs_only(tmp_path: Path) -> None:
+    """A file with the earlier whole-table queue indexes gets the partial ones: finishing a
+    job touches no queue index, and the queue's reads still use an index."""
+    path = tmp_path / "old.db"
+    first = store_from_url(f"sqlite:///{path}")
+    await first.open()
+    (old,) = await insert(first, 1)
+    await first.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.executescript(
+            "DROP INDEX jobs_queued; DROP INDEX jobs_queued_owner;"
+            " CREATE INDEX jobs_queue ON jobs (endpoint, status, seq);"
+            " CREATE INDEX jobs_owner ON jobs (owner) WHERE status = 'queued';"
+        )
+    second = store_from_url(f"sqlite:///{path}")
+    await second.open()
+    try:
+        assert ids(await second.lease("echo", "w", 5, NOW, LEASE_UNTIL)) == [old.id]
+        await second.insert(job("echo", owner="key1"))
+        assert await second.queued_by("key1") == 1
+    finally:
+        await second.close()
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        indexes = {r[0]: r[1] for r in db.execute("SELECT name, sql FROM sqlite_master")}
+        assert "jobs_queue" not in indexes and "jobs_owner" not in indexes
+        assert "WHERE status = 'queued'" in indexes["jobs_queued"]
+        assert "owner IS NOT NULL" in indexes["jobs_queued_owner"]
+        plans = {
+            "lease": "SELECT seq FROM jobs WHERE endpoint = 'echo' AND status = 'queued'"
+            " ORDER BY seq LIMIT 5",
+            "queued_by": "SELECT count(*) FROM jobs WHERE owner = 'key1' AND status = 'queued'",
+        }
+        used = {
+            name: " ".join(r[3] for r in db.execute(f"EXPLAIN QUERY PLAN {sql}"))
+            for name, sql in plans.items()
+        }
+        assert "jobs_queued " in used["lease"] + " ", used
+        assert "jobs_queued_owner" in used["queued_by"], used
+
+
 async def redis_store(url: str) -> JobStore:
     s = store_from_url(url)
     await s.open()

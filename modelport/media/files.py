@@ -57,9 +57,11 @@ async def binary_answer(
     """The output file itself, when the client asks for a media type the endpoint's single
     media output is (``image/*`` matches any image); None means answer with JSON, as for
     an unfinished or failed job."""
-    wanted = _wanted(request)
-    name = single_output(spec) if wanted else None
-    if name is None or job.status is not JobStatus.SUCCEEDED:
+    if job.status is not JobStatus.SUCCEEDED or "accept" not in request.headers:
+        return None
+    name = single_output(spec)
+    wanted = _wanted(request) if name is not None else []
+    if name is None or not wanted:
         return None
     found = await _load(store, job, name)
     if found is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -52,7 +53,6 @@ CREATE TABLE IF NOT EXISTS jobs (
     revision INTEGER NOT NULL DEFAULT 1,
     model_version TEXT
 );
-CREATE INDEX IF NOT EXISTS jobs_queue ON jobs (endpoint, status, seq);
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (lease_until) WHERE status = 'running';
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_key ON jobs (endpoint, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
@@ -152,9 +152,16 @@ WHEN OLD.status IN ('queued', 'running') BEGIN
     UPDATE counts SET n = n - 1 WHERE endpoint = OLD.endpoint AND status = OLD.status;
 END;
 """
-_OWNER_INDEX = """
-CREATE INDEX IF NOT EXISTS jobs_owner ON jobs (owner) WHERE status = 'queued';
+_QUEUE_INDEXES = """
+DROP INDEX IF EXISTS jobs_queue;
+DROP INDEX IF EXISTS jobs_owner;
+CREATE INDEX IF NOT EXISTS jobs_queued ON jobs (endpoint, seq) WHERE status = 'queued';
+CREATE INDEX IF NOT EXISTS jobs_queued_owner ON jobs (owner)
+    WHERE status = 'queued' AND owner IS NOT NULL;
 """
+"""The queue's indexes hold queued jobs only (and the owner index only jobs submitted with a
+key), so finishing a job touches neither, and a server without keys keeps no owner index.
+Files written before them had whole-table indexes by other names, dropped here."""
 # Queued and running jobs per endpoint, kept by the triggers above in the same transaction as
 # the change, so a depth is one row read instead of a scan of the queue. Recounted at open, for
 # files written before the counts existed.
@@ -173,6 +180,7 @@ _COLUMNS = (
     " revision, model_version"
 )
 _JSON = frozenset({"input", "output", "progress"})
+_STATUS = {s.value: s for s in JobStatus}
 
 
 def _dump(value: Any) -> bytes | None:
@@ -188,7 +196,7 @@ def _row(r: tuple[Any, ...]) -> JobRecord:
         seq=r[0],
         id=r[1],
         endpoint=r[2],
-        status=JobStatus(r[3]),
+        status=_STATUS[r[3]],
         input=orjson.loads(r[4]),
         output=_load(r[5]),
         error=r[6],
@@ -205,6 +213,24 @@ def _row(r: tuple[Any, ...]) -> JobRecord:
         revision=r[17],
         model_version=r[18],
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _update_sql(changes: tuple[str, ...], expected: int, held: bool, attempt: bool) -> str:
+    """The statement of an :class:`Update` of this shape: a compare-and-set on the source
+    states (and the holding worker and attempt), returning the changed row."""
+    unknown = set(changes) - CHANGEABLE
+    if unknown:
+        raise ValueError(f"cannot change {sorted(unknown)}")
+    where = f"id = ? AND status IN ({','.join('?' * expected)})"
+    if held:
+        where += " AND worker_id = ?"
+    if attempt:
+        where += " AND attempts = ?"
+    if not changes:
+        return f"SELECT {_COLUMNS} FROM jobs WHERE {where}"
+    sets = ", ".join(f"{k} = ?" for k in changes)
+    return f"UPDATE jobs SET {sets} WHERE {where} RETURNING {_COLUMNS}"
 
 
 def _queued(db: sqlite3.Connection, endpoint: str) -> int:
@@ -245,7 +271,7 @@ class SqliteStore:
                 db.execute("ALTER TABLE jobs ADD COLUMN revision INTEGER NOT NULL DEFAULT 1")
             if "model_version" not in columns:
                 db.execute("ALTER TABLE jobs ADD COLUMN model_version TEXT")
-            db.executescript(_OWNER_INDEX)
+            db.executescript(_QUEUE_INDEXES)
             db.executescript(f"BEGIN IMMEDIATE; {_RECOUNT} COMMIT;")
             self._db = db
 
@@ -366,7 +392,13 @@ class SqliteStore:
     ) -> list[JobRecord]:
         which = "" if revision is None else " AND revision = ?"
         args = (endpoint,) if revision is None else (endpoint, revision)
-        with self._transaction() as db:
+        with self._errors():
+            db = self.db
+            # A long poll asks again at each wakeup: reading the count kept by the triggers
+            # answers "nothing queued" without taking the write lock or writing the log.
+            if _queued(db, endpoint) == 0:
+                return []
+            # One statement: its own transaction, committed once its rows are all read.
             rows = db.execute(
                 "UPDATE jobs SET status = 'running', worker_id = ?, attempts = attempts + 1,"
                 " started_at = ?, lease_until = ? WHERE seq IN (SELECT seq FROM jobs"
@@ -389,35 +421,30 @@ class SqliteStore:
         return [r[0] for r in rows]
 
     async def update(self, updates: Sequence[Update]) -> list[JobRecord | None]:
-        out: list[JobRecord | None] = []
+        if len(updates) == 1:  # one statement: its own transaction
+            with self._errors():
+                return [self._update_one(self.db, updates[0])]
         with self._transaction() as db:
-            for u in updates:
-                unknown = set(u.changes) - CHANGEABLE
-                if unknown:
-                    raise ValueError(f"cannot change {sorted(unknown)}")
-                sets = ", ".join(f"{k} = ?" for k in u.changes)
-                values: list[Any] = [
-                    _dump(v) if k in _JSON else (v.value if isinstance(v, JobStatus) else v)
-                    for k, v in u.changes.items()
-                ]
-                where = f"id = ? AND status IN ({','.join('?' * len(u.expect))})"
-                values += [u.job_id, *(s.value for s in u.expect)]
-                if u.worker_id is not None:
-                    where += " AND worker_id = ?"
-                    values.append(u.worker_id)
-                if u.attempt is not None:
-                    where += " AND attempts = ?"
-                    values.append(u.attempt)
-                if not sets:
-                    row = db.execute(
-                        f"SELECT {_COLUMNS} FROM jobs WHERE {where}", values
-                    ).fetchone()
-                else:
-                    row = db.execute(
-                        f"UPDATE jobs SET {sets} WHERE {where} RETURNING {_COLUMNS}", values
-                    ).fetchone()
-                out.append(None if row is None else _row(row))
-        return out
+            return [self._update_one(db, u) for u in updates]
+
+    @staticmethod
+    def _update_one(db: sqlite3.Connection, u: Update) -> JobRecord | None:
+        values: list[Any] = [
+            _dump(v) if k in _JSON else (v.value if isinstance(v, JobStatus) else v)
+            for k, v in u.changes.items()
+        ]
+        values.append(u.job_id)
+        values.extend(s.value for s in u.expect)
+        if u.worker_id is not None:
+            values.append(u.worker_id)
+        if u.attempt is not None:
+            values.append(u.attempt)
+        sql = _update_sql(
+            tuple(u.changes), len(u.expect), u.worker_id is not None, u.attempt is not None
+        )
+        # fetchall, not fetchone: the statement runs to its end, so a lone one commits here
+        rows = db.execute(sql, values).fetchall()
+        return _row(rows[0]) if rows else None
 
     async def expired(self, now: float, limit: int) -> list[JobRecord]:
         with self._errors():
