@@ -178,19 +178,23 @@ class LocalModel:
             for r in results
         ]
 
-    def call_each(self, inputs: Iterable[dict[str, Any]]) -> Iterator[Outcome]:
-        """Validated inputs run one by one, each outcome as soon as it is made, with nobody
-        told of their events (what ``pipe`` needs); a ``predict_batch`` model gets them as
-        one batch."""
+    def call_each(self, inputs: Iterable[dict[str, Any]]) -> Iterator[tuple[Any, str | None]]:
+        """Validated inputs run one by one, each outcome as soon as it is made, as (output,
+        None) or (None, error), with nobody told of their events (what ``pipe`` needs); a
+        ``predict_batch`` model gets them as one batch."""
         if self.batched:
-            yield from self.call(list(inputs))
+            for outcome in self.call(list(inputs)):
+                yield outcome.output, outcome.error
             return
-        jobs = (
-            LeasedJob(f"local-{next(self._ids)}", self.spec.name, dict(x), 1, math.inf)
-            for x in inputs
-        )
-        for r in self._invoker.compute_unwatched(jobs, self._loop):
-            yield Outcome(error=r.error) if r.error is not None else self._checked(r.output)
+        ids = self._ids
+        jobs = ((f"local-{next(ids)}", x) for x in inputs)
+        output_error = self.spec.output_error
+        for output, error in self._invoker.outputs_unwatched(jobs, self._loop):
+            if error is None:
+                error = output_error(output)
+                if error is not None:
+                    output = None
+            yield output, error
 
     def _checked(self, output: Any) -> Outcome:
         error = self.spec.output_error(output)

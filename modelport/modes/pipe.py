@@ -27,11 +27,9 @@ from typing import IO, Any
 import orjson
 
 from modelport.errors import ModelportError
-from modelport.media.prepare import limits_of, single_media_input
 from modelport.modes import console
 from modelport.modes.local import LocalModel, load_target
 from modelport.modes.run import common_options, set_up, target_and_rest
-from modelport.settings import Limits
 
 _CHUNK = 1 << 16
 _GROUP = 1024
@@ -64,35 +62,41 @@ class Lines:
         ready, _, _ = select.select([self._fd], [], [], 0)
         return bool(ready)
 
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        while self._next >= len(self._lines):
-            if self._eof:
-                raise StopIteration
-            chunk = os.read(self._fd, _CHUNK) if self._fd is not None else self._stream.read(_CHUNK)
-            if not chunk:
-                self._eof = True
-                self._lines, self._next = ([self._tail] if self._tail.strip() else []), 0
-                self._tail = b""
+    def take(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` lines that are not blank: the first waited for, the others those
+        at hand. Empty at the end of the stream."""
+        taken: list[bytes] = []
+        while len(taken) < limit:
+            if self._next >= len(self._lines):
+                if (taken and not self.waiting()) or not self._read():
+                    break
                 continue
-            parts = (self._tail + chunk).split(b"\n")
-            self._tail = parts.pop()
-            self._lines, self._next = parts, 0
-        line = self._lines[self._next]
-        self._next += 1
-        return line
+            end = min(len(self._lines), self._next + limit - len(taken))
+            taken += [line for line in self._lines[self._next : end] if line.strip()]
+            self._next = end
+        return taken
+
+    def _read(self) -> bool:
+        """The next chunk's whole lines read (waiting for them); False at the end."""
+        if self._eof:
+            return False
+        chunk = os.read(self._fd, _CHUNK) if self._fd is not None else self._stream.read(_CHUNK)
+        if not chunk:
+            self._eof = True
+            self._lines, self._next = [self._tail], 0
+            self._tail = b""
+            return True
+        parts = (self._tail + chunk).split(b"\n")
+        self._tail = parts.pop()
+        self._lines, self._next = parts, 0
+        return True
 
 
-def _json_inputs(lines: Lines) -> Iterator[tuple[Any, str | None]]:
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            yield orjson.loads(line), None
-        except orjson.JSONDecodeError as e:
-            yield None, f"not valid JSON: {e}"
+def _parsed(line: bytes) -> tuple[Any, str | None]:
+    try:
+        return orjson.loads(line), None
+    except orjson.JSONDecodeError as e:
+        return None, f"not valid JSON: {e}"
 
 
 def _pickle_inputs(stream: IO[bytes]) -> Iterator[tuple[Any, str | None]]:
@@ -186,6 +190,9 @@ def _prints_to_stderr() -> Iterator[None]:
 
 def _raw(parser: argparse.ArgumentParser, local: LocalModel, args: argparse.Namespace) -> int:
     """One media file on stdin, one output (or error line) on stdout."""
+    from modelport.media.prepare import limits_of, single_media_input
+    from modelport.settings import Limits
+
     key = single_media_input(local.spec)
     if key is None:
         parser.error(
@@ -228,41 +235,46 @@ def _writer(fmt: str, out: IO[bytes]) -> Callable[[Any], None]:
 
 def _pipe(local: LocalModel, fmt: str, size: int, out: IO[bytes]) -> None:
     stdin = sys.stdin.buffer
-    lines = Lines(stdin)
-    items = _pickle_inputs(stdin) if fmt == "pickle" else _json_inputs(lines)
     write = _writer(fmt, out)
     # A predict_batch model gets `size` inputs a call; any other model runs the lines at
     # hand one by one, a group of them sharing the per-call costs (validation, set-up).
-    bound = size if local.batched or fmt == "pickle" else max(size, _GROUP)
     index = 0
-    for data, error in items:
-        batch = [(index, data, error)]
-        index += 1
-        while len(batch) < bound and (fmt == "pickle" or lines.waiting()):
-            item = next(items, None)
-            if item is None:
-                break
-            batch.append((index, *item))
-            index += 1
-        _run_batch(local, batch, write, out)
-        if fmt == "pickle" or not lines.waiting():
+    if fmt == "pickle":
+        batch: list[tuple[Any, str | None]] = []
+        for item in _pickle_inputs(stdin):
+            batch.append(item)
+            if len(batch) == size:
+                index = _run_batch(local, index, batch, write, out)
+                out.flush()
+                batch = []
+        if batch:
+            _run_batch(local, index, batch, write, out)
+        out.flush()
+        return
+    lines = Lines(stdin)
+    bound = size if local.batched else max(size, _GROUP)
+    while group := lines.take(bound):
+        index = _run_batch(local, index, [_parsed(line) for line in group], write, out)
+        if not lines.waiting():
             out.flush()
     out.flush()
 
 
 def _run_batch(
     local: LocalModel,
-    batch: list[tuple[int, Any, str | None]],
+    first: int,
+    batch: list[tuple[Any, str | None]],
     write: Callable[[Any], None],
     out: IO[bytes],
-) -> None:
-    """The inputs of ``batch`` validated and run, their outputs (or error lines) written in
-    order, each as soon as it is made, and flushed with it once :data:`_FLUSH_EVERY`
-    seconds have passed since the last flush (a slow model's outputs come out one by one)."""
-    checked = iter(local.validate_many([d for _, d, error in batch if error is None]))
+) -> int:
+    """The inputs of ``batch`` (numbered from ``first``) validated and run, their outputs (or
+    error lines) written in order, each as soon as it is made, and flushed with it once
+    :data:`_FLUSH_EVERY` seconds have passed since the last flush (a slow model's outputs
+    come out one by one). The number of the next input."""
+    checked = iter(local.validate_many([d for d, error in batch if error is None]))
     problems: list[str | None] = []  # each input's error, or None: its outcome is the model's
     valid: list[dict[str, Any]] = []
-    for _, _, error in batch:
+    for _, error in batch:
         if error is None:
             value = next(checked)
             if isinstance(value, ModelportError):
@@ -272,12 +284,13 @@ def _run_batch(
         problems.append(error)
     outcomes = local.call_each(valid)
     flushed = time.monotonic()
-    for (i, _, _), problem in zip(batch, problems, strict=True):
+    for i, problem in enumerate(problems, first):
         if problem is not None:
             write({"index": i, "error": problem})
             continue
-        outcome = next(outcomes)
-        write(outcome.output if outcome.error is None else {"index": i, "error": outcome.error})
+        output, error = next(outcomes)
+        write(output if error is None else {"index": i, "error": error})
         if time.monotonic() - flushed >= _FLUSH_EVERY:
             out.flush()
             flushed = time.monotonic()
+    return first + len(batch)
