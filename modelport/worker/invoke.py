@@ -3,13 +3,13 @@
 A ``predict_batch`` model gets the batch's inputs in one call; any other model gets
 ``predict(**input)`` once per job. A generator (sync or async) streams its chunks as output
 events, and its output is the chunks joined or listed, or the value it returns if not None;
-``Model.progress`` reports through the :class:`EventBuffer`. A model error becomes the job's
-error (type and text, never a traceback); a :class:`TransientError` requeues the job.
+``Model.progress`` reports through the :class:`~modelport.worker.events.Events`. A model
+error becomes the job's error (type and text, never a traceback); a :class:`TransientError`
+requeues the job.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import inspect
 import logging
@@ -19,7 +19,7 @@ import time
 import types
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pydantic
@@ -32,7 +32,10 @@ from modelport.model import Model, runner_call
 from modelport.spec import EndpointSpec
 from modelport.wire import Event, LeasedJob, Result
 from modelport.worker import capture
-from modelport.worker.events import EventBuffer
+from modelport.worker.events import Events
+
+if TYPE_CHECKING:  # imported where it is used: a model run in this process may need none
+    import asyncio
 
 log = logging.getLogger("modelport.worker")
 
@@ -59,7 +62,7 @@ def describe(exc: BaseException) -> str:
 
 
 class Invoker:
-    def __init__(self, model: Model, spec: EndpointSpec, buffer: EventBuffer) -> None:
+    def __init__(self, model: Model, spec: EndpointSpec, buffer: Events) -> None:
         self.model = model
         self.spec = spec
         self.buffer = buffer
@@ -205,6 +208,8 @@ class Invoker:
         job, as a task on the event loop: for a model that waits on I/O with many jobs in
         flight (an adapter), with no thread for each. ``context.log``, ``context.check``,
         ``context.chunk`` and ``Model.progress`` reach the job (the task has its own)."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         self._bind([job.id], loop)
         logs.job_id.set(job.id)
@@ -386,6 +391,8 @@ def _collect(output: Any, chunk: Callable[[Any], None]) -> Any:
     if type(output) in _PLAIN:
         return output
     if inspect.isasyncgen(output) or inspect.iscoroutine(output):
+        import asyncio
+
         return asyncio.run(_collect_async(output, chunk))
     if not isinstance(output, types.GeneratorType):
         return output
