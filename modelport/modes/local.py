@@ -190,8 +190,7 @@ class LocalModel:
             for outcome in self.call(list(inputs)):
                 yield outcome.output, outcome.error
             return
-        ids = self._ids
-        jobs = ((f"local-{next(ids)}", x) for x in inputs)
+        jobs = zip(map("local-{}".format, self._ids), inputs, strict=False)  # ids never end
         output_error = self.spec.output_error
         for output, error in self._invoker.outputs_unwatched(jobs, self._loop):
             if error is None:

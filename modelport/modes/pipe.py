@@ -92,18 +92,28 @@ class Lines:
         return True
 
 
-def _parsed(line: bytes) -> tuple[Any, str | None]:
+def _parsed(group: list[bytes]) -> tuple[list[Any], dict[int, str]]:
+    """The lines' JSON values, and the error of each line (by position) that is not JSON."""
     try:
-        return orjson.loads(line), None
-    except orjson.JSONDecodeError as e:
-        return None, f"not valid JSON: {e}"
+        return [orjson.loads(line) for line in group], {}
+    except orjson.JSONDecodeError:
+        pass
+    values: list[Any] = []
+    problems: dict[int, str] = {}
+    for position, line in enumerate(group):
+        try:
+            values.append(orjson.loads(line))
+        except orjson.JSONDecodeError as e:
+            values.append(None)
+            problems[position] = f"not valid JSON: {e}"
+    return values, problems
 
 
-def _pickle_inputs(stream: IO[bytes]) -> Iterator[tuple[Any, str | None]]:
+def _pickle_inputs(stream: IO[bytes]) -> Iterator[Any]:
     unpickler = pickle.Unpickler(stream)
     while True:
         try:
-            yield unpickler.load(), None
+            yield unpickler.load()
         except EOFError:
             return
         except pickle.UnpicklingError as e:
@@ -226,9 +236,10 @@ def _writer(fmt: str, out: IO[bytes]) -> Callable[[Any], None]:
         def write(value: Any) -> None:
             pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
     else:
+        dumps, line = orjson.dumps, console.OPTIONS | orjson.OPT_APPEND_NEWLINE
 
         def write(value: Any) -> None:
-            out.write(console.dumps(value) + b"\n")
+            out.write(dumps(value, option=line))
 
     return write
 
@@ -240,21 +251,21 @@ def _pipe(local: LocalModel, fmt: str, size: int, out: IO[bytes]) -> None:
     # hand one by one, a group of them sharing the per-call costs (validation, set-up).
     index = 0
     if fmt == "pickle":
-        batch: list[tuple[Any, str | None]] = []
+        batch: list[Any] = []
         for item in _pickle_inputs(stdin):
             batch.append(item)
             if len(batch) == size:
-                index = _run_batch(local, index, batch, write, out)
+                index = _run_batch(local, index, batch, {}, write, out)
                 out.flush()
                 batch = []
         if batch:
-            _run_batch(local, index, batch, write, out)
+            _run_batch(local, index, batch, {}, write, out)
         out.flush()
         return
     lines = Lines(stdin)
     bound = size if local.batched else max(size, _GROUP)
     while group := lines.take(bound):
-        index = _run_batch(local, index, [_parsed(line) for line in group], write, out)
+        index = _run_batch(local, index, *_parsed(group), write, out)
         if not lines.waiting():
             out.flush()
     out.flush()
@@ -263,34 +274,35 @@ def _pipe(local: LocalModel, fmt: str, size: int, out: IO[bytes]) -> None:
 def _run_batch(
     local: LocalModel,
     first: int,
-    batch: list[tuple[Any, str | None]],
+    batch: list[Any],
+    problems: dict[int, str],
     write: Callable[[Any], None],
     out: IO[bytes],
 ) -> int:
-    """The inputs of ``batch`` (numbered from ``first``) validated and run, their outputs (or
-    error lines) written in order, each as soon as it is made, and flushed with it once
+    """The inputs of ``batch`` (numbered from ``first``; ``problems`` holds the error of
+    those that cannot be run, by position) validated and run, their outputs (or error lines)
+    written in order, each as soon as it is made, and flushed with it once
     :data:`_FLUSH_EVERY` seconds have passed since the last flush (a slow model's outputs
     come out one by one). The number of the next input."""
-    checked = iter(local.validate_many([d for d, error in batch if error is None]))
-    problems: list[str | None] = []  # each input's error, or None: its outcome is the model's
+    todo = [p for p in range(len(batch)) if p not in problems] if problems else range(len(batch))
     valid: list[dict[str, Any]] = []
-    for _, error in batch:
-        if error is None:
-            value = next(checked)
-            if isinstance(value, ModelportError):
-                error = value.message
-            else:
-                valid.append(value)
-        problems.append(error)
+    for position, value in zip(todo, local.validate_many([batch[p] for p in todo]), strict=True):
+        if isinstance(value, ModelportError):
+            problems[position] = value.message
+        else:
+            valid.append(value)
     outcomes = local.call_each(valid)
-    flushed = time.monotonic()
-    for i, problem in enumerate(problems, first):
-        if problem is not None:
-            write({"index": i, "error": problem})
-            continue
-        output, error = next(outcomes)
-        write(output if error is None else {"index": i, "error": error})
-        if time.monotonic() - flushed >= _FLUSH_EVERY:
+    monotonic = time.monotonic
+    flushed = monotonic()
+    for position in range(len(batch)):
+        error = problems.get(position) if problems else None
+        if error is None:
+            output, error = next(outcomes)
+            if error is None:
+                write(output)
+        if error is not None:
+            write({"index": first + position, "error": error})
+        if monotonic() - flushed >= _FLUSH_EVERY:
             out.flush()
-            flushed = time.monotonic()
+            flushed = monotonic()
     return first + len(batch)
