@@ -27,15 +27,16 @@ import pydantic
 from modelport import _context as context
 from modelport import logs
 from modelport.errors import first_error
-from modelport.media import outputs as media_outputs
 from modelport.model import Model, runner_call
 from modelport.spec import EndpointSpec
 from modelport.wire import Event, LeasedJob, Result
 from modelport.worker import capture
 from modelport.worker.events import Events
 
-if TYPE_CHECKING:  # imported where it is used: a model run in this process may need none
+if TYPE_CHECKING:  # imported where they are used: a model run in this process may need none
     import asyncio
+
+    from modelport.media import outputs as media_outputs
 
 log = logging.getLogger("modelport.worker")
 
@@ -271,6 +272,8 @@ class Invoker:
             if fraction is not None and not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
             if "preview" in data or (data and self.spec.media_outputs):
+                from modelport.media import outputs as media_outputs
+
                 if job_ids[0] not in previews:  # the ids change when bound for many jobs
                     previews.clear()
                     previews[job_ids[0]] = media_outputs.Previews(self.buffer.progress_interval)
@@ -293,6 +296,8 @@ class Invoker:
         """A batch item's media inputs as the model's objects (``predict`` does it itself)."""
         if not self.spec.media_inputs:
             return values
+        from modelport.media import outputs as media_outputs
+
         return {
             k: media_outputs.to_model(self.spec.media_inputs[k], v)
             if k in self.spec.media_inputs
@@ -342,6 +347,8 @@ def _converted(output: Any, spec: EndpointSpec) -> tuple[Any, str | None]:
         return None, describe(output)
     try:
         if spec.media_outputs:
+            from modelport.media import outputs as media_outputs
+
             output = media_outputs.encode_output(spec, output)
         return jsonable(output), None
     except ValueError as e:  # a media value that cannot be written (MediaError)
