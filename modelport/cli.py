@@ -13,11 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from modelport import batch, cli_security
 from modelport._version import __version__
 from modelport.errors import ModelportError
-from modelport.logs import configure as configure_logs
-from modelport.settings import Limits, Settings
 
 if TYPE_CHECKING:  # the server is an extra: imported by `serve` only
     from starlette.types import ASGIApp
@@ -27,10 +24,15 @@ if TYPE_CHECKING:  # the server is an extra: imported by `serve` only
 log = logging.getLogger("modelport")
 
 DEFAULT_STORE = "sqlite:///modelport.db"
-_DEFAULTS = Limits()
 
 
 def _parser() -> argparse.ArgumentParser:
+    # Imported here, not at the top: `modelport pipe` and the other modes that parse their
+    # own arguments start without loading what only this parser's commands need.
+    from modelport import batch, cli_security
+    from modelport.settings import Limits
+
+    defaults = Limits()
     parser = argparse.ArgumentParser(
         prog="modelport",
         description="Serve Python models as typed, queued web APIs, or run them without a "
@@ -109,63 +111,63 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-body-size",
         type=int,
-        default=_DEFAULTS.max_body_size,
+        default=defaults.max_body_size,
         metavar="BYTES",
         help="largest request body accepted; larger ones get 413 (default: %(default)s)",
     )
     serve.add_argument(
         "--max-queue-length",
         type=int,
-        default=_DEFAULTS.max_queue_length,
+        default=defaults.max_queue_length,
         metavar="N",
         help="queued jobs per endpoint before submits get 429 (default: %(default)s)",
     )
     serve.add_argument(
         "--wait",
         type=float,
-        default=_DEFAULTS.default_wait,
+        default=defaults.default_wait,
         metavar="SECONDS",
         help="how long a submit waits for its result before answering 202 (default: %(default)s)",
     )
     serve.add_argument(
         "--max-queue-time",
         type=float,
-        default=_DEFAULTS.max_queue_time,
+        default=defaults.max_queue_time,
         metavar="SECONDS",
         help="expire jobs no worker started within this time (default: no limit)",
     )
     serve.add_argument(
         "--timeout",
         type=float,
-        default=_DEFAULTS.timeout,
+        default=defaults.timeout,
         metavar="SECONDS",
         help="fail jobs that compute longer than this (default: no limit)",
     )
     serve.add_argument(
         "--result-ttl",
         type=float,
-        default=_DEFAULTS.result_ttl,
+        default=defaults.result_ttl,
         metavar="SECONDS",
         help="delete finished jobs after this long (default: %(default)s)",
     )
     serve.add_argument(
         "--log-max-entries",
         type=int,
-        default=_DEFAULTS.log_max_entries,
+        default=defaults.log_max_entries,
         metavar="N",
         help="log lines of models kept per endpoint (default: %(default)s)",
     )
     serve.add_argument(
         "--log-max-bytes",
         type=int,
-        default=_DEFAULTS.log_max_bytes,
+        default=defaults.log_max_bytes,
         metavar="BYTES",
         help="bytes of models' log lines kept per endpoint (default: %(default)s)",
     )
     serve.add_argument(
         "--log-max-age",
         type=float,
-        default=_DEFAULTS.log_max_age,
+        default=defaults.log_max_age,
         metavar="SECONDS",
         help="delete models' log lines after this long (default: %(default)s)",
     )
@@ -303,6 +305,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def worker(args: argparse.Namespace) -> int:
+    from modelport import cli_security
+    from modelport.logs import configure as configure_logs
     from modelport.worker.supervisor import run_worker
 
     configure_logs(args.log_level, args.log_format)
@@ -349,7 +353,9 @@ def _server(args: argparse.Namespace) -> Server:
             f"serving needs the server extra ({e.name} is not installed):"
             " pip install 'modelport[server]'"
         ) from None
+    from modelport import cli_security
     from modelport.loader import load_models
+    from modelport.settings import Settings
     from modelport.spec import spec_from_toml
 
     security = cli_security.serve_settings(args)
@@ -412,6 +418,8 @@ def _pairs(flag: str, values: Sequence[str]) -> dict[str, str]:
 def _webhook_secret(path: str | None) -> str | None:
     if path is None:
         return os.environ.get("MODELPORT_WEBHOOK_SECRET") or None
+    from modelport import cli_security
+
     return cli_security.read_secret(path, "--webhook-secret-file")
 
 
@@ -427,6 +435,9 @@ _ARGV_ENV = "MODELPORT_SERVE_ARGV"
 
 
 def serve(args: argparse.Namespace, argv: Sequence[str]) -> None:
+    from modelport import cli_security
+    from modelport.logs import configure as configure_logs
+
     configure_logs(args.log_level, args.log_format)
     server = _server(args)  # also checks everything before any process starts
     if args.processes > 1 and not server.broker.store.shared:
@@ -489,6 +500,8 @@ def _run(
 def app_from_env() -> ASGIApp:
     """The app of a server process started by another (``serve --processes N`` or
     ``serve --reload``)."""
+    from modelport.logs import configure as configure_logs
+
     args = _parser().parse_args(json.loads(os.environ[_ARGV_ENV]))
     configure_logs(args.log_level, args.log_format)
     return _app(_server(args), args)
@@ -542,9 +555,12 @@ def _add_modes(commands: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in _OWN and not argv[0].startswith("-"):
-        from modelport.modes import installed
+        from modelport.modes import BUILTIN, Mode, installed
 
-        mode = installed().get(argv[0])
+        # A plugin cannot replace a built-in mode: those start without reading every
+        # installed package's entry points.
+        builtin = BUILTIN.get(argv[0])
+        mode = Mode(argv[0], builtin, "modelport") if builtin else installed().get(argv[0])
         if mode is not None:
             return mode.load()(argv[1:])
     parser = _parser()
@@ -556,6 +572,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return worker(args)
         if args.command == "batch":
+            from modelport import batch
+
             return batch.main(args)
         if args.command == "keys":
             from modelport import cli_keys

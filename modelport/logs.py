@@ -7,7 +7,6 @@ with a log record.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import http
 import io
@@ -22,6 +21,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 import orjson
 
 if TYPE_CHECKING:  # the server is an extra; the worker logs without it
+    import asyncio
+
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
     _Entry = tuple[float, Scope, int, float, str | None]
@@ -259,6 +260,8 @@ class AccessLog:
             entry = (time.time(), scope, status, time.perf_counter() - started, request_id.get())
             self._pending.append(entry)
             if self._timer is None or self._loop is None or self._loop.is_closed():
+                import asyncio  # here: a model run in this process loads the module, not asyncio
+
                 self._loop = asyncio.get_running_loop()
                 self._timer = self._loop.call_later(self.flush_every, self.flush)
 

@@ -292,6 +292,24 @@ def _call_of(cls: type[Model], func: Callable[..., Any]) -> _Call:
     return call
 
 
+def runner_call(model: Model) -> tuple[Callable[..., Any], frozenset[str]] | None:
+    """``model.predict``'s own function bound to ``model``, and the keyword arguments with
+    which the wrapper of :func:`_callable_directly` calls it as it is (nothing to fill in or
+    build); None when there is no such call. For a stream of small calls (``modelport
+    pipe``), which would spend more in the wrapper's checks than in a light model."""
+    bound = model.predict
+    wrapper = getattr(bound, "__func__", None)
+    func = getattr(wrapper, "__wrapped__", None)
+    if (
+        func is None
+        or getattr(bound, "__self__", None) is not model
+        or not getattr(wrapper, "__modelport_call__", False)
+    ):
+        return None
+    plan = _call_of(type(model), func)
+    return (functools.partial(func, model), plan.names) if plan.simple else None
+
+
 def _callable_directly(func: Callable[..., Any]) -> Callable[..., Any]:
     """``predict`` as the class defines it, plus what a direct call needs: defaults declared
     with ``Input(...)`` or in the TOML config filled in, pydantic models / dataclasses /

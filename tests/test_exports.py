@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import modelport
+
+ECHO = Path(__file__).resolve().parent.parent / "examples" / "echo" / "model.py"
 
 
 def test_all_is_sorted_and_exported() -> None:
@@ -49,3 +52,27 @@ def test_the_worker_sdk_never_imports_server_code() -> None:
         "import modelport.worker.supervisor, modelport.worker.http, modelport.worker.runner"
     )
     assert not {m for m in loaded if m.startswith(SERVER_SIDE)}
+
+
+def test_pipe_loads_only_what_running_a_model_needs() -> None:
+    """`modelport pipe` starts in the time a stream of light inputs is measured against:
+    none of the server's, the worker's serving loops, the other commands' modules or
+    asyncio."""
+    loaded = _loaded_after(
+        "import io\n"
+        'sys.stdin = io.TextIOWrapper(io.BytesIO(b\'{"text": "hi"}\\n\'))\n'
+        "sys.stdout = io.TextIOWrapper(io.BytesIO())\n"
+        "from modelport.cli import main\n"
+        f"assert main(['pipe', {str(ECHO)!r}]) == 0\n"
+        "sys.stdout = sys.__stdout__"
+    )
+    assert "modelport.modes.pipe" in loaded
+    unneeded = (
+        *SERVER_SIDE,
+        "modelport.batch",
+        "modelport.cli_security",
+        "modelport.media.prepare",
+        "modelport.worker.runner",
+        "asyncio",
+    )
+    assert not {m for m in loaded if m.startswith(unneeded)}

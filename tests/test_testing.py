@@ -95,6 +95,22 @@ def test_predict_called_directly_builds_declared_classes() -> None:
     assert Span().predict(Window(start=7)) == [7, 8, 9]
 
 
+def test_the_runner_call_skips_the_wrapper_only_when_it_would_do_nothing() -> None:
+    from modelport.model import runner_call
+
+    model = Sentiment()
+    model.setup()
+    call = runner_call(model)
+    assert call is not None
+    func, names = call
+    assert names == {"text", "scale", "bonus", "tags"}  # a validated input's keys
+    assert func(text="good", scale=2.0, bonus=1, tags=[]) == {"score": 3.0, "tags": 1}
+    assert runner_call(Span()) is None  # its window is built from JSON: the wrapper's work
+    replaced = Sentiment()
+    replaced.predict = lambda **inputs: {"score": 0.0}  # type: ignore[method-assign]
+    assert runner_call(replaced) is None
+
+
 async def test_async_predict_called_directly() -> None:
     assert [c async for c in Streamer().predict()] == ["t0 ", "t1 ", "t2 "]
     assert await Awaiting().predict() == 8

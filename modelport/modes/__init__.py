@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib.metadata import entry_points
 
 GROUP = "modelport.modes"
 
@@ -65,6 +64,8 @@ class Mode:
 def installed() -> dict[str, Mode]:
     """Every mode by name: the built-ins, then the plugins. A plugin cannot replace a
     built-in mode; among plugins, the first found wins."""
+    from importlib.metadata import entry_points  # slow to import: only when listing plugins
+
     modes = {name: Mode(name, value, "modelport") for name, value in BUILTIN.items()}
     for ep in entry_points(group=GROUP):
         if ep.name in modes:

@@ -14,11 +14,12 @@ import orjson
 
 from modelport.wire import Event
 
-_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+"""How the local modes write JSON."""
 
 
 def dumps(value: Any, *, pretty: bool = False) -> bytes:
-    return orjson.dumps(value, option=_OPTIONS | (orjson.OPT_INDENT_2 if pretty else 0))
+    return orjson.dumps(value, option=OPTIONS | (orjson.OPT_INDENT_2 if pretty else 0))
 
 
 def write_output(value: Any, stream: IO[str]) -> None:

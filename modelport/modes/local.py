@@ -4,17 +4,15 @@ of the output against the endpoint's outputs. What ``run``, ``pipe`` and ``test`
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import itertools
 import logging
 import math
 import sys
 import traceback
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pydantic
 
@@ -22,10 +20,18 @@ from modelport.errors import InvalidRequest, ModelportError, invalid
 from modelport.model import Model
 from modelport.spec import EndpointSpec
 from modelport.wire import Event, LeasedJob
-from modelport.worker.events import EventBuffer
+from modelport.worker.events import Events
 from modelport.worker.invoke import Invoker
 
+if TYPE_CHECKING:
+    import asyncio
+
 OnEvent = Callable[[Event], None]
+
+_NO_LOOP = cast("asyncio.AbstractEventLoop", None)
+"""The event loop the invoker is given: it only hands it to the sink with each event, which
+sends nothing (a coroutine ``predict`` runs in ``asyncio.run``), so a model run in this
+process neither makes one nor loads asyncio."""
 
 
 @dataclass
@@ -36,7 +42,7 @@ class Outcome:
     error: str | None = None
 
 
-class _Sink(EventBuffer):
+class _Sink(Events):
     """Events handed straight to a callback on the model's own thread (nothing to send)."""
 
     def __init__(self) -> None:
@@ -95,10 +101,7 @@ class LocalModel:
         self.model = cls()
         self._sink = _Sink()
         self._invoker = Invoker(self.model, self.spec, self._sink)
-        # The invoker hands its loop to the buffer only, and ours ignores it: never run,
-        # closed when this object goes (or at exit).
-        self._loop = asyncio.new_event_loop()
-        weakref.finalize(self, self._loop.close)
+        self._loop = _NO_LOOP
         self._ids = itertools.count(1)
         logging.getLogger("modelport").addHandler(logging.NullHandler())
 
@@ -110,7 +113,8 @@ class LocalModel:
         self.model.setup()
 
     def close(self) -> None:
-        self._loop.close()
+        """Nothing to release any more (there is no event loop): kept for the modes written
+        against it."""
 
     def validate(self, data: Any) -> dict[str, Any]:
         """The input as the server's submit validates it: same checks, same messages, and
@@ -178,19 +182,22 @@ class LocalModel:
             for r in results
         ]
 
-    def call_each(self, inputs: Iterable[dict[str, Any]]) -> Iterator[Outcome]:
-        """Validated inputs run one by one, each outcome as soon as it is made, with nobody
-        told of their events (what ``pipe`` needs); a ``predict_batch`` model gets them as
-        one batch."""
+    def call_each(self, inputs: Iterable[dict[str, Any]]) -> Iterator[tuple[Any, str | None]]:
+        """Validated inputs run one by one, each outcome as soon as it is made, as (output,
+        None) or (None, error), with nobody told of their events (what ``pipe`` needs); a
+        ``predict_batch`` model gets them as one batch."""
         if self.batched:
-            yield from self.call(list(inputs))
+            for outcome in self.call(list(inputs)):
+                yield outcome.output, outcome.error
             return
-        jobs = (
-            LeasedJob(f"local-{next(self._ids)}", self.spec.name, dict(x), 1, math.inf)
-            for x in inputs
-        )
-        for r in self._invoker.compute_unwatched(jobs, self._loop):
-            yield Outcome(error=r.error) if r.error is not None else self._checked(r.output)
+        jobs = zip(map("local-{}".format, self._ids), inputs, strict=False)  # ids never end
+        output_error = self.spec.output_error
+        for output, error in self._invoker.outputs_unwatched(jobs, self._loop):
+            if error is None:
+                error = output_error(output)
+                if error is not None:
+                    output = None
+            yield output, error
 
     def _checked(self, output: Any) -> Outcome:
         error = self.spec.output_error(output)

@@ -27,11 +27,9 @@ from typing import IO, Any
 import orjson
 
 from modelport.errors import ModelportError
-from modelport.media.prepare import limits_of, single_media_input
 from modelport.modes import console
 from modelport.modes.local import LocalModel, load_target
 from modelport.modes.run import common_options, set_up, target_and_rest
-from modelport.settings import Limits
 
 _CHUNK = 1 << 16
 _GROUP = 1024
@@ -64,42 +62,58 @@ class Lines:
         ready, _, _ = select.select([self._fd], [], [], 0)
         return bool(ready)
 
-    def __iter__(self) -> Iterator[bytes]:
-        return self
-
-    def __next__(self) -> bytes:
-        while self._next >= len(self._lines):
-            if self._eof:
-                raise StopIteration
-            chunk = os.read(self._fd, _CHUNK) if self._fd is not None else self._stream.read(_CHUNK)
-            if not chunk:
-                self._eof = True
-                self._lines, self._next = ([self._tail] if self._tail.strip() else []), 0
-                self._tail = b""
+    def take(self, limit: int) -> list[bytes]:
+        """Up to ``limit`` lines that are not blank: the first waited for, the others those
+        at hand. Empty at the end of the stream."""
+        taken: list[bytes] = []
+        while len(taken) < limit:
+            if self._next >= len(self._lines):
+                if (taken and not self.waiting()) or not self._read():
+                    break
                 continue
-            parts = (self._tail + chunk).split(b"\n")
-            self._tail = parts.pop()
-            self._lines, self._next = parts, 0
-        line = self._lines[self._next]
-        self._next += 1
-        return line
+            end = min(len(self._lines), self._next + limit - len(taken))
+            taken += [line for line in self._lines[self._next : end] if line.strip()]
+            self._next = end
+        return taken
+
+    def _read(self) -> bool:
+        """The next chunk's whole lines read (waiting for them); False at the end."""
+        if self._eof:
+            return False
+        chunk = os.read(self._fd, _CHUNK) if self._fd is not None else self._stream.read(_CHUNK)
+        if not chunk:
+            self._eof = True
+            self._lines, self._next = [self._tail], 0
+            self._tail = b""
+            return True
+        parts = (self._tail + chunk).split(b"\n")
+        self._tail = parts.pop()
+        self._lines, self._next = parts, 0
+        return True
 
 
-def _json_inputs(lines: Lines) -> Iterator[tuple[Any, str | None]]:
-    for line in lines:
-        if not line.strip():
-            continue
+def _parsed(group: list[bytes]) -> tuple[list[Any], dict[int, str]]:
+    """The lines' JSON values, and the error of each line (by position) that is not JSON."""
+    try:
+        return [orjson.loads(line) for line in group], {}
+    except orjson.JSONDecodeError:
+        pass
+    values: list[Any] = []
+    problems: dict[int, str] = {}
+    for position, line in enumerate(group):
         try:
-            yield orjson.loads(line), None
+            values.append(orjson.loads(line))
         except orjson.JSONDecodeError as e:
-            yield None, f"not valid JSON: {e}"
+            values.append(None)
+            problems[position] = f"not valid JSON: {e}"
+    return values, problems
 
 
-def _pickle_inputs(stream: IO[bytes]) -> Iterator[tuple[Any, str | None]]:
+def _pickle_inputs(stream: IO[bytes]) -> Iterator[Any]:
     unpickler = pickle.Unpickler(stream)
     while True:
         try:
-            yield unpickler.load(), None
+            yield unpickler.load()
         except EOFError:
             return
         except pickle.UnpicklingError as e:
@@ -186,6 +200,9 @@ def _prints_to_stderr() -> Iterator[None]:
 
 def _raw(parser: argparse.ArgumentParser, local: LocalModel, args: argparse.Namespace) -> int:
     """One media file on stdin, one output (or error line) on stdout."""
+    from modelport.media.prepare import limits_of, single_media_input
+    from modelport.settings import Limits
+
     key = single_media_input(local.spec)
     if key is None:
         parser.error(
@@ -219,65 +236,73 @@ def _writer(fmt: str, out: IO[bytes]) -> Callable[[Any], None]:
         def write(value: Any) -> None:
             pickle.dump(value, out, protocol=pickle.HIGHEST_PROTOCOL)
     else:
+        dumps, line = orjson.dumps, console.OPTIONS | orjson.OPT_APPEND_NEWLINE
 
         def write(value: Any) -> None:
-            out.write(console.dumps(value) + b"\n")
+            out.write(dumps(value, option=line))
 
     return write
 
 
 def _pipe(local: LocalModel, fmt: str, size: int, out: IO[bytes]) -> None:
     stdin = sys.stdin.buffer
-    lines = Lines(stdin)
-    items = _pickle_inputs(stdin) if fmt == "pickle" else _json_inputs(lines)
     write = _writer(fmt, out)
     # A predict_batch model gets `size` inputs a call; any other model runs the lines at
     # hand one by one, a group of them sharing the per-call costs (validation, set-up).
-    bound = size if local.batched or fmt == "pickle" else max(size, _GROUP)
     index = 0
-    for data, error in items:
-        batch = [(index, data, error)]
-        index += 1
-        while len(batch) < bound and (fmt == "pickle" or lines.waiting()):
-            item = next(items, None)
-            if item is None:
-                break
-            batch.append((index, *item))
-            index += 1
-        _run_batch(local, batch, write, out)
-        if fmt == "pickle" or not lines.waiting():
+    if fmt == "pickle":
+        batch: list[Any] = []
+        for item in _pickle_inputs(stdin):
+            batch.append(item)
+            if len(batch) == size:
+                index = _run_batch(local, index, batch, {}, write, out)
+                out.flush()
+                batch = []
+        if batch:
+            _run_batch(local, index, batch, {}, write, out)
+        out.flush()
+        return
+    lines = Lines(stdin)
+    bound = size if local.batched else max(size, _GROUP)
+    while group := lines.take(bound):
+        index = _run_batch(local, index, *_parsed(group), write, out)
+        if not lines.waiting():
             out.flush()
     out.flush()
 
 
 def _run_batch(
     local: LocalModel,
-    batch: list[tuple[int, Any, str | None]],
+    first: int,
+    batch: list[Any],
+    problems: dict[int, str],
     write: Callable[[Any], None],
     out: IO[bytes],
-) -> None:
-    """The inputs of ``batch`` validated and run, their outputs (or error lines) written in
-    order, each as soon as it is made, and flushed with it once :data:`_FLUSH_EVERY`
-    seconds have passed since the last flush (a slow model's outputs come out one by one)."""
-    checked = iter(local.validate_many([d for _, d, error in batch if error is None]))
-    problems: list[str | None] = []  # each input's error, or None: its outcome is the model's
+) -> int:
+    """The inputs of ``batch`` (numbered from ``first``; ``problems`` holds the error of
+    those that cannot be run, by position) validated and run, their outputs (or error lines)
+    written in order, each as soon as it is made, and flushed with it once
+    :data:`_FLUSH_EVERY` seconds have passed since the last flush (a slow model's outputs
+    come out one by one). The number of the next input."""
+    todo = [p for p in range(len(batch)) if p not in problems] if problems else range(len(batch))
     valid: list[dict[str, Any]] = []
-    for _, _, error in batch:
-        if error is None:
-            value = next(checked)
-            if isinstance(value, ModelportError):
-                error = value.message
-            else:
-                valid.append(value)
-        problems.append(error)
+    for position, value in zip(todo, local.validate_many([batch[p] for p in todo]), strict=True):
+        if isinstance(value, ModelportError):
+            problems[position] = value.message
+        else:
+            valid.append(value)
     outcomes = local.call_each(valid)
-    flushed = time.monotonic()
-    for (i, _, _), problem in zip(batch, problems, strict=True):
-        if problem is not None:
-            write({"index": i, "error": problem})
-            continue
-        outcome = next(outcomes)
-        write(outcome.output if outcome.error is None else {"index": i, "error": outcome.error})
-        if time.monotonic() - flushed >= _FLUSH_EVERY:
+    monotonic = time.monotonic
+    flushed = monotonic()
+    for position in range(len(batch)):
+        error = problems.get(position) if problems else None
+        if error is None:
+            output, error = next(outcomes)
+            if error is None:
+                write(output)
+        if error is not None:
+            write({"index": first + position, "error": error})
+        if monotonic() - flushed >= _FLUSH_EVERY:
             out.flush()
-            flushed = time.monotonic()
+            flushed = monotonic()
+    return first + len(batch)

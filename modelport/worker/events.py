@@ -4,23 +4,40 @@ at most every ``progress_interval``."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from modelport.wire import Event
+
+if TYPE_CHECKING:  # imported where it is used: running a model in this process needs none
+    import asyncio
 
 Send = Callable[[list[Event]], Awaitable[list[str]]]
 """Sends events; returns the ids of the jobs the worker still holds."""
 
 
-class EventBuffer:
+class Events:
+    """Where the invoker puts the events of the model it runs: :class:`EventBuffer` queues
+    them for the server; a model run in this process (``modelport run``) shows them."""
+
     def __init__(self, progress_interval: float) -> None:
         self.progress_interval = progress_interval
-        self.ready = asyncio.Event()
-        """Set when events wait to be sent."""
         self.abandoned: set[str] = set()
         """Jobs the server says this worker no longer holds (cancelled, lease lost)."""
+
+    def emit(self, event: Event, loop: asyncio.AbstractEventLoop) -> None:
+        """Take an event from the model thread (``loop`` runs the worker's sending)."""
+        raise NotImplementedError
+
+
+class EventBuffer(Events):
+    def __init__(self, progress_interval: float) -> None:
+        import asyncio
+
+        super().__init__(progress_interval)
+        self.ready = asyncio.Event()
+        """Set when events wait to be sent."""
         self._lock = threading.Lock()
         self._events: list[Event] = []
         self._progress: dict[str, Event] = {}
@@ -42,6 +59,8 @@ class EventBuffer:
     async def flush(self, send: Send) -> None:
         """Send what is due: every chunk and log line, and progress if the interval passed
         (else wake again when it will have)."""
+        import asyncio
+
         async with self._sending:
             loop = asyncio.get_running_loop()
             now = loop.time()

@@ -3,13 +3,13 @@
 A ``predict_batch`` model gets the batch's inputs in one call; any other model gets
 ``predict(**input)`` once per job. A generator (sync or async) streams its chunks as output
 events, and its output is the chunks joined or listed, or the value it returns if not None;
-``Model.progress`` reports through the :class:`EventBuffer`. A model error becomes the job's
-error (type and text, never a traceback); a :class:`TransientError` requeues the job.
+``Model.progress`` reports through the :class:`~modelport.worker.events.Events`. A model
+error becomes the job's error (type and text, never a traceback); a :class:`TransientError`
+requeues the job.
 """
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import inspect
 import logging
@@ -19,7 +19,7 @@ import time
 import types
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import pydantic
@@ -27,16 +27,21 @@ import pydantic
 from modelport import _context as context
 from modelport import logs
 from modelport.errors import first_error
-from modelport.media import outputs as media_outputs
-from modelport.model import Model
+from modelport.model import Model, runner_call
 from modelport.spec import EndpointSpec
 from modelport.wire import Event, LeasedJob, Result
 from modelport.worker import capture
-from modelport.worker.events import EventBuffer
+from modelport.worker.events import Events
+
+if TYPE_CHECKING:  # imported where they are used: a model run in this process may need none
+    import asyncio
+
+    from modelport.media import outputs as media_outputs
 
 log = logging.getLogger("modelport.worker")
 
 _JSON_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+_SCALARS = (str, int, float, bool)
 _PLAIN = frozenset({dict, list, str, int, float, bool, type(None)})
 """Types of output that are never a generator or a coroutine."""
 
@@ -58,7 +63,7 @@ def describe(exc: BaseException) -> str:
 
 
 class Invoker:
-    def __init__(self, model: Model, spec: EndpointSpec, buffer: EventBuffer) -> None:
+    def __init__(self, model: Model, spec: EndpointSpec, buffer: Events) -> None:
         self.model = model
         self.spec = spec
         self.buffer = buffer
@@ -116,21 +121,47 @@ class Invoker:
             self._bind(None, loop)
             logs.job_id.set(None)
 
-    def compute_unwatched(
-        self, jobs: Iterable[LeasedJob], loop: asyncio.AbstractEventLoop
-    ) -> Iterator[Result]:
-        """Each job's result in turn, as :meth:`compute` makes them for a model without
-        ``predict_batch``, for jobs whose events nobody receives (``modelport pipe``): the
-        same calls, checks and results, with the contexts bound once for all the jobs and no
-        log lines made of what the model prints (it still reaches the streams)."""
+    def outputs_unwatched(
+        self, jobs: Iterable[tuple[str, dict[str, Any]]], loop: asyncio.AbstractEventLoop
+    ) -> Iterator[tuple[Any, str | None]]:
+        """Each (job id, input)'s output as JSON values and None, or None and its error, in
+        turn: what :meth:`compute` makes of them for a model without ``predict_batch``, for
+        jobs whose events nobody receives (``modelport pipe``). The same calls and checks,
+        with the contexts bound once for all the jobs, no log lines made of what the model
+        prints (it still reaches the streams), and no :class:`LeasedJob` or :class:`Result`
+        around each: a stream of light jobs spends its time in the model."""
         ids = [""]  # the job at hand
         self._bind(ids, loop)
         capture.install()
+
+        def chunk(value: Any) -> None:
+            self._check(ids)
+            self.buffer.emit(Event(ids[0], "output", jsonable(value)), loop)
+
+        context.set_chunker(chunk)
+        predict = self.model.predict
+        direct, names = runner_call(self.model) or (predict, None)
+        times = self.job_times
+        clock = time.perf_counter
         try:
-            for job in jobs:
-                ids[0] = job.id
-                logs.job_id.set(job.id)
-                yield _result(job, self._predict(job, loop, None), self.spec)
+            for job_id, inputs in jobs:
+                ids[0] = job_id
+                logs.job_id.set(job_id)
+                started = clock()
+                try:
+                    output = direct(**inputs) if inputs.keys() == names else predict(**inputs)
+                    if type(output) not in _PLAIN:
+                        output = _collect(output, chunk)
+                    if self._text and isinstance(output, list) and not output:
+                        output = ""  # as _predict: an Iterator[str] that yielded nothing
+                except JobAbandoned as e:
+                    log.info("job %s stopped: %s", job_id, e)
+                    output = e
+                except Exception as e:
+                    log.exception("model %s failed on job %s", self.spec.name, job_id)
+                    output = e
+                times.append(clock() - started)
+                yield _converted(output, self.spec)
         finally:
             self._bind(None, loop)
             logs.job_id.set(None)
@@ -178,6 +209,8 @@ class Invoker:
         job, as a task on the event loop: for a model that waits on I/O with many jobs in
         flight (an adapter), with no thread for each. ``context.log``, ``context.check``,
         ``context.chunk`` and ``Model.progress`` reach the job (the task has its own)."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         self._bind([job.id], loop)
         logs.job_id.set(job.id)
@@ -239,6 +272,8 @@ class Invoker:
             if fraction is not None and not 0.0 <= fraction <= 1.0:
                 raise ValueError(f"progress fraction must be between 0 and 1, got {fraction}")
             if "preview" in data or (data and self.spec.media_outputs):
+                from modelport.media import outputs as media_outputs
+
                 if job_ids[0] not in previews:  # the ids change when bound for many jobs
                     previews.clear()
                     previews[job_ids[0]] = media_outputs.Previews(self.buffer.progress_interval)
@@ -261,6 +296,8 @@ class Invoker:
         """A batch item's media inputs as the model's objects (``predict`` does it itself)."""
         if not self.spec.media_inputs:
             return values
+        from modelport.media import outputs as media_outputs
+
         return {
             k: media_outputs.to_model(self.spec.media_inputs[k], v)
             if k in self.spec.media_inputs
@@ -296,26 +333,34 @@ class Claims:
 
 
 def _result(job: LeasedJob, output: Any, spec: EndpointSpec) -> Result:
-    if isinstance(output, BaseException):
+    value, error = _converted(output, spec)
+    if error is not None:
         retry = isinstance(output, TransientError)
-        return Result(job.id, job.endpoint, job.attempt, error=describe(output), retry=retry)
+        return Result(job.id, job.endpoint, job.attempt, error=error, retry=retry)
+    return Result(job.id, job.endpoint, job.attempt, output=value)
+
+
+def _converted(output: Any, spec: EndpointSpec) -> tuple[Any, str | None]:
+    """What ``predict`` returned (or raised) as a job's output in JSON values and None, or
+    None and the error its client sees."""
+    if isinstance(output, BaseException):
+        return None, describe(output)
     try:
         if spec.media_outputs:
+            from modelport.media import outputs as media_outputs
+
             output = media_outputs.encode_output(spec, output)
-        value = jsonable(output)
+        return jsonable(output), None
     except ValueError as e:  # a media value that cannot be written (MediaError)
-        return Result(job.id, job.endpoint, job.attempt, error=f"the output cannot be encoded: {e}")
+        return None, f"the output cannot be encoded: {e}"
     except (TypeError, orjson.JSONEncodeError) as e:
-        return Result(
-            job.id, job.endpoint, job.attempt, error=f"the output is not JSON-serializable: {e}"
-        )
-    return Result(job.id, job.endpoint, job.attempt, output=value)
+        return None, f"the output is not JSON-serializable: {e}"
 
 
 def jsonable(value: Any) -> Any:
     """``value`` as plain JSON types (numpy arrays and scalars, dataclasses, enums and
     pydantic models included)."""
-    if isinstance(value, str | int | float | bool) or value is None:
+    if isinstance(value, _SCALARS) or value is None:  # a tuple: faster than a union
         return value
     if type(value) is dict and all(map(_flat, value.items())):
         return dict(value)  # what the round trip below would make of it, made faster
@@ -353,6 +398,8 @@ def _collect(output: Any, chunk: Callable[[Any], None]) -> Any:
     if type(output) in _PLAIN:
         return output
     if inspect.isasyncgen(output) or inspect.iscoroutine(output):
+        import asyncio
+
         return asyncio.run(_collect_async(output, chunk))
     if not isinstance(output, types.GeneratorType):
         return output
