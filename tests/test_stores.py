@@ -279,6 +279,30 @@ async def test_update_applies_each_update_on_its_own(store: JobStore) -> None:
     assert await store.get(a.id) == a
 
 
+async def test_updates_of_one_shape_each_find_their_job(store: JobStore) -> None:
+    """A batch's results (the same fields, conditions and worker): each applies to its own
+    job or is refused on its own, answered in the order given."""
+    jobs = await insert(store, 5)
+    held = await store.lease("echo", "w1", 4, NOW, LEASE_UNTIL)
+    by_id = {j.id: j for j in held}
+
+    def done(job_id: str, attempt: int, n: int) -> Update:
+        changes = {"status": JobStatus.SUCCEEDED, "output": {"n": n}, "completed_at": NOW + n}
+        return Update(job_id, RUNNING, changes, worker_id="w1", attempt=attempt)
+
+    ids_ = [j.id for j in jobs]  # the last one is still queued
+    updates = [done(ids_[3], 1, 3), done(ids_[0], 1, 0), done(ids_[1], 2, 1)]
+    updates += [done(ids_[4], 1, 4), done(ids_[2], 1, 2), done("no-such-job", 1, 9)]
+    results = await store.update(updates)
+    assert [r.id if r else None for r in results] == [ids_[3], ids_[0], None, None, ids_[2], None]
+    for r in results:
+        if r is not None:
+            assert r.status is JobStatus.SUCCEEDED and r.output == {"n": ids_.index(r.id)}
+            assert r.input == by_id[r.id].input and r.worker_id == "w1"
+    assert await store.get(ids_[1]) == by_id[ids_[1]]  # refused: another attempt
+    assert (await store.queue_depths())["echo"] == {"queued": 1, "running": 1}
+
+
 async def test_update_without_changes_reports_whether_it_matches(store: JobStore) -> None:
     (queued,) = await insert(store, 1)
     assert await store.update([Update(queued.id, QUEUED)]) == [await store.get(queued.id)]

@@ -21,6 +21,8 @@ from modelport.wire import JobRecord, JobStatus, new_job_id
 
 FRESH_COUNT = 0.25
 """Seconds a queue depth read from the store answers submits before it is read again."""
+_TIMER_SLACK = 0.001
+"""A wait woken this close to its deadline has timed out (a timer may fire a little early)."""
 
 
 class Jobs:
@@ -136,10 +138,14 @@ class Jobs:
                 remaining = deadline - loop.time()
                 if job.status.final or remaining <= 0 or self.wakeups.closing.done():
                     return job
+                # A timer that resolves the future with None (as "look again" does) costs the
+                # hot path less than a timeout context; the clock then says which it was.
+                timer = loop.call_at(deadline, _wake, done)
                 try:
-                    async with asyncio.timeout(remaining):
-                        final = await done
-                except TimeoutError:
+                    final = await done
+                finally:
+                    timer.cancel()
+                if final is None and deadline - loop.time() < _TIMER_SLACK:
                     return await self.get(job_id)
                 if final is not None:
                     return final
@@ -179,3 +185,8 @@ class Jobs:
         if workers == 0:
             return None
         return round((position + 1) * per_job / workers, 3)
+
+
+def _wake(fut: asyncio.Future[JobRecord | None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import itertools
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -233,6 +234,59 @@ def _update_sql(changes: tuple[str, ...], expected: int, held: bool, attempt: bo
     return f"UPDATE jobs SET {sets} WHERE {where} RETURNING {_COLUMNS}"
 
 
+_ALIKE = 256
+"""Updates applied by one statement at most (a VALUES list of that many rows)."""
+
+
+def _one_shape(updates: Sequence[Update]) -> bool:
+    """Whether ``updates`` change the same fields of distinct jobs under the same conditions
+    (held or not, on an attempt or not): then one statement applies them all."""
+    if len(updates) < 2:
+        return False
+    first = updates[0]
+    keys = first.changes.keys()
+    held, attempt = first.worker_id is not None, first.attempt is not None
+    return (
+        bool(keys)
+        and len({u.job_id for u in updates}) == len(updates)
+        and all(
+            u.changes.keys() == keys
+            and u.expect == first.expect
+            and (u.worker_id is not None) == held
+            and (u.attempt is not None) == attempt
+            for u in updates
+        )
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _update_alike_sql(
+    changes: tuple[str, ...], expect: tuple[str, ...], held: bool, attempt: bool
+) -> tuple[str, int]:
+    """The statement of :meth:`SqliteStore._update_alike`, with ``%ROWS%`` for its VALUES
+    rows (one per update: id, [worker], [attempt], then the changed values), and their
+    width."""
+    unknown = set(changes) - CHANGEABLE
+    if unknown:
+        raise ValueError(f"cannot change {sorted(unknown)}")
+    column = itertools.count(2)
+    where = f"jobs.id = v.column1 AND jobs.status IN ({','.join(repr(s) for s in expect)})"
+    if held:
+        where += f" AND jobs.worker_id = v.column{next(column)}"
+    if attempt:
+        where += f" AND jobs.attempts = v.column{next(column)}"
+    sets = ", ".join(f"{k} = v.column{next(column)}" for k in changes)
+    returning = ", ".join(f"jobs.{c.strip()}" for c in _COLUMNS.split(","))
+    sql = f"UPDATE jobs SET {sets} FROM (VALUES %ROWS%) AS v WHERE {where} RETURNING {returning}"
+    return sql, next(column) - 1
+
+
+@functools.lru_cache(maxsize=256)
+def _marks(rows: int, width: int) -> str:
+    """``rows`` rows of ``width`` parameter marks, for a VALUES list."""
+    return ",".join(["(" + ",".join("?" * width) + ")"] * rows)
+
+
 def _queued(db: sqlite3.Connection, endpoint: str) -> int:
     row = db.execute(
         "SELECT n FROM counts WHERE endpoint = ? AND status = 'queued'", (endpoint,)
@@ -425,7 +479,35 @@ class SqliteStore:
             with self._errors():
                 return [self._update_one(self.db, updates[0])]
         with self._transaction() as db:
-            return [self._update_one(db, u) for u in updates]
+            if not _one_shape(updates):
+                return [self._update_one(db, u) for u in updates]
+            out: list[JobRecord | None] = []
+            for start in range(0, len(updates), _ALIKE):
+                out += self._update_alike(db, updates[start : start + _ALIKE])
+            return out
+
+    @staticmethod
+    def _update_alike(db: sqlite3.Connection, updates: Sequence[Update]) -> list[JobRecord | None]:
+        """Updates of one shape (a batch's results) as one statement: each row of a VALUES
+        list finds its job by id, as the lone statement would."""
+        first = updates[0]
+        keys = tuple(first.changes)
+        held, attempt = first.worker_id is not None, first.attempt is not None
+        values: list[Any] = []
+        for u in updates:
+            values.append(u.job_id)
+            if held:
+                values.append(u.worker_id)
+            if attempt:
+                values.append(u.attempt)
+            values.extend(
+                _dump(v) if k in _JSON else (v.value if isinstance(v, JobStatus) else v)
+                for k, v in u.changes.items()
+            )
+        sql, width = _update_alike_sql(keys, tuple(s.value for s in first.expect), held, attempt)
+        rows = db.execute(sql.replace("%ROWS%", _marks(len(updates), width)), values).fetchall()
+        found = {r[1]: _row(r) for r in rows}
+        return [found.get(u.job_id) for u in updates]
 
     @staticmethod
     def _update_one(db: sqlite3.Connection, u: Update) -> JobRecord | None:
