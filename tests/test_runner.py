@@ -16,7 +16,7 @@ from modelport.server.app import Server
 from modelport.server.local import LocalTransport
 from modelport.stores.memory import MemoryStore
 from modelport.wire import JobStatus, LeasedJob, Result
-from modelport.worker.runner import Runner
+from modelport.worker.runner import EMPTY_PAUSE, Runner
 from tests.conftest import AppFactory
 
 BOUND = 10.0
@@ -218,6 +218,47 @@ async def test_a_failed_prefetch_still_reports_what_was_computed(broker: Broker)
     finals = [await broker.get(j.id) for j in jobs]
     # The first batch's results rode on the failed lease, the second's were computed meanwhile.
     assert [f.status for f in finals] == [JobStatus.SUCCEEDED] * 4 + [JobStatus.QUEUED] * 2
+
+
+class Closing(LocalTransport):
+    """A server going down: it answers every long poll at once, with no job."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        self.asked: list[float] = []
+        self.thrice = asyncio.Event()
+
+    async def lease(
+        self,
+        worker_id: str,
+        max_jobs: int,
+        wait: float,
+        results: Sequence[Result] = (),
+        batches: int = 1,
+    ) -> list[LeasedJob]:
+        assert not results
+        self.asked.append(asyncio.get_running_loop().time())
+        if len(self.asked) == 3:
+            self.thrice.set()
+        return []
+
+
+@pytest.mark.parametrize("width", [1, 2], ids=["one-lane", "two-lanes"])
+async def test_a_runner_pauses_between_long_polls_answered_at_once(
+    broker: Broker, width: int
+) -> None:
+    model = Gated()
+    model.jobs_in_flight = width  # type: ignore[attr-defined]
+    transport = Closing(broker)
+    runner = Runner(model, transport, lease_wait=0.2)
+    assert runner.width == width
+    task = asyncio.create_task(runner.run())
+    await asyncio.wait_for(transport.thrice.wait(), BOUND)
+    runner.drain()
+    await asyncio.wait_for(task, BOUND)
+    first, second, third = transport.asked[:3]
+    # Not a busy loop of lease requests while the server is going down.
+    assert second - first >= EMPTY_PAUSE * 0.99 and third - second >= EMPTY_PAUSE * 0.99
 
 
 class Described(Gated):

@@ -34,6 +34,9 @@ HOLD_BUDGET = 0.002
 """Seconds of recent compute a runner leases ahead at once (see ``_lease_size``, ``_ahead``)."""
 MAX_AHEAD = 64
 """The most jobs a runner holds unstarted at once."""
+EMPTY_PAUSE = 0.1
+"""Seconds a runner waits before asking again after a long poll ended early with no job: the
+server ends long polls so when it shuts down, and answers at once until it is gone."""
 
 
 class Health(Protocol):
@@ -128,7 +131,10 @@ class Runner:
                     continue
                 else:
                     # The last batch's results ride on the next lease request: one round trip.
+                    asked = asyncio.get_running_loop().time()
                     jobs, results = await self._lease(results), []
+                    if not jobs:
+                        await self._pause_if_early(asked)
                 if not jobs:
                     continue
                 sending: asyncio.Future[None] | None = None
@@ -190,6 +196,7 @@ class Runner:
         lease: asyncio.Future[list[LeasedJob]] | None = None
         wake = asyncio.Event()
         last_done = since = loop.time()  # when a running job last finished; a lease came
+        asked = quiet_until = 0.0  # when the lease was asked for; no lease before (see below)
         pump = asyncio.create_task(self._pump(active))
 
         def ended(future: asyncio.Future[list[Result]]) -> None:
@@ -241,7 +248,12 @@ class Runner:
                     rest = list(held)
                     held.clear()
                     await hand_back(rest)
-                if lease is None and room > 0 and not self._draining.is_set():
+                if (
+                    lease is None
+                    and room > 0
+                    and not self._draining.is_set()
+                    and loop.time() >= quiet_until
+                ):
                     if health is not None and not await health.ok():
                         if not running and not held:
                             if finished or sending is not None:
@@ -252,15 +264,18 @@ class Runner:
                     else:
                         assert self.worker_id is not None
                         size = room + self._ahead()
+                        asked = loop.time()
                         lease = asyncio.ensure_future(
                             self.transport.lease(self.worker_id, size, self.lease_wait, (), size)
                         )
                         lease.add_done_callback(woken)
                         self._long_poll = lease
                 if lease is None and not running and not held and sending is None:
-                    if not finished:
-                        break  # draining, and every job is done and reported
-                    continue
+                    if finished:
+                        continue
+                    if self._draining.is_set():
+                        break  # every job is done and reported
+                    # else quiet after an early empty lease: woken when it may ask again
                 if held:  # look again when they would have waited too long
                     loop.call_at(max(last_done, since) + HOLD_BUDGET, wake.set)
                 await wake.wait()
@@ -269,6 +284,9 @@ class Runner:
                     jobs = await self._leased(lease)
                     lease = self._long_poll = None
                     since = loop.time()
+                    if not jobs and self._ended_early(asked):
+                        quiet_until = since + EMPTY_PAUSE
+                        loop.call_at(quiet_until, wake.set)
                     for job in jobs:
                         active.append(job.id)
                     held.extend(jobs)
@@ -316,6 +334,19 @@ class Runner:
             await sending
         if results:
             await self._deliver(results)
+
+    def _ended_early(self, asked: float) -> bool:
+        """Whether a long poll asked at ``asked`` that brought no job ended well before its
+        wait (the server is going down, and answers every lease at once)."""
+        return asyncio.get_running_loop().time() - asked < self.lease_wait / 2
+
+    async def _pause_if_early(self, asked: float) -> None:
+        """After a long poll with no job: wait :data:`EMPTY_PAUSE` (or until draining) if it
+        ended early, so that the runner does not spin asking a server that is going down."""
+        if self._ended_early(asked) and not self._draining.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(EMPTY_PAUSE):
+                    await self._draining.wait()
 
     async def _leased(self, lease: asyncio.Future[list[LeasedJob]]) -> list[LeasedJob]:
         """The jobs a finished lease brought (none if it was given up or the server forgot
