@@ -26,11 +26,12 @@ PROGRAMS = Path(__file__).resolve().parent / "programs"
 
 
 _LANES = [1]
-"""The ``concurrency`` of the HTTP models that do not set one: 1 runs each request on the
-model thread (``predict``), more on the event loop (``predict_async``)."""
+"""The ``concurrency`` of the HTTP models that do not set one. Served, each request runs on
+the event loop (``predict_async``) either way; ``modelport run`` and ``pipe`` call
+``predict`` on their thread (see ``test_an_http_model_runs_on_a_model_thread_without_a_server``)."""
 
 
-@pytest.fixture(params=[1, 3], ids=["on-a-thread", "on-the-loop"])
+@pytest.fixture(params=[1, 3], ids=["one-lane", "three-lanes"])
 def upstream(request: pytest.FixtureRequest) -> Iterator[Upstream]:
     _LANES[0] = request.param
     service = Upstream().start()
@@ -375,6 +376,45 @@ def test_a_program_runs_on_a_model_thread_without_a_server(tmp_path: Path) -> No
     finally:
         local.model.close()  # type: ignore[attr-defined]
         local.close()
+
+
+def test_an_http_model_runs_on_a_model_thread_without_a_server(tmp_path: Path) -> None:
+    """``modelport run``/``pipe`` call ``predict`` on their own thread: it asks the upstream
+    through httpx's client there, with the same retries, errors and chunks as served."""
+    upstream = Upstream().start()
+    url = upstream.url
+    models = {
+        name: LocalModel(adapter(tmp_path, name, f'kind = "http"\nurl = "{url}/{route}"{more}', io))
+        for name, route, more, io in [
+            ("label", "predict", '\nheaders = { X-Team = "ml" }', LABELLED),
+            ("flaky", "flaky", "\nretry_backoff = 0.01", LABELLED),
+            ("failing", "fail", "", HTTP_IO),
+            ("words", "jsonl", "\nstream = true", HTTP_IO),
+        ]
+    }
+    try:
+        for local in models.values():
+            local.setup()
+        [out] = models["label"].call([models["label"].validate({"text": "ok"})])
+        assert out.error is None and out.output == {"label": "OK", "length": 2}
+        assert upstream.headers[-1]["x-team"] == "ml"
+        [out] = models["flaky"].call([models["flaky"].validate({"text": "x"})])
+        assert out.error is None and upstream.calls["flaky"] == 3  # two 503s, then the answer
+        [out] = models["failing"].call([models["failing"].validate({"text": "x"})])
+        assert out.error is not None
+        assert out.error.startswith("UpstreamError: the upstream answered 500 Internal")
+        seen: list[Event] = []
+        [out] = models["words"].call([models["words"].validate({"text": "a b"})], seen.append)
+        assert out.error is None
+        assert [e.data for e in seen if e.type == "output"] == [
+            {"index": 0, "word": "a"},
+            {"index": 1, "word": "b"},
+        ]
+    finally:
+        for local in models.values():
+            asyncio.run(local.model.aclose())  # type: ignore[attr-defined]
+            local.close()
+        upstream.stop()
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="Node.js is not installed")

@@ -39,7 +39,8 @@ _A = TypeVar("_A", bound=Adapter)
 
 def subclass(base: type[_A], spec: EndpointSpec, **attributes: Any) -> type[_A]:
     """``base`` serving ``spec``: one runner (one worker) with as many jobs in flight as
-    ``concurrency`` or ``processes`` says, each on its own thread."""
+    ``concurrency`` or ``processes`` says, each a task on its event loop when served (on a
+    thread of its own for ``modelport run`` and ``pipe``)."""
     return type(
         f"{base.__name__}[{spec.name}]",
         (base,),

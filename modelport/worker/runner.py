@@ -72,8 +72,9 @@ class Runner:
         self.ready = asyncio.Event()
         self.worker_id: str | None = None
         self.width: int = getattr(model, "jobs_in_flight", 1)
-        """Jobs run at once, each on its own thread, leased as they go (an adapter's
-        ``concurrency`` or ``processes``); 1: one batch at a time."""
+        """Jobs run at once, each on its own thread (or, with ``predict_async``, as a task on
+        the loop), leased as they go (an adapter's ``concurrency`` or ``processes``); 1 for
+        a model without ``predict_async``: one batch at a time."""
         self._executor = ThreadPoolExecutor(self.width, thread_name_prefix=f"model-{self.name}")
         self._draining = asyncio.Event()
         self._long_poll: asyncio.Future[list[LeasedJob]] | None = None
@@ -106,7 +107,9 @@ class Runner:
             if not await self._until_healthy(health):
                 return
         await self._register()
-        if self.width > 1:
+        # A model with ``predict_async`` (an adapter) runs its jobs as tasks on this loop even
+        # one at a time: no thread hop, and the HTTP model's lean client, for each.
+        if self.width > 1 or hasattr(self.model, "predict_async"):
             try:
                 await self._run_concurrent(health)
             finally:
