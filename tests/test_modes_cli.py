@@ -305,6 +305,19 @@ def test_modes_lists_the_built_in_modes() -> None:
     )
 
 
+def test_each_mode_help_before_a_target_describes_that_mode() -> None:
+    for mode, says, not_says in (
+        ("run", "modelport run TARGET", "modelport pipe TARGET"),
+        ("pipe", "one output per input on stdout", "modelport run TARGET"),
+        ("test", "run it on inputs made from its spec", "modelport run TARGET"),
+    ):
+        proc = modelport(mode, "--help")
+        text = " ".join(proc.out.split())
+        assert proc.returncode == 0, proc.err
+        assert text.startswith(f"usage: modelport {mode} TARGET"), text[:80]
+        assert says in text and not_says not in text, (mode, text[:300])
+
+
 def test_test_passes_a_good_model_and_covers_every_edge() -> None:
     proc = modelport("test", KINDS, "--count", "3", "--json")
     assert proc.returncode == 0, proc.out + proc.err

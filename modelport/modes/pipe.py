@@ -122,7 +122,7 @@ def _pickle_inputs(stream: IO[bytes]) -> Iterator[Any]:
 
 def main(argv: Sequence[str]) -> int:
     """Run a model on a stream of inputs on stdin (JSON lines or pickles), outputs on stdout."""
-    target, endpoint, _ = target_and_rest("modelport pipe", argv)
+    target, endpoint, _ = target_and_rest("modelport pipe", argv, __doc__)
     parser = argparse.ArgumentParser(
         allow_abbrev=False,
         prog=f"modelport pipe {target}",

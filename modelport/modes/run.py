@@ -18,12 +18,15 @@ from modelport.wire import Event
 USAGE = "modelport run TARGET [--endpoint NAME] [--json FILE|-] [--quiet] [--debug] [--INPUT ...]"
 
 
-def target_and_rest(prog: str, argv: Sequence[str]) -> tuple[str, str | None, list[str]]:
-    """The target (the first argument), ``--endpoint`` and the other arguments."""
+def target_and_rest(
+    prog: str, argv: Sequence[str], doc: str | None = __doc__
+) -> tuple[str, str | None, list[str]]:
+    """The target (the first argument), ``--endpoint`` and the other arguments; ``--help``
+    before a target prints ``doc`` (the calling mode's module docstring)."""
     argv = list(argv)
     if not argv or argv[0].startswith("-"):
         if argv and argv[0] in ("-h", "--help"):
-            print(f"usage: {prog} TARGET [options] [--INPUT ...]\n\n{__doc__ or ''}".rstrip())
+            print(f"usage: {prog} TARGET [options] [--INPUT ...]\n\n{doc or ''}".rstrip())
             print("\n`modelport " + prog.split()[-1] + " TARGET --help` lists the model's inputs.")
             raise SystemExit(0)
         print(

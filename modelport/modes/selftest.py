@@ -284,7 +284,7 @@ def cases(spec: EndpointSpec) -> list[Case]:
 
 def main(argv: Sequence[str]) -> int:
     """Run a model on inputs made from its spec; exit 1 if any fails."""
-    target, endpoint, _ = target_and_rest("modelport test", argv)
+    target, endpoint, _ = target_and_rest("modelport test", argv, __doc__)
     parser = argparse.ArgumentParser(
         allow_abbrev=False,
         prog=f"modelport test {target}",
