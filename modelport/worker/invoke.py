@@ -107,8 +107,8 @@ class Invoker:
         deliver: Callable[[Result], None],
     ) -> None:
         """Call ``predict`` for each job in turn (on the model thread), handing each result to
-        ``deliver`` on the event loop as soon as it is made, until no job is left to claim.
-        A job cancelled before its turn is not started."""
+        ``deliver`` as soon as it is made (on this thread: it must be thread-safe), until no
+        job is left to claim. A job cancelled before its turn is not started."""
         try:
             while (job := jobs.claim()) is not None:
                 if job.id in self.buffer.abandoned:
@@ -116,7 +116,7 @@ class Invoker:
                     result = Result(job.id, job.endpoint, job.attempt, error=error)
                 else:
                     result = _result(job, self._one(job, loop), self.spec)
-                loop.call_soon_threadsafe(deliver, result)
+                deliver(result)
         finally:
             self._bind(None, loop)
             logs.job_id.set(None)

@@ -506,10 +506,23 @@ class Runner:
         claims = Claims(jobs)
         last = [loop.time()]  # when the model last finished a job
 
-        def deliver(result: Result) -> None:  # on the event loop, called from the model thread
-            ready.append(result)
+        made: collections.deque[Result] = collections.deque()
+        woken = [False]  # a wakeup of the loop is under way: it collects what is in ``made``
+
+        def collect() -> None:  # on the event loop
+            woken[0] = False  # first: a result made from here on asks for a wakeup of its own
+            while made:
+                ready.append(made.popleft())
             last[0] = loop.time()
             arrived.set()
+
+        def deliver(result: Result) -> None:  # on the model thread, as each result is made
+            # One wakeup of the loop carries every result made before it runs: a quick
+            # model's results cost the loop one wakeup per turn, not one each.
+            made.append(result)
+            if not woken[0]:
+                woken[0] = True
+                loop.call_soon_threadsafe(collect)
 
         async def watch() -> None:
             """A job that runs long would keep the held ones from another worker: once it
