@@ -553,16 +553,24 @@ async def test_sqlite_recounts_a_file_written_before_it_kept_counts(tmp_path: Pa
         await second.close()
 
 
-async def test_sqlite_reads_a_file_written_before_jobs_had_revisions(tmp_path: Path) -> None:
+async def earlier_file(tmp_path: Path, script: str) -> tuple[Path, JobRecord]:
+    """A sqlite file holding one queued job, then changed by ``script`` to look as an earlier
+    version of the store wrote it."""
     path = tmp_path / "old.db"
     first = store_from_url(f"sqlite:///{path}")
     await first.open()
     (old,) = await insert(first, 1)
     await first.close()
     with contextlib.closing(sqlite3.connect(path)) as db:
-        db.executescript(
-            "ALTER TABLE jobs DROP COLUMN revision; ALTER TABLE jobs DROP COLUMN model_version;"
-        )
+        db.executescript(script)
+    return path, old
+
+
+async def test_sqlite_reads_a_file_written_before_jobs_had_revisions(tmp_path: Path) -> None:
+    path, old = await earlier_file(
+        tmp_path,
+        "ALTER TABLE jobs DROP COLUMN revision; ALTER TABLE jobs DROP COLUMN model_version;",
+    )
     second = store_from_url(f"sqlite:///{path}")
     await second.open()
     try:
@@ -576,17 +584,12 @@ async def test_sqlite_reads_a_file_written_before_jobs_had_revisions(tmp_path: P
 async def test_sqlite_queue_indexes_hold_queued_jobs_only(tmp_path: Path) -> None:
     """A file with the earlier whole-table queue indexes gets the partial ones: finishing a
     job touches no queue index, and the queue's reads still use an index."""
-    path = tmp_path / "old.db"
-    first = store_from_url(f"sqlite:///{path}")
-    await first.open()
-    (old,) = await insert(first, 1)
-    await first.close()
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.executescript(
-            "DROP INDEX jobs_queued; DROP INDEX jobs_queued_owner;"
-            " CREATE INDEX jobs_queue ON jobs (endpoint, status, seq);"
-            " CREATE INDEX jobs_owner ON jobs (owner) WHERE status = 'queued';"
-        )
+    path, old = await earlier_file(
+        tmp_path,
+        "DROP INDEX jobs_queued; DROP INDEX jobs_queued_owner;"
+        " CREATE INDEX jobs_queue ON jobs (endpoint, status, seq);"
+        " CREATE INDEX jobs_owner ON jobs (owner) WHERE status = 'queued';",
+    )
     second = store_from_url(f"sqlite:///{path}")
     await second.open()
     try:
