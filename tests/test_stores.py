@@ -303,6 +303,25 @@ async def test_updates_of_one_shape_each_find_their_job(store: JobStore) -> None
     assert (await store.queue_depths())["echo"] == {"queued": 1, "running": 1}
 
 
+async def test_updates_naming_their_fields_in_another_order_each_apply_as_given(
+    store: JobStore,
+) -> None:
+    await insert(store, 2)
+    a, b = await store.lease("echo", "w1", 2, NOW, LEASE_UNTIL)
+    first = {"status": JobStatus.SUCCEEDED, "output": {"y": "a"}, "completed_at": NOW + 1}
+    second = {"completed_at": NOW + 2, "output": {"y": "b"}, "status": JobStatus.FAILED}
+    got = await store.update(
+        [
+            Update(a.id, RUNNING, first, worker_id="w1"),
+            Update(b.id, RUNNING, second, worker_id="w1"),
+        ]
+    )
+    assert [(j.status, j.output, j.completed_at) for j in got if j is not None] == [
+        (JobStatus.SUCCEEDED, {"y": "a"}, NOW + 1),
+        (JobStatus.FAILED, {"y": "b"}, NOW + 2),
+    ]
+
+
 async def test_update_without_changes_reports_whether_it_matches(store: JobStore) -> None:
     (queued,) = await insert(store, 1)
     assert await store.update([Update(queued.id, QUEUED)]) == [await store.get(queued.id)]

@@ -188,6 +188,13 @@ def _dump(value: Any) -> bytes | None:
     return None if value is None else orjson.dumps(value)
 
 
+def _stored(column: str, value: Any) -> Any:
+    """A changed field's value as its column holds it."""
+    if column in _JSON:
+        return _dump(value)
+    return value.value if isinstance(value, JobStatus) else value
+
+
 def _load(value: bytes | None) -> Any:
     return None if value is None else orjson.loads(value)
 
@@ -244,13 +251,13 @@ def _one_shape(updates: Sequence[Update]) -> bool:
     if len(updates) < 2:
         return False
     first = updates[0]
-    keys = first.changes.keys()
+    keys = tuple(first.changes)  # in order: each row lists its values in this order
     held, attempt = first.worker_id is not None, first.attempt is not None
     return (
         bool(keys)
         and len({u.job_id for u in updates}) == len(updates)
         and all(
-            u.changes.keys() == keys
+            tuple(u.changes) == keys
             and u.expect == first.expect
             and (u.worker_id is not None) == held
             and (u.attempt is not None) == attempt
@@ -500,10 +507,7 @@ class SqliteStore:
                 values.append(u.worker_id)
             if attempt:
                 values.append(u.attempt)
-            values.extend(
-                _dump(v) if k in _JSON else (v.value if isinstance(v, JobStatus) else v)
-                for k, v in u.changes.items()
-            )
+            values.extend(_stored(k, v) for k, v in u.changes.items())
         sql, width = _update_alike_sql(keys, tuple(s.value for s in first.expect), held, attempt)
         rows = db.execute(sql.replace("%ROWS%", _marks(len(updates), width)), values).fetchall()
         found = {r[1]: _row(r) for r in rows}
@@ -511,10 +515,7 @@ class SqliteStore:
 
     @staticmethod
     def _update_one(db: sqlite3.Connection, u: Update) -> JobRecord | None:
-        values: list[Any] = [
-            _dump(v) if k in _JSON else (v.value if isinstance(v, JobStatus) else v)
-            for k, v in u.changes.items()
-        ]
+        values: list[Any] = [_stored(k, v) for k, v in u.changes.items()]
         values.append(u.job_id)
         values.extend(s.value for s in u.expect)
         if u.worker_id is not None:
