@@ -108,7 +108,7 @@ class Runner:
                 return
         await self._register()
         # A model with ``predict_async`` (an adapter) runs its jobs as tasks on this loop even
-        # one at a time: no thread hop, and the HTTP model's lean client, for each.
+        # one at a time: no thread hop for each.
         if self.width > 1 or hasattr(self.model, "predict_async"):
             try:
                 await self._run_concurrent(health)
