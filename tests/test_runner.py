@@ -11,7 +11,7 @@ import pytest
 
 import modelport
 from modelport.core import Broker
-from modelport.errors import SpecError
+from modelport.errors import NotFound, SpecError
 from modelport.server.app import Server
 from modelport.server.local import LocalTransport
 from modelport.stores.memory import MemoryStore
@@ -300,3 +300,58 @@ async def test_workers_describe_their_device_and_model(
         "version": "1",
         **extra,
     }
+
+
+class Forgetful(LocalTransport):
+    """A server that forgot the worker once (restarted on a store without it): the first
+    lease request carrying results is refused before they are recorded."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        self.registrations = 0
+        self.refused: list[Result] = []
+        self.reported: list[Result] = []
+
+    async def register(self, *args: Any) -> str:
+        self.registrations += 1
+        return await super().register(*args)
+
+    async def lease(
+        self,
+        worker_id: str,
+        max_jobs: int,
+        wait: float,
+        results: Sequence[Result] = (),
+        batches: int = 1,
+    ) -> list[LeasedJob]:
+        if results and not self.refused:
+            self.refused = list(results)
+            raise NotFound(f"no worker {worker_id}")
+        return await super().lease(worker_id, max_jobs, wait, results, batches)
+
+    async def results(self, worker_id: str, results: Sequence[Result]) -> list[bool]:
+        self.reported += results
+        return await super().results(worker_id, results)
+
+
+async def test_results_a_forgetting_server_refused_are_sent_again_once_registered(
+    broker: Broker,
+) -> None:
+    jobs = [await broker.submit("gated", {"n": n}) for n in range(2)]
+    transport = Forgetful(broker)
+    model = Gated()
+    model.gate.set()
+    runner = Runner(model, transport, lease_wait=0.2)
+    task = asyncio.create_task(runner.run())
+    try:
+        finals = [await broker.wait(j.id, BOUND) for j in jobs]
+        assert [(f.status, f.output) for f in finals] == [
+            (JobStatus.SUCCEEDED, {"n": 0}),
+            (JobStatus.SUCCEEDED, {"n": 1}),
+        ]
+        assert {r.job_id for r in transport.refused} == {j.id for j in jobs}
+        assert transport.reported == transport.refused  # sent on their own, once registered
+        assert transport.registrations == 2
+    finally:
+        runner.drain()
+        await asyncio.wait_for(task, BOUND)

@@ -449,18 +449,12 @@ class Runner:
                 lease.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await lease
-        if lease.cancelled():
-            if results:  # they may not have arrived; the server accepts a repeat of one that did
-                await self._report(results)
-            return []
-        try:
-            return lease.result()
-        except NotFound:
-            log.warning("the server does not know worker %s; registering again", self.worker_id)
-            await self._register()
-            if results:
-                await self._report(results)
-            return []
+        undelivered = lease.cancelled() or isinstance(lease.exception(), NotFound)
+        jobs = await self._leased(lease)
+        if undelivered and results:
+            # they may not have arrived; the server accepts a repeat of one that did
+            await self._report(results)
+        return jobs
 
     def _lease_size(self) -> tuple[int, int]:
         """How many jobs to ask for, and in how many of the endpoint's batches.
