@@ -180,11 +180,7 @@ class Invoker:
         """``predict`` on one job, inside ``captured`` if given: its output, or the exception
         it raised."""
         started = time.perf_counter()
-
-        def chunk(value: Any) -> None:
-            self._check([job.id])
-            self.buffer.emit(Event(job.id, "output", jsonable(value)), loop)
-
+        chunk = self._chunker(job.id, loop)
         context.set_chunker(chunk)
         try:
             if captured is None:
@@ -215,11 +211,7 @@ class Invoker:
         self._bind([job.id], loop)
         logs.job_id.set(job.id)
         started = time.perf_counter()
-
-        def chunk(value: Any) -> None:
-            self._check([job.id])
-            self.buffer.emit(Event(job.id, "output", jsonable(value)), loop)
-
+        chunk = self._chunker(job.id, loop)
         context.set_chunker(chunk)
         try:
             output = await _collect_async(self.model.predict_async(**job.input), chunk)  # type: ignore[attr-defined]
@@ -231,6 +223,16 @@ class Invoker:
         finally:
             self.job_times.append(time.perf_counter() - started)
         return [_result(job, output, self.spec)]
+
+    def _chunker(self, job_id: str, loop: asyncio.AbstractEventLoop) -> Callable[[Any], None]:
+        """What a streamed chunk of the job goes through: a check that the job is still
+        held, then its ``output`` event."""
+
+        def chunk(value: Any) -> None:
+            self._check([job_id])
+            self.buffer.emit(Event(job_id, "output", jsonable(value)), loop)
+
+        return chunk
 
     def _bind(self, job_ids: list[str] | None, loop: asyncio.AbstractEventLoop) -> None:
         """Point ``Model.progress``, ``context.log`` and ``context.check`` at these jobs
