@@ -60,8 +60,10 @@ async def binary_answer(
     if job.status is not JobStatus.SUCCEEDED or "accept" not in request.headers:
         return None
     name = single_output(spec)
-    wanted = _wanted(request) if name is not None else []
-    if name is None or not wanted:
+    if name is None:
+        return None
+    wanted = _wanted(request)
+    if not wanted:
         return None
     found = await _load(store, job, name)
     if found is None:

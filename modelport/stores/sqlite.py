@@ -223,13 +223,17 @@ def _row(r: tuple[Any, ...]) -> JobRecord:
     )
 
 
+def _check_changeable(changes: tuple[str, ...]) -> None:
+    unknown = set(changes) - CHANGEABLE
+    if unknown:
+        raise ValueError(f"cannot change {sorted(unknown)}")
+
+
 @functools.lru_cache(maxsize=256)
 def _update_sql(changes: tuple[str, ...], expected: int, held: bool, attempt: bool) -> str:
     """The statement of an :class:`Update` of this shape: a compare-and-set on the source
     states (and the holding worker and attempt), returning the changed row."""
-    unknown = set(changes) - CHANGEABLE
-    if unknown:
-        raise ValueError(f"cannot change {sorted(unknown)}")
+    _check_changeable(changes)
     where = f"id = ? AND status IN ({','.join('?' * expected)})"
     if held:
         where += " AND worker_id = ?"
@@ -273,9 +277,7 @@ def _update_alike_sql(
     """The statement of :meth:`SqliteStore._update_alike`, with ``%ROWS%`` for its VALUES
     rows (one per update: id, [worker], [attempt], then the changed values), and their
     width."""
-    unknown = set(changes) - CHANGEABLE
-    if unknown:
-        raise ValueError(f"cannot change {sorted(unknown)}")
+    _check_changeable(changes)
     column = itertools.count(2)
     where = f"jobs.id = v.column1 AND jobs.status IN ({','.join(repr(s) for s in expect)})"
     if held:
