@@ -50,6 +50,8 @@ class Watched(MemoryStore):
     def __init__(self) -> None:
         super().__init__()
         self._looked: dict[asyncio.Task[Any], asyncio.Event] = {}
+        self.leased: list[str] = []
+        """The ids of the jobs leases took from the queue, in order."""
 
     def looked(self, task: asyncio.Task[Any]) -> asyncio.Event:
         return self._looked.setdefault(task, asyncio.Event())
@@ -69,6 +71,7 @@ class Watched(MemoryStore):
         revision: int | None = None,
     ) -> list[JobRecord]:
         leased = await super().lease(endpoint, worker_id, limit, now, lease_until, revision)
+        self.leased += [job.id for job in leased]
         self._note()
         return leased
 
@@ -183,6 +186,43 @@ async def test_lease_long_poll_wakes_as_soon_as_a_job_is_submitted(broker: Broke
     stored = await broker.get(job.id)
     assert stored.status is JobStatus.RUNNING
     assert stored.worker_id == wid
+
+
+async def test_a_submit_hands_its_job_to_a_waiting_long_poll(
+    broker: Broker, clock: FakeClock
+) -> None:
+    wid = join(broker)
+    poll = spawn(broker.lease(wid, 1, wait=60))
+    await settle(broker, poll)
+    job = await broker.submit("echo", {"x": 7})
+    (leased,) = await asyncio.wait_for(poll, BOUND)
+    assert leased.id == job.id
+    assert leased.attempt == 1
+    assert leased.lease_until == clock.now + 10.0
+    assert isinstance(broker.store, Watched)
+    assert broker.store.leased == []  # stored running: never queued, never leased
+    stored = await broker.get(job.id)
+    assert stored.status is JobStatus.RUNNING
+    assert (stored.worker_id, stored.attempts, stored.started_at) == (wid, 1, clock.now)
+    assert await broker.store.queue_depths() == {"echo": {"queued": 0, "running": 1}}
+    assert await broker.finish(wid, [ok(leased, {"y": 14})]) == [True]
+    assert (await broker.get(job.id)).output == {"y": 14}
+
+
+async def test_a_job_handed_to_an_abandoned_long_poll_goes_back_to_the_queue(
+    broker: Broker,
+) -> None:
+    wid = join(broker)
+    poll = spawn(broker.lease(wid, 1, wait=60))
+    await settle(broker, poll)
+    job = await broker.submit("echo", {"x": 7})
+    poll.cancel()  # the worker hung up before its long poll saw the job
+    with contextlib.suppress(asyncio.CancelledError):
+        await poll
+    other = join(broker, "w2")
+    (leased,) = await asyncio.wait_for(broker.lease(other, 1, wait=BOUND), BOUND)
+    assert leased.id == job.id
+    assert leased.attempt == 1  # handing back does not count an attempt
 
 
 async def test_lease_only_takes_jobs_of_the_workers_endpoints(broker: Broker) -> None:

@@ -96,6 +96,34 @@ async def test_inserted_job_reads_back_equal(store: JobStore) -> None:
     assert (got.output, got.error, got.progress, got.completed_at) == (None, None, None, None)
 
 
+@pytest.fixture(params=["memory", "sqlite"])
+async def unshared(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[JobStore]:
+    """A store only one server uses: the stores that take jobs inserted running."""
+    s = store_from_url(BACKENDS[request.param](request, tmp_path))
+    assert not s.shared
+    await s.open()
+    try:
+        yield s
+    finally:
+        await s.close()
+
+
+async def test_a_job_inserted_running_is_held_by_its_worker(unshared: JobStore) -> None:
+    store = unshared
+    queued = await store.insert(job())
+    handed = job(status=JobStatus.RUNNING, worker_id="w1", attempts=1)
+    handed.started_at, handed.lease_until = NOW, NOW + 10
+    stored = await store.insert(handed)
+    assert await store.get(handed.id) == stored
+    assert (stored.status, stored.worker_id, stored.attempts) == (JobStatus.RUNNING, "w1", 1)
+    assert (stored.started_at, stored.lease_until) == (NOW, NOW + 10)
+    assert (await store.queue_depths())["echo"] == {"queued": 1, "running": 1}
+    assert ids(await store.lease("echo", "w2", 10, NOW, LEASE_UNTIL)) == [queued.id]
+    assert await store.lease("echo", "w2", 10, NOW, LEASE_UNTIL) == []
+    assert ids(await store.running("w1")) == [handed.id]
+    assert ids(await store.expired(NOW + 15, 100)) == [handed.id]
+
+
 async def test_get_unknown_is_none(store: JobStore) -> None:
     assert await store.get("no-such-job") is None
 

@@ -11,7 +11,7 @@ from modelport.core import transitions
 from modelport.core.registry import Registry
 from modelport.core.stats import Stats
 from modelport.core.tallies import Depth, Tallies
-from modelport.core.wakeups import Wakeups
+from modelport.core.wakeups import Taker, Wakeups
 from modelport.errors import Conflict, InvalidInput, NotFound, Overloaded
 from modelport.metrics import Metrics
 from modelport.settings import Limits
@@ -75,6 +75,9 @@ class Jobs:
             revision=revision,
             model_version=(self.registry.spec_of(endpoint, revision) or spec).version,
         )
+        taker = self._taker(endpoint, revision, idempotency_key, depth)
+        if taker is not None:
+            return await self._hand(job, taker, self.registry.spec_of(endpoint, revision) or spec)
         depth.inflight += 1
         try:
             stored = await self.store.insert(job, limit)
@@ -96,6 +99,32 @@ class Jobs:
                 "use a new key for a new request"
             )
             raise InvalidInput(message, errors=[{"field": "Idempotency-Key", "message": message}])
+        return stored
+
+    def _taker(
+        self, endpoint: str, revision: int, idempotency_key: str | None, depth: Depth
+    ) -> Taker | None:
+        """A long poll waiting for this job, when it may skip the queue: nothing queued
+        before it here, and no idempotency key (whose job may already be stored)."""
+        if idempotency_key is not None or depth.value > 0 or depth.inflight > 0:
+            return None
+        return self.wakeups.claim(endpoint, revision)
+
+    async def _hand(self, job: JobRecord, taker: Taker, spec: EndpointSpec) -> JobRecord:
+        """Store ``job`` running for the long poll ``taker`` and hand it over: one store
+        write where a queued job costs two (its insert, then its lease)."""
+        job.status = JobStatus.RUNNING
+        job.worker_id = taker.worker_id
+        job.attempts = 1
+        job.started_at = job.created_at
+        job.lease_until = job.created_at + spec.lease_duration
+        try:
+            stored = await self.store.insert(job)
+        except BaseException:
+            taker.handed.set_result(None)
+            raise
+        taker.handed.set_result(stored)
+        self.metrics.job_submitted(job.endpoint)
         return stored
 
     async def _check_room(self, spec: EndpointSpec) -> tuple[Depth, int | None]:

@@ -11,6 +11,7 @@ from typing import Any
 from modelport.core import transitions
 from modelport.core.jobs import Jobs
 from modelport.core.registry import Worker
+from modelport.core.wakeups import Taker
 from modelport.errors import Conflict
 from modelport.settings import Limits
 from modelport.spec import EndpointSpec
@@ -65,6 +66,7 @@ class Leases:
         while not self.wakeups.closing.done() and worker.id in self.registry.workers:
             signals = [self.wakeups.work_future(name) for name in worker.info.endpoints]
             signals.append(self.wakeups.closing)
+            taking: dict[str, int | None] = {}
             for name in worker.info.endpoints:
                 revision = worker.revisions.get(name)
                 spec = self.registry.spec_of(name, revision)
@@ -82,6 +84,10 @@ class Leases:
                     if window_end is None:
                         window_end = loop.time() + spec.max_batch_wait
                     jobs += got
+                if len(got) < room:
+                    taking[name] = revision
+            if jobs:
+                taking = {n: r for n, r in taking.items() if n == jobs[0].endpoint}
             first = self._spec(worker, jobs[0].endpoint) if jobs else None
             full = min(max_jobs, first.max_batch_size * batches) if first is not None else 0
             if jobs and len(jobs) >= full:
@@ -89,7 +95,44 @@ class Leases:
             remaining = (window_end if window_end is not None else deadline) - loop.time()
             if remaining <= 0:
                 break
-            await asyncio.wait(signals, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+            handed = await self._wait(worker, signals, remaining, taking)
+            if handed is not None:
+                self.metrics.batch_leased(handed.endpoint, 1)
+                spec = self._spec(worker, handed.endpoint)
+                if window_end is None and spec is not None:
+                    window_end = loop.time() + spec.max_batch_wait
+                jobs.append(handed)
+
+    async def _wait(
+        self,
+        worker: Worker,
+        signals: list[asyncio.Future[Any]],
+        timeout: float,
+        taking: dict[str, int | None],
+    ) -> JobRecord | None:
+        """Wait for a signal, offering the long poll to submits of the endpoints in
+        ``taking`` (see :class:`Taker`): the job one of them handed it, if any."""
+        if not taking or self.store.shared:
+            await asyncio.wait(signals, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            return None
+        taker = Taker(worker.id, taking)
+        self.wakeups.offer(taker)
+        signals.append(taker.handed)
+        try:
+            await asyncio.wait(signals, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if self.wakeups.withdraw(taker):
+                return None
+            return await taker.handed  # claimed: its insert ends within a turn or two
+        except asyncio.CancelledError:
+            if not self.wakeups.withdraw(taker):
+                taker.handed.add_done_callback(self._give_back)
+            raise
+
+    def _give_back(self, handed: asyncio.Future[JobRecord | None]) -> None:
+        """A job handed to a long poll that was abandoned meanwhile goes back to the queue."""
+        job = None if handed.cancelled() or handed.exception() else handed.result()
+        if job is not None and job.worker_id is not None:
+            self.wakeups.background(self.release(job.worker_id, [job.id]))
 
     async def _keep_logs(self, worker: Worker, events: Sequence[Event]) -> None:
         """Log lines into their endpoints' logs (bounded there), each as the shared contract

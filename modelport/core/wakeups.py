@@ -20,7 +20,22 @@ from modelport.stores.base import JobStore
 from modelport.wire import JobRecord
 
 log = logging.getLogger("modelport.core")
-_F = TypeVar("_F", bound="asyncio.Future[Any]")
+_W = TypeVar("_W")
+
+
+class Taker:
+    """A long poll waiting for work with room for a job, that a submit may hand its job to:
+    the job is stored already running for the poll's worker, one store write instead of a
+    queued insert and a lease."""
+
+    __slots__ = ("handed", "revisions", "worker_id")
+
+    def __init__(self, worker_id: str, revisions: dict[str, int | None]) -> None:
+        self.worker_id = worker_id
+        self.revisions = revisions
+        """The endpoints it takes, each with the revision it serves (None: any)."""
+        self.handed: asyncio.Future[JobRecord | None] = asyncio.get_running_loop().create_future()
+        """The job once stored (None: the submit failed); set only after a claim."""
 
 
 class Wakeups:
@@ -32,6 +47,7 @@ class Wakeups:
         self._done: dict[str, list[asyncio.Future[JobRecord | None]]] = {}
         self._signals: dict[str, asyncio.Future[None]] = {}
         self._watchers: dict[str, list[asyncio.Future[None]]] = {}
+        self._takers: dict[str, list[Taker]] = {}
         self._closing_future: asyncio.Future[None] | None = None
         self._outbox: list[str] = []
         self._tasks: set[asyncio.Future[None]] = set()
@@ -91,6 +107,31 @@ class Wakeups:
         """New work for ``endpoint``: wake its long polls here and on the other servers."""
         self._wake_queue(endpoint)
         self._announce("q:" + endpoint)
+
+    def offer(self, taker: Taker) -> None:
+        """A long poll is waiting for work with room: submits may hand it their job."""
+        for endpoint in taker.revisions:
+            self._takers.setdefault(endpoint, []).append(taker)
+
+    def withdraw(self, taker: Taker) -> bool:
+        """The long poll stops waiting: False when a submit claimed it first (its job comes
+        through ``taker.handed``)."""
+        endpoint = next(iter(taker.revisions))
+        if taker not in self._takers.get(endpoint, ()):
+            return False
+        for endpoint in taker.revisions:
+            _discard(self._takers, endpoint, taker)
+        return True
+
+    def claim(self, endpoint: str, revision: int) -> Taker | None:
+        """The long poll waiting longest for ``endpoint``'s work of ``revision``, taken off
+        every list; the caller must then set its ``handed``."""
+        for taker in self._takers.get(endpoint, ()):
+            if taker.revisions[endpoint] in (None, revision):
+                for name in taker.revisions:
+                    _discard(self._takers, name, taker)
+                return taker
+        return None
 
     def endpoints_changed(self, endpoint: str) -> None:
         """An endpoint was added, replaced, disabled, enabled or deleted: its long polls
@@ -178,11 +219,11 @@ class Wakeups:
         self._wake_queue(endpoint)
 
 
-def _discard(table: dict[str, list[_F]], key: str, fut: _F) -> None:
+def _discard(table: dict[str, list[_W]], key: str, waiter: _W) -> None:
     """Take a waiter off its list, and the list off the table once empty."""
     waiters = table.get(key)
     if waiters is not None:
         with contextlib.suppress(ValueError):
-            waiters.remove(fut)
+            waiters.remove(waiter)
         if not waiters:
             del table[key]

@@ -99,6 +99,10 @@ class JobStore(Protocol):
         and return that job instead. With ``limit``, store nothing and raise
         :class:`modelport.errors.Overloaded` if the endpoint already has ``limit`` queued
         jobs (servers sharing a store need this; a server alone with its store counts).
+
+        A store that is not ``shared`` also stores a job given as running (handed straight
+        to a worker's waiting long poll: its ``worker_id``, ``attempts``, ``started_at`` and
+        ``lease_until`` set), which no lease then takes.
         """
 
     async def get(self, job_id: str) -> JobRecord | None: ...

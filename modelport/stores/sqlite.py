@@ -419,8 +419,8 @@ class SqliteStore:
                 return Overloaded(full_queue(job.endpoint, depth, limit))
         cur = db.execute(
             "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts,"
-            " max_attempts, idempotency_key, owner, revision, model_version)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " max_attempts, idempotency_key, owner, revision, model_version, worker_id,"
+            " started_at, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job.id,
                 job.endpoint,
@@ -433,6 +433,9 @@ class SqliteStore:
                 job.owner,
                 job.revision,
                 job.model_version,
+                job.worker_id,
+                job.started_at,
+                job.lease_until,
             ),
         )
         assert cur.lastrowid is not None
