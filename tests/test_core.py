@@ -225,6 +225,42 @@ async def test_a_job_handed_to_an_abandoned_long_poll_goes_back_to_the_queue(
     assert leased.attempt == 1  # handing back does not count an attempt
 
 
+class Gated(Watched):
+    """Inserts wait at a gate the test opens, telling it once one is waiting there."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def insert(self, job: JobRecord, limit: int | None = None) -> JobRecord:
+        self.waiting.set()
+        await self.gate.wait()
+        return await super().insert(job, limit)
+
+
+async def test_a_job_whose_long_poll_ended_while_it_was_stored_is_queued() -> None:
+    store = Gated()
+    broker = Broker(store)
+    broker.add_endpoint(endpoint())
+    try:
+        wid = join(broker)
+        poll = spawn(broker.lease(wid, 1, wait=60))
+        await settle(broker, poll)
+        submit = spawn(broker.submit("echo", {"x": 7}))
+        await asyncio.wait_for(store.waiting.wait(), BOUND)  # claimed the poll, storing
+        poll.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poll
+        store.gate.set()
+        job = await asyncio.wait_for(submit, BOUND)
+        assert (job.status, job.attempts, job.worker_id) == (JobStatus.QUEUED, 0, None)
+        (leased,) = await asyncio.wait_for(broker.lease(join(broker, "w2"), 1, wait=0), BOUND)
+        assert (leased.id, leased.attempt) == (job.id, 1)
+    finally:
+        await broker.stop()
+
+
 async def test_lease_only_takes_jobs_of_the_workers_endpoints(broker: Broker) -> None:
     broker.add_endpoint(endpoint("other"))
     wid = join(broker)

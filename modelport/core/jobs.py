@@ -121,10 +121,14 @@ class Jobs:
         try:
             stored = await self.store.insert(job)
         except BaseException:
-            taker.handed.set_result(None)
+            taker.hand(None)
             raise
-        taker.handed.set_result(stored)
         self.metrics.job_submitted(job.endpoint)
+        if not taker.hand(stored):  # the poll ended meanwhile: the job waits in the queue
+            (queued,) = await self.store.update([transitions.release(stored)])
+            stored = queued or stored
+            self.tallies.depth(job.endpoint).value += 1
+            self.wakeups.new_work(job.endpoint)
         return stored
 
     async def _check_room(self, spec: EndpointSpec) -> tuple[Depth, int | None]:

@@ -117,16 +117,24 @@ class Leases:
             return None
         taker = Taker(worker.id, taking)
         self.wakeups.offer(taker)
-        signals.append(taker.handed)
+        for signal in signals:
+            signal.add_done_callback(taker.wake)
         try:
-            await asyncio.wait(signals, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-            if self.wakeups.withdraw(taker):
-                return None
-            return await taker.handed  # claimed: its insert ends within a turn or two
+            async with asyncio.timeout(timeout):
+                return await taker.handed
+        except TimeoutError:
+            # A job still on its way finds the poll gone and is queued (see Jobs._hand);
+            # one handed in the very step the time ran out is this poll's.
+            handed = taker.handed
+            return None if handed.cancelled() or not handed.done() else handed.result()
         except asyncio.CancelledError:
-            if not self.wakeups.withdraw(taker):
-                taker.handed.add_done_callback(self._give_back)
+            if taker.handed.done() and not taker.handed.cancelled():
+                self._give_back(taker.handed)  # handed just before the poll was abandoned
             raise
+        finally:
+            for signal in signals:
+                signal.remove_done_callback(taker.wake)
+            self.wakeups.withdraw(taker)
 
     def _give_back(self, handed: asyncio.Future[JobRecord | None]) -> None:
         """A job handed to a long poll that was abandoned meanwhile goes back to the queue."""

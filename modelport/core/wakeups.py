@@ -26,16 +26,34 @@ _W = TypeVar("_W")
 class Taker:
     """A long poll waiting for work with room for a job, that a submit may hand its job to:
     the job is stored already running for the poll's worker, one store write instead of a
-    queued insert and a lease."""
+    queued insert and a lease.
 
-    __slots__ = ("handed", "revisions", "worker_id")
+    The poll awaits :attr:`handed` alone, so a handed job wakes it in one event-loop step
+    (ahead of whatever else the submitting request goes on to do); its other signals set it
+    to None (look again) unless a submit claimed it first.
+    """
+
+    __slots__ = ("claimed", "handed", "revisions", "worker_id")
 
     def __init__(self, worker_id: str, revisions: dict[str, int | None]) -> None:
         self.worker_id = worker_id
         self.revisions = revisions
         """The endpoints it takes, each with the revision it serves (None: any)."""
         self.handed: asyncio.Future[JobRecord | None] = asyncio.get_running_loop().create_future()
-        """The job once stored (None: the submit failed); set only after a claim."""
+        self.claimed = False
+
+    def wake(self, _: object = None) -> None:
+        """Another signal came: the poll looks again (unless a job is on its way to it)."""
+        if not self.claimed and not self.handed.done():
+            self.handed.set_result(None)
+
+    def hand(self, job: JobRecord | None) -> bool:
+        """Give the claimed poll its job (None: the submit failed); False if the poll is no
+        longer there to take it (abandoned or timed out while the job was stored)."""
+        if self.handed.done():
+            return False
+        self.handed.set_result(job)
+        return True
 
 
 class Wakeups:
@@ -113,23 +131,20 @@ class Wakeups:
         for endpoint in taker.revisions:
             self._takers.setdefault(endpoint, []).append(taker)
 
-    def withdraw(self, taker: Taker) -> bool:
-        """The long poll stops waiting: False when a submit claimed it first (its job comes
-        through ``taker.handed``)."""
-        endpoint = next(iter(taker.revisions))
-        if taker not in self._takers.get(endpoint, ()):
-            return False
-        for endpoint in taker.revisions:
-            _discard(self._takers, endpoint, taker)
-        return True
+    def withdraw(self, taker: Taker) -> None:
+        """The long poll stops waiting."""
+        if not taker.claimed:
+            for endpoint in taker.revisions:
+                _discard(self._takers, endpoint, taker)
 
     def claim(self, endpoint: str, revision: int) -> Taker | None:
         """The long poll waiting longest for ``endpoint``'s work of ``revision``, taken off
-        every list; the caller must then set its ``handed``."""
+        every list; the caller must then :meth:`Taker.hand` it the job."""
         for taker in self._takers.get(endpoint, ()):
-            if taker.revisions[endpoint] in (None, revision):
+            if taker.revisions[endpoint] in (None, revision) and not taker.handed.done():
                 for name in taker.revisions:
                     _discard(self._takers, name, taker)
+                taker.claimed = True
                 return taker
         return None
 
