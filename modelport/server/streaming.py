@@ -116,8 +116,10 @@ async def job_events(
             if job.status.final:
                 yield None, job.status.value, job.public()
                 return
-            done, _ = await asyncio.wait((change,), timeout=keepalive)
-            if not done:
+            try:
+                async with asyncio.timeout(keepalive):
+                    await change  # awaited alone: a change wakes the stream in one loop step
+            except TimeoutError:
                 yield None
         finally:
             broker.unwatch(job_id, change)
