@@ -232,7 +232,7 @@ def test_resumes_after_kill_9_with_every_row_once(tmp_path: Path, suffix: str) -
     again = subprocess.run(
         [sys.executable, "-m", "modelport", *args],
         cwd=ROOT,
-        env=env,
+        env={**env, "MODELPORT_TEST_BATCH_DELAY": "0"},  # slow only so the kill came mid-run
         capture_output=True,
         text=True,
         timeout=120,

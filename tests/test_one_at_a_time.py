@@ -158,26 +158,29 @@ async def test_a_result_is_not_held_back_by_a_slower_neighbour(
 
 @pytest.mark.e2e
 def test_two_remote_workers_share_quick_jobs_while_one_is_busy(
-    serve: Serve, workers: Workers, tmp_path: Path
+    serve: Serve, workers: Workers, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    release = tmp_path / "release"
+    monkeypatch.setenv("MODELPORT_TEST_RELEASE", str(release))  # the workers inherit it
     server = serve(["--worker-token", WORKER_TOKEN, "--store", f"sqlite:///{tmp_path}/j.db"])
     server.start().wait_ready()
     for _ in range(2):
-        workers(worker_args(server, "tests/models/remote.py:Sleepy")).start()
-    wait_for(lambda: online(server, "sleepy") == 2, 60, "two workers online")
+        workers(worker_args(server, "tests/models/remote.py:Held")).start()
+    wait_for(lambda: online(server, "held") == 2, 60, "two workers online")
     with Client(server.url) as c:
         for _ in range(3):  # both workers learn the jobs are quick, and lease ahead
-            warm = [c.submit("sleepy", n=n, seconds=0) for n in range(30)]
+            warm = [c.submit("held", n=n) for n in range(30)]
             for job in warm:
                 job.wait(timeout=BOUND)
-        slow = c.submit("sleepy", n=-1, seconds=3)
-        quick = [c.submit("sleepy", n=n, seconds=0) for n in range(20)]
+        slow = c.submit("held", n=-1, hold=True)  # runs until released
+        quick = [c.submit("held", n=n) for n in range(20)]
         for job in quick:
             job.wait(timeout=BOUND)
             assert job.status == "succeeded", job.data
         # Every quick job finished while the slow one still ran: none stayed held behind it.
         assert slow.refresh().status == "running"
         pids = {job.output["pid"] for job in quick}
+        release.touch()
         slow.wait(timeout=BOUND)
         assert slow.status == "succeeded"
         assert slow.output["pid"] not in pids or len(pids) == 2

@@ -135,7 +135,7 @@ def test_kill_9_of_one_server_loses_no_accepted_job(
 ) -> None:
     a, b = api_servers(serve, redis_url, 2)
     workers(worker_args(a, SLEEPY)).start()
-    workers(worker_args(b, SLEEPY)).start()
+    orphan = workers(worker_args(b, SLEEPY)).start()
     wait_for(lambda: online(a, "sleepy") == 2, 60, "2 workers")
     inputs = [{"n": n, "seconds": 0.01} for n in range(200)]
     answers = asyncio.run(submit_all([a.url, b.url], "sleepy", inputs))
@@ -150,6 +150,8 @@ def test_kill_9_of_one_server_loses_no_accepted_job(
     finals = asyncio.run(wait_all([a.url], ids, 120))
     assert Counter(f["status"] for f in finals) == {"succeeded": 250}
     assert sorted(f["output"]["n"] for f in finals) == list(range(250))
+    # Its server is gone, so a SIGTERM could not drain it: it would retry until killed.
+    orphan.kill_all()
 
 
 def _some_done(server: ServerProcess) -> bool:
@@ -210,8 +212,10 @@ def test_the_queue_limit_holds_across_servers(serve: Serve, redis_url: str, tmp_
 
 
 def test_redis_going_away_answers_503_then_recovers(
-    serve: Serve, workers: Workers, own_redis: RedisServer
+    own_redis: RedisServer, serve: Serve, workers: Workers
 ) -> None:
+    # own_redis first, so it stops last: a worker draining against a server without its
+    # Redis would retry its last results until its stop timed out.
     (server,) = api_servers(serve, own_redis.url, 1)
     workers(worker_args(server, SLEEPY)).start()
     wait_for(lambda: online(server, "sleepy") == 1, 60, "the worker")

@@ -218,8 +218,8 @@ def test_client_openai_and_a_remote_worker_over_https_with_keys(
                 headers={**admin, "accept": "application/jsonl"},
             )
             seen.append(events.text)
+    worker.stop()  # first: with its server gone it would retry until its stop timed out
     server.stop()
-    worker.stop()
     seen += [server.logs(), worker.logs()]
     everything = "\n".join(seen)
     for scope, (secret, digest, _) in keys.items():

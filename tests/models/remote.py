@@ -32,6 +32,17 @@ class Sleepy(modelport.Model):
         return {"n": n, "pid": os.getpid()}
 
 
+class Held(modelport.Model):
+    """Answers at once, except a job with ``hold``: it runs until $MODELPORT_TEST_RELEASE
+    exists, as long as the test needs it running and no longer."""
+
+    def predict(self, n: int, hold: bool = False) -> dict[str, Any]:
+        release = os.environ.get("MODELPORT_TEST_RELEASE", "")
+        while hold and not os.path.exists(release):
+            time.sleep(0.01)
+        return {"n": n, "pid": os.getpid()}
+
+
 class Batcher(modelport.Model):
     """Takes batches of up to 8 and notes each batch's size."""
 
