@@ -355,3 +355,39 @@ async def test_results_a_forgetting_server_refused_are_sent_again_once_registere
     finally:
         runner.drain()
         await asyncio.wait_for(task, BOUND)
+
+
+class Polling(Recording):
+    """Tells the test when a lease request was made (the runner parks in it in that step)."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        self.asked = asyncio.Event()
+
+    async def lease(
+        self,
+        worker_id: str,
+        max_jobs: int,
+        wait: float,
+        results: Sequence[Result] = (),
+        batches: int = 1,
+    ) -> list[LeasedJob]:
+        self.asked.set()
+        return await super().lease(worker_id, max_jobs, wait, results, batches)
+
+
+async def test_drain_gives_up_a_long_poll_at_once_and_the_worker_leaves(broker: Broker) -> None:
+    transport = Polling(broker)
+    runner = Runner(Gated(), transport, lease_wait=60.0)  # a poll BOUND could not wait out
+    task = asyncio.create_task(runner.run())
+    try:
+        await asyncio.wait_for(transport.asked.wait(), BOUND)
+        assert transport.waits == [60.0]
+        runner.drain()
+        await asyncio.wait_for(task, BOUND)
+    finally:
+        runner.drain()
+        task.cancel()
+    assert broker.registry.workers == {}
+    job = await broker.submit("gated", {"n": 1})
+    assert (await broker.get(job.id)).status is JobStatus.QUEUED  # handed to no one
