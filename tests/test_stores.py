@@ -490,6 +490,21 @@ async def test_events_count_from_one_and_resume_after_any_id(store: JobStore) ->
         assert await store.events(j.id, after) == []
 
 
+async def test_events_for_a_holder_keep_only_its_jobs_and_extend_their_leases(
+    store: JobStore,
+) -> None:
+    await insert(store, 3)
+    mine, theirs = await lease_one(store, "w1"), await lease_one(store, "w2")
+    (queued,) = await store.oldest_queued("echo", 10)
+    sent = [Event(j.id, "output", j.id[-4:]) for j in (mine, theirs, queued, mine)]
+    kept = await store.add_events(sent, holder="w1", lease_until=LEASE_UNTIL + 30)
+    assert [(e.job_id, e.id) for e in kept] == [(mine.id, 1), (mine.id, 2)]
+    assert [e.data for e in await store.events(mine.id)] == [mine.id[-4:]] * 2
+    assert await store.events(theirs.id) == await store.events(queued.id) == []
+    leases = {j.id: j.lease_until for j in await store.running()}
+    assert leases == {mine.id: LEASE_UNTIL + 30, theirs.id: LEASE_UNTIL}
+
+
 async def test_input_output_and_progress_round_trip(store: JobStore) -> None:
     inserted = await store.insert(job(input=NESTED))
     got = await store.get(inserted.id)

@@ -144,7 +144,8 @@ class Leases:
 
     async def _keep_logs(self, worker: Worker, events: Sequence[Event]) -> None:
         """Log lines into their endpoints' logs (bounded there), each as the shared contract
-        shapes it; the job's event keeps the same shape for its stream."""
+        shapes it (done in :meth:`events`: the job's event has the same shape for its
+        stream)."""
         endpoints: dict[str, str] = {}
         lines: dict[str, list[dict[str, Any]]] = {}
         for event in events:
@@ -160,7 +161,6 @@ class Leases:
                         continue
                     endpoint = job.endpoint
                 endpoints[event.job_id] = endpoint
-            event.data = log_line(event.data, self.clock())
             entry = {"job_id": event.job_id, **event.data, "worker": worker.id}
             lines.setdefault(endpoint, []).append(entry)
         now = self.clock()
@@ -184,11 +184,20 @@ class Leases:
 
         Events of jobs the worker no longer holds are dropped; returns the ids it holds.
         """
+        worker = self.registry.worker(worker_id)
         job_ids = list(dict.fromkeys(e.job_id for e in events))
-        held = set(await self.heartbeat(worker_id, job_ids))
-        kept = [e for e in events if e.job_id in held]
+        if not job_ids:
+            return []
+        if any(e.type == "log" for e in events):
+            for event in events:  # the shape the endpoint's log and the job's stream share
+                if event.type == "log":
+                    event.data = log_line(event.data, self.clock())
+        # Kept only for jobs the worker holds, their leases extended: one store write.
+        until = self.clock() + self.registry.lease_duration(worker)
+        kept = await self.store.add_events(events, holder=worker_id, lease_until=until)
+        held = {e.job_id for e in kept}
         if any(e.type == "log" for e in kept):
-            await self._keep_logs(self.registry.worker(worker_id), kept)
+            await self._keep_logs(worker, kept)
         latest = {e.job_id: e.data for e in kept if e.type == "progress"}
         if latest:
             await self.store.update(
@@ -197,8 +206,6 @@ class Leases:
                     for j, p in latest.items()
                 ]
             )
-        if kept:
-            await self.store.add_events(kept)
         for job_id in held:
             self.wakeups.changed(job_id)
         return [j for j in job_ids if j in held]

@@ -145,8 +145,19 @@ class JobStore(Protocol):
         """Per endpoint with queued jobs, the bytes one queued job takes in the store (a
         mean, possibly over a sample of the oldest)."""
 
-    async def add_events(self, events: Sequence[Event]) -> list[Event]:
-        """Append events to their jobs' logs; return them with ids (1, 2, ... per job)."""
+    async def add_events(
+        self,
+        events: Sequence[Event],
+        *,
+        holder: str | None = None,
+        lease_until: float = 0.0,
+    ) -> list[Event]:
+        """Append events to their jobs' logs; return them with ids (1, 2, ... per job).
+
+        With ``holder``, only the events of jobs that worker holds (running) are kept, and
+        those jobs' leases are extended to ``lease_until``, as :meth:`extend` does: in one
+        write where the store can.
+        """
 
     async def events(self, job_id: str, after: int = 0, limit: int = 10_000) -> list[Event]:
         """A job's events with ``id > after``, oldest first."""

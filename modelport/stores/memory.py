@@ -166,7 +166,16 @@ class MemoryStore:
                 sizes[j.endpoint].append(len(orjson.dumps(j.input)))
         return {ep: sum(s) / len(s) for ep, s in sizes.items()}
 
-    async def add_events(self, events: Sequence[Event]) -> list[Event]:
+    async def add_events(
+        self,
+        events: Sequence[Event],
+        *,
+        holder: str | None = None,
+        lease_until: float = 0.0,
+    ) -> list[Event]:
+        if holder is not None:
+            held = set(await self.extend(holder, [e.job_id for e in events], lease_until))
+            events = [e for e in events if e.job_id in held]
         stored = []
         for event in events:
             log = self._events[event.job_id]

@@ -1105,7 +1105,16 @@ class RedisStore:
                 deleted += int(await self._purge(keys=self._on(slot), args=args))
         return deleted
 
-    async def add_events(self, events: Sequence[Event]) -> list[Event]:
+    async def add_events(
+        self,
+        events: Sequence[Event],
+        *,
+        holder: str | None = None,
+        lease_until: float = 0.0,
+    ) -> list[Event]:
+        if holder is not None:
+            held = set(await self.extend(holder, list({e.job_id: 0 for e in events}), lease_until))
+            events = [e for e in events if e.job_id in held]
         if not events:
             return []
         async with self._errors(), self.redis.pipeline(transaction=False) as pipe:

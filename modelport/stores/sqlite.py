@@ -310,6 +310,19 @@ def _marks(rows: int, width: int) -> str:
     return ",".join(["(" + ",".join("?" * width) + ")"] * rows)
 
 
+def _extend(
+    db: sqlite3.Connection, worker_id: str, job_ids: Sequence[str], lease_until: float
+) -> list[str]:
+    """Extend the leases of the jobs ``worker_id`` holds; their ids."""
+    marks = ",".join("?" * len(job_ids))
+    rows = db.execute(
+        f"UPDATE jobs SET lease_until = ? WHERE id IN ({marks})"
+        " AND status = 'running' AND worker_id = ? RETURNING id",
+        (lease_until, *job_ids, worker_id),
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def _queued(db: sqlite3.Connection, endpoint: str) -> int:
     row = db.execute(
         "SELECT n FROM counts WHERE endpoint = ? AND status = 'queued'", (endpoint,)
@@ -498,14 +511,8 @@ class SqliteStore:
     async def extend(self, worker_id: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
         if not job_ids:
             return []
-        marks = ",".join("?" * len(job_ids))
         with self._transaction() as db:
-            rows = db.execute(
-                f"UPDATE jobs SET lease_until = ? WHERE id IN ({marks})"
-                " AND status = 'running' AND worker_id = ? RETURNING id",
-                (lease_until, *job_ids, worker_id),
-            ).fetchall()
-        return [r[0] for r in rows]
+            return _extend(db, worker_id, job_ids, lease_until)
 
     async def update(self, updates: Sequence[Update]) -> list[JobRecord | None]:
         if len(updates) == 1:  # one statement: its own transaction
@@ -609,9 +616,20 @@ class SqliteStore:
             ).fetchall()
         return {endpoint: float(size) for endpoint, size in rows}
 
-    async def add_events(self, events: Sequence[Event]) -> list[Event]:
+    async def add_events(
+        self,
+        events: Sequence[Event],
+        *,
+        holder: str | None = None,
+        lease_until: float = 0.0,
+    ) -> list[Event]:
         stored: list[Event] = []
+        if not events:
+            return stored
         with self._transaction() as db:
+            if holder is not None:  # the lease extended in the same commit
+                held = set(_extend(db, holder, list({e.job_id: 0 for e in events}), lease_until))
+                events = [e for e in events if e.job_id in held]
             last: dict[str, int] = {}
             for event in events:
                 if event.job_id not in last:
