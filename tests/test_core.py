@@ -298,6 +298,10 @@ async def test_batch_window_collects_later_jobs_and_ends_on_time(broker: Broker)
     assert [j.input["x"] for j in batch] == [0, 1, 2]
     assert batch[0].id == first.id
     assert window - 0.02 <= elapsed < window + 0.1
+    sizes = {"endpoint": "batch"}  # one batch of 3, however its jobs came in
+    registry = broker.metrics.registry
+    assert registry.get_sample_value("modelport_batch_size_count", sizes) == 1
+    assert registry.get_sample_value("modelport_batch_size_sum", sizes) == 3
     await asyncio.wait_for(last_sent.wait(), BOUND)
     (late,) = [j for j in await asyncio.gather(*submitted) if j.input["x"] == 3]
     assert (await broker.get(late.id)).status is JobStatus.QUEUED

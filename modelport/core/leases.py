@@ -52,6 +52,8 @@ class Leases:
             await asyncio.shield(self.release(worker_id, [j.id for j in jobs]))
             raise
         worker.last_seen = self.clock()
+        if jobs:
+            self.metrics.batch_leased(jobs[0].endpoint, len(jobs))  # a batch as the worker got it
         for job in jobs:
             self.wakeups.changed(job.id)
         return [
@@ -80,7 +82,6 @@ class Leases:
                 got = await self.store.lease(name, worker.id, room, now, until, revision)
                 if got:
                     self.tallies.depth(name).value -= len(got)
-                    self.metrics.batch_leased(name, len(got))
                     if window_end is None:
                         window_end = loop.time() + spec.max_batch_wait
                     jobs += got
@@ -97,7 +98,6 @@ class Leases:
                 break
             handed = await self._wait(worker, signals, remaining, taking)
             if handed is not None:
-                self.metrics.batch_leased(handed.endpoint, 1)
                 spec = self._spec(worker, handed.endpoint)
                 if window_end is None and spec is not None:
                     window_end = loop.time() + spec.max_batch_wait
