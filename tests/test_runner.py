@@ -55,6 +55,8 @@ class Recording(LocalTransport):
         super().__init__(broker)
         self.waits: list[float] = []
         self.held: list[int] = []
+        self.asked = asyncio.Event()
+        """Set at the first lease request (the runner parks in it in that step)."""
 
     async def lease(
         self,
@@ -65,6 +67,7 @@ class Recording(LocalTransport):
         batches: int = 1,
     ) -> list[LeasedJob]:
         self.waits.append(wait)
+        self.asked.set()
         jobs = await super().lease(worker_id, max_jobs, wait, results, batches)
         self.held.append(len(await self.broker.store.running(worker_id)))
         return jobs
@@ -357,27 +360,8 @@ async def test_results_a_forgetting_server_refused_are_sent_again_once_registere
         await asyncio.wait_for(task, BOUND)
 
 
-class Polling(Recording):
-    """Tells the test when a lease request was made (the runner parks in it in that step)."""
-
-    def __init__(self, broker: Broker) -> None:
-        super().__init__(broker)
-        self.asked = asyncio.Event()
-
-    async def lease(
-        self,
-        worker_id: str,
-        max_jobs: int,
-        wait: float,
-        results: Sequence[Result] = (),
-        batches: int = 1,
-    ) -> list[LeasedJob]:
-        self.asked.set()
-        return await super().lease(worker_id, max_jobs, wait, results, batches)
-
-
 async def test_drain_gives_up_a_long_poll_at_once_and_the_worker_leaves(broker: Broker) -> None:
-    transport = Polling(broker)
+    transport = Recording(broker)
     runner = Runner(Gated(), transport, lease_wait=60.0)  # a poll BOUND could not wait out
     task = asyncio.create_task(runner.run())
     try:
