@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -751,6 +752,32 @@ async def test_redis_going_away_is_unavailable_then_recovers(own_redis: Any) -> 
         assert (await s.get(again.id)) is not None
     finally:
         await s.close()
+
+
+@pytest.mark.parametrize("backend", ["redis", "redis-cluster", "redis-sentinel"])
+async def test_redis_closed_under_commands_in_flight_leaves_no_connection_open(
+    backend: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    # A command that loses its connection to close() reconnects (redis-py retries); left
+    # open, that connection outlived the event loop and failed a later test with an
+    # unraisable ResourceWarning ("loop is closed", from asyncio's StreamWriter).
+    before = open_stream_writers()
+    s = await redis_store(BACKENDS[backend](request, tmp_path))
+    flying = [asyncio.ensure_future(s.publish("q:echo")) for _ in range(3)]
+    await s.close()
+    for outcome in await asyncio.gather(*flying, return_exceptions=True):
+        assert outcome is None or isinstance(outcome, Unavailable), repr(outcome)
+    assert open_stream_writers() - before == set()
+
+
+def open_stream_writers() -> set[int]:
+    """The asyncio stream writers alive in this process whose socket is still open."""
+    gc.collect()
+    return {
+        id(o)
+        for o in gc.get_objects()
+        if isinstance(o, asyncio.StreamWriter) and not o.transport.is_closing()
+    }
 
 
 async def test_cache_put_get_and_delete(store: JobStore) -> None:

@@ -562,6 +562,16 @@ def parse_url(url: str) -> Target:
     )
 
 
+async def _disconnect(client: Any, sentinel: Sentinel | None) -> None:
+    """Close every connection of a store's client (again, if one was opened since)."""
+    await client.aclose()
+    if sentinel is not None:
+        # master_for's client does not own its pool, nor the sentinels' clients
+        await client.connection_pool.disconnect()
+        for watcher in sentinel.sentinels:
+            await watcher.aclose()
+
+
 class _Commands:
     """Stands in for a pipeline while it is filled: records the commands, to run them (or
     some of them again) on a real one."""
@@ -598,6 +608,9 @@ class RedisStore:
         self._callbacks: list[Callable[[str], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
+        self._commands = 0
+        """Commands in flight (inside :meth:`_errors`), for :meth:`close` to wait out."""
+        self._drained: asyncio.Future[None] | None = None
         self._indexed: dict[str, float] = {}
         """The endpoints this process submitted to or leased from, and when it last wrote
         each into ``Pendpoints`` (monotonic; ``-inf``: not yet)."""
@@ -756,6 +769,9 @@ class RedisStore:
             )
 
     async def close(self) -> None:
+        """Close every connection, also those a command in flight opens meanwhile: a
+        command that loses its connection to the first disconnect reconnects (redis-py
+        retries), and a connection left open outlives the event loop (a ResourceWarning)."""
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -763,15 +779,15 @@ class RedisStore:
             self._listener = None
         for task in list(self._background):
             task.cancel()
-        if self._redis is not None:
-            await self._redis.aclose()
-            if self._sentinel is not None:
-                # master_for's client does not own its pool, nor the sentinels' clients
-                await self._redis.connection_pool.disconnect()
-                for client in self._sentinel.sentinels:
-                    await client.aclose()
-                self._sentinel = None
-            self._redis = None
+        client, self._redis = self._redis, None  # commands from now on are refused
+        if client is None:
+            return
+        sentinel, self._sentinel = self._sentinel, None
+        await _disconnect(client, sentinel)  # the commands in flight fail now...
+        if self._commands:
+            self._drained = asyncio.get_running_loop().create_future()
+            await self._drained  # ...and return
+        await _disconnect(client, sentinel)
 
     @contextlib.asynccontextmanager
     async def _errors(self) -> AsyncIterator[None]:
@@ -780,6 +796,7 @@ class RedisStore:
         # waited a whole long poll per worker. A cancellation that arrived is raised here.
         task = asyncio.current_task()
         cancels = task.cancelling() if task is not None else 0
+        self._commands += 1
         try:
             yield
         except (RedisError, OSError) as e:
@@ -793,6 +810,10 @@ class RedisStore:
                     retry_after=5,
                 ) from e
             raise Unavailable(f"redis store {self._safe_url()}: {e}", retry_after=1) from e
+        finally:
+            self._commands -= 1
+            if not self._commands and self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
         if task is not None and task.cancelling() > cancels:
             raise asyncio.CancelledError
 
