@@ -13,7 +13,7 @@ import collections
 import contextlib
 import logging
 import statistics
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
@@ -79,9 +79,6 @@ class Runner:
         self._draining = asyncio.Event()
         self._long_poll: asyncio.Future[list[LeasedJob]] | None = None
         """The lease request waiting for work, which :meth:`drain` gives up at once."""
-        self._polling: asyncio.Task[Any] | None = None
-        """The runner's task while it waits in a long poll of its own (see :meth:`_poll`)."""
-        self._giving_up = False
         self.registered = asyncio.Event()
         self._buffer = EventBuffer(progress_interval)
         self._invoker = Invoker(model, self.spec, self._buffer)
@@ -418,9 +415,6 @@ class Runner:
         self._draining.set()
         if self._long_poll is not None:
             self._long_poll.cancel()
-        if self._polling is not None and not self._giving_up:
-            self._giving_up = True
-            self._polling.cancel()
 
     async def _register(self) -> None:
         info = WorkerInfo(
@@ -440,45 +434,27 @@ class Runner:
         assert self.worker_id is not None
         wait = self.lease_wait if wait is None else wait
         size, batches = self._lease_size()
-        lease: asyncio.Future[list[LeasedJob]] = asyncio.get_running_loop().create_future()
-        if wait > 0 and self._draining.is_set():
-            lease.cancel()  # given up before it was asked for
-        else:
-            request = self.transport.lease(self.worker_id, size, wait, results, batches)
-            await self._poll(request, lease, wait > 0)
+        lease = asyncio.ensure_future(
+            self.transport.lease(self.worker_id, size, wait, results, batches)
+        )
+        if wait > 0:
+            self._long_poll = lease
+            if self._draining.is_set():
+                lease.cancel()
+        try:
+            await asyncio.wait({lease})  # its being given up is told by lease.cancelled()
+        finally:
+            self._long_poll = None
+            if not lease.done():
+                lease.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await lease
         undelivered = lease.cancelled() or isinstance(lease.exception(), NotFound)
         jobs = await self._leased(lease)
         if undelivered and results:
             # they may not have arrived; the server accepts a repeat of one that did
             await self._report(results)
         return jobs
-
-    async def _poll(
-        self,
-        request: Coroutine[Any, Any, list[LeasedJob]],
-        lease: asyncio.Future[list[LeasedJob]],
-        long: bool,
-    ) -> None:
-        """Await the lease ``request`` in this task, its outcome set on ``lease``
-        (cancelled: given up). In this task, not one of its own, a job handed to the long
-        poll (see :class:`modelport.core.wakeups.Taker`) starts in the step it arrives in,
-        not two steps later, behind whatever else the loop runs meanwhile. :meth:`drain`
-        gives a long poll up by cancelling this task, which is then uncancelled here."""
-        task = asyncio.current_task()
-        assert task is not None
-        if long:
-            self._polling = task
-        try:
-            lease.set_result(await request)
-        except asyncio.CancelledError:
-            if not self._giving_up or task.uncancel() > 0:
-                raise
-            lease.cancel()
-        except Exception as e:
-            lease.set_exception(e)
-        finally:
-            self._polling = None
-            self._giving_up = False
 
     def _lease_size(self) -> tuple[int, int]:
         """How many jobs to ask for, and in how many of the endpoint's batches.
