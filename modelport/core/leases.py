@@ -125,22 +125,16 @@ class Leases:
         except TimeoutError:
             # A job still on its way finds the poll gone and is queued (see Jobs._hand);
             # one handed in the very step the time ran out is this poll's.
-            handed = taker.handed
-            return None if handed.cancelled() or not handed.done() else handed.result()
+            return taker.job()
         except asyncio.CancelledError:
-            if taker.handed.done() and not taker.handed.cancelled():
-                self._give_back(taker.handed)  # handed just before the poll was abandoned
+            job = taker.job()
+            if job is not None:  # handed just before the poll was abandoned: back it goes
+                self.wakeups.background(self.release(taker.worker_id, [job.id]))
             raise
         finally:
             for signal in signals:
                 signal.remove_done_callback(taker.wake)
             self.wakeups.withdraw(taker)
-
-    def _give_back(self, handed: asyncio.Future[JobRecord | None]) -> None:
-        """A job handed to a long poll that was abandoned meanwhile goes back to the queue."""
-        job = None if handed.cancelled() or handed.exception() else handed.result()
-        if job is not None and job.worker_id is not None:
-            self.wakeups.background(self.release(job.worker_id, [job.id]))
 
     async def _keep_logs(self, worker: Worker, events: Sequence[Event]) -> None:
         """Log lines into their endpoints' logs (bounded there), each as the shared contract
@@ -188,10 +182,9 @@ class Leases:
         job_ids = list(dict.fromkeys(e.job_id for e in events))
         if not job_ids:
             return []
-        if any(e.type == "log" for e in events):
-            for event in events:  # the shape the endpoint's log and the job's stream share
-                if event.type == "log":
-                    event.data = log_line(event.data, self.clock())
+        for event in events:  # a log line: the shape the endpoint's log and the stream share
+            if event.type == "log":
+                event.data = log_line(event.data, self.clock())
         # Kept only for jobs the worker holds, their leases extended: one store write.
         until = self.clock() + self.registry.lease_duration(worker)
         kept = await self.store.add_events(events, holder=worker_id, lease_until=until)

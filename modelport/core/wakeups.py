@@ -47,6 +47,11 @@ class Taker:
         if not self.claimed and not self.handed.done():
             self.handed.set_result(None)
 
+    def job(self) -> JobRecord | None:
+        """The job handed to the poll, if one was."""
+        handed = self.handed
+        return handed.result() if handed.done() and not handed.cancelled() else None
+
     def hand(self, job: JobRecord | None) -> bool:
         """Give the claimed poll its job (None: the submit failed); False if the poll is no
         longer there to take it (abandoned or timed out while the job was stored)."""

@@ -1134,7 +1134,8 @@ class RedisStore:
         lease_until: float = 0.0,
     ) -> list[Event]:
         if holder is not None:
-            held = set(await self.extend(holder, list({e.job_id: 0 for e in events}), lease_until))
+            ids = list(dict.fromkeys(e.job_id for e in events))
+            held = set(await self.extend(holder, ids, lease_until))
             events = [e for e in events if e.job_id in held]
         if not events:
             return []

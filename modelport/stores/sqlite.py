@@ -633,7 +633,8 @@ class SqliteStore:
             return stored
         with self._transaction() as db:
             if holder is not None:  # the lease extended in the same commit
-                held = set(_extend(db, holder, list({e.job_id: 0 for e in events}), lease_until))
+                ids = list(dict.fromkeys(e.job_id for e in events))
+                held = set(_extend(db, holder, ids, lease_until))
                 events = [e for e in events if e.job_id in held]
             last: dict[str, int] = {}
             for event in events:
@@ -1017,8 +1018,9 @@ class _Checkpoints(threading.Thread):
         done = self.changes()
         try:
             while not self._stopped.wait(CHECKPOINT_EVERY):
-                if self.changes() - done >= CHECKPOINT_ROWS:
-                    done = self.changes()
+                changed = self.changes()
+                if changed - done >= CHECKPOINT_ROWS:
+                    done = changed
                     db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as e:
             log.warning("sqlite store %s: checkpoints stopped: %s", self.path, e)
