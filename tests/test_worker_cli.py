@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,6 +118,26 @@ def test_a_server_that_is_down_is_retried_and_ctrl_c_is_quick(workers: Workers) 
     ), attempts
     delays = [float(re.findall(r"retrying in (\S+) s", line)[0]) for line in attempts]
     assert delays == sorted(delays) and delays[-1] > delays[0]
+
+
+def test_a_worker_goes_out_through_the_proxy_the_environment_names(
+    workers: Workers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A GPU box behind a firewall may reach the server only through a proxy: the worker
+    sends through the one ``http_proxy`` names (unless ``no_proxy`` lists the server)."""
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens here: only the proxy is reached
+    with socket.create_server(("127.0.0.1", 0)) as proxy:
+        for name in ("HTTP_PROXY", "NO_PROXY", "no_proxy"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("http_proxy", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        workers([SLEEPY, "--server", url, "--token", WORKER_TOKEN]).start()
+        proxy.settimeout(30)
+        conn, _ = proxy.accept()
+        with conn:
+            conn.settimeout(30)
+            head = conn.recv(65536)
+    # A proxy is asked for the absolute URL.
+    assert head.startswith(f"POST {url}/workers HTTP/1.1\r\n".encode()), head
 
 
 def test_sigterm_during_a_long_setup_exits_at_once(workers: Workers, tmp_path: Path) -> None:

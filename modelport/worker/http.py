@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import urllib.parse
+import urllib.request
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 import orjson
 
 from modelport import wire
@@ -33,6 +35,19 @@ def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
     return True if ca_file is None else ssl.create_default_context(cafile=ca_file)
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTP_PROXY``, ``HTTPS_PROXY``, minus
+    the hosts ``NO_PROXY`` lists), as httpx and curl read them; None for none.
+
+    Read once per worker: aiohttp's own ``trust_env`` reads ``~/.netrc`` on a thread for
+    every request."""
+    parts = urllib.parse.urlsplit(url)
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    if proxy is None or urllib.request.proxy_bypass(parts.netloc):
+        return None
+    return proxy
+
+
 class HttpTransport:
     """A runner's link to a remote API server."""
 
@@ -48,32 +63,47 @@ class HttpTransport:
         self.server = server.rstrip("/")
         self.max_backoff = max_backoff
         self.timeout = timeout
-        self._http = httpx.AsyncClient(
-            base_url=self.server,
-            headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
-            timeout=timeout,
-            verify=tls_verify(ca_file),
-            # Every lane of every model in this process long-polls on its own connection
-            # while others send events: no cap that would queue a lane behind idle polls.
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-        )
+        self._headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
+        self._verify = tls_verify(ca_file)
+        self._http: aiohttp.ClientSession | None = None
+        self._proxy: str | None = None
         self.cancelled: set[str] = set()
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The connection pool, made on first use: aiohttp's belongs to the running loop."""
+        if self._http is None:
+            self._http = aiohttp.ClientSession(
+                headers=self._headers,
+                # Every lane of every model in this process long-polls on its own connection
+                # while others send events: no cap that would queue a lane behind idle polls.
+                connector=aiohttp.TCPConnector(limit=0, ssl=self._verify),
+            )
+            self._proxy = env_proxy(self.server)
+        return self._http
 
     async def _call(
         self, method: str, path: str, body: bytes | None = None, *, timeout: float | None = None
     ) -> bytes:
         """Send one request, retrying while the server is away; the answer's body, or the
-        error its problem document names."""
+        error its problem document names.
+
+        aiohttp, not httpx as the client: a worker's calls are its hot path (a lease, a
+        batch of events, results), and httpx spent about 5 times aiohttp's CPU on each
+        here (about 540 against 90 us for a small POST)."""
+        http = self._session()
+        url = self.server + path
+        limit = timeout or self.timeout
+        # Like httpx's timeouts: to connect, and between reads; a long answer may take longer.
+        timeouts = aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit)
         delay = 0.1
         while True:
             try:
-                response = await self._http.request(
-                    method,
-                    path,
-                    content=body,
-                    timeout=timeout or self.timeout,
-                )
-            except httpx.TransportError as e:
+                async with http.request(
+                    method, url, data=body, timeout=timeouts, proxy=self._proxy
+                ) as response:
+                    status, content = response.status, await response.read()
+                    headers = response.headers
+            except (aiohttp.ClientError, TimeoutError) as e:
                 log.warning(
                     "cannot reach the server at %s (%s %s: %s); retrying in %.1f s",
                     self.server,
@@ -83,26 +113,26 @@ class HttpTransport:
                     delay,
                 )
             else:
-                if response.status_code not in _RETRY_STATUS:
+                if status not in _RETRY_STATUS:
                     break
                 log.warning(
                     "%s %s%s answered %d; retrying in %.1f s",
                     method,
                     self.server,
                     path,
-                    response.status_code,
+                    status,
                     delay,
                 )
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.max_backoff)
-        if response.status_code >= 400:
+        if status >= 400:
             try:
-                problem = orjson.loads(response.content)
+                problem = orjson.loads(content)
             except orjson.JSONDecodeError:
-                problem = {"detail": response.text[:500]}
+                problem = {"detail": content[:500].decode(errors="replace")}
             problem = problem if isinstance(problem, dict) else {}
-            raise from_problem(response.status_code, problem, response.headers)
-        return response.content
+            raise from_problem(status, problem, headers)
+        return content
 
     async def _send(
         self, path: str, message: Any, answer: type[_T], *, timeout: float | None = None
@@ -169,7 +199,9 @@ class HttpTransport:
             log.warning("could not leave cleanly (%s); the server will expire the leases", e)
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._http is not None:
+            await self._http.close()
+            self._http = None
 
 
 def _log_refused(job_ids: Sequence[str]) -> None:
