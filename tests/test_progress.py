@@ -14,7 +14,7 @@ import pytest
 import modelport
 from modelport.server.app import Server
 from modelport.spec import FieldSpec
-from tests.conftest import AppFactory, InProcessApp
+from tests.conftest import AppFactory, InProcessApp, eventually
 
 
 class Painter(modelport.Model):
@@ -60,9 +60,22 @@ class Writer(modelport.Model):
             self.stopped.set()
 
 
+class Quiet(modelport.Model):
+    """Reports nothing while it works, until the test lets it finish; its lease is short."""
+
+    lease_duration = 0.3
+
+    def setup(self) -> None:
+        self.release = threading.Event()
+
+    def predict(self, text: str) -> str:
+        assert self.release.wait(30)
+        return text
+
+
 @pytest.fixture
 async def app(app_factory: AppFactory) -> InProcessApp:
-    app = await app_factory([Painter, Writer])
+    app = await app_factory([Painter, Writer, Quiet])
     for runner in app.server.runners:
         runner.heartbeat_interval = 0.1  # read for each batch, so it counts from the first
     return app
@@ -159,3 +172,25 @@ async def test_progress_calls_are_coalesced(server: Server, http: httpx.AsyncCli
     assert r.json()["status"] == "succeeded"
     # 200 progress calls over about a second, sent at most every 0.2 s.
     assert 1 <= len(calls) <= 12
+
+
+async def test_a_job_that_reports_nothing_keeps_its_lease_while_it_runs(app: InProcessApp) -> None:
+    """Heartbeats go out while a batch runs even when the model emits no event: the lease
+    outlives several of its durations, and the job ends on its first attempt."""
+    quiet, store = app.model("quiet"), app.server.broker.store
+    r = await app.http.post(
+        "/endpoints/quiet/jobs", json={"input": {"text": "hi"}}, headers={"Prefer": "wait=0"}
+    )
+    job_id = r.json()["id"]
+    running = await poll(app.http, job_id, lambda j: j["status"] == "running")
+    started = running["started_at"]
+
+    async def renewed() -> bool:
+        job = await store.get(job_id)
+        assert job is not None and job.status.value == "running", job
+        return (job.lease_until or 0) > started + 4 * Quiet.lease_duration
+
+    await eventually(renewed, 10, "the lease to be extended past four of its durations")
+    quiet.release.set()
+    done = (await app.http.get(f"/jobs/{job_id}", headers={"Prefer": "wait=10"})).json()
+    assert (done["status"], done["attempts"], done["output"]) == ("succeeded", 1, "hi")

@@ -44,6 +44,8 @@ class EventBuffer(Events):
         self._progress_sent = -1e9
         self._sending = asyncio.Lock()
         """Held while events are sent: they go out in order, and all before a result."""
+        self.woken: Callable[[], None] | None = None
+        """Called on the event loop when events come to wait (a runner starts its pump)."""
 
     def emit(self, event: Event, loop: asyncio.AbstractEventLoop) -> None:
         """Queue an event from the model thread; the event loop sends it."""
@@ -54,13 +56,20 @@ class EventBuffer(Events):
             else:
                 self._events.append(event)
         if wake:
-            loop.call_soon_threadsafe(self.ready.set)
+            loop.call_soon_threadsafe(self._wake)
+
+    def _wake(self) -> None:
+        self.ready.set()
+        if self.woken is not None:
+            self.woken()
 
     async def flush(self, send: Send) -> None:
         """Send what is due: every chunk and log line, and progress if the interval passed
         (else wake again when it will have)."""
         import asyncio
 
+        if not self._events and not self._progress and not self._sending.locked():
+            return  # nothing waits, and no send is under way that this one must follow
         async with self._sending:
             loop = asyncio.get_running_loop()
             now = loop.time()
@@ -73,7 +82,7 @@ class EventBuffer(Events):
                     self._progress_sent = now
                 elif self._progress:
                     wait = self.progress_interval - (now - self._progress_sent)
-                    loop.call_later(wait, self.ready.set)
+                    loop.call_later(wait, self._wake)
             if events:
                 held = set(await send(events))
                 self.abandoned.update(e.job_id for e in events if e.job_id not in held)
