@@ -3,6 +3,7 @@ transport beside the broker, as httpx keeps ``ASGITransport`` beside its other t
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 
 from modelport.core import Broker
@@ -32,6 +33,10 @@ class LocalTransport:
     ) -> list[LeasedJob]:
         if results:
             await self.broker.finish(worker_id, results)
+            # A step for whoever the results woke (a request waiting for its job answers
+            # now), before looking in the store for this worker's next jobs: over HTTP the
+            # lease is a task of its own, and waits its turn the same way.
+            await asyncio.sleep(0)
         return await self.broker.lease(worker_id, max_jobs, wait, batches)
 
     async def heartbeat(self, worker_id: str, job_ids: Sequence[str]) -> list[str]:
