@@ -375,3 +375,53 @@ async def test_drain_gives_up_a_long_poll_at_once_and_the_worker_leaves(broker: 
     assert broker.registry.workers == {}
     job = await broker.submit("gated", {"n": 1})
     assert (await broker.get(job.id)).status is JobStatus.QUEUED  # handed to no one
+
+
+class Held(modelport.Model):
+    """One input at a time; ``n == 0`` waits until the test opens the gate."""
+
+    name = "held"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = threading.Event()
+
+    def predict(self, n: int) -> dict[str, Any]:
+        if n == 0:
+            self.gate.wait(BOUND)
+        return {"n": n}
+
+
+class BrokenHandBack(LocalTransport):
+    """A connection that breaks when the worker hands jobs back."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        self.tried = asyncio.Event()
+
+    async def release(self, worker_id: str, job_ids: Sequence[str]) -> None:
+        self.tried.set()
+        raise RuntimeError("the connection broke")
+
+
+async def test_a_failed_hand_back_still_reports_the_result_in_hand(broker: Broker) -> None:
+    """A job that outlasts the hold budget makes the runner hand back the jobs it holds;
+    when that fails, the runner stops, but the result it computed still goes out."""
+    broker.add_endpoint(Held.spec())
+    model, transport = Held(), BrokenHandBack(broker)
+    jobs = [await broker.submit("held", {"n": n}) for n in range(3)]
+    runner = Runner(model, transport, lease_wait=0.2)
+    # As after quick jobs: the runner leases as many as it computes in its hold budget.
+    runner._invoker.job_times.append(1e-5)
+    task = asyncio.create_task(runner.run())
+    try:
+        await asyncio.wait_for(transport.tried.wait(), BOUND)  # job 0 ran long
+        model.gate.set()
+        with pytest.raises(RuntimeError, match="the connection broke"):
+            await asyncio.wait_for(task, BOUND)
+    finally:
+        model.gate.set()
+        runner.drain()
+        task.cancel()
+    first = await broker.wait(jobs[0].id, BOUND)
+    assert (first.status, first.output) == (JobStatus.SUCCEEDED, {"n": 0})

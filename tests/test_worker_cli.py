@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from modelport import Client
+from modelport.worker.http import env_proxy
 from tests.conftest import (
     ROOT,
     WORKER_TOKEN,
@@ -138,6 +139,27 @@ def test_a_worker_goes_out_through_the_proxy_the_environment_names(
             head = conn.recv(65536)
     # A proxy is asked for the absolute URL.
     assert head.startswith(f"POST {url}/workers HTTP/1.1\r\n".encode()), head
+
+
+@pytest.mark.parametrize(
+    ("environ", "url", "proxy"),
+    [
+        ({"https_proxy": "proxy.corp:3128"}, "https://gpu.example", "http://proxy.corp:3128"),
+        ({"all_proxy": "http://all:8080"}, "http://gpu.example", "http://all:8080"),
+        ({"http_proxy": "http://p:1", "no_proxy": "gpu.example"}, "http://gpu.example:8000", None),
+        ({"http_proxy": "http://p:1"}, "https://gpu.example", None),
+    ],
+    ids=["no-scheme", "all-proxy", "no-proxy", "other-scheme"],
+)
+def test_the_proxy_for_the_server_is_read_as_curl_reads_it(
+    monkeypatch: pytest.MonkeyPatch, environ: dict[str, str], url: str, proxy: str | None
+) -> None:
+    for name in list(os.environ):
+        if name.lower().endswith("_proxy"):
+            monkeypatch.delenv(name)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert env_proxy(url) == proxy
 
 
 def test_sigterm_during_a_long_setup_exits_at_once(workers: Workers, tmp_path: Path) -> None:

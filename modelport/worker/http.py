@@ -36,16 +36,18 @@ def tls_verify(ca_file: str | None) -> ssl.SSLContext | bool:
 
 
 def env_proxy(url: str) -> str | None:
-    """The proxy the environment names for ``url`` (``HTTP_PROXY``, ``HTTPS_PROXY``, minus
-    the hosts ``NO_PROXY`` lists), as httpx and curl read them; None for none.
+    """The proxy the environment names for ``url`` (``HTTP_PROXY``, ``HTTPS_PROXY`` or
+    ``ALL_PROXY``, unless ``NO_PROXY`` lists the host), as httpx and curl read them; a
+    proxy given without a scheme is ``http://``. None for none.
 
     Read once per worker: aiohttp's own ``trust_env`` reads ``~/.netrc`` on a thread for
     every request."""
     parts = urllib.parse.urlsplit(url)
-    proxy = urllib.request.getproxies().get(parts.scheme)
-    if proxy is None or urllib.request.proxy_bypass(parts.netloc):
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(parts.netloc):
         return None
-    return proxy
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
 class HttpTransport:
@@ -67,10 +69,13 @@ class HttpTransport:
         self._verify = tls_verify(ca_file)
         self._http: aiohttp.ClientSession | None = None
         self._proxy: str | None = None
+        self._closed = False
         self.cancelled: set[str] = set()
 
     def _session(self) -> aiohttp.ClientSession:
         """The connection pool, made on first use: aiohttp's belongs to the running loop."""
+        if self._closed:
+            raise RuntimeError("the worker's connection to the server was closed")
         if self._http is None:
             self._http = aiohttp.ClientSession(
                 headers=self._headers,
@@ -99,7 +104,12 @@ class HttpTransport:
         while True:
             try:
                 async with http.request(
-                    method, url, data=body, timeout=timeouts, proxy=self._proxy
+                    method,
+                    url,
+                    data=body,
+                    timeout=timeouts,
+                    proxy=self._proxy,
+                    allow_redirects=False,  # a redirected POST would arrive as a GET
                 ) as response:
                     status, content = response.status, await response.read()
                     headers = response.headers
@@ -199,6 +209,7 @@ class HttpTransport:
             log.warning("could not leave cleanly (%s); the server will expire the leases", e)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._http is not None:
             await self._http.close()
             self._http = None

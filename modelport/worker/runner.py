@@ -567,6 +567,13 @@ class Runner:
                 watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog  # a hand-back under way completes
+            await self._send_events()  # the chunks of the jobs in ``ready`` go out first
+        except Exception:
+            # The results in hand still go out (a repeat of one that arrived is accepted).
+            if unsent or ready:
+                with contextlib.suppress(Exception):
+                    await self._report(unsent + ready)
+            raise
         finally:
             if not compute.done():
                 claims.close()
@@ -575,7 +582,6 @@ class Runner:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await watchdog
-        await self._send_events()  # a job's chunks go out before its result
         self._buffer.abandoned.difference_update(j.id for j in jobs)
         return unsent + ready
 
