@@ -425,3 +425,45 @@ async def test_a_failed_hand_back_still_reports_the_result_in_hand(broker: Broke
         task.cancel()
     first = await broker.wait(jobs[0].id, BOUND)
     assert (first.status, first.output) == (JobStatus.SUCCEEDED, {"n": 0})
+
+
+class SlowHandBack(LocalTransport):
+    """A hand-back that takes a while on the wire, as to a remote store; notes one cut short."""
+
+    def __init__(self, broker: Broker) -> None:
+        super().__init__(broker)
+        self.started = asyncio.Event()
+        self.cut_short = False
+
+    async def release(self, worker_id: str, job_ids: Sequence[str]) -> None:
+        self.started.set()
+        try:
+            await asyncio.sleep(0.05)  # the round trip; the test waits on events, not on this
+        except asyncio.CancelledError:
+            self.cut_short = True
+            raise
+        await super().release(worker_id, job_ids)
+
+
+async def test_a_hand_back_under_way_completes_when_the_running_job_ends(broker: Broker) -> None:
+    """The job that outlasted the hold budget ending while the other jobs are being handed
+    back must not cut the hand-back short: they would stay held until their leases expired."""
+    broker.add_endpoint(Held.spec())
+    model, transport = Held(), SlowHandBack(broker)
+    jobs = [await broker.submit("held", {"n": n}) for n in range(3)]
+    runner = Runner(model, transport, lease_wait=0.2)
+    runner._invoker.job_times.append(1e-5)  # quick jobs: it leases all three at once
+    task = asyncio.create_task(runner.run())
+    try:
+        await asyncio.wait_for(transport.started.wait(), BOUND)  # job 0 ran long
+        model.gate.set()  # and ends while jobs 1 and 2 are on their way back
+        finals = [await broker.wait(j.id, BOUND) for j in jobs]
+    finally:
+        model.gate.set()
+        runner.drain()
+        await asyncio.wait_for(task, BOUND)
+    assert not transport.cut_short
+    # Handed back, not lost: each ran once, on an attempt that counted once.
+    assert [(f.status, f.attempts, f.output) for f in finals] == [
+        (JobStatus.SUCCEEDED, 1, {"n": n}) for n in range(3)
+    ]

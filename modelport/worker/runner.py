@@ -526,6 +526,8 @@ class Runner:
                 woken[0] = True
                 loop.call_soon_threadsafe(collect)
 
+        handed_back: list[LeasedJob] = []  # taken back from the model by the watchdog
+
         async def watch() -> None:
             """A job that runs long would keep the held ones from another worker: once it
             has run for :data:`HOLD_BUDGET`, hand back every job not started yet."""
@@ -533,10 +535,10 @@ class Runner:
                 await asyncio.sleep(HOLD_BUDGET)
                 if loop.time() - last[0] > HOLD_BUDGET:
                     break
-            rest = claims.close()
-            if rest:
+            handed_back.extend(claims.close())
+            if handed_back:
                 assert self.worker_id is not None
-                await self.transport.release(self.worker_id, [j.id for j in rest])
+                await self.transport.release(self.worker_id, [j.id for j in handed_back])
 
         pump = _Pump(self, [j.id for j in jobs])
         watchdog = asyncio.create_task(watch())
@@ -563,10 +565,13 @@ class Runner:
                     log.warning("reporting %d results failed; retrying", len(done), exc_info=True)
                     unsent += done
             compute.result()
-            if not watchdog.done() and claims.close() == []:
+            # The model claimed or was refused every job: a watchdog that took none back has
+            # nothing left to do; one that did finishes handing them back (cut short, they
+            # would stay held by this worker until their leases expired).
+            if not handed_back:
                 watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await watchdog  # a hand-back under way completes
+                await watchdog
             await self._send_events()  # the chunks of the jobs in ``ready`` go out first
         except Exception:
             # The results in hand still go out (a repeat of one that arrived is accepted).
@@ -579,8 +584,9 @@ class Runner:
                 claims.close()
                 await asyncio.wait({compute})
             await pump.stop()
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            if not handed_back:
+                watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await watchdog
         self._buffer.abandoned.difference_update(j.id for j in jobs)
         return unsent + ready
