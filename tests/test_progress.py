@@ -183,7 +183,7 @@ async def test_a_job_that_reports_nothing_keeps_its_lease_while_it_runs(app: InP
     )
     job_id = r.json()["id"]
     running = await poll(app.http, job_id, lambda j: j["status"] == "running")
-    started = running["started_at"]
+    started: float = running["started_at"]
 
     async def renewed() -> bool:
         job = await store.get(job_id)

@@ -91,9 +91,9 @@ class MemoryStore:
         passed: list[tuple[int, str]] = []
         while queue and len(leased) < limit:
             entry = heapq.heappop(queue)
-            job = self._jobs[entry[1]]
-            if job.status is not JobStatus.QUEUED:
-                continue  # cancelled or expired while queued: dropped lazily
+            job = self._jobs.get(entry[1])
+            if job is None or job.status is not JobStatus.QUEUED:
+                continue  # cancelled, expired or purged since it was queued: dropped lazily
             if revision is not None and job.revision != revision:
                 passed.append(entry)
                 continue
