@@ -15,7 +15,7 @@ from modelport.errors import NotFound, SpecError
 from modelport.server.app import Server
 from modelport.server.local import LocalTransport
 from modelport.stores.memory import MemoryStore
-from modelport.wire import JobStatus, LeasedJob, Result
+from modelport.wire import JobRecord, JobStatus, LeasedJob, Result
 from modelport.worker.runner import EMPTY_PAUSE, Runner
 from tests.conftest import AppFactory
 
@@ -392,6 +392,19 @@ class Held(modelport.Model):
         return {"n": n}
 
 
+async def start_held(
+    broker: Broker, transport: LocalTransport
+) -> tuple[Held, list[JobRecord], Runner, asyncio.Task[None]]:
+    """Three queued jobs of :class:`Held` (job 0 waits at the gate), and a runner that
+    leases all three at once, as after quick jobs: as many as it computes in its hold budget."""
+    broker.add_endpoint(Held.spec())
+    model = Held()
+    jobs = [await broker.submit("held", {"n": n}) for n in range(3)]
+    runner = Runner(model, transport, lease_wait=0.2)
+    runner._invoker.job_times.append(1e-5)
+    return model, jobs, runner, asyncio.create_task(runner.run())
+
+
 class BrokenHandBack(LocalTransport):
     """A connection that breaks when the worker hands jobs back."""
 
@@ -407,13 +420,8 @@ class BrokenHandBack(LocalTransport):
 async def test_a_failed_hand_back_still_reports_the_result_in_hand(broker: Broker) -> None:
     """A job that outlasts the hold budget makes the runner hand back the jobs it holds;
     when that fails, the runner stops, but the result it computed still goes out."""
-    broker.add_endpoint(Held.spec())
-    model, transport = Held(), BrokenHandBack(broker)
-    jobs = [await broker.submit("held", {"n": n}) for n in range(3)]
-    runner = Runner(model, transport, lease_wait=0.2)
-    # As after quick jobs: the runner leases as many as it computes in its hold budget.
-    runner._invoker.job_times.append(1e-5)
-    task = asyncio.create_task(runner.run())
+    transport = BrokenHandBack(broker)
+    model, jobs, runner, task = await start_held(broker, transport)
     try:
         await asyncio.wait_for(transport.tried.wait(), BOUND)  # job 0 ran long
         model.gate.set()
@@ -448,12 +456,8 @@ class SlowHandBack(LocalTransport):
 async def test_a_hand_back_under_way_completes_when_the_running_job_ends(broker: Broker) -> None:
     """The job that outlasted the hold budget ending while the other jobs are being handed
     back must not cut the hand-back short: they would stay held until their leases expired."""
-    broker.add_endpoint(Held.spec())
-    model, transport = Held(), SlowHandBack(broker)
-    jobs = [await broker.submit("held", {"n": n}) for n in range(3)]
-    runner = Runner(model, transport, lease_wait=0.2)
-    runner._invoker.job_times.append(1e-5)  # quick jobs: it leases all three at once
-    task = asyncio.create_task(runner.run())
+    transport = SlowHandBack(broker)
+    model, jobs, runner, task = await start_held(broker, transport)
     try:
         await asyncio.wait_for(transport.started.wait(), BOUND)  # job 0 ran long
         model.gate.set()  # and ends while jobs 1 and 2 are on their way back

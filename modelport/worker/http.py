@@ -67,8 +67,8 @@ class HttpTransport:
         self.timeout = timeout
         self._headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
         self._verify = tls_verify(ca_file)
+        self._proxy = env_proxy(self.server)
         self._http: aiohttp.ClientSession | None = None
-        self._proxy: str | None = None
         self._closed = False
         self.cancelled: set[str] = set()
 
@@ -83,7 +83,6 @@ class HttpTransport:
                 # while others send events: no cap that would queue a lane behind idle polls.
                 connector=aiohttp.TCPConnector(limit=0, ssl=self._verify),
             )
-            self._proxy = env_proxy(self.server)
         return self._http
 
     async def _call(

@@ -452,11 +452,9 @@ class Runner:
         except Exception:
             pass  # read from lease.exception() below
         finally:
+            # The lease has ended here: a runner cancelled while awaiting it cancels it, and
+            # resumes only once it has ended.
             self._long_poll = None
-            if not lease.done():
-                lease.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await lease
         undelivered = lease.cancelled() or isinstance(lease.exception(), NotFound)
         jobs = await self._leased(lease)
         if undelivered and results:
