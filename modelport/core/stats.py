@@ -28,6 +28,8 @@ FLUSH_EVERY = 5.0
 RECENT = 50
 """Finished jobs each server remembers for the dashboard's list."""
 _SERVERS = "stats:servers"
+_Recent = tuple[str, str, JobStatus, float, float | None, str | None, int, str | None]
+"""A finished job as the dashboard's list shows it."""
 _GROUP = "stats"
 
 
@@ -58,7 +60,7 @@ class Stats:
     instance: str
     clock: Callable[[], float] = time.time
     series: dict[str, deque[Point]] = field(default_factory=dict)
-    recent: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT))
+    recent: deque[_Recent] = field(default_factory=lambda: deque(maxlen=RECENT))
 
     def _point(self, endpoint: str, now: float) -> Point:
         minute = int(now // STEP * STEP)
@@ -78,18 +80,19 @@ class Stats:
             point.latency += max(0.0, now - job.created_at)
         elif job.status in (JobStatus.FAILED, JobStatus.EXPIRED):
             point.failed += 1
+        # a tuple, described when read (most never are), and not the record: its input and
+        # output could be large
         self.recent.append(
-            {
-                "id": job.id,
-                "endpoint": job.endpoint,
-                "status": job.status.value,
-                "created_at": job.created_at,
-                "completed_at": job.completed_at,
-                "duration": None if job.completed_at is None else job.completed_at - job.created_at,
-                "error": None if job.error is None else job.error[:300],
-                "revision": job.revision,
-                "model_version": job.model_version,
-            }
+            (
+                job.id,
+                job.endpoint,
+                job.status,
+                job.created_at,
+                job.completed_at,
+                job.error,
+                job.revision,
+                job.model_version,
+            )
         )
 
     def sample(self, depths: dict[str, dict[str, int]], now: float) -> None:
@@ -102,7 +105,7 @@ class Stats:
     def snapshot(self) -> dict[str, Any]:
         return {
             "series": {name: [p.to_list() for p in points] for name, points in self.series.items()},
-            "recent": list(self.recent),
+            "recent": [_described(job) for job in self.recent],
         }
 
     async def flush(self, store: JobStore) -> None:
@@ -133,6 +136,21 @@ class Stats:
             with contextlib.suppress(ModelportError):  # a store hiccup skips one flush
                 await self.flush(store)
             await asyncio.sleep(FLUSH_EVERY)
+
+
+def _described(recent: _Recent) -> dict[str, Any]:
+    job_id, endpoint, status, created_at, completed_at, error, revision, version = recent
+    return {
+        "id": job_id,
+        "endpoint": endpoint,
+        "status": status.value,
+        "created_at": created_at,
+        "completed_at": completed_at,
+        "duration": None if completed_at is None else completed_at - created_at,
+        "error": None if error is None else error[:300],
+        "revision": revision,
+        "model_version": version,
+    }
 
 
 def merge(snapshots: list[dict[str, Any]], now: float) -> dict[str, Any]:
