@@ -141,6 +141,31 @@ async def test_idempotency_key_returns_the_existing_job(store: JobStore) -> None
     assert unkeyed[0].id != unkeyed[1].id
 
 
+async def test_inserts_of_one_turn_keep_their_order_and_each_its_own_row(
+    store: JobStore,
+) -> None:
+    # Plain inserts, one with a key and one with a queue limit, all in one loop turn (the
+    # sqlite store writes the plain ones of a turn in runs of one statement each).
+    made = [
+        job(input={"n": 0}),
+        job(input={"n": 1}),
+        job(input={"n": 2}, idempotency_key="k"),
+        job(input={"n": 3}),
+        job(input={"n": 4}),
+    ]
+    limits = [None, None, None, 100, None]
+    stored = await asyncio.gather(
+        *(store.insert(j, limit) for j, limit in zip(made, limits, strict=True))
+    )
+    assert [j.input["n"] for j in stored] == [0, 1, 2, 3, 4]
+    seqs = [j.seq for j in stored]
+    assert seqs == sorted(seqs) and len(set(seqs)) == 5
+    for j in stored:
+        assert await store.get(j.id) == j  # its seq is its own row's
+    leased = await store.lease("echo", "w1", 10, NOW, LEASE_UNTIL)
+    assert ids(leased) == ids(stored)
+
+
 async def test_concurrent_inserts_with_one_key_make_one_job(store: JobStore) -> None:
     stored = await asyncio.gather(
         *(store.insert(job(idempotency_key="race", input={"n": n})) for n in range(3))

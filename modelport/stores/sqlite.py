@@ -335,6 +335,92 @@ def _queued(db: sqlite3.Connection, endpoint: str) -> int:
     return int(row[0]) if row else 0
 
 
+_INSERT = (
+    "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts, max_attempts,"
+    " idempotency_key, owner, revision, model_version, worker_id, started_at, lease_until)"
+    " VALUES "
+)
+_INSERT_WIDTH = 14
+
+
+def _insert_values(job: JobRecord, data: bytes) -> tuple[Any, ...]:
+    return (
+        job.id,
+        job.endpoint,
+        job.status.value,
+        data,
+        job.created_at,
+        job.attempts,
+        job.max_attempts,
+        job.idempotency_key,
+        job.owner,
+        job.revision,
+        job.model_version,
+        job.worker_id,
+        job.started_at,
+        job.lease_until,
+    )
+
+
+def _insert_all(
+    db: sqlite3.Connection, rows: Sequence[tuple[JobRecord, bytes, int | None]]
+) -> list[JobRecord | Overloaded]:
+    """Insert jobs in order, in the open transaction: each with an idempotency key or a
+    queue limit to check on its own, the rest in runs of one statement each (a statement per
+    job costs about a third more)."""
+    out: list[JobRecord | Overloaded] = []
+    run: list[JobRecord] = []
+    values: list[Any] = []
+
+    def insert_run() -> None:
+        seqs = dict(
+            db.execute(
+                f"{_INSERT}{_marks(len(run), _INSERT_WIDTH)} RETURNING id, seq", values
+            ).fetchall()
+        )
+        for job in run:
+            job.seq = seqs[job.id]
+        out.extend(run)
+        run.clear()
+        values.clear()
+
+    for job, data, limit in rows:
+        if job.idempotency_key is None and limit is None:
+            run.append(job)
+            values.extend(_insert_values(job, data))
+            if len(run) == _ALIKE:
+                insert_run()
+            continue
+        if run:
+            insert_run()
+        out.append(_insert_one(db, job, data, limit))
+    if run:
+        insert_run()
+    return out
+
+
+def _insert_one(
+    db: sqlite3.Connection, job: JobRecord, data: bytes, limit: int | None
+) -> JobRecord | Overloaded:
+    """Insert one job, unless its idempotency key has a job already (that job, then) or the
+    queue is at ``limit``."""
+    if job.idempotency_key is not None:
+        row = db.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE endpoint = ? AND idempotency_key = ?",
+            (job.endpoint, job.idempotency_key),
+        ).fetchone()
+        if row is not None:
+            return _row(row)
+    if limit is not None:
+        depth = _queued(db, job.endpoint)
+        if depth >= limit:
+            return Overloaded(full_queue(job.endpoint, depth, limit))
+    cur = db.execute(f"{_INSERT}{_marks(1, _INSERT_WIDTH)}", _insert_values(job, data))
+    assert cur.lastrowid is not None
+    job.seq = cur.lastrowid
+    return job
+
+
 class SqliteStore:
     """Jobs in one SQLite file (``sqlite:///path/to/file.db``)."""
 
@@ -355,7 +441,11 @@ class SqliteStore:
     async def open(self) -> None:
         with self._errors():
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            # Statements of a batch's size (an insert, a batch's results) differ by their row
+            # count: room for those of every size up to a batch of 64 of each, and the rest.
+            db = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, cached_statements=512
+            )
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute("PRAGMA busy_timeout=5000")
@@ -424,7 +514,7 @@ class SqliteStore:
                 done.set_exception(ValueError(f"input cannot be stored as JSON: {e}"))
         try:
             with self._transaction() as db:
-                stored = [self._insert_one(db, job, data, limit) for job, data, limit, _ in rows]
+                stored = _insert_all(db, [(job, data, limit) for job, data, limit, _ in rows])
         except Exception as e:
             for _, _, _, done in rows:
                 if not done.done():
@@ -437,49 +527,6 @@ class SqliteStore:
                 done.set_exception(outcome)
             else:
                 done.set_result(outcome)
-
-    @staticmethod
-    def _insert_one(
-        db: sqlite3.Connection,
-        job: JobRecord,
-        data: bytes,
-        limit: int | None,
-    ) -> JobRecord | Overloaded:
-        if job.idempotency_key is not None:
-            row = db.execute(
-                f"SELECT {_COLUMNS} FROM jobs WHERE endpoint = ? AND idempotency_key = ?",
-                (job.endpoint, job.idempotency_key),
-            ).fetchone()
-            if row is not None:
-                return _row(row)
-        if limit is not None:
-            depth = _queued(db, job.endpoint)
-            if depth >= limit:
-                return Overloaded(full_queue(job.endpoint, depth, limit))
-        cur = db.execute(
-            "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts,"
-            " max_attempts, idempotency_key, owner, revision, model_version, worker_id,"
-            " started_at, lease_until) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                job.id,
-                job.endpoint,
-                job.status.value,
-                data,
-                job.created_at,
-                job.attempts,
-                job.max_attempts,
-                job.idempotency_key,
-                job.owner,
-                job.revision,
-                job.model_version,
-                job.worker_id,
-                job.started_at,
-                job.lease_until,
-            ),
-        )
-        assert cur.lastrowid is not None
-        job.seq = cur.lastrowid
-        return job
 
     async def get(self, job_id: str) -> JobRecord | None:
         with self._errors():
