@@ -376,6 +376,31 @@ async def test_updates_naming_their_fields_in_another_order_each_apply_as_given(
     ]
 
 
+async def test_updates_that_set_a_field_to_none_for_some_jobs_only(store: JobStore) -> None:
+    """One shape of update, a field None in some (the sqlite store writes a field None in
+    every update of a statement as NULL in the statement itself)."""
+    await insert(store, 4)
+    held = await store.lease("echo", "w1", 4, NOW, LEASE_UNTIL)
+    outputs = [None, {"y": 1}, None, {"y": 3}]
+    changes = [
+        {"status": JobStatus.SUCCEEDED, "output": out, "lease_until": None, "error": None}
+        for out in outputs
+    ]
+    got = await store.update(
+        [Update(j.id, RUNNING, c, worker_id="w1") for j, c in zip(held, changes, strict=True)]
+    )
+    for j, out in zip(got, outputs, strict=True):
+        assert j is not None and (j.output, j.lease_until, j.error) == (out, None, None)
+        assert await store.get(j.id) == j
+    # one at a time, a None among values
+    (more,) = await insert(store, 1)
+    leased = await lease_one(store)
+    assert leased.id == more.id
+    progress = {"status": JobStatus.RUNNING, "progress": None, "lease_until": NOW + 5}
+    (one,) = await store.update([Update(leased.id, RUNNING, progress, worker_id="w1")])
+    assert one is not None and (one.progress, one.lease_until) == (None, NOW + 5)
+
+
 async def test_update_without_changes_reports_whether_it_matches(store: JobStore) -> None:
     (queued,) = await insert(store, 1)
     assert await store.update([Update(queued.id, QUEUED)]) == [await store.get(queued.id)]

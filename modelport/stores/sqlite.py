@@ -203,8 +203,19 @@ _JSON = frozenset({"input", "output", "progress"})
 _STATUS = {s.value: s for s in JobStatus}
 
 
-def _dump(value: Any) -> bytes | None:
-    return None if value is None else orjson.dumps(value)
+_COPY_BELOW = 1 << 16
+
+
+def _param(data: bytes) -> bytes | bytearray:
+    """Bytes as a statement parameter. The sqlite3 module binds ``str``, ``int``, ``float``
+    and ``bytearray`` as they are, and first tries to adapt anything else (``bytes`` and
+    ``None`` too), at the cost of a failed attribute lookup that raises and clears an
+    exception each time: a few thousand instructions, more than copying a small value."""
+    return bytearray(data) if len(data) < _COPY_BELOW else data
+
+
+def _dump(value: Any) -> bytes | bytearray | None:
+    return None if value is None else _param(orjson.dumps(value))
 
 
 def _stored(column: str, value: Any) -> Any:
@@ -249,9 +260,12 @@ def _check_changeable(changes: tuple[str, ...]) -> None:
 
 
 @functools.lru_cache(maxsize=256)
-def _update_sql(changes: tuple[str, ...], expected: int, held: bool, attempt: bool) -> str:
+def _update_sql(
+    changes: tuple[str, ...], expected: int, held: bool, attempt: bool, nulls: frozenset[str]
+) -> str:
     """The statement of an :class:`Update` of this shape: a compare-and-set on the source
-    states (and the holding worker and attempt), returning the changed row."""
+    states (and the holding worker and attempt), returning the changed row. The fields in
+    ``nulls`` are set to NULL by the statement itself (see :func:`_param`)."""
     _check_changeable(changes)
     where = f"id = ? AND status IN ({','.join('?' * expected)})"
     if held:
@@ -260,7 +274,7 @@ def _update_sql(changes: tuple[str, ...], expected: int, held: bool, attempt: bo
         where += " AND attempts = ?"
     if not changes:
         return f"SELECT {_COLUMNS} FROM jobs WHERE {where}"
-    sets = ", ".join(f"{k} = ?" for k in changes)
+    sets = ", ".join(f"{k} = NULL" if k in nulls else f"{k} = ?" for k in changes)
     return f"UPDATE jobs SET {sets} WHERE {where} RETURNING {_COLUMNS}"
 
 
@@ -291,11 +305,15 @@ def _one_shape(updates: Sequence[Update]) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _update_alike_sql(
-    changes: tuple[str, ...], expect: tuple[str, ...], held: bool, attempt: bool
+    changes: tuple[str, ...],
+    expect: tuple[str, ...],
+    held: bool,
+    attempt: bool,
+    nulls: frozenset[str],
 ) -> tuple[str, int]:
     """The statement of :meth:`SqliteStore._update_alike`, with ``%ROWS%`` for its VALUES
-    rows (one per update: id, [worker], [attempt], then the changed values), and their
-    width."""
+    rows (one per update: id, [worker], [attempt], then the changed values but those in
+    ``nulls``, which every update sets to NULL), and their width."""
     _check_changeable(changes)
     column = itertools.count(2)
     where = f"jobs.id = v.column1 AND jobs.status IN ({','.join(repr(s) for s in expect)})"
@@ -303,7 +321,9 @@ def _update_alike_sql(
         where += f" AND jobs.worker_id = v.column{next(column)}"
     if attempt:
         where += f" AND jobs.attempts = v.column{next(column)}"
-    sets = ", ".join(f"{k} = v.column{next(column)}" for k in changes)
+    sets = ", ".join(
+        f"{k} = NULL" if k in nulls else f"{k} = v.column{next(column)}" for k in changes
+    )
     returning = ", ".join(f"jobs.{c.strip()}" for c in _COLUMNS.split(","))
     sql = f"UPDATE jobs SET {sets} FROM (VALUES %ROWS%) AS v WHERE {where} RETURNING {returning}"
     return sql, next(column) - 1
@@ -335,31 +355,50 @@ def _queued(db: sqlite3.Connection, endpoint: str) -> int:
     return int(row[0]) if row else 0
 
 
-_INSERT = (
-    "INSERT INTO jobs (id, endpoint, status, input, created_at, attempts, max_attempts,"
-    " idempotency_key, owner, revision, model_version, worker_id, started_at, lease_until)"
-    " VALUES "
+_INSERTED = ("id", "endpoint", "status", "input", "created_at", "attempts", "max_attempts")
+_INSERTED_IF_SET = (
+    "idempotency_key",
+    "owner",
+    "revision",
+    "model_version",
+    "worker_id",
+    "started_at",
+    "lease_until",
 )
-_INSERT_WIDTH = 14
+"""A new job's columns: those always given, and those left out (NULL) when None."""
 
 
-def _insert_values(job: JobRecord, data: bytes) -> tuple[Any, ...]:
-    return (
+def _insert_values(job: JobRecord, data: bytes) -> tuple[tuple[Any, ...], tuple[str, ...]]:
+    """A new job's values for its INSERT, and the columns of :data:`_INSERTED_IF_SET` they
+    give (see :func:`_param`)."""
+    optional = (
+        ("idempotency_key", job.idempotency_key),
+        ("owner", job.owner),
+        ("revision", job.revision),
+        ("model_version", job.model_version),
+        ("worker_id", job.worker_id),
+        ("started_at", job.started_at),
+        ("lease_until", job.lease_until),
+    )
+    given = tuple(v for _, v in optional if v is not None)
+    values = (
         job.id,
         job.endpoint,
         job.status.value,
-        data,
+        _param(data),
         job.created_at,
         job.attempts,
         job.max_attempts,
-        job.idempotency_key,
-        job.owner,
-        job.revision,
-        job.model_version,
-        job.worker_id,
-        job.started_at,
-        job.lease_until,
+        *given,
     )
+    return values, tuple(k for k, v in optional if v is not None)
+
+
+@functools.lru_cache(maxsize=256)
+def _insert_sql(columns: tuple[str, ...], rows: int) -> str:
+    """The INSERT of ``rows`` new jobs that give the optional ``columns``."""
+    names = ", ".join((*_INSERTED, *columns))
+    return f"INSERT INTO jobs ({names}) VALUES {_marks(rows, len(_INSERTED) + len(columns))}"
 
 
 def _insert_all(
@@ -371,13 +410,11 @@ def _insert_all(
     out: list[JobRecord | Overloaded] = []
     run: list[JobRecord] = []
     values: list[Any] = []
+    shape: tuple[str, ...] = ()
 
     def insert_run() -> None:
-        seqs = dict(
-            db.execute(
-                f"{_INSERT}{_marks(len(run), _INSERT_WIDTH)} RETURNING id, seq", values
-            ).fetchall()
-        )
+        sql = f"{_insert_sql(shape, len(run))} RETURNING id, seq"
+        seqs = dict(db.execute(sql, values).fetchall())
         for job in run:
             job.seq = seqs[job.id]
         out.extend(run)
@@ -385,15 +422,17 @@ def _insert_all(
         values.clear()
 
     for job, data, limit in rows:
-        if job.idempotency_key is None and limit is None:
-            run.append(job)
-            values.extend(_insert_values(job, data))
-            if len(run) == _ALIKE:
+        if job.idempotency_key is not None or limit is not None:
+            if run:
                 insert_run()
+            out.append(_insert_one(db, job, data, limit))
             continue
-        if run:
+        given, columns = _insert_values(job, data)
+        if run and (columns != shape or len(run) == _ALIKE):
             insert_run()
-        out.append(_insert_one(db, job, data, limit))
+        shape = columns
+        run.append(job)
+        values.extend(given)
     if run:
         insert_run()
     return out
@@ -415,7 +454,8 @@ def _insert_one(
         depth = _queued(db, job.endpoint)
         if depth >= limit:
             return Overloaded(full_queue(job.endpoint, depth, limit))
-    cur = db.execute(f"{_INSERT}{_marks(1, _INSERT_WIDTH)}", _insert_values(job, data))
+    values, columns = _insert_values(job, data)
+    cur = db.execute(_insert_sql(columns, 1), values)
     assert cur.lastrowid is not None
     job.seq = cur.lastrowid
     return job
@@ -585,6 +625,7 @@ class SqliteStore:
         first = updates[0]
         keys = tuple(first.changes)
         held, attempt = first.worker_id is not None, first.attempt is not None
+        nulls = frozenset(k for k in keys if all(u.changes[k] is None for u in updates))
         values: list[Any] = []
         for u in updates:
             values.append(u.job_id)
@@ -592,24 +633,25 @@ class SqliteStore:
                 values.append(u.worker_id)
             if attempt:
                 values.append(u.attempt)
-            values.extend(_stored(k, v) for k, v in u.changes.items())
-        sql, width = _update_alike_sql(keys, tuple(s.value for s in first.expect), held, attempt)
+            values.extend(_stored(k, v) for k, v in u.changes.items() if k not in nulls)
+        expect = tuple(s.value for s in first.expect)
+        sql, width = _update_alike_sql(keys, expect, held, attempt, nulls)
         rows = db.execute(sql.replace("%ROWS%", _marks(len(updates), width)), values).fetchall()
         found = {r[1]: _row(r) for r in rows}
         return [found.get(u.job_id) for u in updates]
 
     @staticmethod
     def _update_one(db: sqlite3.Connection, u: Update) -> JobRecord | None:
-        values: list[Any] = [_stored(k, v) for k, v in u.changes.items()]
+        nulls = frozenset(k for k, v in u.changes.items() if v is None)
+        values: list[Any] = [_stored(k, v) for k, v in u.changes.items() if v is not None]
         values.append(u.job_id)
         values.extend(s.value for s in u.expect)
         if u.worker_id is not None:
             values.append(u.worker_id)
         if u.attempt is not None:
             values.append(u.attempt)
-        sql = _update_sql(
-            tuple(u.changes), len(u.expect), u.worker_id is not None, u.attempt is not None
-        )
+        held, attempt = u.worker_id is not None, u.attempt is not None
+        sql = _update_sql(tuple(u.changes), len(u.expect), held, attempt, nulls)
         # fetchall, not fetchone: the statement runs to its end, so a lone one commits here
         rows = db.execute(sql, values).fetchall()
         return _row(rows[0]) if rows else None
