@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -44,6 +45,20 @@ class Gated(modelport.Model):
 
     def predict(self, n: int) -> dict[str, Any]:
         raise AssertionError("predict_batch serves every batch")
+
+
+class Talkative(modelport.Model):
+    """No predict_batch, batches of three: each call prints, logs, reports progress and
+    streams, all naming its word."""
+
+    name = "talkative"
+    max_batch_size = 3
+
+    def predict(self, word: str) -> Iterator[str]:
+        print(f"printed {word}")
+        logging.getLogger("talkative").warning("logged %s", word)
+        self.progress(0.5, message=f"half of {word}")
+        yield f"chunk {word}"
 
 
 class Recording(LocalTransport):
@@ -471,3 +486,30 @@ async def test_a_hand_back_under_way_completes_when_the_running_job_ends(broker:
     assert [(f.status, f.attempts, f.output) for f in finals] == [
         (JobStatus.SUCCEEDED, 1, {"n": n}) for n in range(3)
     ]
+
+
+async def test_each_job_of_a_batch_gets_its_own_logs_progress_and_chunks() -> None:
+    """A model without predict_batch is called once per job of a batch: what each call
+    prints, logs, reports and streams belongs to that call's job alone."""
+    broker = Broker(MemoryStore())
+    broker.add_endpoint(Talkative.spec())
+    await broker.start()
+    runner = Runner(Talkative(), LocalTransport(broker), lease_wait=0.2, progress_interval=0.0)
+    try:
+        jobs = [await broker.submit("talkative", {"word": w}) for w in ("ant", "bee", "cat")]
+        task = asyncio.create_task(runner.run())  # the three are queued: one batch
+        finals = [await broker.wait(j.id, BOUND) for j in jobs]
+        assert [f.output for f in finals] == ["chunk ant", "chunk bee", "chunk cat"]
+        assert [f.attempts for f in finals] == [1, 1, 1]
+        for job, word in zip(jobs, ("ant", "bee", "cat"), strict=True):
+            events = await broker.store.events(job.id)
+            said = sorted(
+                str(e.data.get("message") if isinstance(e.data, dict) else e.data) for e in events
+            )
+            assert said == sorted(
+                [f"printed {word}", f"logged {word}", f"half of {word}", f"chunk {word}"]
+            ), events
+    finally:
+        runner.drain()
+        await asyncio.wait_for(task, BOUND)
+        await broker.stop()

@@ -86,7 +86,7 @@ class Invoker:
                         f"predict_batch must return a list of {len(jobs)} outputs, got {got}"
                     )
             else:
-                outputs = [self._one(j, loop) for j in jobs]
+                outputs = [output for _, output in self._predicted(jobs, loop)]
         except JobAbandoned as e:
             return [Result(j.id, j.endpoint, j.attempt, error=describe(e)) for j in jobs]
         except Exception as e:
@@ -109,14 +109,18 @@ class Invoker:
         """Call ``predict`` for each job in turn (on the model thread), handing each result to
         ``deliver`` as soon as it is made (on this thread: it must be thread-safe), until no
         job is left to claim. A job cancelled before its turn is not started."""
-        try:
+
+        def started() -> Iterator[LeasedJob]:  # a job cancelled meanwhile is not started
             while (job := jobs.claim()) is not None:
-                if job.id in self.buffer.abandoned:
-                    error = describe(JobAbandoned("the job was cancelled before it started"))
-                    result = Result(job.id, job.endpoint, job.attempt, error=error)
-                else:
-                    result = _result(job, self._one(job, loop), self.spec)
-                deliver(result)
+                if job.id not in self.buffer.abandoned:
+                    yield job
+                    continue
+                error = describe(JobAbandoned("the job was cancelled before it started"))
+                deliver(Result(job.id, job.endpoint, job.attempt, error=error))
+
+        try:
+            for job, output in self._predicted(started(), loop):
+                deliver(_result(job, output, self.spec))
         finally:
             self._bind(None, loop)
             logs.job_id.set(None)
@@ -166,22 +170,36 @@ class Invoker:
             self._bind(None, loop)
             logs.job_id.set(None)
 
-    def _one(self, job: LeasedJob, loop: asyncio.AbstractEventLoop) -> Any:
-        self._bind([job.id], loop)
-        logs.job_id.set(job.id)
-        return self._predict(job, loop, capture.capturing([job.id], self._log(loop)))
+    def _predicted(
+        self, jobs: Iterable[LeasedJob], loop: asyncio.AbstractEventLoop
+    ) -> Iterator[tuple[LeasedJob, Any]]:
+        """``predict`` on each job in turn (on the model thread): each job with its output,
+        or the exception it raised. ``Model.progress``, ``context.log``, ``context.check``,
+        chunks and printed lines reach the job at hand; the contexts are bound once, to a
+        list naming it, rather than for each job. The caller unbinds them."""
+        ids = [""]  # the job at hand
+        self._bind(ids, loop)
+        emit = self._log(loop)
+
+        def chunk(value: Any) -> None:
+            self._check(ids)
+            self.buffer.emit(Event(ids[0], "output", jsonable(value)), loop)
+
+        context.set_chunker(chunk)
+        for job in jobs:
+            ids[0] = job.id
+            logs.job_id.set(job.id)
+            yield job, self._predict(job, chunk, capture.capturing(ids, emit))
 
     def _predict(
         self,
         job: LeasedJob,
-        loop: asyncio.AbstractEventLoop,
+        chunk: Callable[[Any], None],
         captured: AbstractContextManager[Any] | None,
     ) -> Any:
         """``predict`` on one job, inside ``captured`` if given: its output, or the exception
         it raised."""
         started = time.perf_counter()
-        chunk = self._chunker(job.id, loop)
-        context.set_chunker(chunk)
         try:
             if captured is None:
                 output = _collect(self.model.predict(**job.input), chunk)
