@@ -69,7 +69,7 @@ from modelport.server.problems import (
     problem_response,
     unexpected,
 )
-from modelport.server.streaming import event_stream, resume_point, stream_format
+from modelport.server.streaming import event_stream, negotiate, resume_point, stream_format
 from modelport.server.workers import WorkerRoutes
 from modelport.settings import Settings
 from modelport.spec import EndpointSpec, spec_from_document
@@ -98,9 +98,8 @@ X_CACHE = "X-Cache"
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*\"?(\d+(?:\.\d+)?)\"?", re.IGNORECASE)
 
 
-def _prefer(request: Request, default: float, most: float) -> tuple[bool, float]:
+def _prefer(header: str, default: float, most: float) -> tuple[bool, float]:
     """(respond-async?, seconds to wait) from an RFC 7240 ``Prefer`` header."""
-    header = request.headers.get("prefer", "")
     if "respond-async" in header.lower():
         return True, 0.0
     match = _PREFER_WAIT.search(header)
@@ -430,7 +429,10 @@ class Server:
         self.broker.registry.check_open(name)
         revision = self.broker.registry.revision(name)
         await self.check_serving(name)
-        content_type = request.headers.get("content-type", "")
+        # The headers by name (the first of a repeated one), read once: Starlette's
+        # ``Headers`` scans the list, lower-casing the name asked for, at each look-up.
+        headers = dict(reversed(request.scope["headers"]))
+        content_type = headers.get(b"content-type", b"").decode("latin-1")
         if media_in.is_form(content_type) or media_in.is_media(content_type):
             parsed = await media_in.parse_upload(request, spec, self.settings)
         else:
@@ -442,11 +444,17 @@ class Server:
                 if any("recursion limit" in str(err["msg"]) for err in errors):
                     raise nested_too_deep(self.settings) from None
                 raise _envelope_error(body) or invalid(errors, strip="input") from None
-        key = request.headers.get("idempotency-key")
+        raw_key = headers.get(b"idempotency-key")
+        key = None if raw_key is None else raw_key.decode("latin-1")
         if key is not None and not 1 <= len(key) <= 255:
             raise BadRequest("Idempotency-Key must be 1 to 255 characters")
-        respond_async, wait = _prefer(request, self.settings.default_wait, self.settings.max_wait)
-        fmt = stream_format(request)
+        respond_async, wait = _prefer(
+            headers.get(b"prefer", b"").decode("latin-1"),
+            self.settings.default_wait,
+            self.settings.max_wait,
+        )
+        accept = headers.get(b"accept")
+        fmt = None if accept is None else negotiate(accept.decode("latin-1"))
         inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
         # media values are bounded by their own limits (bytes, pixels, duration), not as text
         check_shape({k: v for k, v in inputs.items() if k not in spec.media_inputs}, self.settings)
@@ -484,9 +492,10 @@ class Server:
             )
         if not respond_async and not job.status.final:
             job = await self.broker.wait(job.id, wait, job=job)
-        binary = await media_files.binary_answer(request, self.broker.store, spec, job)
-        if binary is not None:
-            return binary
+        if accept is not None:
+            binary = await media_files.binary_answer(request, self.broker.store, spec, job)
+            if binary is not None:
+                return binary
         return await self._job_response(job, created=True, headers=extra)
 
     async def _visible(self, request: Request) -> str:
@@ -519,7 +528,8 @@ class Server:
 
     async def get_job(self, request: Request) -> Response:
         job_id = await self._visible(request)
-        respond_async, wait = _prefer(request, 0.0, self.settings.max_wait)
+        prefer = request.headers.get("prefer", "")
+        respond_async, wait = _prefer(prefer, 0.0, self.settings.max_wait)
         job = await self.broker.wait(job_id, 0.0 if respond_async else wait)
         if "accept" in request.headers:
             try:
