@@ -74,6 +74,32 @@ async def test_submit_waits_and_answers_the_finished_job(http: httpx.AsyncClient
     assert r.headers["x-request-id"]
 
 
+async def test_every_answer_to_a_submit_carries_one_request_id(http: httpx.AsyncClient) -> None:
+    """A sane X-Request-ID of the client's comes back; otherwise the server makes one. Once,
+    on an answer, a refusal and a stream alike."""
+    given = {"X-Request-ID": "client-7.a:b"}
+    answers = [
+        await http.post("/endpoints/add/jobs", json={"input": {"a": 1}}, headers=given),
+        await http.post("/endpoints/add/jobs", json={"input": {"a": "x"}}, headers=given),
+        await http.post("/endpoints/nope/jobs", json={"input": {}}, headers=given),
+        await http.post(
+            "/endpoints/add/jobs",
+            json={"input": {"a": 1}},
+            headers={**given, "Accept": "text/event-stream"},
+        ),
+        await http.get("/endpoints", headers=given),
+    ]
+    assert [r.status_code for r in answers] == [200, 422, 404, 200, 200]
+    for r in answers:
+        assert r.headers.get_list("x-request-id") == ["client-7.a:b"]
+    made = await http.post("/endpoints/add/jobs", json={"input": {"a": 1}})
+    other = await http.post(
+        "/endpoints/add/jobs", json={"input": {"a": 1}}, headers={"X-Request-ID": "bad id!"}
+    )
+    ids = [made.headers.get_list("x-request-id"), other.headers.get_list("x-request-id")]
+    assert all(len(i) == 1 and i[0] not in ("", "bad id!") for i in ids) and ids[0] != ids[1]
+
+
 async def test_defaults_fill_in(http: httpx.AsyncClient) -> None:
     r = await http.post("/endpoints/add/jobs", json={"input": {"a": 2}})
     assert r.json()["output"] == {"sum": 3.0}

@@ -813,7 +813,9 @@ class FrontDoor:
             response = problem_response(e)
         except Exception as e:
             response = unexpected(request, e)
-        await response(scope, receive, send_with_id)
+        # A response of its own: the id goes in its headers, with no wrapper around send.
+        response.raw_headers.append((b"x-request-id", raw))
+        await response(scope, receive, send)
 
 
 def create_app(
