@@ -254,7 +254,7 @@ class Metrics:
         self._child("cache_lookups", endpoint, result).inc()
 
     def job_finished(self, job: JobRecord) -> None:
-        self._child("finished", job.endpoint, job.status.value).inc()
+        self._child("finished", job.endpoint, str(job.status)).inc()
         if job.started_at is not None:
             self._child("queue_time", job.endpoint).observe(job.started_at - job.created_at)
             if job.completed_at is not None:

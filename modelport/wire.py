@@ -127,7 +127,7 @@ class JobRecord:
         body: dict[str, Any] = {
             "id": self.id,
             "endpoint": self.endpoint,
-            "status": self.status.value,
+            "status": str(self.status),  # its value (a StrEnum): .value is a property call
             "input": self.input,
             "output": self.output,
             "error": self.error,

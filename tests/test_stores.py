@@ -81,7 +81,9 @@ async def test_insert_assigns_increasing_seq(store: JobStore) -> None:
 
 
 async def test_inserted_job_reads_back_equal(store: JobStore) -> None:
-    original = job(input={"prompt": "a cat"}, max_attempts=5, idempotency_key="k1")
+    original = job(
+        input={"prompt": "a cat"}, max_attempts=5, idempotency_key="k1", owner="key-1"
+    )
     stored = await store.insert(original)
     got = await store.get(original.id)
     assert got == stored
@@ -93,6 +95,7 @@ async def test_inserted_job_reads_back_equal(store: JobStore) -> None:
     assert got.created_at == NOW - 10
     assert got.max_attempts == 5
     assert got.idempotency_key == "k1"
+    assert got.owner == "key-1"
     assert (got.attempts, got.worker_id, got.started_at, got.lease_until) == (0, None, None, None)
     assert (got.output, got.error, got.progress, got.completed_at) == (None, None, None, None)
 

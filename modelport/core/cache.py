@@ -100,6 +100,7 @@ class ResultCache:
         owner: str | None = None,
         own_job: bool = False,
         revision: int | None = None,
+        spec: EndpointSpec | None = None,
     ) -> Answer:
         """Answer from the table or the cache if they can, else submit a job.
 
@@ -108,13 +109,19 @@ class ResultCache:
         The cache of a request with an ``owner`` (an API key's id) is that owner's: no key
         is answered with the job of another.
         """
-        spec = await self.jobs.registry.find_spec(endpoint)
+        if spec is None:
+            spec = await self.jobs.registry.find_spec(endpoint)
         if revision is None:
             revision = self.jobs.registry.revision(endpoint)
         table = self.tables.get(endpoint)
         if own_job or idempotency_key is not None or (table is None and spec.cache_ttl is None):
             job = await self.jobs.submit(
-                endpoint, inputs, idempotency_key=idempotency_key, owner=owner, revision=revision
+                endpoint,
+                inputs,
+                idempotency_key=idempotency_key,
+                owner=owner,
+                revision=revision,
+                spec=spec,
             )
             return Answer(job)
         digest = input_key(inputs)
@@ -123,7 +130,9 @@ class ResultCache:
             if answer is not None:
                 return answer
         if spec.cache_ttl is None:
-            job = await self.jobs.submit(endpoint, inputs, owner=owner, revision=revision)
+            job = await self.jobs.submit(
+                endpoint, inputs, owner=owner, revision=revision, spec=spec
+            )
             return Answer(job, cache=MISS)
         # A replaced endpoint (revision 2 on) does not answer from its earlier revision's cache.
         version = spec.version if revision <= 1 else f"{spec.version}@{revision}"

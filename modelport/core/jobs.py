@@ -53,15 +53,19 @@ class Jobs:
         idempotency_key: str | None = None,
         owner: str | None = None,
         revision: int | None = None,
+        spec: EndpointSpec | None = None,
     ) -> JobRecord:
         """Queue a job. ``owner`` is the id of the API key submitting it; its idempotency
         keys are its own (another key's same key is another job). ``revision`` is that of
-        the spec the input was validated against (default: the current one)."""
-        spec = await self.registry.find_spec(endpoint)
+        the spec the input was validated against (default: the current one); ``spec`` the
+        endpoint's spec, when the caller has just looked it up."""
+        if spec is None:
+            spec = await self.registry.find_spec(endpoint)
         self.registry.check_open(endpoint)
         if revision is None:
             revision = self.registry.revision(endpoint)
         depth, limit = await self._check_room(spec)
+        validated = self.registry.spec_of(endpoint, revision) or spec
         if owner is not None and idempotency_key is not None:
             idempotency_key = f"{owner}/{idempotency_key}"
         job = JobRecord(
@@ -73,11 +77,11 @@ class Jobs:
             idempotency_key=idempotency_key,
             owner=owner,
             revision=revision,
-            model_version=(self.registry.spec_of(endpoint, revision) or spec).version,
+            model_version=validated.version,
         )
         taker = self._taker(endpoint, revision, idempotency_key, depth)
         if taker is not None:
-            return await self._hand(job, taker, self.registry.spec_of(endpoint, revision) or spec)
+            return await self._hand(job, taker, validated)
         depth.inflight += 1
         try:
             stored = await self.store.insert(job, limit)

@@ -474,6 +474,7 @@ class Server:
             owner=principal.owner,
             own_job=fmt is not None or hook is not None,
             revision=revision,
+            spec=spec,
         )
         extra = {**limits, X_CACHE: answer.cache} if answer.cache is not None else limits
         if answer.body is not None:
@@ -521,7 +522,7 @@ class Server:
             body["eta"] = await self.broker.eta(job, position)
         if self.broker.webhooks.enabled:
             body["webhook"] = await self.broker.webhooks.describe(job.id)
-        headers = {**(headers or {}), JOB_STATUS: job.status.value}
+        headers = {**(headers or {}), JOB_STATUS: str(job.status)}
         if job.status.final or not created:
             return _json(body, headers=headers)
         return _json(body, 202, {"Location": f"/jobs/{job.id}", **headers})

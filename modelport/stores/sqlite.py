@@ -222,7 +222,7 @@ def _stored(column: str, value: Any) -> Any:
     """A changed field's value as its column holds it."""
     if column in _JSON:
         return _dump(value)
-    return value.value if isinstance(value, JobStatus) else value
+    return str(value) if isinstance(value, JobStatus) else value  # str(): its value
 
 
 def _load(value: bytes | None) -> Any:
@@ -366,32 +366,38 @@ _INSERTED_IF_SET = (
     "lease_until",
 )
 """A new job's columns: those always given, and those left out (NULL) when None."""
+_SET_COLUMNS: dict[tuple[bool, ...], tuple[str, ...]] = {}
+"""The optional columns a new job gives, by which of them are set (kept as they are met)."""
 
 
 def _insert_values(job: JobRecord, data: bytes) -> tuple[tuple[Any, ...], tuple[str, ...]]:
     """A new job's values for its INSERT, and the columns of :data:`_INSERTED_IF_SET` they
     give (see :func:`_param`)."""
     optional = (
-        ("idempotency_key", job.idempotency_key),
-        ("owner", job.owner),
-        ("revision", job.revision),
-        ("model_version", job.model_version),
-        ("worker_id", job.worker_id),
-        ("started_at", job.started_at),
-        ("lease_until", job.lease_until),
+        job.idempotency_key,
+        job.owner,
+        job.revision,
+        job.model_version,
+        job.worker_id,
+        job.started_at,
+        job.lease_until,
     )
-    given = tuple(v for _, v in optional if v is not None)
+    which = tuple(v is not None for v in optional)
+    columns = _SET_COLUMNS.get(which)
+    if columns is None:
+        columns = tuple(k for k, v in zip(_INSERTED_IF_SET, which, strict=True) if v)
+        _SET_COLUMNS[which] = columns
     values = (
         job.id,
         job.endpoint,
-        job.status.value,
+        str(job.status),  # its value: cheaper than .value, a property
         _param(data),
         job.created_at,
         job.attempts,
         job.max_attempts,
-        *given,
+        *(v for v in optional if v is not None),
     )
-    return values, tuple(k for k, v in optional if v is not None)
+    return values, columns
 
 
 @functools.lru_cache(maxsize=256)
