@@ -604,7 +604,8 @@ class SqliteStore:
                 f" RETURNING {_COLUMNS}",
                 (worker_id, now, lease_until, *args, limit),
             ).fetchall()
-        return sorted((_row(r) for r in rows), key=lambda j: j.seq)
+        rows.sort()  # by seq, each row's first and unique value
+        return [_row(r) for r in rows]
 
     async def extend(self, worker_id: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
         if not job_ids:
