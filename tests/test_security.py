@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from modelport.errors import InvalidInput, PayloadTooLarge
 from modelport.keys import digest, new_key
 from modelport.server.auth import Principal
+from modelport.server.limits import check_shape
 from modelport.settings import Settings
 from modelport.stores import JobStore, store_from_url
 from tests.conftest import ROOT, AppFactory, InProcessApp
@@ -696,6 +698,22 @@ async def test_input_shapes_have_bounds_that_name_the_field(app_factory: AppFact
     assert r.status_code == 422 and "nested too deeply" in r.json()["detail"]
     metrics = (await app.http.get("/metrics")).text
     assert 'modelport_jobs_submitted_total{endpoint="shapes"} 1.0' in metrics  # the first only
+
+
+def test_flat_inputs_are_held_to_the_same_bounds() -> None:
+    """An object of numbers and strings (checked without a walk) meets the same bounds."""
+    limits = Settings(max_json_depth=4, max_string_length=10, max_list_length=3, max_object_keys=3)
+    check_shape({"a": "x" * 10, "b": 1.5, "c": None}, limits)
+    for value, error, words in [
+        ({"a": "x" * 11}, PayloadTooLarge, "a: a string of 11 characters"),
+        ({"k" * 11: 1}, PayloadTooLarge, "a key that long"),
+        ({"a": 1, "b": 2, "c": 3, "d": 4}, PayloadTooLarge, "an object of 4 keys"),
+        ({"a": True, "b": [1, 2, 3, 4]}, PayloadTooLarge, "b: a list of 4 items"),
+    ]:
+        with pytest.raises(error, match=words):
+            check_shape(value, limits)
+    with pytest.raises(InvalidInput, match="nested deeper than 0 levels"):
+        check_shape({"a": 1}, Settings(max_json_depth=0))
 
 
 async def test_metrics_count_submits_per_key_id_never_the_secret(keyed: Deployment) -> None:

@@ -187,7 +187,10 @@ class Registry:
     def endpoint(self, name: str) -> Endpoint:
         """The endpoint's revision and state (404 if there is no such endpoint)."""
         self.spec(name)
-        return self.endpoints.setdefault(name, Endpoint())
+        state = self.endpoints.get(name)  # not setdefault: it would make an Endpoint each call
+        if state is None:
+            state = self.endpoints[name] = Endpoint()
+        return state
 
     def revision(self, name: str) -> int:
         return self.endpoint(name).revision

@@ -457,7 +457,9 @@ class Server:
         fmt = None if accept is None else negotiate(accept.decode("latin-1"))
         inputs = parsed.input.model_dump()  # type: ignore[attr-defined]
         # media values are bounded by their own limits (bytes, pixels, duration), not as text
-        check_shape({k: v for k, v in inputs.items() if k not in spec.media_inputs}, self.settings)
+        media = spec.media_inputs
+        plain = {k: v for k, v in inputs.items() if k not in media} if media else inputs
+        check_shape(plain, self.settings)
         principal = principal_of(request)
         # a cache hit counts against the limits too
         limits = await self.auth.admit(principal, name, client_host(request))

@@ -91,7 +91,8 @@ def principal_of(request: Request) -> Principal:
 def client_host(request: Request) -> str | None:
     """The caller's address: the peer's, or the ``X-Forwarded-For`` one when the peer is a
     proxy trusted by ``--forwarded-allow-ips`` (uvicorn's proxy headers put it there)."""
-    return request.client.host if request.client else None
+    client = request.scope.get("client")  # as request.client has it, with no Address made
+    return client[0] if client else None
 
 
 def area_of(path: str) -> str:

@@ -11,6 +11,8 @@ from typing import Any
 from modelport.errors import InvalidInput, PayloadTooLarge
 from modelport.settings import Limits
 
+_FLAT = frozenset({int, float, bool, type(None)})
+
 
 def _where(path: tuple[str | int, ...]) -> str:
     return ".".join(str(p) for p in path) or "input"
@@ -19,6 +21,17 @@ def _where(path: tuple[str | int, ...]) -> str:
 def check_shape(value: Any, limits: Limits) -> None:
     """Refuse ``value`` (a submit's inputs) if it breaks a bound: 422 for nesting deeper
     than ``max_json_depth``, 413 for a string, list or object over its size limit."""
+    longest = limits.max_string_length
+    if (
+        type(value) is dict
+        and len(value) <= limits.max_object_keys
+        and limits.max_json_depth > 0
+        and all(
+            len(k) <= longest and (type(v) in _FLAT or (type(v) is str and len(v) <= longest))
+            for k, v in value.items()
+        )
+    ):
+        return  # an object of numbers and short strings, as most inputs are: nothing to walk
     stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
     depth_limit = limits.max_json_depth
     while stack:

@@ -45,12 +45,19 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The whole body, refused with 413 as soon as it is over ``limit`` bytes."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise PayloadTooLarge(f"the body is {declared} bytes; the limit is {limit}")
+    declared = next((v for k, v in request.scope["headers"] if k == b"content-length"), b"")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body is {declared.decode()} bytes; the limit is {limit}")
+    message = await request.receive()
+    if message["type"] == "http.request" and not message.get("more_body", False):
+        body: bytes = message.get("body", b"")  # the whole body in one message, as usual
+        if len(body) > limit:
+            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+        if not body:
+            raise BadRequest("the body is empty; send a JSON object")
+        return body
     chunks = bytearray()
     while True:
-        message = await request.receive()
         if message["type"] == "http.disconnect":
             raise BadRequest("the client went away before sending the whole body")
         chunks += message.get("body", b"")
@@ -58,6 +65,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
         if not message.get("more_body", False):
             break
+        message = await request.receive()
     if not chunks:
         raise BadRequest("the body is empty; send a JSON object")
     return bytes(chunks)
