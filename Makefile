@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.13.0
 PORT ?= 8000
 
-.PHONY: install run run-embeddings test check bench load-generator browser node clean
+.PHONY: install run run-embeddings test check bench load-generator valgrind browser node clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -56,9 +56,10 @@ check: $(STAMP)  ## ruff + mypy
 	cd bench && MYPYPATH=..:apps ../$(BIN)/mypy --config-file ../pyproject.toml --follow-imports=silent \
 		*.py apps/*.py
 
-bench: $(STAMP) load-generator  ## benchmarks against plain FastAPI and LitServe
+bench: $(STAMP) load-generator valgrind  ## benchmarks against plain FastAPI and LitServe
 	$(BIN)/python bench/overhead.py --rounds 3 --auth keys
 	$(BIN)/python bench/overhead.py --rounds 3 --connections 1
+	$(BIN)/python bench/instructions.py
 	$(BIN)/python bench/batching.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/remote.py --rounds 3
@@ -80,6 +81,12 @@ load-generator:
 		|| echo "wrk is not installed: the benchmarks use their asyncio load generator"
 
 APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q
+
+# valgrind counts instructions for bench/instructions.py (Debian's package).
+valgrind:
+	@command -v valgrind >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] \
+		&& $(APT_INSTALL) valgrind >/dev/null; } \
+		|| echo "valgrind is not installed: bench/instructions.py cannot run"
 
 # Debian's chromium for the browser tests: Playwright drives it by path and never downloads
 # a browser of its own. Without it (not root, no apt-get) those tests skip, or fail with CI=true.
