@@ -76,3 +76,17 @@ def chunk(value: Any) -> None:
     chunker = _chunker.get()
     if chunker is not None:
         chunker(value)
+
+
+def bound() -> tuple[Any, ...]:
+    """What the job's reporter, logger, checker and chunker are now, for :func:`restore`:
+    a model that calls another in its thread (``LocalModel``) gets its own back after."""
+    return (_reporter.get(), _logger.get(), _checker.get(), _chunker.get())
+
+
+def restore(values: tuple[Any, ...]) -> None:
+    reporter, logger, checker, chunker = values
+    _reporter.set(reporter)
+    _logger.set(logger)
+    _checker.set(checker)
+    _chunker.set(chunker)

@@ -20,6 +20,7 @@ from functools import cache
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import metrics as prometheus_metrics
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
@@ -115,19 +116,20 @@ class Family:
 
     def collect(self) -> Iterator[Metric]:
         family = self._family()
+        # as prometheus_client's own types: no _created series once they are turned off
+        # (PROMETHEUS_DISABLE_CREATED_SERIES=true, or disable_created_metrics())
+        created = getattr(prometheus_metrics, "_use_created", True)
         for values, child in list(self._children.items()):
             if isinstance(child, _Count):
                 assert isinstance(family, CounterMetricFamily)
-                family.add_metric(values, child.value, created=child.created)
+                family.add_metric(values, child.value, created=child.created if created else None)
                 continue
             assert isinstance(family, HistogramMetricFamily)
             buckets = list(zip(self._les, itertools.accumulate(child.counts), strict=True))
             family.add_metric(values, buckets, child.sum)
-            family.add_sample(
-                f"{self.name}_created",
-                dict(zip(self.labelnames, values, strict=True)),
-                child.created,
-            )
+            if created:
+                labels = dict(zip(self.labelnames, values, strict=True))
+                family.add_sample(f"{self.name}_created", labels, child.created)
         yield family
 
     def _family(self) -> CounterMetricFamily | HistogramMetricFamily:

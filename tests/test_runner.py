@@ -13,6 +13,7 @@ import pytest
 import modelport
 from modelport.core import Broker
 from modelport.errors import NotFound, SpecError
+from modelport.modes.local import LocalModel
 from modelport.server.app import Server
 from modelport.server.local import LocalTransport
 from modelport.stores.memory import MemoryStore
@@ -59,6 +60,30 @@ class Talkative(modelport.Model):
         logging.getLogger("talkative").warning("logged %s", word)
         self.progress(0.5, message=f"half of {word}")
         yield f"chunk {word}"
+
+
+class Inner(modelport.Model):
+    name = "inner"
+
+    def predict(self, word: str) -> str:
+        return word.upper()
+
+
+class Outer(modelport.Model):
+    """No predict_batch, batches of three: each call first calls another model in this
+    process (whose end unbinds the contexts of the thread), then reports progress."""
+
+    name = "outer"
+    max_batch_size = 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = LocalModel(Inner)
+
+    def predict(self, word: str) -> str:
+        (outcome,) = self.inner.call([{"word": word}])
+        self.progress(0.5, message=f"half of {word}")
+        return str(outcome.output)
 
 
 class Recording(LocalTransport):
@@ -509,6 +534,27 @@ async def test_each_job_of_a_batch_gets_its_own_logs_progress_and_chunks() -> No
             assert said == sorted(
                 [f"printed {word}", f"logged {word}", f"half of {word}", f"chunk {word}"]
             ), events
+    finally:
+        runner.drain()
+        await asyncio.wait_for(task, BOUND)
+        await broker.stop()
+
+
+async def test_each_job_of_a_batch_reports_after_calling_another_model() -> None:
+    broker = Broker(MemoryStore())
+    broker.add_endpoint(Outer.spec())
+    await broker.start()
+    runner = Runner(Outer(), LocalTransport(broker), lease_wait=0.2, progress_interval=0.0)
+    try:
+        jobs = [await broker.submit("outer", {"word": w}) for w in ("ant", "bee", "cat")]
+        task = asyncio.create_task(runner.run())  # the three are queued: one batch
+        finals = [await broker.wait(j.id, BOUND) for j in jobs]
+        assert [f.output for f in finals] == ["ANT", "BEE", "CAT"]
+        for job, word in zip(jobs, ("ant", "bee", "cat"), strict=True):
+            events = await broker.store.events(job.id)
+            assert [e.data["message"] for e in events if e.type == "progress"] == [
+                f"half of {word}"
+            ], events
     finally:
         runner.drain()
         await asyncio.wait_for(task, BOUND)

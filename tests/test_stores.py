@@ -81,9 +81,7 @@ async def test_insert_assigns_increasing_seq(store: JobStore) -> None:
 
 
 async def test_inserted_job_reads_back_equal(store: JobStore) -> None:
-    original = job(
-        input={"prompt": "a cat"}, max_attempts=5, idempotency_key="k1", owner="key-1"
-    )
+    original = job(input={"prompt": "a cat"}, max_attempts=5, idempotency_key="k1", owner="key-1")
     stored = await store.insert(original)
     got = await store.get(original.id)
     assert got == stored

@@ -74,6 +74,7 @@ class Invoker:
 
     def compute(self, jobs: list[LeasedJob], loop: asyncio.AbstractEventLoop) -> list[Result]:
         """Call the model for one batch (on the model thread) and turn its answers into results."""
+        outer, outer_job = context.bound(), logs.job_id.get()  # put back at the end
         try:
             if self.batched:
                 self._bind([j.id for j in jobs], loop)
@@ -96,8 +97,8 @@ class Invoker:
                 Result(j.id, j.endpoint, j.attempt, error=describe(e), retry=retry) for j in jobs
             ]
         finally:
-            self._bind(None, loop)
-            logs.job_id.set(None)
+            context.restore(outer)
+            logs.job_id.set(outer_job)
         return [_result(j, out, self.spec) for j, out in zip(jobs, outputs, strict=True)]
 
     def compute_each(
@@ -118,12 +119,13 @@ class Invoker:
                 error = describe(JobAbandoned("the job was cancelled before it started"))
                 deliver(Result(job.id, job.endpoint, job.attempt, error=error))
 
+        outer, outer_job = context.bound(), logs.job_id.get()  # put back at the end
         try:
             for job, output in self._predicted(started(), loop):
                 deliver(_result(job, output, self.spec))
         finally:
-            self._bind(None, loop)
-            logs.job_id.set(None)
+            context.restore(outer)
+            logs.job_id.set(outer_job)
 
     def outputs_unwatched(
         self, jobs: Iterable[tuple[str, dict[str, Any]]], loop: asyncio.AbstractEventLoop
@@ -135,6 +137,7 @@ class Invoker:
         prints (it still reaches the streams), and no :class:`LeasedJob` or :class:`Result`
         around each: a stream of light jobs spends its time in the model."""
         ids = [""]  # the job at hand
+        outer, outer_job = context.bound(), logs.job_id.get()  # put back at the end
         self._bind(ids, loop)
         capture.install()
 
@@ -167,28 +170,36 @@ class Invoker:
                 times.append(clock() - started)
                 yield _converted(output, self.spec)
         finally:
-            self._bind(None, loop)
-            logs.job_id.set(None)
+            context.restore(outer)
+            logs.job_id.set(outer_job)
 
     def _predicted(
         self, jobs: Iterable[LeasedJob], loop: asyncio.AbstractEventLoop
     ) -> Iterator[tuple[LeasedJob, Any]]:
         """``predict`` on each job in turn (on the model thread): each job with its output,
         or the exception it raised. ``Model.progress``, ``context.log``, ``context.check``,
-        chunks and printed lines reach the job at hand; the contexts are bound once, to a
-        list naming it, rather than for each job. The caller unbinds them."""
+        chunks and printed lines reach the job at hand: what they call is made once, for a
+        list naming that job, rather than for each job, and set again before each (a
+        nested call of another model unbinds them when it ends). The caller unbinds them."""
         ids = [""]  # the job at hand
-        self._bind(ids, loop)
+        reporter = self._reporter(ids, loop)
+        logger = self._logger(ids, loop)
         emit = self._log(loop)
+
+        def check() -> None:
+            self._check(ids)
 
         def chunk(value: Any) -> None:
             self._check(ids)
             self.buffer.emit(Event(ids[0], "output", jsonable(value)), loop)
 
-        context.set_chunker(chunk)
         for job in jobs:
             ids[0] = job.id
             logs.job_id.set(job.id)
+            context.set_reporter(reporter)
+            context.set_logger(logger)
+            context.set_checker(check)
+            context.set_chunker(chunk)
             yield job, self._predict(job, chunk, capture.capturing(ids, emit))
 
     def _predict(
@@ -252,15 +263,8 @@ class Invoker:
 
         return chunk
 
-    def _bind(self, job_ids: list[str] | None, loop: asyncio.AbstractEventLoop) -> None:
-        """Point ``Model.progress``, ``context.log`` and ``context.check`` at these jobs
-        (None: at none)."""
-        if job_ids is None:
-            context.set_reporter(None)
-            context.set_logger(None)
-            context.set_checker(None)
-            context.set_chunker(None)
-            return
+    def _bind(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> None:
+        """Point ``Model.progress``, ``context.log`` and ``context.check`` at these jobs."""
         context.set_reporter(self._reporter(job_ids, loop))
         context.set_logger(self._logger(job_ids, loop))
         context.set_checker(lambda: self._check(job_ids))
