@@ -17,7 +17,7 @@ from modelport.modes.local import LocalModel
 from modelport.server.app import Server
 from modelport.server.local import LocalTransport
 from modelport.stores.memory import MemoryStore
-from modelport.wire import JobRecord, JobStatus, LeasedJob, Result
+from modelport.wire import Event, JobRecord, JobStatus, LeasedJob, Result
 from modelport.worker.runner import EMPTY_PAUSE, Runner
 from tests.conftest import AppFactory
 
@@ -513,49 +513,47 @@ async def test_a_hand_back_under_way_completes_when_the_running_job_ends(broker:
     ]
 
 
+WORDS = ("ant", "bee", "cat")
+
+
+async def one_batch_of_words(model: modelport.Model) -> list[tuple[JobRecord, list[Event]]]:
+    """Each of :data:`WORDS` a job of ``model`` (queued before its runner starts: one batch),
+    finished, with its events."""
+    broker = Broker(MemoryStore())
+    broker.add_endpoint(type(model).spec())
+    await broker.start()
+    runner = Runner(model, LocalTransport(broker), lease_wait=0.2, progress_interval=0.0)
+    task: asyncio.Task[None] | None = None
+    try:
+        jobs = [await broker.submit(model.spec().name, {"word": w}) for w in WORDS]
+        task = asyncio.create_task(runner.run())
+        finals = [await broker.wait(j.id, BOUND) for j in jobs]
+        assert [f.attempts for f in finals] == [1, 1, 1]
+        return [(f, await broker.store.events(f.id)) for f in finals]
+    finally:
+        runner.drain()
+        if task is not None:
+            await asyncio.wait_for(task, BOUND)
+        await broker.stop()
+
+
 async def test_each_job_of_a_batch_gets_its_own_logs_progress_and_chunks() -> None:
     """A model without predict_batch is called once per job of a batch: what each call
     prints, logs, reports and streams belongs to that call's job alone."""
-    broker = Broker(MemoryStore())
-    broker.add_endpoint(Talkative.spec())
-    await broker.start()
-    runner = Runner(Talkative(), LocalTransport(broker), lease_wait=0.2, progress_interval=0.0)
-    try:
-        jobs = [await broker.submit("talkative", {"word": w}) for w in ("ant", "bee", "cat")]
-        task = asyncio.create_task(runner.run())  # the three are queued: one batch
-        finals = [await broker.wait(j.id, BOUND) for j in jobs]
-        assert [f.output for f in finals] == ["chunk ant", "chunk bee", "chunk cat"]
-        assert [f.attempts for f in finals] == [1, 1, 1]
-        for job, word in zip(jobs, ("ant", "bee", "cat"), strict=True):
-            events = await broker.store.events(job.id)
-            said = sorted(
-                str(e.data.get("message") if isinstance(e.data, dict) else e.data) for e in events
-            )
-            assert said == sorted(
-                [f"printed {word}", f"logged {word}", f"half of {word}", f"chunk {word}"]
-            ), events
-    finally:
-        runner.drain()
-        await asyncio.wait_for(task, BOUND)
-        await broker.stop()
+    done = await one_batch_of_words(Talkative())
+    assert [f.output for f, _ in done] == ["chunk ant", "chunk bee", "chunk cat"]
+    for (_, events), word in zip(done, WORDS, strict=True):
+        said = sorted(
+            str(e.data.get("message") if isinstance(e.data, dict) else e.data) for e in events
+        )
+        assert said == sorted(
+            [f"printed {word}", f"logged {word}", f"half of {word}", f"chunk {word}"]
+        ), events
 
 
 async def test_each_job_of_a_batch_reports_after_calling_another_model() -> None:
-    broker = Broker(MemoryStore())
-    broker.add_endpoint(Outer.spec())
-    await broker.start()
-    runner = Runner(Outer(), LocalTransport(broker), lease_wait=0.2, progress_interval=0.0)
-    try:
-        jobs = [await broker.submit("outer", {"word": w}) for w in ("ant", "bee", "cat")]
-        task = asyncio.create_task(runner.run())  # the three are queued: one batch
-        finals = [await broker.wait(j.id, BOUND) for j in jobs]
-        assert [f.output for f in finals] == ["ANT", "BEE", "CAT"]
-        for job, word in zip(jobs, ("ant", "bee", "cat"), strict=True):
-            events = await broker.store.events(job.id)
-            assert [e.data["message"] for e in events if e.type == "progress"] == [
-                f"half of {word}"
-            ], events
-    finally:
-        runner.drain()
-        await asyncio.wait_for(task, BOUND)
-        await broker.stop()
+    done = await one_batch_of_words(Outer())
+    assert [f.output for f, _ in done] == ["ANT", "BEE", "CAT"]
+    for (_, events), word in zip(done, WORDS, strict=True):
+        progress = [e.data["message"] for e in events if e.type == "progress"]
+        assert progress == [f"half of {word}"], events
