@@ -59,7 +59,7 @@ check: $(STAMP)  ## ruff + mypy
 bench: $(STAMP) load-generator valgrind  ## benchmarks against plain FastAPI and LitServe
 	$(BIN)/python bench/overhead.py --rounds 3 --auth keys
 	$(BIN)/python bench/overhead.py --rounds 3 --connections 1
-	@if command -v valgrind >/dev/null; then $(BIN)/python bench/instructions.py; \
+	@if command -v valgrind >/dev/null; then $(BIN)/python bench/instructions.py ; \
 		else echo "valgrind is not installed: bench/instructions.py skipped"; fi
 	$(BIN)/python bench/batching.py
 	$(BIN)/python bench/scaling.py
