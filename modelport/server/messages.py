@@ -48,24 +48,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     declared = next((v for k, v in request.scope["headers"] if k == b"content-length"), b"")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body is {declared.decode()} bytes; the limit is {limit}")
-    message = await request.receive()
-    if message["type"] == "http.request" and not message.get("more_body", False):
-        body: bytes = message.get("body", b"")  # the whole body in one message, as usual
-        if len(body) > limit:
-            raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
-        if not body:
-            raise BadRequest("the body is empty; send a JSON object")
-        return body
-    chunks = bytearray()
+    parts: list[bytes] = []  # joined at the end: a body in one message, as usual, is not copied
+    size = 0
     while True:
+        message = await request.receive()
         if message["type"] == "http.disconnect":
             raise BadRequest("the client went away before sending the whole body")
-        chunks += message.get("body", b"")
-        if len(chunks) > limit:
+        part = message.get("body", b"")
+        size += len(part)
+        if size > limit:
             raise PayloadTooLarge(f"the body is over the limit of {limit} bytes")
+        parts.append(part)
         if not message.get("more_body", False):
             break
-        message = await request.receive()
-    if not chunks:
+    if not size:
         raise BadRequest("the body is empty; send a JSON object")
-    return bytes(chunks)
+    return b"".join(parts)

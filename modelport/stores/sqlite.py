@@ -366,8 +366,12 @@ _INSERTED_IF_SET = (
     "lease_until",
 )
 """A new job's columns: those always given, and those left out (NULL) when None."""
-_SET_COLUMNS: dict[tuple[bool, ...], tuple[str, ...]] = {}
-"""The optional columns a new job gives, by which of them are set (kept as they are met)."""
+
+
+@functools.cache
+def _set_columns(which: tuple[bool, ...]) -> tuple[str, ...]:
+    """The columns of :data:`_INSERTED_IF_SET` that ``which`` says a new job gives."""
+    return tuple(k for k, given in zip(_INSERTED_IF_SET, which, strict=True) if given)
 
 
 def _insert_values(job: JobRecord, data: bytes) -> tuple[tuple[Any, ...], tuple[str, ...]]:
@@ -382,11 +386,7 @@ def _insert_values(job: JobRecord, data: bytes) -> tuple[tuple[Any, ...], tuple[
         job.started_at,
         job.lease_until,
     )
-    which = tuple(v is not None for v in optional)
-    columns = _SET_COLUMNS.get(which)
-    if columns is None:
-        columns = tuple(k for k, v in zip(_INSERTED_IF_SET, which, strict=True) if v)
-        _SET_COLUMNS[which] = columns
+    columns = _set_columns(tuple(v is not None for v in optional))
     values = (
         job.id,
         job.endpoint,

@@ -11,6 +11,7 @@ requeues the job.
 from __future__ import annotations
 
 import collections
+import contextlib
 import inspect
 import logging
 import math
@@ -74,31 +75,33 @@ class Invoker:
 
     def compute(self, jobs: list[LeasedJob], loop: asyncio.AbstractEventLoop) -> list[Result]:
         """Call the model for one batch (on the model thread) and turn its answers into results."""
-        outer, outer_job = context.bound(), logs.job_id.get()  # put back at the end
-        try:
-            if self.batched:
-                self._bind([j.id for j in jobs], loop)
-                logs.job_id.set(",".join(j.id for j in jobs))
-                with capture.capturing([j.id for j in jobs], self._log(loop)):
-                    outputs = self.model.predict_batch([self._inputs(j.input) for j in jobs])
-                if not isinstance(outputs, list) or len(outputs) != len(jobs):
-                    got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
-                    raise TypeError(
-                        f"predict_batch must return a list of {len(jobs)} outputs, got {got}"
-                    )
-            else:
-                outputs = [output for _, output in self._predicted(jobs, loop)]
-        except JobAbandoned as e:
-            return [Result(j.id, j.endpoint, j.attempt, error=describe(e)) for j in jobs]
-        except Exception as e:
-            log.exception("model %s failed on a batch of %d", self.spec.name, len(jobs))
-            retry = self.spec.retry_failed_batches
-            return [
-                Result(j.id, j.endpoint, j.attempt, error=describe(e), retry=retry) for j in jobs
-            ]
-        finally:
-            context.restore(outer)
-            logs.job_id.set(outer_job)
+        with _kept():  # put back after the failure is logged, with the batch's job ids
+            try:
+                if self.batched:
+                    ids = [j.id for j in jobs]
+                    reporter, logger, check, _ = self._contexts(ids, loop)
+                    context.set_reporter(reporter)
+                    context.set_logger(logger)
+                    context.set_checker(check)
+                    logs.job_id.set(",".join(ids))
+                    with capture.capturing(ids, self._log(loop)):
+                        outputs = self.model.predict_batch([self._inputs(j.input) for j in jobs])
+                    if not isinstance(outputs, list) or len(outputs) != len(jobs):
+                        got = len(outputs) if isinstance(outputs, list) else type(outputs).__name__
+                        raise TypeError(
+                            f"predict_batch must return a list of {len(jobs)} outputs, got {got}"
+                        )
+                else:
+                    outputs = [output for _, output in self._predicted(jobs, loop)]
+            except JobAbandoned as e:
+                return [Result(j.id, j.endpoint, j.attempt, error=describe(e)) for j in jobs]
+            except Exception as e:
+                log.exception("model %s failed on a batch of %d", self.spec.name, len(jobs))
+                retry = self.spec.retry_failed_batches
+                return [
+                    Result(j.id, j.endpoint, j.attempt, error=describe(e), retry=retry)
+                    for j in jobs
+                ]
         return [_result(j, out, self.spec) for j, out in zip(jobs, outputs, strict=True)]
 
     def compute_each(
@@ -119,13 +122,9 @@ class Invoker:
                 error = describe(JobAbandoned("the job was cancelled before it started"))
                 deliver(Result(job.id, job.endpoint, job.attempt, error=error))
 
-        outer, outer_job = context.bound(), logs.job_id.get()  # put back at the end
-        try:
+        with _kept():
             for job, output in self._predicted(started(), loop):
                 deliver(_result(job, output, self.spec))
-        finally:
-            context.restore(outer)
-            logs.job_id.set(outer_job)
 
     def outputs_unwatched(
         self, jobs: Iterable[tuple[str, dict[str, Any]]], loop: asyncio.AbstractEventLoop
@@ -137,20 +136,15 @@ class Invoker:
         prints (it still reaches the streams), and no :class:`LeasedJob` or :class:`Result`
         around each: a stream of light jobs spends its time in the model."""
         ids = [""]  # the job at hand
-        outer, outer_job = context.bound(), logs.job_id.get()  # put back at the end
-        self._bind(ids, loop)
+        contexts = self._contexts(ids, loop)
+        chunk = contexts[3]
         capture.install()
-
-        def chunk(value: Any) -> None:
-            self._check(ids)
-            self.buffer.emit(Event(ids[0], "output", jsonable(value)), loop)
-
-        context.set_chunker(chunk)
         predict = self.model.predict
         direct, names = runner_call(self.model) or (predict, None)
         times = self.job_times
         clock = time.perf_counter
-        try:
+        with _kept():
+            context.restore(contexts)
             for job_id, inputs in jobs:
                 ids[0] = job_id
                 logs.job_id.set(job_id)
@@ -169,9 +163,6 @@ class Invoker:
                     output = e
                 times.append(clock() - started)
                 yield _converted(output, self.spec)
-        finally:
-            context.restore(outer)
-            logs.job_id.set(outer_job)
 
     def _predicted(
         self, jobs: Iterable[LeasedJob], loop: asyncio.AbstractEventLoop
@@ -180,27 +171,16 @@ class Invoker:
         or the exception it raised. ``Model.progress``, ``context.log``, ``context.check``,
         chunks and printed lines reach the job at hand: what they call is made once, for a
         list naming that job, rather than for each job, and set again before each (a
-        nested call of another model unbinds them when it ends). The caller unbinds them."""
+        nested call of another model unbinds them when it ends). The caller puts back what
+        was there (:func:`_kept`)."""
         ids = [""]  # the job at hand
-        reporter = self._reporter(ids, loop)
-        logger = self._logger(ids, loop)
+        contexts = self._contexts(ids, loop)
         emit = self._log(loop)
-
-        def check() -> None:
-            self._check(ids)
-
-        def chunk(value: Any) -> None:
-            self._check(ids)
-            self.buffer.emit(Event(ids[0], "output", jsonable(value)), loop)
-
         for job in jobs:
             ids[0] = job.id
             logs.job_id.set(job.id)
-            context.set_reporter(reporter)
-            context.set_logger(logger)
-            context.set_checker(check)
-            context.set_chunker(chunk)
-            yield job, self._predict(job, chunk, capture.capturing(ids, emit))
+            context.restore(contexts)
+            yield job, self._predict(job, contexts[3], capture.capturing(ids, emit))
 
     def _predict(
         self,
@@ -237,11 +217,11 @@ class Invoker:
         import asyncio
 
         loop = asyncio.get_running_loop()
-        self._bind([job.id], loop)
+        contexts = self._contexts([job.id], loop)
+        context.restore(contexts)
         logs.job_id.set(job.id)
         started = time.perf_counter()
-        chunk = self._chunker(job.id, loop)
-        context.set_chunker(chunk)
+        chunk = contexts[3]
         try:
             output = await _collect_async(self.model.predict_async(**job.input), chunk)  # type: ignore[attr-defined]
         except JobAbandoned as e:
@@ -253,21 +233,22 @@ class Invoker:
             self.job_times.append(time.perf_counter() - started)
         return [_result(job, output, self.spec)]
 
-    def _chunker(self, job_id: str, loop: asyncio.AbstractEventLoop) -> Callable[[Any], None]:
-        """What a streamed chunk of the job goes through: a check that the job is still
-        held, then its ``output`` event."""
+    def _contexts(
+        self, job_ids: list[str], loop: asyncio.AbstractEventLoop
+    ) -> tuple[context.Reporter, context.Logger, Callable[[], None], Callable[[Any], None]]:
+        """What ``Model.progress``, ``context.log``, ``context.check`` and a streamed chunk
+        call for these jobs (in the order :func:`context.restore` sets them); a chunk is
+        checked, then becomes an ``output`` event of the first. A caller may point
+        ``job_ids`` at the job at hand as it goes."""
+
+        def check() -> None:
+            self._check(job_ids)
 
         def chunk(value: Any) -> None:
-            self._check([job_id])
-            self.buffer.emit(Event(job_id, "output", jsonable(value)), loop)
+            self._check(job_ids)
+            self.buffer.emit(Event(job_ids[0], "output", jsonable(value)), loop)
 
-        return chunk
-
-    def _bind(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> None:
-        """Point ``Model.progress``, ``context.log`` and ``context.check`` at these jobs."""
-        context.set_reporter(self._reporter(job_ids, loop))
-        context.set_logger(self._logger(job_ids, loop))
-        context.set_checker(lambda: self._check(job_ids))
+        return self._reporter(job_ids, loop), self._logger(job_ids, loop), check, chunk
 
     def _logger(self, job_ids: list[str], loop: asyncio.AbstractEventLoop) -> context.Logger:
         """What ``context.log`` calls on the model thread: a ``log`` event for each job."""
@@ -459,3 +440,15 @@ def _joined(chunks: list[Any]) -> Any:
     if chunks and all(isinstance(c, str) for c in chunks):
         return "".join(chunks)
     return chunks
+
+
+@contextlib.contextmanager
+def _kept() -> Iterator[None]:
+    """The job contexts of this thread as they are, put back when the block ends: a model
+    that calls another in its thread (``LocalModel``) gets its own back after that call."""
+    outer, outer_job = context.bound(), logs.job_id.get()
+    try:
+        yield
+    finally:
+        context.restore(outer)
+        logs.job_id.set(outer_job)
