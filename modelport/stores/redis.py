@@ -93,6 +93,9 @@ _MESSAGES = frozenset({"message", "smessage"})
 PASSWORD_ENV = "MODELPORT_STORE_PASSWORD"
 SENTINEL_PASSWORD_ENV = "MODELPORT_SENTINEL_PASSWORD"
 _TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10}
+CLOSE_GRACE = 1.0
+"""Seconds :meth:`RedisStore.close` waits for the commands in flight to end before it
+cancels their tasks."""
 _MAX_INDEX = 2**63 - 1
 _REINDEX = 5.0
 """Seconds a process goes without writing an endpoint it submits to into ``Pendpoints``."""
@@ -608,8 +611,9 @@ class RedisStore:
         self._callbacks: list[Callable[[str], None]] = []
         self._listener: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[Any]] = set()
-        self._commands = 0
-        """Commands in flight (inside :meth:`_errors`), for :meth:`close` to wait out."""
+        self._commands: dict[asyncio.Task[Any] | None, int] = {}
+        """The tasks with a command in flight (inside :meth:`_errors`; how many each), for
+        :meth:`close` to wait out."""
         self._drained: asyncio.Future[None] | None = None
         self._indexed: dict[str, float] = {}
         """The endpoints this process submitted to or leased from, and when it last wrote
@@ -786,7 +790,16 @@ class RedisStore:
         await _disconnect(client, sentinel)  # the commands in flight fail now...
         if self._commands:
             self._drained = asyncio.get_running_loop().create_future()
-            await self._drained  # ...and return
+            try:  # ...and return
+                await asyncio.wait_for(asyncio.shield(self._drained), CLOSE_GRACE)
+            except TimeoutError:
+                # One whose connection was closed mid-handshake can wait on a reply that
+                # never comes (redis-py reconnects inside the handshake and reads one reply
+                # too many): up to the socket timeout, which a stopping server must not.
+                for flying in self._commands:
+                    if flying is not None:
+                        flying.cancel()
+                await self._drained
         await _disconnect(client, sentinel)
 
     @contextlib.asynccontextmanager
@@ -796,7 +809,8 @@ class RedisStore:
         # waited a whole long poll per worker. A cancellation that arrived is raised here.
         task = asyncio.current_task()
         cancels = task.cancelling() if task is not None else 0
-        self._commands += 1
+        commands = self._commands
+        commands[task] = commands.get(task, 0) + 1
         try:
             yield
         except (RedisError, OSError) as e:
@@ -811,9 +825,13 @@ class RedisStore:
                 ) from e
             raise Unavailable(f"redis store {self._safe_url()}: {e}", retry_after=1) from e
         finally:
-            self._commands -= 1
-            if not self._commands and self._drained is not None and not self._drained.done():
-                self._drained.set_result(None)
+            left = commands[task] - 1
+            if left:
+                commands[task] = left
+            else:
+                del commands[task]
+                if not commands and self._drained is not None and not self._drained.done():
+                    self._drained.set_result(None)
         if task is not None and task.cancelling() > cancels:
             raise asyncio.CancelledError
 
