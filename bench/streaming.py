@@ -13,6 +13,9 @@ generator is measured four ways in one run:
   the chunks; ``queued``, ``started``, the final event and keep-alives are not counted);
 - ``remote``: an API server with no local model (``--worker-token``) and ``modelport
   worker bench/models/streamer.py --processes C``, measured once all C are online;
+- ``fastapi``: ``bench/apps/fastapi_stream.py``, a plain FastAPI route handing the same
+  generator to ``StreamingResponse`` as Server-Sent Events (no queue, no store): what any
+  HTTP server adds here;
 - ``litserve``: ``bench/apps/litserve_stream.py``, a LitAPI with ``stream=True`` yielding the
   same generator's chunks (one JSON line each), C inference workers.
 
@@ -26,8 +29,10 @@ Reported per system: the time from sending the request to the first chunk's arri
 p99), what it adds at p50 to the direct call's, the chunk rate of a stream (chunks after
 the first over the time from first to last, p50 over streams) and its ratio to direct, each
 chunk's delay from being made to reaching the client (p50, p99 over all chunks; the chunks
-carry the system-wide monotonic time they were made at) and the time to the stream's end.
-Targets, for ``embedded``: first chunk p50 <= direct + 5 ms, chunk rate p50 >= 0.95 x direct.
+carry the system-wide monotonic time they were made at) and the time to the stream's end;
+then what modelport adds to the first chunk over plain FastAPI's. Targets (issue 11): first
+chunk p50 <= direct + 1 ms embedded and + 3 ms remote; embedded's chunk rate p50 >= 0.95 x
+direct.
 """
 
 from __future__ import annotations
@@ -71,7 +76,11 @@ MODEL = "bench/models/streamer.py:Streamer"
 ENDPOINT = "streamer"
 PATH = f"/endpoints/{ENDPOINT}/jobs"
 LITSERVE_APP = ROOT / "bench" / "apps" / "litserve_stream.py"
-SYSTEMS = ("direct", "embedded", "remote", "litserve")
+FASTAPI_APP = ROOT / "bench" / "apps" / "fastapi_stream.py"
+SYSTEMS = ("direct", "embedded", "remote", "fastapi", "litserve")
+FLOOR = "fastapi"
+"""The plain HTTP server streaming the same generator: what modelport adds is reported over it
+too."""
 BASELINE = "direct"
 TARGET_SYSTEM = "embedded"
 # What each system may add to the model's own first chunk (p50), in ms (issue 11).
@@ -355,6 +364,8 @@ def measure(system: str, scratch: Path, settings: Settings, args: argparse.Names
             command = serve_command(port, store, MODEL)
         elif system == "remote":
             command = serve_command(port, store, worker_token=WORKER_TOKEN)
+        elif system == "fastapi":
+            command = [sys.executable, str(FASTAPI_APP), f"--port={port}"]
         else:
             command = [
                 sys.executable,
@@ -367,7 +378,8 @@ def measure(system: str, scratch: Path, settings: Settings, args: argparse.Names
         env = {"BENCH_STREAMS": str(args.concurrency)} if system == "embedded" else None
         server = stack.enter_context(Server(system, command, port, log, env))
         try:
-            server.wait_ready("/health" if system == "litserve" else "/health/ready", timeout)
+            ready = "/health" if system in ("fastapi", "litserve") else "/health/ready"
+            server.wait_ready(ready, timeout)
             if system == "remote":
                 workers = Process("worker", worker_command(port, MODEL, args.concurrency), log)
                 stack.enter_context(workers)
@@ -376,6 +388,8 @@ def measure(system: str, scratch: Path, settings: Settings, args: argparse.Names
             raise StartError(f"{e}\n{log_tail(log)}") from None
         if system == "litserve":
             frames, path, accept = jsonl_frames(made_at), "/predict", "application/jsonl"
+        elif system == "fastapi":
+            frames, path, accept = sse_frames(made_at), "/predict", "text/event-stream"
         else:
             frames, path, accept = sse_frames(made_at), PATH, "text/event-stream"
 
@@ -395,6 +409,13 @@ def verdicts(results: dict[str, Summary]) -> dict[str, Any]:
     if base is None:
         return {}
     out: dict[str, Any] = {}
+    floor = results.get(FLOOR)
+    if floor is not None:
+        for name in TARGET_ADDED_MS:
+            if name in results:
+                out[f"{name}_over_{FLOOR}_first_chunk_p50_ms"] = (
+                    results[name].first_p50 - floor.first_p50
+                )
     for name, target in TARGET_ADDED_MS.items():
         if name in results:
             added = results[name].first_p50 - base.first_p50
@@ -448,8 +469,13 @@ def report(
     if concurrency > 1:
         lines.append(
             f"{concurrency} streams at a time: {TARGET_SYSTEM} with concurrency {concurrency} "
-            "(one model instance), remote and litserve with that many model processes"
+            "(one model instance), remote and litserve with that many model processes, "
+            "fastapi with its thread pool"
         )
+    for name in TARGET_ADDED_MS:
+        over = v.get(f"{name}_over_{FLOOR}_first_chunk_p50_ms")
+        if over is not None:
+            lines.append(f"{name} adds {over:+.2f} ms to the first chunk over {FLOOR} (p50)")
     if v:
         lines.append("")
         for name, target in TARGET_ADDED_MS.items():
@@ -478,7 +504,7 @@ def describe(args: argparse.Namespace) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Measure first-chunk latency and chunk rate of a streaming model, called "
-        "directly, through modelport (embedded and remote) and through LitServe."
+        "directly, through modelport (embedded and remote), plain FastAPI and LitServe."
     )
     parser.add_argument(
         "--streams", type=int, default=50, help="measured streams per system (default: %(default)s)"

@@ -206,13 +206,17 @@ def _commands(port: int) -> Counter[str]:
     )
 
 
-def documented_split() -> dict[str, float]:
-    """Commands per short job on each slot, from docs/capacity.md's cluster table."""
+def documented_split() -> dict[str, tuple[float, float]]:
+    """Commands per short job on each slot, from docs/capacity.md's cluster table: a figure
+    (within 20% of it) or a range (``LOW to HIGH``)."""
     found = {}
     for line in DOC.read_text().splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells and cells[0] in ("endpoint's slot", "deployment's slot"):
-            found[cells[0]] = float(cells[1])
+            low, dash, high = cells[1].partition(" to ")
+            found[cells[0]] = (
+                (float(low), float(high)) if dash else (0.8 * float(low), 1.2 * float(low))
+            )
     assert len(found) == 2, f"{DOC} lacks the cluster table"
     return found
 
@@ -222,7 +226,8 @@ def test_a_short_job_runs_on_its_endpoints_slot(
     redis_cluster: str, serve: Serve, workers: Workers
 ) -> None:
     """Measured on a real server and worker: what a short job (submit, run, read) costs the
-    endpoint's primary and the deployment's, as docs/capacity.md says within 20%."""
+    endpoint's primary and the deployment's, as docs/capacity.md says (within 20% of a
+    figure, or in a range)."""
     hosts = redis_cluster.removeprefix("redis+cluster://").split(",")
     host, _, port = hosts[0].rpartition(":")
     with RedisCluster(host=host, port=int(port)) as cluster:
@@ -252,8 +257,8 @@ def test_a_short_job_runs_on_its_endpoints_slot(
         for slot, p in (("endpoint's slot", queue), ("deployment's slot", home))
     }
     print(per_job)
-    for slot, expected in documented_split().items():
-        assert abs(per_job[slot] - expected) <= 0.2 * expected, (slot, per_job, expected)
+    for slot, (low, high) in documented_split().items():
+        assert low <= per_job[slot] <= high, (slot, per_job, (low, high))
 
 
 def test_job_ids_name_their_endpoints_shard() -> None:

@@ -1,0 +1,83 @@
+"""Plain FastAPI baseline for streaming: the streamer's generator behind one route, as a user
+writes it without a serving system.
+
+Started by bench/streaming.py as ``python bench/apps/fastapi_stream.py --port 8005``. ``POST
+/predict`` takes the body modelport takes (``{"input": {"chunks": 100, "interval_ms": 10}}``)
+and answers Server-Sent Events as modelport does: an ``output`` event per chunk (its data the
+chunk as a JSON string), then ``succeeded``. The generator is handed to ``StreamingResponse``
+as it is: Starlette takes each chunk from it on a worker thread, so the model never holds up
+the event loop. Readiness is ``GET /health``. No queue, no store: the floor any HTTP server
+on this machine adds to the model's own first chunk.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+ROOT = Path(__file__).resolve().parents[2]
+Generate = Callable[[int, float], Iterator[str]]
+
+
+def load_generate() -> Generate:
+    """``generate`` from ``bench/models/streamer.py``, the generator modelport serves too."""
+    sys.path.insert(0, str(ROOT))
+    generate: Generate = importlib.import_module("bench.models.streamer").generate
+    return generate
+
+
+class StreamInput(BaseModel):
+    chunks: int = Field(100, ge=1, le=100_000)
+    interval_ms: float = Field(10.0, ge=0, le=10_000)
+
+
+class StreamRequest(BaseModel):
+    input: StreamInput
+
+
+def build(generate: Generate) -> FastAPI:
+    app = FastAPI()
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/predict")
+    async def predict(request: StreamRequest) -> StreamingResponse:
+        def events() -> Iterator[str]:
+            for chunk in generate(request.input.chunks, request.input.interval_ms):
+                yield f"event: output\ndata: {json.dumps(chunk)}\n\n"
+            yield "event: succeeded\ndata: {}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream")
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    uvicorn.run(
+        build(load_generate()),
+        host="127.0.0.1",
+        port=args.port,
+        workers=1,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level="warning",
+    )
+
+
+if __name__ == "__main__":
+    main()
