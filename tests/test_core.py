@@ -12,10 +12,11 @@ import pytest
 
 from modelport.core import Broker
 from modelport.errors import Conflict, InvalidInput, NotFound, Overloaded
+from modelport.server.streaming import job_events
 from modelport.spec import EndpointSpec, FieldSpec
 from modelport.stores import store_from_url
 from modelport.stores.memory import MemoryStore
-from modelport.wire import JobRecord, JobStatus, LeasedJob, Result, WorkerInfo
+from modelport.wire import Event, JobRecord, JobStatus, LeasedJob, Result, WorkerInfo
 
 BOUND = 2.0
 """A safety net for awaits that should finish at once; never the thing a test waits for."""
@@ -702,3 +703,36 @@ async def test_a_purge_backlog_is_worked_off_round_after_round() -> None:
     kept = [job_id for job_id in ids if await broker.store.get(job_id) is not None]
     assert kept == []
     assert not broker.reaper._backlog
+
+
+async def test_a_stream_sends_the_events_stored_here_first_in_order_and_once(
+    broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events a worker sends through this server are handed to its streams with the change,
+    and go out before the stream reads the store again; one it did not hand over (stored by
+    another server, say) is read, in its place."""
+    wid = join(broker)
+    job = await broker.submit("echo", {"x": 1})
+    await broker.lease(wid, 1, wait=0)
+    stream = job_events(broker, job.id, None)
+    assert [(await anext(stream))[1] for _ in range(2)] == ["queued", "started"]
+
+    await broker.store.add_events([Event(job.id, "output", "a")])  # no word to the stream
+    await broker.events(wid, [Event(job.id, "output", "b")])
+    assert [await anext(stream), await anext(stream)] == [(1, "output", "a"), (2, "output", "b")]
+
+    reads: list[int] = []
+    events = broker.store.events
+
+    async def counted(job_id: str, after: int = 0, limit: int = 10_000) -> list[Event]:
+        reads.append(after)
+        return await events(job_id, after, limit)
+
+    monkeypatch.setattr(broker.store, "events", counted)
+    await broker.events(wid, [Event(job.id, "output", "c")])
+    assert await anext(stream) == (3, "output", "c")
+    assert reads == []  # sent without a read
+    await broker.finish(wid, [Result(job.id, "echo", 1, output={"y": 1})])
+    final = await anext(stream)
+    assert final[1] == "succeeded"
+    assert reads == [3]

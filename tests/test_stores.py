@@ -18,6 +18,7 @@ import pytest
 from modelport.errors import Overloaded, Unavailable
 from modelport.stores import JobStore, Update, store_from_url
 from modelport.stores.base import LogBounds
+from modelport.stores.redis import RedisStore
 from modelport.wire import Event, JobRecord, JobStatus, new_job_id
 
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest, Path], str]] = {
@@ -555,6 +556,25 @@ async def test_events_for_a_holder_keep_only_its_jobs_and_extend_their_leases(
     assert await store.events(theirs.id) == await store.events(queued.id) == []
     leases = {j.id: j.lease_until for j in await store.running()}
     assert leases == {mine.id: LEASE_UNTIL + 30, theirs.id: LEASE_UNTIL}
+
+
+async def test_events_renew_only_the_leases_that_end_before_renew_below(
+    store: JobStore,
+) -> None:
+    """A stream's chunks come many a second: each need not rewrite its job's lease while
+    half of it is left (Redis rewrites it: a write costs it no more than a read)."""
+    await insert(store, 2)
+    soon, late = await lease_one(store), await lease_one(store)
+    await store.extend("w1", [late.id], LEASE_UNTIL + 40)
+    sent = [Event(j.id, "output", "c") for j in (soon, late)]
+    kept = await store.add_events(
+        sent, holder="w1", lease_until=LEASE_UNTIL + 60, renew_below=LEASE_UNTIL + 30
+    )
+    assert sorted(e.job_id for e in kept) == sorted([soon.id, late.id])
+    leases = {j.id: j.lease_until for j in await store.running()}
+    renewed_late = LEASE_UNTIL + 60 if isinstance(store, RedisStore) else LEASE_UNTIL + 40
+    assert leases == {soon.id: LEASE_UNTIL + 60, late.id: renewed_late}
+    assert await store.add_events(sent, holder="w2", renew_below=LEASE_UNTIL) == []
 
 
 async def test_input_output_and_progress_round_trip(store: JobStore) -> None:

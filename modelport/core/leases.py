@@ -185,10 +185,17 @@ class Leases:
         for event in events:  # a log line: the shape the endpoint's log and the stream share
             if event.type == "log":
                 event.data = log_line(event.data, self.clock())
-        # Kept only for jobs the worker holds, their leases extended: one store write.
-        until = self.clock() + self.registry.lease_duration(worker)
-        kept = await self.store.add_events(events, holder=worker_id, lease_until=until)
-        held = {e.job_id for e in kept}
+        # Kept only for jobs the worker holds, their leases extended: one store write. A lease
+        # with half its time or more left is left as it is: a stream's chunks come many a
+        # second, and heartbeats extend it anyway.
+        now = self.clock()
+        duration = self.registry.lease_duration(worker)
+        kept = await self.store.add_events(
+            events, holder=worker_id, lease_until=now + duration, renew_below=now + duration / 2
+        )
+        held: dict[str, list[Event]] = {}
+        for event in kept:
+            held.setdefault(event.job_id, []).append(event)
         if any(e.type == "log" for e in kept):
             await self._keep_logs(worker, kept)
         latest = {e.job_id: e.data for e in kept if e.type == "progress"}
@@ -199,8 +206,8 @@ class Leases:
                     for j, p in latest.items()
                 ]
             )
-        for job_id in held:
-            self.wakeups.changed(job_id)
+        for job_id, stored in held.items():
+            self.wakeups.changed(job_id, stored)  # a stream here sends them without a read
         return [j for j in job_ids if j in held]
 
     async def finish(self, worker_id: str, results: Sequence[Result]) -> list[bool]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from modelport.stores.base import JobStore
-from modelport.wire import JobRecord
+from modelport.wire import Event, JobRecord
 
 log = logging.getLogger("modelport.core")
 _W = TypeVar("_W")
@@ -69,7 +69,7 @@ class Wakeups:
         self.instance = secrets.token_hex(4)
         self._done: dict[str, list[asyncio.Future[JobRecord | None]]] = {}
         self._signals: dict[str, asyncio.Future[None]] = {}
-        self._watchers: dict[str, list[asyncio.Future[None]]] = {}
+        self._watchers: dict[str, list[asyncio.Future[list[Event] | None]]] = {}
         self._takers: dict[str, list[Taker]] = {}
         self._closing_future: asyncio.Future[None] | None = None
         self._outbox: list[str] = []
@@ -166,22 +166,24 @@ class Wakeups:
                 fut.set_result(job)
         self.changed(job.id)
 
-    def changed(self, job_id: str) -> None:
-        """The job changed (started, an event, final): wake its watchers here and elsewhere."""
+    def changed(self, job_id: str, events: list[Event] | None = None) -> None:
+        """The job changed (started, an event, final): wake its watchers here and elsewhere.
+        ``events``: the change is these events, just stored here, handed to the watchers."""
         for fut in self._watchers.pop(job_id, ()):
             if not fut.done():
-                fut.set_result(None)
+                fut.set_result(events)
         for observer in self.observers:
             observer(job_id)
         self._announce("j:" + job_id)
 
-    def watch(self, job_id: str) -> asyncio.Future[None]:
-        """A future that resolves at the job's next change: started, an event, or final."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def watch(self, job_id: str) -> asyncio.Future[list[Event] | None]:
+        """A future that resolves at the job's next change: started, an event, or final; to
+        the new events when the change was only those, stored by this server (else None)."""
+        fut: asyncio.Future[list[Event] | None] = asyncio.get_running_loop().create_future()
         self._watchers.setdefault(job_id, []).append(fut)
         return fut
 
-    def unwatch(self, job_id: str, fut: asyncio.Future[None]) -> None:
+    def unwatch(self, job_id: str, fut: asyncio.Future[list[Event] | None]) -> None:
         _discard(self._watchers, job_id, fut)
 
     def _wake_queue(self, endpoint: str) -> None:

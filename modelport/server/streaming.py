@@ -24,7 +24,7 @@ from starlette.types import Receive, Scope, Send
 
 from modelport.core import Broker
 from modelport.errors import BadRequest
-from modelport.wire import JobStatus
+from modelport.wire import Event, JobStatus
 
 SSE = "text/event-stream"
 JSONL = "application/jsonl"
@@ -102,9 +102,16 @@ async def job_events(
     if after is None:
         position = await broker.position(job)
         yield None, "queued", {"id": job.id, "endpoint": job.endpoint, "queue_position": position}
+    handed: list[Event] | None = None
     while True:
         change = broker.watch(job_id)
         try:
+            if handed and started and handed[0].id == last + 1:
+                # Events this server just stored, handed over with the change: out before
+                # the reads below, which look for anything else (the job's end, say).
+                for event in handed:
+                    last = event.id
+                    yield event.id, event.type, event.data
             job = await broker.get(job_id)
             events = await broker.store.events(job_id, last)
             if job.attempts > started and job.status is not JobStatus.QUEUED:
@@ -116,9 +123,10 @@ async def job_events(
             if job.status.final:
                 yield None, job.status.value, job.public()
                 return
+            handed = None
             try:
                 async with asyncio.timeout(keepalive):
-                    await change  # awaited alone: a change wakes the stream in one loop step
+                    handed = await change  # awaited alone: a change wakes it in one loop step
             except TimeoutError:
                 yield None
         finally:

@@ -151,12 +151,15 @@ class JobStore(Protocol):
         *,
         holder: str | None = None,
         lease_until: float = 0.0,
+        renew_below: float | None = None,
     ) -> list[Event]:
         """Append events to their jobs' logs; return them with ids (1, 2, ... per job).
 
         With ``holder``, only the events of jobs that worker holds (running) are kept, and
         those jobs' leases are extended to ``lease_until``, as :meth:`extend` does: in one
-        write where the store can.
+        write where the store can. With ``renew_below`` too, a lease that already ends at or
+        after it may be left as it is (a write saved per chunk of a stream); Redis, whose
+        writes cost no more than its reads, extends them all.
         """
 
     async def events(self, job_id: str, after: int = 0, limit: int = 10_000) -> list[Event]:

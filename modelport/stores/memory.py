@@ -7,7 +7,7 @@ import dataclasses
 import heapq
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -108,13 +108,19 @@ class MemoryStore:
         return leased
 
     async def extend(self, worker_id: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
-        held = []
-        for job_id in job_ids:
-            job = self._jobs.get(job_id)
-            if job is not None and job.status is JobStatus.RUNNING and job.worker_id == worker_id:
-                job.lease_until = lease_until
-                held.append(job_id)
-        return held
+        held = self._held(worker_id, job_ids)
+        for job in held:
+            job.lease_until = lease_until
+        return [job.id for job in held]
+
+    def _held(self, worker_id: str, job_ids: Iterable[str]) -> list[JobRecord]:
+        """The jobs of ``job_ids`` that ``worker_id`` holds (running)."""
+        jobs = (self._jobs.get(job_id) for job_id in job_ids)
+        return [
+            j
+            for j in jobs
+            if j is not None and j.status is JobStatus.RUNNING and j.worker_id == worker_id
+        ]
 
     async def update(self, updates: Sequence[Update]) -> list[JobRecord | None]:
         out: list[JobRecord | None] = []
@@ -172,11 +178,15 @@ class MemoryStore:
         *,
         holder: str | None = None,
         lease_until: float = 0.0,
+        renew_below: float | None = None,
     ) -> list[Event]:
         if holder is not None:
-            ids = list(dict.fromkeys(e.job_id for e in events))
-            held = set(await self.extend(holder, ids, lease_until))
-            events = [e for e in events if e.job_id in held]
+            held = self._held(holder, dict.fromkeys(e.job_id for e in events))
+            for job in held:
+                if renew_below is None or (job.lease_until or 0.0) < renew_below:
+                    job.lease_until = lease_until
+            ids = {job.id for job in held}
+            events = [e for e in events if e.job_id in ids]
         stored = []
         for event in events:
             log = self._events[event.job_id]

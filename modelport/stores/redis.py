@@ -1150,6 +1150,7 @@ class RedisStore:
         *,
         holder: str | None = None,
         lease_until: float = 0.0,
+        renew_below: float | None = None,
     ) -> list[Event]:
         if holder is not None:
             ids = list(dict.fromkeys(e.job_id for e in events))

@@ -336,15 +336,28 @@ def _marks(rows: int, width: int) -> str:
 
 
 def _extend(
-    db: sqlite3.Connection, worker_id: str, job_ids: Sequence[str], lease_until: float
+    db: sqlite3.Connection,
+    worker_id: str,
+    job_ids: Sequence[str],
+    lease_until: float,
+    renew_below: float | None = None,
 ) -> list[str]:
-    """Extend the leases of the jobs ``worker_id`` holds; their ids."""
+    """Extend the leases of the jobs ``worker_id`` holds (with ``renew_below``, only those
+    that end before it); their ids."""
     marks = ",".join("?" * len(job_ids))
+    held = f"id IN ({marks}) AND status = 'running' AND worker_id = ?"
+    if renew_below is None:
+        rows = db.execute(
+            f"UPDATE jobs SET lease_until = ? WHERE {held} RETURNING id",
+            (lease_until, *job_ids, worker_id),
+        ).fetchall()
+        return [r[0] for r in rows]
     rows = db.execute(
-        f"UPDATE jobs SET lease_until = ? WHERE id IN ({marks})"
-        " AND status = 'running' AND worker_id = ? RETURNING id",
-        (lease_until, *job_ids, worker_id),
+        f"SELECT id, lease_until FROM jobs WHERE {held}", (*job_ids, worker_id)
     ).fetchall()
+    due = [r[0] for r in rows if r[1] is None or r[1] < renew_below]
+    if due:
+        _extend(db, worker_id, due, lease_until)
     return [r[0] for r in rows]
 
 
@@ -723,6 +736,7 @@ class SqliteStore:
         *,
         holder: str | None = None,
         lease_until: float = 0.0,
+        renew_below: float | None = None,
     ) -> list[Event]:
         stored: list[Event] = []
         if not events:
@@ -730,7 +744,10 @@ class SqliteStore:
         with self._transaction() as db:
             if holder is not None:  # the lease extended in the same commit
                 ids = list(dict.fromkeys(e.job_id for e in events))
-                held = set(_extend(db, holder, ids, lease_until))
+                if renew_below is None:
+                    held = set(_extend(db, holder, ids, lease_until))
+                else:  # a lease rewritten is a row and an index entry more in the commit
+                    held = set(_extend(db, holder, ids, lease_until, renew_below))
                 events = [e for e in events if e.job_id in held]
             last: dict[str, int] = {}
             for event in events:
