@@ -13,26 +13,13 @@ on this machine adds to the model's own first chunk.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
-import uvicorn
+from _baselines import Generate, load_generate, serve_fastapi
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
-
-ROOT = Path(__file__).resolve().parents[2]
-Generate = Callable[[int, float], Iterator[str]]
-
-
-def load_generate() -> Generate:
-    """``generate`` from ``bench/models/streamer.py``, the generator modelport serves too."""
-    sys.path.insert(0, str(ROOT))
-    generate: Generate = importlib.import_module("bench.models.streamer").generate
-    return generate
 
 
 class StreamInput(BaseModel):
@@ -67,16 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    uvicorn.run(
-        build(load_generate()),
-        host="127.0.0.1",
-        port=args.port,
-        workers=1,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-    )
+    serve_fastapi(build(load_generate()), args.port)
 
 
 if __name__ == "__main__":

@@ -4,24 +4,11 @@ Started by bench/overhead.py as ``python bench/apps/litserve_echo.py --port 8003
 """
 
 import argparse
-import importlib
-import sys
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import litserve as ls
+from _baselines import Echo, load_echo
 from _litserve import serve
-
-ROOT = Path(__file__).resolve().parents[2]
-Echo = Callable[[str], dict[str, str]]
-
-
-def load_echo() -> Echo:
-    """``echo`` from ``examples/echo/model.py``, the function modelport serves too."""
-    sys.path.insert(0, str(ROOT))
-    echo: Echo = importlib.import_module("examples.echo.model").echo
-    return echo
 
 
 class EchoAPI(ls.LitAPI):  # type: ignore[misc]

@@ -7,24 +7,12 @@ LitServe writes a streamed dict; readiness is ``GET /health``.
 """
 
 import argparse
-import importlib
-import sys
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import litserve as ls
+from _baselines import Generate, load_generate
 from _litserve import serve
-
-ROOT = Path(__file__).resolve().parents[2]
-Generate = Callable[[int, float], Iterator[str]]
-
-
-def load_generate() -> Generate:
-    """``generate`` from ``bench/models/streamer.py``, the generator modelport serves too."""
-    sys.path.insert(0, str(ROOT))
-    generate: Generate = importlib.import_module("bench.models.streamer").generate
-    return generate
 
 
 class StreamAPI(ls.LitAPI):  # type: ignore[misc]

@@ -6,24 +6,10 @@ Started by bench/overhead.py as ``python bench/apps/plain_fastapi.py --port 8001
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
-from collections.abc import Callable
-from pathlib import Path
 
-import uvicorn
+from _baselines import Echo, load_echo, serve_fastapi
 from fastapi import FastAPI
 from pydantic import BaseModel
-
-ROOT = Path(__file__).resolve().parents[2]
-Echo = Callable[[str], dict[str, str]]
-
-
-def load_echo() -> Echo:
-    """``echo`` from ``examples/echo/model.py``, the function modelport serves too."""
-    sys.path.insert(0, str(ROOT))
-    echo: Echo = importlib.import_module("examples.echo.model").echo
-    return echo
 
 
 class EchoInput(BaseModel):
@@ -72,17 +58,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--handler", choices=["def", "async", "dict"], default="def")
     args = parser.parse_args()
-    echo = load_echo()
-    uvicorn.run(
-        build(echo, args.handler),
-        host="127.0.0.1",
-        port=args.port,
-        workers=1,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level="warning",
-    )
+    serve_fastapi(build(load_echo(), args.handler), args.port)
 
 
 if __name__ == "__main__":
