@@ -186,12 +186,15 @@ class Leases:
             if event.type == "log":
                 event.data = log_line(event.data, self.clock())
         # Kept only for jobs the worker holds, their leases extended: one store write. A lease
-        # with half its time or more left is left as it is: a stream's chunks come many a
-        # second, and heartbeats extend it anyway.
+        # extended less than a tenth of it ago is left as it is: a stream's chunks come many a
+        # second, and need not each rewrite it.
         now = self.clock()
         duration = self.registry.lease_duration(worker)
         kept = await self.store.add_events(
-            events, holder=worker_id, lease_until=now + duration, renew_below=now + duration / 2
+            events,
+            holder=worker_id,
+            lease_until=now + duration,
+            renew_below=now + duration * RENEW_AFTER,
         )
         held: dict[str, list[Event]] = {}
         for event in kept:
@@ -307,6 +310,9 @@ class Leases:
             self.wakeups.changed(updated.id)
             self.wakeups.new_work(updated.endpoint)
 
+
+RENEW_AFTER = 0.9
+"""An event extends its job's lease once less than this part of it is left."""
 
 MAX_LOG_LINE = 8192
 """Characters of one log line kept (the rest is cut, saying so)."""

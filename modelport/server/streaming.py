@@ -102,14 +102,18 @@ async def job_events(
     if after is None:
         position = await broker.position(job)
         yield None, "queued", {"id": job.id, "endpoint": job.endpoint, "queue_position": position}
+    # Events this server just stored come with the change: they go out before the reads
+    # below, which look for anything else (the job's end, say). Not on a shared store: there
+    # another server may have started a new attempt that this one has not heard of yet.
     handed: list[Event] | None = None
+    local = not broker.store.shared
     while True:
         change = broker.watch(job_id)
         try:
-            if handed and started and handed[0].id == last + 1:
-                # Events this server just stored, handed over with the change: out before
-                # the reads below, which look for anything else (the job's end, say).
+            if handed and started and local:
                 for event in handed:
+                    if event.id != last + 1:
+                        break  # a gap: the reads below send the rest, in order
                     last = event.id
                     yield event.id, event.type, event.data
             job = await broker.get(job_id)
