@@ -793,9 +793,9 @@ class RedisStore:
             try:  # ...and return
                 await asyncio.wait_for(asyncio.shield(self._drained), CLOSE_GRACE)
             except TimeoutError:
-                # One whose connection was closed mid-handshake can wait on a reply that
-                # never comes (redis-py reconnects inside the handshake and reads one reply
-                # too many): up to the socket timeout, which a stopping server must not.
+                # One whose connection was closed mid-handshake was seen waiting in redis-py's
+                # handshake for a reply that never came, on a healthy socket: up to the
+                # socket timeout (10 s), which a stopping server must not wait out.
                 for flying in self._commands:
                     if flying is not None:
                         flying.cancel()
