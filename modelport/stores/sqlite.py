@@ -343,7 +343,8 @@ def _extend(
     renew_below: float | None = None,
 ) -> list[str]:
     """Extend the leases of the jobs ``worker_id`` holds (with ``renew_below``, only those
-    that end before it); their ids."""
+    that end before it: a lease rewritten is a row and an index entry more in the commit);
+    their ids."""
     marks = ",".join("?" * len(job_ids))
     held = f"id IN ({marks}) AND status = 'running' AND worker_id = ?"
     if renew_below is None:
@@ -742,12 +743,9 @@ class SqliteStore:
         if not events:
             return stored
         with self._transaction() as db:
-            if holder is not None:  # the lease extended in the same commit
+            if holder is not None:  # the lease extended in the same commit, where due
                 ids = list(dict.fromkeys(e.job_id for e in events))
-                if renew_below is None:
-                    held = set(_extend(db, holder, ids, lease_until))
-                else:  # a lease rewritten is a row and an index entry more in the commit
-                    held = set(_extend(db, holder, ids, lease_until, renew_below))
+                held = set(_extend(db, holder, ids, lease_until, renew_below))
                 events = [e for e in events if e.job_id in held]
             last: dict[str, int] = {}
             for event in events:
