@@ -42,8 +42,12 @@ run: $(RUN_STAMP)  ## serve the iris demo on http://127.0.0.1:8000 (installs onl
 run-embeddings: $(EMBEDDINGS_STAMP)  ## serve the torch example (all-MiniLM-L6-v2) on port 8000
 	$(BIN)/modelport serve examples/embeddings/model.py --port $(PORT)
 
+# The tests run on TEST_JOBS processes, each taking a whole file at a time (its module
+# fixtures start once); most of a test's time is spent waiting on servers it started.
+# TEST_JOBS=0 runs them in this process, one after another, as a plain `pytest` does.
+TEST_JOBS ?= 2
 test: $(STAMP) browser node  ## install everything and run every test
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile
 
 # mypy twice: the package, the examples and the bench models from the root; the benchmark
 # scripts from bench/, where they import their siblings (_load, _servers) as top-level modules.
@@ -69,6 +73,7 @@ bench: $(STAMP) load-generator valgrind  ## benchmarks against plain FastAPI and
 	$(BIN)/python bench/soak.py
 	$(BIN)/python bench/media.py
 	$(BIN)/python bench/pipe.py
+	$(BIN)/python bench/capture.py
 	$(BIN)/python bench/batch.py
 	$(BIN)/python bench/chat_page.py
 	$(BIN)/python bench/admin_page.py

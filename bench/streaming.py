@@ -13,9 +13,12 @@ generator is measured four ways in one run:
   the chunks; ``queued``, ``started``, the final event and keep-alives are not counted);
 - ``remote``: an API server with no local model (``--worker-token``) and ``modelport
   worker bench/models/streamer.py --processes C``, measured once all C are online;
+- ``asgi``: ``bench/apps/asgi_stream.py``, a bare ASGI app on uvicorn (no framework) taking
+  each chunk of the same generator on a worker thread and sending it as a Server-Sent Event:
+  the floor of the HTTP server stack here;
 - ``fastapi``: ``bench/apps/fastapi_stream.py``, a plain FastAPI route handing the same
-  generator to ``StreamingResponse`` as Server-Sent Events (no queue, no store): what any
-  HTTP server adds here;
+  generator to ``StreamingResponse`` as Server-Sent Events (no queue, no store): what a user
+  serving it by hand gets;
 - ``litserve``: ``bench/apps/litserve_stream.py``, a LitAPI with ``stream=True`` yielding the
   same generator's chunks (one JSON line each), C inference workers.
 
@@ -30,9 +33,9 @@ p99), what it adds at p50 to the direct call's, the chunk rate of a stream (chun
 the first over the time from first to last, p50 over streams) and its ratio to direct, each
 chunk's delay from being made to reaching the client (p50, p99 over all chunks; the chunks
 carry the system-wide monotonic time they were made at) and the time to the stream's end;
-then what modelport adds to the first chunk over plain FastAPI's. Targets (issue 11): first
-chunk p50 <= direct + 1 ms embedded and + 3 ms remote; embedded's chunk rate p50 >= 0.95 x
-direct.
+then what modelport adds to the first chunk over the bare ASGI app's and plain FastAPI's.
+Targets (issue 11): first chunk p50 <= direct + 1 ms embedded and + 3 ms remote; embedded's
+chunk rate p50 >= 0.95 x direct.
 """
 
 from __future__ import annotations
@@ -77,10 +80,12 @@ ENDPOINT = "streamer"
 PATH = f"/endpoints/{ENDPOINT}/jobs"
 LITSERVE_APP = ROOT / "bench" / "apps" / "litserve_stream.py"
 FASTAPI_APP = ROOT / "bench" / "apps" / "fastapi_stream.py"
-SYSTEMS = ("direct", "embedded", "remote", "fastapi", "litserve")
-FLOOR = "fastapi"
-"""The plain HTTP server streaming the same generator: what modelport adds is reported over it
-too."""
+ASGI_APP = ROOT / "bench" / "apps" / "asgi_stream.py"
+BASELINE_APPS = {"asgi": ASGI_APP, "fastapi": FASTAPI_APP}
+SYSTEMS = ("direct", "embedded", "remote", "asgi", "fastapi", "litserve")
+FLOORS = ("asgi", "fastapi")
+"""The plain HTTP servers streaming the same generator: what modelport adds is reported over
+each too."""
 BASELINE = "direct"
 TARGET_SYSTEM = "embedded"
 # What each system may add to the model's own first chunk (p50), in ms (issue 11).
@@ -364,8 +369,8 @@ def measure(system: str, scratch: Path, settings: Settings, args: argparse.Names
             command = serve_command(port, store, MODEL)
         elif system == "remote":
             command = serve_command(port, store, worker_token=WORKER_TOKEN)
-        elif system == "fastapi":
-            command = [sys.executable, str(FASTAPI_APP), f"--port={port}"]
+        elif system in BASELINE_APPS:
+            command = [sys.executable, str(BASELINE_APPS[system]), f"--port={port}"]
         else:
             command = [
                 sys.executable,
@@ -378,7 +383,7 @@ def measure(system: str, scratch: Path, settings: Settings, args: argparse.Names
         env = {"BENCH_STREAMS": str(args.concurrency)} if system == "embedded" else None
         server = stack.enter_context(Server(system, command, port, log, env))
         try:
-            ready = "/health" if system in ("fastapi", "litserve") else "/health/ready"
+            ready = "/health" if system in (*BASELINE_APPS, "litserve") else "/health/ready"
             server.wait_ready(ready, timeout)
             if system == "remote":
                 workers = Process("worker", worker_command(port, MODEL, args.concurrency), log)
@@ -388,7 +393,7 @@ def measure(system: str, scratch: Path, settings: Settings, args: argparse.Names
             raise StartError(f"{e}\n{log_tail(log)}") from None
         if system == "litserve":
             frames, path, accept = jsonl_frames(made_at), "/predict", "application/jsonl"
-        elif system == "fastapi":
+        elif system in BASELINE_APPS:
             frames, path, accept = sse_frames(made_at), "/predict", "text/event-stream"
         else:
             frames, path, accept = sse_frames(made_at), PATH, "text/event-stream"
@@ -409,12 +414,13 @@ def verdicts(results: dict[str, Summary]) -> dict[str, Any]:
     if base is None:
         return {}
     out: dict[str, Any] = {}
-    floor = results.get(FLOOR)
-    if floor is not None:
+    for floor in FLOORS:
+        if floor not in results:
+            continue
         for name in TARGET_ADDED_MS:
             if name in results:
-                out[f"{name}_over_{FLOOR}_first_chunk_p50_ms"] = (
-                    results[name].first_p50 - floor.first_p50
+                out[f"{name}_over_{floor}_first_chunk_p50_ms"] = (
+                    results[name].first_p50 - results[floor].first_p50
                 )
     for name, target in TARGET_ADDED_MS.items():
         if name in results:
@@ -470,12 +476,13 @@ def report(
         lines.append(
             f"{concurrency} streams at a time: {TARGET_SYSTEM} with concurrency {concurrency} "
             "(one model instance), remote and litserve with that many model processes, "
-            "fastapi with its thread pool"
+            "asgi and fastapi with their thread pools"
         )
     for name in TARGET_ADDED_MS:
-        over = v.get(f"{name}_over_{FLOOR}_first_chunk_p50_ms")
-        if over is not None:
-            lines.append(f"{name} adds {over:+.2f} ms to the first chunk over {FLOOR} (p50)")
+        for floor in FLOORS:
+            over = v.get(f"{name}_over_{floor}_first_chunk_p50_ms")
+            if over is not None:
+                lines.append(f"{name} adds {over:+.2f} ms to the first chunk over {floor} (p50)")
     if v:
         lines.append("")
         for name, target in TARGET_ADDED_MS.items():
@@ -504,7 +511,8 @@ def describe(args: argparse.Namespace) -> str:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Measure first-chunk latency and chunk rate of a streaming model, called "
-        "directly, through modelport (embedded and remote), plain FastAPI and LitServe."
+        "directly, through modelport (embedded and remote), a bare ASGI app, plain FastAPI and "
+        "LitServe."
     )
     parser.add_argument(
         "--streams", type=int, default=50, help="measured streams per system (default: %(default)s)"

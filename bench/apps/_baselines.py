@@ -1,6 +1,6 @@
 """What the baseline apps share: the functions modelport serves too, loaded from the repo,
-and how a FastAPI baseline is served (one process on loopback, uvloop and httptools as
-modelport uses)."""
+and how a baseline ASGI app (FastAPI or bare) is served (one process on loopback, uvloop
+and httptools as modelport uses)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def load_generate() -> Generate:
     return generate
 
 
-def serve_fastapi(app: Any, port: int) -> None:
+def serve_asgi(app: Any, port: int) -> None:
     """Serve ``app`` on 127.0.0.1:``port`` under uvicorn, quietly."""
     import uvicorn
 

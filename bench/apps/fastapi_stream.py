@@ -16,7 +16,7 @@ import argparse
 import json
 from collections.abc import Iterator
 
-from _baselines import Generate, load_generate, serve_fastapi
+from _baselines import Generate, load_generate, serve_asgi
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -54,7 +54,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
-    serve_fastapi(build(load_generate()), args.port)
+    serve_asgi(build(load_generate()), args.port)
 
 
 if __name__ == "__main__":

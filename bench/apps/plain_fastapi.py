@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from _baselines import Echo, load_echo, serve_fastapi
+from _baselines import Echo, load_echo, serve_asgi
 from fastapi import FastAPI
 from pydantic import BaseModel
 
@@ -58,7 +58,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--handler", choices=["def", "async", "dict"], default="def")
     args = parser.parse_args()
-    serve_fastapi(build(load_echo(), args.handler), args.port)
+    serve_asgi(build(load_echo(), args.handler), args.port)
 
 
 if __name__ == "__main__":
