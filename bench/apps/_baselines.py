@@ -4,15 +4,18 @@ and httptools as modelport uses)."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 Echo = Callable[[str], dict[str, str]]
 Generate = Callable[[int, float], Iterator[str]]
+Scope = dict[str, Any]
+JSON = [(b"content-type", b"application/json")]
 
 
 def _load(module: str, name: str) -> Any:
@@ -32,6 +35,13 @@ def load_generate() -> Generate:
     return generate
 
 
+def serve_from_argv(description: str | None, make_app: Callable[[], Any]) -> None:
+    """``python APP.py --port N``: serve the app ``make_app`` builds on that port."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, required=True)
+    serve_asgi(make_app(), parser.parse_args().port)
+
+
 def serve_asgi(app: Any, port: int) -> None:
     """Serve ``app`` on 127.0.0.1:``port`` under uvicorn, quietly."""
     import uvicorn
@@ -46,3 +56,53 @@ def serve_asgi(app: Any, port: int) -> None:
         access_log=False,
         log_level="warning",
     )
+
+
+async def lifespan(
+    receive: Any, send: Any, startup: Callable[[], Awaitable[None]] | None = None
+) -> None:
+    """A bare ASGI app's lifespan: ``startup`` (if any) runs before startup is complete."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            if startup is not None:
+                await startup()
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def read_body(receive: Any) -> bytes:
+    """A bare ASGI app's request body, whole."""
+    body = b""
+    more = True
+    while more:
+        message = await receive()
+        body += message.get("body", b"")
+        more = message.get("more_body", False)
+    return body
+
+
+async def request_body(
+    scope: Scope,
+    receive: Any,
+    send: Any,
+    startup: Callable[[], Awaitable[None]] | None = None,
+) -> bytes | None:
+    """What a bare ASGI app does first: the lifespan (with ``startup``) and ``GET /health``
+    are handled here (None); another request's body is read whole and returned."""
+    if scope["type"] == "lifespan":
+        await lifespan(receive, send, startup)
+        return None
+    body = await read_body(receive)
+    if scope["path"] == "/health":
+        await answer(send, 200, b'{"status":"ok"}')
+        return None
+    return body
+
+
+async def answer(send: Any, status: int, body: bytes) -> None:
+    """A bare ASGI app's JSON response."""
+    await send({"type": "http.response.start", "status": status, "headers": JSON})
+    await send({"type": "http.response.body", "body": body})

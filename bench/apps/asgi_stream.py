@@ -12,41 +12,28 @@ No validation beyond the JSON, no queue, no store.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 from typing import Any
 
-from _baselines import Generate, load_generate, serve_asgi
+from _baselines import Generate, Scope, answer, load_generate, request_body, serve_from_argv
 
 SSE = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
-Scope = dict[str, Any]
 
 
 def build(generate: Generate) -> Any:
     async def app(scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while (await receive())["type"] != "lifespan.shutdown":
-                await send({"type": "lifespan.startup.complete"})
-            await send({"type": "lifespan.shutdown.complete"})
-            return
-        if scope["path"] == "/health":
-            await _answer(send, 200, b'{"status": "ok"}')
+        body = await request_body(scope, receive, send)
+        if body is None:
             return
         if scope["path"] != "/predict" or scope["method"] != "POST":
-            await _answer(send, 404, b'{"detail": "not found"}')
+            await answer(send, 404, b'{"detail": "not found"}')
             return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
         try:
             given = json.loads(body)["input"]
             chunks, interval_ms = int(given.get("chunks", 100)), float(given.get("interval_ms", 10))
         except (ValueError, KeyError, TypeError, AttributeError):
-            await _answer(send, 422, b'{"detail": "expected {\\"input\\": {...}}"}')
+            await answer(send, 422, b'{"detail": "expected {\\"input\\": {...}}"}')
             return
         await send({"type": "http.response.start", "status": 200, "headers": SSE})
         loop = asyncio.get_running_loop()
@@ -59,18 +46,5 @@ def build(generate: Generate) -> Any:
     return app
 
 
-async def _answer(send: Any, status: int, body: bytes) -> None:
-    headers = [(b"content-type", b"application/json")]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    serve_asgi(build(load_generate()), args.port)
-
-
 if __name__ == "__main__":
-    main()
+    serve_from_argv(__doc__, lambda: build(load_generate()))

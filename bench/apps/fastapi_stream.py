@@ -12,11 +12,10 @@ on this machine adds to the model's own first chunk.
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Iterator
 
-from _baselines import Generate, load_generate, serve_asgi
+from _baselines import Generate, load_generate, serve_from_argv
 from fastapi import FastAPI
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
@@ -50,12 +49,5 @@ def build(generate: Generate) -> FastAPI:
     return app
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    serve_asgi(build(load_generate()), args.port)
-
-
 if __name__ == "__main__":
-    main()
+    serve_from_argv(__doc__, lambda: build(load_generate()))

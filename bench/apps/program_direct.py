@@ -16,10 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import uvicorn
+from _baselines import answer, request_body, serve_asgi
 
 PROGRAM = Path(__file__).resolve().parents[1] / "models" / "echo_lines.py"
-_JSON = [(b"content-type", b"application/json")]
 
 
 class Pool:
@@ -59,28 +58,10 @@ def build(processes: int) -> Any:
     pool = Pool(processes)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await pool.start()
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        if scope["path"] == "/health":
-            status, answer = 200, b'{"status":"ok"}'
-        else:
+        body = await request_body(scope, receive, send, pool.start)
+        if body is not None:
             output = await pool.call(orjson.loads(body)["input"])
-            status, answer = 200, orjson.dumps({"output": output})
-        await send({"type": "http.response.start", "status": status, "headers": _JSON})
-        await send({"type": "http.response.body", "body": answer})
+            await answer(send, 200, orjson.dumps({"output": output}))
 
     return app
 
@@ -90,13 +71,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--processes", type=int, default=2)
     args = parser.parse_args()
-    uvicorn.run(
-        build(args.processes),
-        host="127.0.0.1",
-        port=args.port,
-        log_level="warning",
-        access_log=False,
-    )
+    serve_asgi(build(args.processes), args.port)
 
 
 if __name__ == "__main__":
