@@ -3,12 +3,16 @@
     python bench/capture.py --rounds 9
 
 The job computes while it prints about 100 bytes a line, 2,000 lines (megabytes a second).
-It runs on this thread with its lines captured (``modelport.worker.capture.capturing``,
-as a model's job runs in a worker, each whole line handed to a sink) and without, taken in
-turns. Each side's time is the thread's CPU time, the best of ``--rounds`` runs, so the
-load of the machine weighs on both alike. Target: captured <= 1.10 x plain.
+It runs on this thread with its lines captured (``modelport.worker.capture.capturing``, as
+a model's job runs in a worker) and without, taken in turns. Captured, each line is counted
+and kept as a job's log keeps it: the first ``capture.HEAD`` handed to a sink as they come,
+the last ``capture.TAIL`` at the end. Without, the capture's stream wrapper is installed
+(the warm-up installs it, as a worker does once) but the thread is not capturing. Each
+side's time is the thread's CPU time, the best of ``--rounds`` runs, so the load of the
+machine weighs on both alike. Target: captured <= 1.10 x plain.
 
-The printed text goes to a ``StringIO`` standing in for the terminal on both sides.
+The printed text goes to a ``StringIO`` standing in for the terminal on both sides. Exits 1
+on a missed target only with ``--check``, as the other benchmarks do.
 """
 
 from __future__ import annotations
@@ -74,6 +78,7 @@ def measure(rounds: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=9, help="runs each way (default: 9)")
+    parser.add_argument("--check", action="store_true", help="exit 1 when the target is missed")
     args = parser.parse_args(argv)
     if not 1 <= args.rounds <= 1000:
         parser.error("--rounds must be between 1 and 1000")
@@ -83,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         f"target: captured <= {TARGET:g} x plain: {result['ratio']:.3f}, "
         f"{'met' if result['met'] else 'missed'}"
     )
-    return 0 if result["met"] else 1
+    return 1 if args.check and not result["met"] else 0
 
 
 if __name__ == "__main__":

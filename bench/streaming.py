@@ -5,7 +5,7 @@
 The model (``bench/models/streamer.py``) is a generator making ``--chunks`` short text
 chunks, one every ``--interval-ms`` milliseconds (default 100 chunks at 10 ms: 100 chunks a
 second, an LLM's pace), paced against deadlines so its own rate is exact. The same
-generator is measured four ways in one run:
+generator is measured six ways in one run:
 
 - ``direct``: called in this process; a chunk counts when the generator yields it;
 - ``embedded``: ``modelport serve bench/models/streamer.py``, each stream a ``POST

@@ -122,10 +122,22 @@ async def eventually(check: Callable[[], Awaitable[bool]], timeout: float, what:
         await asyncio.sleep(0.02)
 
 
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port free now, for a server started next. Under ``make test`` each test
+    process takes its own share of them (one in ``_WORKERS`` by ``port // 2``: the kernel
+    hands ``bind`` odd ports first), so that a port one process let go, and is about to
+    start a server on, is never the one the other process is handed meanwhile."""
+    for _ in range(100 * _WORKERS):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if (port // 2) % _WORKERS == _WORKER:
+            return port
+    raise RuntimeError(f"no free port of test process {_WORKER} of {_WORKERS}")
 
 
 class ServerProcess:

@@ -148,7 +148,9 @@ async def test_bad_urls(app_factory: AppFactory, files: Files) -> None:
 
 
 def test_serve_fetch_allow(serve: Serve, files: Files) -> None:
-    server = serve(["tests/models/media.py:Inspect", "--fetch-allow", "127.0.0.1"])
+    server = serve(
+        ["tests/models/media.py:Inspect", "--store", "memory://", "--fetch-allow", "127.0.0.1"]
+    )
     server.start().wait_ready()
     r = httpx.post(
         f"{server.url}/endpoints/inspect/jobs",

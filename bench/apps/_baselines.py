@@ -65,8 +65,12 @@ async def lifespan(
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
-            if startup is not None:
-                await startup()
+            try:
+                if startup is not None:
+                    await startup()
+            except Exception as e:  # uvicorn then exits, saying why
+                await send({"type": "lifespan.startup.failed", "message": repr(e)})
+                raise
             await send({"type": "lifespan.startup.complete"})
         elif message["type"] == "lifespan.shutdown":
             await send({"type": "lifespan.shutdown.complete"})

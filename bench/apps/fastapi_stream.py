@@ -6,8 +6,8 @@ Started by bench/streaming.py as ``python bench/apps/fastapi_stream.py --port 80
 and answers Server-Sent Events as modelport does: an ``output`` event per chunk (its data the
 chunk as a JSON string), then ``succeeded``. The generator is handed to ``StreamingResponse``
 as it is: Starlette takes each chunk from it on a worker thread, so the model never holds up
-the event loop. Readiness is ``GET /health``. No queue, no store: the floor any HTTP server
-on this machine adds to the model's own first chunk.
+the event loop. Readiness is ``GET /health``. No queue, no store: what a framework adds to
+the model's own first chunk, over the bare ASGI app of ``asgi_stream.py``.
 """
 
 from __future__ import annotations

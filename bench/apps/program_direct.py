@@ -47,9 +47,9 @@ class Pool:
             proc.stdin.write(orjson.dumps({"id": job, "input": given}) + b"\n")
             await proc.stdin.drain()
             while True:
-                answer = orjson.loads(await proc.stdout.readline())
-                if answer.get("id") == job and "output" in answer:
-                    return answer["output"]
+                reply = orjson.loads(await proc.stdout.readline())
+                if reply.get("id") == job and "output" in reply:
+                    return reply["output"]
         finally:
             self.free.put_nowait(proc)
 
