@@ -82,10 +82,9 @@ LITSERVE_APP = ROOT / "bench" / "apps" / "litserve_stream.py"
 FASTAPI_APP = ROOT / "bench" / "apps" / "fastapi_stream.py"
 ASGI_APP = ROOT / "bench" / "apps" / "asgi_stream.py"
 BASELINE_APPS = {"asgi": ASGI_APP, "fastapi": FASTAPI_APP}
-SYSTEMS = ("direct", "embedded", "remote", "asgi", "fastapi", "litserve")
-FLOORS = ("asgi", "fastapi")
 """The plain HTTP servers streaming the same generator: what modelport adds is reported over
 each too."""
+SYSTEMS = ("direct", "embedded", "remote", *BASELINE_APPS, "litserve")
 BASELINE = "direct"
 TARGET_SYSTEM = "embedded"
 # What each system may add to the model's own first chunk (p50), in ms (issue 11).
@@ -414,7 +413,7 @@ def verdicts(results: dict[str, Summary]) -> dict[str, Any]:
     if base is None:
         return {}
     out: dict[str, Any] = {}
-    for floor in FLOORS:
+    for floor in BASELINE_APPS:
         if floor not in results:
             continue
         for name in TARGET_ADDED_MS:
@@ -479,7 +478,7 @@ def report(
             "asgi and fastapi with their thread pools"
         )
     for name in TARGET_ADDED_MS:
-        for floor in FLOORS:
+        for floor in BASELINE_APPS:
             over = v.get(f"{name}_over_{floor}_first_chunk_p50_ms")
             if over is not None:
                 lines.append(f"{name} adds {over:+.2f} ms to the first chunk over {floor} (p50)")
