@@ -108,19 +108,27 @@ class MemoryStore:
         return leased
 
     async def extend(self, worker_id: str, job_ids: Sequence[str], lease_until: float) -> list[str]:
-        held = self._held(worker_id, job_ids)
-        for job in held:
-            job.lease_until = lease_until
-        return [job.id for job in held]
+        return [job.id for job in self._extend(worker_id, job_ids, lease_until)]
 
-    def _held(self, worker_id: str, job_ids: Iterable[str]) -> list[JobRecord]:
-        """The jobs of ``job_ids`` that ``worker_id`` holds (running)."""
+    def _extend(
+        self,
+        worker_id: str,
+        job_ids: Iterable[str],
+        lease_until: float,
+        renew_below: float | None = None,
+    ) -> list[JobRecord]:
+        """The jobs of ``job_ids`` that ``worker_id`` holds (running), their leases extended to
+        ``lease_until`` (with ``renew_below``, only those that end before it)."""
         jobs = (self._jobs.get(job_id) for job_id in job_ids)
-        return [
+        held = [
             j
             for j in jobs
             if j is not None and j.status is JobStatus.RUNNING and j.worker_id == worker_id
         ]
+        for job in held:
+            if renew_below is None or (job.lease_until or 0.0) < renew_below:
+                job.lease_until = lease_until
+        return held
 
     async def update(self, updates: Sequence[Update]) -> list[JobRecord | None]:
         out: list[JobRecord | None] = []
@@ -181,10 +189,9 @@ class MemoryStore:
         renew_below: float | None = None,
     ) -> list[Event]:
         if holder is not None:
-            held = self._held(holder, dict.fromkeys(e.job_id for e in events))
-            for job in held:
-                if renew_below is None or (job.lease_until or 0.0) < renew_below:
-                    job.lease_until = lease_until
+            held = self._extend(
+                holder, dict.fromkeys(e.job_id for e in events), lease_until, renew_below
+            )
             ids = {job.id for job in held}
             events = [e for e in events if e.job_id in ids]
         stored = []
